@@ -1,0 +1,1 @@
+"""collab_ide: see ARCHITECTURE.md; arrives with its own issue."""

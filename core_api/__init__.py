@@ -1,0 +1,1 @@
+"""The foundation: settings, database, auth, RBAC, errors and the core LMS REST API."""

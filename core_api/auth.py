@@ -1,0 +1,327 @@
+"""Accounts and sessions: argon2 passwords, JWT access tokens, rotating refresh tokens, login limits.
+
+Refresh tokens rotate: every refresh spends the presented token and issues the next one of the same
+family. A spent token presented again can only mean it was copied, so the whole family (every session
+descended from that login) is revoked and the caller gets 401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+import uuid
+from collections import deque
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import jwt
+from aiohttp import web
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from pydantic import BaseModel, EmailStr, Field, field_validator
+
+from core_api.context import CORE, Core, core_of, new_id
+from core_api.db import Record
+from core_api.errors import AppError, ErrorCode, conflict, unauthorized
+from core_api.http import Api, Call, Input, Principal
+from core_api.settings import Settings
+
+Role = Literal["student", "instructor", "admin"]
+ROLES: tuple[Role, ...] = ("student", "instructor", "admin")
+JWT_ALGORITHM = "HS256"
+
+
+class Passwords:
+    """argon2id hashing, run off the event loop (each hash takes tens of milliseconds by design)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._hasher = PasswordHasher(time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib)
+        self._dummy = self._hasher.hash(secrets.token_hex(16))
+
+    async def hash(self, password: str) -> str:
+        return await asyncio.get_running_loop().run_in_executor(None, self._hasher.hash, password)
+
+    async def verify(self, stored: str | None, password: str) -> bool:
+        """Check a password; an unknown account costs the same time as a wrong password."""
+
+        def check() -> bool:
+            try:
+                return self._hasher.verify(stored or self._dummy, password) and stored is not None
+            except (VerificationError, InvalidHashError):
+                return False
+
+        return await asyncio.get_running_loop().run_in_executor(None, check)
+
+
+class Tokens:
+    """Signs and checks short-lived access tokens (HS256 JWTs)."""
+
+    def __init__(self, key: str, ttl_s: int) -> None:
+        self._key = key
+        self.ttl_s = ttl_s
+
+    def issue(self, user_id: uuid.UUID, role: str) -> str:
+        now = int(time.time())
+        claims = {"sub": str(user_id), "role": role, "typ": "access", "iat": now, "exp": now + self.ttl_s}
+        return jwt.encode(claims, self._key, algorithm=JWT_ALGORITHM)
+
+    def verify(self, token: str) -> uuid.UUID:
+        """The user id of a valid access token; raises ``unauthorized`` otherwise."""
+        try:
+            claims = jwt.decode(token, self._key, algorithms=[JWT_ALGORITHM], options={"require": ["exp", "sub"]})
+        except jwt.ExpiredSignatureError:
+            raise unauthorized("access token expired") from None
+        except jwt.PyJWTError:
+            raise unauthorized("access token is invalid") from None
+        if claims.get("typ") != "access":
+            raise unauthorized("access token is invalid")
+        try:
+            return uuid.UUID(str(claims["sub"]))
+        except ValueError:
+            raise unauthorized("access token is invalid") from None
+
+
+class FailureCounter:
+    """Failed attempts per key in a sliding window (in-process; one node's view)."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._hits: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        hits = self._hits.get(key)
+        if hits is None:
+            return deque()
+        while hits and hits[0] <= now - self.window_s:
+            hits.popleft()
+        if not hits:
+            del self._hits[key]
+        return hits
+
+    def retry_after(self, key: str, now: float | None = None) -> float:
+        """Seconds until ``key`` may try again; 0 when it is not blocked."""
+        now = time.monotonic() if now is None else now
+        hits = self._recent(key, now)
+        if len(hits) < self.limit:
+            return 0.0
+        return max(0.0, hits[-self.limit] + self.window_s - now)
+
+    def fail(self, key: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._recent(key, now)
+        self._hits.setdefault(key, deque()).append(now)
+
+    def clear(self, key: str) -> None:
+        self._hits.pop(key, None)
+
+
+class Auth:
+    """The auth service: passwords, tokens and login limits for one app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.passwords = Passwords(settings)
+        self.tokens = Tokens(settings.jwt_key(), settings.access_token_ttl_s)
+        self.by_account = FailureCounter(settings.login_max_failures_per_account, settings.login_window_s)
+        self.by_address = FailureCounter(settings.login_max_failures_per_address, settings.login_window_s)
+
+
+AUTH = web.AppKey("auth", Auth)
+
+
+# --- schemas -------------------------------------------------------------------------------------
+
+
+class UserOut(BaseModel):
+    id: uuid.UUID
+    email: str
+    display_name: str
+    role: Role
+    created_at: datetime
+
+
+def user_out(r: Record) -> UserOut:
+    return UserOut(
+        id=r["id"], email=r["email"], display_name=r["display_name"], role=r["role"], created_at=r["created_at"]
+    )
+
+
+class RegisterIn(Input):
+    email: EmailStr = Field(max_length=254)
+    password: str = Field(min_length=8, max_length=256)
+    display_name: str = Field(min_length=1, max_length=80)
+
+    @field_validator("display_name")
+    @classmethod
+    def _visible_name(cls, value: str) -> str:
+        value = value.strip()
+        if not value or not value.isprintable():
+            raise ValueError("must be printable and not blank")
+        return value
+
+
+class LoginIn(Input):
+    email: str = Field(min_length=1, max_length=254)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class RefreshIn(Input):
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Seconds until the access token expires.")
+
+
+# --- service -------------------------------------------------------------------------------------
+
+
+def _hash_refresh(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def register(core: Core, auth: Auth, body: RegisterIn, role: Role = "student") -> Record:
+    password_hash = await auth.passwords.hash(body.password)
+    async with core.transaction() as tx:
+        row = await tx.conn.fetchrow(
+            "INSERT INTO users (id, email, display_name, password_hash, role) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT DO NOTHING RETURNING id, email, display_name, role, created_at",
+            new_id(),
+            body.email,
+            body.display_name,
+            password_hash,
+            role,
+        )
+    if row is None:
+        raise conflict("an account with this email already exists")
+    return row
+
+
+async def _issue_pair(core: Core, auth: Auth, conn: Any, user_id: uuid.UUID, role: str, family: uuid.UUID) -> TokenPair:
+    refresh = secrets.token_urlsafe(32)
+    await conn.execute(
+        "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        new_id(),
+        family,
+        user_id,
+        _hash_refresh(refresh),
+        datetime.now(UTC) + timedelta(seconds=core.settings.refresh_token_ttl_s),
+    )
+    return TokenPair(access_token=auth.tokens.issue(user_id, role), refresh_token=refresh, expires_in=auth.tokens.ttl_s)
+
+
+async def login(core: Core, auth: Auth, email: str, password: str, address: str) -> TokenPair:
+    account_key = email.strip().lower()
+    wait = max(auth.by_account.retry_after(account_key), auth.by_address.retry_after(address))
+    if wait > 0:
+        raise AppError(
+            ErrorCode.RATE_LIMITED,
+            "too many failed logins; try again later",
+            {"retry_after_s": int(wait) + 1},
+        )
+    user = await core.pool.fetchrow(
+        "SELECT id, role, password_hash FROM users WHERE lower(email) = $1", account_key
+    )
+    if not await auth.passwords.verify(user["password_hash"] if user else None, password):
+        auth.by_account.fail(account_key)
+        auth.by_address.fail(address)
+        raise unauthorized("wrong email or password")
+    assert user is not None
+    auth.by_account.clear(account_key)
+    async with core.transaction() as tx:
+        return await _issue_pair(core, auth, tx.conn, user["id"], user["role"], new_id())
+
+
+async def refresh(core: Core, auth: Auth, token: str) -> TokenPair:
+    revoked_family = False
+    async with core.transaction() as tx:
+        row = await tx.conn.fetchrow(
+            "SELECT t.id, t.family_id, t.user_id, t.expires_at, t.spent_at, t.revoked_at, u.role"
+            " FROM refresh_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1 FOR UPDATE OF t",
+            _hash_refresh(token),
+        )
+        if row is None or row["revoked_at"] is not None or row["expires_at"] <= datetime.now(UTC):
+            raise unauthorized("refresh token is invalid or expired")
+        if row["spent_at"] is not None:
+            await tx.conn.execute(
+                "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
+                row["family_id"],
+            )
+            revoked_family = True
+        else:
+            await tx.conn.execute("UPDATE refresh_tokens SET spent_at = now() WHERE id = $1", row["id"])
+            return await _issue_pair(core, auth, tx.conn, row["user_id"], row["role"], row["family_id"])
+    assert revoked_family
+    raise unauthorized("refresh token was already used; every session from that login is now signed out")
+
+
+async def logout(core: Core, token: str) -> None:
+    async with core.transaction() as tx:
+        await tx.conn.execute(
+            "UPDATE refresh_tokens SET revoked_at = now() WHERE revoked_at IS NULL AND family_id ="
+            " (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
+            _hash_refresh(token),
+        )
+
+
+async def principal_for(core: Core, auth: Auth, token: str) -> Principal:
+    """The user an access token belongs to, as stored now (so role changes apply at once)."""
+    user_id = auth.tokens.verify(token)
+    row = await core.pool.fetchrow("SELECT id, email, display_name, role FROM users WHERE id = $1", user_id)
+    if row is None:
+        raise unauthorized("account no longer exists")
+    return Principal(id=row["id"], role=row["role"], email=row["email"], display_name=row["display_name"])
+
+
+async def authenticate(request: web.Request) -> Principal:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized("send an access token as 'Authorization: Bearer <token>'")
+    return await principal_for(request.app[CORE], request.app[AUTH], token.strip())
+
+
+# --- handlers ------------------------------------------------------------------------------------
+
+api = Api()
+TAG = "auth"
+
+
+@api.route("POST", "/auth/register", summary="Create an account (role student)", tag=TAG, auth=False,
+           body=RegisterIn, response=UserOut, status=201, errors=[409])
+async def register_account(call: Call[Any]) -> UserOut:
+    return user_out(await register(core_of(call), call.request.app[AUTH], call.body))
+
+
+@api.route("POST", "/auth/login", summary="Exchange email and password for tokens", tag=TAG, auth=False,
+           body=LoginIn, response=TokenPair, errors=[401, 429])
+async def login_account(call: Call[Any]) -> TokenPair:
+    return await login(core_of(call), call.request.app[AUTH], call.body.email, call.body.password, call.remote)
+
+
+@api.route("POST", "/auth/refresh", summary="Rotate a refresh token into a new pair", tag=TAG, auth=False,
+           body=RefreshIn, response=TokenPair, errors=[401])
+async def refresh_tokens(call: Call[Any]) -> TokenPair:
+    return await refresh(core_of(call), call.request.app[AUTH], call.body.refresh_token)
+
+
+@api.route("POST", "/auth/logout", summary="Revoke a refresh token and its family", tag=TAG, auth=False,
+           body=RefreshIn, status=204)
+async def logout_session(call: Call[Any]) -> None:
+    await logout(core_of(call), call.body.refresh_token)
+
+
+@api.route("GET", "/me", summary="The caller's account", tag=TAG, response=UserOut)
+async def get_me(call: Call[Any]) -> UserOut:
+    row = await core_of(call).pool.fetchrow(
+        "SELECT id, email, display_name, role, created_at FROM users WHERE id = $1", call.me.id
+    )
+    if row is None:
+        raise unauthorized("account no longer exists")
+    return user_out(row)

@@ -1,0 +1,171 @@
+"""What every service needs: the pool, settings, the event bus, and the transaction helper.
+
+Services change state inside :meth:`Core.transaction`; events they queue with ``tx.publish`` go out on
+the bus only after the transaction commits (and are dropped if it rolls back), so nobody is ever told
+about a change that did not happen.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from core_api.db import Connection, Pool, Record
+from core_api.errors import invalid
+from core_api.http import Call, Query
+from core_api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class Bus:
+    """In-process publish/subscribe of domain events; the realtime layer subscribes to push them out."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, callback: Subscriber) -> None:
+        self._subscribers.append(callback)
+
+    async def publish(self, topic: str, payload: dict[str, Any]) -> None:
+        for callback in self._subscribers:
+            try:
+                await callback(topic, payload)
+            except Exception:
+                log.exception("event subscriber failed on %s", topic)
+
+
+@dataclass
+class Tx:
+    """An open transaction and the events to publish once it commits."""
+
+    conn: Connection
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def publish(self, topic: str, payload: dict[str, Any]) -> None:
+        self.events.append((topic, payload))
+
+
+@dataclass
+class Core:
+    settings: Settings
+    pool: Pool
+    bus: Bus
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            tx = Tx(conn)
+            yield tx
+        for topic, payload in tx.events:
+            await self.bus.publish(topic, payload)
+
+
+CORE = web.AppKey("core", Core)
+
+
+def core_of(call: Call[Any]) -> Core:
+    return call.request.app[CORE]
+
+
+def new_id() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+# --- pagination ----------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class PageQuery(Query):
+    limit: int = Field(50, ge=1, le=200, description="Most items to return.")
+    cursor: str | None = Field(None, max_length=200, description="`next_cursor` of the previous page.")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+def encode_cursor(at: datetime, ident: uuid.UUID | str) -> str:
+    raw = json.dumps([at.isoformat(), str(ident)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> tuple[datetime | None, uuid.UUID | None]:
+    """Split a cursor into the (time, id) keyset position; ``(None, None)`` for the first page."""
+    if cursor is None:
+        return None, None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        at, ident = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return datetime.fromisoformat(at), uuid.UUID(ident)
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise invalid("cursor is not one this server issued") from None
+
+
+def page_of(
+    rows: list[Record], limit: int, convert: Callable[[Record], T], time_key: str = "created_at"
+) -> Page[T]:
+    """Turn ``limit + 1`` fetched rows into a page and the cursor after its last item."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    cursor = encode_cursor(rows[-1][time_key], rows[-1]["id"]) if more and rows else None
+    return Page[T](items=[convert(r) for r in rows], next_cursor=cursor)
+
+
+# --- audit and notifications ---------------------------------------------------------------------
+
+
+async def audit(
+    tx: Tx, actor_id: uuid.UUID | None, action: str, target_kind: str, target_id: Any, **details: Any
+) -> None:
+    """Record a privileged action in the audit log, in the caller's transaction."""
+    await tx.conn.execute(
+        "INSERT INTO audit_log (id, actor_id, action, target_kind, target_id, details)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        new_id(),
+        actor_id,
+        action,
+        target_kind,
+        str(target_id),
+        details,
+    )
+
+
+async def notify(tx: Tx, user_id: uuid.UUID, kind: str, payload: dict[str, Any]) -> None:
+    """Store a notification and, after commit, publish it for live delivery to the user."""
+    row = await tx.conn.fetchrow(
+        "INSERT INTO notifications (id, user_id, kind, payload) VALUES ($1, $2, $3, $4)"
+        " RETURNING id, user_id, kind, payload, created_at, read_at",
+        new_id(),
+        user_id,
+        kind,
+        payload,
+    )
+    assert row is not None
+    tx.publish(
+        f"user:{user_id}",
+        {
+            "type": "notification",
+            "notification": {
+                "id": str(row["id"]),
+                "kind": kind,
+                "payload": payload,
+                "created_at": row["created_at"].isoformat(),
+                "read_at": None,
+            },
+        },
+    )

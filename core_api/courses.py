@@ -1,0 +1,323 @@
+"""Courses and their lectures.
+
+A course belongs to the instructor who created it and starts as a draft: only its owner and admins see
+it until it is published (a course needs at least one lecture to be published). Everyone signed in
+sees published courses. Lectures are ordered by ``position`` and carry a plain video URL or an HLS
+playlist with a duration.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from core_api.context import Core, Page, PageQuery, audit, core_of, decode_cursor, new_id, page_of
+from core_api.db import Connection, Record
+from core_api.errors import AppError, conflict, invalid, not_found
+from core_api.http import Api, Call, Input, Principal, Reply
+from core_api.rbac import require_owner_or_admin, require_role
+
+api = Api()
+TAG = "courses"
+URL_PATTERN = r"^https?://[^\s]+$"
+
+# --- schemas -------------------------------------------------------------------------------------
+
+
+class CourseIn(Input):
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=20_000)
+
+
+class CoursePatch(Input):
+    title: str | None = Field(None, min_length=1, max_length=200)
+    description: str | None = Field(None, max_length=20_000)
+
+
+class CourseOut(BaseModel):
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    title: str
+    description: str
+    status: Literal["draft", "published"]
+    lecture_count: int
+    total_duration_s: float
+    created_at: datetime
+    updated_at: datetime
+    published_at: datetime | None
+
+
+class CourseListQuery(PageQuery):
+    mine: bool = Field(False, description="Only courses the caller owns (drafts included).")
+
+
+class LectureIn(Input):
+    title: str = Field(min_length=1, max_length=200)
+    media_kind: Literal["video", "hls"] = Field(description="`video`: a file URL; `hls`: an .m3u8 playlist URL.")
+    media_url: str = Field(max_length=2048, pattern=URL_PATTERN)
+    duration_s: float = Field(ge=0, le=7 * 86400)
+    position: int | None = Field(None, ge=0, le=100_000, description="Order in the course; default: last.")
+
+
+class LecturePatch(Input):
+    title: str | None = Field(None, min_length=1, max_length=200)
+    media_kind: Literal["video", "hls"] | None = None
+    media_url: str | None = Field(None, max_length=2048, pattern=URL_PATTERN)
+    duration_s: float | None = Field(None, ge=0, le=7 * 86400)
+    position: int | None = Field(None, ge=0, le=100_000)
+
+
+class LectureOut(BaseModel):
+    id: uuid.UUID
+    course_id: uuid.UUID
+    position: int
+    title: str
+    media_kind: Literal["video", "hls"]
+    media_url: str
+    duration_s: float
+    created_at: datetime
+
+
+class LectureList(BaseModel):
+    items: list[LectureOut]
+
+
+# --- service -------------------------------------------------------------------------------------
+
+_COURSE_COLUMNS = """c.id, c.owner_id, c.title, c.description, c.status, c.created_at, c.updated_at,
+    c.published_at,
+    (SELECT count(*) FROM lectures l WHERE l.course_id = c.id) AS lecture_count,
+    (SELECT coalesce(sum(l.duration_s), 0) FROM lectures l WHERE l.course_id = c.id) AS total_duration_s"""
+_LECTURE_COLUMNS = "id, course_id, position, title, media_kind, media_url, duration_s, created_at"
+
+
+def course_out(r: Record) -> CourseOut:
+    return CourseOut(**dict(r))
+
+
+def lecture_out(r: Record) -> LectureOut:
+    return LectureOut(**dict(r))
+
+
+def can_view(course: Record, user: Principal) -> bool:
+    return bool(course["status"] == "published" or course["owner_id"] == user.id or user.is_admin)
+
+
+async def visible_course(conn: Connection, user: Principal, course_id: uuid.UUID, *, lock: bool = False) -> Record:
+    """The course if the user may see it; a draft of someone else's is reported as not found."""
+    row = await conn.fetchrow(
+        f"SELECT {_COURSE_COLUMNS} FROM courses c WHERE c.id = $1" + (" FOR UPDATE OF c" if lock else ""), course_id
+    )
+    if row is None or not can_view(row, user):
+        raise not_found("course")
+    return row
+
+
+async def owned_course(conn: Connection, user: Principal, course_id: uuid.UUID, *, lock: bool = False) -> Record:
+    """The course if the user may change it (its owner or an admin)."""
+    row = await visible_course(conn, user, course_id, lock=lock)
+    require_owner_or_admin(user, row["owner_id"], "course")
+    return row
+
+
+async def visible_lecture(conn: Connection, user: Principal, lecture_id: uuid.UUID) -> tuple[Record, Record]:
+    """A lecture and its course, if the user may see the course."""
+    lecture = await conn.fetchrow(f"SELECT {_LECTURE_COLUMNS} FROM lectures WHERE id = $1", lecture_id)
+    if lecture is None:
+        raise not_found("lecture")
+    try:
+        course = await visible_course(conn, user, lecture["course_id"])
+    except AppError:
+        raise not_found("lecture") from None
+    return lecture, course
+
+
+async def list_courses(core: Core, user: Principal, query: CourseListQuery) -> Page[CourseOut]:
+    at, ident = decode_cursor(query.cursor)
+    rows = await core.pool.fetch(
+        f"""SELECT {_COURSE_COLUMNS} FROM courses c
+            WHERE ($1::timestamptz IS NULL OR (c.created_at, c.id) > ($1, $2))
+              AND (CASE WHEN $4 THEN c.owner_id = $5
+                        ELSE c.status = 'published' OR c.owner_id = $5 OR $6 END)
+            ORDER BY c.created_at, c.id LIMIT $3""",
+        at,
+        ident,
+        query.limit + 1,
+        query.mine,
+        user.id,
+        user.is_admin,
+    )
+    return page_of(rows, query.limit, course_out)
+
+
+async def create_course(core: Core, user: Principal, body: CourseIn) -> Record:
+    require_role(user, "instructor", "admin")
+    async with core.transaction() as tx:
+        course_id = new_id()
+        await tx.conn.execute(
+            "INSERT INTO courses (id, owner_id, title, description) VALUES ($1, $2, $3, $4)",
+            course_id,
+            user.id,
+            body.title,
+            body.description,
+        )
+        return await visible_course(tx.conn, user, course_id)
+
+
+async def update_course(core: Core, user: Principal, course_id: uuid.UUID, body: CoursePatch) -> Record:
+    async with core.transaction() as tx:
+        await owned_course(tx.conn, user, course_id, lock=True)
+        await tx.conn.execute(
+            "UPDATE courses SET title = coalesce($2, title), description = coalesce($3, description),"
+            " updated_at = now() WHERE id = $1",
+            course_id,
+            body.title,
+            body.description,
+        )
+        return await visible_course(tx.conn, user, course_id)
+
+
+async def publish_course(core: Core, user: Principal, course_id: uuid.UUID) -> Record:
+    async with core.transaction() as tx:
+        course = await owned_course(tx.conn, user, course_id, lock=True)
+        if course["status"] == "published":
+            return course
+        if course["lecture_count"] == 0:
+            raise conflict("a course needs at least one lecture before it can be published")
+        await tx.conn.execute(
+            "UPDATE courses SET status = 'published', published_at = now(), updated_at = now() WHERE id = $1",
+            course_id,
+        )
+        await audit(tx, user.id, "course.published", "course", course_id, title=course["title"])
+        return await visible_course(tx.conn, user, course_id)
+
+
+async def add_lecture(core: Core, user: Principal, course_id: uuid.UUID, body: LectureIn) -> Record:
+    async with core.transaction() as tx:
+        await owned_course(tx.conn, user, course_id, lock=True)
+        position = body.position
+        if position is None:
+            position = await tx.conn.fetchval(
+                "SELECT coalesce(max(position) + 1, 0) FROM lectures WHERE course_id = $1", course_id
+            )
+        row = await tx.conn.fetchrow(
+            f"""INSERT INTO lectures (id, course_id, position, title, media_kind, media_url, duration_s)
+                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_LECTURE_COLUMNS}""",
+            new_id(),
+            course_id,
+            position,
+            body.title,
+            body.media_kind,
+            body.media_url,
+            body.duration_s,
+        )
+        await tx.conn.execute("UPDATE courses SET updated_at = now() WHERE id = $1", course_id)
+        assert row is not None
+        return row
+
+
+async def update_lecture(core: Core, user: Principal, lecture_id: uuid.UUID, body: LecturePatch) -> Record:
+    async with core.transaction() as tx:
+        lecture, course = await visible_lecture(tx.conn, user, lecture_id)
+        require_owner_or_admin(user, course["owner_id"], "course")
+        row = await tx.conn.fetchrow(
+            f"""UPDATE lectures SET title = coalesce($2, title), media_kind = coalesce($3, media_kind),
+                    media_url = coalesce($4, media_url), duration_s = coalesce($5, duration_s),
+                    position = coalesce($6, position)
+                WHERE id = $1 RETURNING {_LECTURE_COLUMNS}""",
+            lecture_id,
+            body.title,
+            body.media_kind,
+            body.media_url,
+            body.duration_s,
+            body.position,
+        )
+        assert row is not None
+        return row
+
+
+async def delete_lecture(core: Core, user: Principal, lecture_id: uuid.UUID) -> None:
+    async with core.transaction() as tx:
+        _, course = await visible_lecture(tx.conn, user, lecture_id)
+        require_owner_or_admin(user, course["owner_id"], "course")
+        if course["status"] == "published" and course["lecture_count"] <= 1:
+            raise conflict("a published course must keep at least one lecture")
+        await tx.conn.execute("DELETE FROM lectures WHERE id = $1", lecture_id)
+
+
+# --- handlers ------------------------------------------------------------------------------------
+
+
+@api.route("GET", "/courses", summary="Courses the caller can see", tag=TAG, query=CourseListQuery,
+           response=Page[CourseOut])
+async def get_courses(call: Call[Any]) -> Page[CourseOut]:
+    return await list_courses(core_of(call), call.me, call.query)
+
+
+@api.route("POST", "/courses", summary="Create a draft course (instructor, admin)", tag=TAG, body=CourseIn,
+           response=CourseOut, status=201, errors=[403])
+async def post_course(call: Call[Any]) -> CourseOut:
+    return course_out(await create_course(core_of(call), call.me, call.body))
+
+
+@api.route("GET", "/courses/{course_id}", summary="One course", tag=TAG, response=CourseOut)
+async def get_course(call: Call[Any]) -> CourseOut:
+    async with core_of(call).pool.acquire() as conn:
+        return course_out(await visible_course(conn, call.me, call.params["course_id"]))
+
+
+@api.route("PATCH", "/courses/{course_id}", summary="Edit a course (owner, admin)", tag=TAG, body=CoursePatch,
+           response=CourseOut, errors=[403])
+async def patch_course(call: Call[Any]) -> CourseOut:
+    if call.body.title is None and call.body.description is None:
+        raise invalid("nothing to change")
+    return course_out(await update_course(core_of(call), call.me, call.params["course_id"], call.body))
+
+
+@api.route("POST", "/courses/{course_id}/publish", summary="Publish a draft course (owner, admin)", tag=TAG,
+           response=CourseOut, errors=[403, 409])
+async def post_publish(call: Call[Any]) -> CourseOut:
+    return course_out(await publish_course(core_of(call), call.me, call.params["course_id"]))
+
+
+@api.route("GET", "/courses/{course_id}/lectures", summary="A course's lectures in order", tag=TAG,
+           response=LectureList)
+async def get_lectures(call: Call[Any]) -> LectureList:
+    async with core_of(call).pool.acquire() as conn:
+        await visible_course(conn, call.me, call.params["course_id"])
+        rows = await conn.fetch(
+            f"SELECT {_LECTURE_COLUMNS} FROM lectures WHERE course_id = $1 ORDER BY position, created_at, id",
+            call.params["course_id"],
+        )
+    return LectureList(items=[lecture_out(r) for r in rows])
+
+
+@api.route("POST", "/courses/{course_id}/lectures", summary="Add a lecture (owner, admin)", tag=TAG,
+           body=LectureIn, response=LectureOut, status=201, errors=[403])
+async def post_lecture(call: Call[Any]) -> LectureOut:
+    return lecture_out(await add_lecture(core_of(call), call.me, call.params["course_id"], call.body))
+
+
+@api.route("GET", "/lectures/{lecture_id}", summary="One lecture", tag=TAG, response=LectureOut)
+async def get_lecture(call: Call[Any]) -> LectureOut:
+    async with core_of(call).pool.acquire() as conn:
+        lecture, _ = await visible_lecture(conn, call.me, call.params["lecture_id"])
+    return lecture_out(lecture)
+
+
+@api.route("PATCH", "/lectures/{lecture_id}", summary="Edit a lecture (course owner, admin)", tag=TAG,
+           body=LecturePatch, response=LectureOut, errors=[403])
+async def patch_lecture(call: Call[Any]) -> LectureOut:
+    if not call.body.model_fields_set:
+        raise invalid("nothing to change")
+    return lecture_out(await update_lecture(core_of(call), call.me, call.params["lecture_id"], call.body))
+
+
+@api.route("DELETE", "/lectures/{lecture_id}", summary="Remove a lecture (course owner, admin)", tag=TAG,
+           status=204, errors=[403, 409])
+async def delete_lecture_view(call: Call[Any]) -> Reply:
+    await delete_lecture(core_of(call), call.me, call.params["lecture_id"])
+    return Reply(None, 204)

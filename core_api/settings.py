@@ -1,0 +1,168 @@
+"""Settings: one typed object read once from the environment (prefix ``STUDYHALL_``).
+
+Every setting has a default that works on a fresh machine (embedded mode). ``load_settings`` turns a
+validation failure into :class:`ConfigError`, whose message names the bad setting by its variable name.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "STUDYHALL_"
+
+
+def default_data_dir() -> Path:
+    """Where the embedded database and generated secrets live when ``STUDYHALL_DATA_DIR`` is unset.
+
+    Run as root, the embedded Postgres runs as an unprivileged system user that must traverse every
+    parent of its data directory, so the default must never sit inside a private home such as /root:
+    root gets ``/var/lib/studyhall``. Other users get ``$XDG_DATA_HOME/studyhall`` (usually
+    ``~/.local/share/studyhall``), which nobody else needs to read.
+    """
+    if os.geteuid() == 0:
+        return Path("/var/lib/studyhall")
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "studyhall"
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names it."""
+
+
+class Settings(BaseSettings):
+    """All of studyhall's configuration.
+
+    Attributes map to environment variables by upper-casing and prefixing ``STUDYHALL_``
+    (``database_url`` ← ``STUDYHALL_DATABASE_URL``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
+    data_dir: Path = Field(default_factory=default_data_dir, description="Embedded database and secrets.")
+    database_url: SecretStr | None = Field(
+        None, description="postgresql:// URL of an external Postgres; unset starts the embedded one."
+    )
+    redis_url: SecretStr | None = Field(None, description="redis:// URL; set for scaled mode.")
+    jwt_secret: SecretStr | None = Field(
+        None, description="HS256 key for access tokens; generated into the data directory when unset."
+    )
+    public_url: str = Field(
+        "", description="Base URL users reach the server at (certificate links); default http://host:port."
+    )
+    access_token_ttl_s: int = Field(900, ge=30, le=86400, description="Access token lifetime.")
+    refresh_token_ttl_s: int = Field(30 * 86400, ge=300, description="Refresh token lifetime.")
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest accepted request body.")
+    login_max_failures_per_account: int = Field(
+        10, ge=1, description="Failed logins per account within the window before rate limiting."
+    )
+    login_max_failures_per_address: int = Field(
+        50, ge=1, description="Failed logins per client address within the window before rate limiting."
+    )
+    login_window_s: int = Field(900, ge=1, description="Window for the login failure counters.")
+    db_pool_min: int = Field(2, ge=1, description="Postgres pool: connections kept open.")
+    db_pool_max: int = Field(20, ge=1, description="Postgres pool: most connections.")
+    argon2_time_cost: int = Field(2, ge=1, description="argon2id iterations.")
+    argon2_memory_kib: int = Field(19456, ge=8192, description="argon2id memory per hash (KiB).")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    trust_forwarded_for: bool = Field(
+        False, description="Take the client address from X-Forwarded-For (only behind a trusted proxy)."
+    )
+
+    @field_validator("database_url", "redis_url", "jwt_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("postgres://", "postgresql://")):
+            raise ValueError("must start with postgresql:// or postgres://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _scaled_needs_secret(self) -> Settings:
+        if self.redis_url is not None and self.jwt_secret is None:
+            raise ValueError(
+                "STUDYHALL_JWT_SECRET is required when STUDYHALL_REDIS_URL is set: every node must sign "
+                "and verify tokens with the same key"
+            )
+        if self.db_pool_min > self.db_pool_max:
+            raise ValueError("STUDYHALL_DB_POOL_MIN must not exceed STUDYHALL_DB_POOL_MAX")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when studyhall runs its own Postgres from the data directory."""
+        return self.database_url is None
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://{self.host}:{self.port}"
+
+    def jwt_key(self) -> str:
+        """The token signing key: the configured one, or one kept in ``data_dir/jwt_secret``."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        path = self.data_dir / "jwt_secret"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key)
+        return key
+
+    def masked(self) -> dict[str, Any]:
+        """Effective settings for display, secrets shown as ``********``."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "********"
+            elif isinstance(value, Path):
+                value = str(value)
+            out[ENV_PREFIX + name.upper()] = value
+        return out
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings once; raise :class:`ConfigError` naming the bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"]]
+            name = ENV_PREFIX + loc[0].upper() if loc else "settings"
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{name}: {msg}" if loc else msg)
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

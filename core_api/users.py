@@ -1,0 +1,104 @@
+"""User administration: listing accounts, granting platform roles, reading the audit log."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from core_api.auth import ROLES, Role, UserOut, user_out
+from core_api.context import Core, Page, PageQuery, audit, core_of, decode_cursor, notify, page_of
+from core_api.db import Record
+from core_api.errors import forbidden, invalid, not_found
+from core_api.http import Api, Call, Input, Principal
+
+api = Api()
+
+
+class RoleIn(Input):
+    role: Role
+
+
+class AuditEntry(BaseModel):
+    id: uuid.UUID
+    actor_id: uuid.UUID | None
+    action: str
+    target_kind: str
+    target_id: str
+    details: dict[str, Any]
+    created_at: datetime
+
+
+def _audit_out(r: Record) -> AuditEntry:
+    return AuditEntry(**dict(r))
+
+
+async def grant_role(core: Core, actor: Principal, user_id: uuid.UUID, role: str) -> Record:
+    if role not in ROLES:
+        raise invalid(f"role must be one of {', '.join(ROLES)}")
+    if user_id == actor.id and role != "admin":
+        raise invalid("admins cannot demote themselves; ask another admin")
+    async with core.transaction() as tx:
+        before = await tx.conn.fetchval("SELECT role FROM users WHERE id = $1 FOR UPDATE", user_id)
+        if before is None:
+            raise not_found("user")
+        row = await tx.conn.fetchrow(
+            "UPDATE users SET role = $2 WHERE id = $1 RETURNING id, email, display_name, role, created_at",
+            user_id,
+            role,
+        )
+        assert row is not None
+        if before != role:
+            await audit(tx, actor.id, "user.role_granted", "user", user_id, before=before, after=role)
+            await notify(tx, user_id, "role_changed", {"role": role, "previous": before})
+    return row
+
+
+@api.route("GET", "/users", summary="List accounts (admin)", tag="users", roles=["admin"],
+           query=PageQuery, response=Page[UserOut])
+async def list_users(call: Call[Any]) -> Page[UserOut]:
+    at, ident = decode_cursor(call.query.cursor)
+    rows = await core_of(call).pool.fetch(
+        "SELECT id, email, display_name, role, created_at FROM users"
+        " WHERE $1::timestamptz IS NULL OR (created_at, id) > ($1, $2) ORDER BY created_at, id LIMIT $3",
+        at,
+        ident,
+        call.query.limit + 1,
+    )
+    return page_of(rows, call.query.limit, user_out)
+
+
+@api.route("GET", "/users/{user_id}", summary="One account (admin, or yourself)", tag="users",
+           response=UserOut, errors=[403])
+async def get_user(call: Call[Any]) -> UserOut:
+    user_id = call.params["user_id"]
+    if user_id != call.me.id and not call.me.is_admin:
+        raise forbidden("only admins can read other accounts")
+    row = await core_of(call).pool.fetchrow(
+        "SELECT id, email, display_name, role, created_at FROM users WHERE id = $1", user_id
+    )
+    if row is None:
+        raise not_found("user")
+    return user_out(row)
+
+
+@api.route("PUT", "/users/{user_id}/role", summary="Grant a platform role (admin)", tag="users",
+           roles=["admin"], body=RoleIn, response=UserOut)
+async def set_user_role(call: Call[Any]) -> UserOut:
+    return user_out(await grant_role(core_of(call), call.me, call.params["user_id"], call.body.role))
+
+
+@api.route("GET", "/audit", summary="The audit log of privileged actions, newest first (admin)", tag="users",
+           roles=["admin"], query=PageQuery, response=Page[AuditEntry])
+async def list_audit(call: Call[Any]) -> Page[AuditEntry]:
+    at, ident = decode_cursor(call.query.cursor)
+    rows = await core_of(call).pool.fetch(
+        "SELECT id, actor_id, action, target_kind, target_id, details, created_at FROM audit_log"
+        " WHERE $1::timestamptz IS NULL OR (created_at, id) < ($1, $2) ORDER BY created_at DESC, id DESC LIMIT $3",
+        at,
+        ident,
+        call.query.limit + 1,
+    )
+    return page_of(rows, call.query.limit, _audit_out)

@@ -1,0 +1,1 @@
+"""leaderboards: see ARCHITECTURE.md; arrives with its own issue."""

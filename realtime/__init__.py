@@ -1,0 +1,1 @@
+"""Transport and assembly: the app factory, the CLI, health and metrics."""

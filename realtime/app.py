@@ -1,0 +1,176 @@
+"""The app factory: one aiohttp application with the REST API, health, readiness and metrics.
+
+Resources open in ``cleanup_ctx`` order (database pool, then services) and close in reverse; they live
+under typed ``web.AppKey``s, so tests can build as many apps in one process as they like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from core_api import auth, communities, courses, learning, notifications, users
+from core_api.context import CORE, Bus, Core
+from core_api.db import create_pool, migrate
+from core_api.errors import AppError, ErrorCode
+from core_api.http import CLIENT_ADDR, Api
+from core_api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+API = Api.combine(auth.api, users.api, courses.api, learning.api, communities.api, notifications.api)
+DSN = web.AppKey("dsn", str)
+OPENAPI = web.AppKey("openapi", dict)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Metrics:
+    """Prometheus metrics of one app (own registry, so several apps can live in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "studyhall_http_requests", "HTTP requests answered", ["method", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "studyhall_http_request_duration_seconds",
+            "HTTP request latency",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.pool_size = Gauge("studyhall_db_pool_connections", "Open database connections", registry=self.registry)
+        self.pool_idle = Gauge("studyhall_db_pool_idle", "Idle database connections", registry=self.registry)
+
+
+METRICS = web.AppKey("metrics", Metrics)
+SETTINGS = web.AppKey("settings", Settings)
+
+
+def _error_response(error: AppError) -> web.Response:
+    headers = {}
+    if error.code is ErrorCode.RATE_LIMITED and "retry_after_s" in error.details:
+        headers["Retry-After"] = str(error.details["retry_after_s"])
+    return web.json_response({"error": error.to_dict()}, status=error.status, headers=headers)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as ``{"error": {code, message, details}}``; unexpected ones only as ``internal``."""
+    try:
+        return await handler(request)
+    except AppError as exc:
+        return _error_response(exc)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].max_body_bytes
+        return _error_response(AppError(ErrorCode.PAYLOAD_TOO_LARGE, f"request body is larger than {limit} bytes"))
+    except web.HTTPNotFound:
+        return _error_response(AppError(ErrorCode.NOT_FOUND, f"no such endpoint: {request.path}"))
+    except web.HTTPMethodNotAllowed as exc:
+        resp = _error_response(
+            AppError(ErrorCode.INVALID_INPUT, f"method {request.method} is not allowed on {request.path}")
+        )
+        resp.set_status(405)
+        resp.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+        return resp
+    except web.HTTPException:
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error_response(AppError(ErrorCode.INTERNAL, "internal error; it has been logged"))
+
+
+@web.middleware
+async def context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Client address, body size limit and metrics for every request."""
+    settings = request.app[SETTINGS]
+    forwarded = request.headers.get("X-Forwarded-For") if settings.trust_forwarded_for else None
+    request[CLIENT_ADDR] = forwarded.split(",")[0].strip() if forwarded else (request.remote or "unknown")
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        return _error_response(
+            AppError(ErrorCode.PAYLOAD_TOO_LARGE, f"request body is larger than {settings.max_body_bytes} bytes")
+        )
+    started = time.perf_counter()
+    response = await errors_middleware(request, handler)
+    info = request.match_info.route.resource
+    route = info.canonical if info is not None else "unmatched"
+    metrics = request.app[METRICS]
+    metrics.requests.labels(request.method, route, str(response.status)).inc()
+    metrics.latency.labels(route).observe(time.perf_counter() - started)
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(2):
+            await request.app[CORE].pool.fetchval("SELECT 1")
+        checks["database"] = "ok"
+    except (Exception, TimeoutError) as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return web.json_response({"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503)
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    pool = request.app[CORE].pool
+    metrics.pool_size.set(pool.get_size())
+    metrics.pool_idle.set(pool.get_idle_size())
+    return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi_view(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI])
+
+
+def create_app(settings: Settings, database_url: str | None = None, *, run_migrations: bool = True) -> web.Application:
+    """Build the application.
+
+    Args:
+        settings: the validated settings.
+        database_url: the Postgres to use; defaults to ``settings.database_url`` (the CLI passes the
+            embedded server's URL when that is unset).
+        run_migrations: apply pending migrations at start-up (safe with many nodes starting at once).
+    """
+    dsn = database_url or (settings.database_url.get_secret_value() if settings.database_url else None)
+    if dsn is None:
+        raise ValueError("create_app needs a database URL (the CLI starts the embedded Postgres for you)")
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[context_middleware])
+    app[SETTINGS] = settings
+    app[DSN] = dsn
+    app[METRICS] = Metrics()
+    app[OPENAPI] = API.openapi("studyhall", VERSION)
+    app[auth.AUTH] = auth.Auth(settings)
+
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        if run_migrations:
+            await migrate(dsn)
+        pool = await create_pool(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+        app[CORE] = Core(settings=settings, pool=pool, bus=Bus())
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app.cleanup_ctx.append(database)
+    API.mount(app, auth.authenticate)
+    app.router.add_get("/api/v1/openapi.json", openapi_view)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
+    return app

@@ -1,0 +1,1 @@
+"""sandbox: see ARCHITECTURE.md; arrives with its own issue."""

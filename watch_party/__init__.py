@@ -1,0 +1,1 @@
+"""watch_party: see ARCHITECTURE.md; arrives with its own issue."""
