@@ -225,9 +225,7 @@ async def login(core: Core, auth: Auth, email: str, password: str, address: str)
             "too many failed logins; try again later",
             {"retry_after_s": int(wait) + 1},
         )
-    user = await core.pool.fetchrow(
-        "SELECT id, role, password_hash FROM users WHERE lower(email) = $1", account_key
-    )
+    user = await core.pool.fetchrow("SELECT id, role, password_hash FROM users WHERE lower(email) = $1", account_key)
     if not await auth.passwords.verify(user["password_hash"] if user else None, password):
         auth.by_account.fail(account_key)
         auth.by_address.fail(address)
@@ -293,26 +291,58 @@ api = Api()
 TAG = "auth"
 
 
-@api.route("POST", "/auth/register", summary="Create an account (role student)", tag=TAG, auth=False,
-           body=RegisterIn, response=UserOut, status=201, errors=[409])
+@api.route(
+    "POST",
+    "/auth/register",
+    summary="Create an account (role student)",
+    tag=TAG,
+    auth=False,
+    body=RegisterIn,
+    response=UserOut,
+    status=201,
+    errors=[409],
+)
 async def register_account(call: Call[Any]) -> UserOut:
     return user_out(await register(core_of(call), call.request.app[AUTH], call.body))
 
 
-@api.route("POST", "/auth/login", summary="Exchange email and password for tokens", tag=TAG, auth=False,
-           body=LoginIn, response=TokenPair, errors=[401, 429])
+@api.route(
+    "POST",
+    "/auth/login",
+    summary="Exchange email and password for tokens",
+    tag=TAG,
+    auth=False,
+    body=LoginIn,
+    response=TokenPair,
+    errors=[401, 429],
+)
 async def login_account(call: Call[Any]) -> TokenPair:
     return await login(core_of(call), call.request.app[AUTH], call.body.email, call.body.password, call.remote)
 
 
-@api.route("POST", "/auth/refresh", summary="Rotate a refresh token into a new pair", tag=TAG, auth=False,
-           body=RefreshIn, response=TokenPair, errors=[401])
+@api.route(
+    "POST",
+    "/auth/refresh",
+    summary="Rotate a refresh token into a new pair",
+    tag=TAG,
+    auth=False,
+    body=RefreshIn,
+    response=TokenPair,
+    errors=[401],
+)
 async def refresh_tokens(call: Call[Any]) -> TokenPair:
     return await refresh(core_of(call), call.request.app[AUTH], call.body.refresh_token)
 
 
-@api.route("POST", "/auth/logout", summary="Revoke a refresh token and its family", tag=TAG, auth=False,
-           body=RefreshIn, status=204)
+@api.route(
+    "POST",
+    "/auth/logout",
+    summary="Revoke a refresh token and its family",
+    tag=TAG,
+    auth=False,
+    body=RefreshIn,
+    status=204,
+)
 async def logout_session(call: Call[Any]) -> None:
     await logout(core_of(call), call.body.refresh_token)
 

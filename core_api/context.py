@@ -116,9 +116,7 @@ def decode_cursor(cursor: str | None) -> tuple[datetime | None, uuid.UUID | None
         raise invalid("cursor is not one this server issued") from None
 
 
-def page_of(
-    rows: list[Record], limit: int, convert: Callable[[Record], T], time_key: str = "created_at"
-) -> Page[T]:
+def page_of(rows: list[Record], limit: int, convert: Callable[[Record], T], time_key: str = "created_at") -> Page[T]:
     """Turn ``limit + 1`` fetched rows into a page and the cursor after its last item."""
     more = len(rows) > limit
     rows = rows[:limit]
@@ -134,8 +132,7 @@ async def audit(
 ) -> None:
     """Record a privileged action in the audit log, in the caller's transaction."""
     await tx.conn.execute(
-        "INSERT INTO audit_log (id, actor_id, action, target_kind, target_id, details)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO audit_log (id, actor_id, action, target_kind, target_id, details) VALUES ($1, $2, $3, $4, $5, $6)",
         new_id(),
         actor_id,
         action,

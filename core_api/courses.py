@@ -221,7 +221,7 @@ async def add_lecture(core: Core, user: Principal, course_id: uuid.UUID, body: L
 
 async def update_lecture(core: Core, user: Principal, lecture_id: uuid.UUID, body: LecturePatch) -> Record:
     async with core.transaction() as tx:
-        lecture, course = await visible_lecture(tx.conn, user, lecture_id)
+        _, course = await visible_lecture(tx.conn, user, lecture_id)
         require_owner_or_admin(user, course["owner_id"], "course")
         row = await tx.conn.fetchrow(
             f"""UPDATE lectures SET title = coalesce($2, title), media_kind = coalesce($3, media_kind),
@@ -251,14 +251,23 @@ async def delete_lecture(core: Core, user: Principal, lecture_id: uuid.UUID) -> 
 # --- handlers ------------------------------------------------------------------------------------
 
 
-@api.route("GET", "/courses", summary="Courses the caller can see", tag=TAG, query=CourseListQuery,
-           response=Page[CourseOut])
+@api.route(
+    "GET", "/courses", summary="Courses the caller can see", tag=TAG, query=CourseListQuery, response=Page[CourseOut]
+)
 async def get_courses(call: Call[Any]) -> Page[CourseOut]:
     return await list_courses(core_of(call), call.me, call.query)
 
 
-@api.route("POST", "/courses", summary="Create a draft course (instructor, admin)", tag=TAG, body=CourseIn,
-           response=CourseOut, status=201, errors=[403])
+@api.route(
+    "POST",
+    "/courses",
+    summary="Create a draft course (instructor, admin)",
+    tag=TAG,
+    body=CourseIn,
+    response=CourseOut,
+    status=201,
+    errors=[403],
+)
 async def post_course(call: Call[Any]) -> CourseOut:
     return course_out(await create_course(core_of(call), call.me, call.body))
 
@@ -269,22 +278,36 @@ async def get_course(call: Call[Any]) -> CourseOut:
         return course_out(await visible_course(conn, call.me, call.params["course_id"]))
 
 
-@api.route("PATCH", "/courses/{course_id}", summary="Edit a course (owner, admin)", tag=TAG, body=CoursePatch,
-           response=CourseOut, errors=[403])
+@api.route(
+    "PATCH",
+    "/courses/{course_id}",
+    summary="Edit a course (owner, admin)",
+    tag=TAG,
+    body=CoursePatch,
+    response=CourseOut,
+    errors=[403],
+)
 async def patch_course(call: Call[Any]) -> CourseOut:
     if call.body.title is None and call.body.description is None:
         raise invalid("nothing to change")
     return course_out(await update_course(core_of(call), call.me, call.params["course_id"], call.body))
 
 
-@api.route("POST", "/courses/{course_id}/publish", summary="Publish a draft course (owner, admin)", tag=TAG,
-           response=CourseOut, errors=[403, 409])
+@api.route(
+    "POST",
+    "/courses/{course_id}/publish",
+    summary="Publish a draft course (owner, admin)",
+    tag=TAG,
+    response=CourseOut,
+    errors=[403, 409],
+)
 async def post_publish(call: Call[Any]) -> CourseOut:
     return course_out(await publish_course(core_of(call), call.me, call.params["course_id"]))
 
 
-@api.route("GET", "/courses/{course_id}/lectures", summary="A course's lectures in order", tag=TAG,
-           response=LectureList)
+@api.route(
+    "GET", "/courses/{course_id}/lectures", summary="A course's lectures in order", tag=TAG, response=LectureList
+)
 async def get_lectures(call: Call[Any]) -> LectureList:
     async with core_of(call).pool.acquire() as conn:
         await visible_course(conn, call.me, call.params["course_id"])
@@ -295,8 +318,16 @@ async def get_lectures(call: Call[Any]) -> LectureList:
     return LectureList(items=[lecture_out(r) for r in rows])
 
 
-@api.route("POST", "/courses/{course_id}/lectures", summary="Add a lecture (owner, admin)", tag=TAG,
-           body=LectureIn, response=LectureOut, status=201, errors=[403])
+@api.route(
+    "POST",
+    "/courses/{course_id}/lectures",
+    summary="Add a lecture (owner, admin)",
+    tag=TAG,
+    body=LectureIn,
+    response=LectureOut,
+    status=201,
+    errors=[403],
+)
 async def post_lecture(call: Call[Any]) -> LectureOut:
     return lecture_out(await add_lecture(core_of(call), call.me, call.params["course_id"], call.body))
 
@@ -308,16 +339,29 @@ async def get_lecture(call: Call[Any]) -> LectureOut:
     return lecture_out(lecture)
 
 
-@api.route("PATCH", "/lectures/{lecture_id}", summary="Edit a lecture (course owner, admin)", tag=TAG,
-           body=LecturePatch, response=LectureOut, errors=[403])
+@api.route(
+    "PATCH",
+    "/lectures/{lecture_id}",
+    summary="Edit a lecture (course owner, admin)",
+    tag=TAG,
+    body=LecturePatch,
+    response=LectureOut,
+    errors=[403],
+)
 async def patch_lecture(call: Call[Any]) -> LectureOut:
     if not call.body.model_fields_set:
         raise invalid("nothing to change")
     return lecture_out(await update_lecture(core_of(call), call.me, call.params["lecture_id"], call.body))
 
 
-@api.route("DELETE", "/lectures/{lecture_id}", summary="Remove a lecture (course owner, admin)", tag=TAG,
-           status=204, errors=[403, 409])
+@api.route(
+    "DELETE",
+    "/lectures/{lecture_id}",
+    summary="Remove a lecture (course owner, admin)",
+    tag=TAG,
+    status=204,
+    errors=[403, 409],
+)
 async def delete_lecture_view(call: Call[Any]) -> Reply:
     await delete_lecture(core_of(call), call.me, call.params["lecture_id"])
     return Reply(None, 204)

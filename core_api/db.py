@@ -13,7 +13,7 @@ import logging
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
@@ -23,9 +23,9 @@ log = logging.getLogger(__name__)
 MIGRATION_LOCK_ID = 0x5354_5544_5948_414C  # "STUDYHAL"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
-Pool = asyncpg.Pool
-Connection = asyncpg.Connection
-Record = asyncpg.Record
+Pool: TypeAlias = asyncpg.Pool
+Connection: TypeAlias = asyncpg.Connection
+Record: TypeAlias = asyncpg.Record
 
 
 @dataclass(frozen=True)

@@ -186,6 +186,8 @@ def _parse_params(ep: Endpoint, match_info: dict[str, str]) -> dict[str, Any]:
     for name in ep.path_params:
         raw = match_info[name]
         if name in _STRING_PARAMS:
+            if "\x00" in raw or len(raw) > 200:
+                raise AppError(ErrorCode.NOT_FOUND, f"{name} not found")
             params[name] = raw
             continue
         try:
@@ -213,6 +215,9 @@ async def _read_body(ep: Endpoint, request: web.Request) -> Any:
         raw = await request.read()  # over the size limit this raises; the middleware answers 413
     if not raw.strip():
         raise invalid("a JSON body is required")
+    if b"\\u0000" in raw:
+        # JSON can carry NUL characters but Postgres text cannot; refuse them here, for every body.
+        raise invalid("text must not contain NUL (\\u0000) characters")
     try:
         return ep.body.model_validate_json(raw, strict=True)
     except ValidationError as exc:
@@ -241,9 +246,7 @@ def _make_view(ep: Endpoint, authenticate: Authenticator) -> Callable[[web.Reque
             status, result = result.status, result.model
         if result is None:
             return web.Response(status=204 if status == 200 else status)
-        return web.Response(
-            status=status, body=result.model_dump_json().encode(), content_type="application/json"
-        )
+        return web.Response(status=status, body=result.model_dump_json().encode(), content_type="application/json")
 
     view.__name__ = ep.operation_id
     return view

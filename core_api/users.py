@@ -56,8 +56,15 @@ async def grant_role(core: Core, actor: Principal, user_id: uuid.UUID, role: str
     return row
 
 
-@api.route("GET", "/users", summary="List accounts (admin)", tag="users", roles=["admin"],
-           query=PageQuery, response=Page[UserOut])
+@api.route(
+    "GET",
+    "/users",
+    summary="List accounts (admin)",
+    tag="users",
+    roles=["admin"],
+    query=PageQuery,
+    response=Page[UserOut],
+)
 async def list_users(call: Call[Any]) -> Page[UserOut]:
     at, ident = decode_cursor(call.query.cursor)
     rows = await core_of(call).pool.fetch(
@@ -70,8 +77,9 @@ async def list_users(call: Call[Any]) -> Page[UserOut]:
     return page_of(rows, call.query.limit, user_out)
 
 
-@api.route("GET", "/users/{user_id}", summary="One account (admin, or yourself)", tag="users",
-           response=UserOut, errors=[403])
+@api.route(
+    "GET", "/users/{user_id}", summary="One account (admin, or yourself)", tag="users", response=UserOut, errors=[403]
+)
 async def get_user(call: Call[Any]) -> UserOut:
     user_id = call.params["user_id"]
     if user_id != call.me.id and not call.me.is_admin:
@@ -84,14 +92,28 @@ async def get_user(call: Call[Any]) -> UserOut:
     return user_out(row)
 
 
-@api.route("PUT", "/users/{user_id}/role", summary="Grant a platform role (admin)", tag="users",
-           roles=["admin"], body=RoleIn, response=UserOut)
+@api.route(
+    "PUT",
+    "/users/{user_id}/role",
+    summary="Grant a platform role (admin)",
+    tag="users",
+    roles=["admin"],
+    body=RoleIn,
+    response=UserOut,
+)
 async def set_user_role(call: Call[Any]) -> UserOut:
     return user_out(await grant_role(core_of(call), call.me, call.params["user_id"], call.body.role))
 
 
-@api.route("GET", "/audit", summary="The audit log of privileged actions, newest first (admin)", tag="users",
-           roles=["admin"], query=PageQuery, response=Page[AuditEntry])
+@api.route(
+    "GET",
+    "/audit",
+    summary="The audit log of privileged actions, newest first (admin)",
+    tag="users",
+    roles=["admin"],
+    query=PageQuery,
+    response=Page[AuditEntry],
+)
 async def list_audit(call: Call[Any]) -> Page[AuditEntry]:
     at, ident = decode_cursor(call.query.cursor)
     rows = await core_of(call).pool.fetch(

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from core_api import auth, communities, courses, learning, notifications, users
+from core_api import assignments, auth, communities, courses, enrollments, notifications, users
 from core_api.context import CORE, Bus, Core
 from core_api.db import create_pool, migrate
 from core_api.errors import AppError, ErrorCode
@@ -25,7 +25,9 @@ from core_api.settings import Settings
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
-API = Api.combine(auth.api, users.api, courses.api, learning.api, communities.api, notifications.api)
+API = Api.combine(
+    auth.api, users.api, courses.api, enrollments.api, assignments.api, communities.api, notifications.api
+)
 DSN = web.AppKey("dsn", str)
 OPENAPI = web.AppKey("openapi", dict)
 
@@ -123,7 +125,8 @@ async def readyz(request: web.Request) -> web.Response:
     except (Exception, TimeoutError) as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    return web.json_response({"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503)
+    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def metrics_view(request: web.Request) -> web.Response:

@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,7 +127,9 @@ class ApiClient:
         password = "correct horse battery staple"
         app = self.http.app
         row = await register(
-            app[CORE], app[AUTH], RegisterIn(email=email, password=password, display_name=name or f"{role} {n}"),
+            app[CORE],
+            app[AUTH],
+            RegisterIn(email=email, password=password, display_name=name or f"{role} {n}"),
             role=role,  # type: ignore[arg-type]
         )
         token = app[AUTH].tokens.issue(row["id"], role)
@@ -143,6 +145,5 @@ class ApiClient:
 
 
 @pytest.fixture
-async def api(aiohttp_client: Any, settings: Settings) -> AsyncIterator[ApiClient]:
-    client = await aiohttp_client(create_app(settings))
-    yield ApiClient(client)
+async def api(aiohttp_client: Any, settings: Settings) -> ApiClient:
+    return ApiClient(await aiohttp_client(create_app(settings)))

@@ -8,8 +8,9 @@ from tests.conftest import TEST_JWT_SECRET, ApiClient, make_settings
 
 
 async def register_and_login(api: ApiClient, email: str = "ada@example.com") -> dict:
-    status, user = await api.call("POST", "/auth/register",
-                                  json={"email": email, "password": "s3cret-pass", "display_name": "Ada"})
+    status, user = await api.call(
+        "POST", "/auth/register", json={"email": email, "password": "s3cret-pass", "display_name": "Ada"}
+    )
     assert status == 201, user
     assert user["role"] == "student"
     assert "password" not in str(user)
@@ -28,8 +29,9 @@ async def test_register_login_me(api: ApiClient) -> None:
 
 async def test_duplicate_email_is_a_conflict_regardless_of_case(api: ApiClient) -> None:
     await register_and_login(api, "Case@Example.com")
-    status, body = await api.call("POST", "/auth/register",
-                                  json={"email": "case@example.com", "password": "another-pass", "display_name": "B"})
+    status, body = await api.call(
+        "POST", "/auth/register", json={"email": "case@example.com", "password": "another-pass", "display_name": "B"}
+    )
     assert status == 409 and body["error"]["code"] == "conflict"
 
 
@@ -95,10 +97,10 @@ async def test_bad_bodies_get_clear_4xx(api: ApiClient) -> None:
         ("", 400, "invalid_input"),
     ]
     for raw, want_status, want_code in cases:
-        status, body = await api.call("POST", "/auth/register", data=raw,
-                                      headers={"Content-Type": "application/json"})
+        status, body = await api.call("POST", "/auth/register", data=raw, headers={"Content-Type": "application/json"})
         assert status == want_status, raw
         assert body["error"]["code"] == want_code
-    status, body = await api.call("POST", "/auth/register", data="x" * (2 * 1024 * 1024),
-                                  headers={"Content-Type": "application/json"})
+    status, body = await api.call(
+        "POST", "/auth/register", data="x" * (2 * 1024 * 1024), headers={"Content-Type": "application/json"}
+    )
     assert status == 413 and body["error"]["code"] == "payload_too_large"
