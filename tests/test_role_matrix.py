@@ -1,0 +1,232 @@
+"""Role × endpoint matrix: every REST operation, called by every kind of caller, answers as the rules say.
+
+Callers: ``anon`` (no token), ``stranger`` (a student with no tie to anything), ``learner`` (a student
+enrolled in the course, member of the community, author of the submission, owner of the notification),
+``instructor`` (another course's instructor), ``owner`` (the instructor owning the course and the
+community) and ``admin``. Each (operation, caller) pair runs against a freshly built world, so a
+successful change by one caller cannot alter what the next one sees. A final check makes sure the table
+covers every operation in the served OpenAPI document, so a new endpoint cannot skip the matrix.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.conftest import Actor, ApiClient
+
+CALLERS = ("anon", "stranger", "learner", "instructor", "owner", "admin")
+VIDEO = {"title": "L", "media_kind": "video", "media_url": "https://example.com/v.mp4", "duration_s": 60.0}
+
+
+@dataclass
+class World:
+    actors: dict[str, Actor]
+    ids: dict[str, str]
+
+
+async def build_world(api: ApiClient) -> World:
+    actors = {name: await api.user(role) for name, role in
+              [("stranger", "student"), ("learner", "student"), ("instructor", "instructor"),
+               ("owner", "instructor"), ("admin", "admin")]}  # fmt: skip
+    owner, learner = actors["owner"], actors["learner"]
+
+    async def ok(method: str, path: str, actor: Actor, **kw: Any) -> Any:
+        status, body = await api.call(method, path, actor, **kw)
+        assert status < 300, (method, path, status, body)
+        return body
+
+    course = await ok("POST", "/courses", owner, json={"title": "Published"})
+    lecture = await ok("POST", f"/courses/{course['id']}/lectures", owner, json=VIDEO)
+    await ok("POST", f"/courses/{course['id']}/lectures", owner, json=VIDEO)
+    await ok("POST", f"/courses/{course['id']}/publish", owner)
+    draft = await ok("POST", "/courses", owner, json={"title": "Draft"})
+    await ok("POST", f"/courses/{draft['id']}/lectures", owner, json=VIDEO)
+    await ok("POST", f"/courses/{course['id']}/enroll", learner)
+    assignment = await ok(
+        "POST",
+        f"/courses/{course['id']}/assignments",
+        owner,
+        json={"title": "A", "description": "", "due_at": "2099-01-01T00:00:00Z", "max_points": 10.0},
+    )
+    submission = await ok("POST", f"/assignments/{assignment['id']}/submissions", learner, json={"body": "x"})
+    # A certificate: a one-lecture course the learner completes.
+    short = await ok("POST", "/courses", owner, json={"title": "Short"})
+    short_lecture = await ok("POST", f"/courses/{short['id']}/lectures", owner, json=VIDEO)
+    await ok("POST", f"/courses/{short['id']}/publish", owner)
+    await ok("POST", f"/courses/{short['id']}/enroll", learner)
+    await ok("PUT", f"/lectures/{short_lecture['id']}/progress", learner, json={"position_s": 60.0, "completed": True})
+    certs = await ok("GET", "/me/certificates", learner)
+    community = await ok("POST", "/communities", owner, json={"name": f"C {uuid.uuid4().hex[:8]}"})
+    await ok("POST", f"/communities/{community['id']}/members", owner, json={"user_id": learner.id})
+    private = await ok(
+        "POST", "/communities", owner, json={"name": f"P {uuid.uuid4().hex[:8]}", "visibility": "private"}
+    )
+    await ok("POST", f"/communities/{private['id']}/members", owner, json={"user_id": learner.id})
+    newcomer = await api.user()
+    notes = await ok("GET", "/me/notifications", learner)
+    return World(
+        actors=actors,
+        ids={
+            "course": course["id"],
+            "draft": draft["id"],
+            "lecture": lecture["id"],
+            "assignment": assignment["id"],
+            "submission": submission["id"],
+            "cert": certs["items"][0]["code"],
+            "community": community["id"],
+            "private": private["id"],
+            "learner": learner.id,
+            "stranger": actors["stranger"].id,
+            "newcomer": newcomer.id,
+            "notification": notes["items"][0]["id"],
+        },
+    )
+
+
+def unique_email(ids: dict[str, str]) -> dict[str, Any]:
+    return {"email": f"m-{uuid.uuid4().hex[:10]}@example.com", "password": "long-password", "display_name": "M"}
+
+
+def new_community(ids: dict[str, str]) -> dict[str, Any]:
+    return {"name": f"N {uuid.uuid4().hex[:10]}"}
+
+
+@dataclass
+class Row:
+    method: str
+    path: str  # "{course}" etc. are filled from World.ids; the OpenAPI template is derived from it
+    expect: dict[str, int]
+    body: Callable[[dict[str, str]], Any] | dict[str, Any] | None = None
+
+
+def everyone(status: int, anon: int = 401, **overrides: int) -> dict[str, int]:
+    out = {c: status for c in CALLERS}
+    out["anon"] = anon
+    out.update(overrides)
+    return out
+
+
+def only(allowed: int, denied: int, *who: str, **overrides: int) -> dict[str, int]:
+    out = {c: (allowed if c in who else denied) for c in CALLERS}
+    out["anon"] = 401
+    out.update(overrides)
+    return out
+
+
+STAFF = ("owner", "admin")
+ROWS: list[Row] = [
+    # auth (public endpoints answer the same to everyone)
+    Row("POST", "/auth/register", everyone(201, anon=201), unique_email),
+    Row("POST", "/auth/login", everyone(401, anon=401), {"email": "nobody@example.com", "password": "wrong-pass"}),
+    Row("POST", "/auth/refresh", everyone(401, anon=401), {"refresh_token": "not-a-token"}),
+    Row("POST", "/auth/logout", everyone(204, anon=204), {"refresh_token": "not-a-token"}),
+    Row("GET", "/me", everyone(200)),
+    # users and audit
+    Row("GET", "/users", only(200, 403, "admin")),
+    Row("GET", "/users/{learner}", only(200, 403, "learner", "admin")),
+    Row("PUT", "/users/{stranger}/role", only(200, 403, "admin"), {"role": "instructor"}),
+    Row("GET", "/audit", only(200, 403, "admin")),
+    # courses and lectures
+    Row("GET", "/courses", everyone(200)),
+    Row("POST", "/courses", only(201, 403, "instructor", "owner", "admin"), {"title": "New"}),
+    Row("GET", "/courses/{course}", everyone(200)),
+    Row("GET", "/courses/{draft}", only(200, 404, *STAFF)),
+    Row("PATCH", "/courses/{course}", only(200, 403, *STAFF), {"title": "Renamed"}),
+    Row("POST", "/courses/{draft}/publish", only(200, 404, *STAFF)),
+    Row("GET", "/courses/{course}/lectures", everyone(200)),
+    Row("POST", "/courses/{course}/lectures", only(201, 403, *STAFF), VIDEO),
+    Row("GET", "/lectures/{lecture}", everyone(200)),
+    Row("PATCH", "/lectures/{lecture}", only(200, 403, *STAFF), {"title": "Renamed"}),
+    Row("DELETE", "/lectures/{lecture}", only(204, 403, *STAFF)),
+    # enrollments, progress, certificates
+    Row("POST", "/courses/{course}/enroll", everyone(201, learner=200)),
+    Row("DELETE", "/courses/{course}/enroll", only(204, 404, "learner")),
+    Row("GET", "/me/enrollments", everyone(200)),
+    Row("GET", "/courses/{course}/enrollments", only(200, 403, *STAFF)),
+    Row("PUT", "/lectures/{lecture}/progress", only(200, 403, "learner"), {"position_s": 5.0, "completed": False}),
+    Row("GET", "/courses/{course}/progress", only(200, 403, "learner")),
+    Row("GET", "/me/certificates", everyone(200)),
+    Row("GET", "/certificates/{cert}", everyone(200, anon=200)),
+    # assignments and submissions
+    Row(
+        "POST",
+        "/courses/{course}/assignments",
+        only(201, 403, *STAFF),
+        {"title": "B", "due_at": "2099-01-01T00:00:00Z", "max_points": 5.0},
+    ),
+    Row("GET", "/courses/{course}/assignments", only(200, 403, "learner", *STAFF)),
+    Row("GET", "/assignments/{assignment}", only(200, 403, "learner", *STAFF)),
+    Row("PATCH", "/assignments/{assignment}", only(200, 403, *STAFF), {"title": "B2"}),
+    Row("POST", "/assignments/{assignment}/submissions", only(201, 403, "learner"), {"body": "answer"}),
+    Row("GET", "/assignments/{assignment}/submissions", only(200, 403, "learner", *STAFF)),
+    Row("GET", "/submissions/{submission}", only(200, 403, "learner", *STAFF)),
+    Row("PUT", "/submissions/{submission}/grade", only(200, 403, *STAFF), {"grade": 7.0}),
+    # communities
+    Row("GET", "/communities", everyone(200)),
+    Row("POST", "/communities", everyone(201), new_community),
+    Row("GET", "/communities/{community}", everyone(200)),
+    Row("GET", "/communities/{private}", only(200, 404, "learner", *STAFF)),
+    Row("PATCH", "/communities/{community}", only(200, 403, *STAFF), {"description": "changed"}),
+    Row("POST", "/communities/{community}/join", everyone(200)),
+    Row("POST", "/communities/{private}/join", everyone(403, learner=200, owner=200, admin=200)),
+    Row("POST", "/communities/{community}/leave", everyone(204, owner=409)),
+    Row("GET", "/communities/{community}/members", everyone(200)),
+    Row("GET", "/communities/{private}/members", only(200, 404, "learner", *STAFF)),
+    Row("POST", "/communities/{community}/members", only(201, 403, *STAFF), lambda ids: {"user_id": ids["newcomer"]}),
+    Row("PUT", "/communities/{community}/members/{learner}", only(200, 403, *STAFF), {"role": "admin"}),
+    Row("DELETE", "/communities/{community}/members/{learner}", only(204, 403, *STAFF)),
+    # notifications
+    Row("GET", "/me/notifications", everyone(200)),
+    Row("GET", "/me/notifications/unread-count", everyone(200)),
+    Row("POST", "/me/notifications/read-all", everyone(200)),
+    Row("POST", "/notifications/{notification}/read", only(200, 404, "learner")),
+]
+
+_TEMPLATE_NAMES = {
+    "course": "course_id",
+    "draft": "course_id",
+    "lecture": "lecture_id",
+    "assignment": "assignment_id",
+    "submission": "submission_id",
+    "cert": "code",
+    "community": "community_id",
+    "private": "community_id",
+    "learner": "user_id",
+    "stranger": "user_id",
+    "notification": "notification_id",
+}
+
+
+def template_of(path: str) -> str:
+    for key, name in _TEMPLATE_NAMES.items():
+        path = path.replace("{" + key + "}", "{" + name + "}")
+    return "/api/v1" + path
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[f"{r.method} {r.path}" for r in ROWS])
+async def test_each_caller_gets_the_documented_answer(api: ApiClient, row: Row) -> None:
+    mismatches = []
+    for caller in CALLERS:
+        world = await build_world(api)
+        path = row.path.format(**world.ids)
+        body = row.body(world.ids) if callable(row.body) else row.body
+        actor = None if caller == "anon" else world.actors[caller]
+        status, answer = await api.call(row.method, path, actor, **({"json": body} if body is not None else {}))
+        if status != row.expect[caller]:
+            mismatches.append(f"{caller}: expected {row.expect[caller]}, got {status} {answer}")
+        if status >= 400:
+            assert answer["error"]["code"], answer
+    assert not mismatches, "\n".join(mismatches)
+
+
+async def test_matrix_covers_every_documented_operation(api: ApiClient) -> None:
+    resp = await api.http.get("/api/v1/openapi.json")
+    spec = await resp.json()
+    documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+    covered = {(r.method, template_of(r.path)) for r in ROWS}
+    assert documented - covered == set(), "operations missing from the role matrix"
