@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,9 +46,15 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from core_api.embedded import EmbeddedPostgres
 
-    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "pgdata")
-    yield pg.start()
-    pg.stop()
+    # Not under pytest's tmp dirs: run as root, those are private to root and the unprivileged
+    # Postgres user could not reach its data directory.
+    base = Path(tempfile.mkdtemp(prefix="studyhall-test-"))
+    pg = EmbeddedPostgres(base / "pgdata")
+    try:
+        yield pg.start()
+    finally:
+        pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

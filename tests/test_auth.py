@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jwt
 
 from tests.conftest import TEST_JWT_SECRET, ApiClient, make_settings
 
 
-async def register_and_login(api: ApiClient, email: str = "ada@example.com") -> dict:
+async def register_and_login(api: ApiClient, email: str = "ada@example.com") -> dict[str, Any]:
     status, user = await api.call(
         "POST", "/auth/register", json={"email": email, "password": "s3cret-pass", "display_name": "Ada"}
     )
@@ -16,7 +18,7 @@ async def register_and_login(api: ApiClient, email: str = "ada@example.com") -> 
     assert "password" not in str(user)
     status, pair = await api.call("POST", "/auth/login", json={"email": email, "password": "s3cret-pass"})
     assert status == 200, pair
-    return pair
+    return dict(pair)
 
 
 async def test_register_login_me(api: ApiClient) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from core_api.auth import AUTH, RegisterIn, register
@@ -56,6 +57,9 @@ def test_no_server_errors_and_responses_match_schema(live: LiveServer, admin_hea
     failures: list[str] = []
     operations = 0
     for result in schema.get_all_operations():
+        if isinstance(result, Err):
+            failures.append(f"the document holds an operation schemathesis cannot read: {result.err()}")
+            continue
         operation = result.ok()
         operations += 1
 
