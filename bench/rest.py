@@ -3,13 +3,15 @@
 Usage::
 
     .venv/bin/python -m bench.rest                      # starts its own `studyhall serve`, pinned to CPU 0
-    .venv/bin/python -m bench.rest --url http://127.0.0.1:8080   # against a server you started
+    BENCH_ADMIN_EMAIL=... BENCH_ADMIN_PASSWORD=... .venv/bin/python -m bench.rest --url http://127.0.0.1:8080
 
 Each scenario runs twice with 50 concurrent clients: closed loop (as fast as the server answers) and
 open loop at a fixed offered rate (default 500 requests/s; latency is measured from the moment a
-request was due, so queueing delay counts). Without ``--url`` the server gets Postgres from
-``STUDYHALL_DATABASE_URL`` (a fresh database is created and dropped) or else the embedded one. The
-``healthz`` row is the floor: the same HTTP stack with no database and no auth.
+request was due, so queueing delay counts). Login is offered at ``--login-rate`` (default 30/s)
+instead: each login costs an argon2id hash, tens of milliseconds of CPU by design, so one core cannot
+do 500/s. Without ``--url`` the server gets Postgres from ``STUDYHALL_DATABASE_URL`` (a fresh database
+is created and dropped) or else the embedded one. The ``healthz`` row is the floor: the same HTTP
+stack with no database and no auth.
 """
 
 from __future__ import annotations
@@ -202,11 +204,10 @@ async def call(session: aiohttp.ClientSession, method: str, url: str, token: str
 
 
 async def seed(session: aiohttp.ClientSession, url: str, students: int) -> World:
-    """An instructor's published course with 10 lectures and ``students`` enrolled learners.
+    """An instructor's published course with 10 lectures and ``students`` enrolled learners, over HTTP.
 
-    The instructor role is granted by an admin made with ``studyhall create-admin`` semantics; since
-    the bench may run against any server, it registers users over HTTP and asks for an admin token
-    through the environment only when it started the server itself (see ``main``).
+    Granting the instructor role needs an admin: ``BENCH_ADMIN_EMAIL``/``BENCH_ADMIN_PASSWORD`` (made
+    with ``studyhall create-admin`` by ``main`` when the bench starts the server itself).
     """
     api = url + "/api/v1"
     tag = uuid.uuid4().hex[:6]
@@ -312,7 +313,9 @@ async def run(args: argparse.Namespace, url: str) -> list[Result]:
                 await closed_loop(session, request, args.clients, 1.0)  # warm-up
                 for res in (
                     await closed_loop(session, request, args.clients, args.seconds),
-                    await open_loop(session, request, args.clients, args.seconds, args.rate),
+                    await open_loop(
+                        session, request, args.clients, args.seconds, args.login_rate if name == "login" else args.rate
+                    ),
                 ):
                     res.scenario = name
                     results.append(res)
@@ -336,11 +339,17 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=500.0, help="offered load of the open-loop runs")
+    parser.add_argument(
+        "--login-rate", type=float, default=30.0, help="offered login rate (argon2 costs ~25 ms of CPU per login)"
+    )
     parser.add_argument("--students", type=int, default=200)
     parser.add_argument("--only", action="append", help="run only this scenario (repeatable)")
     args = parser.parse_args()
     print(f"# studyhall REST benchmark — {platform.node()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M')}")
-    print(f"# {args.clients} clients, {args.seconds:.0f} s per run; open loop offers {args.rate:.0f} req/s")
+    print(
+        f"# {args.clients} clients, {args.seconds:.0f} s per run; open loop offers {args.rate:.0f} req/s"
+        f" ({args.login_rate:.0f} req/s for login); server pinned to CPU 0, load generator to CPU 1"
+    )
     print(HEADER)
     server: Server | None = None
     url = args.url

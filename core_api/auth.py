@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import secrets
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import jwt
 from aiohttp import web
@@ -31,17 +34,35 @@ from core_api.settings import Settings
 Role = Literal["student", "instructor", "admin"]
 ROLES: tuple[Role, ...] = ("student", "instructor", "admin")
 JWT_ALGORITHM = "HS256"
+T = TypeVar("T")
 
 
 class Passwords:
-    """argon2id hashing, run off the event loop (each hash takes tens of milliseconds by design)."""
+    """argon2id hashing on a small thread pool of its own (each hash takes tens of milliseconds by design).
+
+    Hashing is the most expensive thing a request can ask for, so the queue in front of it is bounded:
+    past ``STUDYHALL_PASSWORD_HASH_QUEUE`` waiting hashes the caller gets 503 ``unavailable`` with
+    ``Retry-After`` instead of a login flood making every other request wait.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._hasher = PasswordHasher(time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib)
         self._dummy = self._hasher.hash(secrets.token_hex(16))
+        self._pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="argon2")
+        self._pending = 0
+        self.max_pending = settings.password_hash_queue
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        if self._pending >= self.max_pending:
+            raise AppError(ErrorCode.UNAVAILABLE, "too many sign-ins at once; retry in a moment", {"retry_after_s": 1})
+        self._pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        finally:
+            self._pending -= 1
 
     async def hash(self, password: str) -> str:
-        return await asyncio.get_running_loop().run_in_executor(None, self._hasher.hash, password)
+        return await self._run(lambda: self._hasher.hash(password))
 
     async def verify(self, stored: str | None, password: str) -> bool:
         """Check a password; an unknown account costs the same time as a wrong password."""
@@ -52,7 +73,10 @@ class Passwords:
             except (VerificationError, InvalidHashError):
                 return False
 
-        return await asyncio.get_running_loop().run_in_executor(None, check)
+        return await self._run(check)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class Tokens:
@@ -300,7 +324,7 @@ TAG = "auth"
     body=RegisterIn,
     response=UserOut,
     status=201,
-    errors=[409],
+    errors=[409, 503],
 )
 async def register_account(call: Call[Any]) -> UserOut:
     return user_out(await register(core_of(call), call.request.app[AUTH], call.body))
@@ -314,7 +338,7 @@ async def register_account(call: Call[Any]) -> UserOut:
     auth=False,
     body=LoginIn,
     response=TokenPair,
-    errors=[401, 429],
+    errors=[401, 429, 503],
 )
 async def login_account(call: Call[Any]) -> TokenPair:
     return await login(core_of(call), call.request.app[AUTH], call.body.email, call.body.password, call.remote)

@@ -298,10 +298,18 @@ async def record_progress(core: Core, user: Principal, lecture_id: uuid.UUID, bo
             user.id,
         )
         assert counts is not None
-        if counts["total"] and counts["done"] >= counts["total"]:
+        completed_at = enrollment["completed_at"]
+        if completed_at is None and counts["total"] and counts["done"] >= counts["total"]:
             await _complete_course(tx, core, user, course, enrollment["id"])
-        completed_at = await tx.conn.fetchval("SELECT completed_at FROM enrollments WHERE id = $1", enrollment["id"])
-        certificate = await _certificate_for(tx.conn, user.id, course["id"], core.settings.base_url)
+            completed_at = await tx.conn.fetchval(
+                "SELECT completed_at FROM enrollments WHERE id = $1", enrollment["id"]
+            )
+        # Progress is written often and certificates are rare: look one up only for a completed course.
+        certificate = (
+            await _certificate_for(tx.conn, user.id, course["id"], core.settings.base_url)
+            if completed_at is not None
+            else None
+        )
     return ProgressUpdateOut(
         lecture=LectureProgressOut(
             lecture_id=lecture_id,

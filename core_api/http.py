@@ -262,6 +262,7 @@ _ERROR_TEXT = {
     409: "Conflicts with current state (`conflict`)",
     413: "Body too large (`payload_too_large`)",
     429: "Too many requests (`rate_limited`)",
+    503: "Temporarily unable to serve; retry after `Retry-After` seconds (`unavailable`)",
 }
 
 

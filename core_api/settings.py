@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     db_pool_max: int = Field(20, ge=1, description="Postgres pool: most connections.")
     argon2_time_cost: int = Field(2, ge=1, description="argon2id iterations.")
     argon2_memory_kib: int = Field(19456, ge=8192, description="argon2id memory per hash (KiB).")
+    password_hash_queue: int = Field(
+        64, ge=1, description="Password checks allowed to wait at once; past that, 503 with Retry-After."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     trust_forwarded_for: bool = Field(
         False, description="Take the client address from X-Forwarded-For (only behind a trusted proxy)."

@@ -59,7 +59,7 @@ SETTINGS = web.AppKey("settings", Settings)
 
 def _error_response(error: AppError) -> web.Response:
     headers = {}
-    if error.code is ErrorCode.RATE_LIMITED and "retry_after_s" in error.details:
+    if "retry_after_s" in error.details:
         headers["Retry-After"] = str(error.details["retry_after_s"])
     return web.json_response({"error": error.to_dict()}, status=error.status, headers=headers)
 
@@ -169,6 +169,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
             yield
         finally:
             await pool.close()
+            app[auth.AUTH].passwords.close()
 
     app.cleanup_ctx.append(database)
     API.mount(app, auth.authenticate)

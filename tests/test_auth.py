@@ -106,3 +106,26 @@ async def test_bad_bodies_get_clear_4xx(api: ApiClient) -> None:
         "POST", "/auth/register", data="x" * (2 * 1024 * 1024), headers={"Content-Type": "application/json"}
     )
     assert status == 413 and body["error"]["code"] == "payload_too_large"
+
+
+async def test_a_login_flood_is_shed_with_503_not_queued(aiohttp_client, database_url, tmp_path) -> None:
+    import asyncio
+
+    from realtime.app import create_app
+
+    settings = make_settings(database_url, tmp_path, password_hash_queue=2)
+    api = ApiClient(await aiohttp_client(create_app(settings)))
+    await register_and_login(api, "popular@example.com")
+
+    async def attempt() -> tuple[int, str | None]:
+        resp = await api.http.post(
+            "/api/v1/auth/login", json={"email": "popular@example.com", "password": "s3cret-pass"}
+        )
+        return resp.status, resp.headers.get("Retry-After")
+
+    answers = await asyncio.gather(*(attempt() for _ in range(12)))
+    statuses = sorted(status for status, _ in answers)
+    assert 200 in statuses
+    assert 503 in statuses
+    assert set(statuses) <= {200, 503}
+    assert all(retry == "1" for status, retry in answers if status == 503)
