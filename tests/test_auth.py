@@ -129,3 +129,21 @@ async def test_a_login_flood_is_shed_with_503_not_queued(aiohttp_client, databas
     assert 503 in statuses
     assert set(statuses) <= {200, 503}
     assert all(retry == "1" for status, retry in answers if status == 503)
+
+
+async def test_failed_logins_from_one_address_across_accounts_are_limited(
+    aiohttp_client, database_url, tmp_path
+) -> None:
+    from realtime.app import create_app
+
+    api = ApiClient(
+        await aiohttp_client(create_app(make_settings(database_url, tmp_path, login_max_failures_per_address=4)))
+    )
+    for i in range(4):
+        status, _ = await api.call(
+            "POST", "/auth/login", json={"email": f"guess{i}@example.com", "password": "wrong-pw"}
+        )
+        assert status == 401
+    status, body = await api.call("POST", "/auth/login", json={"email": "fresh@example.com", "password": "wrong-pw"})
+    assert status == 429
+    assert body["error"]["code"] == "rate_limited"
