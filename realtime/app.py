@@ -19,8 +19,10 @@ from core_api import assignments, auth, communities, courses, enrollments, notif
 from core_api.context import CORE, Bus, Core
 from core_api.db import create_pool, migrate
 from core_api.errors import AppError, ErrorCode
+from core_api.events import Events
 from core_api.http import CLIENT_ADDR, Api
 from core_api.settings import Settings
+from realtime.sockets import SOCKETS, SocketServer
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ VERSION = "0.1.0"
 API = Api.combine(
     auth.api, users.api, courses.api, enrollments.api, assignments.api, communities.api, notifications.api
 )
+EVENTS = Events.combine()
 DSN = web.AppKey("dsn", str)
 OPENAPI = web.AppKey("openapi", dict)
 
@@ -165,6 +168,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
             await migrate(dsn)
         pool = await create_pool(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
         app[CORE] = Core(settings=settings, pool=pool, bus=Bus())
+        app[CORE].bus.subscribe(app[SOCKETS].on_bus_event)
         try:
             yield
         finally:
@@ -172,6 +176,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
             app[auth.AUTH].passwords.close()
 
     app.cleanup_ctx.append(database)
+    app[SOCKETS] = SocketServer(app, settings, EVENTS)
     API.mount(app, auth.authenticate)
     app.router.add_get("/api/v1/openapi.json", openapi_view)
     app.router.add_get("/healthz", healthz)

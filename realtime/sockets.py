@@ -1,0 +1,184 @@
+"""The Socket.IO server: authentication at the handshake, the typed event dispatch, live notifications.
+
+python-socketio (protocol v5, so any official client works) runs on the same aiohttp app and port at
+``/socket.io/``. With ``STUDYHALL_REDIS_URL`` set its rooms fan out through Redis
+(``AsyncRedisManager``), so an emit on any node reaches clients on every node. Every client→server
+event goes through :meth:`SocketServer._dispatch`: payload validated against the event's pydantic model
+(as JSON, strictly), caller known from the handshake, failures answered as error acks. Unknown events
+get an error ack too; nothing a client sends can take the connection or the node down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+import socketio
+from aiohttp import web
+from pydantic import ValidationError
+
+from core_api.auth import AUTH, principal_for
+from core_api.context import CORE
+from core_api.errors import AppError, ErrorCode
+from core_api.events import Connection, EventCall, Events, EventSpec
+from core_api.http import Principal
+from core_api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_PACKET_BYTES = 64 * 1024
+
+
+def error_ack(code: ErrorCode, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": code.value, "message": message}}
+
+
+def client_manager(settings: Settings, *, write_only: bool = False) -> socketio.AsyncManager | None:
+    """Redis fan-out when scaled; ``None`` (python-socketio's in-process manager) otherwise."""
+    if settings.redis_url is None:
+        return None
+    return socketio.AsyncRedisManager(
+        settings.redis_url.get_secret_value(), channel="studyhall-socketio", write_only=write_only
+    )
+
+
+def external_emitter(settings: Settings) -> socketio.AsyncRedisManager:
+    """A write-only manager for code outside the server (Celery workers): ``await m.emit(event, data, room=...)``."""
+    manager = client_manager(settings, write_only=True)
+    if manager is None:
+        raise ValueError("emitting from outside the server needs STUDYHALL_REDIS_URL")
+    assert isinstance(manager, socketio.AsyncRedisManager)
+    return manager
+
+
+class SocketServer:
+    """One app's Socket.IO server and the :class:`~core_api.events.Transport` the domain handlers use."""
+
+    def __init__(self, app: web.Application, settings: Settings, events: Events) -> None:
+        self.app = app
+        self.events = events
+        self.node_id = uuid.uuid4().hex[:12]
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.sio = socketio.AsyncServer(
+            async_mode="aiohttp",
+            client_manager=client_manager(settings),
+            cors_allowed_origins="*",
+            max_http_buffer_size=MAX_PACKET_BYTES,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.sio.attach(app)
+        self.sio.on("connect", self._connect)
+        self.sio.on("disconnect", self._disconnect)
+        for spec in events.specs.values():
+            self.sio.on(spec.name, self._handler_for(spec))
+        self.sio.on("*", self._unknown)
+
+    # --- Transport ---------------------------------------------------------------------------
+
+    async def emit(self, event: str, data: Any, *, to: str, skip_sid: str | None = None) -> None:
+        await self.sio.emit(event, data, to=to, skip_sid=skip_sid)
+
+    async def enter_room(self, sid: str, room: str) -> None:
+        await self.sio.enter_room(sid, room)
+
+    async def leave_room(self, sid: str, room: str) -> None:
+        await self.sio.leave_room(sid, room)
+
+    async def disconnect(self, sid: str) -> None:
+        await self.sio.disconnect(sid)
+
+    def rooms_of(self, sid: str) -> list[str]:
+        return [r for r in self.sio.rooms(sid) if r != sid]
+
+    # --- connection lifecycle ------------------------------------------------------------------
+
+    def _connection(self, sid: str) -> Connection | None:
+        session = self.sessions.get(sid)
+        if session is None:
+            return None
+        return Connection(sid, session["user"], self.app[CORE], self, session)
+
+    async def _connect(self, sid: str, environ: Any, auth: Any = None) -> None:
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if not isinstance(token, str) or not token:
+            raise socketio.exceptions.ConnectionRefusedError(
+                "send an access token as auth: {token}", {"code": "unauthorized"}
+            )
+        try:
+            user = await principal_for(self.app[CORE], self.app[AUTH], token)
+        except AppError as exc:
+            raise socketio.exceptions.ConnectionRefusedError(exc.message, {"code": "unauthorized"}) from None
+        self.sessions[sid] = {"user": user}
+        await self.sio.enter_room(sid, f"user:{user.id}")
+        conn = self._connection(sid)
+        assert conn is not None
+        for hook in self.events.on_connect:
+            await hook(conn)
+
+    async def _disconnect(self, sid: str, reason: Any = None) -> None:
+        conn = self._connection(sid)
+        try:
+            if conn is not None:
+                for hook in self.events.on_disconnect:
+                    try:
+                        await hook(conn)
+                    except Exception:
+                        log.exception("disconnect hook failed for %s", sid)
+        finally:
+            self.sessions.pop(sid, None)
+
+    # --- events --------------------------------------------------------------------------------
+
+    def _handler_for(self, spec: EventSpec) -> Any:
+        async def handle(sid: str, *args: Any) -> dict[str, Any]:
+            return await self._dispatch(spec, sid, args[0] if args else None)
+
+        return handle
+
+    async def _dispatch(self, spec: EventSpec, sid: str, data: Any) -> dict[str, Any]:
+        session = self.sessions.get(sid)
+        if session is None:
+            return error_ack(ErrorCode.UNAUTHORIZED, "not connected")
+        user: Principal = session["user"]
+        try:
+            try:
+                payload = spec.payload.model_validate_json(json.dumps(data if data is not None else {}), strict=True)
+            except ValidationError as exc:
+                first = exc.errors(include_url=False, include_input=False)[0]
+                where = ".".join(str(p) for p in first["loc"]) or "payload"
+                return error_ack(ErrorCode.INVALID_INPUT, f"{spec.name}: {where}: {first['msg']}")
+            except (TypeError, ValueError):
+                return error_ack(ErrorCode.INVALID_INPUT, f"{spec.name}: payload must be a JSON object")
+            call = EventCall(sid, user, payload, self.app[CORE], self, session)
+            result = await spec.handler(call)
+            return {"ok": True, **(result or {})}
+        except AppError as exc:
+            return error_ack(exc.code, exc.message)
+        except Exception:
+            log.exception("event %s from %s failed", spec.name, sid)
+            return error_ack(ErrorCode.INTERNAL, "internal error; it has been logged")
+
+    async def _unknown(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
+        return error_ack(ErrorCode.INVALID_INPUT, f"unknown event {str(event)[:80]!r}")
+
+    # --- bus → clients -------------------------------------------------------------------------
+
+    async def on_bus_event(self, topic: str, payload: dict[str, Any]) -> None:
+        """Push domain events published after commit: notifications go to the user's personal room."""
+        if not topic.startswith("user:"):
+            return
+        kind = payload.get("type")
+        if kind == "notification":
+            await self.emit("notification:new", payload["notification"], to=topic)
+        elif kind == "notifications_read":
+            await self.emit(
+                "notification:read",
+                {"notification_id": payload.get("notification_id"), "unread": payload.get("unread")},
+                to=topic,
+            )
+
+
+SOCKETS = web.AppKey("sockets", SocketServer)
