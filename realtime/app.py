@@ -23,14 +23,24 @@ from core_api.events import Events
 from core_api.http import CLIENT_ADDR, Api
 from core_api.settings import Settings
 from realtime.sockets import SOCKETS, SocketServer
+from rooms import chat as room_chat
+from rooms import handlers as room_handlers
 
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 API = Api.combine(
-    auth.api, users.api, courses.api, enrollments.api, assignments.api, communities.api, notifications.api
+    auth.api,
+    users.api,
+    courses.api,
+    enrollments.api,
+    assignments.api,
+    communities.api,
+    notifications.api,
+    room_handlers.api,
+    room_chat.api,
 )
-EVENTS = Events.combine()
+EVENTS = Events.combine(room_handlers.events, room_chat.events)
 DSN = web.AppKey("dsn", str)
 OPENAPI = web.AppKey("openapi", dict)
 
