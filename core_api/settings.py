@@ -75,10 +75,23 @@ class Settings(BaseSettings):
     password_hash_queue: int = Field(
         64, ge=1, description="Password checks allowed to wait at once; past that, 503 with Retry-After."
     )
+    presence_ttl_s: float = Field(
+        10.0,
+        ge=0.5,
+        le=3600,
+        description="Scaled mode: a node whose presence heartbeat is this old is taken for dead and its "
+        "users leave their rooms.",
+    )
+    presence_heartbeat_s: float = Field(
+        3.0, gt=0, le=600, description="Scaled mode: how often each node refreshes its heartbeat and sweeps dead nodes."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     trust_forwarded_for: bool = Field(
         False, description="Take the client address from X-Forwarded-For (only behind a trusted proxy)."
     )
+    chat_max_body: int = Field(4000, ge=1, le=16000, description="Longest chat message (characters, once cleaned).")
+    chat_rate_count: int = Field(10, ge=1, le=1000, description="Chat messages one user may send per rate window.")
+    chat_rate_window_s: float = Field(10.0, gt=0, le=3600, description="Window of the per-user chat rate limit.")
 
     @field_validator("database_url", "redis_url", "jwt_secret", mode="before")
     @classmethod
@@ -112,6 +125,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "STUDYHALL_JWT_SECRET is required when STUDYHALL_REDIS_URL is set: every node must sign "
                 "and verify tokens with the same key"
+            )
+        if self.presence_heartbeat_s >= self.presence_ttl_s:
+            raise ValueError(
+                "STUDYHALL_PRESENCE_HEARTBEAT_S must be shorter than STUDYHALL_PRESENCE_TTL_S, or live nodes "
+                "would be taken for dead between two beats"
             )
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("STUDYHALL_DB_POOL_MIN must not exceed STUDYHALL_DB_POOL_MAX")

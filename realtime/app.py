@@ -7,6 +7,7 @@ under typed ``web.AppKey``s, so tests can build as many apps in one process as t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +26,8 @@ from core_api.settings import Settings
 from realtime.sockets import SOCKETS, SocketServer
 from rooms import chat as room_chat
 from rooms import handlers as room_handlers
+from rooms import live as room_live
+from rooms.presence import PresenceChange, keep_presence, open_presence
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +188,35 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
             await pool.close()
             app[auth.AUTH].passwords.close()
 
+    async def presence(app: web.Application) -> AsyncIterator[None]:
+        sockets = app[SOCKETS]
+        tracker = open_presence(settings, sockets.node_id)
+        sockets.services[room_live.PRESENCE] = tracker
+
+        async def announce(changes: list[PresenceChange]) -> None:
+            await room_live.announce_changes(sockets, changes)
+
+        upkeep = asyncio.create_task(keep_presence(tracker, settings.presence_heartbeat_s, announce))
+        try:
+            yield
+        finally:
+            upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await upkeep
+            try:
+                # Leave this node's rooms now rather than when the heartbeat expires.
+                await announce(await tracker.close())
+            except Exception:
+                log.exception("could not withdraw this node's presence on shutdown")
+
+    async def sockets(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await app[SOCKETS].close()
+
+    # Closed in reverse: presence withdraws (and announces) before Socket.IO stops, both before the pool.
     app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(sockets)
+    app.cleanup_ctx.append(presence)
     app[SOCKETS] = SocketServer(app, settings, EVENTS)
     API.mount(app, auth.authenticate)
     app.router.add_get("/api/v1/openapi.json", openapi_view)

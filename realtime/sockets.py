@@ -28,7 +28,7 @@ from core_api.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MAX_PACKET_BYTES = 64 * 1024
+MAX_PACKET_BYTES = 256 * 1024  # above the largest valid payload, so oversized strings get an error ack
 
 
 def error_ack(code: ErrorCode, message: str) -> dict[str, Any]:
@@ -61,6 +61,9 @@ class SocketServer:
         self.events = events
         self.node_id = uuid.uuid4().hex[:12]
         self.sessions: dict[str, dict[str, Any]] = {}
+        # App-scoped services each connection's session starts with (rooms' presence, under its own
+        # key), so domain handlers reach them through ``call.session`` without importing the server.
+        self.services: dict[str, Any] = {}
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
             client_manager=client_manager(settings),
@@ -75,6 +78,10 @@ class SocketServer:
         for spec in events.specs.values():
             self.sio.on(spec.name, self._handler_for(spec))
         self.sio.on("*", self._unknown)
+
+    async def close(self) -> None:
+        """Stop python-socketio's background tasks (the ping service); call once the app shuts down."""
+        await self.sio.shutdown()
 
     # --- Transport ---------------------------------------------------------------------------
 
@@ -101,7 +108,10 @@ class SocketServer:
             return None
         return Connection(sid, session["user"], self.app[CORE], self, session)
 
-    async def _connect(self, sid: str, environ: Any, auth: Any = None) -> None:
+    async def _connect(self, sid: str, environ: Any = None, auth: Any = None, *_: Any) -> dict[str, Any] | None:
+        if sid in self.sessions:
+            # A client *event* named "connect" (python-socketio routes it to this handler), not a handshake.
+            return error_ack(ErrorCode.INVALID_INPUT, "'connect' is a reserved event name")
         token = auth.get("token") if isinstance(auth, dict) else None
         if not isinstance(token, str) or not token:
             raise socketio.exceptions.ConnectionRefusedError(
@@ -111,14 +121,18 @@ class SocketServer:
             user = await principal_for(self.app[CORE], self.app[AUTH], token)
         except AppError as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.message, {"code": "unauthorized"}) from None
-        self.sessions[sid] = {"user": user}
+        self.sessions[sid] = {**self.services, "user": user}
         await self.sio.enter_room(sid, f"user:{user.id}")
         conn = self._connection(sid)
         assert conn is not None
         for hook in self.events.on_connect:
             await hook(conn)
+        return None
 
-    async def _disconnect(self, sid: str, reason: Any = None) -> None:
+    async def _disconnect(self, sid: str, reason: Any = None, *_: Any) -> dict[str, Any] | None:
+        if self.sio.manager.is_connected(sid, "/"):
+            # A client *event* named "disconnect": a real disconnect is marked as pending before this runs.
+            return error_ack(ErrorCode.INVALID_INPUT, "'disconnect' is a reserved event name")
         conn = self._connection(sid)
         try:
             if conn is not None:
@@ -129,6 +143,7 @@ class SocketServer:
                         log.exception("disconnect hook failed for %s", sid)
         finally:
             self.sessions.pop(sid, None)
+        return None
 
     # --- events --------------------------------------------------------------------------------
 
@@ -161,13 +176,27 @@ class SocketServer:
             log.exception("event %s from %s failed", spec.name, sid)
             return error_ack(ErrorCode.INTERNAL, "internal error; it has been logged")
 
-    async def _unknown(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
+    async def _unknown(self, *args: Any) -> dict[str, Any]:
+        # Called as (event, sid, *data) for unregistered events, and as (sid, *data) for an event named "*".
+        event = args[0] if len(args) >= 2 and isinstance(args[1], str) and args[1] in self.sessions else "*"
         return error_ack(ErrorCode.INVALID_INPUT, f"unknown event {str(event)[:80]!r}")
 
     # --- bus → clients -------------------------------------------------------------------------
 
     async def on_bus_event(self, topic: str, payload: dict[str, Any]) -> None:
-        """Push domain events published after commit: notifications go to the user's personal room."""
+        """Push domain events published after commit.
+
+        - ``user:<id>``: notifications, to the user's personal room.
+        - ``room:<id>``: ``{"event": name, "data": {...}}`` is emitted as ``name`` to the Socket.IO room
+          ``room:<id>`` (for example ``room:archived``).
+        """
+        if topic.startswith("room:"):
+            event, data = payload.get("event"), payload.get("data")
+            if isinstance(event, str) and isinstance(data, dict):
+                await self.emit(event, data, to=topic)
+            else:
+                log.warning("dropped a %s event without event/data: %r", topic, sorted(payload))
+            return
         if not topic.startswith("user:"):
             return
         kind = payload.get("type")

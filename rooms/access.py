@@ -18,6 +18,12 @@ from core_api.db import Connection, Record
 from core_api.errors import conflict, forbidden, not_found
 from core_api.http import Principal
 
+
+def socket_room(room_id: uuid.UUID | str) -> str:
+    """The Socket.IO room of a studyhall room: its live events go there."""
+    return f"room:{room_id}"
+
+
 ROOM_RANK: dict[str, int] = {"member": 1, "moderator": 2, "host": 3}
 ROOM_COLUMNS = (
     "r.id, r.name, r.kind, r.visibility, r.community_id, r.course_id, r.created_by, r.created_at,"
@@ -55,6 +61,23 @@ async def can_see(conn: Connection, user: Principal, room: Record, member: Recor
         )
         return bool(in_community)
     return False
+
+
+def visible_sql(user_param: str, admin_param: str) -> str:
+    """The SQL twin of :func:`can_see`, for listing: rooms ``r`` LEFT JOINed with the caller's row ``m``.
+
+    ``user_param`` and ``admin_param`` name the query parameters holding the caller's id and admin flag.
+    """
+    return (
+        f"({admin_param} OR r.visibility = 'public' OR (m.user_id IS NOT NULL AND m.banned_at IS NULL)"
+        f" OR (r.visibility = 'community' AND EXISTS (SELECT 1 FROM community_members cm"
+        f" WHERE cm.community_id = r.community_id AND cm.user_id = {user_param})))"
+    )
+
+
+def active(member: Record | None) -> Record | None:
+    """The membership if it counts for acting in the room: a banned member holds no role."""
+    return member if member is not None and member["banned_at"] is None else None
 
 
 async def visible_room(conn: Connection, user: Principal, room_id: uuid.UUID) -> tuple[Record, Record | None]:

@@ -67,6 +67,14 @@ async def build_world(api: ApiClient) -> World:
         "POST", "/communities", owner, json={"name": f"P {uuid.uuid4().hex[:8]}", "visibility": "private"}
     )
     await ok("POST", f"/communities/{private['id']}/members", owner, json={"user_id": learner.id})
+    # Rooms: the owner hosts a room of the public community and a private room; the learner is invited to both.
+    room = await ok(
+        "POST", "/rooms", owner, json={"name": "R", "kind": "study", "visibility": "community",
+                                       "community_id": community["id"]}
+    )  # fmt: skip
+    proom = await ok("POST", "/rooms", owner, json={"name": "P", "kind": "ide", "visibility": "private"})
+    for r in (room, proom):
+        await ok("POST", f"/rooms/{r['id']}/invite", owner, json={"user_id": learner.id})
     newcomer = await api.user()
     notes = await ok("GET", "/me/notifications", learner)
     return World(
@@ -80,6 +88,8 @@ async def build_world(api: ApiClient) -> World:
             "cert": certs["items"][0]["code"],
             "community": community["id"],
             "private": private["id"],
+            "room": room["id"],
+            "proom": proom["id"],
             "learner": learner.id,
             "stranger": actors["stranger"].id,
             "newcomer": newcomer.id,
@@ -180,6 +190,20 @@ ROWS: list[Row] = [
     Row("POST", "/communities/{community}/members", only(201, 403, *STAFF), lambda ids: {"user_id": ids["newcomer"]}),
     Row("PUT", "/communities/{community}/members/{learner}", only(200, 403, *STAFF), {"role": "admin"}),
     Row("DELETE", "/communities/{community}/members/{learner}", only(204, 403, *STAFF)),
+    # rooms (room: in the public community, learner invited; proom: private, learner invited)
+    Row("GET", "/rooms", everyone(200)),
+    Row("POST", "/rooms", everyone(201), {"name": "Mine", "kind": "study", "visibility": "public"}),
+    Row("GET", "/rooms/{room}", only(200, 404, "learner", *STAFF)),
+    Row("GET", "/rooms/{proom}", only(200, 404, "learner", *STAFF)),
+    Row("GET", "/rooms/{room}/members", only(200, 404, "learner", *STAFF)),
+    Row(
+        "POST",
+        "/rooms/{room}/invite",
+        only(201, 404, *STAFF, learner=403),
+        lambda ids: {"user_id": ids["newcomer"]},
+    ),
+    Row("PUT", "/rooms/{room}/members/{learner}", only(200, 404, *STAFF, learner=403), {"role": "moderator"}),
+    Row("POST", "/rooms/{room}/archive", only(200, 404, *STAFF, learner=403)),
     # notifications
     Row("GET", "/me/notifications", everyone(200)),
     Row("GET", "/me/notifications/unread-count", everyone(200)),
@@ -196,6 +220,8 @@ _TEMPLATE_NAMES = {
     "cert": "code",
     "community": "community_id",
     "private": "community_id",
+    "room": "room_id",
+    "proom": "room_id",
     "learner": "user_id",
     "stranger": "user_id",
     "notification": "notification_id",

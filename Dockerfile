@@ -1,0 +1,28 @@
+# studyhall: one image for every app node (and, later, the workers). docker-compose.yml builds it.
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+COPY . .
+RUN pip install . \
+    && useradd --system --create-home --home-dir /var/lib/studyhall --shell /usr/sbin/nologin studyhall \
+    && rm -rf /src
+
+WORKDIR /var/lib/studyhall
+USER studyhall
+ENV STUDYHALL_HOST=0.0.0.0 \
+    STUDYHALL_PORT=8080 \
+    STUDYHALL_DATA_DIR=/var/lib/studyhall
+EXPOSE 8080
+
+# /readyz answers 200 once the node can reach Postgres (the image has Python, not curl).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/readyz', timeout=2)"]
+
+# SIGTERM stops a node gracefully (connections closed, pool drained).
+STOPSIGNAL SIGTERM
+CMD ["studyhall", "serve", "--host", "0.0.0.0", "--port", "8080"]

@@ -1,0 +1,273 @@
+"""Chat use cases: send, history, edit, delete, react, typing.
+
+Each one checks access with :mod:`rooms.access`, changes state in one transaction, and only after the
+commit emits to the room's Socket.IO room ``room:<id>`` (every node, through the transport). The rules
+without I/O live in :mod:`rooms.chat_core`, the SQL in :mod:`rooms.chat_store`.
+
+**Ordering.** ``chat:send`` claims the room's next ``seq`` by incrementing ``rooms.last_seq`` in the same
+transaction as the insert: the row lock queues concurrent senders (on any node) and a rollback gives
+the number back, so ``seq`` is 1, 2, 3, ... per room with no gaps or repeats. The database clock read
+under that lock is the message's ``created_at`` and the "now" of the rate limit and slow mode.
+
+**Idempotence.** A sender names each message with a ``client_msg_id``; sending the same one again in the
+room returns the first message (same seq, nothing broadcast), even while muted or rate limited.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from core_api.context import Tx, audit, notify
+from core_api.db import Connection, Record
+from core_api.errors import conflict, forbidden, not_found
+from core_api.events import EventCall
+from core_api.http import Principal
+from rooms import chat_core as rules
+from rooms import chat_store as store
+from rooms.access import ROOM_RANK, require_member, require_open, require_room_role, socket_room
+from rooms.chat_schemas import DeleteIn, EditIn, HistoryIn, ReactIn, SendIn, TypingIn
+
+MAX_EMOJI_PER_MESSAGE = 32
+MEMBER_CACHE_S = 30.0
+"""How long a connection's typing indicator trusts an earlier membership check of the room."""
+_TYPING = "chat.typing"
+_MEMBER_OK = "chat.member_ok"
+
+
+def user_ref(user: Principal) -> dict[str, str]:
+    return {"id": str(user.id), "display_name": user.display_name}
+
+
+def require_outranks(user: Principal, member: Record, target: Record, doing: str) -> None:
+    """Moderation rights over ``target`` (a :func:`rooms.chat_store.target` row): the caller is a moderator
+    or host ranked above the target's room role (admins may act on anyone; only admins on admins)."""
+    require_room_role(member, user, "moderator")
+    target_rank = ROOM_RANK[target["role"]] if target["role"] is not None else ROOM_RANK["member"]
+    if not rules.may_moderate(
+        ROOM_RANK[member["role"]], user.is_admin, target_rank, target["platform_role"] == "admin"
+    ):
+        raise forbidden(f"a moderator may only {doing} of someone ranked below them")
+
+
+class AlreadySent(Exception):
+    """Raised inside the send transaction to roll back the claimed seq when the message already exists."""
+
+
+async def views(conn: Connection, rows: list[Record]) -> list[dict[str, Any]]:
+    counts = await store.reactions(conn, [r["id"] for r in rows if r["deleted_at"] is None])
+    return [rules.message_view(r, counts.get(r["id"])) for r in rows]
+
+
+async def recent_messages(conn: Connection, room_id: uuid.UUID, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest ``limit`` messages in ascending seq, as ``chat:message`` carries them (for ``room:join``)."""
+    rows, _ = await store.history(conn, room_id, None, None, limit)
+    return await views(conn, rows)
+
+
+# --- send ----------------------------------------------------------------------------------------
+
+
+async def send(call: EventCall, data: SendIn) -> dict[str, Any]:
+    """Store a message and broadcast ``chat:message``; the stored message (or the earlier one)."""
+    client_msg_id = rules.check_token(data.client_msg_id, "client_msg_id")
+    body = rules.clean_body(data.body, call.core.settings.chat_max_body)
+    user = call.user
+    try:
+        async with call.core.transaction() as tx:
+            room, member = await require_member(tx.conn, user, data.room_id)
+            earlier = await store.message_by_client_id(tx.conn, data.room_id, user.id, client_msg_id)
+            if earlier is not None:
+                raise AlreadySent
+            require_open(room)
+            claimed = await store.take_seq(tx.conn, data.room_id)
+            if claimed is None:
+                raise not_found("room")
+            now = claimed["now"]
+            _check_not_muted(member, now)
+            await _check_pace(tx, call, room["id"], member, now, claimed["slow_mode_s"])
+            row = await store.insert_message(
+                tx.conn, data.room_id, claimed["last_seq"], user.id, client_msg_id, body, now
+            )
+            if row is None:  # the same client_msg_id committed while we waited for the room lock
+                raise AlreadySent
+            await _notify_mentions(tx, user, row)
+            message = rules.message_view(row)
+    except AlreadySent:
+        async with call.core.pool.acquire() as conn:
+            earlier = await store.message_by_client_id(conn, data.room_id, user.id, client_msg_id)
+            assert earlier is not None
+            return (await views(conn, [earlier]))[0]
+    await call.transport.emit("chat:message", message, to=socket_room(data.room_id))
+    return message
+
+
+def _check_not_muted(member: Record, now: datetime) -> None:
+    left = rules.muted_for(member["muted_until"], now)
+    if left is not None:
+        raise forbidden(f"you are muted in this room for {left} more s (until {member['muted_until'].isoformat()})")
+
+
+async def _check_pace(tx: Tx, call: EventCall, room_id: uuid.UUID, member: Record, now: datetime, slow_s: int) -> None:
+    """The per-user rate limit (everyone) and the room's slow mode (members below moderator)."""
+    settings = call.core.settings
+    recent = await store.recent_sends(
+        tx.conn, call.user.id, now - timedelta(seconds=settings.chat_rate_window_s), settings.chat_rate_count
+    )
+    wait = rules.rate_retry_after(recent, now, settings.chat_rate_count, settings.chat_rate_window_s)
+    if wait is not None:
+        raise rules.rate_limited("you are sending messages too fast", wait)
+    if slow_s > 0 and not call.user.is_admin and ROOM_RANK[member["role"]] < ROOM_RANK["moderator"]:
+        last = await store.last_send_in_room(tx.conn, room_id, call.user.id, now - timedelta(seconds=slow_s))
+        wait = rules.slow_mode_retry_after(last, now, slow_s)
+        if wait is not None:
+            raise rules.rate_limited(f"slow mode allows one message per {slow_s} s", wait)
+
+
+async def _notify_mentions(tx: Tx, author: Principal, row: Record) -> None:
+    keys = rules.parse_mentions(row["body"])
+    if not keys:
+        return
+    payload = {
+        "room_id": str(row["room_id"]),
+        "message_id": str(row["id"]),
+        "seq": row["seq"],
+        "by": user_ref(author),
+        "excerpt": rules.excerpt(row["body"]),
+    }
+    for user_id in await store.mentioned_members(tx.conn, row["room_id"], keys, author.id):
+        await notify(tx, user_id, "chat_mention", payload)
+
+
+# --- history -------------------------------------------------------------------------------------
+
+
+async def history(call: EventCall, data: HistoryIn) -> dict[str, Any]:
+    """A page of messages in ascending seq and ``has_more`` (see :func:`rooms.chat_store.history`)."""
+    async with call.core.pool.acquire() as conn:
+        await require_member(conn, call.user, data.room_id)
+        rows, more = await store.history(conn, data.room_id, data.before_seq, data.after_seq, data.limit)
+        return {"messages": await views(conn, rows), "has_more": more}
+
+
+# --- edit, delete, react -------------------------------------------------------------------------
+
+
+async def edit(call: EventCall, data: EditIn) -> dict[str, Any]:
+    """Change one's own message (not a deleted one); broadcast ``chat:updated``. Mentions are not re-sent."""
+    body = rules.clean_body(data.body, call.core.settings.chat_max_body)
+    async with call.core.transaction() as tx:
+        room, _ = await require_member(tx.conn, call.user, data.room_id)
+        require_open(room)
+        row = await store.message(tx.conn, data.room_id, data.message_id, lock=True)
+        if row is None:
+            raise not_found("message")
+        if row["author_id"] != call.user.id:
+            raise forbidden("only the author may edit a message")
+        if row["deleted_at"] is not None:
+            raise conflict("the message was deleted")
+        if row["body"] == body:
+            return (await views(tx.conn, [row]))[0]
+        message = (await views(tx.conn, [await store.edit_message(tx.conn, row["id"], body)]))[0]
+    await call.transport.emit("chat:updated", {"message": message}, to=socket_room(data.room_id))
+    return message
+
+
+async def delete(call: EventCall, data: DeleteIn) -> dict[str, Any]:
+    """Tombstone a message: its author, or a moderator or host ranked above the author, may.
+
+    Deleting someone else's message is a moderation action (audited, ``chat:moderation`` broadcast).
+    Allowed in archived rooms too; deleting a tombstone again changes nothing.
+    """
+    user = call.user
+    async with call.core.transaction() as tx:
+        _, member = await require_member(tx.conn, user, data.room_id)
+        row = await store.message(tx.conn, data.room_id, data.message_id, lock=True)
+        if row is None:
+            raise not_found("message")
+        if row["deleted_at"] is not None:
+            return rules.message_view(row)
+        own = row["author_id"] == user.id
+        if not own:
+            author = await store.target(tx.conn, data.room_id, row["author_id"])
+            assert author is not None
+            require_outranks(user, member, author, "delete this message")
+            await audit(
+                tx,
+                user.id,
+                "chat.delete_message",
+                "room",
+                data.room_id,
+                message_id=str(row["id"]),
+                user_id=str(row["author_id"]),
+            )
+        message = rules.message_view(await store.tombstone(tx.conn, row["id"], user.id))
+    await call.transport.emit("chat:updated", {"message": message}, to=socket_room(data.room_id))
+    if not own:
+        await call.transport.emit(
+            "chat:moderation",
+            {
+                "room_id": str(data.room_id),
+                "action": "delete_message",
+                "user_id": str(row["author_id"]),
+                "by": user_ref(user),
+                "message_id": str(row["id"]),
+            },
+            to=socket_room(data.room_id),
+        )
+    return message
+
+
+async def react(call: EventCall, data: ReactIn) -> dict[str, Any]:
+    """Toggle the caller's ``emoji`` on a message; broadcast ``chat:reactions`` if that changed anything."""
+    emoji = rules.check_token(data.emoji, "emoji")
+    async with call.core.transaction() as tx:
+        room, _ = await require_member(tx.conn, call.user, data.room_id)
+        require_open(room)
+        # Locking the message orders concurrent reactions, so the counts each one reports are current.
+        row = await store.message(tx.conn, data.room_id, data.message_id, lock=True)
+        if row is None:
+            raise not_found("message")
+        if row["deleted_at"] is not None:
+            raise conflict("the message was deleted")
+        counts = (await store.reactions(tx.conn, [row["id"]])).get(row["id"], {})
+        if data.on and emoji not in counts and len(counts) >= MAX_EMOJI_PER_MESSAGE:
+            raise conflict(f"a message takes at most {MAX_EMOJI_PER_MESSAGE} different reactions")
+        changed = await store.set_reaction(tx.conn, row["id"], call.user.id, emoji, data.on)
+        rev = row["rev"]
+        if changed:
+            rev = await store.bump_rev(tx.conn, row["id"])
+            counts = (await store.reactions(tx.conn, [row["id"]])).get(row["id"], {})
+    event = {"room_id": str(data.room_id), "message_id": str(row["id"]), "reactions": counts, "rev": rev}
+    if changed:
+        await call.transport.emit("chat:reactions", event, to=socket_room(data.room_id))
+    return {"reactions": counts, "rev": rev}
+
+
+# --- typing --------------------------------------------------------------------------------------
+
+
+async def typing(call: EventCall, data: TypingIn) -> None:
+    """Tell the room's other connections that the caller is (not) typing; nothing is stored.
+
+    The connection must sit in the room's Socket.IO room (a kick takes it out at once). Membership and
+    mute are read from the database at most every :data:`MEMBER_CACHE_S` per connection and room.
+    """
+    key = str(data.room_id)
+    if socket_room(key) not in call.transport.rooms_of(call.sid):
+        raise forbidden("join the room first")
+    now = time.monotonic()
+    checked: dict[str, float] = call.session.setdefault(_MEMBER_OK, {})
+    if now - checked.get(key, float("-inf")) >= MEMBER_CACHE_S:
+        async with call.core.pool.acquire() as conn:
+            _, member = await require_member(conn, call.user, data.room_id)
+        _check_not_muted(member, datetime.now(UTC))
+        checked[key] = now
+    marks: dict[str, rules.TypingMark] = call.session.setdefault(_TYPING, {})
+    if not rules.forward_typing(marks.get(key), data.typing, now):
+        return
+    marks[key] = rules.TypingMark(data.typing, now)
+    event = {"room_id": key, "user": user_ref(call.user), "typing": data.typing}
+    await call.transport.emit("chat:typing", event, to=socket_room(key), skip_sid=call.sid)

@@ -1,0 +1,263 @@
+"""Chat's SQL: messages, reactions, room moderation state and the live connection registry.
+
+Functions take a connection (inside the caller's transaction) and return records; no rules live here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from core_api.context import new_id
+from core_api.db import Connection, Record
+
+_MESSAGE = (
+    "SELECT m.id, m.room_id, m.seq, m.author_id, u.display_name, m.body, m.created_at, m.edited_at,"
+    " m.deleted_at, m.deleted_by, m.rev FROM chat_messages m JOIN users u ON u.id = m.author_id"
+)
+_RETURNING = (
+    " RETURNING id, room_id, seq, author_id, body, created_at, edited_at, deleted_at, deleted_by, rev)"
+    " SELECT m.id, m.room_id, m.seq, m.author_id, u.display_name, m.body, m.created_at, m.edited_at,"
+    " m.deleted_at, m.deleted_by, m.rev FROM m JOIN users u ON u.id = m.author_id"
+)
+
+
+# --- messages ------------------------------------------------------------------------------------
+
+
+async def message(conn: Connection, room_id: uuid.UUID, message_id: uuid.UUID, *, lock: bool = False) -> Record | None:
+    row: Record | None = await conn.fetchrow(
+        _MESSAGE + " WHERE m.room_id = $1 AND m.id = $2" + (" FOR UPDATE OF m" if lock else ""), room_id, message_id
+    )
+    return row
+
+
+async def message_by_client_id(
+    conn: Connection, room_id: uuid.UUID, author_id: uuid.UUID, client_msg_id: str
+) -> Record | None:
+    row: Record | None = await conn.fetchrow(
+        _MESSAGE + " WHERE m.room_id = $1 AND m.author_id = $2 AND m.client_msg_id = $3",
+        room_id,
+        author_id,
+        client_msg_id,
+    )
+    return row
+
+
+async def take_seq(conn: Connection, room_id: uuid.UUID) -> Record | None:
+    """Claim the room's next seq; the row lock holds other senders in the room until this commits.
+
+    Also returns the room's slow mode and the database clock read under the lock, so a message's
+    ``created_at`` grows with its ``seq``.
+    """
+    row: Record | None = await conn.fetchrow(
+        "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1"
+        " RETURNING last_seq, slow_mode_s, clock_timestamp() AS now",
+        room_id,
+    )
+    return row
+
+
+async def recent_sends(conn: Connection, author_id: uuid.UUID, since: datetime, limit: int) -> list[datetime]:
+    rows = await conn.fetch(
+        "SELECT created_at FROM chat_messages WHERE author_id = $1 AND created_at > $2"
+        " ORDER BY created_at DESC LIMIT $3",
+        author_id,
+        since,
+        limit,
+    )
+    return [r["created_at"] for r in rows]
+
+
+async def last_send_in_room(
+    conn: Connection, room_id: uuid.UUID, author_id: uuid.UUID, since: datetime
+) -> datetime | None:
+    at: datetime | None = await conn.fetchval(
+        "SELECT max(created_at) FROM chat_messages WHERE author_id = $1 AND created_at > $2 AND room_id = $3",
+        author_id,
+        since,
+        room_id,
+    )
+    return at
+
+
+async def insert_message(
+    conn: Connection,
+    room_id: uuid.UUID,
+    seq: int,
+    author_id: uuid.UUID,
+    client_msg_id: str,
+    body: str,
+    created_at: datetime,
+) -> Record | None:
+    """The new message, or None if this author already sent ``client_msg_id`` in the room."""
+    row: Record | None = await conn.fetchrow(
+        "WITH m AS (INSERT INTO chat_messages (id, room_id, seq, author_id, client_msg_id, body, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (room_id, author_id, client_msg_id) DO NOTHING" + _RETURNING,
+        new_id(),
+        room_id,
+        seq,
+        author_id,
+        client_msg_id,
+        body,
+        created_at,
+    )
+    return row
+
+
+async def edit_message(conn: Connection, message_id: uuid.UUID, body: str) -> Record:
+    row: Record | None = await conn.fetchrow(
+        "WITH m AS (UPDATE chat_messages SET body = $2, edited_at = now(), rev = rev + 1 WHERE id = $1" + _RETURNING,
+        message_id,
+        body,
+    )
+    assert row is not None
+    return row
+
+
+async def tombstone(conn: Connection, message_id: uuid.UUID, by: uuid.UUID) -> Record:
+    row: Record | None = await conn.fetchrow(
+        "WITH m AS (UPDATE chat_messages SET deleted_at = now(), deleted_by = $2, rev = rev + 1 WHERE id = $1"
+        + _RETURNING,
+        message_id,
+        by,
+    )
+    assert row is not None
+    return row
+
+
+async def history(
+    conn: Connection, room_id: uuid.UUID, before: int | None, after: int | None, limit: int
+) -> tuple[list[Record], bool]:
+    """Up to ``limit`` messages in ascending seq, and whether more lie beyond the page.
+
+    With ``after`` the page starts right after it (more = newer ones remain); otherwise it is the newest
+    ``limit`` messages below ``before`` (more = older ones remain).
+    """
+    if after is not None:
+        rows = await conn.fetch(
+            _MESSAGE + " WHERE m.room_id = $1 AND m.seq > $2 AND ($3::bigint IS NULL OR m.seq < $3)"
+            " ORDER BY m.seq LIMIT $4",
+            room_id,
+            after,
+            before,
+            limit + 1,
+        )
+        return list(rows[:limit]), len(rows) > limit
+    rows = await conn.fetch(
+        _MESSAGE + " WHERE m.room_id = $1 AND ($2::bigint IS NULL OR m.seq < $2) ORDER BY m.seq DESC LIMIT $3",
+        room_id,
+        before,
+        limit + 1,
+    )
+    return list(reversed(rows[:limit])), len(rows) > limit
+
+
+# --- reactions -----------------------------------------------------------------------------------
+
+
+async def reactions(conn: Connection, message_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, int]]:
+    """Reaction counts per message, emoji in order of first use."""
+    out: dict[uuid.UUID, dict[str, int]] = {}
+    if not message_ids:
+        return out
+    rows = await conn.fetch(
+        "SELECT message_id, emoji, count(*) AS n, min(created_at) AS first FROM chat_reactions"
+        " WHERE message_id = ANY($1::uuid[]) GROUP BY message_id, emoji ORDER BY message_id, first, emoji",
+        list(message_ids),
+    )
+    for r in rows:
+        out.setdefault(r["message_id"], {})[r["emoji"]] = r["n"]
+    return out
+
+
+async def set_reaction(conn: Connection, message_id: uuid.UUID, user_id: uuid.UUID, emoji: str, on: bool) -> bool:
+    """Add or remove one user's reaction; True if that changed anything."""
+    if on:
+        status = await conn.execute(
+            "INSERT INTO chat_reactions (message_id, user_id, emoji) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            message_id,
+            user_id,
+            emoji,
+        )
+    else:
+        status = await conn.execute(
+            "DELETE FROM chat_reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3",
+            message_id,
+            user_id,
+            emoji,
+        )
+    return not str(status).endswith(" 0")
+
+
+async def bump_rev(conn: Connection, message_id: uuid.UUID) -> int:
+    rev: int = await conn.fetchval("UPDATE chat_messages SET rev = rev + 1 WHERE id = $1 RETURNING rev", message_id)
+    return rev
+
+
+# --- mentions ------------------------------------------------------------------------------------
+
+
+async def mentioned_members(
+    conn: Connection, room_id: uuid.UUID, names: Sequence[str], exclude: uuid.UUID
+) -> list[uuid.UUID]:
+    """Members (not banned, not ``exclude``) whose display name matches a mention key (see chat_core)."""
+    if not names:
+        return []
+    rows = await conn.fetch(
+        "SELECT rm.user_id FROM room_members rm JOIN users u ON u.id = rm.user_id"
+        " WHERE rm.room_id = $1 AND rm.banned_at IS NULL AND rm.user_id <> $3"
+        " AND lower(regexp_replace(u.display_name, '\\s', '', 'g')) = ANY($2::text[])"
+        " ORDER BY rm.user_id",
+        room_id,
+        list(names),
+        exclude,
+    )
+    return [r["user_id"] for r in rows]
+
+
+# --- moderation ----------------------------------------------------------------------------------
+
+
+async def target(conn: Connection, room_id: uuid.UUID, user_id: uuid.UUID) -> Record | None:
+    """A user and their membership of the room (role/muted_until/banned_at are NULL for non-members)."""
+    row: Record | None = await conn.fetchrow(
+        "SELECT u.id, u.display_name, u.role AS platform_role, rm.role, rm.muted_until, rm.banned_at"
+        " FROM users u LEFT JOIN room_members rm ON rm.room_id = $1 AND rm.user_id = u.id WHERE u.id = $2",
+        room_id,
+        user_id,
+    )
+    return row
+
+
+async def set_muted_until(conn: Connection, room_id: uuid.UUID, user_id: uuid.UUID, seconds: int) -> datetime | None:
+    until: datetime | None = await conn.fetchval(
+        "UPDATE room_members SET muted_until = now() + $3::interval WHERE room_id = $1 AND user_id = $2"
+        " RETURNING muted_until",
+        room_id,
+        user_id,
+        timedelta(seconds=seconds) if seconds > 0 else None,
+    )
+    return until
+
+
+async def remove_member(conn: Connection, room_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM room_members WHERE room_id = $1 AND user_id = $2", room_id, user_id)
+
+
+async def ban(conn: Connection, room_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    """Mark the user banned, as a plain member (a banned moderator loses the role); non-members too."""
+    await conn.execute(
+        "INSERT INTO room_members (room_id, user_id, role, banned_at) VALUES ($1, $2, 'member', now())"
+        " ON CONFLICT (room_id, user_id) DO UPDATE SET role = 'member', banned_at = now(), muted_until = NULL",
+        room_id,
+        user_id,
+    )
+
+
+async def set_slow_mode(conn: Connection, room_id: uuid.UUID, seconds: int) -> None:
+    await conn.execute("UPDATE rooms SET slow_mode_s = $2 WHERE id = $1", room_id, seconds)
+
+
+# --- live connections ----------------------------------------------------------------------------

@@ -1,0 +1,148 @@
+"""Being in a room over Socket.IO: join, leave, disconnect, and the ``room:presence`` announcements.
+
+A connection that joins ``room:<id>`` enters the Socket.IO room of that name (so room events reach it
+on any node) and the room's :class:`~rooms.presence.Presence`. Presence is per user: the room hears
+``joined`` when a user's first connection enters and ``left`` when their last one leaves, so a second
+browser tab changes nothing for the others. Joining also makes the user a member of the room (if the
+access rules let them see it), so a public or community room needs no invitation.
+
+The joined rooms of a connection are kept in its session under :data:`JOINED`; a disconnect leaves all
+of them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, MutableMapping
+from typing import Any, cast
+
+from core_api.errors import forbidden
+from core_api.events import Connection, EventCall, Transport
+from core_api.http import Principal
+from rooms.access import require_open, socket_room, visible_room
+from rooms.chat_service import recent_messages
+from rooms.presence import Presence, PresenceChange, PresentUser
+from rooms.schemas import PresenceEvent, PresenceState, UserRef
+from rooms.service import room_view
+
+HISTORY_ON_JOIN = 50
+PRESENCE = "rooms.presence"
+"""Session key under which the server hands every connection the app's :class:`Presence`."""
+JOINED = "rooms.joined"
+"""Session key: the ids (text) of the rooms this connection has joined."""
+_CLOSED = "rooms.closed"
+
+
+def presence_of(session: Mapping[str, Any]) -> Presence:
+    presence = session.get(PRESENCE)
+    if presence is None:
+        raise RuntimeError("this server has no room presence (realtime.app provides it)")
+    return cast(Presence, presence)
+
+
+def joined_rooms(session: MutableMapping[str, Any]) -> set[str]:
+    rooms: set[str] = session.setdefault(JOINED, set())
+    return rooms
+
+
+def present_user(user: Principal) -> PresentUser:
+    return PresentUser(id=str(user.id), display_name=user.display_name)
+
+
+async def announce(
+    transport: Transport, room_id: str, user: PresentUser, state: PresenceState, *, skip_sid: str | None = None
+) -> None:
+    event = PresenceEvent(room_id=room_id, user=UserRef(**user.to_json()), state=state)
+    await transport.emit("room:presence", event.model_dump(), to=socket_room(room_id), skip_sid=skip_sid)
+
+
+async def announce_changes(transport: Transport, changes: list[PresenceChange]) -> None:
+    """Tell rooms about users that upkeep found appearing or vanishing (a dead node's users)."""
+    for change in changes:
+        await announce(transport, change.room_id, change.user, change.state)
+
+
+async def join(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
+    """Join a room: become a member if need be, enter it, announce the user, answer with the room,
+    the users present and the last messages.
+
+    Raises ``not_found`` for a room the caller may not see, ``forbidden`` when banned and ``conflict``
+    when the room is archived.
+    """
+    async with call.core.transaction() as tx:
+        room, member = await visible_room(tx.conn, call.user, room_id)
+        if member is not None and member["banned_at"] is not None:
+            raise forbidden("you are banned from this room")
+        require_open(room)
+        if member is None:
+            await tx.conn.execute(
+                "INSERT INTO room_members (room_id, user_id, role)"
+                " VALUES ($1, $2, CASE WHEN $3 THEN 'host' ELSE 'member' END) ON CONFLICT DO NOTHING",
+                room_id,
+                call.user.id,
+                room["created_by"] == call.user.id,
+            )
+        view = await room_view(tx.conn, call.user, room_id)
+        messages = await recent_messages(tx.conn, room_id, HISTORY_ON_JOIN)
+
+    key, me, presence = str(room_id), present_user(call.user), presence_of(call.session)
+    await call.transport.enter_room(call.sid, socket_room(key))
+    joined_rooms(call.session).add(key)
+    first = await presence.enter(key, call.sid, me)
+    if call.session.get(_CLOSED):
+        # The connection went away while joining, after its disconnect hook had left its rooms.
+        await presence.leave(key, call.sid)
+    elif first:
+        await announce(call.transport, key, me, "joined", skip_sid=call.sid)
+    members = await presence.members(key)
+    return {
+        "room": view.model_dump(mode="json"),
+        "members": [m.to_json() for m in members],
+        "messages": messages,
+    }
+
+
+async def leave(call: EventCall, room_id: uuid.UUID) -> None:
+    """Leave a room this connection joined (announcing the user if it was their last connection there).
+
+    Leaving a room one is not in is a no-op, but a room the caller may not see is still ``not_found``.
+    """
+    key = str(room_id)
+    rooms = joined_rooms(call.session)
+    if key not in rooms:
+        async with call.core.pool.acquire() as conn:
+            await visible_room(conn, call.user, room_id)
+        return
+    rooms.discard(key)
+    await call.transport.leave_room(call.sid, socket_room(key))
+    gone = await presence_of(call.session).leave(key, call.sid)
+    if gone is not None:
+        await announce(call.transport, key, gone, "left")
+
+
+async def drop_user(call: EventCall, room_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    """Take a user out of a room on every node (kick, ban): out of its presence, announcing ``left`` if
+    they were there, and each of their connections out of the Socket.IO room.
+
+    The sids come from presence, which knows every joined connection on every node; python-socketio's
+    Redis manager carries a ``leave_room`` for a sid held elsewhere to the node holding it. Redis keeps
+    one publisher's messages in order, so broadcasts sent after this no longer reach those connections.
+    Their own later ``room:leave`` or disconnect then finds nothing to announce.
+    """
+    gone, sids = await presence_of(call.session).remove_user(str(room_id), str(user_id))
+    for sid in sids:
+        await call.transport.leave_room(sid, socket_room(room_id))
+    if gone is not None:
+        await announce(call.transport, str(room_id), gone, "left")
+
+
+async def leave_all(conn: Connection) -> None:
+    """A disconnect: leave every room the connection had joined."""
+    conn.session[_CLOSED] = True
+    rooms = joined_rooms(conn.session)
+    presence = presence_of(conn.session)
+    while rooms:
+        key = rooms.pop()
+        gone = await presence.leave(key, conn.sid)
+        if gone is not None:
+            await announce(conn.transport, key, gone, "left", skip_sid=conn.sid)

@@ -1,0 +1,103 @@
+"""Typed messages of the rooms API: REST bodies and answers, and the payloads of the ``room:*`` events.
+
+Every input is an :class:`~core_api.http.Input` (unknown fields refused, no type coercion) with limits;
+answers are plain pydantic models, serialised for REST and, with ``model_dump(mode="json")``, for acks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+
+from core_api.context import PageQuery
+from core_api.http import Input
+
+RoomKind = Literal["study", "watch", "ide", "contest", "live"]
+RoomVisibility = Literal["public", "community", "private"]
+RoomRole = Literal["host", "moderator", "member"]
+PresenceState = Literal["joined", "left"]
+
+
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must be printable (no control characters)")
+    return value
+
+
+RoomName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120), AfterValidator(_printable)
+]
+
+# --- REST ----------------------------------------------------------------------------------------
+
+
+class RoomIn(Input):
+    name: RoomName
+    kind: RoomKind = Field(description="What the room is for: `study`, `watch`, `ide`, `contest` or `live`.")
+    visibility: RoomVisibility = Field(
+        description="`public`: every signed-in user; `community`: the community's members (needs "
+        "`community_id`); `private`: invited members only."
+    )
+    community_id: uuid.UUID | None = Field(None, description="The community the room belongs to; you must be in it.")
+    course_id: uuid.UUID | None = Field(None, description="A course the room is about; you must be able to see it.")
+
+
+class RoomOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    kind: RoomKind
+    visibility: RoomVisibility
+    community_id: uuid.UUID | None
+    course_id: uuid.UUID | None
+    created_by: uuid.UUID
+    created_at: datetime
+    archived_at: datetime | None = Field(description="Set once archived: readable, no longer joinable.")
+    member_count: int = Field(description="Members who are not banned.")
+    my_role: RoomRole | None = Field(description="The caller's room role; null when not a member (or banned).")
+
+
+class RoomListQuery(PageQuery):
+    community_id: uuid.UUID | None = Field(None, description="Only rooms of this community.")
+    kind: RoomKind | None = Field(None, description="Only rooms of this kind.")
+    include_archived: bool = Field(False, description="Also list archived rooms.")
+
+
+class RoomMemberOut(BaseModel):
+    user_id: uuid.UUID
+    display_name: str
+    role: RoomRole
+    joined_at: datetime
+
+
+class InviteIn(Input):
+    user_id: uuid.UUID
+    role: Literal["member", "moderator"] = Field("member", description="`moderator` only when the host invites.")
+
+
+class RoomRoleIn(Input):
+    role: RoomRole = Field(description="Making another member `host` hands the room over; the old host moderates.")
+
+
+# --- Socket.IO -----------------------------------------------------------------------------------
+
+
+class RoomRef(Input):
+    """Payload of ``room:join`` and ``room:leave``."""
+
+    room_id: uuid.UUID
+
+
+class UserRef(BaseModel):
+    id: str
+    display_name: str
+
+
+class PresenceEvent(BaseModel):
+    """``room:presence``, sent to ``room:<id>`` when a user's first connection enters or last one leaves."""
+
+    room_id: str
+    user: UserRef
+    state: PresenceState
