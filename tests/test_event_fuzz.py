@@ -49,10 +49,6 @@ ACK_WITHIN_S = 5.0
 MAX_PACKET = MAX_PACKET_BYTES - 4096
 CODES = {code.value for code in ErrorCode} - {ErrorCode.INTERNAL.value}
 EVENT_NAMES = sorted(EVENTS.specs)
-# Names python-socketio gives a meaning of its own: a client event so named goes to the lifecycle handler
-# or the catch-all. Tested on their own below; left out of the random names while some of those cases
-# still fail (see the xfail marks there), so that the fuzzing keeps reporting only new findings.
-RESERVED = ["connect", "disconnect", "*"]
 NO_PAYLOAD = object()  # emit the event with no argument at all
 
 
