@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import pytest
 import socketio
 
 from core_api.context import CORE
@@ -149,3 +151,21 @@ async def fetchval(api: ApiClient, sql: str, *args: Any) -> Any:
 
 async def fetch(api: ApiClient, sql: str, *args: Any) -> list[Any]:
     return list(await api.app[CORE].pool.fetch(sql, *args))
+
+
+OpenTab = Callable[[Actor], Awaitable[Tab]]
+
+
+@pytest.fixture
+async def tabs(api: ApiClient) -> AsyncIterator[OpenTab]:
+    """Opens connected tabs for actors and closes them all after the test."""
+    opened: list[Tab] = []
+
+    async def make(actor: Actor) -> Tab:
+        tab = await open_tab(api, actor)
+        opened.append(tab)
+        return tab
+
+    yield make
+    for tab in opened:
+        await tab.close()

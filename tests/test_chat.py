@@ -5,30 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import pytest
-
 from realtime.sockets import MAX_PACKET_BYTES
-from tests.chat_helpers import Tab, fetch, fetchval, make_room, open_tab, set_room_role
-from tests.conftest import Actor, ApiClient
-
-OpenTab = Callable[[Actor], Awaitable[Tab]]
-
-
-@pytest.fixture
-async def tabs(api: ApiClient) -> AsyncIterator[OpenTab]:
-    opened: list[Tab] = []
-
-    async def make(actor: Actor) -> Tab:
-        tab = await open_tab(api, actor)
-        opened.append(tab)
-        return tab
-
-    yield make
-    for tab in opened:
-        await tab.close()
+from tests.chat_helpers import OpenTab, Tab, fetch, fetchval, make_room, set_room_role
+from tests.conftest import ApiClient
 
 
 async def room_with(api: ApiClient, tabs: OpenTab, count: int) -> tuple[str, list[Tab]]:

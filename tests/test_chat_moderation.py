@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +17,8 @@ import pytest
 import redis
 
 from realtime.app import create_app
-from tests.chat_helpers import Tab, age_messages, fetch, fetchval, make_room, open_tab, set_room_role
-from tests.conftest import Actor, ApiClient, make_settings
-
-OpenTab = Callable[[Actor], Awaitable[Tab]]
-
-
-@pytest.fixture
-async def tabs(api: ApiClient) -> AsyncIterator[OpenTab]:
-    opened: list[Tab] = []
-
-    async def make(actor: Actor) -> Tab:
-        tab = await open_tab(api, actor)
-        opened.append(tab)
-        return tab
-
-    yield make
-    for tab in opened:
-        await tab.close()
+from tests.chat_helpers import OpenTab, Tab, age_messages, fetch, fetchval, make_room, open_tab, set_room_role
+from tests.conftest import ApiClient, make_settings
 
 
 async def staffed_room(api: ApiClient, tabs: OpenTab, visibility: str = "private") -> tuple[str, Tab, Tab, Tab, Tab]:
