@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 
@@ -325,7 +325,7 @@ async def grade_submission(core: Core, user: Principal, submission_id: uuid.UUID
     status=201,
     errors=[403],
 )
-async def post_assignment(call: Call[Any]) -> AssignmentOut:
+async def post_assignment(call: Call) -> AssignmentOut:
     return assignment_out(await create_assignment(core_of(call), call.me, call.params["course_id"], call.body))
 
 
@@ -338,7 +338,7 @@ async def post_assignment(call: Call[Any]) -> AssignmentOut:
     response=Page[AssignmentOut],
     errors=[403],
 )
-async def get_assignments(call: Call[Any]) -> Page[AssignmentOut]:
+async def get_assignments(call: Call) -> Page[AssignmentOut]:
     return await list_assignments(core_of(call), call.me, call.params["course_id"], call.query)
 
 
@@ -350,7 +350,7 @@ async def get_assignments(call: Call[Any]) -> Page[AssignmentOut]:
     response=AssignmentOut,
     errors=[403],
 )
-async def get_assignment_view(call: Call[Any]) -> AssignmentOut:
+async def get_assignment_view(call: Call) -> AssignmentOut:
     return assignment_out(await get_assignment(core_of(call), call.me, call.params["assignment_id"]))
 
 
@@ -363,7 +363,7 @@ async def get_assignment_view(call: Call[Any]) -> AssignmentOut:
     response=AssignmentOut,
     errors=[403, 409],
 )
-async def patch_assignment(call: Call[Any]) -> AssignmentOut:
+async def patch_assignment(call: Call) -> AssignmentOut:
     if not call.body.model_fields_set:
         raise invalid("nothing to change")
     row = await update_assignment(core_of(call), call.me, call.params["assignment_id"], call.body)
@@ -380,7 +380,7 @@ async def patch_assignment(call: Call[Any]) -> AssignmentOut:
     status=201,
     errors=[403],
 )
-async def post_submission(call: Call[Any]) -> SubmissionOut:
+async def post_submission(call: Call) -> SubmissionOut:
     return submission_out(await submit(core_of(call), call.me, call.params["assignment_id"], call.body))
 
 
@@ -393,7 +393,7 @@ async def post_submission(call: Call[Any]) -> SubmissionOut:
     response=Page[SubmissionOut],
     errors=[403],
 )
-async def get_submissions(call: Call[Any]) -> Page[SubmissionOut]:
+async def get_submissions(call: Call) -> Page[SubmissionOut]:
     return await list_submissions(core_of(call), call.me, call.params["assignment_id"], call.query)
 
 
@@ -405,7 +405,7 @@ async def get_submissions(call: Call[Any]) -> Page[SubmissionOut]:
     response=SubmissionOut,
     errors=[403],
 )
-async def get_submission_view(call: Call[Any]) -> SubmissionOut:
+async def get_submission_view(call: Call) -> SubmissionOut:
     return submission_out(await get_submission(core_of(call), call.me, call.params["submission_id"]))
 
 
@@ -418,5 +418,5 @@ async def get_submission_view(call: Call[Any]) -> SubmissionOut:
     response=SubmissionOut,
     errors=[403],
 )
-async def put_grade(call: Call[Any]) -> SubmissionOut:
+async def put_grade(call: Call) -> SubmissionOut:
     return submission_out(await grade_submission(core_of(call), call.me, call.params["submission_id"], call.body))

@@ -292,6 +292,15 @@ async def logout(core: Core, token: str) -> None:
         )
 
 
+_USER_COLUMNS = "id, email, display_name, role, created_at"
+
+
+async def account(core: Core, user_id: uuid.UUID) -> Record | None:
+    """One account as the API shows it (no password hash)."""
+    row: Record | None = await core.pool.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id)
+    return row
+
+
 async def principal_for(core: Core, auth: Auth, token: str) -> Principal:
     """The user an access token belongs to, as stored now (so role changes apply at once)."""
     user_id = auth.tokens.verify(token)
@@ -326,7 +335,7 @@ TAG = "auth"
     status=201,
     errors=[409, 503],
 )
-async def register_account(call: Call[Any]) -> UserOut:
+async def register_account(call: Call) -> UserOut:
     return user_out(await register(core_of(call), call.request.app[AUTH], call.body))
 
 
@@ -340,7 +349,7 @@ async def register_account(call: Call[Any]) -> UserOut:
     response=TokenPair,
     errors=[401, 429, 503],
 )
-async def login_account(call: Call[Any]) -> TokenPair:
+async def login_account(call: Call) -> TokenPair:
     return await login(core_of(call), call.request.app[AUTH], call.body.email, call.body.password, call.remote)
 
 
@@ -354,7 +363,7 @@ async def login_account(call: Call[Any]) -> TokenPair:
     response=TokenPair,
     errors=[401],
 )
-async def refresh_tokens(call: Call[Any]) -> TokenPair:
+async def refresh_tokens(call: Call) -> TokenPair:
     return await refresh(core_of(call), call.request.app[AUTH], call.body.refresh_token)
 
 
@@ -367,15 +376,13 @@ async def refresh_tokens(call: Call[Any]) -> TokenPair:
     body=RefreshIn,
     status=204,
 )
-async def logout_session(call: Call[Any]) -> None:
+async def logout_session(call: Call) -> None:
     await logout(core_of(call), call.body.refresh_token)
 
 
 @api.route("GET", "/me", summary="The caller's account", tag=TAG, response=UserOut)
-async def get_me(call: Call[Any]) -> UserOut:
-    row = await core_of(call).pool.fetchrow(
-        "SELECT id, email, display_name, role, created_at FROM users WHERE id = $1", call.me.id
-    )
+async def get_me(call: Call) -> UserOut:
+    row = await account(core_of(call), call.me.id)
     if row is None:
         raise unauthorized("account no longer exists")
     return user_out(row)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import asyncpg
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
@@ -36,17 +36,10 @@ def _printable(value: str) -> str:
     return value
 
 
-def _no_nul(value: str) -> str:
-    # Postgres text cannot hold NUL; refuse it here rather than fail in the database.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
 CommunityName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80), AfterValidator(_printable)
 ]
-Description = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_no_nul)]
+Description = Annotated[str, StringConstraints(max_length=2000)]  # NUL is refused for every body in http.py
 Visibility = Literal["public", "private"]
 
 
@@ -425,7 +418,7 @@ async def remove_member(core: Core, user: Principal, community_id: uuid.UUID, us
     query=CommunityListQuery,
     response=Page[CommunityOut],
 )
-async def get_communities(call: Call[Any]) -> Page[CommunityOut]:
+async def get_communities(call: Call) -> Page[CommunityOut]:
     return await list_communities(core_of(call), call.me, call.query)
 
 
@@ -439,12 +432,12 @@ async def get_communities(call: Call[Any]) -> Page[CommunityOut]:
     status=201,
     errors=[409],
 )
-async def post_community(call: Call[Any]) -> CommunityOut:
+async def post_community(call: Call) -> CommunityOut:
     return community_out(await create_community(core_of(call), call.me, call.body))
 
 
 @api.route("GET", "/communities/{community_id}", summary="One community", tag=TAG, response=CommunityOut)
-async def get_community(call: Call[Any]) -> CommunityOut:
+async def get_community(call: Call) -> CommunityOut:
     async with core_of(call).pool.acquire() as conn:
         return community_out(await visible_community(conn, call.me, call.params["community_id"]))
 
@@ -458,7 +451,7 @@ async def get_community(call: Call[Any]) -> CommunityOut:
     response=CommunityOut,
     errors=[403, 409],
 )
-async def patch_community(call: Call[Any]) -> CommunityOut:
+async def patch_community(call: Call) -> CommunityOut:
     body = call.body
     if body.name is None and body.description is None and body.visibility is None:
         raise invalid("nothing to change")
@@ -473,7 +466,7 @@ async def patch_community(call: Call[Any]) -> CommunityOut:
     response=CommunityOut,
     errors=[403],
 )
-async def post_community_join(call: Call[Any]) -> CommunityOut:
+async def post_community_join(call: Call) -> CommunityOut:
     return community_out(await join_community(core_of(call), call.me, call.params["community_id"]))
 
 
@@ -485,7 +478,7 @@ async def post_community_join(call: Call[Any]) -> CommunityOut:
     status=204,
     errors=[409],
 )
-async def post_community_leave(call: Call[Any]) -> Reply:
+async def post_community_leave(call: Call) -> Reply:
     await leave_community(core_of(call), call.me, call.params["community_id"])
     return Reply(None, 204)
 
@@ -498,7 +491,7 @@ async def post_community_leave(call: Call[Any]) -> Reply:
     query=PageQuery,
     response=Page[MemberOut],
 )
-async def get_community_members(call: Call[Any]) -> Page[MemberOut]:
+async def get_community_members(call: Call) -> Page[MemberOut]:
     return await list_members(core_of(call), call.me, call.params["community_id"], call.query)
 
 
@@ -512,7 +505,7 @@ async def get_community_members(call: Call[Any]) -> Page[MemberOut]:
     status=201,
     errors=[403, 409],
 )
-async def post_community_member(call: Call[Any]) -> MemberOut:
+async def post_community_member(call: Call) -> MemberOut:
     return member_out(await add_member(core_of(call), call.me, call.params["community_id"], call.body))
 
 
@@ -525,7 +518,7 @@ async def post_community_member(call: Call[Any]) -> MemberOut:
     response=MemberOut,
     errors=[403, 409],
 )
-async def put_community_member_role(call: Call[Any]) -> MemberOut:
+async def put_community_member_role(call: Call) -> MemberOut:
     p = call.params
     return member_out(await set_member_role(core_of(call), call.me, p["community_id"], p["user_id"], call.body.role))
 
@@ -538,6 +531,6 @@ async def put_community_member_role(call: Call[Any]) -> MemberOut:
     status=204,
     errors=[403],
 )
-async def delete_community_member(call: Call[Any]) -> Reply:
+async def delete_community_member(call: Call) -> Reply:
     await remove_member(core_of(call), call.me, call.params["community_id"], call.params["user_id"])
     return Reply(None, 204)

@@ -76,7 +76,7 @@ class Core:
 CORE = web.AppKey("core", Core)
 
 
-def core_of(call: Call[Any]) -> Core:
+def core_of(call: Call) -> Core:
     return call.request.app[CORE]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -135,6 +135,27 @@ async def visible_lecture(conn: Connection, user: Principal, lecture_id: uuid.UU
     return lecture, course
 
 
+async def read_course(core: Core, user: Principal, course_id: uuid.UUID) -> Record:
+    async with core.pool.acquire() as conn:
+        return await visible_course(conn, user, course_id)
+
+
+async def read_lecture(core: Core, user: Principal, lecture_id: uuid.UUID) -> Record:
+    async with core.pool.acquire() as conn:
+        lecture, _ = await visible_lecture(conn, user, lecture_id)
+    return lecture
+
+
+async def list_lectures(core: Core, user: Principal, course_id: uuid.UUID) -> list[Record]:
+    async with core.pool.acquire() as conn:
+        await visible_course(conn, user, course_id)
+        rows: list[Record] = await conn.fetch(
+            f"SELECT {_LECTURE_COLUMNS} FROM lectures WHERE course_id = $1 ORDER BY position, created_at, id",
+            course_id,
+        )
+    return rows
+
+
 async def list_courses(core: Core, user: Principal, query: CourseListQuery) -> Page[CourseOut]:
     at, ident = decode_cursor(query.cursor)
     rows = await core.pool.fetch(
@@ -254,7 +275,7 @@ async def delete_lecture(core: Core, user: Principal, lecture_id: uuid.UUID) -> 
 @api.route(
     "GET", "/courses", summary="Courses the caller can see", tag=TAG, query=CourseListQuery, response=Page[CourseOut]
 )
-async def get_courses(call: Call[Any]) -> Page[CourseOut]:
+async def get_courses(call: Call) -> Page[CourseOut]:
     return await list_courses(core_of(call), call.me, call.query)
 
 
@@ -268,14 +289,13 @@ async def get_courses(call: Call[Any]) -> Page[CourseOut]:
     status=201,
     errors=[403],
 )
-async def post_course(call: Call[Any]) -> CourseOut:
+async def post_course(call: Call) -> CourseOut:
     return course_out(await create_course(core_of(call), call.me, call.body))
 
 
 @api.route("GET", "/courses/{course_id}", summary="One course", tag=TAG, response=CourseOut)
-async def get_course(call: Call[Any]) -> CourseOut:
-    async with core_of(call).pool.acquire() as conn:
-        return course_out(await visible_course(conn, call.me, call.params["course_id"]))
+async def get_course(call: Call) -> CourseOut:
+    return course_out(await read_course(core_of(call), call.me, call.params["course_id"]))
 
 
 @api.route(
@@ -287,7 +307,7 @@ async def get_course(call: Call[Any]) -> CourseOut:
     response=CourseOut,
     errors=[403],
 )
-async def patch_course(call: Call[Any]) -> CourseOut:
+async def patch_course(call: Call) -> CourseOut:
     if call.body.title is None and call.body.description is None:
         raise invalid("nothing to change")
     return course_out(await update_course(core_of(call), call.me, call.params["course_id"], call.body))
@@ -301,20 +321,15 @@ async def patch_course(call: Call[Any]) -> CourseOut:
     response=CourseOut,
     errors=[403, 409],
 )
-async def post_publish(call: Call[Any]) -> CourseOut:
+async def post_publish(call: Call) -> CourseOut:
     return course_out(await publish_course(core_of(call), call.me, call.params["course_id"]))
 
 
 @api.route(
     "GET", "/courses/{course_id}/lectures", summary="A course's lectures in order", tag=TAG, response=LectureList
 )
-async def get_lectures(call: Call[Any]) -> LectureList:
-    async with core_of(call).pool.acquire() as conn:
-        await visible_course(conn, call.me, call.params["course_id"])
-        rows = await conn.fetch(
-            f"SELECT {_LECTURE_COLUMNS} FROM lectures WHERE course_id = $1 ORDER BY position, created_at, id",
-            call.params["course_id"],
-        )
+async def get_lectures(call: Call) -> LectureList:
+    rows = await list_lectures(core_of(call), call.me, call.params["course_id"])
     return LectureList(items=[lecture_out(r) for r in rows])
 
 
@@ -328,15 +343,13 @@ async def get_lectures(call: Call[Any]) -> LectureList:
     status=201,
     errors=[403],
 )
-async def post_lecture(call: Call[Any]) -> LectureOut:
+async def post_lecture(call: Call) -> LectureOut:
     return lecture_out(await add_lecture(core_of(call), call.me, call.params["course_id"], call.body))
 
 
 @api.route("GET", "/lectures/{lecture_id}", summary="One lecture", tag=TAG, response=LectureOut)
-async def get_lecture(call: Call[Any]) -> LectureOut:
-    async with core_of(call).pool.acquire() as conn:
-        lecture, _ = await visible_lecture(conn, call.me, call.params["lecture_id"])
-    return lecture_out(lecture)
+async def get_lecture(call: Call) -> LectureOut:
+    return lecture_out(await read_lecture(core_of(call), call.me, call.params["lecture_id"]))
 
 
 @api.route(
@@ -348,7 +361,7 @@ async def get_lecture(call: Call[Any]) -> LectureOut:
     response=LectureOut,
     errors=[403],
 )
-async def patch_lecture(call: Call[Any]) -> LectureOut:
+async def patch_lecture(call: Call) -> LectureOut:
     if not call.body.model_fields_set:
         raise invalid("nothing to change")
     return lecture_out(await update_lecture(core_of(call), call.me, call.params["lecture_id"], call.body))
@@ -362,6 +375,6 @@ async def patch_lecture(call: Call[Any]) -> LectureOut:
     status=204,
     errors=[403, 409],
 )
-async def delete_lecture_view(call: Call[Any]) -> Reply:
+async def delete_lecture_view(call: Call) -> Reply:
     await delete_lecture(core_of(call), call.me, call.params["lecture_id"])
     return Reply(None, 204)

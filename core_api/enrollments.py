@@ -18,7 +18,6 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -400,7 +399,7 @@ async def verify_certificate(core: Core, code: str) -> CertificateCheck:
     errors=[409],
     extra_statuses={200: "Already enrolled"},
 )
-async def post_enroll(call: Call[Any]) -> Reply:
+async def post_enroll(call: Call) -> Reply:
     enrollment, created = await enroll(core_of(call), call.me, call.params["course_id"])
     return Reply(enrollment, 201 if created else 200)
 
@@ -412,7 +411,7 @@ async def post_enroll(call: Call[Any]) -> Reply:
     tag=TAG_ENROLL,
     status=204,
 )
-async def delete_enroll(call: Call[Any]) -> Reply:
+async def delete_enroll(call: Call) -> Reply:
     await leave(core_of(call), call.me, call.params["course_id"])
     return Reply(None, 204)
 
@@ -425,7 +424,7 @@ async def delete_enroll(call: Call[Any]) -> Reply:
     query=PageQuery,
     response=Page[EnrollmentOut],
 )
-async def get_my_enrollments(call: Call[Any]) -> Page[EnrollmentOut]:
+async def get_my_enrollments(call: Call) -> Page[EnrollmentOut]:
     return await list_enrollments(core_of(call), call.query, user_id=call.me.id)
 
 
@@ -438,7 +437,7 @@ async def get_my_enrollments(call: Call[Any]) -> Page[EnrollmentOut]:
     response=Page[EnrollmentOut],
     errors=[403],
 )
-async def get_course_enrollments(call: Call[Any]) -> Page[EnrollmentOut]:
+async def get_course_enrollments(call: Call) -> Page[EnrollmentOut]:
     return await course_enrollments(core_of(call), call.me, call.params["course_id"], call.query)
 
 
@@ -451,7 +450,7 @@ async def get_course_enrollments(call: Call[Any]) -> Page[EnrollmentOut]:
     response=ProgressUpdateOut,
     errors=[403],
 )
-async def put_progress(call: Call[Any]) -> ProgressUpdateOut:
+async def put_progress(call: Call) -> ProgressUpdateOut:
     return await record_progress(core_of(call), call.me, call.params["lecture_id"], call.body)
 
 
@@ -463,7 +462,7 @@ async def put_progress(call: Call[Any]) -> ProgressUpdateOut:
     response=CourseProgressOut,
     errors=[403],
 )
-async def get_progress(call: Call[Any]) -> CourseProgressOut:
+async def get_progress(call: Call) -> CourseProgressOut:
     return await course_progress(core_of(call), call.me, call.params["course_id"])
 
 
@@ -475,7 +474,7 @@ async def get_progress(call: Call[Any]) -> CourseProgressOut:
     query=PageQuery,
     response=Page[CertificateOut],
 )
-async def get_my_certificates(call: Call[Any]) -> Page[CertificateOut]:
+async def get_my_certificates(call: Call) -> Page[CertificateOut]:
     return await my_certificates(core_of(call), call.me, call.query)
 
 
@@ -487,5 +486,5 @@ async def get_my_certificates(call: Call[Any]) -> Page[CertificateOut]:
     response=CertificateCheck,
     auth=False,
 )
-async def get_certificate(call: Call[Any]) -> CertificateCheck:
+async def get_certificate(call: Call) -> CertificateCheck:
     return await verify_certificate(core_of(call), call.params["code"])

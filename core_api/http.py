@@ -12,7 +12,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -20,7 +20,6 @@ from pydantic.json_schema import models_json_schema
 
 from core_api.errors import AppError, ErrorCode, invalid
 
-M = TypeVar("M", bound=BaseModel)
 PREFIX = "/api/v1"
 _PATH_PARAM = re.compile(r"{([a-z_]+)}")
 # Path parameters that are free-form strings; every other one is an opaque UUID.
@@ -65,7 +64,7 @@ class Principal:
 
 
 @dataclass
-class Call(Generic[M]):
+class Call:
     """One parsed request as a handler sees it."""
 
     request: web.Request
@@ -93,7 +92,7 @@ class Reply:
     status: int = 200
 
 
-Handler = Callable[[Call[Any]], Awaitable[BaseModel | Reply | None]]
+Handler = Callable[[Call], Awaitable[BaseModel | Reply | None]]
 Authenticator = Callable[[web.Request], Awaitable[Principal]]
 
 

@@ -133,7 +133,7 @@ async def mark_all_read(core: Core, user: Principal) -> int:
     query=NotificationQuery,
     response=Page[NotificationOut],
 )
-async def get_notifications(call: Call[Any]) -> Page[NotificationOut]:
+async def get_notifications(call: Call) -> Page[NotificationOut]:
     return await list_notifications(core_of(call), call.me, call.query)
 
 
@@ -144,7 +144,7 @@ async def get_notifications(call: Call[Any]) -> Page[NotificationOut]:
     tag=TAG,
     response=UnreadCount,
 )
-async def get_notifications_unread_count(call: Call[Any]) -> UnreadCount:
+async def get_notifications_unread_count(call: Call) -> UnreadCount:
     async with core_of(call).pool.acquire() as conn:
         return UnreadCount(unread=await count_unread(conn, call.me.id))
 
@@ -156,7 +156,7 @@ async def get_notifications_unread_count(call: Call[Any]) -> UnreadCount:
     tag=TAG,
     response=MarkedCount,
 )
-async def post_notifications_read_all(call: Call[Any]) -> MarkedCount:
+async def post_notifications_read_all(call: Call) -> MarkedCount:
     return MarkedCount(marked=await mark_all_read(core_of(call), call.me))
 
 
@@ -167,5 +167,5 @@ async def post_notifications_read_all(call: Call[Any]) -> MarkedCount:
     tag=TAG,
     response=NotificationOut,
 )
-async def post_notification_read(call: Call[Any]) -> NotificationOut:
+async def post_notification_read(call: Call) -> NotificationOut:
     return notification_out(await mark_read(core_of(call), call.me, call.params["notification_id"]))

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from core_api.auth import ROLES, Role, UserOut, user_out
+from core_api.auth import ROLES, Role, UserOut, account, user_out
 from core_api.context import Core, Page, PageQuery, audit, core_of, decode_cursor, notify, page_of
 from core_api.db import Record
 from core_api.errors import forbidden, invalid, not_found
@@ -56,6 +56,39 @@ async def grant_role(core: Core, actor: Principal, user_id: uuid.UUID, role: str
     return row
 
 
+async def list_accounts(core: Core, query: PageQuery) -> Page[UserOut]:
+    at, ident = decode_cursor(query.cursor)
+    rows = await core.pool.fetch(
+        "SELECT id, email, display_name, role, created_at FROM users"
+        " WHERE $1::timestamptz IS NULL OR (created_at, id) > ($1, $2) ORDER BY created_at, id LIMIT $3",
+        at,
+        ident,
+        query.limit + 1,
+    )
+    return page_of(rows, query.limit, user_out)
+
+
+async def read_account(core: Core, actor: Principal, user_id: uuid.UUID) -> Record:
+    if user_id != actor.id and not actor.is_admin:
+        raise forbidden("only admins can read other accounts")
+    row = await account(core, user_id)
+    if row is None:
+        raise not_found("user")
+    return row
+
+
+async def list_audit_log(core: Core, query: PageQuery) -> Page[AuditEntry]:
+    at, ident = decode_cursor(query.cursor)
+    rows = await core.pool.fetch(
+        "SELECT id, actor_id, action, target_kind, target_id, details, created_at FROM audit_log"
+        " WHERE $1::timestamptz IS NULL OR (created_at, id) < ($1, $2) ORDER BY created_at DESC, id DESC LIMIT $3",
+        at,
+        ident,
+        query.limit + 1,
+    )
+    return page_of(rows, query.limit, _audit_out)
+
+
 @api.route(
     "GET",
     "/users",
@@ -65,31 +98,15 @@ async def grant_role(core: Core, actor: Principal, user_id: uuid.UUID, role: str
     query=PageQuery,
     response=Page[UserOut],
 )
-async def list_users(call: Call[Any]) -> Page[UserOut]:
-    at, ident = decode_cursor(call.query.cursor)
-    rows = await core_of(call).pool.fetch(
-        "SELECT id, email, display_name, role, created_at FROM users"
-        " WHERE $1::timestamptz IS NULL OR (created_at, id) > ($1, $2) ORDER BY created_at, id LIMIT $3",
-        at,
-        ident,
-        call.query.limit + 1,
-    )
-    return page_of(rows, call.query.limit, user_out)
+async def list_users(call: Call) -> Page[UserOut]:
+    return await list_accounts(core_of(call), call.query)
 
 
 @api.route(
     "GET", "/users/{user_id}", summary="One account (admin, or yourself)", tag="users", response=UserOut, errors=[403]
 )
-async def get_user(call: Call[Any]) -> UserOut:
-    user_id = call.params["user_id"]
-    if user_id != call.me.id and not call.me.is_admin:
-        raise forbidden("only admins can read other accounts")
-    row = await core_of(call).pool.fetchrow(
-        "SELECT id, email, display_name, role, created_at FROM users WHERE id = $1", user_id
-    )
-    if row is None:
-        raise not_found("user")
-    return user_out(row)
+async def get_user(call: Call) -> UserOut:
+    return user_out(await read_account(core_of(call), call.me, call.params["user_id"]))
 
 
 @api.route(
@@ -101,7 +118,7 @@ async def get_user(call: Call[Any]) -> UserOut:
     body=RoleIn,
     response=UserOut,
 )
-async def set_user_role(call: Call[Any]) -> UserOut:
+async def set_user_role(call: Call) -> UserOut:
     return user_out(await grant_role(core_of(call), call.me, call.params["user_id"], call.body.role))
 
 
@@ -114,13 +131,5 @@ async def set_user_role(call: Call[Any]) -> UserOut:
     query=PageQuery,
     response=Page[AuditEntry],
 )
-async def list_audit(call: Call[Any]) -> Page[AuditEntry]:
-    at, ident = decode_cursor(call.query.cursor)
-    rows = await core_of(call).pool.fetch(
-        "SELECT id, actor_id, action, target_kind, target_id, details, created_at FROM audit_log"
-        " WHERE $1::timestamptz IS NULL OR (created_at, id) < ($1, $2) ORDER BY created_at DESC, id DESC LIMIT $3",
-        at,
-        ident,
-        call.query.limit + 1,
-    )
-    return page_of(rows, call.query.limit, _audit_out)
+async def list_audit(call: Call) -> Page[AuditEntry]:
+    return await list_audit_log(core_of(call), call.query)

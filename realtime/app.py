@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,7 +45,6 @@ API = Api.combine(
     room_chat.api,
 )
 EVENTS = Events.combine(room_handlers.events, room_chat.events)
-DSN = web.AppKey("dsn", str)
 OPENAPI = web.AppKey("openapi", dict)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -153,6 +153,12 @@ async def metrics_view(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document; the route table is fixed at import, so it is built once per process."""
+    return API.openapi("studyhall", VERSION)
+
+
 async def openapi_view(request: web.Request) -> web.Response:
     return web.json_response(request.app[OPENAPI])
 
@@ -171,9 +177,8 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
         raise ValueError("create_app needs a database URL (the CLI starts the embedded Postgres for you)")
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[context_middleware])
     app[SETTINGS] = settings
-    app[DSN] = dsn
     app[METRICS] = Metrics()
-    app[OPENAPI] = API.openapi("studyhall", VERSION)
+    app[OPENAPI] = openapi_document()
     app[auth.AUTH] = auth.Auth(settings)
 
     async def database(app: web.Application) -> AsyncIterator[None]:

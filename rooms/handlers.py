@@ -30,17 +30,17 @@ TAG = "rooms"
     status=201,
     errors=[403, 404],
 )
-async def post_room(call: Call[Any]) -> RoomOut:
+async def post_room(call: Call) -> RoomOut:
     return await service.create_room(core_of(call), call.me, call.body)
 
 
 @api.route("GET", "/rooms", summary="Rooms the caller can see", tag=TAG, query=RoomListQuery, response=Page[RoomOut])
-async def get_rooms(call: Call[Any]) -> Page[RoomOut]:
+async def get_rooms(call: Call) -> Page[RoomOut]:
     return await service.list_rooms(core_of(call), call.me, call.query)
 
 
 @api.route("GET", "/rooms/{room_id}", summary="One room", tag=TAG, response=RoomOut)
-async def get_room(call: Call[Any]) -> RoomOut:
+async def get_room(call: Call) -> RoomOut:
     return await service.get_room(core_of(call), call.me, call.params["room_id"])
 
 
@@ -52,7 +52,7 @@ async def get_room(call: Call[Any]) -> RoomOut:
     query=PageQuery,
     response=Page[RoomMemberOut],
 )
-async def get_room_members(call: Call[Any]) -> Page[RoomMemberOut]:
+async def get_room_members(call: Call) -> Page[RoomMemberOut]:
     return await service.list_members(core_of(call), call.me, call.params["room_id"], call.query)
 
 
@@ -66,7 +66,7 @@ async def get_room_members(call: Call[Any]) -> Page[RoomMemberOut]:
     status=201,
     errors=[403, 409],
 )
-async def post_room_invite(call: Call[Any]) -> RoomMemberOut:
+async def post_room_invite(call: Call) -> RoomMemberOut:
     return await service.invite(core_of(call), call.me, call.params["room_id"], call.body)
 
 
@@ -79,7 +79,7 @@ async def post_room_invite(call: Call[Any]) -> RoomMemberOut:
     response=RoomMemberOut,
     errors=[403, 409],
 )
-async def put_room_member(call: Call[Any]) -> RoomMemberOut:
+async def put_room_member(call: Call) -> RoomMemberOut:
     return await service.set_role(
         core_of(call), call.me, call.params["room_id"], call.params["user_id"], call.body.role
     )
@@ -93,7 +93,7 @@ async def put_room_member(call: Call[Any]) -> RoomMemberOut:
     response=RoomOut,
     errors=[403],
 )
-async def post_room_archive(call: Call[Any]) -> RoomOut:
+async def post_room_archive(call: Call) -> RoomOut:
     return await service.archive(core_of(call), call.me, call.params["room_id"])
 
 
