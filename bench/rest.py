@@ -122,8 +122,10 @@ def free_port() -> int:
 class Server:
     """`studyhall serve` in a child process pinned to CPU 0 (the load generator takes CPU 1)."""
 
-    def __init__(self, database_url: str | None) -> None:
+    def __init__(self, database_url: str | None, extra_env: dict[str, str] | None = None) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="studyhall-bench-")
+        self.extra_env = extra_env or {}
+        self.log = Path(self.tmp.name) / "server.log"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.database_url = database_url
@@ -138,15 +140,17 @@ class Server:
             self.db_name = f"studyhall_bench_{uuid.uuid4().hex[:8]}"
             asyncio.run(_admin_sql(self.database_url, f'CREATE DATABASE "{self.db_name}"'))
             env["STUDYHALL_DATABASE_URL"] = self.database_url.rsplit("/", 1)[0] + "/" + self.db_name
+        env.update(self.extra_env)
         self.env = env
         cmd = [sys.executable, "-m", "realtime.cli", "serve", "--port", str(self.port)]
         if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
             cmd = ["taskset", "-c", "0", *cmd]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with self.log.open("wb") as log:  # a file, not a pipe nobody reads: a chatty server must not block
+            self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                err = self.log.read_text(errors="replace")
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{err}")
             try:
                 with urllib.request.urlopen(self.url + "/readyz", timeout=2) as resp:

@@ -92,6 +92,16 @@ class Settings(BaseSettings):
     chat_max_body: int = Field(4000, ge=1, le=16000, description="Longest chat message (characters, once cleaned).")
     chat_rate_count: int = Field(10, ge=1, le=1000, description="Chat messages one user may send per rate window.")
     chat_rate_window_s: float = Field(10.0, gt=0, le=3600, description="Window of the per-user chat rate limit.")
+    ws_deflate: bool = Field(
+        False,
+        description="Accept per-message deflate on Socket.IO websockets (costs CPU and memory per client; "
+        "see README, Socket.IO fan-out).",
+    )
+    ws_max_buffer: int = Field(
+        8 * 1024 * 1024,
+        ge=64 * 1024,
+        description="A websocket client with more unsent bytes than this (it stopped reading) is disconnected.",
+    )
 
     @field_validator("database_url", "redis_url", "jwt_secret", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ from core_api.errors import AppError, ErrorCode
 from core_api.events import Connection, EventCall, Events, EventSpec
 from core_api.http import Principal
 from core_api.settings import Settings
+from realtime.fastws import DirectSockets, FastManager, FastRedisManager
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +36,18 @@ def error_ack(code: ErrorCode, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code.value, "message": message}}
 
 
-def client_manager(settings: Settings, *, write_only: bool = False) -> socketio.AsyncManager | None:
-    """Redis fan-out when scaled; ``None`` (python-socketio's in-process manager) otherwise."""
+def client_manager(settings: Settings, *, write_only: bool = False) -> socketio.AsyncManager:
+    """Redis fan-out when scaled, in-process otherwise; both with the shared-frame room emit (``fastws``)."""
     if settings.redis_url is None:
-        return None
-    return socketio.AsyncRedisManager(
-        settings.redis_url.get_secret_value(), channel="studyhall-socketio", write_only=write_only
-    )
+        return FastManager()
+    return FastRedisManager(settings.redis_url.get_secret_value(), channel="studyhall-socketio", write_only=write_only)
 
 
 def external_emitter(settings: Settings) -> socketio.AsyncRedisManager:
     """A write-only manager for code outside the server (Celery workers): ``await m.emit(event, data, room=...)``."""
-    manager = client_manager(settings, write_only=True)
-    if manager is None:
+    if settings.redis_url is None:
         raise ValueError("emitting from outside the server needs STUDYHALL_REDIS_URL")
+    manager = client_manager(settings, write_only=True)
     assert isinstance(manager, socketio.AsyncRedisManager)
     return manager
 
@@ -64,14 +63,21 @@ class SocketServer:
         # App-scoped services each connection's session starts with (rooms' presence, under its own
         # key), so domain handlers reach them through ``call.session`` without importing the server.
         self.services: dict[str, Any] = {}
+        manager = client_manager(settings)
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
-            client_manager=client_manager(settings),
+            client_manager=manager,
             cors_allowed_origins="*",
             max_http_buffer_size=MAX_PACKET_BYTES,
             logger=False,
             engineio_logger=False,
         )
+        self.direct = DirectSockets(settings.ws_max_buffer)
+        if not settings.ws_deflate:
+            # Websockets on the direct writer (no per-connection queue and writer task), and room emits
+            # writing one shared frame to each of them; see realtime/fastws.py.
+            manager.direct = self.direct
+            self.sio.eio._async = {**self.sio.eio._async, "websocket": self.direct.driver()}
         self.sio.attach(app)
         self.sio.on("connect", self._connect)
         self.sio.on("disconnect", self._disconnect)
