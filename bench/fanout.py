@@ -316,7 +316,7 @@ async def fanout_phase(target: Target, args: argparse.Namespace, deflate: bool, 
     receivers = await connect_many(target, tokens[1:], deflate, on_event=recorder)
     report.deflate_negotiated = receivers[0].deflate_accepted
     for i in range(0, len(receivers), 100):
-        acks = await asyncio.gather(
+        joined = await asyncio.gather(
             *(r.call("room:join", {"room_id": room}, wait_s=120) for r in receivers[i : i + 100])
         )
         bad = [a for a in joined if not a.get("ok")]
