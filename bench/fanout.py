@@ -214,6 +214,7 @@ class Step:
     loadgen_cpu_s: float = 0.0
     rss_kb: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    ack_ms: list[float] = field(default_factory=list)
 
     @property
     def expected(self) -> int:
@@ -223,10 +224,11 @@ class Step:
     def per_s(self) -> float:
         return self.delivered / self.seconds if self.seconds else 0.0
 
-    def pct(self, q: float) -> float:
-        if not self.latencies_ms:
+    def pct(self, q: float, which: str = "latencies_ms") -> float:
+        values: list[float] = getattr(self, which)
+        if not values:
             return float("nan")
-        data = sorted(self.latencies_ms)
+        data = sorted(values)
         return data[min(len(data) - 1, int(q * len(data)))]
 
     @property
@@ -274,6 +276,14 @@ class Recorder:
             j += 1
         self.delivered += 1
         self.latencies_ms.append((time.perf_counter_ns() - int(packet[i + 2 : j])) / 1e6)
+
+
+async def timed(call: Any, into: list[float]) -> Any:
+    """Await an ack, noting how long it took (for studyhall: the message stored and committed)."""
+    started = time.perf_counter()
+    result = await call
+    into.append((time.perf_counter() - started) * 1000)
+    return result
 
 
 async def connect_many(
@@ -341,7 +351,10 @@ async def fanout_phase(target: Target, args: argparse.Namespace, deflate: bool, 
             body = f"T={time.perf_counter_ns()} fan-out message {i:06d} " + "x" * 40
             acks.append(
                 asyncio.ensure_future(
-                    sender.call("chat:send", {"room_id": room, "body": body, "client_msg_id": uuid.uuid4().hex})
+                    timed(
+                        sender.call("chat:send", {"room_id": room, "body": body, "client_msg_id": uuid.uuid4().hex}),
+                        step.ack_ms,
+                    )
                 )
             )
         step.sent = total
@@ -407,17 +420,17 @@ def print_reports(reports: list[Report], args: argparse.Namespace) -> None:
     if args.clients:
         print(f"\n## fan-out: one room, {args.clients} receivers, one sender, {args.step_s:g} s per rate\n")
         print(
-            "| server | msg/s | offered deliveries/s | delivered/s | p50 ms | p99 ms | server CPU % "
+            "| server | msg/s | offered deliveries/s | delivered/s | p50 ms | p99 ms | ack p50/p99 ms | server CPU % "
             "| server µs/delivery | load-gen CPU % | server RSS MB | kept up |"
         )
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
         for r in reports:
             for s in r.steps:
                 cpu_pct = 100 * s.server_cpu_s / s.seconds if s.seconds else 0
                 us = 1e6 * s.server_cpu_s / s.delivered if s.delivered else float("nan")
                 print(
                     f"| {r.name} | {s.rate} | {s.rate * s.clients:,} | {s.per_s:,.0f} | {s.pct(0.5):.1f} "
-                    f"| {s.pct(0.99):.1f} "
+                    f"| {s.pct(0.99):.1f} | {s.pct(0.5, 'ack_ms'):.1f}/{s.pct(0.99, 'ack_ms'):.1f} "
                     f"| {cpu_pct:.0f} | {us:.1f} | {100 * s.loadgen_cpu_s / s.seconds:.0f} | {s.rss_kb / 1024:.0f} "
                     f"| {'yes' if s.kept_up else 'NO'}{'' if not s.errors else f' ({s.errors} send errors)'} |"
                 )

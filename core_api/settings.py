@@ -85,6 +85,16 @@ class Settings(BaseSettings):
     presence_heartbeat_s: float = Field(
         3.0, gt=0, le=600, description="Scaled mode: how often each node refreshes its heartbeat and sweeps dead nodes."
     )
+    presence_batch_above: int = Field(
+        100,
+        ge=0,
+        description="Rooms with more users than this get their presence changes coalesced into one "
+        "room:presence_batch per STUDYHALL_PRESENCE_BATCH_S.",
+    )
+    presence_batch_s: float = Field(1.0, gt=0, le=60, description="How often a large room's presence changes go out.")
+    presence_list_max: int = Field(
+        500, ge=1, description="Most users listed in a room:join answer (member_count is exact)."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     trust_forwarded_for: bool = Field(
         False, description="Take the client address from X-Forwarded-For (only behind a trusted proxy)."

@@ -196,10 +196,12 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     async def presence(app: web.Application) -> AsyncIterator[None]:
         sockets = app[SOCKETS]
         tracker = open_presence(settings, sockets.node_id)
+        announcer = room_live.Announcer(sockets, settings.presence_batch_above, settings.presence_batch_s)
         sockets.services[room_live.PRESENCE] = tracker
+        sockets.services[room_live.ANNOUNCER] = announcer
 
         async def announce(changes: list[PresenceChange]) -> None:
-            await room_live.announce_changes(sockets, changes)
+            await room_live.announce_changes(announcer, changes)
 
         upkeep = asyncio.create_task(keep_presence(tracker, settings.presence_heartbeat_s, announce))
         try:
@@ -211,6 +213,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
             try:
                 # Leave this node's rooms now rather than when the heartbeat expires.
                 await announce(await tracker.close())
+                await announcer.close()
             except Exception:
                 log.exception("could not withdraw this node's presence on shutdown")
 

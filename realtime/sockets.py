@@ -139,6 +139,7 @@ class SocketServer:
         if self.sio.manager.is_connected(sid, "/"):
             # A client *event* named "disconnect": a real disconnect is marked as pending before this runs.
             return error_ack(ErrorCode.INVALID_INPUT, "'disconnect' is a reserved event name")
+        self._end_pending_poll(sid)
         conn = self._connection(sid)
         try:
             if conn is not None:
@@ -150,6 +151,20 @@ class SocketServer:
         finally:
             self.sessions.pop(sid, None)
         return None
+
+    def _end_pending_poll(self, sid: str) -> None:
+        """Answer a long-polling client's waiting GET at once when its session ends.
+
+        python-engineio leaves that request waiting until the ping timeout (about 30 s here), and the
+        official clients wait for it before they call a disconnect done. An empty answer ends it now.
+        """
+        try:
+            eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        except Exception:
+            return
+        socket = self.sio.eio.sockets.get(eio_sid) if eio_sid else None
+        if socket is not None and not socket.upgraded and not socket.upgrading:
+            socket.queue.put_nowait(None)
 
     # --- events --------------------------------------------------------------------------------
 

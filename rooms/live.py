@@ -8,10 +8,22 @@ access rules let them see it), so a public or community room needs no invitation
 
 The joined rooms of a connection are kept in its session under :data:`JOINED`; a disconnect leaves all
 of them.
+
+**Large rooms.** Announcing every arrival to everyone present makes presence traffic grow with the square
+of the room: a thousand people arriving for a live session would mean a million ``room:presence``
+deliveries. Once a room holds more than ``STUDYHALL_PRESENCE_BATCH_ABOVE`` users (as this node last saw
+it), its changes are collected by the :class:`Announcer` and sent every ``STUDYHALL_PRESENCE_BATCH_S``
+as one ``room:presence_batch {room_id, joined: [user], left: [user]}``; a user who comes and goes within
+one interval is not announced at all. While a room has changes waiting, later ones wait too, so clients
+always see them in order. The ``room:join`` answer lists at most ``STUDYHALL_PRESENCE_LIST_MAX`` users
+(by name) and always says ``member_count``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import uuid
 from collections.abc import Mapping, MutableMapping
 from typing import Any, cast
@@ -25,9 +37,13 @@ from rooms.presence import Presence, PresenceChange, PresentUser
 from rooms.schemas import PresenceEvent, PresenceState, UserRef
 from rooms.service import room_view
 
+log = logging.getLogger(__name__)
+
 HISTORY_ON_JOIN = 50
 PRESENCE = "rooms.presence"
 """Session key under which the server hands every connection the app's :class:`Presence`."""
+ANNOUNCER = "rooms.announcer"
+"""Session key of the app's :class:`Announcer`."""
 JOINED = "rooms.joined"
 """Session key: the ids (text) of the rooms this connection has joined."""
 _CLOSED = "rooms.closed"
@@ -56,10 +72,89 @@ async def announce(
     await transport.emit("room:presence", event.model_dump(), to=socket_room(room_id), skip_sid=skip_sid)
 
 
-async def announce_changes(transport: Transport, changes: list[PresenceChange]) -> None:
+class Announcer:
+    """Sends presence changes: one by one in ordinary rooms, coalesced per interval in large ones."""
+
+    def __init__(self, transport: Transport, batch_above: int, interval_s: float) -> None:
+        self.transport = transport
+        self.batch_above = batch_above
+        self.interval_s = interval_s
+        self.sizes: dict[str, int] = {}
+        self.pending: dict[str, dict[str, tuple[PresentUser, PresenceState]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
+
+    async def change(
+        self,
+        room_id: str,
+        user: PresentUser,
+        state: PresenceState,
+        *,
+        size: int | None = None,
+        skip_sid: str | None = None,
+    ) -> None:
+        """Announce ``user`` joining or leaving; ``size`` is the room's head count when the caller knows it."""
+        if size is not None:
+            self.sizes[room_id] = size
+        elif state == "left" and room_id in self.sizes:
+            self.sizes[room_id] = max(0, self.sizes[room_id] - 1)
+        if room_id not in self.pending and self.sizes.get(room_id, 0) <= self.batch_above:
+            await announce(self.transport, room_id, user, state, skip_sid=skip_sid)
+            if self.sizes.get(room_id) == 0:
+                del self.sizes[room_id]
+            return
+        waiting = self.pending.setdefault(room_id, {})
+        earlier = waiting.get(user.id)
+        if earlier is not None and earlier[1] != state:
+            del waiting[user.id]  # came and went (or went and came back) within one interval: no news
+        else:
+            waiting[user.id] = (user, state)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.interval_s, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._timer = None
+        task = asyncio.ensure_future(self.flush())
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def flush(self) -> None:
+        """Send every room's waiting changes as one ``room:presence_batch``."""
+        pending, self.pending = self.pending, {}
+        for room_id, changes in pending.items():
+            if not changes:
+                continue
+            batch = {
+                "room_id": room_id,
+                "joined": [u.to_json() for u, state in changes.values() if state == "joined"],
+                "left": [u.to_json() for u, state in changes.values() if state == "left"],
+            }
+            try:
+                await self.transport.emit("room:presence_batch", batch, to=socket_room(room_id))
+            except Exception:
+                log.exception("could not send the presence of room %s", room_id)
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self.flush()
+        for task in list(self._flushing):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def announcer_of(session: Mapping[str, Any], transport: Transport) -> Announcer:
+    announcer = session.get(ANNOUNCER)
+    if announcer is None:  # a server without one (tests building sessions by hand): announce one by one
+        return Announcer(transport, batch_above=1 << 30, interval_s=1.0)
+    return cast(Announcer, announcer)
+
+
+async def announce_changes(announcer: Announcer, changes: list[PresenceChange]) -> None:
     """Tell rooms about users that upkeep found appearing or vanishing (a dead node's users)."""
     for change in changes:
-        await announce(transport, change.room_id, change.user, change.state)
+        await announcer.change(change.room_id, change.user, change.state)
 
 
 async def join(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
@@ -89,15 +184,17 @@ async def join(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
     await call.transport.enter_room(call.sid, socket_room(key))
     joined_rooms(call.session).add(key)
     first = await presence.enter(key, call.sid, me)
+    members = await presence.members(key)
     if call.session.get(_CLOSED):
         # The connection went away while joining, after its disconnect hook had left its rooms.
         await presence.leave(key, call.sid)
     elif first:
-        await announce(call.transport, key, me, "joined", skip_sid=call.sid)
-    members = await presence.members(key)
+        await announcer_of(call.session, call.transport).change(key, me, "joined", size=len(members), skip_sid=call.sid)
+    listed = members[: call.core.settings.presence_list_max]
     return {
         "room": view.model_dump(mode="json"),
-        "members": [m.to_json() for m in members],
+        "members": [m.to_json() for m in listed],
+        "member_count": len(members),
         "messages": messages,
     }
 
@@ -117,7 +214,7 @@ async def leave(call: EventCall, room_id: uuid.UUID) -> None:
     await call.transport.leave_room(call.sid, socket_room(key))
     gone = await presence_of(call.session).leave(key, call.sid)
     if gone is not None:
-        await announce(call.transport, key, gone, "left")
+        await announcer_of(call.session, call.transport).change(key, gone, "left")
 
 
 async def drop_user(call: EventCall, room_id: uuid.UUID, user_id: uuid.UUID) -> None:
@@ -133,7 +230,7 @@ async def drop_user(call: EventCall, room_id: uuid.UUID, user_id: uuid.UUID) -> 
     for sid in sids:
         await call.transport.leave_room(sid, socket_room(room_id))
     if gone is not None:
-        await announce(call.transport, str(room_id), gone, "left")
+        await announcer_of(call.session, call.transport).change(str(room_id), gone, "left")
 
 
 async def leave_all(conn: Connection) -> None:
@@ -145,4 +242,4 @@ async def leave_all(conn: Connection) -> None:
         key = rooms.pop()
         gone = await presence.leave(key, conn.sid)
         if gone is not None:
-            await announce(conn.transport, key, gone, "left", skip_sid=conn.sid)
+            await announcer_of(conn.session, conn.transport).change(key, gone, "left", skip_sid=conn.sid)

@@ -1,0 +1,150 @@
+"""Room broadcasts on the shared-frame path (realtime/fastws.py) and presence in large rooms.
+
+The fast path must be invisible to clients: the same packets, in the same order, to websocket and
+long-polling clients alike. These tests also pin what it adds: a client that stops reading is cut off
+instead of growing the server's memory, per-message deflate is declined unless enabled, and large rooms
+get their presence changes in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+
+import socketio
+
+from bench.lightclient import LightClient, connect
+from realtime.app import create_app
+from realtime.sockets import SOCKETS
+from tests.chat_helpers import WAIT_S, make_room, open_tab, server_url
+from tests.conftest import ApiClient, make_settings
+
+
+def _port(api: ApiClient) -> int:
+    port = api.http.port
+    assert port is not None
+    return int(port)
+
+
+async def test_broadcasts_reach_websocket_and_polling_clients_alike_and_in_order(api: ApiClient, tabs: Any) -> None:
+    host, ws_user, poll_user = await api.user(), await api.user(), await api.user()
+    room = await make_room(api, host, ws_user, poll_user)
+    sender, on_ws = await tabs(host), await tabs(ws_user)
+    await sender.join(room)
+    await on_ws.join(room)
+
+    polling = socketio.AsyncClient(reconnection=False)
+    got_polling: list[int] = []
+    polling.on("chat:message", lambda m: got_polling.append(m["seq"]))
+    await polling.connect(server_url(api), auth={"token": poll_user.token}, transports=["polling"], wait_timeout=5)
+    try:
+        assert (await polling.call("room:join", {"room_id": room}, timeout=WAIT_S))["ok"]
+        direct = api.app[SOCKETS].direct.by_eio_sid
+        assert on_ws.sio.eio.sid in direct  # the websocket client is on the direct writer ...
+        assert polling.eio.sid not in direct  # ... the polling one on Engine.IO's queue
+
+        sent = [(await sender.send(room, f"message {i}"))["seq"] for i in range(10)]
+        got_ws = [(await on_ws.next("chat:message"))["seq"] for _ in sent]
+        for _ in range(100):
+            if len(got_polling) >= len(sent):
+                break
+            await asyncio.sleep(0.05)
+        assert got_ws == sent
+        assert got_polling == sent
+    finally:
+        await polling.disconnect()
+
+
+async def test_a_client_that_stops_reading_is_cut_off_and_the_others_carry_on(
+    aiohttp_client: Any, database_url: str, tmp_path: Path
+) -> None:
+    api = ApiClient(await aiohttp_client(create_app(make_settings(database_url, tmp_path, ws_max_buffer=64 * 1024))))
+    alice, bob = await api.user(), await api.user()
+    stuck: LightClient = await connect("127.0.0.1", _port(api), alice.token)
+    fine = await open_tab(api, bob)
+    try:
+        assert stuck.transport is not None
+        sock = stuck.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.transport.pause_reading()  # a client that no longer reads what it is sent
+        sockets = api.app[SOCKETS]
+        big = {"blob": "x" * 100_000}
+        for _ in range(400):  # 40 MB: more than the kernel's socket buffers and our 64 KiB allowance
+            await sockets.emit("bench:blob", big, to=f"user:{alice.id}")
+            if stuck.transport.is_closing() or sockets.direct.slow_consumers_cut:
+                break
+        assert sockets.direct.slow_consumers_cut == 1
+        # The server let go of the connection: its session ended (disconnect hooks ran) on this node.
+        for _ in range(WAIT_S * 20):
+            if not any(sess["user"].id == uuid.UUID(alice.id) for sess in sockets.sessions.values()):
+                break
+            await asyncio.sleep(0.05)
+        assert not any(sess["user"].id == uuid.UUID(alice.id) for sess in sockets.sessions.values())
+        # Bob, on the same server, never noticed.
+        await fine.ok("room:leave", {"room_id": await make_room(api, bob)})
+    finally:
+        stuck.close()
+        await fine.close()
+
+
+async def test_per_message_deflate_is_declined_unless_enabled(
+    api: ApiClient, aiohttp_client: Any, database_url: str, tmp_path: Path
+) -> None:
+    user = await api.user()
+    offered = await connect("127.0.0.1", _port(api), user.token, deflate=True)
+    assert not offered.deflate_accepted
+    offered.close()
+
+    deflating = ApiClient(await aiohttp_client(create_app(make_settings(database_url, tmp_path, ws_deflate=True))))
+    got: list[bytes] = []
+    client = await connect("127.0.0.1", _port(deflating), user.token, deflate=True, on_event=got.append)
+    try:
+        assert client.deflate_accepted
+        await deflating.app[SOCKETS].emit("note", {"text": "squeezed " * 50}, to=f"user:{user.id}")
+        for _ in range(100):
+            if got:
+                break
+            await asyncio.sleep(0.02)
+        assert got == [b'42["note",{"text":"' + b"squeezed " * 50 + b'"}]']  # inflated back exactly
+    finally:
+        client.close()
+
+
+async def test_large_rooms_get_presence_in_batches_and_a_short_member_list(
+    aiohttp_client: Any, database_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(database_url, tmp_path, presence_batch_above=3, presence_batch_s=2.0, presence_list_max=2)
+    api = ApiClient(await aiohttp_client(create_app(settings)))
+    users = [await api.user(name=f"user {i}") for i in range(5)]
+    room = await make_room(api, users[0], *users[1:])
+    watcher = await open_tab(api, users[0])
+    batches: asyncio.Queue[Any] = asyncio.Queue()
+    watcher.sio.on("room:presence_batch", batches.put)
+    others = []
+    try:
+        await watcher.join(room)
+        for user in users[1:3]:  # the room holds 2, then 3: still announced one by one
+            tab = await open_tab(api, user)
+            others.append(tab)
+            await tab.join(room)
+        seen = [(await watcher.next("room:presence"))["user"]["id"] for _ in range(2)]
+        assert seen == [users[1].id, users[2].id]
+
+        late = await open_tab(api, users[3])  # 4 in the room: now batched
+        others.append(late)
+        ack = await late.join(room)
+        assert ack["member_count"] == 4
+        assert len(ack["members"]) == 2
+        passing = await open_tab(api, users[4])  # comes and goes within one interval: not announced
+        await passing.join(room)
+        await passing.close()
+
+        batch = await asyncio.wait_for(batches.get(), WAIT_S)
+        assert batch == {"room_id": room, "joined": [{"id": users[3].id, "display_name": "user 3"}], "left": []}
+        assert await watcher.nothing_pending("room:presence")
+    finally:
+        for tab in [watcher, *others]:
+            await tab.close()
