@@ -298,7 +298,7 @@ async def connect_many(
     return clients
 
 
-async def idle_phase(target: Target, n: int, deflate: bool) -> Idle:
+async def idle_phase(target: Target, n: int, deflate: bool, settle_s: float) -> Idle:
     warm = await connect_many(target, await target.tokens(20), deflate)
     for c in warm:
         c.close()
@@ -308,7 +308,7 @@ async def idle_phase(target: Target, n: int, deflate: bool) -> Idle:
     started = time.monotonic()
     clients = await connect_many(target, tokens, deflate)
     connect_s = time.monotonic() - started
-    await asyncio.sleep(2.0)
+    await asyncio.sleep(settle_s)  # past the first ping round trip: the steady state of an idle connection
     loaded = proc_rss_kb(target.pid())
     for c in clients:
         c.close()
@@ -393,7 +393,7 @@ async def fanout_phase(target: Target, args: argparse.Namespace, deflate: bool, 
 async def run_target(target: Target, args: argparse.Namespace, deflate: bool) -> Report:
     report = Report(target.name)
     if args.idle:
-        report.idle = await idle_phase(target, args.idle, deflate)
+        report.idle = await idle_phase(target, args.idle, deflate, args.idle_settle_s)
         print(f"  {target.name}: {args.idle} idle clients, {report.idle.per_conn_kb:.1f} KB each", file=sys.stderr)
     if args.clients and args.rates:
         await fanout_phase(target, args, deflate, report)
@@ -482,6 +482,7 @@ def main() -> None:
     parser.add_argument("--step-s", type=float, default=5.0, help="seconds per rate")
     parser.add_argument("--drain-s", type=float, default=15.0, help="longest wait for a step's deliveries")
     parser.add_argument("--idle", type=int, default=10000, help="idle clients for the memory test (0: skip)")
+    parser.add_argument("--idle-settle-s", type=float, default=30.0, help="wait before reading the idle RSS")
     parser.add_argument("--no-peer", dest="peer", action="store_false", help="skip the Node peer")
     parser.add_argument("--deflate", action="store_true", help="also run with clients offering per-message deflate")
     parser.add_argument("--stock", action="store_true", help="also run studyhall on python-socketio's stock send path")

@@ -87,6 +87,7 @@ class SocketServer:
 
     async def close(self) -> None:
         """Stop python-socketio's background tasks (the ping service); call once the app shuts down."""
+        await self.direct.close()
         await self.sio.shutdown()
 
     # --- Transport ---------------------------------------------------------------------------
