@@ -57,6 +57,7 @@ class LightClient(asyncio.Protocol):
         self.closed: asyncio.Future[None] = loop.create_future()
         self._acks: dict[int, asyncio.Future[Any]] = {}
         self._next_ack = 0
+        self.answer_pings = True  # False plays a client that hung: the server should drop it
 
     # --- asyncio.Protocol --------------------------------------------------------------------------
 
@@ -166,7 +167,8 @@ class LightClient(asyncio.Protocol):
             elif sio == b"1" and self.transport is not None:
                 self.transport.close()
         elif kind == b"2":
-            self._send(b"3")
+            if self.answer_pings:
+                self._send(b"3")
         elif kind == b"0":
             self._send(b"40" + json.dumps(self.auth).encode())
         elif kind == b"1" and self.transport is not None:

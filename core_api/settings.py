@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     chat_max_body: int = Field(4000, ge=1, le=16000, description="Longest chat message (characters, once cleaned).")
     chat_rate_count: int = Field(10, ge=1, le=1000, description="Chat messages one user may send per rate window.")
     chat_rate_window_s: float = Field(10.0, gt=0, le=3600, description="Window of the per-user chat rate limit.")
+    ping_interval_s: int = Field(
+        25, ge=1, le=300, description="Socket.IO: how often the server pings each client (Engine.IO pingInterval)."
+    )
+    ping_timeout_s: int = Field(
+        20, ge=1, le=300, description="Socket.IO: a client that has not answered a ping this long is disconnected."
+    )
     ws_deflate: bool = Field(
         False,
         description="Accept per-message deflate on Socket.IO websockets (costs CPU and memory per client; "

@@ -69,6 +69,8 @@ class SocketServer:
             client_manager=manager,
             cors_allowed_origins="*",
             max_http_buffer_size=MAX_PACKET_BYTES,
+            ping_interval=settings.ping_interval_s,
+            ping_timeout=settings.ping_timeout_s,
             logger=False,
             engineio_logger=False,
         )

@@ -148,3 +148,22 @@ async def test_large_rooms_get_presence_in_batches_and_a_short_member_list(
     finally:
         for tab in [watcher, *others]:
             await tab.close()
+
+
+async def test_clients_that_answer_pings_stay_and_one_that_stops_is_dropped(
+    aiohttp_client: Any, database_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(database_url, tmp_path, ping_interval_s=1, ping_timeout_s=1)
+    api = ApiClient(await aiohttp_client(create_app(settings)))
+    alice, bob = await api.user(), await api.user()
+    alive = await open_tab(api, alice)  # the official Python client, answering every ping
+    hung: LightClient = await connect("127.0.0.1", _port(api), bob.token)
+    try:
+        hung.answer_pings = False
+        await asyncio.wait_for(hung.closed, WAIT_S)  # dropped once a ping went unanswered
+        await asyncio.sleep(3.5)  # several more ping rounds
+        assert alive.sio.connected
+        await alive.ok("room:leave", {"room_id": await make_room(api, alice)})
+    finally:
+        hung.close()
+        await alive.close()
