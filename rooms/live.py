@@ -12,6 +12,7 @@ of them.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping, MutableMapping
 from typing import Any, cast
@@ -25,11 +26,16 @@ from rooms.presence import Presence, PresenceChange, PresentUser
 from rooms.schemas import PresenceEvent, PresenceState, UserRef
 from rooms.service import room_view
 
+log = logging.getLogger(__name__)
+
 HISTORY_ON_JOIN = 50
 PRESENCE = "rooms.presence"
 """Session key under which the server hands every connection the app's :class:`Presence`."""
 JOINED = "rooms.joined"
 """Session key: the ids (text) of the rooms this connection has joined."""
+JOIN_HOOKS = "rooms.join_hooks"
+"""Session key: ``async (call, room) -> None`` callables run after a connection joined a room (other
+packages register them through the server's services: watch parties send a joiner the player state)."""
 _CLOSED = "rooms.closed"
 
 
@@ -94,6 +100,11 @@ async def join(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
         await presence.leave(key, call.sid)
     elif first:
         await announce(call.transport, key, me, "joined", skip_sid=call.sid)
+    for hook in call.session.get(JOIN_HOOKS, ()):
+        try:
+            await hook(call, view)
+        except Exception:
+            log.exception("a room:join hook failed for room %s", key)
     members = await presence.members(key)
     return {
         "room": view.model_dump(mode="json"),
