@@ -38,7 +38,12 @@ HOST = Person("u-host", "Hana")
 MOD = Person("u-mod", "Moe")
 ANN = Person("u-ann", "Ann")
 BOB = Person("u-bob", "Bob")
-VIEWERS = [Viewer(HOST, "host", 1.0), Viewer(MOD, "moderator", 3.0), Viewer(ANN, "member", 2.0), Viewer(BOB, "member", 4.0)]
+VIEWERS = [
+    Viewer(HOST, "host", 1.0),
+    Viewer(MOD, "moderator", 3.0),
+    Viewer(ANN, "member", 2.0),
+    Viewer(BOB, "member", 4.0),
+]
 
 
 def as_host() -> Actor:
@@ -86,7 +91,9 @@ def test_position_is_clamped_to_the_duration_and_the_end_is_known() -> None:
 def test_pause_takes_the_shared_position_or_the_one_given() -> None:
     s = core.apply(loaded(), as_host(), Play(), ctx(0.0))
     paused = core.apply(s, as_host(), Pause(), ctx(4.25))
-    assert (paused.playing, paused.position, paused.server_time) == (False, pytest.approx(4.0), 4.25)
+    assert not paused.playing
+    assert paused.position == pytest.approx(4.0)
+    assert paused.server_time == 4.25
     at_given = core.apply(s, as_host(), Pause(position=3.9), ctx(4.25))
     assert at_given.position == 3.9
 

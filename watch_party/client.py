@@ -71,8 +71,9 @@ class SyncSettings:
 
     def tuned(self, tuning: dict[str, Any]) -> SyncSettings:
         """These settings with the server's tuning applied (unknown keys ignored)."""
-        names = {f.name for f in fields(self)}
-        return replace(self, **{k: float(v) for k, v in tuning.items() if k in names})
+        kinds = {f.name: type(getattr(self, f.name)) for f in fields(self)}
+        changes: dict[str, Any] = {k: kinds[k](v) for k, v in tuning.items() if k in kinds}
+        return replace(self, **changes)
 
 
 # --- clock sync ----------------------------------------------------------------------------------
@@ -318,9 +319,10 @@ class WatchClient:
             self.apply(data)
 
     async def _on_readiness(self, data: Any) -> None:
-        if isinstance(data, dict) and data.get("room_id") == self.room_id:
-            if self.readiness is None or data.get("rev", 0) >= self.readiness.get("rev", 0):
-                self.readiness = data
+        if not isinstance(data, dict) or data.get("room_id") != self.room_id:
+            return
+        if self.readiness is None or data.get("rev", 0) >= self.readiness.get("rev", 0):
+            self.readiness = data
 
     def apply(self, state: dict[str, Any]) -> None:
         """Take ``state`` if it is newer than the one held; the player follows at once."""
