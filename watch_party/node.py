@@ -98,6 +98,11 @@ class WatchNode:
         if not task.cancelled() and task.exception() is not None:
             log.error("watch party background task failed", exc_info=task.exception())
 
+    async def settle(self) -> None:
+        """Wait for the background tasks running now (progress writes, checks) to finish."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     async def close(self) -> None:
         self._closed = True
         tasks = list(self._tasks) + [t for _, t in self._timers.values()]
