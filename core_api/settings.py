@@ -95,11 +95,14 @@ class Settings(BaseSettings):
 
     # --- watch parties (watch_party/) ---
     watch_start_lead_s: float = Field(
-        0.25,
+        0.15,
         ge=0,
         le=5,
-        description="A play or seek starts this long after the server takes it, so viewers whose copy of the "
-        "state arrives within the lead start on the same instant.",
+        description="A play or seek starts at least this long after the server takes it (more when the room's "
+        "slowest viewer needs longer to hear of it), so that every viewer starts on the same instant.",
+    )
+    watch_max_start_lead_s: float = Field(
+        1.0, ge=0, le=10, description="The longest a play or seek waits for the room's slowest viewer."
     )
     watch_max_playlist: int = Field(100, ge=1, le=1000, description="Most items in a watch party's playlist.")
     watch_viewer_ttl_s: float = Field(
@@ -127,10 +130,10 @@ class Settings(BaseSettings):
         0.5, gt=0, le=600, description="Clients: at any time, seek if the player is off by more than this."
     )
     watch_nudge_threshold_s: float = Field(
-        0.02, gt=0, le=60, description="Clients: change the playback rate if the player is off by more than this."
+        0.01, gt=0, le=60, description="Clients: change the playback rate if the player is off by more than this."
     )
     watch_nudge_release_s: float = Field(
-        0.005, ge=0, le=60, description="Clients: back to the normal rate once within this."
+        0.002, ge=0, le=60, description="Clients: back to the normal rate once within this."
     )
     watch_max_nudge: float = Field(
         0.1, gt=0, le=0.5, description="Clients: largest relative rate change of a nudge (0.1 = ±10 %)."
@@ -184,6 +187,8 @@ class Settings(BaseSettings):
                 "the watch thresholds must grow: STUDYHALL_WATCH_NUDGE_RELEASE_S < STUDYHALL_WATCH_NUDGE_THRESHOLD_S"
                 " < STUDYHALL_WATCH_SEEK_THRESHOLD_S"
             )
+        if self.watch_start_lead_s > self.watch_max_start_lead_s:
+            raise ValueError("STUDYHALL_WATCH_START_LEAD_S must not exceed STUDYHALL_WATCH_MAX_START_LEAD_S")
         if self.watch_hard_sync_s > self.watch_seek_threshold_s:
             raise ValueError("STUDYHALL_WATCH_HARD_SYNC_S must not exceed STUDYHALL_WATCH_SEEK_THRESHOLD_S")
         return self

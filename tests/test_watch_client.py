@@ -17,7 +17,7 @@ from tests.watch_helpers import VIDEO, eventually, ok, viewer, watch_room
 from watch_party.client import ClockSync, SyncSettings, WatchClient, correct, target_position
 from watch_party.sim import DelayedLink, SimPlayer, skewed_clock
 
-S = SyncSettings()
+S = SyncSettings(nudge_threshold_s=0.02, nudge_release_s=0.005, max_nudge=0.1, nudge_horizon_s=1.0)
 
 
 def test_clock_sync_finds_the_offset_through_queueing_jitter() -> None:

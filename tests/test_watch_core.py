@@ -111,12 +111,15 @@ def test_seek_past_the_end_lands_on_the_end_and_play_there_starts_over() -> None
     assert core.apply(s, as_host(), Play(), ctx(1.0)).position == 0.0
 
 
-def test_rate_change_keeps_the_position_continuous() -> None:
+def test_a_rate_change_takes_effect_after_the_lead_and_keeps_the_position_continuous() -> None:
     s = core.apply(loaded(), as_host(), Play(), ctx(0.0))
     before = s.position_at(10.25)
     s = core.apply(s, as_host(), SetRate(2.0), ctx(10.25))
-    assert s.position_at(10.25) == pytest.approx(before)
-    assert s.position_at(11.25) == pytest.approx(before + 2.0)
+    assert s.server_time == pytest.approx(10.5)
+    assert (s.rate_before, s.rate) == (1.0, 2.0)
+    assert s.position_at(10.25) == pytest.approx(before)  # the old rate until the switch
+    assert s.position_at(10.5) == pytest.approx(before + 0.25)
+    assert s.position_at(11.5) == pytest.approx(before + 0.25 + 2.0)
     with pytest.raises(AppError) as err:
         core.apply(s, as_host(), SetRate(9.0), ctx(11.0))
     assert err.value.code == "invalid_input"

@@ -2,21 +2,26 @@
 
 A browser client implements the same three parts (the README's "Watch parties" section restates them):
 
-**1. Clock sync (NTP's four timestamps, best-of-window).** Every heartbeat carries the client's send
-time ``t1``; the ack returns it with the server's receive time ``t2`` and send time ``t3``; the client
-notes the arrival ``t4``. Each round trip gives an offset ``((t2 - t1) + (t3 - t4)) / 2`` and a delay
-``(t4 - t1) - (t3 - t2)`` (the server's processing time is not counted). Of the last ``window`` samples
-the one with the smallest delay wins: queueing only ever adds delay, and the least-queued sample is the
-most symmetric, so its offset is the most accurate (NTP's clock filter). Syncplay instead keeps an
-exponential moving average of the round trip (weight 0.85) and assumes half of it as the message age;
-it never learns the clock offset at all. The client sends a burst of heartbeats when it starts, then
-one every ``heartbeat_s``.
+**1. Clock sync (NTP's four timestamps, each direction's minimum).** Every heartbeat carries the
+client's send time ``t1``; the ack returns it with the server's receive time ``t2`` and send time ``t3``;
+the client notes the arrival ``t4``. With the clock offset ``θ`` (server minus client), ``t2 - t1 = θ +
+up`` and ``t4 - t3 = down - θ``, where each one-way time is the path's fixed delay plus queueing, and
+queueing only ever adds. Over the last ``window`` round trips the client takes the smallest ``t2 - t1``
+and, separately, the smallest ``t4 - t3``: each is its direction's least-queued message, so
+``θ = (min(t2 - t1) - min(t4 - t3)) / 2`` is off only by half the difference of two small minima
+(NTP's clock filter picks the single least-delayed round trip instead, whose two halves are not both
+the least queued). The server's processing time (``t3 - t2``) never counts. Syncplay keeps an
+exponential moving average of the round trip (weight 0.85) and takes half of it as the age of a
+message; it never learns the clock offset. The client sends a burst of heartbeats when it starts, then
+one every ``heartbeat_s``. (Like NTP, it assumes the path's fixed delay is the same both ways.)
 
-**2. The target.** The state says: at server time ``server_time`` the media was at ``position``. With
-server time ``T = local clock + offset`` the player should show ``position + rate * (T - server_time)``
-while playing (clamped to the duration), or exactly ``position`` when paused. A ``server_time`` in the
-future means hold at ``position`` and start then (a timer, not the correction loop, starts it).
-States are applied in ``version`` order; an older version than the one held is ignored.
+**2. The target.** The state says: at server time ``server_time`` the media is at ``position``. With
+server time ``T = local clock + offset`` the player should show, while playing, ``position + rate *
+(T - server_time)`` from ``server_time`` on and ``position - rate_before * (server_time - T)`` before
+(clamped to the media), or exactly ``position`` when paused. So a ``server_time`` in the future with
+``rate_before`` 0 means: hold at ``position``, start then; with ``rate_before`` > 0: play at that rate,
+switch to ``rate`` then. A timer, not the correction loop, makes the switch on the instant. States are
+applied in ``version`` order; an older version than the one held is ignored.
 
 **3. The correction rule** (:func:`correct`, run every ``correction_interval_s`` while playing), with
 ``drift = player position - target`` (positive: ahead):
@@ -57,8 +62,8 @@ class SyncSettings:
     heartbeat_s: float = 1.0
     hard_sync_s: float = 0.04
     seek_threshold_s: float = 0.5
-    nudge_threshold_s: float = 0.02
-    nudge_release_s: float = 0.005
+    nudge_threshold_s: float = 0.01
+    nudge_release_s: float = 0.002
     max_nudge: float = 0.1
     nudge_horizon_s: float = 1.0
     paused_tolerance_s: float = 0.005
@@ -89,21 +94,24 @@ class ClockSync:
     """
 
     def __init__(self, window: int = 16, rtt_weight: float = 0.85) -> None:
-        self._samples: deque[tuple[float, float]] = deque(maxlen=window)
+        self._up: deque[float] = deque(maxlen=window)
+        self._down: deque[float] = deque(maxlen=window)
         self.rtt_weight = rtt_weight
         self.rtt_avg: float | None = None
         self.offset: float | None = None
         self.delay: float | None = None
+        """The least round trip in the window, without the server's processing time."""
 
     def add(self, t1: float, t2: float, t3: float, t4: float) -> None:
         """One round trip: sent at local ``t1``, received by the server at ``t2``, answered at ``t3``,
         back at local ``t4``."""
-        delay = max(0.0, (t4 - t1) - (t3 - t2))
-        offset = ((t2 - t1) + (t3 - t4)) / 2
-        self._samples.append((delay, offset))
+        self._up.append(t2 - t1)
+        self._down.append(t4 - t3)
+        up, down = min(self._up), min(self._down)
+        self.offset = (up - down) / 2
+        self.delay = max(0.0, up + down)
         rtt = t4 - t1
         self.rtt_avg = rtt if self.rtt_avg is None else self.rtt_avg * self.rtt_weight + rtt * (1 - self.rtt_weight)
-        self.delay, self.offset = min(self._samples)
 
     @property
     def synced(self) -> bool:
@@ -139,16 +147,26 @@ def correct(drift: float, *, base_rate: float, nudging: bool, fresh: bool, setti
 def target_position(state: dict[str, Any], server_now: float) -> float:
     """Where the shared player is at server time ``server_now``."""
     position = float(state["position"])
-    if state["playing"] and server_now > state["server_time"]:
-        position += state["rate"] * (server_now - state["server_time"])
+    if state["playing"]:
+        since = server_now - state["server_time"]
+        position = position + state["rate"] * since if since >= 0 else position + state.get("rate_before", 0.0) * since
+        position = max(0.0, position)
     media = state.get("media") or {}
     duration = media.get("duration")
     return min(position, duration) if duration is not None else position
 
 
+def rate_at(state: dict[str, Any], server_now: float) -> float:
+    """The shared player's rate at server time ``server_now`` (0 while holding for a start)."""
+    if server_now >= state["server_time"]:
+        return float(state["rate"])
+    return float(state.get("rate_before", 0.0))
+
+
 def _timeline(state: dict[str, Any]) -> tuple[Any, ...]:
     media = state.get("media") or {}
-    return (media.get("item_id"), state["playing"], state["position"], state["server_time"], state["rate"])
+    return (media.get("item_id"), state["playing"], state["position"], state["server_time"], state["rate"],
+            state.get("rate_before", 0.0))  # fmt: skip
 
 
 # --- what the client drives ----------------------------------------------------------------------
@@ -376,7 +394,7 @@ class WatchClient:
         return None if target is None else self.player.position() - target
 
     def _schedule_start(self) -> None:
-        """A state that starts playing in the future: start the player on that instant."""
+        """A state that starts playing (or changes rate) in the future: do it on that instant."""
         if self._start_timer is not None:
             self._start_timer.cancel()
             self._start_timer = None
@@ -390,6 +408,8 @@ class WatchClient:
     def _start_now(self) -> None:
         self._start_timer = None
         if self.state is not None and self.state["playing"] and not self._seeking:
+            self._nudging = False
+            self.player.set_rate(self.state["rate"])
             self.player.play()
         self._wake.set()
 
@@ -413,38 +433,36 @@ class WatchClient:
             return
         server_now = self.sync.server_time(self.clock())
         s = self.settings
-        holding = state["playing"] and server_now < state["server_time"]
-        if not state["playing"] or holding:
+        rate = rate_at(state, server_now) if state["playing"] else 0.0
+        if state["playing"] and server_now < state["server_time"] and self._start_timer is None:
+            self._schedule_start()
+        if rate == 0.0:  # paused, or holding for a start
             if self.player.is_playing():
                 self.player.pause()
-            self.player.set_rate(state["rate"])
             self._nudging = False
             if abs(self.player.position() - state["position"]) > s.paused_tolerance_s:
-                await self._seek_to(state["position"], playing=False)
-            if holding and self._start_timer is None:
-                self._schedule_start()
+                await self._seek_to(state["position"])
             return
         if not self.player.is_playing():
             self.player.play()
         drift = self.player.position() - target_position(state, server_now)
-        fix = correct(drift, base_rate=state["rate"], nudging=self._nudging, fresh=self._fresh, settings=s)
+        fix = correct(drift, base_rate=rate, nudging=self._nudging, fresh=self._fresh, settings=s)
         self._fresh = False
         if fix.kind == "seek":
             self._nudging = False
-            self.player.set_rate(state["rate"])
+            self.player.set_rate(rate)
             ahead = self.sync.server_time(self.clock()) + self.seek_lag
-            await self._seek_to(target_position(state, ahead), playing=True)
+            await self._seek_to(target_position(state, ahead))
         else:
-            self._nudging = fix.rate != state["rate"]
+            self._nudging = fix.rate != rate
             self.player.set_rate(fix.rate)
 
-    async def _seek_to(self, position: float, *, playing: bool) -> None:
+    async def _seek_to(self, position: float) -> None:
         self._seeking = True
         started = self.clock()
         try:
             await self.player.seek(position)
         finally:
             self._seeking = False
-        if playing:
-            # The player stalls while it seeks: aim the next seek that much further ahead.
-            self.seek_lag = 0.5 * self.seek_lag + 0.5 * (self.clock() - started)
+        # The player stalls while it seeks: aim the next seek made while playing that much further ahead.
+        self.seek_lag = 0.5 * self.seek_lag + 0.5 * (self.clock() - started)

@@ -1,11 +1,13 @@
 """The shared player of a watch party as a pure state machine: no I/O, the clock is passed in.
 
 A :class:`WatchState` says what every viewer's player should show: the current playlist item, whether
-it plays, and ``position`` — the media position at server time ``server_time`` — with ``rate``. Any
-viewer computes the position at server time ``t`` as ``position + rate * max(0, t - server_time)``
-while playing (clamped to the duration). A ``server_time`` in the future means "hold at ``position``
-until then, then play": a play or seek starts :attr:`Rules.start_lead` seconds after the server took
-it, so every viewer whose message arrives within the lead starts on the same instant.
+it plays, and ``position`` — the media position at server time ``server_time`` — with ``rate``. While
+playing, the position at server time ``t`` is ``position + rate * (t - server_time)`` from
+``server_time`` on, and ``position - rate_before * (server_time - t)`` before it (clamped to the media).
+Changes take effect a little in the future, :attr:`Rules.start_lead` after the server took them, so
+that every viewer hears of them in time and they happen on the same instant everywhere: a play or seek
+holds at ``position`` until ``server_time`` (``rate_before`` is 0), a rate change keeps the old rate
+until then (``rate_before`` is the old rate).
 
 ``version`` grows by one with every change of what ``watch:state`` carries (player, playlist, control,
 leader, ready check). A command may name the version it was based on; if the state has moved on it is
@@ -119,6 +121,8 @@ class WatchState:
     position: float = 0.0
     server_time: float = 0.0
     rate: float = 1.0
+    rate_before: float = 0.0
+    """The rate before ``server_time`` while playing (0: hold at ``position`` until then)."""
     control: ControlMode = "host"
     leader: Person | None = None
     ready_check: ReadyCheck = field(default_factory=ReadyCheck)
@@ -127,6 +131,8 @@ class WatchState:
     ready: frozenset[str] = frozenset()
     """Ids of the users ready for the current item (reset when it changes)."""
     ready_rev: int = 0
+    changed_at: float = 0.0
+    """Server time of the last change ``version`` counts (a play's ``server_time`` is this plus the lead)."""
 
     @property
     def item(self) -> Item | None:
@@ -144,9 +150,12 @@ class WatchState:
 
     def position_at(self, t: float) -> float:
         """The media position at server time ``t``."""
-        if not self.playing or t <= self.server_time:
+        if not self.playing:
             return self.position
-        pos = self.position + self.rate * (t - self.server_time)
+        if t >= self.server_time:
+            pos = self.position + self.rate * (t - self.server_time)
+        else:
+            pos = max(0.0, self.position - self.rate_before * (self.server_time - t))
         duration = self.duration
         return min(pos, duration) if duration is not None else pos
 
@@ -285,7 +294,7 @@ def apply(state: WatchState, actor: Actor, command: Command, ctx: Context, based
     if based_on is not None and based_on != state.version:
         raise conflict(f"stale command: it was based on version {based_on}, the state is at {state.version}")
     handler: Callable[[WatchState, Any, Actor, Context], WatchState] = _HANDLERS[type(command)]
-    return _settle(state, handler(state, command, actor, ctx))
+    return _settle(state, handler(state, command, actor, ctx), ctx.now)
 
 
 def set_ready(state: WatchState, user_id: str, ready: bool, ctx: Context) -> WatchState:
@@ -294,7 +303,7 @@ def set_ready(state: WatchState, user_id: str, ready: bool, ctx: Context) -> Wat
     new = replace(state, ready=marks)
     if new.waiting and ready_met(new, ctx.present_ids):
         new = _start(new, ctx.now, ctx.rules)
-    return _settle(state, new)
+    return _settle(state, new, ctx.now)
 
 
 def tick(state: WatchState, ctx: Context) -> WatchState:
@@ -306,7 +315,7 @@ def tick(state: WatchState, ctx: Context) -> WatchState:
     new = _succession(new, ctx.present)
     if new.waiting and ready_met(new, ctx.present_ids):
         new = _start(new, ctx.now, ctx.rules)
-    return _settle(state, new)
+    return _settle(state, new, ctx.now)
 
 
 def needs_tick(state: WatchState, now: float, present_ids: Collection[str]) -> bool:
@@ -330,20 +339,34 @@ def ready_met(state: WatchState, present_ids: Collection[str]) -> bool:
 
 
 def _versioned(state: WatchState) -> WatchState:
-    return replace(state, version=0, ready=frozenset(), ready_rev=0)
+    return replace(state, version=0, ready=frozenset(), ready_rev=0, changed_at=0.0)
 
 
-def _settle(old: WatchState, new: WatchState) -> WatchState:
+def _settle(old: WatchState, new: WatchState, now: float) -> WatchState:
     """Number the change: ``version`` if anything ``watch:state`` carries changed, ``ready_rev`` for readiness."""
     if new == old:
         return old
     if new.ready != old.ready:
         new = replace(new, ready_rev=old.ready_rev + 1)
     if _versioned(new) != _versioned(old):
-        new = replace(new, version=old.version + 1)
+        new = replace(new, version=old.version + 1, changed_at=now)
     else:
-        new = replace(new, version=old.version)
+        new = replace(new, version=old.version, changed_at=old.changed_at)
     return new
+
+
+LEAD_FACTOR = 1.25
+LEAD_MARGIN_S = 0.02
+
+
+def start_lead(rtts: Collection[float], *, minimum: float, maximum: float) -> float:
+    """How far ahead to schedule a start so that the slowest viewer's copy still arrives in time.
+
+    A broadcast takes about half a round trip to reach a viewer; the lead covers the largest of the
+    viewers' half round trips with room for jitter, within ``[minimum, maximum]``.
+    """
+    slowest = max(rtts, default=0.0) / 2
+    return max(minimum, min(maximum, LEAD_FACTOR * slowest + LEAD_MARGIN_S))
 
 
 # --- building blocks -----------------------------------------------------------------------------
@@ -355,28 +378,19 @@ def _clamp(state: WatchState, position: float) -> float:
     return min(position, duration) if duration is not None else position
 
 
-def _rebased(state: WatchState, now: float) -> WatchState:
-    """The same timeline re-anchored at ``now`` (a start scheduled in the future stays scheduled)."""
-    if state.playing and now > state.server_time:
-        return replace(state, position=state.position_at(now), server_time=now)
-    if not state.playing:
-        return replace(state, server_time=now)
-    return state
-
-
 def _start(state: WatchState, now: float, rules: Rules) -> WatchState:
-    return replace(state, playing=True, waiting=False, server_time=now + rules.start_lead)
+    return replace(state, playing=True, waiting=False, server_time=now + rules.start_lead, rate_before=0.0)
 
 
 def _play_or_wait(state: WatchState, ctx: Context, force: bool) -> WatchState:
     if force or ready_met(state, ctx.present_ids):
         return _start(state, ctx.now, ctx.rules)
-    return replace(state, playing=False, waiting=True, server_time=ctx.now)
+    return replace(state, playing=False, waiting=True, server_time=ctx.now, rate_before=0.0)
 
 
 def _select(state: WatchState, item_id: str | None, ctx: Context, *, keep_playing: bool) -> WatchState:
     """Make ``item_id`` current at position 0; readiness starts afresh."""
-    new = replace(state, current=item_id, position=0.0, server_time=ctx.now, ready=frozenset())
+    new = replace(state, current=item_id, position=0.0, server_time=ctx.now, rate_before=0.0, ready=frozenset())
     on = keep_playing and (state.playing or state.waiting) and item_id is not None
     new = replace(new, playing=False, waiting=False)
     return _play_or_wait(new, ctx, force=False) if on else new
@@ -408,7 +422,7 @@ def _advance(state: WatchState, ended: float, ctx: Context) -> WatchState:
                        server_time=ended)  # fmt: skip
     new = replace(state, current=following.id, position=0.0, playing=False, waiting=False, ready=frozenset())
     if ready_met(new, ctx.present_ids):
-        return replace(new, playing=True, server_time=max(ended, ctx.now) + ctx.rules.start_lead)
+        return replace(new, playing=True, server_time=max(ended, ctx.now) + ctx.rules.start_lead, rate_before=0.0)
     return replace(new, waiting=True, server_time=ctx.now)
 
 
@@ -439,7 +453,7 @@ def _on_pause(state: WatchState, cmd: Pause, actor: Actor, ctx: Context) -> Watc
     if cmd.position is None and not state.playing and not state.waiting:
         return state
     position = state.position_at(ctx.now) if cmd.position is None else _clamp(state, cmd.position)
-    return replace(state, playing=False, waiting=False, position=position, server_time=ctx.now)
+    return replace(state, playing=False, waiting=False, position=position, server_time=ctx.now, rate_before=0.0)
 
 
 def _on_seek(state: WatchState, cmd: Seek, actor: Actor, ctx: Context) -> WatchState:
@@ -461,7 +475,10 @@ def _on_rate(state: WatchState, cmd: SetRate, actor: Actor, ctx: Context) -> Wat
         raise invalid(f"rate must be between {MIN_RATE} and {MAX_RATE}")
     if cmd.rate == state.rate:
         return state
-    return replace(_rebased(state, ctx.now), rate=cmd.rate)
+    switch = max(ctx.now + ctx.rules.start_lead, state.server_time)
+    if not state.playing or switch == state.server_time:  # paused, or a start still ahead: it starts at the new rate
+        return replace(state, rate=cmd.rate)
+    return replace(state, position=state.position_at(switch), server_time=switch, rate_before=state.rate, rate=cmd.rate)
 
 
 def _on_queue(state: WatchState, cmd: Queue, actor: Actor, ctx: Context) -> WatchState:
@@ -624,12 +641,14 @@ def to_document(state: WatchState) -> dict[str, Any]:
         "position": state.position,
         "server_time": state.server_time,
         "rate": state.rate,
+        "rate_before": state.rate_before,
         "control": state.control,
         "leader": state.leader.to_json() if state.leader else None,
         "ready_check": {"mode": state.ready_check.mode, "count": state.ready_check.count},
         "waiting": state.waiting,
         "ready": sorted(state.ready),
         "ready_rev": state.ready_rev,
+        "changed_at": state.changed_at,
     }
 
 
@@ -645,12 +664,14 @@ def from_document(room_id: str, doc: dict[str, Any]) -> WatchState:
         position=float(doc.get("position", 0.0)),
         server_time=float(doc.get("server_time", 0.0)),
         rate=float(doc.get("rate", 1.0)),
+        rate_before=float(doc.get("rate_before", 0.0)),
         control=doc.get("control", "host"),
         leader=Person(leader["id"], leader["display_name"]) if leader else None,
         ready_check=ReadyCheck(check.get("mode", "off"), int(check.get("count", 1))),
         waiting=bool(doc.get("waiting")),
         ready=frozenset(doc.get("ready", [])),
         ready_rev=int(doc.get("ready_rev", 0)),
+        changed_at=float(doc.get("changed_at", 0.0)),
     )
 
 
@@ -669,6 +690,8 @@ def state_view(state: WatchState, *, cause: str = "sync", by: Person | None = No
         "rate": state.rate,
         "server_time": state.server_time,
         "version": state.version,
+        "rate_before": state.rate_before,
+        "changed_at": state.changed_at,
         "waiting": state.waiting,
         "current": state.current,
         "playlist": [{**item_to_json(i), "media": media_view(i)} for i in state.playlist],

@@ -60,7 +60,6 @@ class WatchNode:
         self.board = board
         self.settings = settings
         self.clock = clock
-        self.rules = Rules(start_lead=settings.watch_start_lead_s, max_playlist=settings.watch_max_playlist)
         self.cache: dict[str, WatchState] = {}
         self._active: dict[str, float] = {}
         self._timers: dict[str, tuple[float, asyncio.Task[None]]] = {}
@@ -142,6 +141,17 @@ class WatchNode:
             state = WatchState(room_id=str(room_id), leader=await store.room_host(conn, room_id))
         return state
 
+    async def rules_for(self, room_id: str) -> Rules:
+        """The rules of a change in the room now: the start lead covers its slowest viewer (by heartbeats)."""
+        s = self.settings
+        beats = await self.board.beats(room_id, newer_than=self.clock() - s.watch_viewer_ttl_s)
+        lead = core.start_lead(
+            [b.rtt for b in beats if b.rtt is not None],
+            minimum=s.watch_start_lead_s,
+            maximum=s.watch_max_start_lead_s,
+        )
+        return Rules(start_lead=lead, max_playlist=s.watch_max_playlist)
+
     async def present_ids(self, room_id: str) -> list[str]:
         return [m.id for m in await self.presence.members(room_id)]
 
@@ -162,11 +172,12 @@ class WatchNode:
     async def tick(self, room_id: str) -> WatchState:
         """Apply :func:`watch_party.core.tick` under the row lock and broadcast what changed."""
         present = await self.present_ids(room_id)
+        rules = await self.rules_for(room_id)
         key = uuid.UUID(room_id)
         async with self.core.transaction() as tx:
             state = await store.lock_state(tx.conn, key)
             viewers = await store.viewers(tx.conn, key, present)
-            new = core.tick(state, Context(now=self.clock(), present=viewers, rules=self.rules))
+            new = core.tick(state, Context(now=self.clock(), present=viewers, rules=rules))
             if new is not state:
                 await store.save_state(tx.conn, new)
         if new is not state:

@@ -62,12 +62,13 @@ async def command(
     """Apply one command under the room's row lock; broadcast and answer with the resulting state."""
     node = node_of(call.session)
     present = await node.present_ids(str(room_id))
+    rules = await node.rules_for(str(room_id))
     async with call.core.transaction() as tx:
         room, member = await require_member(tx.conn, call.user, room_id)
         require_open(room)
         state = await store.lock_state(tx.conn, room_id)
         viewers = await store.viewers(tx.conn, room_id, present)
-        ctx = Context(now=node.clock(), present=viewers, rules=node.rules)
+        ctx = Context(now=node.clock(), present=viewers, rules=rules)
         new = core.apply(state, actor_of(call.user, member), cmd, ctx, based_on)
         if new is not state:
             await store.save_state(tx.conn, new)
@@ -99,12 +100,13 @@ async def set_ready(call: EventCall, room_id: uuid.UUID, ready: bool) -> dict[st
     """Mark the caller (not) ready for the current item; a play waiting for the ready check may start."""
     node = node_of(call.session)
     present = await node.present_ids(str(room_id))
+    rules = await node.rules_for(str(room_id))
     async with call.core.transaction() as tx:
         room, _ = await require_member(tx.conn, call.user, room_id)
         require_open(room)
         state = await store.lock_state(tx.conn, room_id)
         viewers = await store.viewers(tx.conn, room_id, present)
-        ctx = Context(now=node.clock(), present=viewers, rules=node.rules)
+        ctx = Context(now=node.clock(), present=viewers, rules=rules)
         new = core.set_ready(state, str(call.user.id), ready, ctx)
         if new is not state:
             await store.save_state(tx.conn, new)
