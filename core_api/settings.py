@@ -130,10 +130,10 @@ class Settings(BaseSettings):
         0.5, gt=0, le=600, description="Clients: at any time, seek if the player is off by more than this."
     )
     watch_nudge_threshold_s: float = Field(
-        0.01, gt=0, le=60, description="Clients: change the playback rate if the player is off by more than this."
+        0.005, gt=0, le=60, description="Clients: change the playback rate if the player is off by more than this."
     )
     watch_nudge_release_s: float = Field(
-        0.002, ge=0, le=60, description="Clients: back to the normal rate once within this."
+        0.001, ge=0, le=60, description="Clients: back to the normal rate once within this."
     )
     watch_max_nudge: float = Field(
         0.1, gt=0, le=0.5, description="Clients: largest relative rate change of a nudge (0.1 = ±10 %)."

@@ -14,7 +14,7 @@ import socketio
 from realtime.app import create_app
 from tests.conftest import ApiClient, make_settings
 from tests.watch_helpers import VIDEO, eventually, ok, viewer, watch_room
-from watch_party.client import ClockSync, SyncSettings, WatchClient, correct, target_position
+from watch_party.client import ClockSync, SyncSettings, WatchClient, correct, rate_at, target_position
 from watch_party.sim import DelayedLink, SimPlayer, skewed_clock
 
 S = SyncSettings(nudge_threshold_s=0.02, nudge_release_s=0.005, max_nudge=0.1, nudge_horizon_s=1.0)
@@ -65,10 +65,14 @@ def test_server_tuning_replaces_the_thresholds() -> None:
 
 def test_the_target_holds_until_a_scheduled_start_and_stops_at_the_end() -> None:
     state: dict[str, Any] = {"playing": True, "position": 5.0, "server_time": 100.0, "rate": 2.0,
-                             "media": {"duration": 10.0}}  # fmt: skip
+                             "rate_before": 0.0, "media": {"duration": 10.0}}  # fmt: skip
     assert target_position(state, 99.0) == 5.0
     assert target_position(state, 101.0) == 7.0
     assert target_position(state, 200.0) == 10.0
+    switching = {**state, "rate_before": 1.0}  # a rate change: the old rate until server_time
+    assert target_position(switching, 99.0) == 4.0
+    assert (rate_at(switching, 99.0), rate_at(switching, 100.0)) == (1.0, 2.0)
+    assert target_position({**state, "playing": False}, 200.0) == 5.0
 
 
 @pytest.fixture
@@ -101,6 +105,9 @@ async def test_a_late_joiner_with_a_skewed_clock_on_a_slow_link_converges(api: A
 
         await eventually(lambda: off_by() < 0.03)
         assert client.sync.offset == pytest.approx(1.8, abs=0.02)
+        faster = (await ok(h, "watch:rate", {"room_id": room, "rate": 1.5}))["state"]
+        await eventually(lambda: client.version == faster["version"] and time.time() > faster["server_time"])
+        await eventually(lambda: off_by() < 0.03 and player.rate == pytest.approx(1.5, abs=0.1))
 
         paused = (await ok(h, "watch:pause", {"room_id": room}))["state"]
         await eventually(lambda: not player.playing and abs(player.shown(time.time()) - paused["position"]) < 0.01)

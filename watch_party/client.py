@@ -62,8 +62,8 @@ class SyncSettings:
     heartbeat_s: float = 1.0
     hard_sync_s: float = 0.04
     seek_threshold_s: float = 0.5
-    nudge_threshold_s: float = 0.01
-    nudge_release_s: float = 0.002
+    nudge_threshold_s: float = 0.005
+    nudge_release_s: float = 0.001
     max_nudge: float = 0.1
     nudge_horizon_s: float = 1.0
     paused_tolerance_s: float = 0.005
