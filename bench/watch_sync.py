@@ -295,7 +295,7 @@ class Bench:
         errors = []
         for v in self.viewers:
             assert v.client is not None
-            true_offset = -v.offset  # server clock minus the viewer's (their clock is true time + offset)
+            true_offset = time.time() - v.client.clock()  # server (true) clock minus the viewer's, skew included
             errors.append(((v.client.sync.offset or 0.0) - true_offset) * ms)
         seeks = [v.player.seeks for v in self.viewers]
         print("\n## the clients")
@@ -308,7 +308,8 @@ class Bench:
         print("| | studyhall | Syncplay |")
         print("| --- | --- | --- |")
         ours = {
-            "clock": f"NTP 4-timestamp offset, min-delay of last {s.window} heartbeats (every {s.heartbeat_s:g} s)",
+            "clock": f"offset from NTP's 4 timestamps, each direction's minimum over the last {s.window} heartbeats"
+            f" (every {s.heartbeat_s:g} s)",
             "slow down when ahead by": f"{s.nudge_threshold_s * ms:g} ms (proportional, both ways)",
             "slow-down rate": f"1 ∓ drift/{s.nudge_horizon_s:g} s, within ±{s.max_nudge:.0%}",
             "back to normal rate within": f"{s.nudge_release_s * ms:g} ms",
