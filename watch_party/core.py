@@ -591,7 +591,7 @@ def check_beat(state: WatchState, beat: Beat, now: float, *, in_sync: float, sil
     """How far a viewer's player is from the shared one (``drift`` > 0: ahead), and a verdict."""
     expected = state.position_at(beat.sampled_at)
     drift = beat.position - expected
-    should_play = state.playing and beat.sampled_at >= state.server_time
+    should_play = state.playing and (beat.sampled_at >= state.server_time or state.rate_before > 0)
     status: Status
     if now - beat.received_at > silent_after:
         status = "silent"

@@ -40,6 +40,8 @@ from watch_party.progress import ProgressWriter
 
 log = logging.getLogger(__name__)
 
+RELOAD_EVERY_S = 0.25
+
 
 class WatchNode:
     """Args: core, transport (the Socket.IO server), presence (the rooms' presence), board, settings,
@@ -62,6 +64,7 @@ class WatchNode:
         self.clock = clock
         self.cache: dict[str, WatchState] = {}
         self._active: dict[str, float] = {}
+        self._loaded: dict[str, float] = {}
         self._timers: dict[str, tuple[float, asyncio.Task[None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -125,10 +128,16 @@ class WatchNode:
         self._time_end(state)
 
     async def state(self, room_id: uuid.UUID, at_least: int | None = None) -> WatchState:
-        """The room's state from the cache, or from the database when not cached or older than ``at_least``."""
-        cached = self.cache.get(str(room_id))
+        """The room's state from the cache, or from the database when not cached or older than ``at_least``
+        (at most every :data:`RELOAD_EVERY_S` per room: a client claiming a version that does not exist
+        must not cost a query per heartbeat)."""
+        key = str(room_id)
+        cached = self.cache.get(key)
         if cached is not None and (at_least is None or cached.version >= at_least):
             return cached
+        if cached is not None and time.monotonic() - self._loaded.get(key, float("-inf")) < RELOAD_EVERY_S:
+            return cached
+        self._loaded[key] = time.monotonic()
         async with self.core.pool.acquire() as conn:
             state = await self.read(conn, room_id)
         self.remember(state)
@@ -190,10 +199,13 @@ class WatchNode:
         """One beat over the rooms local connections used within the viewer TTL."""
         horizon = time.monotonic() - self.settings.watch_viewer_ttl_s
         self.progress.prune(older_than_s=3600)
+        for room_id in [r for r in self.cache if r not in self._active]:
+            del self.cache[room_id]
         for room_id, seen in list(self._active.items()):
             if seen < horizon:
                 del self._active[room_id]
                 self.cache.pop(room_id, None)
+                self._loaded.pop(room_id, None)
                 continue
             try:
                 await self.check(room_id)
