@@ -275,8 +275,10 @@ class Bench:
         ms = 1000.0
         delays = sorted(v.delay * ms for v in self.viewers)
         offsets = [v.offset for v in self.viewers]
-        print(f"\n# viewers' one-way delays {delays[0]:.0f}–{delays[-1]:.0f} ms (median {statistics.median(delays):.0f});"
-              f" the host's {self.viewers[0].delay * ms:.0f} ms; clock offsets {min(offsets):+.2f} to {max(offsets):+.2f} s")  # fmt: skip
+        median = statistics.median(delays)
+        print(f"\n# viewers' one-way delays {delays[0]:.0f}–{delays[-1]:.0f} ms (median {median:.0f});"
+              f" the host's {self.viewers[0].delay * ms:.0f} ms;"
+              f" clock offsets {min(offsets):+.2f} to {max(offsets):+.2f} s")  # fmt: skip
         print(f"\n## spread after each command (ms; {self.count} players; viewers not yet on the new version)")
         print("| command | +0.5 s | +1 s | +2 s |")
         print("| --- | ---: | ---: | ---: |")
