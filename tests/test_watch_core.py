@@ -7,10 +7,9 @@ from dataclasses import replace
 import pytest
 
 from core_api.errors import AppError
-from watch_party import core
+from watch_party import codec, core, drift
 from watch_party.core import (
     Actor,
-    Beat,
     Context,
     Dequeue,
     Handover,
@@ -32,6 +31,7 @@ from watch_party.core import (
     Viewer,
     WatchState,
 )
+from watch_party.drift import Beat
 
 RULES = Rules(start_lead=0.25, max_playlist=3)
 HOST = Person("u-host", "Hana")
@@ -313,21 +313,21 @@ def beat(position: float, at: float, *, playing: bool = True, version: int | Non
 
 def test_check_beat_measures_drift_and_names_the_problem() -> None:
     s = core.apply(loaded(), as_host(), Play(), ctx(0.0))  # position 0 at 0.25
-    ok = core.check_beat(s, beat(9.78, 10.0, version=s.version), 10.0, in_sync=0.1, silent_after=3)
+    ok = drift.check_beat(s, beat(9.78, 10.0, version=s.version), 10.0, in_sync=0.1, silent_after=3)
     assert ok.status == "in_sync" and ok.drift == pytest.approx(0.03)
-    assert core.check_beat(s, beat(9.0, 10.0), 10.0, in_sync=0.1, silent_after=3).status == "drifting"
-    assert core.check_beat(s, beat(9.75, 10.0, playing=False), 10.0, in_sync=0.1, silent_after=3).status == (
+    assert drift.check_beat(s, beat(9.0, 10.0), 10.0, in_sync=0.1, silent_after=3).status == "drifting"
+    assert drift.check_beat(s, beat(9.75, 10.0, playing=False), 10.0, in_sync=0.1, silent_after=3).status == (
         "wrong_state"
     )
-    assert core.check_beat(s, beat(9.75, 10.0, version=0), 10.0, in_sync=0.1, silent_after=3).status == "behind"
-    assert core.check_beat(s, beat(9.75, 10.0), 20.0, in_sync=0.1, silent_after=3).status == "silent"
+    assert drift.check_beat(s, beat(9.75, 10.0, version=0), 10.0, in_sync=0.1, silent_after=3).status == "behind"
+    assert drift.check_beat(s, beat(9.75, 10.0), 20.0, in_sync=0.1, silent_after=3).status == "silent"
 
 
 def test_the_document_round_trips() -> None:
     s = core.apply(loaded(), as_host(), SetReadyCheck(ReadyCheck("count", 2)), ctx(0.0))
     s = core.apply(s, as_host(), Queue(item(2, None)), ctx(0.0))
     s = core.set_ready(s, ANN.id, True, ctx(1.0))
-    assert core.from_document("room", core.to_document(s)) == s
-    view = core.state_view(s, cause="queue", by=HOST)
+    assert codec.from_document("room", codec.to_document(s)) == s
+    view = codec.state_view(s, cause="queue", by=HOST)
     assert set(view) >= {"room_id", "media", "playing", "position", "rate", "server_time", "version"}
     assert view["media"]["item_id"] == "i1" and view["playlist"][1]["media"]["duration"] is None

@@ -20,7 +20,8 @@ from typing import Any, Protocol, TypeVar
 import redis.asyncio as aioredis
 
 from core_api.settings import Settings
-from watch_party.core import Beat, Person
+from watch_party.core import Person
+from watch_party.drift import Beat
 
 T = TypeVar("T")
 

@@ -20,8 +20,8 @@
 | ``watch:report`` | ``{room_id}`` | ``server_time``, ``version``, ``viewers``, ``summary`` |
 
 A heartbeat's ack times are ``client_time`` (echoed), ``received_at`` and ``server_time``.
-Server→client, to ``room:<id>``: ``watch:state`` (see :func:`watch_party.core.state_view`) and
-``watch:readiness`` (:func:`watch_party.core.readiness_view`); a viewer joining a ``watch`` room gets
+Server→client, to ``room:<id>``: ``watch:state`` (see :func:`watch_party.codec.state_view`) and
+``watch:readiness`` (:func:`watch_party.codec.readiness_view`); a viewer joining a ``watch`` room gets
 both at once. The rules are in :mod:`watch_party.core`, the use cases in :mod:`watch_party.service`.
 """
 

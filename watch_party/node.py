@@ -33,7 +33,7 @@ from core_api.events import Transport
 from core_api.settings import Settings
 from rooms.access import socket_room
 from rooms.presence import Presence
-from watch_party import core, store
+from watch_party import codec, core, store
 from watch_party.board import SyncBoard
 from watch_party.core import Context, Person, Rules, WatchState
 from watch_party.progress import ProgressWriter
@@ -171,10 +171,10 @@ class WatchNode:
         self.remember(new)
         room = socket_room(new.room_id)
         if new.version != old.version:
-            await self.transport.emit("watch:state", core.state_view(new, cause=cause, by=by), to=room)
+            await self.transport.emit("watch:state", codec.state_view(new, cause=cause, by=by), to=room)
         if new.ready_rev != old.ready_rev or new.ready_check != old.ready_check or new.current != old.current:
             present = await self.present_ids(new.room_id)
-            await self.transport.emit("watch:readiness", core.readiness_view(new, present), to=room)
+            await self.transport.emit("watch:readiness", codec.readiness_view(new, present), to=room)
 
     # --- upkeep --------------------------------------------------------------------------------------
 

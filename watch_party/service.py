@@ -19,8 +19,9 @@ from core_api.events import Connection, EventCall
 from core_api.http import Principal
 from rooms.access import active, require_member, require_open, socket_room
 from rooms.schemas import RoomOut
-from watch_party import core, store
-from watch_party.core import Actor, Beat, Command, Context, Item, Media, Person
+from watch_party import codec, core, drift, store
+from watch_party.core import Actor, Command, Context, Item, Media, Person
+from watch_party.drift import Beat
 from watch_party.node import WatchNode
 from watch_party.schemas import HeartbeatIn, MediaIn
 
@@ -74,7 +75,7 @@ async def command(
             await store.save_state(tx.conn, new)
     node.touch(str(room_id))
     await node.publish(state, new, cause, person(call.user))
-    return {"state": core.state_view(new, cause=cause, by=person(call.user))}
+    return {"state": codec.state_view(new, cause=cause, by=person(call.user))}
 
 
 async def new_item(call: EventCall, media: MediaIn) -> Item:
@@ -112,7 +113,7 @@ async def set_ready(call: EventCall, room_id: uuid.UUID, ready: bool) -> dict[st
             await store.save_state(tx.conn, new)
     node.touch(str(room_id))
     await node.publish(state, new, "ready", person(call.user))
-    return {"readiness": core.readiness_view(new, present)}
+    return {"readiness": codec.readiness_view(new, present)}
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -128,8 +129,8 @@ async def sync(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
     node.touch(str(room_id))
     present = await node.present_ids(str(room_id))
     return {
-        "state": core.state_view(state),
-        "readiness": core.readiness_view(state, present),
+        "state": codec.state_view(state),
+        "readiness": codec.readiness_view(state, present),
         "tuning": node.tuning,
         "server_time": node.clock(),
     }
@@ -145,8 +146,8 @@ async def on_room_joined(call: EventCall, room: RoomOut) -> None:
     node.remember(state)
     node.touch(str(room.id))
     present = await node.present_ids(str(room.id))
-    await call.transport.emit("watch:state", core.state_view(state), to=call.sid)
-    await call.transport.emit("watch:readiness", core.readiness_view(state, present), to=call.sid)
+    await call.transport.emit("watch:state", codec.state_view(state), to=call.sid)
+    await call.transport.emit("watch:readiness", codec.readiness_view(state, present), to=call.sid)
 
 
 # --- heartbeats and the sync report --------------------------------------------------------------
@@ -208,7 +209,7 @@ async def report(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
     settings = node.settings
     beats = await node.board.beats(str(room_id), newer_than=now - settings.watch_viewer_ttl_s)
     checks = [
-        core.check_beat(state, b, now, in_sync=settings.watch_in_sync_s, silent_after=3 * settings.watch_heartbeat_s)
+        drift.check_beat(state, b, now, in_sync=settings.watch_in_sync_s, silent_after=3 * settings.watch_heartbeat_s)
         for b in beats
     ]
     checks.sort(key=lambda c: (c.status == "in_sync", -abs(c.drift), c.beat.user.display_name))
@@ -228,7 +229,7 @@ async def report(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
-def _viewer_row(check: core.ViewerSync, now: float) -> dict[str, Any]:
+def _viewer_row(check: drift.ViewerSync, now: float) -> dict[str, Any]:
     beat = check.beat
     return {
         "user": beat.user.to_json(),

@@ -11,7 +11,8 @@ import uuid
 from collections.abc import Collection
 
 from core_api.db import Connection
-from watch_party.core import Person, Viewer, WatchState, from_document, to_document
+from watch_party.codec import from_document, to_document
+from watch_party.core import Person, Viewer, WatchState
 
 _SELECT = "SELECT state FROM watch_parties WHERE room_id = $1"
 
