@@ -227,7 +227,10 @@ class WatchNode:
         """The upkeep loop; the app owns it (started and cancelled in a ``cleanup_ctx``)."""
         while True:
             await asyncio.sleep(self.settings.watch_upkeep_s)
-            await self.upkeep()
+            try:
+                await self.upkeep()
+            except Exception:
+                log.exception("watch upkeep failed; retrying on the next beat")
 
     def _time_end(self, state: WatchState) -> None:
         ends = state.ends_at()

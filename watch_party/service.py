@@ -28,7 +28,7 @@ from watch_party.schemas import HeartbeatIn, MediaIn
 WATCH = "watch_party.node"
 """Session key under which the server hands every connection the app's :class:`WatchNode`."""
 _WATCHED = "watch_party.watched"
-"""Session key: the rooms this connection sent heartbeats in."""
+"""Session key: the rooms this connection took part in (synced, commanded, heartbeats)."""
 SANE_OFFSET_S = 24 * 3600.0
 """A client's clock-offset estimate placing its sample further than this from our clock is ignored."""
 
@@ -74,6 +74,7 @@ async def command(
         if new is not state:
             await store.save_state(tx.conn, new)
     node.touch(str(room_id))
+    watched(call.session).add(str(room_id))
     await node.publish(state, new, cause, person(call.user))
     return {"state": codec.state_view(new, cause=cause, by=person(call.user))}
 
@@ -127,6 +128,7 @@ async def sync(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
         state = await node.read(conn, room_id)
     node.remember(state)
     node.touch(str(room_id))
+    watched(call.session).add(str(room_id))
     present = await node.present_ids(str(room_id))
     return {
         "state": codec.state_view(state),
@@ -145,6 +147,7 @@ async def on_room_joined(call: EventCall, room: RoomOut) -> None:
         state = await node.read(conn, room.id)
     node.remember(state)
     node.touch(str(room.id))
+    watched(call.session).add(str(room.id))
     present = await node.present_ids(str(room.id))
     await call.transport.emit("watch:state", codec.state_view(state), to=call.sid)
     await call.transport.emit("watch:readiness", codec.readiness_view(state, present), to=call.sid)
@@ -246,8 +249,8 @@ def _viewer_row(check: drift.ViewerSync, now: float) -> dict[str, Any]:
 
 
 async def on_disconnect(conn: Connection) -> None:
-    """Drop the connection's beats, write its owner's last resume points, look at the rooms it left
-    (the leader may have gone)."""
+    """Drop the connection's beats, write its owner's last resume points, look at the rooms it took part
+    in (the leader may have gone)."""
     node = node_of(conn.session)
     for room_id in watched(conn.session):
         await node.board.remove(room_id, connection_key(node, conn.sid))
