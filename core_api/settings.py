@@ -119,6 +119,55 @@ class Settings(BaseSettings):
         description="A websocket client with more unsent bytes than this (it stopped reading) is disconnected.",
     )
 
+    # --- watch parties (watch_party/) ---
+    watch_start_lead_s: float = Field(
+        0.15,
+        ge=0,
+        le=5,
+        description="A play or seek starts at least this long after the server takes it (more when the room's "
+        "slowest viewer needs longer to hear of it), so that every viewer starts on the same instant.",
+    )
+    watch_max_start_lead_s: float = Field(
+        1.0, ge=0, le=10, description="The longest a play or seek waits for the room's slowest viewer."
+    )
+    watch_max_playlist: int = Field(100, ge=1, le=1000, description="Most items in a watch party's playlist.")
+    watch_viewer_ttl_s: float = Field(
+        10.0, gt=0, le=3600, description="A viewer without a heartbeat for this long drops out of the sync report."
+    )
+    watch_upkeep_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often each node looks after its watch rooms: leader still present, ready check met, "
+        "item run out.",
+    )
+    watch_progress_interval_s: float = Field(
+        15.0, ge=1, le=3600, description="Shortest time between two resume-point writes of a viewer watching a lecture."
+    )
+    watch_in_sync_s: float = Field(
+        0.1, gt=0, le=60, description="The sync report calls a viewer in sync while their drift stays within this."
+    )
+    # The correction rule's thresholds: handed to clients in the watch:sync answer (`tuning`).
+    watch_heartbeat_s: float = Field(1.0, ge=0.1, le=60, description="Clients: seconds between two heartbeats.")
+    watch_hard_sync_s: float = Field(
+        0.04, ge=0, le=60, description="Clients: on a new state version, seek if the player is off by more than this."
+    )
+    watch_seek_threshold_s: float = Field(
+        0.5, gt=0, le=600, description="Clients: at any time, seek if the player is off by more than this."
+    )
+    watch_nudge_threshold_s: float = Field(
+        0.005, gt=0, le=60, description="Clients: change the playback rate if the player is off by more than this."
+    )
+    watch_nudge_release_s: float = Field(
+        0.001, ge=0, le=60, description="Clients: back to the normal rate once within this."
+    )
+    watch_max_nudge: float = Field(
+        0.1, gt=0, le=0.5, description="Clients: largest relative rate change of a nudge (0.1 = ±10 %)."
+    )
+    watch_nudge_horizon_s: float = Field(
+        1.0, gt=0, le=600, description="Clients: a nudge aims to cancel the drift over about this long."
+    )
+
     @field_validator("database_url", "redis_url", "jwt_secret", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
@@ -159,6 +208,15 @@ class Settings(BaseSettings):
             )
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("STUDYHALL_DB_POOL_MIN must not exceed STUDYHALL_DB_POOL_MAX")
+        if not self.watch_nudge_release_s < self.watch_nudge_threshold_s < self.watch_seek_threshold_s:
+            raise ValueError(
+                "the watch thresholds must grow: STUDYHALL_WATCH_NUDGE_RELEASE_S < STUDYHALL_WATCH_NUDGE_THRESHOLD_S"
+                " < STUDYHALL_WATCH_SEEK_THRESHOLD_S"
+            )
+        if self.watch_start_lead_s > self.watch_max_start_lead_s:
+            raise ValueError("STUDYHALL_WATCH_START_LEAD_S must not exceed STUDYHALL_WATCH_MAX_START_LEAD_S")
+        if self.watch_hard_sync_s > self.watch_seek_threshold_s:
+            raise ValueError("STUDYHALL_WATCH_HARD_SYNC_S must not exceed STUDYHALL_WATCH_SEEK_THRESHOLD_S")
         return self
 
     @property

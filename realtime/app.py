@@ -29,6 +29,10 @@ from rooms import chat as room_chat
 from rooms import handlers as room_handlers
 from rooms import live as room_live
 from rooms.presence import PresenceChange, keep_presence, open_presence
+from watch_party import handlers as watch_handlers
+from watch_party import service as watch_service
+from watch_party.board import open_board
+from watch_party.node import WatchNode
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ API = Api.combine(
     room_handlers.api,
     room_chat.api,
 )
-EVENTS = Events.combine(room_handlers.events, room_chat.events)
+EVENTS = Events.combine(room_handlers.events, room_chat.events, watch_handlers.events)
 OPENAPI = web.AppKey("openapi", dict)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -221,10 +225,29 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
         yield
         await app[SOCKETS].close()
 
+    async def watch_parties(app: web.Application) -> AsyncIterator[None]:
+        # Watch parties: one WatchNode per app (state cache, sync board, upkeep loop, end-of-item timers),
+        # handed to every connection; room:join sends joiners of watch rooms the player state.
+        sockets = app[SOCKETS]
+        board = open_board(settings)
+        node = WatchNode(app[CORE], sockets, sockets.services[room_live.PRESENCE], board, settings)
+        sockets.services[watch_service.WATCH] = node
+        sockets.services.setdefault(room_live.JOIN_HOOKS, []).append(watch_service.on_room_joined)
+        upkeep = asyncio.create_task(node.run())
+        try:
+            yield
+        finally:
+            upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await upkeep
+            await node.close()
+            await board.close()
+
     # Closed in reverse: presence withdraws (and announces) before Socket.IO stops, both before the pool.
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(sockets)
     app.cleanup_ctx.append(presence)
+    app.cleanup_ctx.append(watch_parties)
     app[SOCKETS] = SocketServer(app, settings, EVENTS)
     API.mount(app, auth.authenticate)
     app.router.add_get("/api/v1/openapi.json", openapi_view)

@@ -46,6 +46,9 @@ ANNOUNCER = "rooms.announcer"
 """Session key of the app's :class:`Announcer`."""
 JOINED = "rooms.joined"
 """Session key: the ids (text) of the rooms this connection has joined."""
+JOIN_HOOKS = "rooms.join_hooks"
+"""Session key: ``async (call, room) -> None`` callables run after a connection joined a room (other
+packages register them through the server's services: watch parties send a joiner the player state)."""
 _CLOSED = "rooms.closed"
 
 
@@ -190,6 +193,11 @@ async def join(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
         await presence.leave(key, call.sid)
     elif first:
         await announcer_of(call.session, call.transport).change(key, me, "joined", size=len(members), skip_sid=call.sid)
+    for hook in call.session.get(JOIN_HOOKS, ()):
+        try:
+            await hook(call, view)
+        except Exception:
+            log.exception("a room:join hook failed for room %s", key)
     listed = members[: call.core.settings.presence_list_max]
     return {
         "room": view.model_dump(mode="json"),

@@ -109,3 +109,15 @@ def test_chat_with_socket_io_client(node: str, server: LiveServer) -> None:
     report = run_check(node, "chat", STUDYHALL_URL=server.url, STUDYHALL_TOKEN=user.token, STUDYHALL_ROOM_ID=room["id"])
     assert report["checks"]["seq"] == 1
     assert report["checks"]["history"] == 1
+
+
+def test_a_watch_party_with_socket_io_client(node: str, server: LiveServer) -> None:
+    user = new_user(server)
+    body = {"name": "js watch", "kind": "watch", "visibility": "private"}
+    status, room = server.run(rest(server.url, "POST", "/rooms", user, json=body))
+    assert status == 201, room
+    report = run_check(
+        node, "watch", STUDYHALL_URL=server.url, STUDYHALL_TOKEN=user.token, STUDYHALL_ROOM_ID=room["id"]
+    )
+    assert report["checks"]["version"] == 2  # load, then play
+    assert abs(report["checks"]["offset"]) < 0.05  # one machine, one clock

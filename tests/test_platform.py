@@ -75,10 +75,11 @@ def test_bad_settings_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_jwt_secret_is_generated_once_and_kept_private(tmp_path: Path) -> None:
-    settings = load_settings(data_dir=tmp_path / "data")
+    # redis_url=None: single-node settings even when the caller's environment sets STUDYHALL_REDIS_URL
+    settings = load_settings(data_dir=tmp_path / "data", redis_url=None)
     key = settings.jwt_key()
     assert len(key) >= 32
-    assert load_settings(data_dir=tmp_path / "data").jwt_key() == key
+    assert load_settings(data_dir=tmp_path / "data", redis_url=None).jwt_key() == key
     mode = stat.S_IMODE((tmp_path / "data" / "jwt_secret").stat().st_mode)
     assert mode == 0o600
     assert "********" in load_settings(data_dir=tmp_path, jwt_secret="s" * 40).masked().values()

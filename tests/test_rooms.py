@@ -394,7 +394,7 @@ async def test_banned_users_cannot_join(api: ApiClient, tabs: Any) -> None:
 
 def test_presence_heartbeat_must_be_shorter_than_its_ttl(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="STUDYHALL_PRESENCE_HEARTBEAT_S"):
-        load_settings(data_dir=tmp_path, presence_ttl_s=2, presence_heartbeat_s=2)
+        load_settings(data_dir=tmp_path, presence_ttl_s=2, presence_heartbeat_s=2, redis_url=None)
 
 
 # --- presence backends ---------------------------------------------------------------------------

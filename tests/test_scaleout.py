@@ -157,7 +157,7 @@ async def test_the_write_only_emitter_reaches_clients_on_every_node(nodes: Clust
 
 async def test_external_emitter_needs_redis() -> None:
     with pytest.raises(ValueError, match="STUDYHALL_REDIS_URL"):
-        external_emitter(load_settings(jwt_secret=TEST_JWT_SECRET))
+        external_emitter(load_settings(jwt_secret=TEST_JWT_SECRET, redis_url=None))
 
 
 # --- rooms and chat across nodes -------------------------------------------------------------------

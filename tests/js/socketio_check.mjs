@@ -2,6 +2,7 @@
 //
 //   STUDYHALL_URL=http://127.0.0.1:PORT STUDYHALL_TOKEN=<access token> node socketio_check.mjs handshake
 //   ... STUDYHALL_ROOM_ID=<room id> node socketio_check.mjs chat
+//   ... STUDYHALL_ROOM_ID=<id of a watch room the token's user hosts> node socketio_check.mjs watch
 //
 // Prints one JSON line: {"ok": true, "checks": {...}} (exit 0) or {"ok": false, "error": "..."} (exit 1).
 // tests/test_js_client.py runs it; every wait is bounded, so it always ends by itself.
@@ -153,11 +154,54 @@ async function chat() {
   return checks;
 }
 
-const modes = { handshake, chat };
+// Watch parties as a browser would follow one: the state on joining a watch room, a change broadcast to
+// every connection, and clock sync by the documented rule (README, "Keeping a player in step").
+async function watch() {
+  if (!roomId) fail("watch needs STUDYHALL_ROOM_ID (a watch room the token's user hosts)", null);
+  const checks = {};
+  const viewer = await connected(["polling", "websocket"]);
+  await upgraded(viewer);
+  const host = await connected(["websocket"]);
+  const first = next(viewer, "watch:state", (s) => s?.room_id === roomId);
+  const joined = await ask(viewer, "room:join", { room_id: roomId });
+  if (joined?.ok !== true) fail("room:join", joined);
+  const initial = await first; // sent to the joiner before the ack
+  if (typeof initial.version !== "number" || typeof initial.server_time !== "number") fail("watch:state", initial);
+  if ((await ask(host, "room:join", { room_id: roomId }))?.ok !== true) fail("host room:join", null);
+
+  const media = { url: "https://example.com/js.mp4", kind: "video", duration: 120 };
+  const loaded = await ask(host, "watch:load", { room_id: roomId, media, version: initial.version });
+  if (loaded?.ok !== true) fail("watch:load", loaded);
+  const played = next(viewer, "watch:state", (s) => s?.room_id === roomId && s.cause === "play");
+  const play = await ask(host, "watch:play", { room_id: roomId, version: loaded.state.version });
+  if (play?.ok !== true) fail("watch:play", play);
+  const state = await played;
+  if (state.version !== play.state.version || !state.playing || state.media?.url !== media.url) fail("play", state);
+  const stale = await ask(host, "watch:pause", { room_id: roomId, version: loaded.state.version });
+  if (stale?.ok !== false || stale.error?.code !== "conflict") fail("a stale pause", stale);
+
+  const ups = [];
+  const downs = [];
+  for (let i = 0; i < 5; i++) {
+    const t1 = Date.now() / 1000;
+    const ack = await ask(viewer, "watch:heartbeat", {
+      room_id: roomId, position: 0, playing: true, client_time: t1, version: state.version,
+    });
+    const t4 = Date.now() / 1000;
+    if (ack?.ok !== true || ack.client_time !== t1) fail("watch:heartbeat", ack);
+    ups.push(ack.received_at - t1);
+    downs.push(t4 - ack.server_time);
+  }
+  checks.offset = (Math.min(...ups) - Math.min(...downs)) / 2; // server minus this machine: about 0 here
+  checks.version = state.version;
+  return checks;
+}
+
+const modes = { handshake, chat, watch };
 const mode = modes[process.argv[2]];
 let status = 0;
 try {
-  if (!url || !token || !mode) fail("usage: STUDYHALL_URL=... STUDYHALL_TOKEN=... node socketio_check.mjs handshake|chat", process.argv.slice(2));
+  if (!url || !token || !mode) fail("usage: STUDYHALL_URL=... STUDYHALL_TOKEN=... node socketio_check.mjs handshake|chat|watch", process.argv.slice(2));
   console.log(JSON.stringify({ ok: true, checks: await mode() }));
 } catch (err) {
   console.log(JSON.stringify({ ok: false, error: String(err?.stack ?? err) }));
