@@ -1,0 +1,477 @@
+"""One slot of the pool: a work-directory tmpfs, a cgroup, and a sandbox waiting for its next run.
+
+A slot prepares its sandbox *before* a run is asked for ("warm"): bubblewrap, started as the sandbox
+user, builds fresh namespaces (user, PID, network, IPC, UTS, mount, cgroup), mounts the read-only
+system directories and the slot's work directory, loads the seccomp filter and starts the init
+helper (``init.c``) as process 1. Once init says it is ready it is moved into the slot's cgroup, while
+it is idle, so a run never waits for bubblewrap or for a cgroup move. A run then only writes its
+files, sets the cgroup's limits and sends init the command; init forks and execs it.
+
+After the run everything the sandbox held dies with its PID namespace, the cgroup is checked empty,
+the work directory is emptied (unless a compile step's output is kept for the run that follows) and a
+new sandbox is prepared for the next run: no namespace, process or file outlives the run it was made for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sandbox.cgroups import Mark, SlotCgroup, Usage
+from sandbox.core import Outcome
+from sandbox.host import HostError, SandboxUser
+from sandbox.models import Limits, SourceFile
+
+log = logging.getLogger(__name__)
+
+WORK = "/work"
+RLIM_INFINITY = 2**64 - 1
+_READY_TIMEOUT_S = 20.0
+_DRAIN_TIMEOUT_S = 2.0
+_EMPTY_TIMEOUT_S = 5.0
+_CPU_CHECK_S = 0.1
+_BASE_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": WORK,
+    "TMPDIR": "/tmp",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "USER": "sandbox",
+}
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself failed (not the program in it)."""
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One program to run in a slot's sandbox."""
+
+    argv: Sequence[str]
+    limits: Limits
+    stdin: bytes = b""
+    env: dict[str, str] = field(default_factory=dict)
+    address_space_limit: bool = False
+
+
+def rlimits(phase: Phase) -> list[tuple[str, int, int]]:
+    """The per-process rlimits behind the cgroup limits (the second line), as (resource, soft, hard)."""
+    limits = phase.limits
+    cpu_s = math.ceil(limits.cpu_ms / 1000) + 1  # the cgroup watchdog should act first
+    memory = limits.memory_kb * 1024
+    out = [
+        ("CPU", cpu_s, cpu_s + 1),
+        ("FSIZE", limits.file_size_kb * 1024, limits.file_size_kb * 1024),
+        ("NOFILE", limits.open_files, limits.open_files),
+        ("NPROC", limits.processes, limits.processes),
+        ("STACK", min(memory, 64 * 1024 * 1024), min(memory, 64 * 1024 * 1024)),
+        ("CORE", 0, 0),
+        ("MEMLOCK", 0, 0),
+        ("MSGQUEUE", 0, 0),
+    ]
+    if phase.address_space_limit:
+        # Address space is not memory: leave room for reserved-but-untouched mappings, so that the
+        # cgroup limit (which counts what is really used) decides, and this only stops runaway mappings.
+        space = 2 * memory + 256 * 1024 * 1024
+        out.append(("AS", space, space))
+    return out
+
+
+def go_message(phase: Phase) -> bytes:
+    fields = [f"L{name} {soft} {hard}" for name, soft, hard in rlimits(phase)]
+    fields += [f"E{k}={v}" for k, v in {**_BASE_ENV, **phase.env}.items()]
+    fields.append(f"C{WORK}")
+    fields += [f"A{arg}" for arg in phase.argv]
+    return b"".join(f.encode() + b"\0" for f in fields)
+
+
+class OutputCapture:
+    """Reads one pipe into memory up to ``cap`` bytes; ``overflow`` is set when the program wrote more."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, cap: int, overflow: asyncio.Event) -> None:
+        self.loop = loop
+        self.fd = fd
+        self.cap = cap
+        self.data = bytearray()
+        self.overflowed = False
+        self._overflow = overflow
+        self.closed = asyncio.Event()
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            chunk = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.stop()
+            return
+        room = self.cap - len(self.data)
+        self.data += chunk[:room]
+        if len(chunk) > room:
+            self.overflowed = True
+            self._overflow.set()
+            self.stop()
+
+    def stop(self) -> None:
+        if not self.closed.is_set():
+            self.loop.remove_reader(self.fd)
+            self.closed.set()
+
+
+@dataclass
+class Sandbox:
+    """A started bubblewrap whose init waits for a command."""
+
+    proc: subprocess.Popen[bytes]
+    init_pid: int
+    ctrl: socket.socket
+    stdout: int
+    stderr: int
+
+    def close_fds(self) -> None:
+        self.ctrl.close()
+        for fd in (self.stdout, self.stderr):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class Slot:
+    """One slot: see the module docstring. Not safe for two runs at once; the pool hands it out."""
+
+    def __init__(
+        self,
+        index: int,
+        directory: Path,
+        cgroup: SlotCgroup,
+        user: SandboxUser,
+        bwrap_argv: list[str],
+        seccomp: bytes,
+        init: Path,
+    ) -> None:
+        self.index = index
+        self.dir = directory
+        self.work = directory / "work"
+        self.tmp = directory / "tmp"
+        self.cgroup = cgroup
+        self.user = user
+        self._bwrap_argv = bwrap_argv
+        self._seccomp = seccomp
+        self._launcher = [str(init), "launch", str(user.uid), str(user.gid)]
+        self.sandbox: Sandbox | None = None
+
+    # --- preparing ----------------------------------------------------------------------------------
+
+    def reset_files(self) -> None:
+        """Empty the work and temporary directories (no sandbox process is alive to race with this)."""
+        for path, mode in ((self.work, 0o755), (self.tmp, 0o700)):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+            path.mkdir(mode=mode)
+            os.chown(path, self.user.uid, self.user.gid)
+
+    def write_files(self, files: Sequence[SourceFile]) -> None:
+        for item in files:
+            target = self.work / item.path
+            parent = self.work
+            for part in Path(item.path).parts[:-1]:
+                parent = parent / part
+                if not parent.exists():
+                    parent.mkdir(mode=0o755)
+                    os.chown(parent, self.user.uid, self.user.gid)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            try:
+                os.write(fd, item.content.encode())
+                os.fchown(fd, self.user.uid, self.user.gid)
+            finally:
+                os.close(fd)
+
+    def write_executable(self, name: str, data: bytes) -> None:
+        fd = os.open(self.work / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
+        try:
+            os.write(fd, data)
+            os.fchown(fd, self.user.uid, self.user.gid)
+        finally:
+            os.close(fd)
+
+    def _spawn(self) -> Sandbox:
+        ctrl, child_ctrl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        filter_r, filter_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            os.write(filter_w, self._seccomp)  # a few hundred bytes: always fits the pipe
+            os.close(filter_w)
+            filter_w = -1
+            argv = [
+                *self._launcher,
+                *self._bwrap_argv[:-1],
+                "--seccomp",
+                str(filter_r),
+                self._bwrap_argv[-1],
+                str(child_ctrl.fileno()),
+            ]
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=err_w,
+                pass_fds=(child_ctrl.fileno(), filter_r),
+                env={},
+                cwd="/",
+                umask=0o022,
+            )  # no user= here: that would make Python fork instead of vfork; the launcher switches user
+        except BaseException:
+            ctrl.close()
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise
+        finally:
+            child_ctrl.close()
+            for fd in (out_w, err_w, filter_r, filter_w):
+                if fd >= 0:
+                    os.close(fd)
+        return Sandbox(proc=proc, init_pid=0, ctrl=ctrl, stdout=out_r, stderr=err_r)
+
+    async def warm(self) -> None:
+        """Start this slot's next sandbox and move its idle init into the slot's cgroup."""
+        loop = asyncio.get_running_loop()
+        sandbox = await asyncio.to_thread(self._spawn)
+        try:
+            sandbox.ctrl.setblocking(False)
+            try:
+                async with asyncio.timeout(_READY_TIMEOUT_S):
+                    ready = await loop.sock_recv(sandbox.ctrl, 16)
+            except TimeoutError:
+                ready = b""
+            if ready != b"R":
+                raise SandboxError(f"bubblewrap did not start the sandbox: {self._startup_error(sandbox)}")
+            children = _children(sandbox.proc.pid)
+            if len(children) != 1:
+                raise SandboxError(f"expected one init process under bubblewrap, found {children}")
+            sandbox.init_pid = int(children[0])
+            self.cgroup.attach(sandbox.init_pid)
+        except BaseException:
+            await self._destroy(sandbox)
+            raise
+        self.sandbox = sandbox
+
+    def _startup_error(self, sandbox: Sandbox) -> str:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            sandbox.proc.wait(timeout=2)
+        os.set_blocking(sandbox.stderr, False)
+        try:
+            text = os.read(sandbox.stderr, 4096).decode(errors="replace").strip()
+        except OSError:
+            text = ""
+        return text or f"exit status {sandbox.proc.poll()}"
+
+    # --- running ------------------------------------------------------------------------------------
+
+    async def execute(self, phase: Phase) -> Outcome:
+        """Run one program in the warm sandbox and gather what happened; the sandbox is used up."""
+        sandbox = self.sandbox
+        if sandbox is None:
+            raise SandboxError("the slot has no sandbox ready")
+        self.sandbox = None
+        loop = asyncio.get_running_loop()
+        limits = phase.limits
+        overflow = asyncio.Event()
+        out = OutputCapture(loop, sandbox.stdout, limits.output_bytes, overflow)
+        err = OutputCapture(loop, sandbox.stderr, limits.output_bytes, overflow)
+        mark: Mark | None = None
+        report = b""
+        timed_out = cpu_exceeded = False
+        started = time.monotonic()
+        try:
+            mark = self.cgroup.prepare(limits.memory_kb * 1024, limits.processes + 1)  # + init
+            stdin = os.memfd_create("stdin", os.MFD_CLOEXEC)
+            try:
+                view = memoryview(phase.stdin)
+                while view:
+                    view = view[os.write(stdin, view) :]
+                os.lseek(stdin, 0, os.SEEK_SET)
+                sandbox.ctrl.sendmsg(
+                    [go_message(phase)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, stdin.to_bytes(4, "little"))]
+                )
+            finally:
+                os.close(stdin)
+            started = time.monotonic()
+            report_task = asyncio.ensure_future(loop.sock_recv(sandbox.ctrl, 512))
+            overflow_task = asyncio.ensure_future(overflow.wait())
+            deadline = started + limits.wall_ms / 1000
+            next_cpu_check = started + limits.cpu_ms / 1000
+            try:
+                while True:
+                    now = time.monotonic()
+                    if now >= deadline:
+                        timed_out = True
+                        break
+                    if now >= next_cpu_check:
+                        if self.cgroup.cpu_ns() - mark.cpu_ns > limits.cpu_ms * 1_000_000:
+                            cpu_exceeded = True
+                            break
+                        next_cpu_check = now + _CPU_CHECK_S
+                    timeout = max(0.0, min(deadline, next_cpu_check) - now)
+                    done, _ = await asyncio.wait(
+                        {report_task, overflow_task}, timeout=timeout, return_when="FIRST_COMPLETED"
+                    )
+                    if report_task in done:
+                        report = report_task.result()
+                        break
+                    if overflow_task in done:
+                        break
+            finally:
+                for task in (report_task, overflow_task):
+                    task.cancel()
+                await asyncio.gather(report_task, overflow_task, return_exceptions=True)
+            ended = time.monotonic()
+            if not report:
+                self._kill(sandbox)
+            # Output the program wrote just before it ended is still in the pipes: read it to the end,
+            # which comes once every process holding them is gone.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_DRAIN_TIMEOUT_S):
+                    await asyncio.gather(out.closed.wait(), err.closed.wait())
+            usage = self.cgroup.measure(mark)
+        finally:
+            out.stop()
+            err.stop()
+            await self._destroy(sandbox)
+        return self._outcome(report, usage, out, err, ended - started, timed_out, limits, cpu_exceeded)
+
+    def _outcome(self, report: bytes, usage: Usage, out: OutputCapture, err: OutputCapture, wall_s: float,
+                 timed_out: bool, limits: Limits, cpu_exceeded: bool) -> Outcome:  # fmt: skip
+        wait_status: int | None = None
+        start_error: str | None = None
+        wall_ms = round(wall_s * 1000)
+        maxrss_kb = 0
+        fields = report.decode(errors="replace").split()
+        if fields and fields[0] == "X" and len(fields) == 6:
+            wait_status = int(fields[1])
+            wall_ms = round(int(fields[2]) / 1000)
+            maxrss_kb = int(fields[5])
+        elif fields and fields[0] == "F":
+            err_no = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0
+            start_error = f"{fields[2] if len(fields) > 2 else 'start'}: {os.strerror(err_no)}"
+        cpu_ms = round(usage.cpu_ns / 1_000_000)
+        if cpu_exceeded:
+            cpu_ms = max(cpu_ms, limits.cpu_ms + 1)
+        memory_kb = usage.memory_peak_bytes // 1024 if usage.memory_peak_bytes is not None else maxrss_kb
+        return Outcome(
+            wait_status=wait_status,
+            cpu_ms=cpu_ms,
+            wall_ms=wall_ms,
+            memory_kb=memory_kb,
+            stdout=bytes(out.data),
+            stderr=bytes(err.data),
+            stdout_overflow=out.overflowed,
+            stderr_overflow=err.overflowed,
+            oom_killed=usage.oom_killed,
+            timed_out_wall=timed_out,
+            start_error=start_error,
+            process_limit_hit=usage.process_limit_hit,
+            file_limit_hit=self._file_limit_hit(limits),
+        )
+
+    def _file_limit_hit(self, limits: Limits) -> bool:
+        """Whether the program filled its work directory or wrote a file as large as it may."""
+        try:
+            if os.statvfs(self.dir).f_bavail == 0:
+                return True
+            cap = limits.file_size_kb * 1024
+            for root in (self.work, self.tmp):
+                for path in root.rglob("*"):
+                    if path.is_file() and not path.is_symlink() and path.stat().st_size >= cap:
+                        return True
+        except OSError:
+            return False
+        return False
+
+    # --- ending -------------------------------------------------------------------------------------
+
+    def _kill(self, sandbox: Sandbox) -> None:
+        """End the sandbox: killing its init (process 1 of its PID namespace) kills every process in it."""
+        with contextlib.suppress(ProcessLookupError):
+            if sandbox.init_pid:
+                os.kill(sandbox.init_pid, 9)
+        self.cgroup.kill()
+
+    async def _destroy(self, sandbox: Sandbox) -> None:
+        """Kill whatever is left of a sandbox, wait until its cgroup is empty and reap bubblewrap."""
+        self._kill(sandbox)
+        deadline = time.monotonic() + _EMPTY_TIMEOUT_S
+        while self.cgroup.procs():
+            if time.monotonic() > deadline:
+                sandbox.close_fds()
+                raise SandboxError(f"slot {self.index}: processes {self.cgroup.procs()} survived SIGKILL")
+            self.cgroup.kill()
+            await asyncio.sleep(0.001)
+        if sandbox.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                sandbox.proc.kill()
+            await asyncio.to_thread(sandbox.proc.wait)
+        sandbox.close_fds()
+
+    async def close(self) -> None:
+        if self.sandbox is not None:
+            sandbox, self.sandbox = self.sandbox, None
+            await self._destroy(sandbox)
+
+
+def _children(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        return fh.read().split()
+
+
+def bwrap_argv(bwrap: str, slot_dir: Path, init: Path) -> list[str]:
+    """The bubblewrap command of a slot's sandboxes, without ``--seccomp FD`` and init's argument.
+
+    The last element is init's path inside the sandbox; :meth:`Slot._spawn` inserts the seccomp
+    descriptor before it and appends the control socket's number after it.
+    """
+    argv = [
+        bwrap,
+        "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+        "--unshare-cgroup-try", "--disable-userns", "--as-pid-1", "--die-with-parent", "--new-session",
+        "--hostname", "sandbox",
+        "--ro-bind", "/usr", "/usr",
+    ]  # fmt: skip
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = Path("/") / name
+        if path.is_symlink():
+            argv += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            argv += ["--ro-bind", str(path), str(path)]
+    for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime"):
+        argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    argv += [
+        "--proc", "/proc",
+        "--dev", "/dev",
+        "--bind", str(slot_dir / "work"), WORK,
+        "--bind", str(slot_dir / "tmp"), "/tmp",
+        "--ro-bind", str(init), "/.init",
+        "--remount-ro", "/",
+        "--chdir", WORK,
+        "/.init",
+    ]  # fmt: skip
+    return argv
+
+
+__all__ = ["HostError", "Phase", "SandboxError", "Slot", "bwrap_argv"]
