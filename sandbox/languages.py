@@ -125,6 +125,11 @@ class LanguageInfo(BaseModel):
     extensions: list[str]
 
 
+def installed_ids() -> set[str]:
+    """The ids of the languages whose program exists here (cheap: no program is started)."""
+    return {lang.id for lang in LANGUAGES.values() if os.access(lang.executable, os.X_OK)}
+
+
 def installed_languages() -> list[LanguageInfo]:
     """The languages whose programs exist on this machine, with their versions (runs each ``--version``)."""
     found = []

@@ -32,7 +32,7 @@ from typing import Protocol
 
 from sandbox import cgroups, host
 from sandbox.core import InvalidRequest, case_verdict, classify, compile_failed, lowered, overall_verdict
-from sandbox.languages import LANGUAGES, Language, LanguageInfo, installed_languages
+from sandbox.languages import LANGUAGES, Language, LanguageInfo, installed_ids, installed_languages
 from sandbox.models import (
     CaseResult,
     JudgeRequest,
@@ -139,13 +139,22 @@ class Runner(Protocol):
         """Why programs cannot be run at all, or None."""
         ...
 
-    async def submit(self, request: Request, context: dict[str, str] | None = None) -> Submitted: ...
+    async def submit(
+        self, request: Request, context: dict[str, str] | None = None, job_id: str | None = None
+    ) -> Submitted:
+        """Admit a job (raising :class:`QueueFull`, :class:`SandboxUnavailable` or
+        :class:`~sandbox.core.InvalidRequest` at once) and start it; its result comes later."""
+        ...
 
     async def run(self, request: RunRequest) -> RunResult: ...
 
     async def judge(self, request: JudgeRequest) -> JudgeResult: ...
 
     async def languages(self) -> list[LanguageInfo]: ...
+
+    def validate(self, request: Request) -> None:
+        """Raise :class:`~sandbox.core.InvalidRequest` if the request can never run here."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -161,11 +170,26 @@ def resolve(request: Request, installed: set[str]) -> tuple[Language, list[Sourc
     return lang, list(files)
 
 
+def validate(request: Request, maximum: Limits) -> None:
+    """Raise :class:`~sandbox.core.InvalidRequest` unless the request names an installed language, has
+    files that language can run, and asks for no limit above ``maximum``."""
+    resolve(request, installed_ids())
+    lowered(maximum, request.limits)
+
+
 def internal_error(message: str) -> PhaseResult:
     return PhaseResult(
         status=Status.INTERNAL_ERROR, stdout="", stderr="", exit_code=None, signal=None, cpu_ms=0, wall_ms=0,
         memory_kb=0, truncated=False, message=message,
     )  # fmt: skip
+
+
+def failed_result(request: Request, message: str) -> Result:
+    """The result of a job the sandbox could not run at all (``internal_error``)."""
+    failed = internal_error(message)
+    if isinstance(request, JudgeRequest):
+        return JudgeResult(verdict=Verdict.INTERNAL_ERROR, passed=0, total=len(request.tests), compile=failed, cases=[])
+    return RunResult(**failed.model_dump())
 
 
 class _NoHooks:
@@ -212,17 +236,22 @@ class LocalRunner:
             self._languages = await asyncio.to_thread(installed_languages)
         return self._languages
 
-    async def submit(self, request: Request, context: dict[str, str] | None = None) -> Submitted:
+    def validate(self, request: Request) -> None:
+        validate(request, self.config.run_limits)
+
+    async def submit(
+        self, request: Request, context: dict[str, str] | None = None, job_id: str | None = None
+    ) -> Submitted:
         if self._closed:
             raise SandboxUnavailable("the sandbox pool is shut down")
         if self.probe.reason is not None:
             raise SandboxUnavailable(self.probe.reason)
-        lang, files = resolve(request, {info.id for info in await self.languages()})
+        lang, files = resolve(request, installed_ids())
         limits = lowered(self.config.run_limits, request.limits)
         await self.open()
         if self._admitted >= self.config.workers + self.config.queue:
             raise QueueFull(f"{self._admitted} programs are running or waiting; try again shortly")
-        job = Job(id=uuid.uuid4().hex, request=request, context=dict(context or {}))
+        job = Job(id=job_id or uuid.uuid4().hex, request=request, context=dict(context or {}))
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._admitted += 1
         self._own(self._execute_job(job, lang, files, limits, future))
@@ -344,14 +373,7 @@ class LocalRunner:
                     else:
                         result = await self._run(slot, lang, files, limits, job.request)
             except SandboxUnavailable as exc:
-                failed = internal_error(str(exc))
-                result = (
-                    JudgeResult(
-                        verdict=Verdict.INTERNAL_ERROR, passed=0, total=len(job.request.tests), compile=failed, cases=[]
-                    )
-                    if isinstance(job.request, JudgeRequest)
-                    else RunResult(**failed.model_dump())
-                )
+                result = failed_result(job.request, str(exc))
             await self._hook(self.hooks.finished(job, result), job)
             if not future.done():
                 future.set_result(result)

@@ -28,7 +28,10 @@ from core_api.db import migrate
 from core_api.settings import Settings, load_settings
 from realtime.app import create_app
 
-pytest_plugins = ["tests.chat_helpers"]  # the `tabs` fixture of the chat tests
+pytest_plugins = [
+    "tests.chat_helpers",  # the `tabs` fixture of the chat tests
+    "tests.sandbox_helpers",  # `sandbox_machine` and `runner` of the sandbox tests
+]
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
 
