@@ -14,7 +14,6 @@ it running, store the result and push ``execution:finished`` to the owner's pers
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from datetime import datetime
@@ -356,12 +355,21 @@ class Executions:
                 ErrorCode.UNAVAILABLE, f"code execution is unavailable: {exc}", {"retry_after_s": 60}
             ) from None
         self._local.add(execution_id)
-        submitted.result.add_done_callback(lambda _: self._local.discard(execution_id))
+        submitted.result.add_done_callback(lambda done: self._settled(execution_id, done))
         if wait:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+            try:
                 async with asyncio.timeout(self.settings.sandbox_wait_timeout_s):
                     await asyncio.shield(submitted.result)
+            except TimeoutError:
+                pass  # answered as still queued or running
+            except Exception:
+                log.exception("execution %s failed in the runner", execution_id)
         return await self.get(user, execution_id)
+
+    def _settled(self, execution_id: uuid.UUID, done: asyncio.Future[Result]) -> None:
+        # With a result, the hooks have stored it; without one (shutdown), close() will.
+        if not done.cancelled() and done.exception() is None:
+            self._local.discard(execution_id)
 
     async def get(self, user: Principal, execution_id: uuid.UUID) -> ExecutionOut:
         row = await self.core.pool.fetchrow(f"SELECT {_COLUMNS} FROM executions WHERE id = $1", execution_id)

@@ -270,9 +270,10 @@ class LocalRunner:
     async def close(self) -> None:
         """Stop every run (their sandboxes are killed), then remove the slots' mounts and cgroups."""
         self._closed = True
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._tasks:  # a cancelled job may still hand its slot back: cancel until none is left
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         for slot in self._slots:
             try:
                 await slot.close()
@@ -377,10 +378,13 @@ class LocalRunner:
             await self._hook(self.hooks.finished(job, result), job)
             if not future.done():
                 future.set_result(result)
-        except BaseException as exc:
-            if not future.done():
-                future.set_exception(exc if isinstance(exc, Exception) else SandboxUnavailable("the pool shut down"))
+        except asyncio.CancelledError:
+            future.cancel()  # the pool is shutting down
             raise
+        except Exception as exc:
+            log.exception("sandbox job %s failed", job.id)
+            if not future.done():
+                future.set_exception(exc)
         finally:
             self._admitted -= 1
 
@@ -397,7 +401,8 @@ class LocalRunner:
             try:
                 yield slot
             finally:
-                self._own(self._recycle(slot))
+                if not self._closed:
+                    self._own(self._recycle(slot))
 
     async def _recycle(self, slot: Slot) -> None:
         """Empty a used slot and prepare its next sandbox, off the answer's path."""
