@@ -321,7 +321,7 @@ class LocalRunner:
                 directory,
                 self._tree.slot(f"slot-{index}"),
                 user,
-                bwrap_argv(bwrap, directory, init),
+                bwrap_argv(bwrap, directory, init, config.work_dir_kb * 1024),
                 seccomp,
                 init,
             )

@@ -74,7 +74,9 @@ def rlimits(phase: Phase) -> list[tuple[str, int, int]]:
         ("CPU", cpu_s, cpu_s + 1),
         ("FSIZE", limits.file_size_kb * 1024, limits.file_size_kb * 1024),
         ("NOFILE", limits.open_files, limits.open_files),
-        ("NPROC", limits.processes, limits.processes),
+        # Counted per sandbox (its own user namespace) like pids.max, init included; kept just above the
+        # cgroup's limit so that the cgroup, which records that it refused a fork, acts first.
+        ("NPROC", limits.processes + 2, limits.processes + 2),
         ("STACK", min(memory, 64 * 1024 * 1024), min(memory, 64 * 1024 * 1024)),
         ("CORE", 0, 0),
         ("MEMLOCK", 0, 0),
@@ -440,7 +442,7 @@ def _children(pid: int) -> list[str]:
         return fh.read().split()
 
 
-def bwrap_argv(bwrap: str, slot_dir: Path, init: Path) -> list[str]:
+def bwrap_argv(bwrap: str, slot_dir: Path, init: Path, shm_bytes: int) -> list[str]:
     """The bubblewrap command of a slot's sandboxes, without ``--seccomp FD`` and init's argument.
 
     The last element is init's path inside the sandbox; :meth:`Slot._spawn` inserts the seccomp
@@ -464,6 +466,9 @@ def bwrap_argv(bwrap: str, slot_dir: Path, init: Path) -> list[str]:
     argv += [
         "--proc", "/proc",
         "--dev", "/dev",
+        # /dev itself read-only (only its device nodes), shared memory in a size-capped tmpfs of its own.
+        "--size", str(shm_bytes), "--tmpfs", "/dev/shm",
+        "--remount-ro", "/dev",
         "--bind", str(slot_dir / "work"), WORK,
         "--bind", str(slot_dir / "tmp"), "/tmp",
         "--ro-bind", str(init), "/.init",
