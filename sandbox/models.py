@@ -150,7 +150,10 @@ class PhaseResult(_Frozen):
     signal: int | None = Field(description="The signal that ended the program, if one did.")
     cpu_ms: int
     wall_ms: int
-    memory_kb: int = Field(description="Peak memory of the program's processes together.")
+    memory_kb: int = Field(
+        description="Peak memory: of the program's processes together (cgroup, page cache included) or of its "
+        "largest process (peak RSS), whichever is more."
+    )
     truncated: bool = Field(description="stdout or stderr was cut at the output limit.")
     message: str | None = Field(None, description="Why the run ended this way, for people (e.g. which limit).")
 

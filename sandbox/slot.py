@@ -375,7 +375,9 @@ class Slot:
         cpu_ms = round(usage.cpu_ns / 1_000_000)
         if cpu_exceeded:
             cpu_ms = max(cpu_ms, limits.cpu_ms + 1)
-        memory_kb = usage.memory_peak_bytes // 1024 if usage.memory_peak_bytes is not None else maxrss_kb
+        # The cgroup's peak counts every process (and the page cache they bring in), but charges in
+        # batches, so a tiny program can show nothing; the largest process's own peak RSS fills that in.
+        memory_kb = max(maxrss_kb, (usage.memory_peak_bytes or 0) // 1024)
         return Outcome(
             wait_status=wait_status,
             cpu_ms=cpu_ms,

@@ -105,6 +105,10 @@ def py(source: str, **limits: int) -> dict[str, Any]:
     return {"language": "python", "source": source, **({"limits": limits} if limits else {})}
 
 
+def exists_on_host(path: str) -> bool:
+    return os.path.lexists(path)
+
+
 def sandbox_processes() -> list[str]:
     """Command lines of every process on the host running as the sandbox user."""
     import pwd
@@ -230,8 +234,7 @@ open({targets[0]!r}, "w")
     lines = result["stdout"].splitlines()
     assert all(not line.endswith("written") for line in lines[: len(targets)]), lines
     assert lines[len(targets) :] == ["/work/ok written", "/tmp/ok written", "/dev/shm/ok written"]
-    for path in targets[:3]:
-        assert not Path(path).exists()
+    assert not any(map(exists_on_host, targets[:3]))
 
 
 async def test_a_file_of_several_gigabytes(server: Server) -> None:
@@ -244,8 +247,8 @@ async def test_a_file_of_several_gigabytes(server: Server) -> None:
     assert sparse["status"] == "runtime_error" and "File too large" in sparse["stderr"]
     c = await attack(
         server,
-        {"language": "c", "source": '#include <stdio.h>\nint main(void){static char mb[1<<20]; FILE *f = fopen("big", "wb");'
-         " for (int i = 0; i < 4096; i++) fwrite(mb, 1, sizeof mb, f); return 0;}"},
+        {"language": "c", "source": "#include <stdio.h>\nint main(void){static char mb[1<<20];"
+         ' FILE *f = fopen("big", "wb"); for (int i = 0; i < 4096; i++) fwrite(mb, 1, sizeof mb, f); return 0;}'},
     )  # fmt: skip
     assert (c["status"], c["signal"]) == ("output_limit_exceeded", 25), c  # SIGXFSZ
 
