@@ -98,6 +98,7 @@ async def attack(server: Server, body: dict[str, Any]) -> dict[str, Any]:
     assert status == 200, result
     assert (by_status, by_result["status"], by_result["stdout"]) == (200, "ok", "45\n"), by_result
     assert answers and set(answers) == {200}
+    assert isinstance(result, dict)
     return result
 
 
