@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import sys
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -122,6 +123,9 @@ def run_worker(settings: Settings, concurrency: int) -> int:
         print(f"studyhall worker ready: {concurrency} at once, queue {QUEUE}", flush=True)
 
     worker_ready.connect(announce, weak=False)
+    # The worker must be root to create the sandboxes' cgroups and mounts (programs never run as root,
+    # and only JSON is accepted, never pickle): Celery's warning about root does not apply.
+    warnings.filterwarnings("ignore", message="You're running the worker with superuser privileges")
     try:
         app.worker_main(
             [

@@ -62,6 +62,7 @@ def celery_app(broker_url: str) -> Celery:
         task_acks_late=False,  # a job is run at most once: a program is not re-run behind its author's back
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
         worker_send_task_events=False,
         broker_connection_retry_on_startup=True,
     )
