@@ -391,7 +391,9 @@ class Slot:
             timed_out_wall=timed_out,
             start_error=start_error,
             process_limit_hit=usage.process_limit_hit,
-            file_limit_hit=self._file_limit_hit(limits),
+            # Only a failed run can have been stopped by the file size limit (Python, for one, ignores
+            # SIGXFSZ and fails with EFBIG): look at the files only then.
+            file_limit_hit=not _succeeded(wait_status) and self._file_limit_hit(limits),
         )
 
     def _file_limit_hit(self, limits: Limits) -> bool:
@@ -437,6 +439,10 @@ class Slot:
         if self.sandbox is not None:
             sandbox, self.sandbox = self.sandbox, None
             await self._destroy(sandbox)
+
+
+def _succeeded(wait_status: int | None) -> bool:
+    return wait_status is not None and os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == 0
 
 
 def _children(pid: int) -> list[str]:
