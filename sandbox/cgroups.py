@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 V1_CONTROLLERS = ("memory", "pids", "cpuacct")
 V1_OPTIONAL = ("cpu",)
@@ -187,6 +191,26 @@ def _rmdir_tree(path: Path) -> None:
             child.rmdir()
     with contextlib.suppress(FileNotFoundError):
         path.rmdir()
+
+
+def remove_abandoned(path: Path) -> None:
+    """Kill whatever still runs in a cgroup tree nobody owns any more, then remove it.
+
+    Processes die asynchronously after SIGKILL and a cgroup with members cannot be removed, so this
+    retries for a moment; a tree that still will not go is left (and logged) rather than fatal.
+    """
+    deadline = time.monotonic() + 5
+    while True:
+        for group in [path, *(p for p in path.rglob("*") if p.is_dir())]:
+            _kill_each(_pids(group))
+        try:
+            _rmdir_tree(path)
+            return
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                log.warning("could not remove the abandoned cgroup %s: %s", path, exc)
+                return
+            time.sleep(0.01)
 
 
 # --- v1 --------------------------------------------------------------------------------------------

@@ -237,7 +237,4 @@ def remove_dead_pools(runtime_dir: Path, cgroup_parents: list[Path]) -> None:
         with contextlib.suppress(FileNotFoundError):
             for pool in parent.iterdir():
                 if pool.is_dir() and not pool_is_alive(pool.name):
-                    for slot in pool.iterdir():
-                        if slot.is_dir():
-                            cgroups._kill_each(cgroups._pids(slot))
-                    cgroups._rmdir_tree(pool)
+                    cgroups.remove_abandoned(pool)

@@ -33,6 +33,7 @@ from typing import Protocol
 from sandbox import cgroups, host
 from sandbox.core import InvalidRequest, case_verdict, classify, compile_failed, lowered, overall_verdict
 from sandbox.languages import LANGUAGES, Language, LanguageInfo, installed_ids, installed_languages
+from sandbox.launch import Phase, bwrap_argv
 from sandbox.models import (
     CaseResult,
     JudgeRequest,
@@ -46,7 +47,7 @@ from sandbox.models import (
     Verdict,
 )
 from sandbox.seccomp import filter_for
-from sandbox.slot import Phase, SandboxError, Slot, bwrap_argv
+from sandbox.slot import SandboxError, Slot
 
 log = logging.getLogger(__name__)
 

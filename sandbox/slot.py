@@ -17,85 +17,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.cgroups import Mark, SlotCgroup, Usage
+from sandbox.cgroups import Mark, SlotCgroup
 from sandbox.core import Outcome
-from sandbox.host import HostError, SandboxUser
+from sandbox.host import SandboxUser
+from sandbox.launch import Phase, Stop, parse_report, send_go
 from sandbox.models import Limits, SourceFile
 
 log = logging.getLogger(__name__)
 
-WORK = "/work"
-RLIM_INFINITY = 2**64 - 1
 _READY_TIMEOUT_S = 20.0
 _DRAIN_TIMEOUT_S = 2.0
 _EMPTY_TIMEOUT_S = 5.0
 _CPU_CHECK_S = 0.1
-_BASE_ENV = {
-    "PATH": "/usr/local/bin:/usr/bin:/bin",
-    "HOME": WORK,
-    "TMPDIR": "/tmp",
-    "LANG": "C.UTF-8",
-    "LC_ALL": "C.UTF-8",
-    "USER": "sandbox",
-}
 
 
 class SandboxError(RuntimeError):
     """The sandbox itself failed (not the program in it)."""
-
-
-@dataclass(frozen=True)
-class Phase:
-    """One program to run in a slot's sandbox."""
-
-    argv: Sequence[str]
-    limits: Limits
-    stdin: bytes = b""
-    env: dict[str, str] = field(default_factory=dict)
-    address_space_limit: bool = False
-
-
-def rlimits(phase: Phase) -> list[tuple[str, int, int]]:
-    """The per-process rlimits behind the cgroup limits (the second line), as (resource, soft, hard)."""
-    limits = phase.limits
-    cpu_s = math.ceil(limits.cpu_ms / 1000) + 1  # the cgroup watchdog should act first
-    memory = limits.memory_kb * 1024
-    out = [
-        ("CPU", cpu_s, cpu_s + 1),
-        ("FSIZE", limits.file_size_kb * 1024, limits.file_size_kb * 1024),
-        ("NOFILE", limits.open_files, limits.open_files),
-        # Counted per sandbox (its own user namespace) like pids.max, init included; kept just above the
-        # cgroup's limit so that the cgroup, which records that it refused a fork, acts first.
-        ("NPROC", limits.processes + 2, limits.processes + 2),
-        ("STACK", min(memory, 64 * 1024 * 1024), min(memory, 64 * 1024 * 1024)),
-        ("CORE", 0, 0),
-        ("MEMLOCK", 0, 0),
-        ("MSGQUEUE", 0, 0),
-    ]
-    if phase.address_space_limit:
-        # Address space is not memory: leave room for reserved-but-untouched mappings, so that the
-        # cgroup limit (which counts what is really used) decides, and this only stops runaway mappings.
-        space = 2 * memory + 256 * 1024 * 1024
-        out.append(("AS", space, space))
-    return out
-
-
-def go_message(phase: Phase) -> bytes:
-    fields = [f"L{name} {soft} {hard}" for name, soft, hard in rlimits(phase)]
-    fields += [f"E{k}={v}" for k, v in {**_BASE_ENV, **phase.env}.items()]
-    fields.append(f"C{WORK}")
-    fields += [f"A{arg}" for arg in phase.argv]
-    return b"".join(f.encode() + b"\0" for f in fields)
 
 
 class OutputCapture:
@@ -297,54 +243,13 @@ class Slot:
         overflow = asyncio.Event()
         out = OutputCapture(loop, sandbox.stdout, limits.output_bytes, overflow)
         err = OutputCapture(loop, sandbox.stderr, limits.output_bytes, overflow)
-        mark: Mark | None = None
-        report = b""
-        timed_out = cpu_exceeded = False
-        started = time.monotonic()
         try:
             mark = self.cgroup.prepare(limits.memory_kb * 1024, limits.processes + 1)  # + init
-            stdin = os.memfd_create("stdin", os.MFD_CLOEXEC)
-            try:
-                view = memoryview(phase.stdin)
-                while view:
-                    view = view[os.write(stdin, view) :]
-                os.lseek(stdin, 0, os.SEEK_SET)
-                sandbox.ctrl.sendmsg(
-                    [go_message(phase)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, stdin.to_bytes(4, "little"))]
-                )
-            finally:
-                os.close(stdin)
+            send_go(sandbox.ctrl, phase)
             started = time.monotonic()
-            report_task = asyncio.ensure_future(loop.sock_recv(sandbox.ctrl, 512))
-            overflow_task = asyncio.ensure_future(overflow.wait())
-            deadline = started + limits.wall_ms / 1000
-            next_cpu_check = started + limits.cpu_ms / 1000
-            try:
-                while True:
-                    now = time.monotonic()
-                    if now >= deadline:
-                        timed_out = True
-                        break
-                    if now >= next_cpu_check:
-                        if self.cgroup.cpu_ns() - mark.cpu_ns > limits.cpu_ms * 1_000_000:
-                            cpu_exceeded = True
-                            break
-                        next_cpu_check = now + _CPU_CHECK_S
-                    timeout = max(0.0, min(deadline, next_cpu_check) - now)
-                    done, _ = await asyncio.wait(
-                        {report_task, overflow_task}, timeout=timeout, return_when="FIRST_COMPLETED"
-                    )
-                    if report_task in done:
-                        report = report_task.result()
-                        break
-                    if overflow_task in done:
-                        break
-            finally:
-                for task in (report_task, overflow_task):
-                    task.cancel()
-                await asyncio.gather(report_task, overflow_task, return_exceptions=True)
-            ended = time.monotonic()
-            if not report:
+            stop, raw_report = await self._supervise(sandbox, limits, mark, overflow, started)
+            wall_s = time.monotonic() - started
+            if stop != "reported":
                 self._kill(sandbox)
             # Output the program wrote just before it ended is still in the pipes: read it to the end,
             # which comes once every process holding them is gone.
@@ -356,45 +261,65 @@ class Slot:
             out.stop()
             err.stop()
             await self._destroy(sandbox)
-        return self._outcome(report, usage, out, err, ended - started, timed_out, limits, cpu_exceeded)
-
-    def _outcome(self, report: bytes, usage: Usage, out: OutputCapture, err: OutputCapture, wall_s: float,
-                 timed_out: bool, limits: Limits, cpu_exceeded: bool) -> Outcome:  # fmt: skip
-        wait_status: int | None = None
-        start_error: str | None = None
-        wall_ms = round(wall_s * 1000)
-        maxrss_kb = 0
-        fields = report.decode(errors="replace").split()
-        if fields and fields[0] == "X" and len(fields) == 6:
-            wait_status = int(fields[1])
-            wall_ms = round(int(fields[2]) / 1000)
-            maxrss_kb = int(fields[5])
-        elif fields and fields[0] == "F":
-            err_no = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0
-            start_error = f"{fields[2] if len(fields) > 2 else 'start'}: {os.strerror(err_no)}"
+        report = parse_report(raw_report, wall_s)
         cpu_ms = round(usage.cpu_ns / 1_000_000)
-        if cpu_exceeded:
+        if stop == "cpu":
             cpu_ms = max(cpu_ms, limits.cpu_ms + 1)
-        # The cgroup's peak counts every process (and the page cache they bring in), but charges in
-        # batches, so a tiny program can show nothing; the largest process's own peak RSS fills that in.
-        memory_kb = max(maxrss_kb, (usage.memory_peak_bytes or 0) // 1024)
         return Outcome(
-            wait_status=wait_status,
+            wait_status=report.wait_status,
             cpu_ms=cpu_ms,
-            wall_ms=wall_ms,
-            memory_kb=memory_kb,
+            wall_ms=report.wall_ms,
+            # The cgroup's peak counts every process (and the page cache they bring in), but charges in
+            # batches, so a tiny program can show nothing; the largest process's own peak RSS fills that in.
+            memory_kb=max(report.maxrss_kb, (usage.memory_peak_bytes or 0) // 1024),
             stdout=bytes(out.data),
             stderr=bytes(err.data),
             stdout_overflow=out.overflowed,
             stderr_overflow=err.overflowed,
             oom_killed=usage.oom_killed,
-            timed_out_wall=timed_out,
-            start_error=start_error,
+            timed_out_wall=stop == "wall",
+            start_error=report.start_error,
             process_limit_hit=usage.process_limit_hit,
             # Only a failed run can have been stopped by the file size limit (Python, for one, ignores
             # SIGXFSZ and fails with EFBIG): look at the files only then.
-            file_limit_hit=not _succeeded(wait_status) and self._file_limit_hit(limits),
+            file_limit_hit=not _succeeded(report.wait_status) and self._file_limit_hit(limits),
         )
+
+    async def _supervise(
+        self, sandbox: Sandbox, limits: Limits, mark: Mark, overflow: asyncio.Event, started: float
+    ) -> tuple[Stop, bytes]:
+        """Wait for init's report, enforcing the wall and total CPU limits and the output limit meanwhile.
+
+        CPU time is read from the cgroup, so it counts every process of the run: first when the run could
+        have used its whole allowance (the CPU quota caps it at ``cpus`` per second of wall time), then
+        every 100 ms. Returns why the wait ended, and the report if init sent one.
+        """
+        loop = asyncio.get_running_loop()
+        report_task = asyncio.ensure_future(loop.sock_recv(sandbox.ctrl, 512))
+        overflow_task = asyncio.ensure_future(overflow.wait())
+        deadline = started + limits.wall_ms / 1000
+        next_cpu_check = started + limits.cpu_ms / 1000
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    return "wall", b""
+                if now >= next_cpu_check:
+                    if self.cgroup.cpu_ns() - mark.cpu_ns > limits.cpu_ms * 1_000_000:
+                        return "cpu", b""
+                    next_cpu_check = now + _CPU_CHECK_S
+                timeout = max(0.0, min(deadline, next_cpu_check) - now)
+                done, _ = await asyncio.wait(
+                    {report_task, overflow_task}, timeout=timeout, return_when="FIRST_COMPLETED"
+                )
+                if report_task in done:
+                    return "reported", report_task.result()
+                if overflow_task in done:
+                    return "overflow", b""
+        finally:
+            for task in (report_task, overflow_task):
+                task.cancel()
+            await asyncio.gather(report_task, overflow_task, return_exceptions=True)
 
     def _file_limit_hit(self, limits: Limits) -> bool:
         """Whether the program filled its work directory or wrote a file as large as it may."""
@@ -448,43 +373,3 @@ def _succeeded(wait_status: int | None) -> bool:
 def _children(pid: int) -> list[str]:
     with open(f"/proc/{pid}/task/{pid}/children") as fh:
         return fh.read().split()
-
-
-def bwrap_argv(bwrap: str, slot_dir: Path, init: Path, shm_bytes: int) -> list[str]:
-    """The bubblewrap command of a slot's sandboxes, without ``--seccomp FD`` and init's argument.
-
-    The last element is init's path inside the sandbox; :meth:`Slot._spawn` inserts the seccomp
-    descriptor before it and appends the control socket's number after it.
-    """
-    argv = [
-        bwrap,
-        "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-        "--unshare-cgroup-try", "--disable-userns", "--as-pid-1", "--die-with-parent", "--new-session",
-        "--hostname", "sandbox",
-        "--ro-bind", "/usr", "/usr",
-    ]  # fmt: skip
-    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-        path = Path("/") / name
-        if path.is_symlink():
-            argv += ["--symlink", os.readlink(path), str(path)]
-        elif path.is_dir():
-            argv += ["--ro-bind", str(path), str(path)]
-    for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime"):
-        argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    argv += [
-        "--proc", "/proc",
-        "--dev", "/dev",
-        # /dev itself read-only (only its device nodes), shared memory in a size-capped tmpfs of its own.
-        "--size", str(shm_bytes), "--tmpfs", "/dev/shm",
-        "--remount-ro", "/dev",
-        "--bind", str(slot_dir / "work"), WORK,
-        "--bind", str(slot_dir / "tmp"), "/tmp",
-        "--ro-bind", str(init), "/.init",
-        "--remount-ro", "/",
-        "--chdir", WORK,
-        "/.init",
-    ]  # fmt: skip
-    return argv
-
-
-__all__ = ["HostError", "Phase", "SandboxError", "Slot", "bwrap_argv"]

@@ -96,6 +96,9 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "argon2_memory_kib": 8192,
         "db_pool_min": 1,
         "db_pool_max": 5,
+        # Programs run in the test app's own pool even when STUDYHALL_REDIS_URL is set (with Redis the
+        # default is Celery workers, which only tests/test_sandbox_celery.py starts).
+        "sandbox_executor": "local",
     }
     values.update(overrides)
     return load_settings(**values)

@@ -4,12 +4,15 @@ bubblewrap, cgroups and the system's python3, node, gcc and g++ on this machine.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from sandbox.core import InvalidRequest
 from sandbox.models import JudgeRequest, LimitsIn, RunRequest, SourceFile, Status, TestCase, Verdict
-from sandbox.runner import LocalRunner, QueueFull
+from sandbox.runner import LocalRunner, QueueFull, SandboxConfig
 from tests.sandbox_helpers import pool_config
 
 HELLO = {
@@ -261,3 +264,33 @@ async def test_judge_runs_every_case_from_the_program_as_handed_in(runner: Local
         )
     )
     assert compiled.verdict == Verdict.ACCEPTED, compiled
+
+
+async def test_a_crashed_pool_is_cleaned_up_by_the_next_one(sandbox_machine: None, tmp_path: Path) -> None:
+    # A process that opens a pool and dies without closing it leaves mounts and cgroups behind ...
+    script = (
+        "import asyncio, os\n"
+        "from sandbox.runner import LocalRunner, SandboxConfig\n"
+        "from sandbox import host\n"
+        "async def main():\n"
+        "    pool = LocalRunner(SandboxConfig(workers=1))\n"
+        "    await pool.open()\n"
+        "    print(host.pool_name(), flush=True)\n"
+        "    os._exit(0)\n"
+        "asyncio.run(main())\n"
+    )
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    name = done.stdout.strip()
+    runtime, cgroup = SandboxConfig().runtime_dir / name, Path("/sys/fs/cgroup/memory/studyhall-sandbox") / name
+    assert await asyncio.to_thread(runtime.exists)
+    # ... which the next pool to open removes (and it works as usual).
+    pool = LocalRunner(pool_config())
+    await pool.open()
+    try:
+        assert not await asyncio.to_thread(runtime.exists)
+        assert not await asyncio.to_thread(cgroup.exists)
+        assert (await pool.run(RunRequest(language="python", source="print(1)"))).stdout == "1\n"
+    finally:
+        await pool.close()
