@@ -312,13 +312,15 @@ class Executions:
 
     async def create(self, user: Principal, body: ExecutionIn, wait: bool) -> ExecutionOut:
         request = body.to_request()
-        reason = self.runner.unavailable
-        if reason is not None:
-            raise AppError(ErrorCode.UNAVAILABLE, f"code execution is unavailable: {reason}", {"retry_after_s": 60})
         try:
             self.runner.validate(request)
+            await self.runner.ready()
         except InvalidRequest as exc:
             raise invalid(str(exc)) from None
+        except SandboxUnavailable as exc:
+            raise AppError(
+                ErrorCode.UNAVAILABLE, f"code execution is unavailable: {exc}", {"retry_after_s": 60}
+            ) from None
         kind = "judge" if isinstance(request, JudgeRequest) else "run"
         execution_id = new_id()
         async with self.core.transaction() as tx:

@@ -34,6 +34,7 @@ from core_api.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from core_api.settings import ConfigError, Settings, load_settings
 from realtime.app import create_app
 from realtime.jobs import run_worker
+from sandbox.host import probe
 
 Command = Callable[[Settings, argparse.Namespace], int]
 
@@ -185,6 +186,11 @@ def check_config(settings: Settings, args: argparse.Namespace) -> int:
         _say(f"# mode: embedded (PostgreSQL runs from {settings.data_dir / 'pgdata'})")
     else:
         _say("# mode: external (PostgreSQL at STUDYHALL_DATABASE_URL)")
+    if settings.sandbox_on_celery:
+        _say("# sandbox: programs run on Celery workers (`studyhall worker`, Redis broker)")
+    else:
+        reason = probe(settings.sandbox_bwrap, settings.sandbox_cgroup_root).reason
+        _say("# sandbox: programs run in this process" + (f"; unavailable here: {reason}" if reason else ""))
     return 0
 
 

@@ -14,6 +14,7 @@ Either way a machine that cannot sandbox says so at start-up (and in ``/readyz``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -29,6 +30,7 @@ from core_api.db import Pool, create_pool
 from core_api.executions import EXECUTIONS, ExecutionHooks, Executions, run_limits, sandbox_config
 from core_api.settings import Settings
 from realtime.sockets import external_emitter
+from sandbox import host
 from sandbox.distributed import QUEUE, CeleryRunner, WorkerHost, celery_app
 from sandbox.runner import JobHooks, LocalRunner, Runner
 
@@ -44,6 +46,11 @@ async def open_runner(settings: Settings, hooks: JobHooks) -> Runner:
         log.info("sandbox: programs run on Celery workers (queue %s on Redis)", QUEUE)
         return celery
     local = LocalRunner(sandbox_config(settings), hooks)
+    if local.unavailable is None:
+        try:  # the pool itself opens on the first run; its user is made now, as the embedded Postgres's is
+            await asyncio.to_thread(host.ensure_user, settings.sandbox_user)
+        except host.HostError as exc:
+            local.fail(str(exc))
     if local.unavailable is not None:
         log.error("sandbox unavailable, code execution is disabled: %s", local.unavailable)
     else:

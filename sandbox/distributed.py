@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from celery import Celery
+from redis.exceptions import RedisError
 
 from sandbox.languages import LanguageInfo, installed_languages
 from sandbox.models import JudgeRequest, JudgeResult, Limits, RunRequest, RunResult
@@ -111,9 +112,13 @@ class CeleryRunner:
 
     async def open(self) -> None:
         """Subscribe to the result channel (before any job is sent, so no result can be missed)."""
-        if self._listener is None:
+        if self._listener is None or self._listener.done():
+            self._subscribed.clear()
             self._listener = asyncio.create_task(self._listen())
             await self._subscribed.wait()
+            failure = self._listener.exception() if self._listener.done() else None
+            if failure is not None:
+                raise failure
 
     async def _listen(self) -> None:
         pubsub = self._redis.pubsub()
@@ -142,12 +147,21 @@ class CeleryRunner:
     def validate(self, request: Request) -> None:
         validate(request, self.run_limits)
 
+    async def ready(self) -> None:
+        try:
+            await self.open()
+        except (OSError, RedisError) as exc:
+            raise SandboxUnavailable(f"cannot reach the job queue's Redis: {exc}") from None
+
     async def submit(
         self, request: Request, context: dict[str, str] | None = None, job_id: str | None = None
     ) -> Submitted:
         self.validate(request)
-        await self.open()
-        waiting = await self._redis.llen(QUEUE)
+        await self.ready()
+        try:
+            waiting = await self._redis.llen(QUEUE)
+        except (OSError, RedisError) as exc:
+            raise SandboxUnavailable(f"cannot reach the job queue's Redis: {exc}") from None
         if waiting >= self.queue:
             raise QueueFull(f"{waiting} programs are waiting for a worker; try again shortly")
         job = Job(id=job_id or uuid.uuid4().hex, request=request, context=dict(context or {}))

@@ -157,6 +157,10 @@ class Runner(Protocol):
         """Raise :class:`~sandbox.core.InvalidRequest` if the request can never run here."""
         ...
 
+    async def ready(self) -> None:
+        """Get ready to take jobs, or raise :class:`SandboxUnavailable` saying why not (tried again next time)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -227,6 +231,10 @@ class LocalRunner:
     def unavailable(self) -> str | None:
         return self.probe.reason or self._failure
 
+    def fail(self, reason: str) -> None:
+        """Mark the pool unusable (its host could not be prepared); it will try again on the next job."""
+        self._failure = reason
+
     @property
     def queued(self) -> int:
         """Jobs admitted and not finished (running or waiting)."""
@@ -239,6 +247,9 @@ class LocalRunner:
 
     def validate(self, request: Request) -> None:
         validate(request, self.config.run_limits)
+
+    async def ready(self) -> None:
+        await self.open()
 
     async def submit(
         self, request: Request, context: dict[str, str] | None = None, job_id: str | None = None
