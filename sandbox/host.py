@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import itertools
 import logging
 import os
 import pwd
@@ -214,14 +215,18 @@ def process_start(pid: int) -> str | None:
     return stat.rpartition(")")[2].split()[19]
 
 
+_pools = itertools.count()
+
+
 def pool_name() -> str:
-    """This process's pool directory name: its pid and start time, so leftovers of dead ones are recognisable."""
-    return f"{os.getpid()}-{process_start(os.getpid())}"
+    """A new pool's directory name: this process's pid and start time (so that what a dead process left
+    is recognisable) and a number (a process may hold several pools, as tests do)."""
+    return f"{os.getpid()}-{process_start(os.getpid())}-{next(_pools)}"
 
 
 def pool_is_alive(name: str) -> bool:
-    pid, _, start = name.partition("-")
-    return pid.isdigit() and process_start(int(pid)) == start
+    pid, _, rest = name.partition("-")
+    return pid.isdigit() and process_start(int(pid)) == rest.partition("-")[0]
 
 
 def remove_dead_pools(runtime_dir: Path, cgroup_parents: list[Path]) -> None:

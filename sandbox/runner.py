@@ -224,6 +224,7 @@ class LocalRunner:
         self._languages: list[LanguageInfo] | None = None
         self._tree: cgroups.CgroupTree | None = None
         self._pool_dir: Path | None = None
+        self.name: str | None = None  # the pool's directory and cgroup name, once open
 
     # --- the Runner interface -----------------------------------------------------------------------
 
@@ -317,7 +318,7 @@ class LocalRunner:
         user = host.ensure_user(config.user)
         host.prepare_runtime_dir(config.runtime_dir)
         init = await asyncio.to_thread(host.build_init, config.runtime_dir)
-        name = host.pool_name()
+        name = self.name = host.pool_name()
         tree = cgroups.open_tree(config.cgroup_root, config.cgroup_parent, config.cpus_per_run)
         host.remove_dead_pools(config.runtime_dir, cgroups.parent_dirs(tree))
         self._tree = cgroups.open_tree(config.cgroup_root, f"{config.cgroup_parent}/{name}", config.cpus_per_run)

@@ -271,11 +271,10 @@ async def test_a_crashed_pool_is_cleaned_up_by_the_next_one(sandbox_machine: Non
     script = (
         "import asyncio, os\n"
         "from sandbox.runner import LocalRunner, SandboxConfig\n"
-        "from sandbox import host\n"
         "async def main():\n"
         "    pool = LocalRunner(SandboxConfig(workers=1))\n"
         "    await pool.open()\n"
-        "    print(host.pool_name(), flush=True)\n"
+        "    print(pool.name, flush=True)\n"
         "    os._exit(0)\n"
         "asyncio.run(main())\n"
     )
