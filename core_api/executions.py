@@ -394,6 +394,7 @@ class Executions:
 
 
 EXECUTIONS = web.AppKey("executions", Executions)
+SESSION_KEY = "core_api.executions"  # the same service in Socket.IO handlers: ``call.session[SESSION_KEY]``
 
 # --- REST ----------------------------------------------------------------------------------------
 

@@ -27,9 +27,16 @@ from aiohttp import web
 
 from core_api.context import CORE, Bus, Core
 from core_api.db import Pool, create_pool
-from core_api.executions import EXECUTIONS, ExecutionHooks, Executions, run_limits, sandbox_config
+from core_api.executions import (
+    EXECUTIONS,
+    SESSION_KEY,
+    ExecutionHooks,
+    Executions,
+    run_limits,
+    sandbox_config,
+)
 from core_api.settings import Settings
-from realtime.sockets import external_emitter
+from realtime.sockets import SOCKETS, external_emitter
 from sandbox import host
 from sandbox.distributed import QUEUE, CeleryRunner, WorkerHost, celery_app
 from sandbox.runner import JobHooks, LocalRunner, Runner
@@ -67,6 +74,7 @@ async def run_sandbox(settings: Settings, app: web.Application) -> AsyncIterator
     runner = await open_runner(settings, ExecutionHooks(core))
     service = Executions(core, runner, settings)
     app[EXECUTIONS] = service
+    app[SOCKETS].services[SESSION_KEY] = service  # for event handlers (the editor's Run, contests)
     try:
         yield
     finally:
