@@ -1,8 +1,8 @@
 """Control groups for sandbox slots: memory, process and CPU limits and accounting, v1 and v2.
 
-Each slot of the pool owns one cgroup (one per controller under v1) for as long as the pool lives.
-The slot's waiting sandbox init is moved in once, while idle, before any run is asked for; everything
-the run starts is born inside. Per run the slot only rewrites its limits and reads its counters:
+Each slot of the pool owns two cgroups (each one per controller under v1) for as long as the pool
+lives: a sandbox's init is moved into a free one once, while idle, before its run is asked for, and
+everything the run starts is born inside. Per run only the limits are rewritten and counters read:
 
 - memory: the limit is the usage at the start of the run plus the run's allowance (the compiled
   program a compile step left in the work directory is not the run's), and the peak is measured

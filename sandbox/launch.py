@@ -48,9 +48,10 @@ def rlimits(phase: Phase) -> list[tuple[str, int, int]]:
         ("CPU", cpu_s, cpu_s + 1),
         ("FSIZE", limits.file_size_kb * 1024, limits.file_size_kb * 1024),
         ("NOFILE", limits.open_files, limits.open_files),
-        # Counted per sandbox (its own user namespace) like pids.max, init included; kept just above the
-        # cgroup's limit so that the cgroup, which records that it refused a fork, acts first.
-        ("NPROC", limits.processes + 2, limits.processes + 2),
+        # Counted per sandbox (its own user namespace) like pids.max, but a fork is counted here before
+        # the cgroup sees it, so racing forks would meet this limit first if it were as tight: keep it
+        # well above, so that the cgroup, which records that it refused a fork, is what stops them.
+        ("NPROC", 2 * limits.processes + 2, 2 * limits.processes + 2),
         ("STACK", min(memory, 64 * 1024 * 1024), min(memory, 64 * 1024 * 1024)),
         ("CORE", 0, 0),
         ("MEMLOCK", 0, 0),

@@ -329,10 +329,11 @@ class LocalRunner:
         for index in range(config.workers + config.spare_slots):
             directory = self._pool_dir / f"slot-{index}"
             host.mount_tmpfs(directory, config.work_dir_kb * 1024, config.work_dir_inodes)
+            halves = (self._tree.slot(f"slot-{index}-a"), self._tree.slot(f"slot-{index}-b"))
             slot = Slot(
                 index,
                 directory,
-                self._tree.slot(f"slot-{index}"),
+                halves,
                 user,
                 bwrap_argv(bwrap, directory, init, config.work_dir_kb * 1024),
                 seccomp,
@@ -350,10 +351,11 @@ class LocalRunner:
 
     def _teardown(self) -> None:
         for slot in self._slots:
-            try:
-                slot.cgroup.remove()
-            except OSError as exc:
-                log.warning("could not remove the cgroup of slot %d: %s", slot.index, exc)
+            for cgroup in slot.cgroups:
+                try:
+                    cgroup.remove()
+                except OSError as exc:
+                    log.warning("could not remove a cgroup of slot %d: %s", slot.index, exc)
             host.unmount(slot.dir)
         self._slots.clear()
         if self._tree is not None:
@@ -420,7 +422,7 @@ class LocalRunner:
     async def _recycle(self, slot: Slot) -> None:
         """Empty a used slot and prepare its next sandbox, off the answer's path."""
         try:
-            await slot.close()
+            await slot.release()
             slot.reset_files()
             await slot.warm()
         except asyncio.CancelledError:
@@ -430,10 +432,16 @@ class LocalRunner:
             log.exception("could not prepare sandbox slot %d", slot.index)
         self._ready.put_nowait(slot)
 
-    async def _phase(self, slot: Slot, phase: Phase, oom_markers: tuple[str, ...] = ()) -> PhaseResult:
+    async def _phase(
+        self, slot: Slot, phase: Phase, oom_markers: tuple[str, ...] = (), *, then_more: bool = False
+    ) -> PhaseResult:
+        """Run one program in the slot; ``then_more``: another follows in this job (the run after a
+        compile, the next test case), whose sandbox is prepared while this one runs."""
         try:
             if slot.sandbox is None:
                 await slot.warm()
+            if then_more:
+                slot.prepare_ahead()
             outcome = await slot.execute(phase)
         except SandboxError as exc:
             log.error("sandbox slot %d failed: %s", slot.index, exc)
@@ -444,7 +452,9 @@ class LocalRunner:
         if lang.compile_argv is None:
             return None
         argv = lang.compile_argv(lang.sources([f.path for f in files]))
-        return await self._phase(slot, Phase(argv=argv, limits=self.config.compile_limits, env=lang.env))
+        return await self._phase(
+            slot, Phase(argv=argv, limits=self.config.compile_limits, env=lang.env), then_more=True
+        )
 
     def _run_phase(self, lang: Language, files: list[SourceFile], limits: Limits, stdin: str) -> Phase:
         entry = lang.entry([f.path for f in files])
@@ -486,7 +496,9 @@ class LocalRunner:
                 slot.write_files(files)
                 if binary is not None:
                     slot.write_executable("main", binary)
-            run = await self._phase(slot, self._run_phase(lang, files, limits, test.stdin), lang.oom_markers)
+            run = await self._phase(
+                slot, self._run_phase(lang, files, limits, test.stdin), lang.oom_markers, then_more=index + 1 < total
+            )
             cases.append(CaseResult(index=index, verdict=case_verdict(run, test.expected_output), run=run))
         passed = sum(c.verdict == Verdict.ACCEPTED for c in cases)
         return JudgeResult(verdict=overall_verdict(cases), passed=passed, total=total, compile=compiled, cases=cases)

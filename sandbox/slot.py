@@ -1,11 +1,13 @@
-"""One slot of the pool: a work-directory tmpfs, a cgroup, and a sandbox waiting for its next run.
+"""One slot of the pool: a work-directory tmpfs, two cgroups, and a sandbox waiting for its next run.
 
 A slot prepares its sandbox *before* a run is asked for ("warm"): bubblewrap, started as the sandbox
 user, builds fresh namespaces (user, PID, network, IPC, UTS, mount, cgroup), mounts the read-only
 system directories and the slot's work directory, loads the seccomp filter and starts the init
-helper (``init.c``) as process 1. Once init says it is ready it is moved into the slot's cgroup, while
-it is idle, so a run never waits for bubblewrap or for a cgroup move. A run then only writes its
-files, sets the cgroup's limits and sends init the command; init forks and execs it.
+helper (``init.c``) as process 1. Once init says it is ready it is moved into one of the slot's two
+cgroups, while it is idle, so a run never waits for bubblewrap or for a cgroup move (which can take
+~10 ms: the kernel waits for an RCU grace period). A run then only writes its files, sets its cgroup's
+limits and sends init the command; init forks and execs it. When a job has more steps (the run after a
+compile, a judge's next test case), the next sandbox is prepared in the other cgroup while this one runs.
 
 After the run everything the sandbox held dies with its PID namespace, the cgroup is checked empty,
 the work directory is emptied (unless a compile step's output is kept for the run that follows) and a
@@ -90,6 +92,7 @@ class Sandbox:
     ctrl: socket.socket
     stdout: int
     stderr: int
+    cgroup: SlotCgroup | None = None  # set once its init is in one of the slot's cgroups
 
     def close_fds(self) -> None:
         self.ctrl.close()
@@ -105,7 +108,7 @@ class Slot:
         self,
         index: int,
         directory: Path,
-        cgroup: SlotCgroup,
+        cgroups: tuple[SlotCgroup, SlotCgroup],
         user: SandboxUser,
         bwrap_argv: list[str],
         seccomp: bytes,
@@ -115,24 +118,37 @@ class Slot:
         self.dir = directory
         self.work = directory / "work"
         self.tmp = directory / "tmp"
-        self.cgroup = cgroup
+        # Two cgroups: the next sandbox waits in the one the current sandbox does not use, so that it
+        # can be moved in while the current one still runs (a compile, a test case), off the run's path.
+        self.cgroups = cgroups
+        self._free = list(cgroups)
         self.user = user
         self._bwrap_argv = bwrap_argv
         self._seccomp = seccomp
         self._launcher = [str(init), "launch", str(user.uid), str(user.gid)]
         self.sandbox: Sandbox | None = None
+        self._ahead: asyncio.Future[Sandbox] | None = None
 
     # --- preparing ----------------------------------------------------------------------------------
 
     def reset_files(self) -> None:
-        """Empty the work and temporary directories (no sandbox process is alive to race with this)."""
+        """Empty the work and temporary directories (no sandbox process is alive to race with this).
+
+        The directories themselves stay (a sandbox prepared ahead has them bind-mounted already); their
+        owner and mode are put back in case the last program changed them.
+        """
         for path, mode in ((self.work, 0o755), (self.tmp, 0o700)):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            elif path.exists() or path.is_symlink():
+            if path.is_symlink() or (path.exists() and not path.is_dir()):
                 path.unlink()
-            path.mkdir(mode=mode)
+            if not path.exists():
+                path.mkdir(mode=mode)
+            for child in path.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
             os.chown(path, self.user.uid, self.user.gid)
+            path.chmod(mode)
 
     def write_files(self, files: Sequence[SourceFile]) -> None:
         for item in files:
@@ -198,7 +214,37 @@ class Slot:
         return Sandbox(proc=proc, init_pid=0, ctrl=ctrl, stdout=out_r, stderr=err_r)
 
     async def warm(self) -> None:
-        """Start this slot's next sandbox and move its idle init into the slot's cgroup."""
+        """Give the slot its next sandbox: the one prepared ahead if there is one, else a new one."""
+        await self.take_ahead()
+        if self.sandbox is None:
+            self.adopt(await self.prepare())
+
+    def prepare_ahead(self) -> None:
+        """Start preparing the next sandbox now, while the current one runs; :meth:`warm` will take it."""
+        if self._ahead is None:
+            self._ahead = asyncio.ensure_future(self.prepare())
+
+    async def take_ahead(self) -> None:
+        """Adopt the sandbox prepared ahead, if any (if preparing it failed, the slot stays without one)."""
+        if self._ahead is None:
+            return
+        try:
+            # Shielded: a caller cancelled now must not abandon a half-started sandbox (close() ends it).
+            sandbox = await asyncio.shield(self._ahead)
+        except SandboxError as exc:
+            log.warning("slot %d: a sandbox prepared ahead failed: %s", self.index, exc)
+            self._ahead = None
+            return
+        self._ahead = None
+        if self.sandbox is None:
+            self.adopt(sandbox)
+        else:
+            await self.discard(sandbox)
+
+    async def prepare(self) -> Sandbox:
+        """Start a sandbox whose init waits, not yet in the slot's cgroup: it may be prepared while the
+        slot still runs something (the next test case, the run after a compile) without being counted
+        with it or killed with it. :meth:`adopt` makes it the slot's next sandbox."""
         loop = asyncio.get_running_loop()
         sandbox = await asyncio.to_thread(self._spawn)
         try:
@@ -214,11 +260,25 @@ class Slot:
             if len(children) != 1:
                 raise SandboxError(f"expected one init process under bubblewrap, found {children}")
             sandbox.init_pid = int(children[0])
-            self.cgroup.attach(sandbox.init_pid)
+            if not self._free:
+                raise SandboxError(f"slot {self.index} has no free cgroup for another sandbox")
+            cgroup = self._free.pop()
+            sandbox.cgroup = cgroup  # from here on, destroying the sandbox empties and frees the cgroup
+            cgroup.attach(sandbox.init_pid)
         except BaseException:
             await self._destroy(sandbox)
             raise
+        return sandbox
+
+    def adopt(self, sandbox: Sandbox) -> None:
+        """Make a prepared sandbox the one the slot's next run goes to."""
+        if self.sandbox is not None:
+            raise SandboxError(f"slot {self.index} already has a sandbox ready")
         self.sandbox = sandbox
+
+    async def discard(self, sandbox: Sandbox) -> None:
+        """Stop a sandbox that was prepared but will not be used."""
+        await self._destroy(sandbox)
 
     def _startup_error(self, sandbox: Sandbox) -> str:
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
@@ -235,19 +295,20 @@ class Slot:
     async def execute(self, phase: Phase) -> Outcome:
         """Run one program in the warm sandbox and gather what happened; the sandbox is used up."""
         sandbox = self.sandbox
-        if sandbox is None:
+        if sandbox is None or sandbox.cgroup is None:
             raise SandboxError("the slot has no sandbox ready")
         self.sandbox = None
+        cgroup = sandbox.cgroup
         loop = asyncio.get_running_loop()
         limits = phase.limits
         overflow = asyncio.Event()
         out = OutputCapture(loop, sandbox.stdout, limits.output_bytes, overflow)
         err = OutputCapture(loop, sandbox.stderr, limits.output_bytes, overflow)
         try:
-            mark = self.cgroup.prepare(limits.memory_kb * 1024, limits.processes + 1)  # + init
+            mark = cgroup.prepare(limits.memory_kb * 1024, limits.processes + 1)  # + init
             send_go(sandbox.ctrl, phase)
             started = time.monotonic()
-            stop, raw_report = await self._supervise(sandbox, limits, mark, overflow, started)
+            stop, raw_report = await self._supervise(sandbox, cgroup, limits, mark, overflow, started)
             wall_s = time.monotonic() - started
             if stop != "reported":
                 self._kill(sandbox)
@@ -256,7 +317,7 @@ class Slot:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_DRAIN_TIMEOUT_S):
                     await asyncio.gather(out.closed.wait(), err.closed.wait())
-            usage = self.cgroup.measure(mark)
+            usage = cgroup.measure(mark)
         finally:
             out.stop()
             err.stop()
@@ -286,7 +347,7 @@ class Slot:
         )
 
     async def _supervise(
-        self, sandbox: Sandbox, limits: Limits, mark: Mark, overflow: asyncio.Event, started: float
+        self, sandbox: Sandbox, cgroup: SlotCgroup, limits: Limits, mark: Mark, overflow: asyncio.Event, started: float
     ) -> tuple[Stop, bytes]:
         """Wait for init's report, enforcing the wall and total CPU limits and the output limit meanwhile.
 
@@ -305,7 +366,7 @@ class Slot:
                 if now >= deadline:
                     return "wall", b""
                 if now >= next_cpu_check:
-                    if self.cgroup.cpu_ns() - mark.cpu_ns > limits.cpu_ms * 1_000_000:
+                    if cgroup.cpu_ns() - mark.cpu_ns > limits.cpu_ms * 1_000_000:
                         return "cpu", b""
                     next_cpu_check = now + _CPU_CHECK_S
                 timeout = max(0.0, min(deadline, next_cpu_check) - now)
@@ -342,28 +403,42 @@ class Slot:
         with contextlib.suppress(ProcessLookupError):
             if sandbox.init_pid:
                 os.kill(sandbox.init_pid, 9)
-        self.cgroup.kill()
+        if sandbox.cgroup is not None:
+            sandbox.cgroup.kill()
 
     async def _destroy(self, sandbox: Sandbox) -> None:
         """Kill whatever is left of a sandbox, wait until its cgroup is empty and reap bubblewrap."""
         self._kill(sandbox)
         deadline = time.monotonic() + _EMPTY_TIMEOUT_S
-        while self.cgroup.procs():
+        cgroup = sandbox.cgroup
+        while cgroup is not None and cgroup.procs():
             if time.monotonic() > deadline:
-                sandbox.close_fds()
-                raise SandboxError(f"slot {self.index}: processes {self.cgroup.procs()} survived SIGKILL")
-            self.cgroup.kill()
+                sandbox.close_fds()  # the cgroup stays taken: the slot will not put another sandbox there
+                raise SandboxError(f"slot {self.index}: processes {cgroup.procs()} survived SIGKILL")
+            cgroup.kill()
             await asyncio.sleep(0.001)
+        if cgroup is not None:
+            sandbox.cgroup = None
+            self._free.append(cgroup)
         if sandbox.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 sandbox.proc.kill()
             await asyncio.to_thread(sandbox.proc.wait)
         sandbox.close_fds()
 
-    async def close(self) -> None:
+    async def release(self) -> None:
+        """End the current sandbox, if it was not used (a sandbox prepared ahead stays for the next run)."""
         if self.sandbox is not None:
             sandbox, self.sandbox = self.sandbox, None
             await self._destroy(sandbox)
+
+    async def close(self) -> None:
+        """End every sandbox of the slot, prepared ahead or not."""
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            with contextlib.suppress(SandboxError):
+                await self.discard(await ahead)
+        await self.release()
 
 
 def _succeeded(wait_status: int | None) -> bool:

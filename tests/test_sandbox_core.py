@@ -148,7 +148,7 @@ def test_go_message_carries_rlimits_environment_and_argv() -> None:
     fields = go_message(phase).split(b"\0")
     assert fields[-1] == b""  # every field NUL-terminated
     assert b"LCPU 2 3" in fields and b"LFSIZE 1048576 1048576" in fields and b"LCORE 0 0" in fields
-    assert b"LNPROC 18 18" in fields  # above pids.max (16 + init), so the cgroup refuses first
+    assert b"LNPROC 34 34" in fields  # well above pids.max (16 + init), so the cgroup refuses first
     assert any(f.startswith(b"LAS ") for f in fields)
     assert b"EX=1" in fields and b"EHOME=/work" in fields and b"C/work" in fields
     assert fields[-3:-1] == [b"A/usr/bin/python3", b"Amain.py"]
