@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from core_api.context import CORE, Bus, Core
+from core_api.context import CORE, Bus, Core, Subscriber
 from core_api.db import Pool, create_pool
 from core_api.executions import (
     EXECUTIONS,
@@ -85,7 +85,10 @@ async def run_sandbox(settings: Settings, app: web.Application) -> AsyncIterator
 # --- the worker process ----------------------------------------------------------------------------
 
 
-def _pusher(emitter: Any) -> Any:
+def _pusher(emitter: Any) -> Subscriber:
+    """The worker's bus subscriber: ``{"event", "data"}`` events on ``user:``/``room:`` topics go to those
+    Socket.IO rooms on every node, through the write-only manager (the worker has no server of its own)."""
+
     async def push(topic: str, payload: dict[str, Any]) -> None:
         event, data = payload.get("event"), payload.get("data")
         if topic.startswith(("user:", "room:")) and isinstance(event, str) and isinstance(data, dict):
