@@ -18,6 +18,7 @@ import logging
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -229,8 +230,29 @@ def pool_is_alive(name: str) -> bool:
     return pid.isdigit() and process_start(int(pid)) == rest.partition("-")[0]
 
 
-def remove_dead_pools(runtime_dir: Path, cgroup_parents: list[Path]) -> None:
-    """Clean what pools of processes that died without closing left behind: mounts and cgroups."""
+def _kill_strays(runtime_dir: Path, uid: int) -> None:
+    """Kill the sandbox user's processes that belong to a dead pool (found by the slot paths bubblewrap
+    was started with): a sandbox still being set up when its server died has no parent-death signal yet."""
+    prefix = f"{runtime_dir}/".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        pools = {a[len(prefix) :].split(b"/")[0].decode(errors="replace") for a in argv if a.startswith(prefix)}
+        pools.discard("")
+        if any(not name.startswith("init-") and not pool_is_alive(name) for name in pools):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+def remove_dead_pools(runtime_dir: Path, cgroup_parents: list[Path], user: SandboxUser) -> None:
+    """Clean what pools of processes that died without closing left behind: processes, mounts, cgroups."""
+    _kill_strays(runtime_dir, user.uid)
     with contextlib.suppress(FileNotFoundError):
         for pool in runtime_dir.iterdir():
             if pool.is_dir() and not pool.name.startswith("init-") and not pool_is_alive(pool.name):

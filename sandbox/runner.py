@@ -320,7 +320,7 @@ class LocalRunner:
         init = await asyncio.to_thread(host.build_init, config.runtime_dir)
         name = self.name = host.pool_name()
         tree = cgroups.open_tree(config.cgroup_root, config.cgroup_parent, config.cpus_per_run)
-        host.remove_dead_pools(config.runtime_dir, cgroups.parent_dirs(tree))
+        host.remove_dead_pools(config.runtime_dir, cgroups.parent_dirs(tree), user)
         self._tree = cgroups.open_tree(config.cgroup_root, f"{config.cgroup_parent}/{name}", config.cpus_per_run)
         self._pool_dir = config.runtime_dir / name
         self._pool_dir.mkdir(mode=0o711, exist_ok=True)

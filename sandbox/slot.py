@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -246,7 +247,14 @@ class Slot:
         slot still runs something (the next test case, the run after a compile) without being counted
         with it or killed with it. :meth:`adopt` makes it the slot's next sandbox."""
         loop = asyncio.get_running_loop()
-        sandbox = await asyncio.to_thread(self._spawn)
+        spawning = asyncio.ensure_future(asyncio.to_thread(self._spawn))
+        try:
+            sandbox = await asyncio.shield(spawning)
+        except asyncio.CancelledError:
+            # The thread goes on starting bubblewrap whatever happens here: end what it started.
+            with contextlib.suppress(Exception):
+                await self._destroy(await spawning)
+            raise
         try:
             sandbox.ctrl.setblocking(False)
             try:
@@ -402,7 +410,7 @@ class Slot:
         """End the sandbox: killing its init (process 1 of its PID namespace) kills every process in it."""
         with contextlib.suppress(ProcessLookupError):
             if sandbox.init_pid:
-                os.kill(sandbox.init_pid, 9)
+                os.kill(sandbox.init_pid, signal.SIGKILL)
         if sandbox.cgroup is not None:
             sandbox.cgroup.kill()
 
@@ -421,8 +429,7 @@ class Slot:
             sandbox.cgroup = None
             self._free.append(cgroup)
         if sandbox.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                sandbox.proc.kill()
+            _kill_bubblewrap(sandbox.proc.pid)
             await asyncio.to_thread(sandbox.proc.wait)
         sandbox.close_fds()
 
@@ -443,6 +450,28 @@ class Slot:
 
 def _succeeded(wait_status: int | None) -> bool:
     return wait_status is not None and os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == 0
+
+
+def _kill_bubblewrap(pid: int) -> None:
+    """Kill a bubblewrap and the child it cloned, even one still setting up.
+
+    Until bubblewrap lets its child go on, the child waits for it without any parent-death signal, so
+    killing bubblewrap alone would leave the child waiting forever. Stopped first, bubblewrap cannot
+    clone while its children are read and killed.
+    """
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        return
+    try:
+        children = _children(pid)
+    except OSError:
+        children = []
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(child), signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _children(pid: int) -> list[str]:

@@ -4,6 +4,8 @@ bubblewrap, cgroups and the system's python3, node, gcc and g++ on this machine.
 from __future__ import annotations
 
 import asyncio
+import functools
+import pwd
 import subprocess
 import sys
 from pathlib import Path
@@ -284,10 +286,19 @@ async def test_a_crashed_pool_is_cleaned_up_by_the_next_one(sandbox_machine: Non
     name = done.stdout.strip()
     runtime, cgroup = SandboxConfig().runtime_dir / name, Path("/sys/fs/cgroup/memory/studyhall-sandbox") / name
     assert await asyncio.to_thread(runtime.exists)
+    # A sandbox user's process still working for that pool (as a sandbox caught half set up would be).
+    sandbox_user = pwd.getpwnam(SandboxConfig().user)
+    stray = await asyncio.to_thread(
+        functools.partial(
+            subprocess.Popen, ["/usr/bin/tail", "-F", str(runtime / "slot-0" / "work" / "nothing")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user=sandbox_user.pw_uid, group=sandbox_user.pw_gid,
+        )
+    )  # fmt: skip
     # ... which the next pool to open removes (and it works as usual).
     pool = LocalRunner(pool_config())
     await pool.open()
     try:
+        assert await asyncio.to_thread(stray.wait, 10) == -9
         assert not await asyncio.to_thread(runtime.exists)
         assert not await asyncio.to_thread(cgroup.exists)
         assert (await pool.run(RunRequest(language="python", source="print(1)"))).stdout == "1\n"
