@@ -8,6 +8,7 @@ otherwise the tests that need it skip, saying why. With ``STUDYHALL_TEST_REQUIRE
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -52,12 +53,27 @@ def pool_config(**overrides: Any) -> SandboxConfig:
     return SandboxConfig(**values)
 
 
+def processes_of(pool: str) -> list[str]:
+    """Command lines of the processes still working for a pool (its slot paths are in bubblewrap's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
+        except OSError:
+            continue
+        if f"/{pool}/slot-".encode() in cmdline:
+            found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
 @pytest.fixture
 async def runner(sandbox_machine: None) -> AsyncIterator[LocalRunner]:
-    """An open in-process pool with two workers."""
+    """An open in-process pool with two workers; once closed, none of its processes may be left."""
     pool = LocalRunner(pool_config())
     await pool.open()
     try:
         yield pool
     finally:
         await pool.close()
+    assert pool.name is not None
+    assert await asyncio.to_thread(processes_of, pool.name) == []
