@@ -1,10 +1,16 @@
-# studyhall: one image for every app node (and, later, the workers). docker-compose.yml builds it.
+# studyhall: one image for every app node and the sandbox worker. docker-compose.yml builds it.
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# The sandbox's bubblewrap and its languages: Debian's python3 (/usr/bin/python3, not this image's
+# /usr/local one), node, gcc and g++. Only the worker service runs programs; see docker-compose.yml.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends bubblewrap python3 nodejs gcc g++ libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
 COPY . .

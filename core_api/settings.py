@@ -168,6 +168,46 @@ class Settings(BaseSettings):
         1.0, gt=0, le=600, description="Clients: a nudge aims to cancel the drift over about this long."
     )
 
+    # --- sandbox (code execution; see sandbox/ and README "Sandbox") ---
+    sandbox_executor: Literal["auto", "local", "celery"] = Field(
+        "auto",
+        description="Where programs run: `local` (this process's pool), `celery` (workers started with "
+        "`studyhall worker`, Redis broker), `auto` (celery when STUDYHALL_REDIS_URL is set).",
+    )
+    sandbox_required: bool = Field(
+        False, description="Report not ready on /readyz (503) when this node cannot run sandboxes."
+    )
+    sandbox_workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, le=256, description="Programs run at once per process."
+    )
+    sandbox_queue: int = Field(32, ge=0, le=10000, description="Programs that may wait for a worker; then 429.")
+    sandbox_per_user: int = Field(
+        4, ge=1, le=1000, description="Executions one user may have waiting or running at once; then 429."
+    )
+    sandbox_wait_timeout_s: float = Field(
+        60.0, gt=0, le=600, description="Longest ?wait=true waits before answering 202 with the job still queued."
+    )
+    sandbox_bwrap: str = Field("bwrap", min_length=1, description="The bubblewrap program (name on PATH or path).")
+    sandbox_user: str = Field(
+        "studyhall-sandbox", pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="Unprivileged user sandboxes run as."
+    )
+    sandbox_runtime_dir: Path = Field(
+        Path("/run/studyhall-sandbox"), description="Root-owned directory for the slots' work-directory mounts."
+    )
+    sandbox_cgroup_root: Path = Field(Path("/sys/fs/cgroup"), description="Where the cgroup hierarchies are mounted.")
+    sandbox_cpus_per_run: float = Field(1.0, gt=0, le=64, description="CPU cores one run may use at once.")
+    sandbox_work_dir_kb: int = Field(65536, ge=1024, description="Size of a run's work directory and /tmp together.")
+    sandbox_cpu_ms: int = Field(5000, ge=100, description="Maximum (and default) CPU time of a run.")
+    sandbox_wall_ms: int = Field(10000, ge=100, description="Maximum (and default) wall time of a run.")
+    sandbox_memory_kb: int = Field(262144, ge=16384, description="Maximum (and default) memory of a run.")
+    sandbox_processes: int = Field(64, ge=4, description="Maximum (and default) processes and threads of a run.")
+    sandbox_output_bytes: int = Field(65536, ge=1024, description="Maximum (and default) stdout and stderr kept.")
+    sandbox_file_size_kb: int = Field(16384, ge=64, description="Maximum (and default) size of a file a run writes.")
+    sandbox_open_files: int = Field(128, ge=16, description="Maximum (and default) open files per process.")
+    sandbox_compile_cpu_ms: int = Field(10000, ge=100, description="CPU time of a compile step.")
+    sandbox_compile_wall_ms: int = Field(20000, ge=100, description="Wall time of a compile step.")
+    sandbox_compile_memory_kb: int = Field(524288, ge=65536, description="Memory of a compile step.")
+
     @field_validator("database_url", "redis_url", "jwt_secret", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
@@ -206,6 +246,8 @@ class Settings(BaseSettings):
                 "STUDYHALL_PRESENCE_HEARTBEAT_S must be shorter than STUDYHALL_PRESENCE_TTL_S, or live nodes "
                 "would be taken for dead between two beats"
             )
+        if self.sandbox_executor == "celery" and self.redis_url is None:
+            raise ValueError("STUDYHALL_SANDBOX_EXECUTOR=celery needs STUDYHALL_REDIS_URL (the Celery broker)")
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("STUDYHALL_DB_POOL_MIN must not exceed STUDYHALL_DB_POOL_MAX")
         if not self.watch_nudge_release_s < self.watch_nudge_threshold_s < self.watch_seek_threshold_s:
@@ -223,6 +265,11 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when studyhall runs its own Postgres from the data directory."""
         return self.database_url is None
+
+    @property
+    def sandbox_on_celery(self) -> bool:
+        """True when programs run on Celery workers rather than in this process."""
+        return self.sandbox_executor == "celery" or (self.sandbox_executor == "auto" and self.redis_url is not None)
 
     @property
     def base_url(self) -> str:

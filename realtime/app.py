@@ -17,13 +17,14 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from core_api import assignments, auth, communities, courses, enrollments, notifications, users
+from core_api import assignments, auth, communities, courses, enrollments, executions, notifications, users
 from core_api.context import CORE, Bus, Core
 from core_api.db import create_pool, migrate
 from core_api.errors import AppError, ErrorCode
 from core_api.events import Events
 from core_api.http import CLIENT_ADDR, Api
 from core_api.settings import Settings
+from realtime.jobs import run_sandbox
 from realtime.sockets import SOCKETS, SocketServer
 from rooms import chat as room_chat
 from rooms import handlers as room_handlers
@@ -47,6 +48,7 @@ API = Api.combine(
     notifications.api,
     room_handlers.api,
     room_chat.api,
+    executions.api,
 )
 EVENTS = Events.combine(room_handlers.events, room_chat.events, watch_handlers.events)
 OPENAPI = web.AppKey("openapi", dict)
@@ -144,7 +146,14 @@ async def readyz(request: web.Request) -> web.Response:
         checks["database"] = "ok"
     except (Exception, TimeoutError) as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"
-    ready = all(v == "ok" for v in checks.values())
+    required = set(checks)
+    # The sandbox: whether this node can run programs (see realtime/jobs.py).
+    sandbox = request.app.get(executions.EXECUTIONS)
+    unavailable = "not started" if sandbox is None else sandbox.runner.unavailable
+    checks["sandbox"] = "ok" if unavailable is None else f"unavailable: {unavailable}"
+    if request.app[SETTINGS].sandbox_required:
+        required.add("sandbox")
+    ready = all(checks[name] == "ok" for name in required)
     body = {"status": "ready" if ready else "not_ready", "checks": checks}
     return web.json_response(body, status=200 if ready else 503)
 
@@ -243,11 +252,14 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
             await node.close()
             await board.close()
 
-    # Closed in reverse: presence withdraws (and announces) before Socket.IO stops, both before the pool.
+    # Closed in reverse: the sandbox stops its runs first (finishing their executions while the pool
+    # and Socket.IO still work), then watch parties, then presence withdraws (and announces) before
+    # Socket.IO stops, all before the pool.
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(sockets)
     app.cleanup_ctx.append(presence)
     app.cleanup_ctx.append(watch_parties)
+    app.cleanup_ctx.append(functools.partial(run_sandbox, settings))
     app[SOCKETS] = SocketServer(app, settings, EVENTS)
     API.mount(app, auth.authenticate)
     app.router.add_get("/api/v1/openapi.json", openapi_view)

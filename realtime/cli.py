@@ -1,4 +1,4 @@
-"""The command line: ``studyhall serve | migrate | check-config | create-admin``.
+"""The command line: ``studyhall serve | worker | migrate | check-config | create-admin``.
 
 Settings are read once from the environment (``STUDYHALL_*``); an invalid setting exits with status 2
 and names the variable. Without ``STUDYHALL_DATABASE_URL`` every command that needs the database runs
@@ -33,6 +33,8 @@ from core_api.demo import DemoData, load_demo
 from core_api.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from core_api.settings import ConfigError, Settings, load_settings
 from realtime.app import create_app
+from realtime.jobs import run_worker
+from sandbox.host import probe
 
 Command = Callable[[Settings, argparse.Namespace], int]
 
@@ -170,6 +172,13 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+def worker(settings: Settings, args: argparse.Namespace) -> int:
+    concurrency = args.concurrency or settings.sandbox_workers
+    if concurrency < 1:
+        return _fail("--concurrency must be at least 1", 2)
+    return run_worker(settings, concurrency)
+
+
 def check_config(settings: Settings, args: argparse.Namespace) -> int:
     for name, value in settings.masked().items():
         _say(f"{name}={_show(value)}")
@@ -177,6 +186,11 @@ def check_config(settings: Settings, args: argparse.Namespace) -> int:
         _say(f"# mode: embedded (PostgreSQL runs from {settings.data_dir / 'pgdata'})")
     else:
         _say("# mode: external (PostgreSQL at STUDYHALL_DATABASE_URL)")
+    if settings.sandbox_on_celery:
+        _say("# sandbox: programs run on Celery workers (`studyhall worker`, Redis broker)")
+    else:
+        reason = probe(settings.sandbox_bwrap, settings.sandbox_cgroup_root).reason
+        _say("# sandbox: programs run in this process" + (f"; unavailable here: {reason}" if reason else ""))
     return 0
 
 
@@ -247,6 +261,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, help="port to listen on, 0 for any free one (default: STUDYHALL_PORT)")
     p.add_argument("--demo", action="store_true", help="load demo accounts, a course and a community")
     p.set_defaults(run=serve)
+    p = sub.add_parser("worker", help="run sandbox jobs from Redis (Celery; needs STUDYHALL_REDIS_URL)")
+    p.add_argument(
+        "--concurrency", type=int, default=None, help="programs run at once (default: STUDYHALL_SANDBOX_WORKERS)"
+    )
+    p.set_defaults(run=worker)
     p = sub.add_parser("migrate", help="apply pending database migrations")
     p.set_defaults(run=migrate_command)
     p = sub.add_parser("check-config", help="print the effective settings (secrets masked)")

@@ -210,7 +210,8 @@ class SocketServer:
     async def on_bus_event(self, topic: str, payload: dict[str, Any]) -> None:
         """Push domain events published after commit.
 
-        - ``user:<id>``: notifications, to the user's personal room.
+        - ``user:<id>``: notifications, to the user's personal room; ``{"event": name, "data": {...}}``
+          is emitted as ``name`` there (for example ``execution:finished``).
         - ``room:<id>``: ``{"event": name, "data": {...}}`` is emitted as ``name`` to the Socket.IO room
           ``room:<id>`` (for example ``room:archived``).
         """
@@ -222,6 +223,10 @@ class SocketServer:
                 log.warning("dropped a %s event without event/data: %r", topic, sorted(payload))
             return
         if not topic.startswith("user:"):
+            return
+        event, data = payload.get("event"), payload.get("data")
+        if isinstance(event, str) and isinstance(data, dict):  # e.g. execution:finished
+            await self.emit(event, data, to=topic)
             return
         kind = payload.get("type")
         if kind == "notification":

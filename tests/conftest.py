@@ -28,7 +28,10 @@ from core_api.db import migrate
 from core_api.settings import Settings, load_settings
 from realtime.app import create_app
 
-pytest_plugins = ["tests.chat_helpers"]  # the `tabs` fixture of the chat tests
+pytest_plugins = [
+    "tests.chat_helpers",  # the `tabs` fixture of the chat tests
+    "tests.sandbox_helpers",  # `sandbox_machine` and `runner` of the sandbox tests
+]
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
 
@@ -93,6 +96,9 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "argon2_memory_kib": 8192,
         "db_pool_min": 1,
         "db_pool_max": 5,
+        # Programs run in the test app's own pool even when STUDYHALL_REDIS_URL is set (with Redis the
+        # default is Celery workers, which only tests/test_sandbox_celery.py starts).
+        "sandbox_executor": "local",
     }
     values.update(overrides)
     return load_settings(**values)

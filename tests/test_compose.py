@@ -170,10 +170,21 @@ def test_the_balancer_passes_websockets_and_keeps_polling_sessions_on_one_node(s
     assert "$proxy_add_x_forwarded_for" not in conf
 
 
-def test_worker_and_beat_have_placeholders() -> None:
-    text = COMPOSE.read_text()
-    assert re.search(r"^\s*#\s*worker:", text, re.M)
-    assert re.search(r"^\s*#\s*beat:", text, re.M)
+def test_beat_has_a_placeholder() -> None:
+    assert re.search(r"^\s*#\s*beat:", COMPOSE.read_text(), re.M)
+
+
+def test_the_sandbox_worker_runs_with_the_nodes_settings_and_may_sandbox(services: dict[str, Any]) -> None:
+    worker = services["worker"]
+    assert worker["command"] == ["studyhall", "worker"]
+    node = next(iter(app_nodes(services).values()))
+    assert worker["environment"] == node["environment"], "the worker must see the nodes' database, Redis and limits"
+    deps = depends_on(worker)
+    assert all(deps.get(name, {}).get("condition") == "service_healthy" for name in ("postgres", "redis"))
+    # Root to make the sandbox user, cgroups and mounts; privileged for bubblewrap's namespaces.
+    assert str(worker["user"]).split(":")[0] == "0" and worker["privileged"] is True
+    assert worker["healthcheck"] == {"disable": True}
+    assert re.search(r"apt-get install[^\n]*\bbubblewrap\b[^\n]*\bpython3\b", DOCKERFILE.read_text())
 
 
 def test_nginx_accepts_the_config(tmp_path: Path) -> None:

@@ -13,10 +13,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from core_api.context import CORE
+from sandbox.host import probe
 from tests.conftest import Actor, ApiClient
 
 CALLERS = ("anon", "stranger", "learner", "instructor", "owner", "admin")
@@ -77,6 +80,14 @@ async def build_world(api: ApiClient) -> World:
         await ok("POST", f"/rooms/{r['id']}/invite", owner, json={"user_id": learner.id})
     newcomer = await api.user()
     notes = await ok("GET", "/me/notifications", learner)
+    # A finished execution of the learner's, stored directly: reading it needs no sandbox on this machine.
+    execution = uuid.uuid4()
+    await api.app[CORE].pool.execute(
+        "INSERT INTO executions (id, user_id, language, kind, state, result) VALUES ($1, $2, 'python', 'run',"
+        " 'finished', '{\"run\": null, \"judge\": null}')",
+        execution,
+        uuid.UUID(learner.id),
+    )
     return World(
         actors=actors,
         ids={
@@ -94,6 +105,7 @@ async def build_world(api: ApiClient) -> World:
             "stranger": actors["stranger"].id,
             "newcomer": newcomer.id,
             "notification": notes["items"][0]["id"],
+            "execution": str(execution),
         },
     )
 
@@ -129,6 +141,7 @@ def only(allowed: int, denied: int, *who: str, **overrides: int) -> dict[str, in
 
 
 STAFF = ("owner", "admin")
+EXECUTION_ADMITTED = 202 if probe("bwrap", Path("/sys/fs/cgroup")).ok else 503
 ROWS: list[Row] = [
     # auth (public endpoints answer the same to everyone)
     Row("POST", "/auth/register", everyone(201, anon=201), unique_email),
@@ -209,6 +222,10 @@ ROWS: list[Row] = [
     Row("GET", "/me/notifications/unread-count", everyone(200)),
     Row("POST", "/me/notifications/read-all", everyone(200)),
     Row("POST", "/notifications/{notification}/read", only(200, 404, "learner")),
+    # executions (503 everywhere on a machine that cannot sandbox: nothing runs unsandboxed)
+    Row("POST", "/executions", everyone(EXECUTION_ADMITTED), {"language": "python", "source": "print(1)"}),
+    Row("GET", "/executions/{execution}", only(200, 404, "learner", "admin")),
+    Row("GET", "/languages", everyone(200, anon=200)),
 ]
 
 _TEMPLATE_NAMES = {
@@ -225,6 +242,7 @@ _TEMPLATE_NAMES = {
     "learner": "user_id",
     "stranger": "user_id",
     "notification": "notification_id",
+    "execution": "execution_id",
 }
 
 

@@ -1,0 +1,428 @@
+"""Executions: run a program in the sandbox over REST, and the languages it knows.
+
+``POST /executions`` stores the execution, admits the job to the runner (429 ``rate_limited`` when the
+queue is full or the caller already has too many waiting, 503 ``unavailable`` when this machine cannot
+run sandboxes) and answers 202 with the queued execution, or, with ``?wait=true``, 200 with the
+finished one. ``GET /executions/{id}`` shows one to its owner (and admins). With ``tests`` the program
+is judged instead: compiled once, run on each case in a fresh sandbox, compared with the expected output.
+
+Wherever the job runs (this process's pool, or a Celery worker) the same :class:`ExecutionHooks` mark
+it running, store the result and push ``execution:finished`` to the owner's personal room
+(``user:<id>``) once it is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, Field, ValidationError
+
+from core_api.context import Core, new_id
+from core_api.db import Record
+from core_api.errors import AppError, ErrorCode, invalid, not_found
+from core_api.http import Api, Call, Input, Principal, Query, Reply
+from core_api.settings import Settings
+from sandbox.core import InvalidRequest
+from sandbox.languages import LanguageInfo
+from sandbox.models import (
+    MAX_FILES,
+    MAX_SOURCE_CHARS,
+    MAX_STDIN_CHARS,
+    MAX_TESTS,
+    CaseResult,
+    JudgeRequest,
+    Limits,
+    LimitsIn,
+    PhaseResult,
+    RunRequest,
+    RunResult,
+    SourceFile,
+    Status,
+    TestCase,
+    Verdict,
+)
+from sandbox.runner import (
+    Job,
+    QueueFull,
+    Request,
+    Result,
+    Runner,
+    SandboxConfig,
+    SandboxUnavailable,
+    internal_error,
+)
+
+log = logging.getLogger(__name__)
+
+api = Api()
+TAG = "executions"
+CASE_OUTPUT_CHARS = 4096  # per judged case, what is kept of stdout and stderr
+FINISHED_EVENT = "execution:finished"
+STALE_AFTER_MIN = 10  # an unfinished execution older than this (its node died) no longer counts as waiting
+
+# --- schemas -------------------------------------------------------------------------------------
+
+
+class ExecutionIn(Input):
+    language: str = Field(min_length=1, max_length=32, description="A language id from `GET /languages`.")
+    source: str | None = Field(
+        None, max_length=MAX_SOURCE_CHARS, description="The program as one file (the language's main file)."
+    )
+    files: list[SourceFile] | None = Field(
+        None, min_length=1, max_length=MAX_FILES, description="Or the program as several files."
+    )
+    stdin: str = Field("", max_length=MAX_STDIN_CHARS, description="Standard input of the run.")
+    limits: LimitsIn | None = Field(None, description="Lower limits for the run (never above the server's).")
+    tests: list[TestCase] | None = Field(
+        None, min_length=1, max_length=MAX_TESTS, description="Judge the program on these cases instead of one run."
+    )
+    stop_at_first_failure: bool = Field(False, description="With `tests`: skip the cases after the first failure.")
+
+    def to_request(self) -> Request:
+        common: dict[str, Any] = {
+            "language": self.language,
+            "source": self.source,
+            "files": self.files,
+            "limits": self.limits,
+        }
+        try:
+            if self.tests is not None:
+                if self.stdin:
+                    raise invalid("give stdin in each test case, not beside `tests`")
+                return JudgeRequest(**common, tests=self.tests, stop_at_first_failure=self.stop_at_first_failure)
+            return RunRequest(**common, stdin=self.stdin)
+        except ValidationError as exc:
+            raise invalid(exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")) from None
+
+
+class ExecutionQuery(Query):
+    wait: bool = Field(False, description="Answer once the execution has finished (200), or after a timeout (202).")
+
+
+class CaseOut(BaseModel):
+    index: int
+    verdict: Verdict
+    status: Status | None = Field(description="How the run on this case ended; null when skipped.")
+    stdout: str = Field(description=f"The first {CASE_OUTPUT_CHARS} characters of the case's output.")
+    stderr: str
+    exit_code: int | None
+    signal: int | None
+    cpu_ms: int | None
+    wall_ms: int | None
+    memory_kb: int | None
+    message: str | None
+
+
+class JudgeOut(BaseModel):
+    verdict: Verdict = Field(description="`accepted` when every case is, else the first failing case's verdict.")
+    passed: int
+    total: int
+    cases: list[CaseOut]
+
+
+class ExecutionOut(BaseModel):
+    id: uuid.UUID
+    language: str
+    kind: Literal["run", "judge"]
+    state: Literal["queued", "running", "finished"]
+    status: Status | None = Field(
+        description="How the run ended (for a judgement: its first failing run's); null until finished."
+    )
+    stdout: str
+    stderr: str
+    exit_code: int | None
+    signal: int | None
+    cpu_ms: int | None
+    wall_ms: int | None
+    memory_kb: int | None
+    truncated: bool
+    message: str | None
+    compile: PhaseResult | None = Field(description="The compile step of compiled languages.")
+    judge: JudgeOut | None = Field(description="Per-case verdicts when the execution judged test cases.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class LanguagesOut(BaseModel):
+    items: list[LanguageInfo]
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+def run_limits(settings: Settings) -> Limits:
+    return Limits(
+        cpu_ms=settings.sandbox_cpu_ms,
+        wall_ms=settings.sandbox_wall_ms,
+        memory_kb=settings.sandbox_memory_kb,
+        processes=settings.sandbox_processes,
+        output_bytes=settings.sandbox_output_bytes,
+        file_size_kb=settings.sandbox_file_size_kb,
+        open_files=settings.sandbox_open_files,
+    )
+
+
+def sandbox_config(settings: Settings) -> SandboxConfig:
+    """The in-process pool's configuration from the settings (nodes and Celery workers alike)."""
+    compile_limits = Limits(
+        cpu_ms=settings.sandbox_compile_cpu_ms,
+        wall_ms=settings.sandbox_compile_wall_ms,
+        memory_kb=settings.sandbox_compile_memory_kb,
+        processes=32,
+        output_bytes=settings.sandbox_output_bytes,
+        file_size_kb=max(64 * 1024, settings.sandbox_file_size_kb),
+        open_files=256,
+    )
+    return SandboxConfig(
+        bwrap=settings.sandbox_bwrap,
+        user=settings.sandbox_user,
+        runtime_dir=settings.sandbox_runtime_dir,
+        cgroup_root=settings.sandbox_cgroup_root,
+        workers=settings.sandbox_workers,
+        queue=settings.sandbox_queue,
+        cpus_per_run=settings.sandbox_cpus_per_run,
+        work_dir_kb=settings.sandbox_work_dir_kb,
+        run_limits=run_limits(settings),
+        compile_limits=compile_limits,
+    )
+
+
+# --- storing and announcing results --------------------------------------------------------------
+
+_COLUMNS = "id, user_id, language, kind, state, result, created_at, started_at, finished_at"
+
+
+def _case_out(case: CaseResult) -> CaseOut:
+    run: PhaseResult | None = case.run
+    return CaseOut(
+        index=case.index,
+        verdict=case.verdict,
+        status=run.status if run else None,
+        stdout=run.stdout[:CASE_OUTPUT_CHARS] if run else "",
+        stderr=run.stderr[:CASE_OUTPUT_CHARS] if run else "",
+        exit_code=run.exit_code if run else None,
+        signal=run.signal if run else None,
+        cpu_ms=run.cpu_ms if run else None,
+        wall_ms=run.wall_ms if run else None,
+        memory_kb=run.memory_kb if run else None,
+        message=run.message if run else None,
+    )
+
+
+def stored_result(result: Result) -> dict[str, Any]:
+    """What the ``result`` column keeps: the run's fields, or a judgement with its deciding run."""
+    if isinstance(result, RunResult):
+        return {"run": result.model_dump(mode="json"), "judge": None}
+    runs = [c.run for c in result.cases if c.run is not None]
+    failing = [c.run for c in result.cases if c.run is not None and c.verdict != Verdict.ACCEPTED]
+    if result.compile is not None and (not runs or result.compile.status != Status.OK):
+        top = RunResult(**result.compile.model_dump(), compile=result.compile)
+    else:
+        deciding = failing[0] if failing else runs[-1]
+        top = RunResult(**deciding.model_dump(), compile=result.compile)
+    judge = JudgeOut(
+        verdict=result.verdict, passed=result.passed, total=result.total, cases=[_case_out(c) for c in result.cases]
+    )
+    return {"run": top.model_dump(mode="json"), "judge": judge.model_dump(mode="json")}
+
+
+def execution_out(row: Record) -> ExecutionOut:
+    stored = row["result"] or {}
+    run = stored.get("run")
+    fields: dict[str, Any] = {
+        "status": None,
+        "stdout": "",
+        "stderr": "",
+        "exit_code": None,
+        "signal": None,
+        "cpu_ms": None,
+        "wall_ms": None,
+        "memory_kb": None,
+        "truncated": False,
+        "message": None,
+        "compile": None,
+    }
+    if run is not None:
+        fields.update({k: run[k] for k in fields if k in run})
+    return ExecutionOut(
+        id=row["id"],
+        language=row["language"],
+        kind=row["kind"],
+        state=row["state"],
+        judge=stored.get("judge"),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        **fields,
+    )
+
+
+class ExecutionHooks:
+    """The runner's job hooks for executions: jobs without an ``execution_id`` are someone else's."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def started(self, job: Job) -> None:
+        execution_id = job.context.get("execution_id")
+        if execution_id is not None:
+            await self.core.pool.execute(
+                "UPDATE executions SET state = 'running', started_at = now() WHERE id = $1 AND state = 'queued'",
+                uuid.UUID(execution_id),
+            )
+
+    async def finished(self, job: Job, result: Result) -> None:
+        execution_id = job.context.get("execution_id")
+        if execution_id is not None:
+            await finish(self.core, uuid.UUID(execution_id), result)
+
+
+async def finish(core: Core, execution_id: uuid.UUID, result: Result) -> None:
+    """Store an execution's result and, once committed, push it to its owner (a finished one stays as is)."""
+    async with core.transaction() as tx:
+        row = await tx.conn.fetchrow(
+            f"""UPDATE executions SET state = 'finished', result = $2, finished_at = now(),
+                       started_at = coalesce(started_at, now())
+                WHERE id = $1 AND state <> 'finished' RETURNING {_COLUMNS}""",
+            execution_id,
+            stored_result(result),
+        )
+        if row is not None:
+            data = execution_out(row).model_dump(mode="json")
+            tx.publish(f"user:{row['user_id']}", {"event": FINISHED_EVENT, "data": data})
+
+
+# --- the service ---------------------------------------------------------------------------------
+
+
+class Executions:
+    """Executions of one app: its runner (in-process pool or Celery) and the use cases."""
+
+    def __init__(self, core: Core, runner: Runner, settings: Settings) -> None:
+        self.core = core
+        self.runner = runner
+        self.settings = settings
+        self._local: set[uuid.UUID] = set()
+
+    async def create(self, user: Principal, body: ExecutionIn, wait: bool) -> ExecutionOut:
+        request = body.to_request()
+        try:
+            self.runner.validate(request)
+            await self.runner.ready()
+        except InvalidRequest as exc:
+            raise invalid(str(exc)) from None
+        except SandboxUnavailable as exc:
+            raise AppError(
+                ErrorCode.UNAVAILABLE, f"code execution is unavailable: {exc}", {"retry_after_s": 60}
+            ) from None
+        kind = "judge" if isinstance(request, JudgeRequest) else "run"
+        execution_id = new_id()
+        async with self.core.transaction() as tx:
+            # One user at a time (per user), so that concurrent requests cannot both pass the count.
+            await tx.conn.execute("SELECT pg_advisory_xact_lock(hashtext($1::text))", str(user.id))
+            waiting = await tx.conn.fetchval(
+                f"""SELECT count(*) FROM executions WHERE user_id = $1 AND state <> 'finished'
+                    AND created_at > now() - interval '{STALE_AFTER_MIN} minutes'""",
+                user.id,
+            )
+            if waiting >= self.settings.sandbox_per_user:
+                raise AppError(
+                    ErrorCode.RATE_LIMITED,
+                    f"you already have {waiting} programs waiting or running; wait for them to finish",
+                    {"retry_after_s": 1},
+                )
+            await tx.conn.execute(
+                "INSERT INTO executions (id, user_id, language, kind) VALUES ($1, $2, $3, $4)",
+                execution_id,
+                user.id,
+                request.language,
+                kind,
+            )
+        context = {"execution_id": str(execution_id), "user_id": str(user.id)}
+        try:
+            submitted = await self.runner.submit(request, context)
+        except (QueueFull, SandboxUnavailable, InvalidRequest) as exc:
+            await self.core.pool.execute("DELETE FROM executions WHERE id = $1", execution_id)
+            if isinstance(exc, QueueFull):
+                raise AppError(ErrorCode.RATE_LIMITED, str(exc), {"retry_after_s": 1}) from None
+            if isinstance(exc, InvalidRequest):
+                raise invalid(str(exc)) from None
+            raise AppError(
+                ErrorCode.UNAVAILABLE, f"code execution is unavailable: {exc}", {"retry_after_s": 60}
+            ) from None
+        self._local.add(execution_id)
+        submitted.result.add_done_callback(lambda done: self._settled(execution_id, done))
+        if wait:
+            try:
+                async with asyncio.timeout(self.settings.sandbox_wait_timeout_s):
+                    await asyncio.shield(submitted.result)
+            except TimeoutError:
+                pass  # answered as still queued or running
+            except Exception:
+                log.exception("execution %s failed in the runner", execution_id)
+        return await self.get(user, execution_id)
+
+    def _settled(self, execution_id: uuid.UUID, done: asyncio.Future[Result]) -> None:
+        # With a result, the hooks have stored it; without one (shutdown), close() will.
+        if not done.cancelled() and done.exception() is None:
+            self._local.discard(execution_id)
+
+    async def get(self, user: Principal, execution_id: uuid.UUID) -> ExecutionOut:
+        row = await self.core.pool.fetchrow(f"SELECT {_COLUMNS} FROM executions WHERE id = $1", execution_id)
+        if row is None or (row["user_id"] != user.id and not user.is_admin):
+            raise not_found("execution")
+        return execution_out(row)
+
+    async def close(self) -> None:
+        """Finish this process's executions that will never get a result (the pool is shutting down)."""
+        pending = list(self._local)
+        self._local.clear()
+        if not pending or self.settings.sandbox_on_celery:
+            return  # Celery workers finish their jobs whatever happens to this node
+        result = RunResult(**internal_error("the server shut down before the program finished").model_dump())
+        for execution_id in pending:
+            try:
+                await finish(self.core, execution_id, result)
+            except Exception:
+                log.exception("could not finish execution %s on shutdown", execution_id)
+
+
+EXECUTIONS = web.AppKey("executions", Executions)
+SESSION_KEY = "core_api.executions"  # the same service in Socket.IO handlers: ``call.session[SESSION_KEY]``
+
+# --- REST ----------------------------------------------------------------------------------------
+
+
+@api.route(
+    "POST",
+    "/executions",
+    summary="Run a program in the sandbox (or judge it against test cases)",
+    tag=TAG,
+    body=ExecutionIn,
+    query=ExecutionQuery,
+    response=ExecutionOut,
+    status=202,
+    errors=[429, 503],
+    extra_statuses={200: "Finished (with `?wait=true`)"},
+)
+async def post_execution(call: Call) -> Reply:
+    execution = await call.request.app[EXECUTIONS].create(call.me, call.body, call.query.wait)
+    return Reply(execution, 200 if execution.state == "finished" else 202)
+
+
+@api.route("GET", "/executions/{execution_id}", summary="One of your executions", tag=TAG, response=ExecutionOut)
+async def get_execution(call: Call) -> ExecutionOut:
+    return await call.request.app[EXECUTIONS].get(call.me, call.params["execution_id"])
+
+
+@api.route(
+    "GET", "/languages", summary="The languages programs can be written in", tag=TAG, response=LanguagesOut, auth=False
+)
+async def get_languages(call: Call) -> LanguagesOut:
+    return LanguagesOut(items=await call.request.app[EXECUTIONS].runner.languages())

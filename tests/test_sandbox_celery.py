@@ -1,0 +1,145 @@
+"""Executions in scaled mode: two ``studyhall serve`` nodes and a ``studyhall worker`` process (Celery)
+sharing Postgres and Redis, as in docker-compose.yml.
+
+Jobs wait in Redis while no worker runs (and past the queue limit the nodes answer ``rate_limited``);
+a worker started later runs them in its sandbox, stores the results and pushes ``execution:finished``
+to the requester through the write-only Socket.IO manager, reaching them on whichever node they are
+connected to; ``?wait=true`` gets the result through the result channel.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+import redis
+
+from sandbox.distributed import QUEUE
+from tests.nodes import ROOT, Node, connect, node_env, redis_url, register, rest, stop_pid, wait_fanout
+
+pytestmark = pytest.mark.usefixtures("sandbox_machine")
+
+SANDBOX_ENV = {
+    "STUDYHALL_SANDBOX_QUEUE": "2",
+    "STUDYHALL_SANDBOX_WORKERS": "2",
+    "STUDYHALL_SANDBOX_CPU_MS": "2000",
+    "STUDYHALL_SANDBOX_WALL_MS": "4000",
+}
+
+
+class Worker:
+    """One ``studyhall worker`` process; :meth:`wait_ready` returns once Celery consumes the queue."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with log.open("w") as stderr:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "realtime.cli", "worker", "--concurrency", "2"],
+                env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            )  # fmt: skip
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            if "studyhall worker ready" in line:
+                return
+        raise AssertionError(f"the worker did not get ready:\n{self.log.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def scaled(database_url: str) -> Iterator[tuple[list[Node], dict[str, str], str, Path]]:
+    with redis_url() as broker, ExitStack() as stack:
+        client = redis.Redis.from_url(broker)
+        client.delete(QUEUE)  # nothing left over from an earlier run
+        client.close()
+        log_dir = Path(tempfile.mkdtemp(prefix="studyhall-celery-"))
+        stack.callback(shutil.rmtree, log_dir, True)
+        nodes = []
+        for name in ("a", "b"):
+            env = node_env(database_url, broker, log_dir / name) | SANDBOX_ENV
+            node = Node(name, env, log_dir)
+            stack.callback(node.stop)
+            nodes.append(node)
+        for node in nodes:
+            node.wait_ready()
+        worker_env = node_env(database_url, broker, log_dir / "worker") | SANDBOX_ENV
+        yield nodes, worker_env, broker, log_dir
+
+
+async def test_jobs_wait_for_a_worker_then_results_reach_the_requester(
+    scaled: tuple[list[Node], dict[str, str], str, Path],
+) -> None:
+    (a, b), worker_env, broker, log_dir = scaled
+    await wait_fanout(a, broker)
+    users = [await register(b.url) for _ in range(3)]
+    client = await connect(a.url, users[0])  # connected to node a; the jobs are sent through node b
+    try:
+        body = {"language": "python", "source": "print(input() * 2)", "stdin": "ab"}
+        status, first = await rest(b.url, "POST", "/executions", users[0], json=body)
+        assert status == 202 and first["state"] == "queued", first
+        status, second = await rest(b.url, "POST", "/executions", users[1], json=body)
+        assert status == 202, second
+        status, refused = await rest(a.url, "POST", "/executions", users[2], json=body)
+        assert status == 429 and refused["error"]["code"] == "rate_limited", refused  # two wait already
+
+        worker = Worker(worker_env, log_dir / "worker.log")
+        try:
+            worker.wait_ready()
+            pushed = await client.inbox.wait_for("execution:finished", lambda e: e["id"] == first["id"], within=30)
+            assert (pushed["status"], pushed["stdout"], pushed["state"]) == ("ok", "abab\n", "finished")
+            status, stored = await rest(a.url, "GET", f"/executions/{first['id']}", users[0])
+            assert status == 200 and stored == pushed
+
+            judged = {
+                "language": "c",
+                "source": '#include <stdio.h>\nint main(void){int n; scanf("%d", &n); printf("%d\\n", n * n);}',
+                "tests": [{"stdin": "3", "expected_output": "9"}, {"stdin": "5", "expected_output": "25"}],
+            }
+            status, verdict = await rest(a.url, "POST", "/executions?wait=true", users[2], json=judged)
+            assert status == 200, verdict
+            assert (verdict["judge"]["verdict"], verdict["judge"]["passed"]) == ("accepted", 2)
+
+            status, slow = await rest(
+                b.url, "POST", "/executions?wait=true", users[1],
+                json={"language": "python", "source": "while True: pass", "limits": {"cpu_ms": 300}},
+            )  # fmt: skip
+            assert (status, slow["status"]) == (200, "time_limit_exceeded")
+        finally:
+            assert stop_pid(worker.proc, signal.SIGTERM) == 0, worker.log.read_text()[-3000:]
+    finally:
+        await client.disconnect()
+
+
+def test_the_worker_refuses_to_start_without_redis(tmp_path: Path, database_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STUDYHALL_")}
+    env.update(STUDYHALL_DATABASE_URL=database_url, STUDYHALL_DATA_DIR=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-m", "realtime.cli", "worker"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "STUDYHALL_REDIS_URL" in done.stderr
