@@ -72,6 +72,8 @@ class DocumentManager:
         self._background: set[asyncio.Task[None]] = set()
         self.loads = 0
         self.unloads = 0
+        self.on_unload: list[Callable[[uuid.UUID], None]] = []
+        """Called with the workspace id after a document was written and unloaded (metrics, tests)."""
 
     async def start(self) -> None:
         await self.relay.start(self._deliver)
@@ -256,6 +258,8 @@ class DocumentManager:
             self.logged_since_compaction.pop(workspace_id, None)
             self.unloads += 1
             await self.relay.leave(workspace_id)
+            for hook in self.on_unload:
+                hook(workspace_id)
 
     async def close(self, close_peer: Callable[[Peer], None]) -> None:
         """Stop: disconnect the clients, write everything, compact what changed, leave the relay."""

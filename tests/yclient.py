@@ -102,11 +102,6 @@ class YClient:
                     return
                 await ws.send_bytes(frame)
 
-    async def drain(self) -> None:
-        """Wait until every queued frame was handed to the socket."""
-        while self._outbox:
-            await asyncio.sleep(0.005)
-
     def _on_local(self, event: Any) -> None:
         if not self._remote and self.ws is not None:
             self._send(protocol.update_message(event.update))
