@@ -167,6 +167,12 @@ class YClient:
             if insert:
                 text.insert(pos, insert)
 
+    def type_token(self, path: str, token: str, choice: int) -> None:
+        """Insert ``token`` between two tokens (after a '.', or at 0): concurrent tokens never split."""
+        current = self.text(path)
+        boundaries = [0] + [i + 1 for i, c in enumerate(current) if c == "."]
+        self.edit(path, boundaries[choice % len(boundaries)], insert=token)
+
     def set_awareness(self, client_id: int, clock: int, state: str) -> None:
         entry = protocol.AwarenessEntry(client_id, clock, state.encode())
         self._send(protocol.encode_awareness([entry]))

@@ -4,7 +4,7 @@
 //   {"cmd": "connect", "url": "ws://host:port/yjs", "room": "<workspace id>", "token": "..."}
 //   {"cmd": "switch", "url": "..."}         the URL the provider uses from its next (re)connection on
 //   {"cmd": "replay", "trace": "file.json.gz", "file": "path"}   a trace, one transaction per txn
-//   {"cmd": "type", "file": "path", "prefix": "J", "count": 100, "every_ms": 5}   unique tokens
+//   {"cmd": "type", "file": "path", "prefix": "J", "count": 100, "every_ms": 5}   unique tokens "J<i>."
 //   {"cmd": "insert", "file": "path", "pos": 0, "text": "..."}
 //   {"cmd": "expect", "file": "path", "text": "...", "within_ms": 30000}   answers {event: answer, matched, text?}
 //   {"cmd": "report", "file": "path"}        answers {"event": "report", "text", "synced", "connected"}
@@ -72,8 +72,11 @@ const commands = {
     const text = textOf(file)
     const run = async () => {
       for (let i = 0; i < count; i++) {
-        const pos = Math.floor(Math.random() * (text.length + 1))
-        text.insert(pos, `${prefix}${i}.`)
+        // Between two tokens (after a '.'), so that tokens typed concurrently never split each other.
+        const current = text.toString()
+        const boundaries = [0]
+        for (let at = current.indexOf('.'); at !== -1; at = current.indexOf('.', at + 1)) boundaries.push(at + 1)
+        text.insert(boundaries[Math.floor(Math.random() * boundaries.length)], `${prefix}${i}.`)
         if (everyMs > 0) await sleep(everyMs)
       }
       say('typed', { count })
