@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge
 
 from collab_ide import service
 from collab_ide.documents import DocumentManager, Tuning
@@ -146,8 +147,11 @@ def tuning_of(settings: Settings) -> Tuning:
     )
 
 
-def mount(app: web.Application, settings: Settings, node_id: str) -> None:
-    """Add ``/yjs/{workspace_id}`` and the document manager (after the database resource)."""
+def mount(app: web.Application, settings: Settings, node_id: str, registry: CollectorRegistry) -> None:
+    """Add ``/yjs/{workspace_id}`` and the document manager (after the database resource).
+
+    ``registry`` gets the gauges ``studyhall_yjs_documents_loaded`` and ``studyhall_yjs_connections``.
+    """
 
     async def documents(app: web.Application) -> AsyncIterator[None]:
         relay: Relay = LocalRelay()
@@ -155,6 +159,8 @@ def mount(app: web.Application, settings: Settings, node_id: str) -> None:
             relay = RedisRelay(settings.redis_url.get_secret_value(), node_id)
         manager = DocumentManager(DocumentLog(app[CORE].pool), relay, tuning_of(settings))
         app[DOCUMENTS] = manager
+        loaded.set_function(lambda: len(manager.docs))
+        connections.set_function(lambda: sum(len(d.peers) for d in manager.docs.values()))
         await manager.start()
         try:
             yield
@@ -167,6 +173,8 @@ def mount(app: web.Application, settings: Settings, node_id: str) -> None:
             for doc in list(app[DOCUMENTS].docs.values()):
                 doc.close_all(_going_away)
 
+    loaded = Gauge("studyhall_yjs_documents_loaded", "Yjs documents in memory on this node", registry=registry)
+    connections = Gauge("studyhall_yjs_connections", "Open y-websocket connections on this node", registry=registry)
     app.cleanup_ctx.append(documents)
     app.on_shutdown.append(disconnect_editors)
     app.router.add_get("/yjs/{workspace_id}", make_handler(lambda a: a[DOCUMENTS], settings.collab_max_message_bytes))

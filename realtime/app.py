@@ -226,7 +226,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app.cleanup_ctx.append(presence)
     app[SOCKETS] = SocketServer(app, settings, EVENTS)
     # Collaborative editing: /yjs/{workspace_id} and the document manager (closed before the pool).
-    collab_handlers.mount(app, settings, app[SOCKETS].node_id)
+    collab_handlers.mount(app, settings, app[SOCKETS].node_id, app[METRICS].registry)
     API.mount(app, auth.authenticate)
     app.router.add_get("/api/v1/openapi.json", openapi_view)
     app.router.add_get("/healthz", healthz)
