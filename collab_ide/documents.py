@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import time
 import uuid
@@ -33,6 +35,25 @@ from collab_ide.relay import OP_ACCESS, OP_FRAMES, OP_HELLO, OP_RESYNC, Relay, s
 from collab_ide.store import DocumentLog, files_of
 
 log = logging.getLogger(__name__)
+
+
+def _malloc_trim() -> Callable[[], None]:
+    """glibc keeps freed memory in its arenas; ``malloc_trim`` hands it back to the system."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+
+    def release() -> None:
+        trim(0)
+
+    return release
+
+
+release_memory = _malloc_trim()
+"""Return freed heap to the OS after documents were unloaded, so RSS follows what is open."""
 
 
 @dataclass(frozen=True)
@@ -200,9 +221,12 @@ class DocumentManager:
                     idle = doc.unsaved and now - doc.last_change >= self.tuning.compact_idle_s
                     if logged >= self.tuning.compact_after_updates or idle:
                         await self.compact(doc)
+                unloaded = self.unloads
                 for workspace_id, at in list(self._unload_at.items()):
                     if now >= at:
                         await self._unload(workspace_id)
+                if self.unloads != unloaded and not self._unload_at:
+                    release_memory()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -132,24 +132,21 @@ class SocketPeer:
 
 
 class Session:
-    """The message loop of one connection; handlers are looked up by message kind."""
+    """The message loop of one connection; handlers are looked up by message kind in :data:`HANDLERS`.
+
+    (A class-level table rather than a dict of bound methods on the instance: that would be a reference
+    cycle keeping the session, and through it the document, alive until the cyclic GC runs.)
+    """
 
     def __init__(self, ws: web.WebSocketResponse, doc: SharedDocument, peer: SocketPeer, docs: DocumentManager):
         self.ws = ws
         self.doc = doc
         self.peer = peer
         self.docs = docs
-        self.handlers: dict[Kind, Callable[[bytes, bytes], None]] = {
-            Kind.SYNC_STEP1: self.on_step1,
-            Kind.SYNC_STEP2: self.on_step2,
-            Kind.UPDATE: self.on_update,
-            Kind.AWARENESS: self.on_awareness,
-            Kind.AWARENESS_QUERY: self.on_query,
-        }
 
     async def run(self) -> None:
         ws = self.ws
-        handlers = self.handlers
+        handlers = HANDLERS
         decode = protocol.decode
         while True:
             msg = await ws.receive()
@@ -157,7 +154,7 @@ class Session:
                 frame: bytes = msg.data
                 try:
                     kind, payload = decode(frame)
-                    handlers[kind](payload, frame)
+                    handlers[kind](self, payload, frame)
                 except ProtocolError as exc:
                     code = CLOSE_UNSUPPORTED if exc.unknown_type else CLOSE_PROTOCOL
                     await ws.close(code=code, message=str(exc).encode()[:120])
@@ -197,6 +194,15 @@ class Session:
         if not self.peer.denied:
             self.peer.denied = True
             self.peer.send(protocol.permission_denied("read-only access: your changes are not accepted"))
+
+
+HANDLERS: dict[Kind, Callable[[Session, bytes, bytes], None]] = {
+    Kind.SYNC_STEP1: Session.on_step1,
+    Kind.SYNC_STEP2: Session.on_step2,
+    Kind.UPDATE: Session.on_update,
+    Kind.AWARENESS: Session.on_awareness,
+    Kind.AWARENESS_QUERY: Session.on_query,
+}
 
 
 async def _refuse(ws: web.WebSocketResponse, code: int, reason: str) -> web.WebSocketResponse:

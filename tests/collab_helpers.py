@@ -12,15 +12,17 @@ import contextlib
 import gzip
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
-from tests.nodes import User, rest
+from tests.nodes import Node, User, rest
 
 JS = Path(__file__).resolve().parent / "js"
 STAMP = JS / "node_modules" / ".studyhall-lock-sha256"  # written by scripts/setup after `npm ci`
@@ -61,6 +63,23 @@ async def create_workspace(base: str, user: User, **body: Any) -> dict[str, Any]
     status, created = await rest(base, "POST", "/workspaces", user, json=payload)
     assert status == 201, created
     return dict(created)
+
+
+async def loaded_documents(node: Node) -> float:
+    async with aiohttp.ClientSession() as session, session.get(node.url + "/metrics") as resp:
+        text = await resp.text()
+    match = re.search(r"^studyhall_yjs_documents_loaded (\S+)$", text, re.M)
+    assert match, "the node exports studyhall_yjs_documents_loaded"
+    return float(match.group(1))
+
+
+async def until_unloaded(node: Node, within: float = 30) -> None:
+    """Poll the node's metrics (another process: there is nothing to wait on) until it holds no document."""
+    for _ in range(int(within * 10)):
+        if await loaded_documents(node) == 0:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"node {node.name} still holds documents after {within}s")
 
 
 class JsEditor:

@@ -10,17 +10,15 @@ database is read.
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
 
 from collab_ide.store import DocumentLog, files_of
-from tests.collab_helpers import JsEditor, create_workspace, require_node, ws_base
+from tests.collab_helpers import JsEditor, create_workspace, require_node, until_unloaded, ws_base
 from tests.nodes import Node, cluster, redis_url, register
 from tests.yclient import YClient
 
@@ -46,21 +44,6 @@ async def editors() -> AsyncIterator[list[Any]]:
     yield made
     for editor in made:
         await editor.close()
-
-
-async def loaded_documents(node: Node) -> float:
-    async with aiohttp.ClientSession() as session, session.get(node.url + "/metrics") as resp:
-        text = await resp.text()
-    match = re.search(r"^studyhall_yjs_documents_loaded (\S+)$", text, re.M)
-    assert match, "the node exports studyhall_yjs_documents_loaded"
-    return float(match.group(1))
-
-
-async def until_unloaded(node: Node, within: float = 30) -> None:
-    """Poll the node's metrics (another process: there is nothing to wait on) until it holds no document."""
-    async with asyncio.timeout(within):
-        while await loaded_documents(node) > 0:
-            await asyncio.sleep(0.1)
 
 
 async def py_editor(editors: list[Any], node: Node, workspace_id: str, token: str) -> YClient:
