@@ -144,7 +144,7 @@ class Studyhall:
             STUDYHALL_LOG_LEVEL="WARNING",
             STUDYHALL_COLLAB_UNLOAD_DELAY_S="1",
         )
-        cmd = [sys.executable, "-m", "realtime.cli", "serve", "--port", str(self.port)]
+        cmd = [sys.executable, *(["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"] + f".{time.time():.0f}"] if os.environ.get("BENCH_PROFILE") else []), "-m", "realtime.cli", "serve", "--port", str(self.port)]
         self.proc = subprocess.Popen(pinned(cmd), env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
         wait_http(self.url + "/readyz", self.proc)
 

@@ -39,6 +39,32 @@ Relay = Callable[[bytes], None]
 """Passes a frame on to the other nodes that hold this document (a no-op on a single node)."""
 
 
+def update_applier(doc: Doc[Any]) -> Callable[[bytes], None]:
+    """``doc.apply_update``, minus pycrdt's Python transaction wrapper when that is safe to skip.
+
+    The wrapper (context manager, origin bookkeeping, model checks) costs about as much as applying a
+    one-keystroke update in Rust, for every update the server receives. For a plain document (no
+    pydantic model, single-threaded) outside any open transaction, the same Rust calls are made
+    directly; otherwise — or on a pycrdt without these internals — the public method is used.
+    """
+    raw = getattr(doc, "_doc", None)
+    if raw is None or getattr(doc, "_Model", None) is not None or getattr(doc, "_allow_multithreading", True):
+        return doc.apply_update
+
+    def apply(update: bytes) -> None:
+        if doc._txn is not None:
+            doc.apply_update(update)
+            return
+        txn = raw.create_transaction()
+        try:
+            raw.apply_update(txn, update)
+            txn.commit()
+        finally:
+            txn.drop()
+
+    return apply
+
+
 class InvalidUpdate(ValueError):
     """A document update (or state vector) the CRDT could not decode."""
 
@@ -56,12 +82,15 @@ class SharedDocument:
     def __init__(self, workspace_id: uuid.UUID, doc: Doc[Any], version: int, relay: Relay) -> None:
         self.workspace_id = workspace_id
         self.doc = doc
+        self._apply_update = update_applier(doc)
         self.version = version
         self.relay = relay
         self.peers: list[Peer] = []
         self.awareness: dict[int, AwarenessEntry] = {}
         self.pending: list[bytes] = []
         """Updates from this node's clients not yet appended to the log."""
+        self.own_rows: list[int] = []
+        """Log rows this node appended since the last compaction (already in ``doc``: not re-read)."""
         self.unsaved = 0
         """Updates applied (from anywhere) since the last compaction: the next snapshot must include them."""
         self.last_change = 0.0
@@ -113,10 +142,12 @@ class SharedDocument:
         if update == protocol.EMPTY_UPDATE:
             return
         try:
-            self.doc.apply_update(update)
+            self._apply_update(update)
         except ValueError as exc:
             raise InvalidUpdate(str(exc)) from None
-        self._broadcast(frame, origin)
+        for peer in self.peers:
+            if peer is not origin:
+                peer.send(frame)
         self.relay(frame)
         self.pending.append(update)
         self.unsaved += 1
@@ -127,7 +158,7 @@ class SharedDocument:
         if update == protocol.EMPTY_UPDATE:
             return
         try:
-            self.doc.apply_update(update)
+            self._apply_update(update)
         except ValueError:
             return  # the sending node applied it, so this cannot happen short of corruption in transit
         self._broadcast(frame, None)

@@ -85,7 +85,8 @@ class DocumentManager:
         self.tuning = tuning
         self.clock = clock
         self.docs: dict[uuid.UUID, SharedDocument] = {}
-        self.logged_since_compaction: dict[uuid.UUID, int] = {}
+        self.log_rows_at_load: dict[uuid.UUID, int] = {}
+        """Log rows a document had when loaded here (written by others; compaction folds them in)."""
         self._unload_at: dict[uuid.UUID, float] = {}
         self._gates: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = weakref.WeakValueDictionary()
         self._wake = asyncio.Event()
@@ -127,7 +128,7 @@ class DocumentManager:
                 return None
             doc = SharedDocument(workspace_id, loaded.doc, loaded.version, partial(self.relay.publish, workspace_id))
             self.docs[workspace_id] = doc
-            self.logged_since_compaction[workspace_id] = loaded.log_rows
+            self.log_rows_at_load[workspace_id] = loaded.log_rows
             self.loads += 1
             self.relay.hello(workspace_id, doc.doc.get_state())
             return doc
@@ -217,7 +218,7 @@ class DocumentManager:
                 await self.flush()
                 now = self.clock()
                 for doc in list(self.docs.values()):
-                    logged = self.logged_since_compaction.get(doc.workspace_id, 0)
+                    logged = len(doc.own_rows) + self.log_rows_at_load.get(doc.workspace_id, 0)
                     idle = doc.unsaved and now - doc.last_change >= self.tuning.compact_idle_s
                     if logged >= self.tuning.compact_after_updates or idle:
                         await self.compact(doc)
@@ -235,33 +236,40 @@ class DocumentManager:
 
     async def flush(self) -> None:
         """Append every document's waiting updates to the log, in one statement."""
-        batch: list[tuple[uuid.UUID, bytes]] = []
+        ids: list[uuid.UUID] = []
+        updates: list[bytes] = []
         taken: list[tuple[SharedDocument, list[bytes]]] = []
         for doc in self.docs.values():
             if doc.pending:
-                updates, doc.pending = doc.pending, []
-                taken.append((doc, updates))
-                batch.extend((doc.workspace_id, u) for u in updates)
-        if not batch:
+                batch, doc.pending = doc.pending, []
+                taken.append((doc, batch))
+                ids += [doc.workspace_id] * len(batch)
+                updates += batch
+        if not updates:
             return
         try:
-            await self.store.append(batch)
+            rows = await self.store.append(ids, updates)
         except BaseException:
-            for doc, updates in taken:  # keep them for the next try, in order
-                doc.pending[:0] = updates
+            for doc, batch in taken:  # keep them for the next try, in order
+                doc.pending[:0] = batch
             raise
-        for doc, updates in taken:
-            wid = doc.workspace_id
-            self.logged_since_compaction[wid] = self.logged_since_compaction.get(wid, 0) + len(updates)
+        by_id = {doc.workspace_id: doc for doc, _ in taken}
+        for workspace_id, row_id in rows:
+            by_id[workspace_id].own_rows.append(row_id)
 
     async def compact(self, doc: SharedDocument) -> None:
         unsaved = doc.unsaved
-        result = await self.store.compact(doc.workspace_id, doc.doc, doc.version)
+        own, doc.own_rows = doc.own_rows, []
+        try:
+            result = await self.store.compact(doc.workspace_id, doc.doc, doc.version, own)
+        except BaseException:
+            doc.own_rows[:0] = own
+            raise
         if result is None:
             return
         doc.version = result.version
         doc.unsaved -= unsaved
-        self.logged_since_compaction[doc.workspace_id] = 0
+        self.log_rows_at_load[doc.workspace_id] = 0
         if result.news is not None:
             frame = protocol.update_message(result.news)
             for peer in doc.peers:
@@ -274,12 +282,12 @@ class DocumentManager:
             if doc is None or doc.peers:
                 return
             await self.flush()
-            if doc.unsaved or self.logged_since_compaction.get(workspace_id):
+            if doc.unsaved or doc.own_rows or self.log_rows_at_load.get(workspace_id):
                 await self.compact(doc)
             if doc.peers:  # a client came back while we were writing
                 return
             del self.docs[workspace_id]
-            self.logged_since_compaction.pop(workspace_id, None)
+            self.log_rows_at_load.pop(workspace_id, None)
             self.unloads += 1
             await self.relay.leave(workspace_id)
             for hook in self.on_unload:
@@ -297,7 +305,7 @@ class DocumentManager:
         try:
             await self.flush()
             for doc in list(self.docs.values()):
-                if doc.unsaved or self.logged_since_compaction.get(doc.workspace_id):
+                if doc.unsaved or doc.own_rows or self.log_rows_at_load.get(doc.workspace_id):
                     await self.compact(doc)
         except Exception:
             log.exception("could not write every document on shutdown; clients re-send on reconnect")

@@ -92,6 +92,15 @@ def _var_bytes(data: bytes) -> bytes:
 
 def decode(frame: bytes) -> tuple[Kind, bytes]:
     """Split one frame into its kind and payload (state vector, update or awareness update)."""
+    # Fast path for the message that dominates (a keystroke's sync message, payload under 128 bytes).
+    if (
+        len(frame) >= 3
+        and frame[0] == MESSAGE_SYNC
+        and frame[1] <= 2
+        and frame[2] < 0x80
+        and len(frame) == 3 + frame[2]
+    ):
+        return _SYNC_KINDS[frame[1]], frame[3:]
     if not frame:
         raise ProtocolError("empty message")
     kind = frame[0]

@@ -84,20 +84,26 @@ class DocumentLog:
             doc.apply_update(data)
         return Loaded(doc, row["version"], len(row["log"]))
 
-    async def append(self, batch: Sequence[tuple[uuid.UUID, bytes]]) -> None:
-        if not batch:
-            return
-        await self.pool.execute(
-            "INSERT INTO yjs_updates (workspace_id, data) SELECT * FROM unnest($1::uuid[], $2::bytea[])",
-            [w for w, _ in batch],
-            [d for _, d in batch],
+    async def append(self, workspace_ids: list[uuid.UUID], updates: list[bytes]) -> list[tuple[uuid.UUID, int]]:
+        """Append ``updates[i]`` to the log of ``workspace_ids[i]``; the (workspace id, row id) of each row."""
+        if not updates:
+            return []
+        rows = await self.pool.fetch(
+            "INSERT INTO yjs_updates (workspace_id, data) SELECT * FROM unnest($1::uuid[], $2::bytea[])"
+            " RETURNING workspace_id, id",
+            workspace_ids,
+            updates,
         )
+        return [(r[0], r[1]) for r in rows]
 
-    async def compact(self, workspace_id: uuid.UUID, doc: Doc[Any], known_version: int) -> Compacted | None:
+    async def compact(
+        self, workspace_id: uuid.UUID, doc: Doc[Any], known_version: int, own_rows: Sequence[int] = ()
+    ) -> Compacted | None:
         """Fold the log and the in-memory ``doc`` into a new snapshot; None if the workspace is gone.
 
         ``doc`` receives whatever Postgres holds that it lacks (written by another node), so it is the
         union of both afterwards; that difference is returned for the caller to pass on to its clients.
+        ``own_rows`` are log rows written from ``doc`` itself: deleted without being read back.
         """
         async with self.pool.acquire() as conn, conn.transaction():
             snap = await conn.fetchrow(
@@ -105,8 +111,11 @@ class DocumentLog:
             )
             if snap is None:
                 return None
+            own = list(own_rows)
             rows = await conn.fetch(
-                "SELECT id, data FROM yjs_updates WHERE workspace_id = $1 ORDER BY id", workspace_id
+                "SELECT id, data FROM yjs_updates WHERE workspace_id = $1 AND NOT (id = ANY($2::bigint[])) ORDER BY id",
+                workspace_id,
+                own,
             )
             changes: list[bytes] = []
             subscription = doc.observe(lambda event: changes.append(event.update))
@@ -125,6 +134,7 @@ class DocumentLog:
                 workspace_id,
                 doc.get_update(),
             )
-            if rows:
-                await conn.execute("DELETE FROM yjs_updates WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
-        return Compacted(version, len(rows), news)
+            folded = own + [r["id"] for r in rows]
+            if folded:
+                await conn.execute("DELETE FROM yjs_updates WHERE id = ANY($1::bigint[])", folded)
+        return Compacted(version, len(folded), news)

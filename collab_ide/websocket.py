@@ -2,9 +2,10 @@
 
 The per-message path is kept short on purpose (it is where a Python server spends its time): one
 ``receive()``, the protocol decoded by hand (:mod:`collab_ide.protocol`), the update applied to the
-pycrdt document, and the received frame written unchanged to every other client's transport — no task,
-queue or copy per recipient. A client whose socket stops draining (more than ``MAX_BUFFERED`` bytes
-waiting) is disconnected rather than allowed to hold memory or slow the others.
+pycrdt document, and the received frame written unchanged to every other client's transport — no task
+or queue per recipient, and one ``write`` per recipient per event-loop turn however many frames. A
+client whose socket stops draining (more than ``MAX_BUFFERED`` bytes waiting) is disconnected rather
+than allowed to hold memory or slow the others.
 
 Close codes (the reason says more):
 
@@ -65,20 +66,17 @@ _BINARY_FIN = 0x82
 
 
 class SocketPeer:
-    """One websocket client of a document; ``send`` writes a binary frame straight to the transport."""
+    """One websocket client of a document.
+
+    ``send`` writes binary frames straight to the transport, gathered per event-loop turn: the frames
+    for this client that one read of the sender's socket produced leave in one ``write`` (one system
+    call) at the end of the turn, instead of one each.
+    """
 
     __slots__ = (
-        "awareness_ids",
-        "can_edit",
-        "closing",
-        "core",
-        "denied",
-        "transport",
-        "user",
-        "user_id",
-        "workspace_id",
-        "ws",
-    )
+        "_loop", "_out", "awareness_ids", "can_edit", "closing", "core", "denied", "transport", "user", "user_id",
+        "workspace_id", "ws",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -99,23 +97,35 @@ class SocketPeer:
         self.awareness_ids: set[int] = set()
         self.denied = False
         self.closing: asyncio.Task[Any] | None = None
+        self._out: list[bytes] | None = None
+        self._loop = asyncio.get_running_loop()
 
     def send(self, frame: bytes) -> None:
+        n = len(frame)
+        # Server frames are unmasked: a 2-, 4- or 10-byte header, then the payload as it is.
+        if n < 126:
+            header = bytes((_BINARY_FIN, n))
+        elif n < 65536:
+            header = _LEN16.pack(_BINARY_FIN, 126, n)
+        else:
+            header = _LEN64.pack(_BINARY_FIN, 127, n)
+        out = self._out
+        if out is None:
+            self._out = [header, frame]
+            self._loop.call_soon(self._write)
+        else:
+            out.append(header)
+            out.append(frame)
+
+    def _write(self) -> None:
+        out, self._out = self._out, None
         transport = self.transport
-        if self.ws.closed or transport is None or transport.is_closing():
+        if not out or self.ws.closed or transport is None or transport.is_closing():
             return
         if transport.get_write_buffer_size() > MAX_BUFFERED:
             self.close(CLOSE_TRY_AGAIN, "not reading fast enough")
             return
-        n = len(frame)
-        # Server frames are unmasked: a 2-, 4- or 10-byte header, then the payload as it is.
-        if n < 126:
-            transport.write(bytes((_BINARY_FIN, n)) + frame)
-        elif n < 65536:
-            transport.write(_LEN16.pack(_BINARY_FIN, 126, n) + frame)
-        else:
-            transport.write(_LEN64.pack(_BINARY_FIN, 127, n))
-            transport.write(frame)
+        transport.write(b"".join(out))
 
     async def recheck(self) -> None:
         try:
@@ -127,6 +137,8 @@ class SocketPeer:
         self.denied = False
 
     def close(self, code: int, reason: str) -> None:
+        if self._out is not None:
+            self._write()  # what was queued goes before the close frame
         if self.closing is None and not self.ws.closed:
             self.closing = asyncio.ensure_future(self.ws.close(code=code, message=reason.encode()[:120]))
 
