@@ -20,6 +20,7 @@ update it receives. Measured:
 
 The peer is the y-websocket Node server, npm ``@y/websocket-server`` (installed in ``tests/js`` by
 ``scripts/setup``), which keeps documents in memory only. Both servers get the same writer and reader.
+``BENCH_PROFILE=/tmp/prof`` runs the studyhall server under cProfile (``/tmp/prof.<time>`` per start).
 """
 
 from __future__ import annotations
@@ -144,7 +145,9 @@ class Studyhall:
             STUDYHALL_LOG_LEVEL="WARNING",
             STUDYHALL_COLLAB_UNLOAD_DELAY_S="1",
         )
-        cmd = [sys.executable, *(["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"] + f".{time.time():.0f}"] if os.environ.get("BENCH_PROFILE") else []), "-m", "realtime.cli", "serve", "--port", str(self.port)]
+        profile = os.environ.get("BENCH_PROFILE")  # a path: profile the server with cProfile into PATH.<time>
+        profiler = ["-m", "cProfile", "-o", f"{profile}.{time.time():.0f}"] if profile else []
+        cmd = [sys.executable, *profiler, "-m", "realtime.cli", "serve", "--port", str(self.port)]
         self.proc = subprocess.Popen(pinned(cmd), env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
         wait_http(self.url + "/readyz", self.proc)
 

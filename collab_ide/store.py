@@ -112,10 +112,10 @@ class DocumentLog:
             if snap is None:
                 return None
             own = list(own_rows)
+            if own:  # already in ``doc``: dropped by primary key, never read back
+                await conn.execute("DELETE FROM yjs_updates WHERE id = ANY($1::bigint[])", own)
             rows = await conn.fetch(
-                "SELECT id, data FROM yjs_updates WHERE workspace_id = $1 AND NOT (id = ANY($2::bigint[])) ORDER BY id",
-                workspace_id,
-                own,
+                "SELECT id, data FROM yjs_updates WHERE workspace_id = $1 ORDER BY id", workspace_id
             )
             changes: list[bytes] = []
             subscription = doc.observe(lambda event: changes.append(event.update))
@@ -134,7 +134,6 @@ class DocumentLog:
                 workspace_id,
                 doc.get_update(),
             )
-            folded = own + [r["id"] for r in rows]
-            if folded:
-                await conn.execute("DELETE FROM yjs_updates WHERE id = ANY($1::bigint[])", folded)
-        return Compacted(version, len(folded), news)
+            if rows:
+                await conn.execute("DELETE FROM yjs_updates WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
+        return Compacted(version, len(own) + len(rows), news)
