@@ -87,6 +87,7 @@ class SharedDocument:
         self.relay = relay
         self.peers: list[Peer] = []
         self.awareness: dict[int, AwarenessEntry] = {}
+        self.awareness_seen: dict[int, float] = {}
         self.pending: list[bytes] = []
         """Updates from this node's clients not yet appended to the log."""
         self.own_rows: list[int] = []
@@ -116,6 +117,7 @@ class SharedDocument:
         if gone:
             for entry in gone:
                 del self.awareness[entry.client_id]
+                self.awareness_seen.pop(entry.client_id, None)
             frame = protocol.encode_awareness(gone)
             self._broadcast(frame, None)
             self.relay(frame)
@@ -167,7 +169,9 @@ class SharedDocument:
 
     # --- awareness -----------------------------------------------------------------------------
 
-    def apply_awareness(self, entries: list[AwarenessEntry], frame: bytes, origin: Peer | None) -> None:
+    def apply_awareness(
+        self, entries: list[AwarenessEntry], frame: bytes, origin: Peer | None, now: float = 0.0
+    ) -> None:
         """Record awareness states (newer clocks win) and forward ``frame`` to the other peers and nodes."""
         for entry in entries:
             if origin is not None:
@@ -180,11 +184,21 @@ class SharedDocument:
                 continue
             if entry.removed:
                 self.awareness.pop(entry.client_id, None)
+                self.awareness_seen.pop(entry.client_id, None)
             else:
                 self.awareness[entry.client_id] = entry
+                self.awareness_seen[entry.client_id] = now
         self._broadcast(frame, origin)
         if origin is not None:
             self.relay(frame)
+
+    def forget_stale_awareness(self, before: float) -> None:
+        """Drop states not renewed since ``before``: y-protocols clients renew theirs every 15 s and
+        time out others' after 30 s, so this only removes the cursors of clients of a node that died."""
+        for client_id, seen in list(self.awareness_seen.items()):
+            if seen < before:
+                del self.awareness_seen[client_id]
+                self.awareness.pop(client_id, None)
 
     def awareness_frame(self) -> bytes:
         return protocol.encode_awareness(list(self.awareness.values()))

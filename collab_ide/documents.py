@@ -35,6 +35,7 @@ from collab_ide.relay import OP_ACCESS, OP_FRAMES, OP_HELLO, OP_RESYNC, Relay, s
 from collab_ide.store import DocumentLog, files_of
 
 log = logging.getLogger(__name__)
+AWARENESS_TIMEOUT_S = 30.0
 
 
 def _malloc_trim() -> Callable[[], None]:
@@ -172,7 +173,7 @@ class DocumentManager:
                 if kind is protocol.Kind.UPDATE:
                     doc.apply_remote(payload, frame, now)
                 elif kind is protocol.Kind.AWARENESS:
-                    doc.apply_awareness(protocol.decode_awareness(payload), frame, None)
+                    doc.apply_awareness(protocol.decode_awareness(payload), frame, None, now)
         elif op == OP_HELLO:
             try:
                 missing = doc.doc.get_update(body)
@@ -218,6 +219,7 @@ class DocumentManager:
                 await self.flush()
                 now = self.clock()
                 for doc in list(self.docs.values()):
+                    doc.forget_stale_awareness(now - AWARENESS_TIMEOUT_S)
                     logged = len(doc.own_rows) + self.log_rows_at_load.get(doc.workspace_id, 0)
                     idle = doc.unsaved and now - doc.last_change >= self.tuning.compact_idle_s
                     if logged >= self.tuning.compact_after_updates or idle:
