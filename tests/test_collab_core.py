@@ -134,7 +134,8 @@ def test_a_leaving_peer_takes_its_awareness_with_it_and_stale_states_expire() ->
 def test_the_fast_update_path_matches_pycrdts_own() -> None:
     base = starter()
     updates = [keystroke(base, f"{i}") for i in range(5)]
-    fast, slow = Doc(), Doc()
+    fast: Doc[Any] = Doc()
+    slow: Doc[Any] = Doc()
     apply = update_applier(fast)
     apply(base.get_update())
     slow.apply_update(base.get_update())
@@ -181,5 +182,5 @@ def user(uid: uuid.UUID | None = None, role: str = "student") -> Principal:
     ],
 )
 def test_access_rules(r: dict[str, Any], who: Principal, expected: tuple[bool, bool] | None) -> None:
-    access = access_of(r, who)  # type: ignore[arg-type]
+    access = access_of(r, who)
     assert (None if access is None else (access.edit, access.manage)) == expected
