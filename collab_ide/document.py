@@ -92,6 +92,8 @@ class SharedDocument:
         """Updates from this node's clients not yet appended to the log."""
         self.own_rows: list[int] = []
         """Log rows this node appended since the last compaction (already in ``doc``: not re-read)."""
+        self.logged = 0
+        """Updates in those rows."""
         self.unsaved = 0
         """Updates applied (from anywhere) since the last compaction: the next snapshot must include them."""
         self.last_change = 0.0
@@ -172,7 +174,7 @@ class SharedDocument:
     def apply_awareness(
         self, entries: list[AwarenessEntry], frame: bytes, origin: Peer | None, now: float = 0.0
     ) -> None:
-        """Record awareness states (newer clocks win) and forward ``frame`` to the other peers and nodes."""
+        """Record awareness states (newer clocks win) and forward ``frame`` to every peer and other nodes."""
         for entry in entries:
             if origin is not None:
                 if entry.removed:
@@ -188,7 +190,9 @@ class SharedDocument:
             else:
                 self.awareness[entry.client_id] = entry
                 self.awareness_seen[entry.client_id] = now
-        self._broadcast(frame, origin)
+        # To the sender too, as y-websocket's own server does: a client renews its awareness every 15 s
+        # and takes 30 s without any message for a dead connection, so a lone editor needs the echo.
+        self._broadcast(frame, None)
         if origin is not None:
             self.relay(frame)
 

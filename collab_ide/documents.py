@@ -31,7 +31,7 @@ from typing import Any
 
 from collab_ide import protocol
 from collab_ide.document import Peer, SharedDocument
-from collab_ide.relay import OP_ACCESS, OP_FRAMES, OP_HELLO, OP_RESYNC, Relay, split_frames
+from collab_ide.relay import OP_ACCESS, OP_FRAMES, OP_HELLO, OP_RESYNC, Relay
 from collab_ide.store import DocumentLog, files_of
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class DocumentManager:
         self.clock = clock
         self.docs: dict[uuid.UUID, SharedDocument] = {}
         self.log_rows_at_load: dict[uuid.UUID, int] = {}
-        """Log rows a document had when loaded here (written by others; compaction folds them in)."""
+        """Logged updates a document had when loaded here (compaction folds them in)."""
         self._unload_at: dict[uuid.UUID, float] = {}
         self._gates: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = weakref.WeakValueDictionary()
         self._wake = asyncio.Event()
@@ -168,7 +168,7 @@ class DocumentManager:
             return
         if op == OP_FRAMES:
             now = self.clock()
-            for frame in split_frames(body):
+            for frame in protocol.split_var_bytes(body):
                 kind, payload = protocol.decode(frame)
                 if kind is protocol.Kind.UPDATE:
                     doc.apply_remote(payload, frame, now)
@@ -220,7 +220,7 @@ class DocumentManager:
                 now = self.clock()
                 for doc in list(self.docs.values()):
                     doc.forget_stale_awareness(now - AWARENESS_TIMEOUT_S)
-                    logged = len(doc.own_rows) + self.log_rows_at_load.get(doc.workspace_id, 0)
+                    logged = doc.logged + self.log_rows_at_load.get(doc.workspace_id, 0)
                     idle = doc.unsaved and now - doc.last_change >= self.tuning.compact_idle_s
                     if logged >= self.tuning.compact_after_updates or idle:
                         await self.compact(doc)
@@ -237,20 +237,16 @@ class DocumentManager:
                 await asyncio.sleep(min(1.0, self.tuning.flush_interval_s * 10))
 
     async def flush(self) -> None:
-        """Append every document's waiting updates to the log, in one statement."""
-        ids: list[uuid.UUID] = []
-        updates: list[bytes] = []
+        """Append every document's waiting updates to the log: one row per document, one statement."""
         taken: list[tuple[SharedDocument, list[bytes]]] = []
         for doc in self.docs.values():
             if doc.pending:
-                batch, doc.pending = doc.pending, []
-                taken.append((doc, batch))
-                ids += [doc.workspace_id] * len(batch)
-                updates += batch
-        if not updates:
+                taken.append((doc, doc.pending))
+                doc.pending = []
+        if not taken:
             return
         try:
-            rows = await self.store.append(ids, updates)
+            rows = await self.store.append([(doc.workspace_id, batch) for doc, batch in taken])
         except BaseException:
             for doc, batch in taken:  # keep them for the next try, in order
                 doc.pending[:0] = batch
@@ -258,6 +254,8 @@ class DocumentManager:
         by_id = {doc.workspace_id: doc for doc, _ in taken}
         for workspace_id, row_id in rows:
             by_id[workspace_id].own_rows.append(row_id)
+        for doc, batch in taken:
+            doc.logged += len(batch)
 
     async def compact(self, doc: SharedDocument) -> None:
         unsaved = doc.unsaved
@@ -271,6 +269,7 @@ class DocumentManager:
             return
         doc.version = result.version
         doc.unsaved -= unsaved
+        doc.logged = 0
         self.log_rows_at_load[doc.workspace_id] = 0
         if result.news is not None:
             frame = protocol.update_message(result.news)

@@ -90,6 +90,21 @@ def _var_bytes(data: bytes) -> bytes:
     return write_var_uint(len(data)) + data
 
 
+def join_var_bytes(items: list[bytes]) -> bytes:
+    """Length-prefixed byte strings one after another (a batch of updates, a relay message's frames)."""
+    return b"".join([part for item in items for part in (write_var_uint(len(item)), item)])
+
+
+def split_var_bytes(body: bytes) -> list[bytes]:
+    """The inverse of :func:`join_var_bytes`; :class:`ProtocolError` if ``body`` is cut short."""
+    items = []
+    pos = 0
+    while pos < len(body):
+        item, pos = read_var_bytes(body, pos)
+        items.append(item)
+    return items
+
+
 def decode(frame: bytes) -> tuple[Kind, bytes]:
     """Split one frame into its kind and payload (state vector, update or awareness update)."""
     # Fast path for the message that dominates (a keystroke's sync message, payload under 128 bytes).

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from collab_ide.protocol import ProtocolError, read_var_bytes, write_var_uint
+from collab_ide.protocol import ProtocolError, join_var_bytes
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +89,6 @@ class LocalRelay:
 
     async def close(self) -> None:
         return None
-
-
-def split_frames(body: bytes) -> list[bytes]:
-    frames = []
-    pos = 0
-    while pos < len(body):
-        frame, pos = read_var_bytes(body, pos)
-        frames.append(frame)
-    return frames
 
 
 class RedisRelay:
@@ -184,7 +175,7 @@ class RedisRelay:
                     for workspace_id, op, body in controls:
                         pipe.publish(self.channel(workspace_id), self.node + bytes([op]) + body)
                     for workspace_id, frames in outbox.items():
-                        body = b"".join(write_var_uint(len(f)) + f for f in frames)
+                        body = join_var_bytes(frames)
                         pipe.publish(self.channel(workspace_id), self.node + bytes([OP_FRAMES]) + body)
                     await pipe.execute()
             except (RedisError, OSError):

@@ -1,7 +1,8 @@
 """The durable form of a workspace's document in Postgres: a snapshot plus a log of updates.
 
-- :meth:`DocumentLog.append` adds many documents' updates in one ``INSERT`` (the manager batches them
-  by time and count; one statement per keystroke would dominate the server's cost).
+- :meth:`DocumentLog.append` adds many documents' updates in one ``INSERT``, one row per document per
+  batch holding its updates one after another (length-prefixed; the manager batches them by time and
+  count: a statement, or even a row, per keystroke would dominate the cost of editing).
 - :meth:`DocumentLog.load` is one round trip: the snapshot and every logged update, applied in order.
 - :meth:`DocumentLog.compact` folds the log into the snapshot under a row lock, deleting exactly the
   rows it read, so an update another node commits meanwhile stays in the log for the next compaction.
@@ -18,7 +19,7 @@ from typing import Any
 
 from pycrdt import Doc, Map, Text, merge_updates
 
-from collab_ide.protocol import EMPTY_UPDATE
+from collab_ide.protocol import EMPTY_UPDATE, join_var_bytes, split_var_bytes
 from core_api.db import Connection, Pool
 
 FILES = "files"
@@ -80,19 +81,22 @@ class DocumentLog:
         doc: Doc[Any] = Doc()
         doc.get(FILES, type=Map)
         doc.apply_update(row["state"])
+        logged = 0
         for data in row["log"]:
-            doc.apply_update(data)
-        return Loaded(doc, row["version"], len(row["log"]))
+            for update in split_var_bytes(data):
+                doc.apply_update(update)
+                logged += 1
+        return Loaded(doc, row["version"], logged)
 
-    async def append(self, workspace_ids: list[uuid.UUID], updates: list[bytes]) -> list[tuple[uuid.UUID, int]]:
-        """Append ``updates[i]`` to the log of ``workspace_ids[i]``; the (workspace id, row id) of each row."""
-        if not updates:
+    async def append(self, batches: list[tuple[uuid.UUID, list[bytes]]]) -> list[tuple[uuid.UUID, int]]:
+        """Append each document's batch of updates as one log row; the (workspace id, row id) of each row."""
+        if not batches:
             return []
         rows = await self.pool.fetch(
             "INSERT INTO yjs_updates (workspace_id, data) SELECT * FROM unnest($1::uuid[], $2::bytea[])"
             " RETURNING workspace_id, id",
-            workspace_ids,
-            updates,
+            [workspace_id for workspace_id, _ in batches],
+            [join_var_bytes(updates) for _, updates in batches],
         )
         return [(r[0], r[1]) for r in rows]
 
@@ -123,7 +127,8 @@ class DocumentLog:
                 if snap["version"] != known_version:
                     doc.apply_update(snap["state"])
                 for r in rows:
-                    doc.apply_update(r["data"])
+                    for update in split_var_bytes(r["data"]):
+                        doc.apply_update(update)
             finally:
                 doc.unobserve(subscription)
             changes = [c for c in changes if c != EMPTY_UPDATE]

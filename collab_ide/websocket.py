@@ -237,14 +237,17 @@ def make_handler(docs: Callable[[web.Application], DocumentManager], max_message
         if not token:
             return await _refuse(ws, CLOSE_UNAUTHORIZED, "send an access token as ?token=")
         core = app[CORE]
+        manager = docs(app)
         try:
             user = await principal_for(core, app[AUTH], token)
             _, access = await workspace_row(core.pool, user, workspace_id)
+            doc = await manager.open(workspace_id)
         except AppError as exc:
             code = CLOSE_UNAUTHORIZED if exc.status == 401 else CLOSE_NOT_FOUND
             return await _refuse(ws, code, exc.message)
-        manager = docs(app)
-        doc = await manager.open(workspace_id)
+        except Exception:  # the database is unreachable, say: the client retries with backoff
+            log.exception("could not open the document of workspace %s", workspace_id)
+            return await _refuse(ws, CLOSE_INTERNAL, "internal error; it has been logged")
         if doc is None:
             return await _refuse(ws, CLOSE_NOT_FOUND, "workspace not found")
         peer = SocketPeer(ws, request.transport, core, user, workspace_id, access.edit)

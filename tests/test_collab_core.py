@@ -116,7 +116,7 @@ def test_a_leaving_peer_takes_its_awareness_with_it_and_stale_states_expire() ->
     doc.add(b)
     frame = protocol.encode_awareness([AwarenessEntry(11, 3, b'{"u":1}')])
     doc.apply_awareness(protocol.decode_awareness(protocol.decode(frame)[1]), frame, a, now=1.0)
-    assert b.sent[-1] is frame and a.awareness_ids == {11}
+    assert b.sent[-1] is frame and a.sent[-1] is frame and a.awareness_ids == {11}  # echoed, as y-websocket does
     newcomer = FakePeer()
     doc.add(newcomer)
     assert newcomer.sent[-1] == frame  # everyone's awareness after sync step 1

@@ -37,9 +37,11 @@ CREATE TABLE yjs_snapshots (
     updated_at   timestamptz NOT NULL DEFAULT now()
 );
 
--- Updates not yet folded into the snapshot. Loading a document applies the snapshot and then every
--- row here (Yjs updates are idempotent and commutative, so order and overlap do not matter); compaction
--- deletes exactly the rows it folded in, never rows committed after it read.
+-- Updates not yet folded into the snapshot: one row per document per batch the server wrote, data being
+-- its updates one after another, each preceded by its length (a lib0 variable-length integer). Loading
+-- a document applies the snapshot and then every update here (Yjs updates are idempotent and
+-- commutative, so order and overlap do not matter); compaction deletes exactly the rows it folded in,
+-- never rows committed after it read.
 CREATE TABLE yjs_updates (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     workspace_id uuid NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
