@@ -263,16 +263,32 @@ async def replay(
                 pass
 
         tasks = [asyncio.create_task(read()), asyncio.create_task(drain_writer())]
+
+        def reader_ended(task: asyncio.Task[None]) -> None:
+            progressed.set()  # wake the writer: the check below reports why
+            done.set()
+
+        tasks[0].add_done_callback(reader_ended)
         pids = await backend_pids(database_url) if database_url else []
         db_before = total_cpu(pids)
         cpu_before = cpu_s(pid)
         started = time.perf_counter()
-        for sent, frame in enumerate(frames):
-            while sent - received > window:
-                progressed.clear()
-                await progressed.wait()
-            await writer.send_bytes(frame)
-        await asyncio.wait_for(done.wait(), timeout=600)
+        sent = 0
+        try:
+            async with asyncio.timeout(600):
+                for sent, frame in enumerate(frames):
+                    while sent - received > window:
+                        progressed.clear()
+                        if tasks[0].done():
+                            break
+                        await progressed.wait()
+                    await writer.send_bytes(frame)
+                await done.wait()
+        except TimeoutError:
+            raise RuntimeError(f"stalled: {sent + 1:,} updates sent, {received:,} read") from None
+        if received != len(frames):
+            reason = tasks[0].exception() if tasks[0].done() and not tasks[0].cancelled() else None
+            raise RuntimeError(f"the reader stopped after {received:,} of {len(frames):,} updates") from reason
         seconds = time.perf_counter() - started
         await asyncio.sleep(1.5)  # the server's batched writes of the last updates are its CPU too
         server_cpu = cpu_s(pid) - cpu_before

@@ -272,6 +272,54 @@ async def test_edits_survive_a_restart_compaction_folds_the_log_and_idle_documen
     assert fresh.text("main.py") == expected
 
 
+async def test_a_document_loads_from_its_snapshot_plus_the_log_not_yet_compacted(
+    aiohttp_client: Any, database_url: str, tmp_path: Any, clients: list[YClient]
+) -> None:
+    lazy = make_settings(database_url, tmp_path, collab_compact_after_updates=100_000, collab_compact_idle_s=3600)
+    api = ApiClient(await aiohttp_client(create_app(lazy)))
+    alice = await api.user()
+    ws = await ok(api, "POST", "/workspaces", alice, 201, json={"name": "W", "language": "python"})
+    a = await join(clients, api, ws["id"], alice)
+    for i in range(30):
+        a.edit("greet.py", 0, insert=chr(ord("a") + i % 26))
+    expected = a.text("greet.py")
+    probe = await join(clients, api, ws["id"], alice)
+    await probe.wait_until(lambda: probe.text("greet.py") == expected)
+    await api.app[DOCUMENTS].flush()
+    conn = await asyncpg.connect(database_url)
+    try:
+        wid = uuid.UUID(ws["id"])
+        assert await conn.fetchval("SELECT version FROM yjs_snapshots WHERE workspace_id = $1", wid) == 1
+        assert await conn.fetchval("SELECT count(*) FROM yjs_updates WHERE workspace_id = $1", wid) >= 1
+    finally:
+        await conn.close()
+    other = ApiClient(await aiohttp_client(create_app(lazy)))  # a second node, say: loads from Postgres
+    fresh = await join(clients, other, ws["id"], alice)
+    assert fresh.text("greet.py") == expected
+
+
+async def test_an_idle_document_is_compacted_while_still_open(
+    aiohttp_client: Any, quick_settings: Settings, database_url: str, clients: list[YClient]
+) -> None:
+    api = ApiClient(await aiohttp_client(create_app(quick_settings.model_copy(update={"collab_unload_delay_s": 3600}))))
+    alice = await api.user()
+    ws = await ok(api, "POST", "/workspaces", alice, 201, json={"name": "W", "language": "python"})
+    a = await join(clients, api, ws["id"], alice)
+    a.edit("main.py", 0, insert="# one keystroke\n")
+    conn = await asyncpg.connect(database_url)
+    try:
+        wid = uuid.UUID(ws["id"])
+        for _ in range(200):  # compact_idle_s is 0.3: poll the database, bounded (no event crosses into it)
+            version = await conn.fetchval("SELECT version FROM yjs_snapshots WHERE workspace_id = $1", wid)
+            rows = await conn.fetchval("SELECT count(*) FROM yjs_updates WHERE workspace_id = $1", wid)
+            if version > 1 and rows == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert (version, rows) == (2, 0) and wid in api.app[DOCUMENTS].docs
+    finally:
+        await conn.close()
+
+
 # --- bad input ---------------------------------------------------------------------------------------
 
 BAD_FRAMES = [
