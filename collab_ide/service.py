@@ -23,6 +23,7 @@ from collab_ide.schemas import (
     WorkspaceListQuery,
     WorkspaceMemberOut,
     WorkspaceOut,
+    check_path,
 )
 from collab_ide.store import DocumentLog, starter_state
 from collab_ide.templates import TEMPLATES
@@ -211,11 +212,24 @@ async def remove_member(
 
 
 async def current_files(core: Core, docs: DocumentManager, user: Principal, workspace_id: uuid.UUID) -> dict[str, str]:
+    """The workspace's files now, for ``user`` (who must see it): what downloads and runs read.
+
+    Editors can put any key into the ``files`` map; only safe relative paths (as the REST API accepts
+    them) count as files, so an archive or a sandbox never writes outside its directory.
+    """
     await workspace_row(core.pool, user, workspace_id)
     files = await docs.current_files(workspace_id)
     if files is None:
         raise not_found("workspace")
-    return files
+    return {path: content for path, content in files.items() if _safe_path(path)}
+
+
+def _safe_path(path: str) -> bool:
+    try:
+        check_path(path)
+    except ValueError:
+        return False
+    return True
 
 
 async def list_files(core: Core, docs: DocumentManager, user: Principal, workspace_id: uuid.UUID) -> FileListOut:

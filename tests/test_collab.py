@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from pycrdt import Text
 
 from collab_ide.handlers import DOCUMENTS
 from collab_ide.protocol import AwarenessEntry, encode_awareness, sync_step1, update_message
@@ -146,10 +147,17 @@ async def test_two_editors_converge_and_rest_sees_the_live_files(api: ApiClient,
     await b.wait_until(lambda: b.text("main.py").startswith("# alice\n"))
     await a.wait_until(lambda: a.text("greet.py").startswith("# bob\n"))
     assert files_of(a.doc) == files_of(b.doc)
+    # An editor may put any key into the map; only safe paths are files for downloads (and runs).
+    a.files["../escape.py"] = Text("import os")
+    a.files["lib/util.py"] = Text("x = 1\n")
+    await b.wait_until(lambda: "lib/util.py" in b.files)
+    listed = await ok(api, "GET", f"/workspaces/{ws['id']}/files", bob)
+    assert [f["path"] for f in listed["items"]] == ["greet.py", "lib/util.py", "main.py"]
     archive = await api.http.get(f"/api/v1/workspaces/{ws['id']}/archive", headers=bob.headers)
     with zipfile.ZipFile(io.BytesIO(await archive.read())) as zf:
         assert zf.read("main.py").decode() == a.text("main.py")
         assert zf.read("greet.py").decode() == a.text("greet.py")
+        assert sorted(zf.namelist()) == ["greet.py", "lib/util.py", "main.py"]
 
 
 async def test_awareness_is_relayed_queried_and_removed_when_a_client_leaves(
