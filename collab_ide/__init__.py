@@ -1,1 +1,1 @@
-"""collab_ide: see ARCHITECTURE.md; arrives with its own issue."""
+"""collab_ide: workspaces edited together over the y-websocket protocol (see README, "Collaborative IDE")."""

@@ -92,7 +92,16 @@ class Reply:
     status: int = 200
 
 
-Handler = Callable[[Call], Awaitable[BaseModel | Reply | None]]
+@dataclass
+class Download:
+    """A file to hand over as it is (the endpoint declares its media type with ``produces``)."""
+
+    body: bytes
+    content_type: str
+    filename: str
+
+
+Handler = Callable[[Call], Awaitable[BaseModel | Reply | Download | None]]
 Authenticator = Callable[[web.Request], Awaitable[Principal]]
 
 
@@ -111,6 +120,7 @@ class Endpoint:
     roles: frozenset[str] = frozenset()
     errors: Sequence[int] = ()
     extra_statuses: dict[int, str] = field(default_factory=dict)
+    produces: str | None = None  # a binary media type: the handler returns a Download
 
     @property
     def path_params(self) -> list[str]:
@@ -149,6 +159,7 @@ class Api:
         roles: Sequence[str] = (),
         errors: Sequence[int] = (),
         extra_statuses: dict[int, str] | None = None,
+        produces: str | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(
@@ -166,6 +177,7 @@ class Api:
                     roles=frozenset(roles),
                     errors=errors,
                     extra_statuses=extra_statuses or {},
+                    produces=produces,
                 )
             )
             return handler
@@ -241,6 +253,12 @@ def _make_view(ep: Endpoint, authenticate: Authenticator) -> Callable[[web.Reque
         body = await _read_body(ep, request) if ep.body is not None else None
         result = await ep.handler(Call(request=request, user=user, params=params, body=body, query=query))
         status = ep.status
+        if isinstance(result, Download):
+            disposition = f'attachment; filename="{result.filename}"'
+            return web.Response(
+                status=status, body=result.body, content_type=result.content_type,
+                headers={"Content-Disposition": disposition},
+            )  # fmt: skip
         if isinstance(result, Reply):
             status, result = result.status, result.model
         if result is None:
@@ -301,7 +319,12 @@ def build_openapi(api: Api, title: str, version: str) -> dict[str, Any]:
                 "content": {"application/json": {"schema": ref(ep.body, "validation")}},
             }
         responses: dict[str, Any] = {}
-        if ep.response is not None:
+        if ep.produces is not None:
+            responses[str(ep.status)] = {
+                "description": "Success",
+                "content": {ep.produces: {"schema": {"type": "string", "format": "binary"}}},
+            }
+        elif ep.response is not None:
             responses[str(ep.status)] = {
                 "description": "Success",
                 "content": {"application/json": {"schema": ref(ep.response, "serialization")}},

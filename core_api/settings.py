@@ -208,6 +208,27 @@ class Settings(BaseSettings):
     sandbox_compile_wall_ms: int = Field(20000, ge=100, description="Wall time of a compile step.")
     sandbox_compile_memory_kb: int = Field(524288, ge=65536, description="Memory of a compile step.")
 
+    # --- collaborative editing (collab_ide) ---
+    collab_max_message_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest y-websocket message; larger ones close with 1009.",
+    )
+    collab_flush_interval_s: float = Field(
+        0.05, gt=0, le=10, description="Document updates are appended to the Postgres log in batches this often."
+    )
+    collab_flush_max_updates: int = Field(500, ge=1, le=100_000, description="...or as soon as this many updates wait.")
+    collab_compact_after_updates: int = Field(
+        5000, ge=1, description="Fold a document's log into its snapshot after this many logged updates."
+    )
+    collab_compact_idle_s: float = Field(
+        10.0, gt=0, le=3600, description="...or once it has not changed for this long."
+    )
+    collab_unload_delay_s: float = Field(
+        30.0, ge=0, le=86400, description="A document nobody has open is unloaded from memory this much later."
+    )
+
     @field_validator("database_url", "redis_url", "jwt_secret", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:

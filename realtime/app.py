@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from collab_ide import handlers as collab_handlers
 from core_api import assignments, auth, communities, courses, enrollments, executions, notifications, users
 from core_api.context import CORE, Bus, Core
 from core_api.db import create_pool, migrate
@@ -49,6 +50,7 @@ API = Api.combine(
     room_handlers.api,
     room_chat.api,
     executions.api,
+    collab_handlers.api,
 )
 EVENTS = Events.combine(room_handlers.events, room_chat.events, watch_handlers.events)
 OPENAPI = web.AppKey("openapi", dict)
@@ -261,6 +263,8 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app.cleanup_ctx.append(watch_parties)
     app.cleanup_ctx.append(functools.partial(run_sandbox, settings))
     app[SOCKETS] = SocketServer(app, settings, EVENTS)
+    # Collaborative editing: /yjs/{workspace_id} and the document manager (closed before the pool).
+    collab_handlers.mount(app, settings, app[SOCKETS].node_id, app[METRICS].registry)
     API.mount(app, auth.authenticate)
     app.router.add_get("/api/v1/openapi.json", openapi_view)
     app.router.add_get("/healthz", healthz)

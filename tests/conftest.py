@@ -156,7 +156,12 @@ class ApiClient:
         if actor is not None:
             headers.update(actor.headers)
         resp = await self.http.request(method, "/api/v1" + path, headers=headers, **kwargs)
-        body = await resp.json() if resp.content_type == "application/json" else await resp.text()
+        if resp.content_type == "application/json":
+            body = await resp.json()
+        elif resp.content_type.startswith("text/"):
+            body = await resp.text()
+        else:  # binary downloads (a workspace archive)
+            body = await resp.read()
         return resp.status, body
 
 

@@ -221,14 +221,19 @@ class Node:
 
 
 @contextmanager
-def cluster(database_url: str, redis: str, names: tuple[str, ...] = ("a", "b")) -> Iterator[list[Node]]:
-    """Start the nodes in parallel, wait until each is ready, stop them all by PID on the way out."""
+def cluster(
+    database_url: str, redis: str, names: tuple[str, ...] = ("a", "b"), extra_env: dict[str, str] | None = None
+) -> Iterator[list[Node]]:
+    """Start the nodes in parallel, wait until each is ready, stop them all by PID on the way out.
+
+    ``extra_env`` adds settings for every node (``{"STUDYHALL_COLLAB_UNLOAD_DELAY_S": "1"}``).
+    """
     log_dir = Path(tempfile.mkdtemp(prefix="studyhall-nodes-"))
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, log_dir, True)
         nodes: list[Node] = []
         for name in names:
-            env = node_env(database_url, redis, log_dir / name)
+            env = {**node_env(database_url, redis, log_dir / name), **(extra_env or {})}
             node = Node(name, env, log_dir)
             stack.callback(node.stop)
             nodes.append(node)

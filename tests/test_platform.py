@@ -74,9 +74,10 @@ def test_bad_settings_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
 
 
-def test_jwt_secret_is_generated_once_and_kept_private(tmp_path: Path) -> None:
-    # redis_url=None: single-node settings even when the caller's environment sets STUDYHALL_REDIS_URL
-    settings = load_settings(data_dir=tmp_path / "data", redis_url=None)
+def test_jwt_secret_is_generated_once_and_kept_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STUDYHALL_REDIS_URL", raising=False)  # scaled mode requires a configured secret
+    monkeypatch.delenv("STUDYHALL_JWT_SECRET", raising=False)
+    settings = load_settings(data_dir=tmp_path / "data")
     key = settings.jwt_key()
     assert len(key) >= 32
     assert load_settings(data_dir=tmp_path / "data", redis_url=None).jwt_key() == key

@@ -79,6 +79,10 @@ async def build_world(api: ApiClient) -> World:
     for r in (room, proom):
         await ok("POST", f"/rooms/{r['id']}/invite", owner, json={"user_id": learner.id})
     newcomer = await api.user()
+    # Workspaces: the owner opens one in the community room (the learner is in it and also holds an
+    # explicit grant) and one of their own.
+    ws = await ok("POST", "/workspaces", owner, json={"name": "W", "language": "python", "room_id": room["id"]})
+    await ok("PUT", f"/workspaces/{ws['id']}/members/{learner.id}", owner, json={"access": "edit"})
     notes = await ok("GET", "/me/notifications", learner)
     # A finished execution of the learner's, stored directly: reading it needs no sandbox on this machine.
     execution = uuid.uuid4()
@@ -106,6 +110,7 @@ async def build_world(api: ApiClient) -> World:
             "newcomer": newcomer.id,
             "notification": notes["items"][0]["id"],
             "execution": str(execution),
+            "ws": ws["id"],
         },
     )
 
@@ -217,6 +222,21 @@ ROWS: list[Row] = [
     ),
     Row("PUT", "/rooms/{room}/members/{learner}", only(200, 404, *STAFF, learner=403), {"role": "moderator"}),
     Row("POST", "/rooms/{room}/archive", only(200, 404, *STAFF, learner=403)),
+    # workspaces (ws: in the community room, the learner a member of the room with an explicit grant)
+    Row("GET", "/workspaces/templates", everyone(200)),
+    Row("POST", "/workspaces", everyone(201), {"name": "Mine", "language": "python"}),
+    Row("GET", "/workspaces", everyone(200)),
+    Row("GET", "/workspaces/{ws}", only(200, 404, "learner", *STAFF)),
+    Row("GET", "/workspaces/{ws}/members", only(200, 404, "learner", *STAFF)),
+    Row(
+        "PUT",
+        "/workspaces/{ws}/members/{newcomer}",
+        only(200, 404, *STAFF, learner=403),
+        {"access": "read"},
+    ),
+    Row("DELETE", "/workspaces/{ws}/members/{learner}", only(204, 404, *STAFF, learner=403)),
+    Row("GET", "/workspaces/{ws}/files", only(200, 404, "learner", *STAFF)),
+    Row("GET", "/workspaces/{ws}/archive", only(200, 404, "learner", *STAFF)),
     # notifications
     Row("GET", "/me/notifications", everyone(200)),
     Row("GET", "/me/notifications/unread-count", everyone(200)),
@@ -243,6 +263,8 @@ _TEMPLATE_NAMES = {
     "stranger": "user_id",
     "notification": "notification_id",
     "execution": "execution_id",
+    "ws": "workspace_id",
+    "newcomer": "user_id",
 }
 
 

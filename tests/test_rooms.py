@@ -392,7 +392,8 @@ async def test_banned_users_cannot_join(api: ApiClient, tabs: Any) -> None:
     assert [m["user_id"] for m in members["items"]] == [host.id]
 
 
-def test_presence_heartbeat_must_be_shorter_than_its_ttl(tmp_path: Path) -> None:
+def test_presence_heartbeat_must_be_shorter_than_its_ttl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STUDYHALL_REDIS_URL", raising=False)  # else the missing JWT secret is reported first
     with pytest.raises(ConfigError, match="STUDYHALL_PRESENCE_HEARTBEAT_S"):
         load_settings(data_dir=tmp_path, presence_ttl_s=2, presence_heartbeat_s=2, redis_url=None)
 

@@ -155,7 +155,8 @@ async def test_the_write_only_emitter_reaches_clients_on_every_node(nodes: Clust
         await close_emitter(emitter)
 
 
-async def test_external_emitter_needs_redis() -> None:
+async def test_external_emitter_needs_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STUDYHALL_REDIS_URL", raising=False)  # the settings must come without Redis
     with pytest.raises(ValueError, match="STUDYHALL_REDIS_URL"):
         external_emitter(load_settings(jwt_secret=TEST_JWT_SECRET, redis_url=None))
 

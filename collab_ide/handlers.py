@@ -1,0 +1,185 @@
+"""Workspaces over REST (``/workspaces``) and the document endpoint (``/yjs/{workspace_id}``).
+
+REST handlers parse, call :mod:`collab_ide.service` and answer. :func:`mount` adds the websocket route
+and the app-scoped :class:`~collab_ide.documents.DocumentManager` (with the Redis relay when scaled).
+
+"Run" (``POST /workspaces/{id}/runs``) is not here yet: it needs the sandbox. Its hook is
+:func:`collab_ide.service.current_files` (the server's copy of the files) and the workspace's
+``room_id`` (where ``run:output`` / ``run:finished`` go).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge
+
+from collab_ide import service
+from collab_ide.documents import DocumentManager, Tuning
+from collab_ide.relay import LocalRelay, RedisRelay, Relay
+from collab_ide.schemas import (
+    FileListOut,
+    MemberAccessIn,
+    TemplateListOut,
+    WorkspaceIn,
+    WorkspaceListQuery,
+    WorkspaceMemberOut,
+    WorkspaceOut,
+)
+from collab_ide.store import DocumentLog
+from collab_ide.websocket import CLOSE_GOING_AWAY, SocketPeer, make_handler
+from core_api.context import CORE, Page, PageQuery, core_of
+from core_api.http import Api, Call, Download
+from core_api.settings import Settings
+
+api = Api()
+TAG = "workspaces"
+DOCUMENTS = web.AppKey("collab_documents", DocumentManager)
+
+
+def documents_of(call: Call) -> DocumentManager:
+    return call.request.app[DOCUMENTS]
+
+
+@api.route("GET", "/workspaces/templates", summary="Workspace templates: languages and starter files", tag=TAG,
+           response=TemplateListOut)  # fmt: skip
+async def get_workspace_templates(call: Call) -> TemplateListOut:
+    return service.templates()
+
+
+@api.route(
+    "POST",
+    "/workspaces",
+    summary="Create a workspace from a template, alone or in a room; the server writes its starter files",
+    tag=TAG,
+    body=WorkspaceIn,
+    response=WorkspaceOut,
+    status=201,
+    errors=[403, 404, 409],
+)
+async def post_workspace(call: Call) -> WorkspaceOut:
+    return await service.create_workspace(core_of(call), call.me, call.body)
+
+
+@api.route("GET", "/workspaces", summary="Workspaces the caller can open", tag=TAG, query=WorkspaceListQuery,
+           response=Page[WorkspaceOut])  # fmt: skip
+async def get_workspaces(call: Call) -> Page[WorkspaceOut]:
+    return await service.list_workspaces(core_of(call), call.me, call.query)
+
+
+@api.route("GET", "/workspaces/{workspace_id}", summary="One workspace and the caller's access", tag=TAG,
+           response=WorkspaceOut)  # fmt: skip
+async def get_workspace(call: Call) -> WorkspaceOut:
+    return await service.get_workspace(core_of(call), call.me, call.params["workspace_id"])
+
+
+@api.route(
+    "GET",
+    "/workspaces/{workspace_id}/members",
+    summary="Users given explicit access to a workspace",
+    tag=TAG,
+    query=PageQuery,
+    response=Page[WorkspaceMemberOut],
+)
+async def get_workspace_members(call: Call) -> Page[WorkspaceMemberOut]:
+    return await service.list_members(core_of(call), call.me, call.params["workspace_id"], call.query)
+
+
+@api.route(
+    "PUT",
+    "/workspaces/{workspace_id}/members/{user_id}",
+    summary="Give a user edit or read-only access (creator, room host or moderator, admin)",
+    tag=TAG,
+    body=MemberAccessIn,
+    response=WorkspaceMemberOut,
+    errors=[403],
+)
+async def put_workspace_member(call: Call) -> WorkspaceMemberOut:
+    p = call.params
+    return await service.set_member(
+        core_of(call), documents_of(call), call.me, p["workspace_id"], p["user_id"], call.body
+    )
+
+
+@api.route(
+    "DELETE",
+    "/workspaces/{workspace_id}/members/{user_id}",
+    summary="Withdraw a user's explicit access; their open connections follow at once",
+    tag=TAG,
+    status=204,
+    errors=[403],
+)
+async def delete_workspace_member(call: Call) -> None:
+    p = call.params
+    await service.remove_member(core_of(call), documents_of(call), call.me, p["workspace_id"], p["user_id"])
+
+
+@api.route("GET", "/workspaces/{workspace_id}/files", summary="The workspace's files as they are now", tag=TAG,
+           response=FileListOut)  # fmt: skip
+async def get_workspace_files(call: Call) -> FileListOut:
+    return await service.list_files(core_of(call), documents_of(call), call.me, call.params["workspace_id"])
+
+
+@api.route(
+    "GET",
+    "/workspaces/{workspace_id}/archive",
+    summary="Download the workspace's current files as a zip archive",
+    tag=TAG,
+    produces="application/zip",
+)
+async def get_workspace_archive(call: Call) -> Download:
+    workspace_id = call.params["workspace_id"]
+    body = await service.archive(core_of(call), documents_of(call), call.me, workspace_id)
+    return Download(body, "application/zip", f"workspace-{workspace_id}.zip")
+
+
+# --- the document endpoint and its resources -----------------------------------------------------
+
+
+def tuning_of(settings: Settings) -> Tuning:
+    return Tuning(
+        flush_interval_s=settings.collab_flush_interval_s,
+        flush_max_updates=settings.collab_flush_max_updates,
+        compact_after_updates=settings.collab_compact_after_updates,
+        compact_idle_s=settings.collab_compact_idle_s,
+        unload_delay_s=settings.collab_unload_delay_s,
+    )
+
+
+def mount(app: web.Application, settings: Settings, node_id: str, registry: CollectorRegistry) -> None:
+    """Add ``/yjs/{workspace_id}`` and the document manager (after the database resource).
+
+    ``registry`` gets the gauges ``studyhall_yjs_documents_loaded`` and ``studyhall_yjs_connections``.
+    """
+
+    async def documents(app: web.Application) -> AsyncIterator[None]:
+        relay: Relay = LocalRelay()
+        if settings.redis_url is not None:
+            relay = RedisRelay(settings.redis_url.get_secret_value(), node_id)
+        manager = DocumentManager(DocumentLog(app[CORE].pool), relay, tuning_of(settings))
+        app[DOCUMENTS] = manager
+        loaded.set_function(lambda: len(manager.docs))
+        connections.set_function(lambda: sum(len(d.peers) for d in manager.docs.values()))
+        await manager.start()
+        try:
+            yield
+        finally:
+            await manager.close(_going_away)
+
+    async def disconnect_editors(app: web.Application) -> None:
+        # Before aiohttp waits for open handlers: close every editor so its handler returns at once.
+        if DOCUMENTS in app:
+            for doc in list(app[DOCUMENTS].docs.values()):
+                doc.close_all(_going_away)
+
+    loaded = Gauge("studyhall_yjs_documents_loaded", "Yjs documents in memory on this node", registry=registry)
+    connections = Gauge("studyhall_yjs_connections", "Open y-websocket connections on this node", registry=registry)
+    app.cleanup_ctx.append(documents)
+    app.on_shutdown.append(disconnect_editors)
+    app.router.add_get("/yjs/{workspace_id}", make_handler(lambda a: a[DOCUMENTS], settings.collab_max_message_bytes))
+
+
+def _going_away(peer: object) -> None:
+    if isinstance(peer, SocketPeer):
+        peer.close(CLOSE_GOING_AWAY, "server shutting down")

@@ -1,0 +1,268 @@
+"""``/yjs/{workspace_id}?token=...``: the y-websocket endpoint, written directly on aiohttp.
+
+The per-message path is kept short on purpose (it is where a Python server spends its time): one
+``receive()``, the protocol decoded by hand (:mod:`collab_ide.protocol`), the update applied to the
+pycrdt document, and the received frame written unchanged to every other client's transport — no task
+or queue per recipient, and one ``write`` per recipient per event-loop turn however many frames. A
+client whose socket stops draining (more than ``MAX_BUFFERED`` bytes waiting) is disconnected rather
+than allowed to hold memory or slow the others.
+
+Close codes (the reason says more):
+
+| code | when |
+| --- | --- |
+| 4401 | no token, or an invalid or expired one |
+| 4403 | the user's access was withdrawn while connected |
+| 4404 | no such workspace, or one the user may not see |
+| 1002 | a malformed or truncated message, or an update the CRDT cannot decode |
+| 1003 | a text frame or an unknown message type |
+| 1009 | a message over ``STUDYHALL_COLLAB_MAX_MESSAGE_BYTES`` (aiohttp closes it) |
+| 1013 | the client does not read fast enough |
+| 1001 | the server is shutting down (clients reconnect, to another node when scaled) |
+| 1011 | an unexpected error (logged) |
+
+A member with read-only access gets the document and awareness and may send awareness (cursors), but
+its updates are refused: never applied, forwarded or stored; it is told once with y-websocket's
+"permission denied" auth message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from collab_ide import protocol
+from collab_ide.access import workspace_row
+from collab_ide.document import InvalidUpdate, SharedDocument
+from collab_ide.documents import DocumentManager
+from collab_ide.protocol import Kind, ProtocolError
+from core_api.auth import AUTH, principal_for
+from core_api.context import CORE, Core
+from core_api.errors import AppError
+from core_api.http import Principal
+
+log = logging.getLogger(__name__)
+
+MAX_BUFFERED = 8 * 1024 * 1024
+HEARTBEAT_S = 30.0
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_PROTOCOL = 1002
+CLOSE_UNSUPPORTED = 1003
+CLOSE_TRY_AGAIN = 1013
+CLOSE_GOING_AWAY = 1001
+CLOSE_INTERNAL = 1011
+_LEN16 = struct.Struct("!BBH")
+_LEN64 = struct.Struct("!BBQ")
+_BINARY_FIN = 0x82
+
+
+class SocketPeer:
+    """One websocket client of a document.
+
+    ``send`` writes binary frames straight to the transport, gathered per event-loop turn: the frames
+    for this client that one read of the sender's socket produced leave in one ``write`` (one system
+    call) at the end of the turn, instead of one each.
+    """
+
+    __slots__ = (
+        "_loop", "_out", "awareness_ids", "can_edit", "closing", "core", "denied", "transport", "user", "user_id",
+        "workspace_id", "ws",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: Any,
+        core: Core,
+        user: Principal,
+        workspace_id: uuid.UUID,
+        can_edit: bool,
+    ) -> None:
+        self.ws = ws
+        self.transport = transport
+        self.core = core
+        self.user = user
+        self.user_id = user.id
+        self.workspace_id = workspace_id
+        self.can_edit = can_edit
+        self.awareness_ids: set[int] = set()
+        self.denied = False
+        self.closing: asyncio.Task[Any] | None = None
+        self._out: list[bytes] | None = None
+        self._loop = asyncio.get_running_loop()
+
+    def send(self, frame: bytes) -> None:
+        n = len(frame)
+        # Server frames are unmasked: a 2-, 4- or 10-byte header, then the payload as it is.
+        if n < 126:
+            header = bytes((_BINARY_FIN, n))
+        elif n < 65536:
+            header = _LEN16.pack(_BINARY_FIN, 126, n)
+        else:
+            header = _LEN64.pack(_BINARY_FIN, 127, n)
+        out = self._out
+        if out is None:
+            self._out = [header, frame]
+            self._loop.call_soon(self._write)
+        else:
+            out.append(header)
+            out.append(frame)
+
+    def _write(self) -> None:
+        out, self._out = self._out, None
+        transport = self.transport
+        if not out or self.ws.closed or transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > MAX_BUFFERED:
+            self.close(CLOSE_TRY_AGAIN, "not reading fast enough")
+            return
+        transport.write(b"".join(out))
+
+    async def recheck(self) -> None:
+        try:
+            _, access = await workspace_row(self.core.pool, self.user, self.workspace_id)
+        except AppError:
+            self.close(CLOSE_FORBIDDEN, "your access to this workspace was withdrawn")
+            return
+        self.can_edit = access.edit
+        self.denied = False
+
+    def close(self, code: int, reason: str) -> None:
+        if self._out is not None:
+            self._write()  # what was queued goes before the close frame
+        if self.closing is None and not self.ws.closed:
+            self.closing = asyncio.ensure_future(self.ws.close(code=code, message=reason.encode()[:120]))
+
+
+class Session:
+    """The message loop of one connection; handlers are looked up by message kind in :data:`HANDLERS`.
+
+    (A class-level table rather than a dict of bound methods on the instance: that would be a reference
+    cycle keeping the session, and through it the document, alive until the cyclic GC runs.)
+    """
+
+    def __init__(self, ws: web.WebSocketResponse, doc: SharedDocument, peer: SocketPeer, docs: DocumentManager):
+        self.ws = ws
+        self.doc = doc
+        self.peer = peer
+        self.docs = docs
+
+    async def run(self) -> None:
+        ws = self.ws
+        handlers = HANDLERS
+        decode = protocol.decode
+        while True:
+            msg = await ws.receive()
+            if msg.type is WSMsgType.BINARY:
+                frame: bytes = msg.data
+                try:
+                    kind, payload = decode(frame)
+                    handlers[kind](self, payload, frame)
+                except ProtocolError as exc:
+                    code = CLOSE_UNSUPPORTED if exc.unknown_type else CLOSE_PROTOCOL
+                    await ws.close(code=code, message=str(exc).encode()[:120])
+                    return
+                except InvalidUpdate:
+                    await ws.close(code=CLOSE_PROTOCOL, message=b"the update could not be decoded")
+                    return
+            elif msg.type is WSMsgType.TEXT:
+                await ws.close(code=CLOSE_UNSUPPORTED, message=b"y-websocket messages are binary")
+                return
+            else:  # close, closing, closed, error (aiohttp already closed it, e.g. 1009 for a big message)
+                return
+
+    def on_step1(self, state_vector: bytes, frame: bytes) -> None:
+        self.peer.send(self.doc.answer_step1(state_vector))
+
+    def on_step2(self, update: bytes, frame: bytes) -> None:
+        if update == protocol.EMPTY_UPDATE:
+            return
+        # Other clients get it as a plain update: a step 2 would tell them they were in sync.
+        self.on_update(update, protocol.update_message(update))
+
+    def on_update(self, update: bytes, frame: bytes) -> None:
+        if not self.peer.can_edit:
+            self.refuse()
+            return
+        self.doc.apply(update, frame, self.peer, time.monotonic())
+        self.docs.updated(self.doc)
+
+    def on_awareness(self, payload: bytes, frame: bytes) -> None:
+        self.doc.apply_awareness(protocol.decode_awareness(payload), frame, self.peer, time.monotonic())
+
+    def on_query(self, payload: bytes, frame: bytes) -> None:
+        self.peer.send(self.doc.awareness_frame())
+
+    def refuse(self) -> None:
+        if not self.peer.denied:
+            self.peer.denied = True
+            self.peer.send(protocol.permission_denied("read-only access: your changes are not accepted"))
+
+
+HANDLERS: dict[Kind, Callable[[Session, bytes, bytes], None]] = {
+    Kind.SYNC_STEP1: Session.on_step1,
+    Kind.SYNC_STEP2: Session.on_step2,
+    Kind.UPDATE: Session.on_update,
+    Kind.AWARENESS: Session.on_awareness,
+    Kind.AWARENESS_QUERY: Session.on_query,
+}
+
+
+async def _refuse(ws: web.WebSocketResponse, code: int, reason: str) -> web.WebSocketResponse:
+    await ws.close(code=code, message=reason.encode()[:120])
+    return ws
+
+
+def make_handler(docs: Callable[[web.Application], DocumentManager], max_message_bytes: int) -> Any:
+    """The aiohttp handler of ``/yjs/{workspace_id}``; ``docs`` finds the app's manager."""
+
+    async def yjs_socket(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=max_message_bytes, compress=False, heartbeat=HEARTBEAT_S)
+        await ws.prepare(request)
+        app = request.app
+        try:
+            workspace_id = uuid.UUID(request.match_info["workspace_id"])
+        except ValueError:
+            return await _refuse(ws, CLOSE_NOT_FOUND, "workspace not found")
+        token = request.query.get("token", "")
+        if not token:
+            return await _refuse(ws, CLOSE_UNAUTHORIZED, "send an access token as ?token=")
+        core = app[CORE]
+        manager = docs(app)
+        try:
+            user = await principal_for(core, app[AUTH], token)
+            _, access = await workspace_row(core.pool, user, workspace_id)
+            doc = await manager.open(workspace_id)
+        except AppError as exc:
+            code = CLOSE_UNAUTHORIZED if exc.status == 401 else CLOSE_NOT_FOUND
+            return await _refuse(ws, code, exc.message)
+        except Exception:  # the database is unreachable, say: the client retries with backoff
+            log.exception("could not open the document of workspace %s", workspace_id)
+            return await _refuse(ws, CLOSE_INTERNAL, "internal error; it has been logged")
+        if doc is None:
+            return await _refuse(ws, CLOSE_NOT_FOUND, "workspace not found")
+        peer = SocketPeer(ws, request.transport, core, user, workspace_id, access.edit)
+        manager.attach(doc, peer)
+        try:
+            await Session(ws, doc, peer, manager).run()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # pycrdt's Rust panics are BaseExceptions: one client must not take the node
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            log.exception("yjs connection to %s failed", workspace_id)
+            await ws.close(code=CLOSE_INTERNAL, message=b"internal error; it has been logged")
+        finally:
+            manager.detach(doc, peer)
+        return ws
+
+    return yjs_socket
