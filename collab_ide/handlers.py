@@ -3,9 +3,8 @@
 REST handlers parse, call :mod:`collab_ide.service` and answer. :func:`mount` adds the websocket route
 and the app-scoped :class:`~collab_ide.documents.DocumentManager` (with the Redis relay when scaled).
 
-"Run" (``POST /workspaces/{id}/runs``) is not here yet: it needs the sandbox. Its hook is
-:func:`collab_ide.service.current_files` (the server's copy of the files) and the workspace's
-``room_id`` (where ``run:output`` / ``run:finished`` go).
+"Run" (``POST /workspaces/{id}/runs``) is :mod:`collab_ide.runs`: the server's copy of the files as an
+execution of the sandbox, its output and result pushed to the workspace's room.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
 
-from collab_ide import service
+from collab_ide import runs, service
 from collab_ide.documents import DocumentManager, Tuning
 from collab_ide.relay import LocalRelay, RedisRelay, Relay
 from collab_ide.schemas import (
@@ -30,7 +29,8 @@ from collab_ide.schemas import (
 from collab_ide.store import DocumentLog
 from collab_ide.websocket import CLOSE_GOING_AWAY, SocketPeer, make_handler
 from core_api.context import CORE, Page, PageQuery, core_of
-from core_api.http import Api, Call, Download
+from core_api.executions import EXECUTIONS, ExecutionQuery
+from core_api.http import Api, Call, Download, Reply
 from core_api.settings import Settings
 
 api = Api()
@@ -183,3 +183,43 @@ def mount(app: web.Application, settings: Settings, node_id: str, registry: Coll
 def _going_away(peer: object) -> None:
     if isinstance(peer, SocketPeer):
         peer.close(CLOSE_GOING_AWAY, "server shutting down")
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+
+@api.route(
+    "POST",
+    "/workspaces/{workspace_id}/runs",
+    summary="Run the server's current copy of the files in the sandbox (edit access); output goes to the room",
+    tag=TAG,
+    body=runs.RunIn,
+    query=ExecutionQuery,
+    response=runs.RunOut,
+    status=202,
+    errors=[403, 429, 503],
+    extra_statuses={200: "Finished (with `?wait=true`)"},
+)
+async def post_workspace_run(call: Call) -> Reply:
+    run = await runs.start_run(
+        core_of(call),
+        documents_of(call),
+        call.request.app[EXECUTIONS],
+        call.me,
+        call.params["workspace_id"],
+        call.body,
+        call.query.wait,
+    )
+    return Reply(run, 200 if run.execution.state == "finished" else 202)
+
+
+@api.route("GET", "/workspaces/{workspace_id}/runs", summary="The workspace's runs, newest first", tag=TAG,
+           query=PageQuery, response=Page[runs.RunOut])  # fmt: skip
+async def get_workspace_runs(call: Call) -> Page[runs.RunOut]:
+    return await runs.list_runs(core_of(call), call.me, call.params["workspace_id"], call.query)
+
+
+@api.route("GET", "/workspaces/{workspace_id}/runs/{run_id}", summary="One run of the workspace", tag=TAG,
+           response=runs.RunOut)  # fmt: skip
+async def get_workspace_run(call: Call) -> runs.RunOut:
+    return await runs.get_run(core_of(call), call.me, call.params["workspace_id"], call.params["run_id"])

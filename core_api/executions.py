@@ -16,14 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
-from core_api.context import Core, new_id
-from core_api.db import Record
+from core_api.context import Core, Tx, new_id
+from core_api.db import Connection, Record
 from core_api.errors import AppError, ErrorCode, invalid, not_found
 from core_api.http import Api, Call, Input, Principal, Query, Reply
 from core_api.settings import Settings
@@ -63,6 +64,8 @@ api = Api()
 TAG = "executions"
 CASE_OUTPUT_CHARS = 4096  # per judged case, what is kept of stdout and stderr
 FINISHED_EVENT = "execution:finished"
+RUN_OUTPUT_EVENT = "run:output"
+RUN_FINISHED_EVENT = "run:finished"
 STALE_AFTER_MIN = 10  # an unfinished execution older than this (its node died) no longer counts as waiting
 
 # --- schemas -------------------------------------------------------------------------------------
@@ -82,6 +85,11 @@ class ExecutionIn(Input):
         None, min_length=1, max_length=MAX_TESTS, description="Judge the program on these cases instead of one run."
     )
     stop_at_first_failure: bool = Field(False, description="With `tests`: skip the cases after the first failure.")
+    entry: str | None = Field(
+        None,
+        max_length=255,
+        description="With `files`: the file to run (default: the language's main file, else the first).",
+    )
 
     def to_request(self) -> Request:
         common: dict[str, Any] = {
@@ -89,6 +97,7 @@ class ExecutionIn(Input):
             "source": self.source,
             "files": self.files,
             "limits": self.limits,
+            "entry": self.entry,
         }
         try:
             if self.tests is not None:
@@ -196,6 +205,7 @@ def sandbox_config(settings: Settings) -> SandboxConfig:
 # --- storing and announcing results --------------------------------------------------------------
 
 _COLUMNS = "id, user_id, language, kind, state, result, created_at, started_at, finished_at"
+EXECUTION_COLUMNS = _COLUMNS  # for queries of other packages that join executions (workspace runs)
 
 
 def _case_out(case: CaseResult) -> CaseOut:
@@ -294,8 +304,42 @@ async def finish(core: Core, execution_id: uuid.UUID, result: Result) -> None:
             stored_result(result),
         )
         if row is not None:
-            data = execution_out(row).model_dump(mode="json")
+            out = execution_out(row)
+            data = out.model_dump(mode="json")
             tx.publish(f"user:{row['user_id']}", {"event": FINISHED_EVENT, "data": data})
+            await _publish_workspace_run(tx, out)
+
+
+async def _publish_workspace_run(tx: Tx, execution: ExecutionOut) -> None:
+    """A workspace's Run (``collab_ide.runs``): its output and result go to the workspace's room.
+
+    Here rather than in ``collab_ide`` because this runs wherever the job ran, a Celery worker included,
+    which loads no more of studyhall than the executions. A workspace outside any room sends them to the
+    personal room of whoever started the run.
+    """
+    run = await tx.conn.fetchrow(
+        """SELECT r.id, r.workspace_id, r.entry, r.user_id, w.room_id
+           FROM workspace_runs r JOIN workspaces w ON w.id = r.workspace_id WHERE r.execution_id = $1""",
+        execution.id,
+    )
+    if run is None:
+        return
+    topic = f"room:{run['room_id']}" if run["room_id"] is not None else f"user:{run['user_id']}"
+    ids = {"run_id": str(run["id"]), "workspace_id": str(run["workspace_id"])}
+    outputs = []
+    if execution.compile is not None and (execution.compile.stdout or execution.compile.stderr):
+        outputs += [("compile", execution.compile.stdout + execution.compile.stderr)]
+    outputs += [("stdout", execution.stdout), ("stderr", execution.stderr)]
+    for stream, text in outputs:
+        if text:
+            tx.publish(topic, {"event": RUN_OUTPUT_EVENT, "data": {**ids, "stream": stream, "text": text}})
+    finished = {
+        **ids,
+        "entry": run["entry"],
+        "user_id": str(run["user_id"]),
+        "execution": execution.model_dump(mode="json"),
+    }
+    tx.publish(topic, {"event": RUN_FINISHED_EVENT, "data": finished})
 
 
 # --- the service ---------------------------------------------------------------------------------
@@ -310,7 +354,15 @@ class Executions:
         self.settings = settings
         self._local: set[uuid.UUID] = set()
 
-    async def create(self, user: Principal, body: ExecutionIn, wait: bool) -> ExecutionOut:
+    async def create(
+        self,
+        user: Principal,
+        body: ExecutionIn,
+        wait: bool,
+        link: Callable[[Connection, uuid.UUID], Awaitable[None]] | None = None,
+    ) -> ExecutionOut:
+        """Admit and start an execution; ``link`` runs in the transaction that stores it (a workspace run
+        records itself there, so it exists before the program can finish)."""
         request = body.to_request()
         try:
             self.runner.validate(request)
@@ -344,6 +396,8 @@ class Executions:
                 request.language,
                 kind,
             )
+            if link is not None:
+                await link(tx.conn, execution_id)
         context = {"execution_id": str(execution_id), "user_id": str(user.id)}
         try:
             submitted = await self.runner.submit(request, context)

@@ -52,8 +52,10 @@ class Language:
     def sources(self, paths: Sequence[str]) -> list[str]:
         return [p for p in paths if p.endswith(self.suffixes)]
 
-    def entry(self, paths: Sequence[str]) -> str:
-        """The file to run: the main file if the program has one, else its first file."""
+    def entry(self, paths: Sequence[str], wanted: str | None = None) -> str:
+        """The file to run: the one asked for, else the main file if the program has one, else its first file."""
+        if wanted is not None and wanted in paths:
+            return wanted
         return self.main_file if self.main_file in paths else paths[0]
 
 

@@ -106,11 +106,18 @@ class _Program(_Frozen):
         "else the first file.",
     )
     limits: LimitsIn | None = Field(None, description="Lower limits for the run phase (never above the server's).")
+    entry: str | None = Field(
+        None,
+        max_length=255,
+        description="With `files`: the file to run (interpreted languages; compiled ones build every source file).",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> _Program:
         if (self.source is None) == (self.files is None):
             raise ValueError("give exactly one of source or files")
+        if self.entry is not None and (self.files is None or self.entry not in {f.path for f in self.files}):
+            raise ValueError("entry must name one of the files")
         if self.files is not None:
             paths = [f.path for f in self.files]
             if len(set(paths)) != len(paths):

@@ -456,8 +456,10 @@ class LocalRunner:
             slot, Phase(argv=argv, limits=self.config.compile_limits, env=lang.env), then_more=True
         )
 
-    def _run_phase(self, lang: Language, files: list[SourceFile], limits: Limits, stdin: str) -> Phase:
-        entry = lang.entry([f.path for f in files])
+    def _run_phase(
+        self, lang: Language, files: list[SourceFile], limits: Limits, stdin: str, wanted: str | None = None
+    ) -> Phase:
+        entry = lang.entry([f.path for f in files], wanted)
         return Phase(
             argv=lang.run_argv(entry, limits),
             limits=limits,
@@ -473,7 +475,9 @@ class LocalRunner:
         compiled = await self._compile(slot, lang, files)
         if compiled is not None and compiled.status != Status.OK:
             return RunResult(**compile_failed(compiled).model_dump(), compile=compiled)
-        run = await self._phase(slot, self._run_phase(lang, files, limits, request.stdin), lang.oom_markers)
+        run = await self._phase(
+            slot, self._run_phase(lang, files, limits, request.stdin, request.entry), lang.oom_markers
+        )
         return RunResult(**run.model_dump(), compile=compiled)
 
     async def _judge(
@@ -497,7 +501,10 @@ class LocalRunner:
                 if binary is not None:
                     slot.write_executable("main", binary)
             run = await self._phase(
-                slot, self._run_phase(lang, files, limits, test.stdin), lang.oom_markers, then_more=index + 1 < total
+                slot,
+                self._run_phase(lang, files, limits, test.stdin, request.entry),
+                lang.oom_markers,
+                then_more=index + 1 < total,
             )
             cases.append(CaseResult(index=index, verdict=case_verdict(run, test.expected_output), run=run))
         passed = sum(c.verdict == Verdict.ACCEPTED for c in cases)

@@ -92,6 +92,15 @@ async def build_world(api: ApiClient) -> World:
         execution,
         uuid.UUID(learner.id),
     )
+    run = uuid.uuid4()  # ... and a run of the workspace that was that execution
+    await api.app[CORE].pool.execute(
+        "INSERT INTO workspace_runs (id, workspace_id, execution_id, user_id, entry)"
+        " VALUES ($1, $2, $3, $4, 'main.py')",
+        run,
+        uuid.UUID(ws["id"]),
+        execution,
+        uuid.UUID(learner.id),
+    )
     return World(
         actors=actors,
         ids={
@@ -111,6 +120,7 @@ async def build_world(api: ApiClient) -> World:
             "notification": notes["items"][0]["id"],
             "execution": str(execution),
             "ws": ws["id"],
+            "run": str(run),
         },
     )
 
@@ -237,6 +247,9 @@ ROWS: list[Row] = [
     Row("DELETE", "/workspaces/{ws}/members/{learner}", only(204, 404, *STAFF, learner=403)),
     Row("GET", "/workspaces/{ws}/files", only(200, 404, "learner", *STAFF)),
     Row("GET", "/workspaces/{ws}/archive", only(200, 404, "learner", *STAFF)),
+    Row("POST", "/workspaces/{ws}/runs", only(EXECUTION_ADMITTED, 404, "learner", *STAFF), {}),
+    Row("GET", "/workspaces/{ws}/runs", only(200, 404, "learner", *STAFF)),
+    Row("GET", "/workspaces/{ws}/runs/{run}", only(200, 404, "learner", *STAFF)),
     # notifications
     Row("GET", "/me/notifications", everyone(200)),
     Row("GET", "/me/notifications/unread-count", everyone(200)),
@@ -264,6 +277,7 @@ _TEMPLATE_NAMES = {
     "notification": "notification_id",
     "execution": "execution_id",
     "ws": "workspace_id",
+    "run": "run_id",
     "newcomer": "user_id",
 }
 
