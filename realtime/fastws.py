@@ -99,6 +99,7 @@ class _Drained:
 
 
 DRAINED = _Drained()
+_ENVIRON_KEPT = ("REMOTE_ADDR", "PATH_INFO", "QUERY_STRING", "HTTP_X_FORWARDED_FOR", "aiohttp.request")
 PING_FRAME = ws_frame(b"2")
 
 
@@ -165,6 +166,11 @@ class DirectWebSocket:
         await ws.prepare(request)
         self.ws = ws
         self.transport = request.transport
+        # python-socketio keeps this environ for the connection's lifetime (``sio.environ``): every request
+        # header as a WSGI key. Nothing reads them after the handshake, so keep what identifies the client.
+        kept = {k: environ[k] for k in _ENVIRON_KEPT if k in environ}
+        environ.clear()
+        environ.update(kept)
         try:
             await self._session()
         finally:
