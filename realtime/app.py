@@ -24,6 +24,8 @@ from core_api.errors import AppError, ErrorCode
 from core_api.events import Events
 from core_api.http import CLIENT_ADDR, Api
 from core_api.settings import Settings
+from leaderboards import handlers as contest_handlers
+from leaderboards.wiring import run_contests
 from realtime.jobs import run_sandbox
 from realtime.sockets import SOCKETS, SocketServer
 from rooms import chat as room_chat
@@ -49,8 +51,9 @@ API = Api.combine(
     room_handlers.api,
     room_chat.api,
     executions.api,
+    contest_handlers.api,  # group wars (leaderboards/)
 )
-EVENTS = Events.combine(room_handlers.events, room_chat.events, watch_handlers.events)
+EVENTS = Events.combine(room_handlers.events, room_chat.events, watch_handlers.events, contest_handlers.events)
 OPENAPI = web.AppKey("openapi", dict)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -260,6 +263,8 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app.cleanup_ctx.append(presence)
     app.cleanup_ctx.append(watch_parties)
     app.cleanup_ctx.append(functools.partial(run_sandbox, settings))
+    # Group wars after the sandbox (they judge with it), so they stop judging before it closes.
+    app.cleanup_ctx.append(functools.partial(run_contests, settings))
     app[SOCKETS] = SocketServer(app, settings, EVENTS)
     API.mount(app, auth.authenticate)
     app.router.add_get("/api/v1/openapi.json", openapi_view)

@@ -1,0 +1,30 @@
+"""The contests service for as long as the app runs (a ``cleanup_ctx`` registered in ``realtime/app.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from core_api.context import CORE
+from core_api.executions import EXECUTIONS
+from core_api.settings import Settings
+from leaderboards.board import open_board
+from leaderboards.handlers import CONTESTS, SESSION_KEY
+from leaderboards.live import Gate, RedisGate
+from leaderboards.service import Contests
+from realtime.sockets import SOCKETS
+
+
+async def run_contests(settings: Settings, app: web.Application) -> AsyncIterator[None]:
+    board = open_board(settings)
+    gate: Gate | None = RedisGate(settings.redis_url.get_secret_value()) if settings.redis_url else None
+    sockets = app[SOCKETS]
+    service = Contests(app[CORE], app.get(EXECUTIONS), board, sockets, gate=gate)
+    app[CONTESTS] = service
+    sockets.services[SESSION_KEY] = service
+    try:
+        yield
+    finally:
+        await service.close()
+        await board.close()
