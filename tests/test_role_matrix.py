@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,22 @@ async def build_world(api: ApiClient) -> World:
         execution,
         uuid.UUID(learner.id),
     )
+    # Group wars: a running contest of the public community (organised by it) and one that has ended.
+    now = datetime.now(UTC)
+    problem = {"title": "P", "tests": [{"stdin": "", "expected_output": "1"}]}
+    war = {"title": "W", "organizer_id": community["id"], "communities": [community["id"]], "problems": [problem]}
+    contest = await ok(
+        "POST",
+        "/contests",
+        owner,
+        json={
+            **war,
+            "starts_at": (now - timedelta(hours=1)).isoformat(),
+            "ends_at": (now + timedelta(hours=1)).isoformat(),
+        },
+    )
+    ended = await ok("POST", "/contests", owner, json={**war, "starts_at": (now - timedelta(hours=2)).isoformat(),
+                                                        "ends_at": (now - timedelta(hours=1)).isoformat()})  # fmt: skip
     return World(
         actors=actors,
         ids={
@@ -106,6 +123,9 @@ async def build_world(api: ApiClient) -> World:
             "newcomer": newcomer.id,
             "notification": notes["items"][0]["id"],
             "execution": str(execution),
+            "contest": contest["id"],
+            "ended": ended["id"],
+            "problem": contest["problems"][0]["id"],
         },
     )
 
@@ -116,6 +136,15 @@ def unique_email(ids: dict[str, str]) -> dict[str, Any]:
 
 def new_community(ids: dict[str, str]) -> dict[str, Any]:
     return {"name": f"N {uuid.uuid4().hex[:10]}"}
+
+
+def new_contest(ids: dict[str, str]) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "title": "N", "organizer_id": ids["community"], "communities": [ids["community"]],
+        "starts_at": now.isoformat(), "ends_at": (now + timedelta(hours=1)).isoformat(),
+        "problems": [{"title": "P", "tests": [{"stdin": "", "expected_output": "1"}]}],
+    }  # fmt: skip
 
 
 @dataclass
@@ -226,6 +255,22 @@ ROWS: list[Row] = [
     Row("POST", "/executions", everyone(EXECUTION_ADMITTED), {"language": "python", "source": "print(1)"}),
     Row("GET", "/executions/{execution}", only(200, 404, "learner", "admin")),
     Row("GET", "/languages", everyone(200, anon=200)),
+    # group wars (an unknown language: members get 400 once past the membership check, nothing is judged)
+    Row("POST", "/contests", only(201, 403, *STAFF), lambda ids: new_contest(ids)),
+    Row("GET", "/contests", everyone(200)),
+    Row("GET", "/contests/{contest}", everyone(200)),
+    Row(
+        "POST",
+        "/contests/{contest}/problems/{problem}/submissions",
+        only(400, 403, "learner", "owner"),
+        {"language": "no-such-language", "source": "x"},
+    ),
+    Row("GET", "/contests/{contest}/submissions", everyone(200)),
+    Row("GET", "/contests/{contest}/standings", everyone(200)),
+    Row("GET", "/contests/{contest}/board", everyone(200)),
+    Row("GET", "/contests/{contest}/board/me", everyone(200)),
+    Row("POST", "/contests/{ended}/finalise", only(200, 403, *STAFF)),
+    Row("GET", "/leaderboards/communities", everyone(200)),
 ]
 
 _TEMPLATE_NAMES = {
@@ -243,6 +288,9 @@ _TEMPLATE_NAMES = {
     "stranger": "user_id",
     "notification": "notification_id",
     "execution": "execution_id",
+    "contest": "contest_id",
+    "ended": "contest_id",
+    "problem": "problem_id",
 }
 
 
