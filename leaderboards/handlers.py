@@ -55,7 +55,7 @@ def contests_of(call: Call) -> Contests:
 
 
 @api.route("POST", "/contests", summary="Create a contest (admins, or the organizing community's admins)", tag=TAG,
-           body=ContestIn, response=ContestOut, status=201)  # fmt: skip
+           body=ContestIn, response=ContestOut, status=201, errors=[403, 404])  # fmt: skip
 async def post_contest(call: Call) -> ContestOut:
     return await contests_of(call).create(call.me, call.body)
 
@@ -72,7 +72,7 @@ async def get_contest(call: Call) -> ContestOut:
 
 @api.route("POST", "/contests/{contest_id}/problems/{problem_id}/submissions",
            summary="Submit a solution; judged by the sandbox", tag=TAG, body=SubmissionIn, query=WaitQuery,
-           response=SubmissionOut, status=202, errors=[409, 503],
+           response=SubmissionOut, status=202, errors=[403, 409, 503],
            extra_statuses={200: "Judged (with `?wait=true`)"})  # fmt: skip
 async def post_contest_submission(call: Call) -> Reply:
     out = await contests_of(call).submit(
@@ -82,14 +82,14 @@ async def post_contest_submission(call: Call) -> Reply:
 
 
 @api.route("GET", "/contests/{contest_id}/submissions", summary="Your submissions (managers: everyone's)",
-           tag=TAG, query=SubmissionsQuery, response=SubmissionList)  # fmt: skip
+           tag=TAG, query=SubmissionsQuery, response=SubmissionList, errors=[403])  # fmt: skip
 async def get_contest_submissions(call: Call) -> SubmissionList:
     items = await contests_of(call).submissions(call.me, call.params["contest_id"], call.query.everyone)
     return SubmissionList(items=items)
 
 
 @api.route("GET", "/contests/{contest_id}/standings", summary="Individual and community standings", tag=TAG,
-           query=StandingsQuery, response=StandingsOut)  # fmt: skip
+           query=StandingsQuery, response=StandingsOut, errors=[403])  # fmt: skip
 async def get_contest_standings(call: Call) -> StandingsOut:
     return await contests_of(call).standings(call.me, call.params["contest_id"], call.query.view)
 
@@ -107,7 +107,7 @@ async def get_my_contest_rank(call: Call) -> MyRankOut:
 
 
 @api.route("POST", "/contests/{contest_id}/finalise", summary="Finalise: unfreeze and record the results",
-           tag=TAG, response=ContestOut, errors=[409])  # fmt: skip
+           tag=TAG, response=ContestOut, errors=[403, 409])  # fmt: skip
 async def post_contest_finalise(call: Call) -> ContestOut:
     return await contests_of(call).finalise(call.me, call.params["contest_id"])
 
