@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
@@ -46,6 +46,12 @@ class ContestIn(Input):
     penalty_minutes: int = Field(20, ge=0, le=1000, description="Added per rejected attempt before an accept.")
     communities: list[uuid.UUID] = Field(min_length=1, max_length=MAX_COMMUNITIES, description="Taking part.")
     problems: list[ProblemIn] = Field(min_length=1, max_length=MAX_PROBLEMS)
+    prizes: list[Annotated[int, Field(ge=0, le=1_000_000)]] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Coins for each member who solved a problem for the "
+        "communities ranked 1, 2, ... (paid once, when finalised).",
+    )
 
     @model_validator(mode="after")
     def _window(self) -> ContestIn:
@@ -116,6 +122,14 @@ class SubmissionOut(BaseModel):
     total: int | None
     judged_at: datetime | None
     disqualified: bool
+
+
+class DisqualifyIn(Input):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class RejudgeOut(BaseModel):
+    submissions: int = Field(description="How many submissions went back to the judge.")
 
 
 class SubmissionList(BaseModel):

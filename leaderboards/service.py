@@ -176,9 +176,9 @@ class Contests:
                 raise invalid("a community taking part does not exist")
             await tx.conn.execute(
                 "INSERT INTO contests (id, title, description, organizer_id, created_by, starts_at, ends_at, freeze_at,"
-                " scoring, penalty_minutes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                " scoring, penalty_minutes, prizes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 contest_id, body.title, body.description, body.organizer_id, user.id, body.starts_at, body.ends_at,
-                body.freeze_at, body.scoring, body.penalty_minutes,
+                body.freeze_at, body.scoring, body.penalty_minutes, body.prizes,
             )  # fmt: skip
             await tx.conn.executemany(
                 "INSERT INTO contest_communities (contest_id, community_id) VALUES ($1, $2)",
@@ -244,14 +244,20 @@ class Contests:
                 submission_id, contest_id, problem_id, user.id, community_id, body.language, body.source, now,
             )  # fmt: skip
         self.live.touch(contest_id)
-        task = asyncio.create_task(self._judge(submission_id, contest_id, request, runner))
-        self._judging.add(task)
-        task.add_done_callback(self._judging.discard)
+        task = self._spawn(submission_id, contest_id, request, runner)
         if wait:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.core.settings.sandbox_wait_timeout_s):
                     await asyncio.shield(task)
         return await self.submission(user, contest_id, submission_id)
+
+    def _spawn(
+        self, submission_id: uuid.UUID, contest_id: uuid.UUID, request: JudgeRequest, runner: Any
+    ) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._judge(submission_id, contest_id, request, runner))
+        self._judging.add(task)
+        task.add_done_callback(self._judging.discard)
+        return task
 
     def _runner(self) -> Any:
         if self.executions is None or self.executions.runner.unavailable is not None:
@@ -323,6 +329,54 @@ class Contests:
         while self._judging:
             await asyncio.gather(*list(self._judging), return_exceptions=True)
         await self.live.idle()
+
+    # --- admin actions ----------------------------------------------------------------------------
+
+    async def rejudge(self, user: Principal, contest_id: uuid.UUID, problem_id: uuid.UUID) -> int:
+        """Judge every submission of a problem again (after fixing its tests); standings follow as verdicts land."""
+        contest = await self.contest(contest_id)
+        if not await self.can_manage(user, contest):
+            raise forbidden("only the contest's managers may rejudge")
+        runner = self._runner()
+        async with self.core.transaction() as tx:
+            problem = await tx.conn.fetchrow(
+                "SELECT id, tests, cpu_ms, memory_kb FROM contest_problems WHERE id = $1 AND contest_id = $2",
+                problem_id,
+                contest_id,
+            )
+            if problem is None:
+                raise not_found("problem")
+            rows = await tx.conn.fetch(
+                "UPDATE contest_submissions SET verdict = NULL, passed = NULL, total = NULL, judged_at = NULL"
+                " WHERE problem_id = $1 RETURNING id, language, source",
+                problem_id,
+            )
+            await audit(tx, user.id, "contest.rejudge", "contest_problem", problem_id, submissions=len(rows))
+        self.live.touch(contest_id)
+        for row in rows:
+            request = self._judge_request(SubmissionIn(language=row["language"], source=row["source"]), problem)
+            self._spawn(row["id"], contest_id, request, runner)
+        return len(rows)
+
+    async def disqualify(
+        self, user: Principal, contest_id: uuid.UUID, submission_id: uuid.UUID, reason: str
+    ) -> SubmissionOut:
+        """Take a submission out of every standing (it stays stored, marked), with an audit entry."""
+        contest = await self.contest(contest_id)
+        if not await self.can_manage(user, contest):
+            raise forbidden("only the contest's managers may disqualify a submission")
+        async with self.core.transaction() as tx:
+            row = await tx.conn.fetchrow(
+                f"UPDATE contest_submissions s SET disqualified = true WHERE s.id = $1 AND s.contest_id = $2"
+                f" RETURNING {store.SUBMISSION_COLUMNS}",
+                submission_id,
+                contest_id,
+            )
+            if row is None:
+                raise not_found("submission")
+            await audit(tx, user.id, "contest.disqualify", "contest_submission", submission_id, reason=reason)
+        self.live.touch(contest_id)
+        return store.submission_out(row, contest)
 
     # --- standings and boards ---------------------------------------------------------------------
 

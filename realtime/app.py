@@ -24,7 +24,9 @@ from core_api.errors import AppError, ErrorCode
 from core_api.events import Events
 from core_api.http import CLIENT_ADDR, Api
 from core_api.settings import Settings
+from leaderboards import cycle as contest_cycle
 from leaderboards import handlers as contest_handlers
+from leaderboards import wallet as contest_wallet
 from leaderboards.wiring import run_contests
 from realtime.jobs import run_sandbox
 from realtime.sockets import SOCKETS, SocketServer
@@ -51,7 +53,9 @@ API = Api.combine(
     room_handlers.api,
     room_chat.api,
     executions.api,
-    contest_handlers.api,  # group wars (leaderboards/)
+    contest_handlers.api,  # group wars (leaderboards/): contests, the weekly cycle, coins
+    contest_cycle.api,
+    contest_wallet.api,
 )
 EVENTS = Events.combine(room_handlers.events, room_chat.events, watch_handlers.events, contest_handlers.events)
 OPENAPI = web.AppKey("openapi", dict)

@@ -4,7 +4,6 @@ finalising, 200 simultaneous submissions, the same board from Redis and in-proce
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from datetime import datetime
 from typing import Any
@@ -28,6 +27,7 @@ from tests.contest_helpers import (
     contest_body,
     ok,
 )
+from tests.nodes import redis_url
 
 # --- pure scoring --------------------------------------------------------------------------------
 
@@ -70,8 +70,11 @@ def test_board_scores_order_like_score_then_penalty_and_come_back() -> None:
 
 
 async def test_the_board_answers_the_same_from_redis_and_in_process() -> None:
-    url = os.environ.get("STUDYHALL_REDIS_URL") or "redis://127.0.0.1:6379/11"
-    redis_board, local = RedisBoard(url), LocalBoard()
+    with redis_url() as url:
+        await same_answers(RedisBoard(url), LocalBoard())
+
+
+async def same_answers(redis_board: RedisBoard, local: LocalBoard) -> None:
     key = f"test:{uuid.uuid4().hex}"
     values = {f"m{i:03}": board_score(i % 4, (i * 7) % 5) for i in range(60)}
     try:

@@ -105,6 +105,14 @@ async def build_world(api: ApiClient) -> World:
     )
     ended = await ok("POST", "/contests", owner, json={**war, "starts_at": (now - timedelta(hours=2)).isoformat(),
                                                         "ends_at": (now - timedelta(hours=1)).isoformat()})  # fmt: skip
+    csub = uuid.uuid4()
+    await api.app[CORE].pool.execute(
+        "INSERT INTO contest_submissions (id, contest_id, problem_id, user_id, community_id, language, source,"
+        " submitted_at, verdict, passed, total, judged_at) VALUES ($1, $2, $3, $4, $5, 'python', 'print(1)', now(),"
+        " 'accepted', 1, 1, now())",
+        csub, uuid.UUID(contest["id"]), uuid.UUID(contest["problems"][0]["id"]), uuid.UUID(learner.id),
+        uuid.UUID(community["id"]),
+    )  # fmt: skip
     return World(
         actors=actors,
         ids={
@@ -126,6 +134,7 @@ async def build_world(api: ApiClient) -> World:
             "contest": contest["id"],
             "ended": ended["id"],
             "problem": contest["problems"][0]["id"],
+            "csub": str(csub),
         },
     )
 
@@ -144,6 +153,13 @@ def new_contest(ids: dict[str, str]) -> dict[str, Any]:
         "title": "N", "organizer_id": ids["community"], "communities": [ids["community"]],
         "starts_at": now.isoformat(), "ends_at": (now + timedelta(hours=1)).isoformat(),
         "problems": [{"title": "P", "tests": [{"stdin": "", "expected_output": "1"}]}],
+    }  # fmt: skip
+
+
+def new_template(ids: dict[str, str]) -> dict[str, Any]:
+    return {
+        "title": "T", "organizer_id": ids["community"], "communities": [ids["community"]],
+        "problems": [{"title": "P", "tests": [{"stdin": "", "expected_output": "1"}]}], "prizes": [10],
     }  # fmt: skip
 
 
@@ -271,6 +287,14 @@ ROWS: list[Row] = [
     Row("GET", "/contests/{contest}/board/me", everyone(200)),
     Row("POST", "/contests/{ended}/finalise", only(200, 403, *STAFF)),
     Row("GET", "/leaderboards/communities", everyone(200)),
+    Row("POST", "/contests/{contest}/problems/{problem}/rejudge", only(EXECUTION_ADMITTED, 403, *STAFF)),
+    Row("POST", "/contests/{contest}/submissions/{csub}/disqualify", only(200, 403, *STAFF), {"reason": "copied"}),
+    Row("POST", "/contest-templates", only(201, 403, *STAFF), lambda ids: new_template(ids)),
+    Row("GET", "/contest-templates", everyone(200)),
+    # coins
+    Row("GET", "/me/wallet", everyone(200)),
+    Row("PUT", "/courses/{course}/price", only(200, 403, *STAFF), {"coins": 5}),
+    Row("POST", "/courses/{course}/buy", everyone(409)),  # a free course is enrolled in, not bought
 ]
 
 _TEMPLATE_NAMES = {
@@ -291,6 +315,7 @@ _TEMPLATE_NAMES = {
     "contest": "contest_id",
     "ended": "contest_id",
     "problem": "problem_id",
+    "csub": "submission_id",
 }
 
 
