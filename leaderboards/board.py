@@ -13,6 +13,7 @@ Among equal values, top-N lists members in descending id order (Redis' ``ZREVRAN
 
 from __future__ import annotations
 
+import bisect
 import uuid
 from dataclasses import dataclass
 from typing import Protocol
@@ -55,10 +56,12 @@ class LocalBoard:
     def __init__(self) -> None:
         self._keys: dict[str, list[tuple[str, float]]] = {}
         self._values: dict[str, dict[str, float]] = {}
+        self._ascending: dict[str, list[float]] = {}  # for ranks by bisection
 
     async def replace(self, key: str, values: dict[str, float]) -> None:
         self._values[key] = dict(values)
         self._keys[key] = sorted(values.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
+        self._ascending[key] = sorted(values.values())
 
     async def exists(self, key: str) -> bool:
         return key in self._keys
@@ -67,7 +70,8 @@ class LocalBoard:
         value = self._values.get(key, {}).get(member)
         if value is None:
             return None
-        above = sum(1 for v in self._values[key].values() if v > value)
+        ascending = self._ascending[key]
+        above = len(ascending) - bisect.bisect_right(ascending, value)
         return Entry(member, value, above + 1)
 
     async def top(self, key: str, n: int) -> list[Entry]:
@@ -76,6 +80,7 @@ class LocalBoard:
     async def close(self) -> None:
         self._keys.clear()
         self._values.clear()
+        self._ascending.clear()
 
 
 class RedisBoard:

@@ -50,7 +50,8 @@ from sandbox.runner import QueueFull, SandboxUnavailable
 log = logging.getLogger(__name__)
 
 UPDATE_EVENT = "leaderboard:update"
-PUSH_PEOPLE = 200  # people rows in a live push (the full standings are at GET .../standings)
+PUSH_PEOPLE = 100  # rows of each list in a live push (the full standings are at GET .../standings)
+PUSH_COMMUNITIES = 100
 ALLTIME_KEY = "alltime:communities"
 Clock = Callable[[], datetime]
 
@@ -435,7 +436,9 @@ class Contests:
                 {str(c.community_id): scoring.board_score(c.score, c.penalty) for c in out.communities},
             )
             data = out.model_dump(mode="json")
+            data["people_total"], data["communities_total"] = len(out.people), len(out.communities)
             data["people"] = data["people"][:PUSH_PEOPLE]
+            data["communities"] = data["communities"][:PUSH_COMMUNITIES]
             await self.transport.emit(UPDATE_EVENT, data, to=contest_room(contest_id, view))
 
     async def _ensure_board(self, contest_id: uuid.UUID, key: str) -> None:
