@@ -88,10 +88,15 @@ async def board_reads(redis_url: str | None) -> list[str]:
         key = f"bench:{uuid.uuid4().hex}"
         await board.replace(key + ":users", members)
         await board.replace(key + ":communities", groups)
-        lines.append(row(f"{label}: rank of a member (100k)", await timed(
-            lambda b=board, k=key: b.rank(k + ":users", rng.choice(names)), 5000)))  # type: ignore[misc]
-        lines.append(row(f"{label}: top-100 members", await timed(
-            lambda b=board, k=key: b.top(k + ":users", 100), 5000)))  # type: ignore[misc]
+        lines.append(
+            row(
+                f"{label}: rank of a member (100k)",
+                await timed(lambda b=board, k=key: b.rank(k + ":users", rng.choice(names)), 5000),
+            )
+        )  # type: ignore[misc]
+        lines.append(
+            row(f"{label}: top-100 members", await timed(lambda b=board, k=key: b.top(k + ":users", 100), 5000))
+        )  # type: ignore[misc]
         lines.append(row(f"{label}: top-100 communities (1k)", await timed(
             lambda b=board, k=key: b.top(k + ":communities", 100), 5000)))  # type: ignore[misc]  # fmt: skip
         if isinstance(board, RedisBoard):
@@ -175,6 +180,7 @@ async def live(args: argparse.Namespace, database_url: str) -> list[str]:
         clients: list[LightClient] = []
         tokens = app[AUTH].tokens
         for i in range(args.subscribers):
+
             def on_event(raw: bytes, mine: list[float] = received[i]) -> None:
                 if b"leaderboard:update" in raw[:40]:
                     mine.append(time.perf_counter())
@@ -221,8 +227,10 @@ async def live(args: argparse.Namespace, database_url: str) -> list[str]:
         lines.append(row(f"verdict → push received ({args.subscribers} subscribers)", to_push))
         lines.append(row("push emitted → received (fan-out)", fanout))
         spent = sum(e - s for s, e in zip(refresh_starts, emits, strict=False)) / max(1, len(emits))
-        lines.append(f"\npushes: {len(emits)} in {args.seconds} s ({len(verdict_times):,} verdicts); refresh"
-                     f" (2 views from Postgres + boards) mean {spent * 1000:.1f} ms before the public emit")  # fmt: skip
+        lines.append(
+            f"\npushes: {len(emits)} in {args.seconds} s ({len(verdict_times):,} verdicts); refresh"
+            f" (2 views from Postgres + boards) mean {spent * 1000:.1f} ms before the public emit"
+        )
         for c in clients:
             c.close()
         # REST reads through the server (auth, the contest row, then the board).
