@@ -74,6 +74,15 @@ async def timed(fn: Callable[[], Awaitable[Any]], n: int) -> list[float]:
     return out
 
 
+def rank_of(board: Board, key: str, names: list[str]) -> Callable[[], Awaitable[Any]]:
+    rng = random.Random(3)
+    return lambda: board.rank(key, rng.choice(names))
+
+
+def top_of(board: Board, key: str) -> Callable[[], Awaitable[Any]]:
+    return lambda: board.top(key, 100)
+
+
 async def board_reads(redis_url: str | None) -> list[str]:
     rng = random.Random(1)
     members = {uuid.UUID(int=rng.getrandbits(128)).hex: board_score(rng.randint(0, 8), rng.randint(0, 3000))
@@ -88,17 +97,9 @@ async def board_reads(redis_url: str | None) -> list[str]:
         key = f"bench:{uuid.uuid4().hex}"
         await board.replace(key + ":users", members)
         await board.replace(key + ":communities", groups)
-        lines.append(
-            row(
-                f"{label}: rank of a member (100k)",
-                await timed(lambda b=board, k=key: b.rank(k + ":users", rng.choice(names)), 5000),
-            )
-        )  # type: ignore[misc]
-        lines.append(
-            row(f"{label}: top-100 members", await timed(lambda b=board, k=key: b.top(k + ":users", 100), 5000))
-        )  # type: ignore[misc]
-        lines.append(row(f"{label}: top-100 communities (1k)", await timed(
-            lambda b=board, k=key: b.top(k + ":communities", 100), 5000)))  # type: ignore[misc]  # fmt: skip
+        lines.append(row(f"{label}: rank of a member (100k)", await timed(rank_of(board, key + ":users", names), 5000)))
+        lines.append(row(f"{label}: top-100 members", await timed(top_of(board, key + ":users"), 5000)))
+        lines.append(row(f"{label}: top-100 communities (1k)", await timed(top_of(board, key + ":communities"), 5000)))
         if isinstance(board, RedisBoard):
             await board.redis.delete(f"studyhall:board:{key}:users", f"studyhall:board:{key}:communities")
         await board.close()
@@ -219,7 +220,7 @@ async def live(args: argparse.Namespace, database_url: str) -> list[str]:
         while time.perf_counter() < deadline and any(len(r) < len(emits) for r in received):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         fanout = [r[k] - emits[k] for r in received for k in range(min(len(r), len(emits)))]
-        to_push = []
+        to_push: list[float] = []
         for t in verdict_times:
             k = next((i for i, s in enumerate(refresh_starts) if s >= t), None)
             if k is not None:

@@ -382,11 +382,26 @@ class Contests:
     # --- standings and boards ---------------------------------------------------------------------
 
     async def compute(self, contest: Record, view: scoring.View) -> StandingsOut:
+        return (await self.compute_views(contest, (view,)))[0]
+
+    async def compute_views(self, contest: Record, views: tuple[scoring.View, ...]) -> list[StandingsOut]:
+        """The standings in each of ``views``, from one read of Postgres."""
         problems = await store.problems_of(self.core.pool, contest["id"])
-        rules = store.rules_of(contest, problems)
         attempts, names = await store.attempts_of(self.core.pool, contest)
-        people = scoring.standings(rules, view, attempts, names)
         communities = {str(c.id): c.name for c in await store.communities_of(self.core.pool, contest["id"])}
+        return [self._standings(contest, problems, attempts, names, communities, view) for view in views]
+
+    def _standings(
+        self,
+        contest: Record,
+        problems: list[Record],
+        attempts: list[scoring.Attempt],
+        names: dict[str, str],
+        communities: dict[str, str],
+        view: scoring.View,
+    ) -> StandingsOut:
+        rules = store.rules_of(contest, problems)
+        people = scoring.standings(rules, view, attempts, names)
         groups = scoring.community_standings(people, communities)
         order = [str(p["id"]) for p in problems]
         return StandingsOut(
@@ -425,8 +440,7 @@ class Contests:
         """Recompute both views from Postgres, rewrite the boards, push to subscribers (the coalescer's job)."""
         contest = await self.contest(contest_id)
         views: tuple[scoring.View, ...] = ("public", "jury")
-        for view in views:
-            out = await self.compute(contest, view)
+        for view, out in zip(views, await self.compute_views(contest, views), strict=True):
             await self.board.replace(
                 board_key(contest_id, "users", view),
                 {str(p.user_id): scoring.board_score(p.score, p.penalty) for p in out.people},
