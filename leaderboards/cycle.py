@@ -5,6 +5,7 @@
 
 - opening: for each active template, the war whose end is still ahead (this week's, or next week's once
   this week's has ended) is created unless it exists (one contest per template and start, a unique index);
+- judging again what a stopped node left without a verdict for 5 minutes;
 - freezing needs no step: the public board freezes at ``freeze_at`` by itself;
 - finalising: every contest past its end with no submission waiting for the judge
   (:meth:`~leaderboards.service.Contests.finalise_contest`, itself once-only);
@@ -33,6 +34,7 @@ from leaderboards.schemas import MAX_COMMUNITIES, MAX_PROBLEMS, ProblemIn
 from leaderboards.service import Clock, Contests
 
 log = logging.getLogger(__name__)
+STALE_JUDGING = timedelta(minutes=5)  # no verdict after this long: the node judging it is gone
 api = Api()
 TAG = "contests"
 
@@ -125,6 +127,8 @@ class Cycle:
     async def tick(self, now: datetime) -> dict[str, int]:
         """One pass of the cycle; returns how many wars it opened, finalised and paid."""
         opened = finalised = paid = 0
+        # Submissions whose node stopped while judging them would keep their contest from finalising.
+        await self.contests.judge_stale(now - STALE_JUDGING)
         for template in await self.core.pool.fetch("SELECT * FROM contest_templates WHERE active"):
             start = next_start(template["weekday"], template["start_minute"], template["duration_minutes"], now)
             opened += await self._open(template, start)

@@ -99,6 +99,7 @@ class Contests:
         self.clock = clock
         self.live = Coalescer(self.refresh, interval_s, gate)
         self._judging: set[asyncio.Task[None]] = set()
+        self._pending: set[uuid.UUID] = set()  # submissions this node is judging
         workers = core.settings.sandbox_workers
         self._slots = asyncio.Semaphore(max(1, workers))
 
@@ -257,7 +258,13 @@ class Contests:
     ) -> asyncio.Task[None]:
         task = asyncio.create_task(self._judge(submission_id, contest_id, request, runner))
         self._judging.add(task)
-        task.add_done_callback(self._judging.discard)
+        self._pending.add(submission_id)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._judging.discard(finished)
+            self._pending.discard(submission_id)
+
+        task.add_done_callback(done)
         return task
 
     def _runner(self) -> Any:
@@ -324,6 +331,33 @@ class Contests:
             user.id,
         )
         return [store.submission_out(r, contest) for r in rows]
+
+    async def judge_stale(self, older_than: datetime) -> int:
+        """Judge again submissions still without a verdict since before ``older_than`` whose judging this node
+        does not hold (their node stopped mid-judging). Judging one twice is harmless: same program, same
+        verdict. Returns how many went back to the judge."""
+        if self.executions is None or self.executions.runner.unavailable is not None:
+            return 0
+        rows = await self.core.pool.fetch(
+            "SELECT s.id, s.contest_id, s.language, s.source, p.tests, p.cpu_ms, p.memory_kb"
+            " FROM contest_submissions s JOIN contest_problems p ON p.id = s.problem_id"
+            " JOIN contests c ON c.id = s.contest_id"
+            " WHERE s.verdict IS NULL AND NOT s.disqualified AND s.submitted_at < $1 AND c.finalised_at IS NULL"
+            " ORDER BY s.submitted_at LIMIT 500",
+            older_than,
+        )
+        count = 0
+        for row in rows:
+            if row["id"] in self._pending:
+                continue
+            try:
+                request = self._judge_request(SubmissionIn(language=row["language"], source=row["source"]), row)
+            except AppError:
+                await store.record_verdict(self.core.pool, row["id"], "internal_error", 0, len(row["tests"]))
+                continue
+            self._spawn(row["id"], row["contest_id"], request, self.executions.runner)
+            count += 1
+        return count
 
     async def wait_judged(self) -> None:
         """Wait for every submission this node is judging, then for the pushes they caused (tests)."""
@@ -408,7 +442,7 @@ class Contests:
             contest_id=contest["id"],
             view=view,
             frozen=view == "public" and rules.freeze_at is not None and not rules.finalised
-            and any(scoring.hides(rules, view, a) for a in attempts),
+            and self.clock() >= rules.freeze_at,
             scoring=rules.scoring,
             people=[
                 PersonRow(

@@ -146,3 +146,29 @@ async def test_coins_buy_an_enrollment_and_never_go_negative(api: ApiClient) -> 
         await pool.execute("DELETE FROM wallet_entries WHERE user_id = $1", uuid.UUID(rich.id))
     entries = (await ok(api, "GET", "/me/wallet", rich))["entries"]
     assert [e["amount"] for e in entries] == [-60, 100]
+
+
+async def test_a_submission_left_unjudged_by_a_stopped_node_is_judged_by_the_cycle(
+    api: ApiClient, sandbox_machine: None
+) -> None:
+    people, contest, clock = await setup_war(api)
+    alice = people["alice"]
+    orphan = uuid.uuid4()
+    pool = api.app[CORE].pool
+    community = await pool.fetchval(
+        "SELECT community_id FROM community_members WHERE user_id = $1", uuid.UUID(alice.id)
+    )
+    await pool.execute(
+        "INSERT INTO contest_submissions (id, contest_id, problem_id, user_id, community_id, language, source,"
+        " submitted_at) VALUES ($1, $2, $3, $4, $5, 'python', $6, $7)",
+        orphan, uuid.UUID(contest["id"]), uuid.UUID(contest["problems"][0]["id"]), uuid.UUID(alice.id), community,
+        A_OK, at(10),
+    )  # fmt: skip
+    await api.app[CYCLE].tick(at(12))  # not stale yet: another node may still be judging it
+    assert await pool.fetchval("SELECT verdict FROM contest_submissions WHERE id = $1", orphan) is None
+    await api.app[CYCLE].tick(at(16))
+    await api.app[CONTESTS].wait_judged()
+    assert await pool.fetchval("SELECT verdict FROM contest_submissions WHERE id = $1", orphan) == "accepted"
+    clock.now = at(20)
+    standings = await ok(api, "GET", f"/contests/{contest['id']}/standings", alice)
+    assert table(standings)[0] == ("alice", 1, 1, 10)
