@@ -1,6 +1,6 @@
 """Group wars over REST and Socket.IO: thin handlers (parse, authorize in the service, answer).
 
-Socket.IO (c→s, with acks): ``contest:subscribe {contest_id, view?}`` → ``{ok, standings}`` and from then
+Socket.IO (c→s, with acks): ``contest:subscribe {contest_id, view?}`` → ``{ok, standings}`` (as pushed) and from then
 on ``leaderboard:update`` (the standings) in room ``contest:<id>`` (``view: "jury"``, managers only:
 ``contest:<id>:jury``); ``contest:unsubscribe {contest_id}`` → ``{ok}``.
 """
@@ -157,8 +157,7 @@ async def subscribe(call: EventCall) -> dict[str, Any]:
     if p.view == "jury" and not await contests.can_manage(call.user, contest):
         raise forbidden("only the contest's managers see the jury view")
     await call.transport.enter_room(call.sid, contest_room(p.contest_id, p.view))
-    standings = await contests.compute(contest, p.view)
-    return {"standings": standings.model_dump(mode="json")}
+    return {"standings": await contests.snapshot(contest, p.view)}
 
 
 @events.on("contest:unsubscribe", UnsubscribeIn)

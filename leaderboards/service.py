@@ -17,6 +17,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -66,6 +67,52 @@ def contest_room(contest_id: uuid.UUID, view: str = "public") -> str:
 
 def board_key(contest_id: uuid.UUID, kind: str, view: str) -> str:
     return f"contest:{contest_id}:{kind}:{view}"
+
+
+@dataclass
+class Computed:
+    """One view's standings as scoring left them; :meth:`out` makes the API's model of (the first rows of) them."""
+
+    contest_id: uuid.UUID
+    view: scoring.View
+    rules: scoring.Rules
+    order: list[str]
+    people: list[scoring.Standing]
+    groups: list[scoring.Standing]
+    frozen: bool
+
+    def out(self, people: int | None = None, communities: int | None = None) -> StandingsOut:
+        return StandingsOut(
+            contest_id=self.contest_id,
+            view=self.view,
+            frozen=self.frozen,
+            scoring=self.rules.scoring,
+            people=[
+                PersonRow(
+                    rank=p.rank, user_id=uuid.UUID(p.id), display_name=p.name,
+                    community_id=uuid.UUID(p.community_id) if p.community_id else None,
+                    score=p.score, solved=p.solved, penalty=p.penalty,
+                    problems=[
+                        CellOut(problem_id=uuid.UUID(c.problem_id), solved=c.solved, minute=c.minute,
+                                rejected=c.rejected, pending=c.pending, first_to_solve=c.first_to_solve)
+                        for pid in self.order if (c := p.cells.get(pid)) is not None
+                    ],
+                )
+                for p in self.people[:people]
+            ],
+            communities=[
+                CommunityRow(rank=g.rank, community_id=uuid.UUID(g.id), name=g.name, score=g.score, solved=g.solved,
+                             penalty=g.penalty)
+                for g in self.groups[:communities]
+            ],
+        )  # fmt: skip
+
+
+def push_payload(computed: Computed) -> dict[str, Any]:
+    """A live push: the first rows of each list (only those become models; the boards hold everyone)."""
+    data = computed.out(PUSH_PEOPLE, PUSH_COMMUNITIES).model_dump(mode="json")
+    data["people_total"], data["communities_total"] = len(computed.people), len(computed.groups)
+    return data
 
 
 class Contests:
@@ -416,53 +463,26 @@ class Contests:
     # --- standings and boards ---------------------------------------------------------------------
 
     async def compute(self, contest: Record, view: scoring.View) -> StandingsOut:
-        return (await self.compute_views(contest, (view,)))[0]
+        return (await self.compute_views(contest, (view,)))[0].out()
 
-    async def compute_views(self, contest: Record, views: tuple[scoring.View, ...]) -> list[StandingsOut]:
+    async def compute_views(self, contest: Record, views: tuple[scoring.View, ...]) -> list[Computed]:
         """The standings in each of ``views``, from one read of Postgres."""
         problems = await store.problems_of(self.core.pool, contest["id"])
         attempts, names = await store.attempts_of(self.core.pool, contest)
         communities = {str(c.id): c.name for c in await store.communities_of(self.core.pool, contest["id"])}
-        return [self._standings(contest, problems, attempts, names, communities, view) for view in views]
-
-    def _standings(
-        self,
-        contest: Record,
-        problems: list[Record],
-        attempts: list[scoring.Attempt],
-        names: dict[str, str],
-        communities: dict[str, str],
-        view: scoring.View,
-    ) -> StandingsOut:
         rules = store.rules_of(contest, problems)
-        people = scoring.standings(rules, view, attempts, names)
-        groups = scoring.community_standings(people, communities)
-        order = [str(p["id"]) for p in problems]
-        return StandingsOut(
-            contest_id=contest["id"],
-            view=view,
-            frozen=view == "public" and rules.freeze_at is not None and not rules.finalised
-            and self.clock() >= rules.freeze_at,
-            scoring=rules.scoring,
-            people=[
-                PersonRow(
-                    rank=p.rank, user_id=uuid.UUID(p.id), display_name=p.name,
-                    community_id=uuid.UUID(p.community_id) if p.community_id else None,
-                    score=p.score, solved=p.solved, penalty=p.penalty,
-                    problems=[
-                        CellOut(problem_id=uuid.UUID(c.problem_id), solved=c.solved, minute=c.minute,
-                                rejected=c.rejected, pending=c.pending, first_to_solve=c.first_to_solve)
-                        for pid in order if (c := p.cells.get(pid)) is not None
-                    ],
+        out = []
+        for view in views:
+            people = scoring.standings(rules, view, attempts, names)
+            frozen = view == "public" and rules.freeze_at is not None and not rules.finalised
+            out.append(
+                Computed(
+                    contest_id=contest["id"], view=view, rules=rules, order=[str(p["id"]) for p in problems],
+                    people=people, groups=scoring.community_standings(people, communities),
+                    frozen=frozen and rules.freeze_at is not None and self.clock() >= rules.freeze_at,
                 )
-                for p in people
-            ],
-            communities=[
-                CommunityRow(rank=g.rank, community_id=uuid.UUID(g.id), name=g.name, score=g.score, solved=g.solved,
-                             penalty=g.penalty)
-                for g in groups
-            ],
-        )  # fmt: skip
+            )  # fmt: skip
+        return out
 
     async def standings(self, user: Principal, contest_id: uuid.UUID, view: scoring.View) -> StandingsOut:
         contest = await self.contest(contest_id)
@@ -474,20 +494,20 @@ class Contests:
         """Recompute both views from Postgres, rewrite the boards, push to subscribers (the coalescer's job)."""
         contest = await self.contest(contest_id)
         views: tuple[scoring.View, ...] = ("public", "jury")
-        for view, out in zip(views, await self.compute_views(contest, views), strict=True):
+        for view, computed in zip(views, await self.compute_views(contest, views), strict=True):
             await self.board.replace(
                 board_key(contest_id, "users", view),
-                {str(p.user_id): scoring.board_score(p.score, p.penalty) for p in out.people},
+                {p.id: scoring.board_score(p.score, p.penalty) for p in computed.people},
             )
             await self.board.replace(
                 board_key(contest_id, "communities", view),
-                {str(c.community_id): scoring.board_score(c.score, c.penalty) for c in out.communities},
+                {g.id: scoring.board_score(g.score, g.penalty) for g in computed.groups},
             )
-            data = out.model_dump(mode="json")
-            data["people_total"], data["communities_total"] = len(out.people), len(out.communities)
-            data["people"] = data["people"][:PUSH_PEOPLE]
-            data["communities"] = data["communities"][:PUSH_COMMUNITIES]
-            await self.transport.emit(UPDATE_EVENT, data, to=contest_room(contest_id, view))
+            await self.transport.emit(UPDATE_EVENT, push_payload(computed), to=contest_room(contest_id, view))
+
+    async def snapshot(self, contest: Record, view: scoring.View) -> dict[str, Any]:
+        """What ``leaderboard:update`` carries, now (the answer to ``contest:subscribe``)."""
+        return push_payload((await self.compute_views(contest, (view,)))[0])
 
     async def _ensure_board(self, contest_id: uuid.UUID, key: str) -> None:
         if not await self.board.exists(key):  # after a restart, or a Redis flush: rebuild from Postgres
