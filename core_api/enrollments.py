@@ -159,6 +159,16 @@ async def enroll(core: Core, user: Principal, course_id: uuid.UUID) -> tuple[Enr
         course = await visible_course(tx.conn, user, course_id)
         if course["status"] != "published":
             raise conflict("this course is a draft; it opens for enrollment once published")
+        # A course priced in coins (leaderboards/wallet.py) is bought, not joined for free; staff and those
+        # already enrolled pass.
+        priced = await tx.conn.fetchval(
+            "SELECT coins FROM course_prices p WHERE p.course_id = $1 AND NOT EXISTS"
+            " (SELECT 1 FROM enrollments e WHERE e.course_id = $1 AND e.user_id = $2)",
+            course_id,
+            user.id,
+        )
+        if priced is not None and not is_staff(course, user):
+            raise conflict(f"this course costs {priced} coins: POST /courses/{{id}}/buy", price=priced)
         # Someone returning to a course they finished keeps their completion.
         created = await tx.conn.fetchval(
             """INSERT INTO enrollments (id, user_id, course_id, completed_at)

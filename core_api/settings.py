@@ -229,6 +229,14 @@ class Settings(BaseSettings):
         30.0, ge=0, le=86400, description="A document nobody has open is unloaded from memory this much later."
     )
 
+    # --- group wars (contests; see leaderboards/ and README "Group wars") ---
+    contest_cycle_s: float = Field(
+        30.0, ge=0, le=3600, description="Seconds between two passes of the weekly contest cycle (0: no cycle here)."
+    )
+    contest_push_interval_s: float = Field(
+        0.5, gt=0, le=60, description="Least time between two `leaderboard:update` pushes of one contest."
+    )
+
     @field_validator("database_url", "redis_url", "jwt_secret", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:

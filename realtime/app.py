@@ -25,6 +25,10 @@ from core_api.errors import AppError, ErrorCode
 from core_api.events import Events
 from core_api.http import CLIENT_ADDR, Api
 from core_api.settings import Settings
+from leaderboards import cycle as contest_cycle
+from leaderboards import handlers as contest_handlers
+from leaderboards import wallet as contest_wallet
+from leaderboards.wiring import run_contests
 from realtime.jobs import run_sandbox
 from realtime.sockets import SOCKETS, SocketServer
 from rooms import chat as room_chat
@@ -51,8 +55,11 @@ API = Api.combine(
     room_chat.api,
     executions.api,
     collab_handlers.api,
+    contest_handlers.api,  # group wars (leaderboards/): contests, the weekly cycle, coins
+    contest_cycle.api,
+    contest_wallet.api,
 )
-EVENTS = Events.combine(room_handlers.events, room_chat.events, watch_handlers.events)
+EVENTS = Events.combine(room_handlers.events, room_chat.events, watch_handlers.events, contest_handlers.events)
 OPENAPI = web.AppKey("openapi", dict)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -262,6 +269,8 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app.cleanup_ctx.append(presence)
     app.cleanup_ctx.append(watch_parties)
     app.cleanup_ctx.append(functools.partial(run_sandbox, settings))
+    # Group wars after the sandbox (they judge with it), so they stop judging before it closes.
+    app.cleanup_ctx.append(functools.partial(run_contests, settings))
     app[SOCKETS] = SocketServer(app, settings, EVENTS)
     # Collaborative editing: /yjs/{workspace_id} and the document manager (closed before the pool).
     collab_handlers.mount(app, settings, app[SOCKETS].node_id, app[METRICS].registry)

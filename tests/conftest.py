@@ -99,6 +99,8 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         # Programs run in the test app's own pool even when STUDYHALL_REDIS_URL is set (with Redis the
         # default is Celery workers, which only tests/test_sandbox_celery.py starts).
         "sandbox_executor": "local",
+        # No weekly contest cycle in test apps: tests drive Cycle.tick with their own clock.
+        "contest_cycle_s": 0,
     }
     values.update(overrides)
     return load_settings(**values)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,30 @@ async def build_world(api: ApiClient) -> World:
         execution,
         uuid.UUID(learner.id),
     )
+    # Group wars: a running contest of the public community (organised by it) and one that has ended.
+    now = datetime.now(UTC)
+    problem = {"title": "P", "tests": [{"stdin": "", "expected_output": "1"}]}
+    war = {"title": "W", "organizer_id": community["id"], "communities": [community["id"]], "problems": [problem]}
+    contest = await ok(
+        "POST",
+        "/contests",
+        owner,
+        json={
+            **war,
+            "starts_at": (now - timedelta(hours=1)).isoformat(),
+            "ends_at": (now + timedelta(hours=1)).isoformat(),
+        },
+    )
+    ended = await ok("POST", "/contests", owner, json={**war, "starts_at": (now - timedelta(hours=2)).isoformat(),
+                                                        "ends_at": (now - timedelta(hours=1)).isoformat()})  # fmt: skip
+    csub = uuid.uuid4()
+    await api.app[CORE].pool.execute(
+        "INSERT INTO contest_submissions (id, contest_id, problem_id, user_id, community_id, language, source,"
+        " submitted_at, verdict, passed, total, judged_at) VALUES ($1, $2, $3, $4, $5, 'python', 'print(1)', now(),"
+        " 'accepted', 1, 1, now())",
+        csub, uuid.UUID(contest["id"]), uuid.UUID(contest["problems"][0]["id"]), uuid.UUID(learner.id),
+        uuid.UUID(community["id"]),
+    )  # fmt: skip
     return World(
         actors=actors,
         ids={
@@ -121,6 +146,10 @@ async def build_world(api: ApiClient) -> World:
             "execution": str(execution),
             "ws": ws["id"],
             "run": str(run),
+            "contest": contest["id"],
+            "ended": ended["id"],
+            "problem": contest["problems"][0]["id"],
+            "csub": str(csub),
         },
     )
 
@@ -131,6 +160,22 @@ def unique_email(ids: dict[str, str]) -> dict[str, Any]:
 
 def new_community(ids: dict[str, str]) -> dict[str, Any]:
     return {"name": f"N {uuid.uuid4().hex[:10]}"}
+
+
+def new_contest(ids: dict[str, str]) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "title": "N", "organizer_id": ids["community"], "communities": [ids["community"]],
+        "starts_at": now.isoformat(), "ends_at": (now + timedelta(hours=1)).isoformat(),
+        "problems": [{"title": "P", "tests": [{"stdin": "", "expected_output": "1"}]}],
+    }  # fmt: skip
+
+
+def new_template(ids: dict[str, str]) -> dict[str, Any]:
+    return {
+        "title": "T", "organizer_id": ids["community"], "communities": [ids["community"]],
+        "problems": [{"title": "P", "tests": [{"stdin": "", "expected_output": "1"}]}], "prizes": [10],
+    }  # fmt: skip
 
 
 @dataclass
@@ -259,6 +304,30 @@ ROWS: list[Row] = [
     Row("POST", "/executions", everyone(EXECUTION_ADMITTED), {"language": "python", "source": "print(1)"}),
     Row("GET", "/executions/{execution}", only(200, 404, "learner", "admin")),
     Row("GET", "/languages", everyone(200, anon=200)),
+    # group wars (an unknown language: members get 400 once past the membership check, nothing is judged)
+    Row("POST", "/contests", only(201, 403, *STAFF), lambda ids: new_contest(ids)),
+    Row("GET", "/contests", everyone(200)),
+    Row("GET", "/contests/{contest}", everyone(200)),
+    Row(
+        "POST",
+        "/contests/{contest}/problems/{problem}/submissions",
+        only(400, 403, "learner", "owner"),
+        {"language": "no-such-language", "source": "x"},
+    ),
+    Row("GET", "/contests/{contest}/submissions", everyone(200)),
+    Row("GET", "/contests/{contest}/standings", everyone(200)),
+    Row("GET", "/contests/{contest}/board", everyone(200)),
+    Row("GET", "/contests/{contest}/board/me", everyone(200)),
+    Row("POST", "/contests/{ended}/finalise", only(200, 403, *STAFF)),
+    Row("GET", "/leaderboards/communities", everyone(200)),
+    Row("POST", "/contests/{contest}/problems/{problem}/rejudge", only(EXECUTION_ADMITTED, 403, *STAFF)),
+    Row("POST", "/contests/{contest}/submissions/{csub}/disqualify", only(200, 403, *STAFF), {"reason": "copied"}),
+    Row("POST", "/contest-templates", only(201, 403, *STAFF), lambda ids: new_template(ids)),
+    Row("GET", "/contest-templates", everyone(200)),
+    # coins
+    Row("GET", "/me/wallet", everyone(200)),
+    Row("PUT", "/courses/{course}/price", only(200, 403, *STAFF), {"coins": 5}),
+    Row("POST", "/courses/{course}/buy", everyone(409)),  # a free course is enrolled in, not bought
 ]
 
 _TEMPLATE_NAMES = {
@@ -279,6 +348,10 @@ _TEMPLATE_NAMES = {
     "ws": "workspace_id",
     "run": "run_id",
     "newcomer": "user_id",
+    "contest": "contest_id",
+    "ended": "contest_id",
+    "problem": "problem_id",
+    "csub": "submission_id",
 }
 
 

@@ -1,0 +1,168 @@
+"""Group wars over REST and Socket.IO: thin handlers (parse, authorize in the service, answer).
+
+Socket.IO (c→s, with acks): ``contest:subscribe {contest_id, view?}`` → ``{ok, standings}`` (as pushed) and from then
+on ``leaderboard:update`` (the standings) in room ``contest:<id>`` (``view: "jury"``, managers only:
+``contest:<id>:jury``); ``contest:unsubscribe {contest_id}`` → ``{ok}``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from core_api.errors import forbidden
+from core_api.events import EventCall, Events
+from core_api.http import Api, Call, Input, Query, Reply
+from leaderboards.schemas import (
+    BoardOut,
+    BoardQuery,
+    ContestIn,
+    ContestOut,
+    DisqualifyIn,
+    MyRankOut,
+    RejudgeOut,
+    StandingsOut,
+    StandingsQuery,
+    SubmissionIn,
+    SubmissionList,
+    SubmissionOut,
+    WaitQuery,
+)
+from leaderboards.service import Contests, contest_room
+
+CONTESTS = web.AppKey("contests", Contests)
+SESSION_KEY = "leaderboards.contests"
+TAG = "contests"
+api = Api()
+events = Events()
+
+
+class ContestList(BaseModel):
+    items: list[ContestOut]
+
+
+class ListQuery(Query):
+    limit: int = Field(50, ge=1, le=200)
+
+
+class SubmissionsQuery(Query):
+    everyone: bool = Field(False, description="Managers: every contestant's submissions.")
+
+
+def contests_of(call: Call) -> Contests:
+    return call.request.app[CONTESTS]
+
+
+@api.route("POST", "/contests", summary="Create a contest (admins, or the organizing community's admins)", tag=TAG,
+           body=ContestIn, response=ContestOut, status=201, errors=[403, 404])  # fmt: skip
+async def post_contest(call: Call) -> ContestOut:
+    return await contests_of(call).create(call.me, call.body)
+
+
+@api.route("GET", "/contests", summary="Contests, latest first", tag=TAG, query=ListQuery, response=ContestList)
+async def get_contests(call: Call) -> ContestList:
+    return ContestList(items=await contests_of(call).recent(call.me, call.query.limit))
+
+
+@api.route("GET", "/contests/{contest_id}", summary="One contest and its problems", tag=TAG, response=ContestOut)
+async def get_contest(call: Call) -> ContestOut:
+    return await contests_of(call).get(call.me, call.params["contest_id"])
+
+
+@api.route("POST", "/contests/{contest_id}/problems/{problem_id}/submissions",
+           summary="Submit a solution; judged by the sandbox", tag=TAG, body=SubmissionIn, query=WaitQuery,
+           response=SubmissionOut, status=202, errors=[403, 409, 503],
+           extra_statuses={200: "Judged (with `?wait=true`)"})  # fmt: skip
+async def post_contest_submission(call: Call) -> Reply:
+    out = await contests_of(call).submit(
+        call.me, call.params["contest_id"], call.params["problem_id"], call.body, call.query.wait
+    )
+    return Reply(out, 200 if out.verdict is not None else 202)
+
+
+@api.route("GET", "/contests/{contest_id}/submissions", summary="Your submissions (managers: everyone's)",
+           tag=TAG, query=SubmissionsQuery, response=SubmissionList, errors=[403])  # fmt: skip
+async def get_contest_submissions(call: Call) -> SubmissionList:
+    items = await contests_of(call).submissions(call.me, call.params["contest_id"], call.query.everyone)
+    return SubmissionList(items=items)
+
+
+@api.route("GET", "/contests/{contest_id}/standings", summary="Individual and community standings", tag=TAG,
+           query=StandingsQuery, response=StandingsOut, errors=[403])  # fmt: skip
+async def get_contest_standings(call: Call) -> StandingsOut:
+    return await contests_of(call).standings(call.me, call.params["contest_id"], call.query.view)
+
+
+@api.route("GET", "/contests/{contest_id}/board", summary="Top of the public board (people or communities)",
+           tag=TAG, query=BoardQuery, response=BoardOut)  # fmt: skip
+async def get_contest_board(call: Call) -> BoardOut:
+    return await contests_of(call).top(call.me, call.params["contest_id"], call.query.kind, call.query.limit)
+
+
+@api.route("GET", "/contests/{contest_id}/board/me", summary="Your rank and your community's", tag=TAG,
+           response=MyRankOut)  # fmt: skip
+async def get_my_contest_rank(call: Call) -> MyRankOut:
+    return await contests_of(call).my_rank(call.me, call.params["contest_id"])
+
+
+@api.route("POST", "/contests/{contest_id}/finalise", summary="Finalise: unfreeze and record the results",
+           tag=TAG, response=ContestOut, errors=[403, 409])  # fmt: skip
+async def post_contest_finalise(call: Call) -> ContestOut:
+    return await contests_of(call).finalise(call.me, call.params["contest_id"])
+
+
+@api.route("POST", "/contests/{contest_id}/problems/{problem_id}/rejudge",
+           summary="Judge every submission of a problem again (managers)", tag=TAG, response=RejudgeOut,
+           status=202, errors=[403, 503])  # fmt: skip
+async def post_contest_rejudge(call: Call) -> RejudgeOut:
+    count = await contests_of(call).rejudge(call.me, call.params["contest_id"], call.params["problem_id"])
+    return RejudgeOut(submissions=count)
+
+
+@api.route("POST", "/contests/{contest_id}/submissions/{submission_id}/disqualify",
+           summary="Disqualify a submission (managers)", tag=TAG, body=DisqualifyIn, response=SubmissionOut,
+           errors=[403])  # fmt: skip
+async def post_contest_disqualify(call: Call) -> SubmissionOut:
+    return await contests_of(call).disqualify(
+        call.me, call.params["contest_id"], call.params["submission_id"], call.body.reason
+    )
+
+
+@api.route("GET", "/leaderboards/communities", summary="All-time community ranking over finalised contests",
+           tag=TAG, query=ListQuery, response=BoardOut)  # fmt: skip
+async def get_alltime_communities(call: Call) -> BoardOut:
+    return await contests_of(call).alltime(call.query.limit)
+
+
+# --- Socket.IO ------------------------------------------------------------------------------------
+
+
+class SubscribeIn(Input):
+    contest_id: uuid.UUID
+    view: Literal["public", "jury"] = "public"
+
+
+class UnsubscribeIn(Input):
+    contest_id: uuid.UUID
+
+
+@events.on("contest:subscribe", SubscribeIn)
+async def subscribe(call: EventCall) -> dict[str, Any]:
+    contests: Contests = call.session[SESSION_KEY]
+    p: SubscribeIn = call.payload
+    contest = await contests.contest(p.contest_id)
+    if p.view == "jury" and not await contests.can_manage(call.user, contest):
+        raise forbidden("only the contest's managers see the jury view")
+    await call.transport.enter_room(call.sid, contest_room(p.contest_id, p.view))
+    return {"standings": await contests.snapshot(contest, p.view)}
+
+
+@events.on("contest:unsubscribe", UnsubscribeIn)
+async def unsubscribe(call: EventCall) -> dict[str, Any]:
+    p: UnsubscribeIn = call.payload
+    for view in ("public", "jury"):
+        await call.transport.leave_room(call.sid, contest_room(p.contest_id, view))
+    return {}

@@ -1,0 +1,199 @@
+"""Typed bodies and answers of contests, validated at the edge with limits."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, Field, model_validator
+
+from core_api.http import Input, Query
+from sandbox.models import MAX_SOURCE_CHARS, MAX_STDIN_CHARS
+
+MAX_PROBLEMS = 26
+MAX_CASES = 50
+MAX_COMMUNITIES = 64
+
+
+class Sample(Input):
+    stdin: str = Field("", max_length=MAX_STDIN_CHARS)
+    expected_output: str = Field(max_length=MAX_STDIN_CHARS)
+
+
+class ProblemIn(Input):
+    title: str = Field(min_length=1, max_length=200)
+    statement: str = Field("", max_length=20_000)
+    samples: list[Sample] = Field(default_factory=list, max_length=10, description="Shown to contestants.")
+    tests: list[Sample] = Field(
+        min_length=1, max_length=MAX_CASES, description="Hidden test cases; never shown to contestants."
+    )
+    cpu_ms: int = Field(1000, ge=10, le=10_000, description="CPU time limit per test case.")
+    memory_kb: int = Field(256 * 1024, ge=8 * 1024, le=1024 * 1024, description="Memory limit per test case.")
+    points: int = Field(1, ge=0, le=10_000, description="What solving it scores under `points` scoring.")
+
+
+class ContestIn(Input):
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=20_000)
+    organizer_id: uuid.UUID | None = Field(
+        None, description="The community running it; its admins manage it. Required unless you are a platform admin."
+    )
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    freeze_at: AwareDatetime | None = Field(None, description="From then until finalised the public board is frozen.")
+    scoring: Literal["icpc", "points"] = "icpc"
+    penalty_minutes: int = Field(20, ge=0, le=1000, description="Added per rejected attempt before an accept.")
+    communities: list[uuid.UUID] = Field(min_length=1, max_length=MAX_COMMUNITIES, description="Taking part.")
+    problems: list[ProblemIn] = Field(min_length=1, max_length=MAX_PROBLEMS)
+    prizes: list[Annotated[int, Field(ge=0, le=1_000_000)]] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Coins for each member who solved a problem for the "
+        "communities ranked 1, 2, ... (paid once, when finalised).",
+    )
+
+    @model_validator(mode="after")
+    def _window(self) -> ContestIn:
+        if self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        if self.freeze_at is not None and not (self.starts_at <= self.freeze_at <= self.ends_at):
+            raise ValueError("freeze_at must lie between starts_at and ends_at")
+        return self
+
+
+class ProblemOut(BaseModel):
+    id: uuid.UUID
+    label: str = Field(description="`A`, `B`, ... in contest order.")
+    title: str
+    statement: str
+    samples: list[Sample]
+    cpu_ms: int
+    memory_kb: int
+    points: int
+    test_count: int
+
+
+class CommunityRef(BaseModel):
+    id: uuid.UUID
+    name: str
+
+
+class ContestOut(BaseModel):
+    id: uuid.UUID
+    title: str
+    description: str
+    organizer_id: uuid.UUID | None
+    starts_at: datetime
+    ends_at: datetime
+    freeze_at: datetime | None
+    scoring: Literal["icpc", "points"]
+    penalty_minutes: int
+    finalised_at: datetime | None
+    state: Literal["scheduled", "running", "frozen", "ended", "finalised"]
+    communities: list[CommunityRef]
+    problems: list[ProblemOut] = Field(description="Empty before the start, unless you manage the contest.")
+    can_manage: bool
+
+
+class SubmissionIn(Input):
+    language: str = Field(min_length=1, max_length=32, description="A language id from `GET /languages`.")
+    source: str = Field(min_length=1, max_length=MAX_SOURCE_CHARS)
+    community_id: uuid.UUID | None = Field(
+        None, description="Which of your communities this scores for, if you are in several taking part."
+    )
+
+
+class WaitQuery(Query):
+    wait: bool = Field(False, description="Answer once judged (200), or after a timeout (202).")
+
+
+class SubmissionOut(BaseModel):
+    id: uuid.UUID
+    contest_id: uuid.UUID
+    problem_id: uuid.UUID
+    user_id: uuid.UUID
+    community_id: uuid.UUID
+    language: str
+    submitted_at: datetime
+    minute: int = Field(description="Whole minutes from the contest's start.")
+    verdict: str | None = Field(description="Null while waiting for the judge.")
+    passed: int | None
+    total: int | None
+    judged_at: datetime | None
+    disqualified: bool
+
+
+class DisqualifyIn(Input):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class RejudgeOut(BaseModel):
+    submissions: int = Field(description="How many submissions went back to the judge.")
+
+
+class SubmissionList(BaseModel):
+    items: list[SubmissionOut]
+
+
+class CellOut(BaseModel):
+    problem_id: uuid.UUID
+    solved: bool
+    minute: int | None
+    rejected: int
+    pending: int
+    first_to_solve: bool
+
+
+class PersonRow(BaseModel):
+    rank: int
+    user_id: uuid.UUID
+    display_name: str
+    community_id: uuid.UUID | None
+    score: int
+    solved: int
+    penalty: int
+    problems: list[CellOut]
+
+
+class CommunityRow(BaseModel):
+    rank: int
+    community_id: uuid.UUID
+    name: str
+    score: int
+    solved: int
+    penalty: int
+
+
+class StandingsOut(BaseModel):
+    contest_id: uuid.UUID
+    view: Literal["public", "jury"]
+    frozen: bool = Field(description="Results after the freeze are hidden in this view.")
+    scoring: Literal["icpc", "points"]
+    people: list[PersonRow]
+    communities: list[CommunityRow]
+
+
+class StandingsQuery(Query):
+    view: Literal["public", "jury"] = Field("public", description="`jury` (managers only) shows everything.")
+
+
+class BoardQuery(Query):
+    kind: Literal["users", "communities"] = "users"
+    limit: int = Field(100, ge=1, le=1000)
+
+
+class BoardEntry(BaseModel):
+    rank: int
+    id: uuid.UUID
+    score: int
+    penalty: int
+
+
+class BoardOut(BaseModel):
+    items: list[BoardEntry]
+
+
+class MyRankOut(BaseModel):
+    me: BoardEntry | None
+    community: BoardEntry | None

@@ -1,0 +1,601 @@
+"""Contest use cases: create, submit (judged by the sandbox), standings, boards, finalise, live pushes.
+
+Postgres holds every contest, problem and submission with its verdict; standings are always computed
+from it (:mod:`leaderboards.core`). After each change the contest is marked dirty; the
+:class:`~leaderboards.live.Coalescer` then recomputes its standings, rewrites its boards (Redis sorted
+sets or in-process, :mod:`leaderboards.board`) and pushes ``leaderboard:update`` to ``contest:<id>``
+(public view) and ``contest:<id>:jury`` (managers), at most once per 500 ms per contest.
+
+A submission is judged by the node that took it: it holds the judge's answer (from its own sandbox pool,
+or from a Celery worker over Redis when scaled), stores the verdict, and its coalescer pushes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from core_api.context import Core, audit, new_id
+from core_api.db import Record
+from core_api.errors import AppError, ErrorCode, conflict, forbidden, invalid, not_found
+from core_api.events import Transport
+from core_api.executions import Executions
+from core_api.http import Principal
+from leaderboards import core as scoring
+from leaderboards import store
+from leaderboards.board import Board
+from leaderboards.live import Coalescer, Gate
+from leaderboards.schemas import (
+    BoardEntry,
+    BoardOut,
+    CellOut,
+    CommunityRow,
+    ContestIn,
+    ContestOut,
+    MyRankOut,
+    PersonRow,
+    StandingsOut,
+    SubmissionIn,
+    SubmissionOut,
+)
+from sandbox.core import InvalidRequest
+from sandbox.models import JudgeRequest, LimitsIn, TestCase
+from sandbox.runner import QueueFull, SandboxUnavailable
+
+log = logging.getLogger(__name__)
+
+UPDATE_EVENT = "leaderboard:update"
+PUSH_PEOPLE = 100  # rows of each list in a live push (the full standings are at GET .../standings)
+PUSH_COMMUNITIES = 100
+ALLTIME_KEY = "alltime:communities"
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def contest_room(contest_id: uuid.UUID, view: str = "public") -> str:
+    return f"contest:{contest_id}" + (":jury" if view == "jury" else "")
+
+
+def board_key(contest_id: uuid.UUID, kind: str, view: str) -> str:
+    return f"contest:{contest_id}:{kind}:{view}"
+
+
+@dataclass
+class Computed:
+    """One view's standings as scoring left them; :meth:`out` makes the API's model of (the first rows of) them."""
+
+    contest_id: uuid.UUID
+    view: scoring.View
+    rules: scoring.Rules
+    order: list[str]
+    people: list[scoring.Standing]
+    groups: list[scoring.Standing]
+    frozen: bool
+
+    def out(self, people: int | None = None, communities: int | None = None) -> StandingsOut:
+        return StandingsOut(
+            contest_id=self.contest_id,
+            view=self.view,
+            frozen=self.frozen,
+            scoring=self.rules.scoring,
+            people=[
+                PersonRow(
+                    rank=p.rank, user_id=uuid.UUID(p.id), display_name=p.name,
+                    community_id=uuid.UUID(p.community_id) if p.community_id else None,
+                    score=p.score, solved=p.solved, penalty=p.penalty,
+                    problems=[
+                        CellOut(problem_id=uuid.UUID(c.problem_id), solved=c.solved, minute=c.minute,
+                                rejected=c.rejected, pending=c.pending, first_to_solve=c.first_to_solve)
+                        for pid in self.order if (c := p.cells.get(pid)) is not None
+                    ],
+                )
+                for p in self.people[:people]
+            ],
+            communities=[
+                CommunityRow(rank=g.rank, community_id=uuid.UUID(g.id), name=g.name, score=g.score, solved=g.solved,
+                             penalty=g.penalty)
+                for g in self.groups[:communities]
+            ],
+        )  # fmt: skip
+
+
+def push_payload(computed: Computed) -> dict[str, Any]:
+    """A live push: the first rows of each list (only those become models; the boards hold everyone)."""
+    data = computed.out(PUSH_PEOPLE, PUSH_COMMUNITIES).model_dump(mode="json")
+    data["people_total"], data["communities_total"] = len(computed.people), len(computed.groups)
+    return data
+
+
+class Contests:
+    """The group wars of one app.
+
+    Args:
+        core: pool, settings, bus.
+        executions: the app's executions service (its ``runner`` judges).
+        board: where ranks and top-N are served from.
+        transport: Socket.IO, for ``leaderboard:update``.
+        gate: with several nodes, the cluster-wide push limit (Redis); ``None`` in one process.
+        interval_s: least time between two pushes of one contest (0.5 s).
+        clock: the time submissions are stamped with (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        core: Core,
+        executions: Executions | None,
+        board: Board,
+        transport: Transport,
+        *,
+        gate: Gate | None = None,
+        interval_s: float = 0.5,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.core = core
+        self.executions = executions
+        self.board = board
+        self.transport = transport
+        self.clock = clock
+        self.live = Coalescer(self.refresh, interval_s, gate)
+        self._judging: set[asyncio.Task[None]] = set()
+        self._pending: set[uuid.UUID] = set()  # submissions this node is judging
+        workers = core.settings.sandbox_workers
+        self._slots = asyncio.Semaphore(max(1, workers))
+
+    # --- contests ----------------------------------------------------------------------------------
+
+    async def can_manage(self, user: Principal, contest: Record) -> bool:
+        if user.is_admin:
+            return True
+        if contest["organizer_id"] is None:
+            return False
+        role = await self.core.pool.fetchval(
+            "SELECT role FROM community_members WHERE community_id = $1 AND user_id = $2",
+            contest["organizer_id"],
+            user.id,
+        )
+        return role in ("admin", "owner")
+
+    def state_of(self, contest: Record) -> Literal["scheduled", "running", "frozen", "ended", "finalised"]:
+        now = self.clock()
+        if contest["finalised_at"] is not None:
+            return "finalised"
+        if now < contest["starts_at"]:
+            return "scheduled"
+        if now >= contest["ends_at"]:
+            return "ended"
+        if contest["freeze_at"] is not None and now >= contest["freeze_at"]:
+            return "frozen"
+        return "running"
+
+    async def _out(self, user: Principal, contest: Record) -> ContestOut:
+        manage = await self.can_manage(user, contest)
+        started = self.clock() >= contest["starts_at"]
+        problems = await store.problems_of(self.core.pool, contest["id"]) if started or manage else []
+        return ContestOut(
+            id=contest["id"],
+            title=contest["title"],
+            description=contest["description"],
+            organizer_id=contest["organizer_id"],
+            starts_at=contest["starts_at"],
+            ends_at=contest["ends_at"],
+            freeze_at=contest["freeze_at"],
+            scoring=contest["scoring"],
+            penalty_minutes=contest["penalty_minutes"],
+            finalised_at=contest["finalised_at"],
+            state=self.state_of(contest),
+            communities=await store.communities_of(self.core.pool, contest["id"]),
+            problems=[store.problem_out(p) for p in problems],
+            can_manage=manage,
+        )
+
+    async def contest(self, contest_id: uuid.UUID) -> Record:
+        row = await store.contest_row(self.core.pool, contest_id)
+        if row is None:
+            raise not_found("contest")
+        return row
+
+    async def create(self, user: Principal, body: ContestIn) -> ContestOut:
+        contest_id = new_id()
+        async with self.core.transaction() as tx:
+            if body.organizer_id is not None:
+                role = await tx.conn.fetchval(
+                    "SELECT role FROM community_members WHERE community_id = $1 AND user_id = $2",
+                    body.organizer_id,
+                    user.id,
+                )
+                exists = await tx.conn.fetchval("SELECT true FROM communities WHERE id = $1", body.organizer_id)
+                if not exists:
+                    raise not_found("community")
+                if role not in ("admin", "owner") and not user.is_admin:
+                    raise forbidden("only the organizing community's admins (or a platform admin) may create a contest")
+            elif not user.is_admin:
+                raise forbidden("name the organizing community you administer (organizer_id)")
+            communities = sorted(set(body.communities))
+            found = await tx.conn.fetchval("SELECT count(*) FROM communities WHERE id = ANY($1::uuid[])", communities)
+            if found != len(communities):
+                raise invalid("a community taking part does not exist")
+            await tx.conn.execute(
+                "INSERT INTO contests (id, title, description, organizer_id, created_by, starts_at, ends_at, freeze_at,"
+                " scoring, penalty_minutes, prizes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                contest_id, body.title, body.description, body.organizer_id, user.id, body.starts_at, body.ends_at,
+                body.freeze_at, body.scoring, body.penalty_minutes, body.prizes,
+            )  # fmt: skip
+            await tx.conn.executemany(
+                "INSERT INTO contest_communities (contest_id, community_id) VALUES ($1, $2)",
+                [(contest_id, c) for c in communities],
+            )
+            await tx.conn.executemany(
+                "INSERT INTO contest_problems (id, contest_id, ordinal, label, title, statement, samples, tests,"
+                " cpu_ms, memory_kb, points) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                [
+                    (new_id(), contest_id, i, chr(ord("A") + i), p.title, p.statement,
+                     [s.model_dump() for s in p.samples], [t.model_dump() for t in p.tests], p.cpu_ms, p.memory_kb,
+                     p.points)
+                    for i, p in enumerate(body.problems)
+                ],
+            )  # fmt: skip
+            await audit(tx, user.id, "contest.create", "contest", contest_id, title=body.title)
+        return await self._out(user, await self.contest(contest_id))
+
+    async def get(self, user: Principal, contest_id: uuid.UUID) -> ContestOut:
+        return await self._out(user, await self.contest(contest_id))
+
+    async def recent(self, user: Principal, limit: int) -> list[ContestOut]:
+        rows = await self.core.pool.fetch(
+            f"SELECT {store.CONTEST_COLUMNS} FROM contests ORDER BY starts_at DESC, id LIMIT $1", limit
+        )
+        return [await self._out(user, r) for r in rows]
+
+    # --- submissions -------------------------------------------------------------------------------
+
+    async def submit(
+        self, user: Principal, contest_id: uuid.UUID, problem_id: uuid.UUID, body: SubmissionIn, wait: bool
+    ) -> SubmissionOut:
+        contest = await self.contest(contest_id)
+        problem = await self.core.pool.fetchrow(
+            "SELECT id, tests, cpu_ms, memory_kb FROM contest_problems WHERE id = $1 AND contest_id = $2",
+            problem_id,
+            contest_id,
+        )
+        if problem is None:
+            raise not_found("problem")
+        now = self.clock()
+        if contest["finalised_at"] is not None or not (contest["starts_at"] <= now < contest["ends_at"]):
+            raise conflict("the contest is not running: submissions count only inside its time window")
+        mine = await self.core.pool.fetch(
+            "SELECT cc.community_id FROM contest_communities cc JOIN community_members m"
+            " ON m.community_id = cc.community_id AND m.user_id = $2 WHERE cc.contest_id = $1 ORDER BY m.joined_at",
+            contest_id,
+            user.id,
+        )
+        options = [r["community_id"] for r in mine]
+        if not options:
+            raise forbidden("you are not a member of a community taking part in this contest")
+        if body.community_id is not None and body.community_id not in options:
+            raise forbidden("you are not a member of that community, or it is not taking part")
+        community_id = body.community_id or options[0]
+        request = self._judge_request(body, problem)
+        runner = self._runner()
+        submission_id = new_id()
+        async with self.core.transaction() as tx:
+            await tx.conn.execute(
+                "INSERT INTO contest_submissions (id, contest_id, problem_id, user_id, community_id, language, source,"
+                " submitted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                submission_id, contest_id, problem_id, user.id, community_id, body.language, body.source, now,
+            )  # fmt: skip
+        self.live.touch(contest_id)
+        task = self._spawn(submission_id, contest_id, request, runner)
+        if wait:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.core.settings.sandbox_wait_timeout_s):
+                    await asyncio.shield(task)
+        return await self.submission(user, contest_id, submission_id)
+
+    def _spawn(
+        self, submission_id: uuid.UUID, contest_id: uuid.UUID, request: JudgeRequest, runner: Any
+    ) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._judge(submission_id, contest_id, request, runner))
+        self._judging.add(task)
+        self._pending.add(submission_id)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._judging.discard(finished)
+            self._pending.discard(submission_id)
+
+        task.add_done_callback(done)
+        return task
+
+    def _runner(self) -> Any:
+        if self.executions is None or self.executions.runner.unavailable is not None:
+            why = "not started" if self.executions is None else self.executions.runner.unavailable
+            raise AppError(ErrorCode.UNAVAILABLE, f"judging is unavailable: {why}", {"retry_after_s": 60})
+        return self.executions.runner
+
+    def _judge_request(self, body: SubmissionIn, problem: Record) -> JudgeRequest:
+        try:
+            request = JudgeRequest(
+                language=body.language,
+                source=body.source,
+                tests=[TestCase(**t) for t in problem["tests"]],
+                limits=LimitsIn(cpu_ms=problem["cpu_ms"], memory_kb=problem["memory_kb"]),
+                stop_at_first_failure=True,
+            )
+            if self.executions is not None:
+                self.executions.runner.validate(request)
+        except (InvalidRequest, ValueError) as exc:
+            raise invalid(str(exc).splitlines()[0]) from None
+        return request
+
+    async def _judge(self, submission_id: uuid.UUID, contest_id: uuid.UUID, request: JudgeRequest, runner: Any) -> None:
+        verdict, passed, total = "internal_error", 0, len(request.tests)
+        async with self._slots:
+            for attempt in range(1200):
+                try:
+                    result = await runner.judge(request)
+                    verdict, passed, total = str(result.verdict), result.passed, result.total
+                    break
+                except QueueFull:
+                    await asyncio.sleep(min(0.5, 0.02 * (attempt + 1)))  # the pool is shared with executions
+                except (SandboxUnavailable, InvalidRequest) as exc:
+                    log.warning("submission %s could not be judged: %s", submission_id, exc)
+                    break
+                except Exception:
+                    log.exception("judging submission %s failed", submission_id)
+                    break
+        await store.record_verdict(self.core.pool, submission_id, verdict, passed, total)
+        self.live.touch(contest_id)
+
+    async def submission(self, user: Principal, contest_id: uuid.UUID, submission_id: uuid.UUID) -> SubmissionOut:
+        contest = await self.contest(contest_id)
+        row = await self.core.pool.fetchrow(
+            f"SELECT {store.SUBMISSION_COLUMNS} FROM contest_submissions s WHERE s.id = $1 AND s.contest_id = $2",
+            submission_id,
+            contest_id,
+        )
+        if row is None or (row["user_id"] != user.id and not await self.can_manage(user, contest)):
+            raise not_found("submission")
+        return store.submission_out(row, contest)
+
+    async def submissions(self, user: Principal, contest_id: uuid.UUID, everyone: bool) -> list[SubmissionOut]:
+        """The caller's own submissions (with verdicts, even during the freeze); managers may ask for all."""
+        contest = await self.contest(contest_id)
+        if everyone and not await self.can_manage(user, contest):
+            raise forbidden("only the contest's managers see everyone's submissions")
+        rows = await self.core.pool.fetch(
+            f"SELECT {store.SUBMISSION_COLUMNS} FROM contest_submissions s WHERE s.contest_id = $1"
+            " AND ($2 OR s.user_id = $3) ORDER BY s.submitted_at DESC, s.id LIMIT 1000",
+            contest_id,
+            everyone,
+            user.id,
+        )
+        return [store.submission_out(r, contest) for r in rows]
+
+    async def judge_stale(self, older_than: datetime) -> int:
+        """Judge again submissions still without a verdict since before ``older_than`` whose judging this node
+        does not hold (their node stopped mid-judging). Judging one twice is harmless: same program, same
+        verdict. Returns how many went back to the judge."""
+        if self.executions is None or self.executions.runner.unavailable is not None:
+            return 0
+        rows = await self.core.pool.fetch(
+            "SELECT s.id, s.contest_id, s.language, s.source, p.tests, p.cpu_ms, p.memory_kb"
+            " FROM contest_submissions s JOIN contest_problems p ON p.id = s.problem_id"
+            " JOIN contests c ON c.id = s.contest_id"
+            " WHERE s.verdict IS NULL AND NOT s.disqualified AND s.submitted_at < $1 AND c.finalised_at IS NULL"
+            " ORDER BY s.submitted_at LIMIT 500",
+            older_than,
+        )
+        count = 0
+        for row in rows:
+            if row["id"] in self._pending:
+                continue
+            try:
+                request = self._judge_request(SubmissionIn(language=row["language"], source=row["source"]), row)
+            except AppError:
+                await store.record_verdict(self.core.pool, row["id"], "internal_error", 0, len(row["tests"]))
+                continue
+            self._spawn(row["id"], row["contest_id"], request, self.executions.runner)
+            count += 1
+        return count
+
+    async def wait_judged(self) -> None:
+        """Wait for every submission this node is judging, then for the pushes they caused (tests)."""
+        while self._judging:
+            await asyncio.gather(*list(self._judging), return_exceptions=True)
+        await self.live.idle()
+
+    # --- admin actions ----------------------------------------------------------------------------
+
+    async def rejudge(self, user: Principal, contest_id: uuid.UUID, problem_id: uuid.UUID) -> int:
+        """Judge every submission of a problem again (after fixing its tests); standings follow as verdicts land."""
+        contest = await self.contest(contest_id)
+        if not await self.can_manage(user, contest):
+            raise forbidden("only the contest's managers may rejudge")
+        runner = self._runner()
+        async with self.core.transaction() as tx:
+            problem = await tx.conn.fetchrow(
+                "SELECT id, tests, cpu_ms, memory_kb FROM contest_problems WHERE id = $1 AND contest_id = $2",
+                problem_id,
+                contest_id,
+            )
+            if problem is None:
+                raise not_found("problem")
+            rows = await tx.conn.fetch(
+                "UPDATE contest_submissions SET verdict = NULL, passed = NULL, total = NULL, judged_at = NULL"
+                " WHERE problem_id = $1 RETURNING id, language, source",
+                problem_id,
+            )
+            await audit(tx, user.id, "contest.rejudge", "contest_problem", problem_id, submissions=len(rows))
+        self.live.touch(contest_id)
+        for row in rows:
+            request = self._judge_request(SubmissionIn(language=row["language"], source=row["source"]), problem)
+            self._spawn(row["id"], contest_id, request, runner)
+        return len(rows)
+
+    async def disqualify(
+        self, user: Principal, contest_id: uuid.UUID, submission_id: uuid.UUID, reason: str
+    ) -> SubmissionOut:
+        """Take a submission out of every standing (it stays stored, marked), with an audit entry."""
+        contest = await self.contest(contest_id)
+        if not await self.can_manage(user, contest):
+            raise forbidden("only the contest's managers may disqualify a submission")
+        async with self.core.transaction() as tx:
+            row = await tx.conn.fetchrow(
+                f"UPDATE contest_submissions s SET disqualified = true WHERE s.id = $1 AND s.contest_id = $2"
+                f" RETURNING {store.SUBMISSION_COLUMNS}",
+                submission_id,
+                contest_id,
+            )
+            if row is None:
+                raise not_found("submission")
+            await audit(tx, user.id, "contest.disqualify", "contest_submission", submission_id, reason=reason)
+        self.live.touch(contest_id)
+        return store.submission_out(row, contest)
+
+    # --- standings and boards ---------------------------------------------------------------------
+
+    async def compute(self, contest: Record, view: scoring.View) -> StandingsOut:
+        return (await self.compute_views(contest, (view,)))[0].out()
+
+    async def compute_views(self, contest: Record, views: tuple[scoring.View, ...]) -> list[Computed]:
+        """The standings in each of ``views``, from one read of Postgres."""
+        problems = await store.problems_of(self.core.pool, contest["id"])
+        attempts, names = await store.attempts_of(self.core.pool, contest)
+        communities = {str(c.id): c.name for c in await store.communities_of(self.core.pool, contest["id"])}
+        rules = store.rules_of(contest, problems)
+        out = []
+        for view in views:
+            people = scoring.standings(rules, view, attempts, names)
+            frozen = view == "public" and rules.freeze_at is not None and not rules.finalised
+            out.append(
+                Computed(
+                    contest_id=contest["id"], view=view, rules=rules, order=[str(p["id"]) for p in problems],
+                    people=people, groups=scoring.community_standings(people, communities),
+                    frozen=frozen and rules.freeze_at is not None and self.clock() >= rules.freeze_at,
+                )
+            )  # fmt: skip
+        return out
+
+    async def standings(self, user: Principal, contest_id: uuid.UUID, view: scoring.View) -> StandingsOut:
+        contest = await self.contest(contest_id)
+        if view == "jury" and not await self.can_manage(user, contest):
+            raise forbidden("only the contest's managers see the jury view")
+        return await self.compute(contest, view)
+
+    async def refresh(self, contest_id: uuid.UUID) -> None:
+        """Recompute both views from Postgres, rewrite the boards, push to subscribers (the coalescer's job)."""
+        contest = await self.contest(contest_id)
+        views: tuple[scoring.View, ...] = ("public", "jury")
+        for view, computed in zip(views, await self.compute_views(contest, views), strict=True):
+            await self.board.replace(
+                board_key(contest_id, "users", view),
+                {p.id: scoring.board_score(p.score, p.penalty) for p in computed.people},
+            )
+            await self.board.replace(
+                board_key(contest_id, "communities", view),
+                {g.id: scoring.board_score(g.score, g.penalty) for g in computed.groups},
+            )
+            await self.transport.emit(UPDATE_EVENT, push_payload(computed), to=contest_room(contest_id, view))
+
+    async def snapshot(self, contest: Record, view: scoring.View) -> dict[str, Any]:
+        """What ``leaderboard:update`` carries, now (the answer to ``contest:subscribe``)."""
+        return push_payload((await self.compute_views(contest, (view,)))[0])
+
+    async def _ensure_board(self, contest_id: uuid.UUID, key: str) -> None:
+        if not await self.board.exists(key):  # after a restart, or a Redis flush: rebuild from Postgres
+            await self.refresh(contest_id)
+
+    async def top(self, user: Principal, contest_id: uuid.UUID, kind: str, limit: int) -> BoardOut:
+        await self.contest(contest_id)
+        key = board_key(contest_id, kind, "public")
+        await self._ensure_board(contest_id, key)
+        return BoardOut(items=[_entry(e) for e in await self.board.top(key, limit)])
+
+    async def my_rank(self, user: Principal, contest_id: uuid.UUID) -> MyRankOut:
+        await self.contest(contest_id)
+        key = board_key(contest_id, "users", "public")
+        await self._ensure_board(contest_id, key)
+        me = await self.board.rank(key, str(user.id))
+        community = None
+        community_id = await self.core.pool.fetchval(
+            "SELECT community_id FROM contest_submissions WHERE contest_id = $1 AND user_id = $2"
+            " ORDER BY submitted_at LIMIT 1",
+            contest_id,
+            user.id,
+        )
+        if community_id is not None:
+            community = await self.board.rank(board_key(contest_id, "communities", "public"), str(community_id))
+        return MyRankOut(me=_entry(me) if me else None, community=_entry(community) if community else None)
+
+    # --- finalising and the all-time ranking ------------------------------------------------------
+
+    async def finalise(self, user: Principal, contest_id: uuid.UUID) -> ContestOut:
+        """End the contest for good: unfreeze, record each community's result once, update all-time."""
+        contest = await self.contest(contest_id)
+        if not await self.can_manage(user, contest):
+            raise forbidden("only the contest's managers may finalise it")
+        if self.clock() < contest["ends_at"]:
+            raise conflict("the contest has not ended yet")
+        await self.finalise_contest(contest_id, user.id)
+        return await self.get(user, contest_id)
+
+    async def finalise_contest(self, contest_id: uuid.UUID, actor_id: uuid.UUID | None) -> bool:
+        """Idempotent: a second call (another node, a retried job) changes nothing; ``True`` if this one did."""
+        async with self.core.transaction() as tx:
+            contest = await tx.conn.fetchrow(
+                f"SELECT {store.CONTEST_COLUMNS} FROM contests WHERE id = $1 FOR UPDATE", contest_id
+            )
+            if contest is None or contest["finalised_at"] is not None:
+                return False
+            pending = await tx.conn.fetchval(
+                "SELECT count(*) FROM contest_submissions WHERE contest_id = $1 AND verdict IS NULL"
+                " AND NOT disqualified",
+                contest_id,
+            )
+            if pending:
+                raise conflict(f"{pending} submissions are still waiting for the judge", pending=pending)
+            out = await self.compute(contest, "jury")
+            await tx.conn.executemany(
+                "INSERT INTO contest_results (contest_id, community_id, score, penalty, rank)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                [(contest_id, c.community_id, c.score, c.penalty, c.rank) for c in out.communities],
+            )
+            await tx.conn.execute("UPDATE contests SET finalised_at = now() WHERE id = $1", contest_id)
+            await audit(tx, actor_id, "contest.finalise", "contest", contest_id)
+        await self.refresh_alltime()
+        self.live.touch(contest_id)
+        return True
+
+    async def refresh_alltime(self) -> None:
+        rows = await self.core.pool.fetch(
+            "SELECT community_id, sum(score) AS score, sum(penalty) AS penalty"
+            " FROM contest_results GROUP BY community_id"
+        )
+        await self.board.replace(
+            ALLTIME_KEY, {str(r["community_id"]): scoring.board_score(r["score"], r["penalty"]) for r in rows}
+        )
+
+    async def alltime(self, limit: int) -> BoardOut:
+        if not await self.board.exists(ALLTIME_KEY):
+            await self.refresh_alltime()
+        return BoardOut(items=[_entry(e) for e in await self.board.top(ALLTIME_KEY, limit)])
+
+    async def close(self) -> None:
+        """Stop judging (unjudged submissions stay pending in Postgres) and pushing."""
+        for task in list(self._judging):
+            task.cancel()
+        await asyncio.gather(*self._judging, return_exceptions=True)
+        await self.live.close()
+
+
+def _entry(e: Any) -> BoardEntry:
+    score, penalty = scoring.split_board_score(e.value)
+    return BoardEntry(rank=e.rank, id=uuid.UUID(e.member), score=score, penalty=penalty)
