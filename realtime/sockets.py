@@ -10,6 +10,7 @@ get an error ack too; nothing a client sends can take the connection or the node
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -63,6 +64,7 @@ class SocketServer:
         # App-scoped services each connection's session starts with (rooms' presence, under its own
         # key), so domain handlers reach them through ``call.session`` without importing the server.
         self.services: dict[str, Any] = {}
+        self._cleanups: set[asyncio.Future[None]] = set()
         manager = client_manager(settings)
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
@@ -89,6 +91,8 @@ class SocketServer:
 
     async def close(self) -> None:
         """Stop python-socketio's background tasks (the ping service); call once the app shuts down."""
+        if self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
         await self.direct.close()
         await self.sio.shutdown()
 
@@ -146,14 +150,23 @@ class SocketServer:
         conn = self._connection(sid)
         try:
             if conn is not None:
-                for hook in self.events.on_disconnect:
-                    try:
-                        await hook(conn)
-                    except Exception:
-                        log.exception("disconnect hook failed for %s", sid)
+                # The hooks (leaving rooms and presence) run in a task of their own: the task that noticed
+                # the disconnect may be cancelled under them (aiohttp cancels a request's handler when its
+                # connection drops, if configured to), and half a cleanup would leave the user "present".
+                cleanup = asyncio.ensure_future(self._run_disconnect_hooks(conn))
+                self._cleanups.add(cleanup)
+                cleanup.add_done_callback(self._cleanups.discard)
+                await asyncio.shield(cleanup)
         finally:
             self.sessions.pop(sid, None)
         return None
+
+    async def _run_disconnect_hooks(self, conn: Connection) -> None:
+        for hook in self.events.on_disconnect:
+            try:
+                await hook(conn)
+            except Exception:
+                log.exception("disconnect hook failed for %s", conn.sid)
 
     def _end_pending_poll(self, sid: str) -> None:
         """Answer a long-polling client's waiting GET at once when its session ends.
