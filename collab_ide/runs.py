@@ -96,7 +96,10 @@ async def start_run(
         )
     except ValueError as exc:
         raise invalid(f"the workspace cannot be run as it is: {exc}") from None
-    await executions.create(user, request, wait=wait, link=link)
+    # The job carries where its live output goes: the workspace's room, or the runner's own.
+    topic = f"room:{row['room_id']}" if row["room_id"] is not None else f"user:{user.id}"
+    live = {"run_id": str(run_id), "workspace_id": str(workspace_id), "run_topic": topic}
+    await executions.create(user, request, wait=wait, link=link, context=live)
     return await get_run(core, user, workspace_id, run_id)
 
 

@@ -14,6 +14,7 @@ it running, store the result and push ``execution:finished`` to the owner's pers
 from __future__ import annotations
 
 import asyncio
+import codecs
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -278,6 +279,18 @@ class ExecutionHooks:
 
     def __init__(self, core: Core) -> None:
         self.core = core
+        self._live: dict[str, LiveOutput] = {}
+
+    def output(self, job: Job, stream: str, data: bytes) -> None:
+        """A workspace run's output as the program writes it: sent to its room in batches (see LiveOutput)."""
+        topic = job.context.get("run_topic")
+        if topic is None:
+            return
+        live = self._live.get(job.id)
+        if live is None:
+            ids = {"run_id": job.context.get("run_id", ""), "workspace_id": job.context.get("workspace_id", "")}
+            live = self._live[job.id] = LiveOutput(self.core, topic, ids)
+        live.add(stream, data)
 
     async def started(self, job: Job) -> None:
         execution_id = job.context.get("execution_id")
@@ -288,12 +301,78 @@ class ExecutionHooks:
             )
 
     async def finished(self, job: Job, result: Result) -> None:
+        live = self._live.pop(job.id, None)
+        if live is not None:
+            await live.close()  # the last of the output goes out before run:finished
         execution_id = job.context.get("execution_id")
         if execution_id is not None:
-            await finish(self.core, uuid.UUID(execution_id), result)
+            await finish(self.core, uuid.UUID(execution_id), result, streamed="run_topic" in job.context)
 
 
-async def finish(core: Core, execution_id: uuid.UUID, result: Result) -> None:
+class LiveOutput:
+    """Batches a run's output into ``run:output`` events: at most one per stream every ``INTERVAL_S``.
+
+    A program printing line by line would otherwise send an event per line; text is decoded
+    incrementally, so a character split between two reads arrives whole.
+    """
+
+    INTERVAL_S = 0.1
+
+    def __init__(self, core: Core, topic: str, ids: dict[str, str]) -> None:
+        self.core = core
+        self.topic = topic
+        self.ids = ids
+        self.pending: dict[str, list[str]] = {}
+        self.decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in ("stdout", "stderr")}
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending: asyncio.Future[None] | None = None
+
+    def add(self, stream: str, data: bytes) -> None:
+        decoder = self.decoders.get(stream)
+        if decoder is None:
+            return
+        text = decoder.decode(data)
+        if text:
+            self.pending.setdefault(stream, []).append(text)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.INTERVAL_S, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._timer = None
+        previous = self._sending
+
+        async def send() -> None:
+            if previous is not None:
+                await previous  # keep the batches in order
+            await self._send()
+
+        self._sending = asyncio.ensure_future(send())
+
+    async def _send(self) -> None:
+        pending, self.pending = self.pending, {}
+        for stream in ("stdout", "stderr"):
+            text = "".join(pending.get(stream, ()))
+            if text:
+                event = {"event": RUN_OUTPUT_EVENT, "data": {**self.ids, "stream": stream, "text": text}}
+                try:
+                    await self.core.bus.publish(self.topic, event)
+                except Exception:
+                    log.exception("could not send a run's output")
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._sending is not None:
+            await self._sending
+        for stream, decoder in self.decoders.items():
+            tail = decoder.decode(b"", final=True)
+            if tail:
+                self.pending.setdefault(stream, []).append(tail)
+        await self._send()
+
+
+async def finish(core: Core, execution_id: uuid.UUID, result: Result, *, streamed: bool = False) -> None:
     """Store an execution's result and, once committed, push it to its owner (a finished one stays as is)."""
     async with core.transaction() as tx:
         row = await tx.conn.fetchrow(
@@ -307,10 +386,10 @@ async def finish(core: Core, execution_id: uuid.UUID, result: Result) -> None:
             out = execution_out(row)
             data = out.model_dump(mode="json")
             tx.publish(f"user:{row['user_id']}", {"event": FINISHED_EVENT, "data": data})
-            await _publish_workspace_run(tx, out)
+            await _publish_workspace_run(tx, out, streamed)
 
 
-async def _publish_workspace_run(tx: Tx, execution: ExecutionOut) -> None:
+async def _publish_workspace_run(tx: Tx, execution: ExecutionOut, streamed: bool) -> None:
     """A workspace's Run (``collab_ide.runs``): its output and result go to the workspace's room.
 
     Here rather than in ``collab_ide`` because this runs wherever the job ran, a Celery worker included,
@@ -329,7 +408,8 @@ async def _publish_workspace_run(tx: Tx, execution: ExecutionOut) -> None:
     outputs = []
     if execution.compile is not None and (execution.compile.stdout or execution.compile.stderr):
         outputs += [("compile", execution.compile.stdout + execution.compile.stderr)]
-    outputs += [("stdout", execution.stdout), ("stderr", execution.stderr)]
+    if not streamed:  # a run that could not stream (the server stopped first, say) sends it all now
+        outputs += [("stdout", execution.stdout), ("stderr", execution.stderr)]
     for stream, text in outputs:
         if text:
             tx.publish(topic, {"event": RUN_OUTPUT_EVENT, "data": {**ids, "stream": stream, "text": text}})
@@ -360,6 +440,7 @@ class Executions:
         body: ExecutionIn,
         wait: bool,
         link: Callable[[Connection, uuid.UUID], Awaitable[None]] | None = None,
+        context: dict[str, str] | None = None,
     ) -> ExecutionOut:
         """Admit and start an execution; ``link`` runs in the transaction that stores it (a workspace run
         records itself there, so it exists before the program can finish)."""
@@ -398,9 +479,9 @@ class Executions:
             )
             if link is not None:
                 await link(tx.conn, execution_id)
-        context = {"execution_id": str(execution_id), "user_id": str(user.id)}
+        job_context = {**(context or {}), "execution_id": str(execution_id), "user_id": str(user.id)}
         try:
-            submitted = await self.runner.submit(request, context)
+            submitted = await self.runner.submit(request, job_context)
         except (QueueFull, SandboxUnavailable, InvalidRequest) as exc:
             await self.core.pool.execute("DELETE FROM executions WHERE id = $1", execution_id)
             if isinstance(exc, QueueFull):

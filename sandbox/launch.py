@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -37,6 +37,9 @@ class Phase:
     stdin: bytes = b""
     env: dict[str, str] = field(default_factory=dict)
     address_space_limit: bool = False
+    # Called with ("stdout" | "stderr", bytes) as the program writes (within the output cap), on the
+    # event loop: whoever wants to show output live (a workspace's Run) buffers and sends it.
+    on_output: Callable[[str, bytes], None] | None = field(default=None, compare=False)
 
 
 def rlimits(phase: Phase) -> list[tuple[str, int, int]]:

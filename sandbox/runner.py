@@ -25,7 +25,7 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -387,7 +387,10 @@ class LocalRunner:
                     if isinstance(job.request, JudgeRequest):
                         result = await self._judge(slot, lang, files, limits, job.request)
                     else:
-                        result = await self._run(slot, lang, files, limits, job.request)
+                        # Hooks with an ``output(job, stream, data)`` method see the run's output live.
+                        listener = getattr(self.hooks, "output", None)
+                        on_output = (lambda stream, data: listener(job, stream, data)) if listener else None
+                        result = await self._run(slot, lang, files, limits, job.request, on_output)
             except SandboxUnavailable as exc:
                 result = failed_result(job.request, str(exc))
             await self._hook(self.hooks.finished(job, result), job)
@@ -457,7 +460,13 @@ class LocalRunner:
         )
 
     def _run_phase(
-        self, lang: Language, files: list[SourceFile], limits: Limits, stdin: str, wanted: str | None = None
+        self,
+        lang: Language,
+        files: list[SourceFile],
+        limits: Limits,
+        stdin: str,
+        wanted: str | None = None,
+        on_output: Callable[[str, bytes], None] | None = None,
     ) -> Phase:
         entry = lang.entry([f.path for f in files], wanted)
         return Phase(
@@ -466,17 +475,24 @@ class LocalRunner:
             stdin=stdin.encode(),
             env=lang.env,
             address_space_limit=lang.address_space_limit,
+            on_output=on_output,
         )
 
     async def _run(
-        self, slot: Slot, lang: Language, files: list[SourceFile], limits: Limits, request: RunRequest
+        self,
+        slot: Slot,
+        lang: Language,
+        files: list[SourceFile],
+        limits: Limits,
+        request: RunRequest,
+        on_output: Callable[[str, bytes], None] | None = None,
     ) -> RunResult:
         slot.write_files(files)
         compiled = await self._compile(slot, lang, files)
         if compiled is not None and compiled.status != Status.OK:
             return RunResult(**compile_failed(compiled).model_dump(), compile=compiled)
         run = await self._phase(
-            slot, self._run_phase(lang, files, limits, request.stdin, request.entry), lang.oom_markers
+            slot, self._run_phase(lang, files, limits, request.stdin, request.entry, on_output), lang.oom_markers
         )
         return RunResult(**run.model_dump(), compile=compiled)
 

@@ -25,7 +25,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +50,16 @@ class SandboxError(RuntimeError):
 class OutputCapture:
     """Reads one pipe into memory up to ``cap`` bytes; ``overflow`` is set when the program wrote more."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, cap: int, overflow: asyncio.Event) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fd: int,
+        cap: int,
+        overflow: asyncio.Event,
+        on_chunk: Callable[[bytes], None] | None = None,
+    ) -> None:
         self.loop = loop
+        self.on_chunk = on_chunk
         self.fd = fd
         self.cap = cap
         self.data = bytearray()
@@ -72,7 +80,13 @@ class OutputCapture:
             self.stop()
             return
         room = self.cap - len(self.data)
-        self.data += chunk[:room]
+        kept = chunk[:room]
+        self.data += kept
+        if self.on_chunk is not None and kept:
+            try:
+                self.on_chunk(kept)
+            except Exception:
+                log.exception("an output listener failed")
         if len(chunk) > room:
             self.overflowed = True
             self._overflow.set()
@@ -310,8 +324,13 @@ class Slot:
         loop = asyncio.get_running_loop()
         limits = phase.limits
         overflow = asyncio.Event()
-        out = OutputCapture(loop, sandbox.stdout, limits.output_bytes, overflow)
-        err = OutputCapture(loop, sandbox.stderr, limits.output_bytes, overflow)
+        listen = phase.on_output
+        out = OutputCapture(
+            loop, sandbox.stdout, limits.output_bytes, overflow, (lambda b: listen("stdout", b)) if listen else None
+        )
+        err = OutputCapture(
+            loop, sandbox.stderr, limits.output_bytes, overflow, (lambda b: listen("stderr", b)) if listen else None
+        )
         try:
             mark = cgroup.prepare(limits.memory_kb * 1024, limits.processes + 1)  # + init
             send_go(sandbox.ctrl, phase)

@@ -91,10 +91,23 @@ async def test_a_run_executes_the_servers_copy_and_the_room_sees_its_output(
         err = await asyncio.wait_for(outputs.get(), WAIT_S)
         assert err["stream"] == "stderr" and "nope" in err["text"]
 
+        await asyncio.wait_for(finished.get(), WAIT_S)
+
+        # Output goes out while the program runs, in the pieces it was written in, then run:finished.
+        slow = "import time\nprint('first', flush=True)\ntime.sleep(1)\nprint('second')\n"
+        await edit_to(rapi, editors, ws["id"], host, "main.py", slow)
+        streamed = await ok(rapi, "POST", f"/workspaces/{ws['id']}/runs", host, 202, json={})
+        pieces = [await asyncio.wait_for(outputs.get(), WAIT_S) for _ in range(2)]
+        assert [(p["stream"], p["text"]) for p in pieces] == [("stdout", "first\n"), ("stdout", "second\n")]
+        assert all(p["run_id"] == streamed["id"] for p in pieces)
+        done = await asyncio.wait_for(finished.get(), WAIT_S)
+        assert done["run_id"] == streamed["id"] and done["execution"]["stdout"] == "first\nsecond\n"
+        assert outputs.empty()  # nothing sent twice
+
         history = await ok(rapi, "GET", f"/workspaces/{ws['id']}/runs?limit=1", member)
-        assert [r["id"] for r in history["items"]] == [failed["id"]]  # newest first
+        assert [r["id"] for r in history["items"]] == [streamed["id"]]  # newest first
         older = await ok(rapi, "GET", f"/workspaces/{ws['id']}/runs?cursor={history['next_cursor']}", member)
-        assert [r["id"] for r in older["items"]] == [run["id"]] and older["next_cursor"] is None
+        assert [r["id"] for r in older["items"]] == [failed["id"], run["id"]] and older["next_cursor"] is None
         again = await ok(rapi, "GET", f"/workspaces/{ws['id']}/runs/{run['id']}", host)
         assert again["execution"]["stdout"] == "cba\n"
     finally:
