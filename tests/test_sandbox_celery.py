@@ -129,6 +129,16 @@ async def test_jobs_wait_for_a_worker_then_results_reach_the_requester(
                 json={"language": "python", "source": "while True: pass", "limits": {"cpu_ms": 300}},
             )  # fmt: skip
             assert (status, slow["status"]) == (200, "time_limit_exceeded")
+
+            # A workspace's Run on a worker: its output streams from the worker to the runner's connection.
+            status, ws = await rest(b.url, "POST", "/workspaces", users[0], json={"name": "W", "language": "python"})
+            assert status == 201, ws
+            status, run = await rest(b.url, "POST", f"/workspaces/{ws['id']}/runs?wait=true", users[0], json={})
+            assert status == 200 and run["execution"]["status"] == "ok", run
+            out = await client.inbox.wait_for("run:output", lambda e: e["run_id"] == run["id"], within=30)
+            assert (out["stream"], out["text"]) == ("stdout", run["execution"]["stdout"])
+            done = await client.inbox.wait_for("run:finished", lambda e: e["run_id"] == run["id"], within=30)
+            assert done["execution"]["stdout"] == run["execution"]["stdout"]
         finally:
             assert stop_pid(worker.proc, signal.SIGTERM) == 0, worker.log.read_text()[-3000:]
     finally:
