@@ -25,7 +25,7 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, Field, model_validator
 
-from core_api.context import Core, audit, new_id
+from core_api.context import Core, audit, new_id, notify
 from core_api.db import Record
 from core_api.errors import AppError, forbidden, invalid
 from core_api.http import Api, Call, Input, Principal
@@ -204,6 +204,13 @@ class Cycle:
                         coins,
                         f"rank {w['rank']} in {contest['title']}",
                         f"award:{contest_id}:{w['user_id']}",
+                    )
+                    # In the same transaction as the payment, so a winner is told exactly once.
+                    await notify(
+                        tx,
+                        w["user_id"],
+                        "contest_award",
+                        {"contest_id": str(contest_id), "title": contest["title"], "rank": w["rank"], "coins": coins},
                     )
             await tx.conn.execute("UPDATE contests SET awarded_at = now() WHERE id = $1", contest_id)
             await audit(tx, None, "contest.award", "contest", contest_id, winners=len(winners))

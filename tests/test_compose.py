@@ -170,8 +170,10 @@ def test_the_balancer_passes_websockets_and_keeps_polling_sessions_on_one_node(s
     assert "$proxy_add_x_forwarded_for" not in conf
 
 
-def test_beat_has_a_placeholder() -> None:
-    assert re.search(r"^\s*#\s*beat:", COMPOSE.read_text(), re.M)
+def test_no_beat_service_the_cycle_runs_in_every_node() -> None:
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    assert "beat" not in services
+    assert all(svc.get("environment", {}).get("STUDYHALL_CONTEST_CYCLE_S", "30") != "0" for svc in services.values())
 
 
 def test_the_sandbox_worker_runs_with_the_nodes_settings_and_may_sandbox(services: dict[str, Any]) -> None:

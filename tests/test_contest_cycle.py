@@ -108,6 +108,9 @@ async def test_the_weekly_cycle_opens_finalises_and_pays_each_war_once(api: ApiC
     assert await cycle.award(uuid.UUID(war["id"])) == 0
     # X ranks first: alice solved, so she gets 100; bob solved nothing; Y's carol solved nothing either.
     assert [await wallet_of(api, who) for who in (alice, bob, carol)] == [100, 0, 0]
+    told = (await ok(api, "GET", "/me/notifications", alice))["items"]
+    awards = [n for n in told if n["kind"] == "contest_award"]
+    assert [(n["payload"]["rank"], n["payload"]["coins"]) for n in awards] == [(1, 100)]  # once, despite two ticks
     nexts = [
         c for c in (await ok(api, "GET", "/contests?limit=200", owner))["items"] if c["title"].startswith("Saturday")
     ]
