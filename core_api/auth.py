@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import jwt
 from aiohttp import web
@@ -142,15 +142,112 @@ class FailureCounter:
         self._hits.pop(key, None)
 
 
+class LoginLimiter(Protocol):
+    """Failed logins per key in a sliding window."""
+
+    async def retry_after(self, key: str) -> float:
+        """Seconds until ``key`` may try again; 0 when it is not blocked."""
+        ...
+
+    async def fail(self, key: str) -> None: ...
+
+    async def clear(self, key: str) -> None: ...
+
+
+class LocalLimiter:
+    """One process's view (:class:`FailureCounter`): enough for a single node."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.counter = FailureCounter(limit, window_s)
+
+    async def retry_after(self, key: str) -> float:
+        return self.counter.retry_after(key)
+
+    async def fail(self, key: str) -> None:
+        self.counter.fail(key)
+
+    async def clear(self, key: str) -> None:
+        self.counter.clear(key)
+
+
+# KEYS[1]: the key's sorted set of failures (score: Redis server time in ms). ARGV: window ms, limit.
+# Answers the ms to wait (0: not blocked). Redis's own clock, so every node judges alike.
+_RETRY_AFTER = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - tonumber(ARGV[1]))
+local n = redis.call('ZCARD', KEYS[1])
+local limit = tonumber(ARGV[2])
+if n < limit then return 0 end
+local oldest = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
+return math.max(0, tonumber(oldest[2]) + tonumber(ARGV[1]) - ms)
+"""
+# KEYS[1] as above; ARGV: window ms, a unique member.
+_FAIL = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZADD', KEYS[1], ms, ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - tonumber(ARGV[1]))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+class RedisLimiter:
+    """The same window shared by every node through Redis (scaled mode): a sorted set per key."""
+
+    def __init__(self, client: Any, prefix: str, limit: int, window_s: float) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.limit = limit
+        self.window_ms = max(1, int(window_s * 1000))
+        self._retry_after = client.register_script(_RETRY_AFTER)
+        self._fail = client.register_script(_FAIL)
+
+    def _key(self, key: str) -> str:
+        return self.prefix + hashlib.sha256(key.encode()).hexdigest()
+
+    async def retry_after(self, key: str) -> float:
+        waited = await self._retry_after(keys=[self._key(key)], args=[self.window_ms, self.limit])
+        return float(waited) / 1000
+
+    async def fail(self, key: str) -> None:
+        await self._fail(keys=[self._key(key)], args=[self.window_ms, uuid.uuid4().hex])
+
+    async def clear(self, key: str) -> None:
+        await self.client.delete(self._key(key))
+
+
 class Auth:
-    """The auth service: passwords, tokens and login limits for one app."""
+    """The auth service: passwords, tokens and login limits for one app.
+
+    Login limits are counted in Redis when ``STUDYHALL_REDIS_URL`` is set, so a guesser spreading
+    attempts over several nodes meets the same limit as on one; otherwise in this process.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.passwords = Passwords(settings)
         self.tokens = Tokens(settings.jwt_key(), settings.access_token_ttl_s)
-        self.by_account = FailureCounter(settings.login_max_failures_per_account, settings.login_window_s)
-        self.by_address = FailureCounter(settings.login_max_failures_per_address, settings.login_window_s)
+        self._redis: Any = None
+        account_limit, address_limit = settings.login_max_failures_per_account, settings.login_max_failures_per_address
+        self.by_account: LoginLimiter
+        self.by_address: LoginLimiter
+        if settings.redis_url is not None:
+            import redis.asyncio as aioredis
+
+            self._redis = aioredis.Redis.from_url(settings.redis_url.get_secret_value())
+            window = settings.login_window_s
+            self.by_account = RedisLimiter(self._redis, "studyhall:login:account:", account_limit, window)
+            self.by_address = RedisLimiter(self._redis, "studyhall:login:address:", address_limit, window)
+        else:
+            self.by_account = LocalLimiter(account_limit, settings.login_window_s)
+            self.by_address = LocalLimiter(address_limit, settings.login_window_s)
+
+    async def close(self) -> None:
+        self.passwords.close()
+        if self._redis is not None:
+            await self._redis.aclose()
 
 
 AUTH = web.AppKey("auth", Auth)
@@ -242,7 +339,7 @@ async def _issue_pair(core: Core, auth: Auth, conn: Any, user_id: uuid.UUID, rol
 
 async def login(core: Core, auth: Auth, email: str, password: str, address: str) -> TokenPair:
     account_key = email.strip().lower()
-    wait = max(auth.by_account.retry_after(account_key), auth.by_address.retry_after(address))
+    wait = max(await auth.by_account.retry_after(account_key), await auth.by_address.retry_after(address))
     if wait > 0:
         raise AppError(
             ErrorCode.RATE_LIMITED,
@@ -251,11 +348,11 @@ async def login(core: Core, auth: Auth, email: str, password: str, address: str)
         )
     user = await core.pool.fetchrow("SELECT id, role, password_hash FROM users WHERE lower(email) = $1", account_key)
     if not await auth.passwords.verify(user["password_hash"] if user else None, password):
-        auth.by_account.fail(account_key)
-        auth.by_address.fail(address)
+        await auth.by_account.fail(account_key)
+        await auth.by_address.fail(address)
         raise unauthorized("wrong email or password")
     assert user is not None
-    auth.by_account.clear(account_key)
+    await auth.by_account.clear(account_key)
     async with core.transaction() as tx:
         return await _issue_pair(core, auth, tx.conn, user["id"], user["role"], new_id())
 

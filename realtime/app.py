@@ -213,7 +213,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
             yield
         finally:
             await pool.close()
-            app[auth.AUTH].passwords.close()
+            await app[auth.AUTH].close()
 
     async def presence(app: web.Application) -> AsyncIterator[None]:
         sockets = app[SOCKETS]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import jwt
@@ -147,3 +148,24 @@ async def test_failed_logins_from_one_address_across_accounts_are_limited(
     status, body = await api.call("POST", "/auth/login", json={"email": "fresh@example.com", "password": "wrong-pw"})
     assert status == 429
     assert body["error"]["code"] == "rate_limited"
+
+
+async def test_with_redis_the_login_limit_holds_across_nodes(aiohttp_client, database_url, tmp_path) -> None:
+    """A guesser spreading attempts over two nodes meets the same limit as on one."""
+    from realtime.app import create_app
+    from tests.nodes import redis_url
+
+    with redis_url() as shared:
+        settings = make_settings(database_url, tmp_path, redis_url=shared, login_max_failures_per_account=3)
+        node_a = ApiClient(await aiohttp_client(create_app(settings)))
+        node_b = ApiClient(await aiohttp_client(create_app(settings)))
+        email = f"spread-{uuid.uuid4().hex[:8]}@example.com"
+        await register_and_login(node_a, email)
+        for node in (node_a, node_b, node_a):
+            status, _ = await node.call("POST", "/auth/login", json={"email": email, "password": "guess-pw"})
+            assert status == 401
+        status, body = await node_b.call("POST", "/auth/login", json={"email": email, "password": "s3cret-pass"})
+        assert status == 429 and body["error"]["code"] == "rate_limited"
+        # Another account on the same nodes is not affected.
+        other = f"other-{uuid.uuid4().hex[:8]}@example.com"
+        await register_and_login(node_b, other)
