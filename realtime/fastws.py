@@ -280,7 +280,12 @@ class DirectWebSocket:
                 if len(data) > self.server.max_http_buffer_size:
                     break
                 try:
-                    await socket.receive(eio_packet.Packet(encoded_packet=data))
+                    pkt = eio_packet.Packet(encoded_packet=data)
+                except Exception as exc:  # not Engine.IO at all: a broken or hostile client
+                    log.warning("closing Engine.IO client %s: malformed packet (%s)", socket.sid, type(exc).__name__)
+                    break
+                try:
+                    await socket.receive(pkt)
                 except socketio.exceptions.SocketIOError:
                     continue
                 except Exception as exc:  # engineio's own exceptions, and anything a handler let escape

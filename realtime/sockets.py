@@ -83,11 +83,21 @@ class SocketServer:
             manager.direct = self.direct
             self.sio.eio._async = {**self.sio.eio._async, "websocket": self.direct.driver()}
         self.sio.attach(app)
+        # Socket.IO packets are decoded in python-socketio's Engine.IO message handler; a malformed one
+        # would log a traceback per packet. It costs the sender its connection and one line instead.
+        self.sio.eio.on("message", self._eio_message)
         self.sio.on("connect", self._connect)
         self.sio.on("disconnect", self._disconnect)
         for spec in events.specs.values():
             self.sio.on(spec.name, self._handler_for(spec))
         self.sio.on("*", self._unknown)
+
+    async def _eio_message(self, eio_sid: str, data: Any) -> None:
+        try:
+            await self.sio._handle_eio_message(eio_sid, data)
+        except Exception as exc:
+            log.warning("disconnecting Socket.IO client %s: malformed packet (%s)", eio_sid, type(exc).__name__)
+            await self.sio.eio.disconnect(eio_sid)
 
     async def close(self) -> None:
         """Stop python-socketio's background tasks (the ping service); call once the app shuts down."""

@@ -9,14 +9,16 @@ get their presence changes in batches.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import socketio
 
-from bench.lightclient import LightClient, connect
+from bench.lightclient import LightClient, _client_frame, connect
 from realtime.app import create_app
 from realtime.sockets import SOCKETS
 from tests.chat_helpers import WAIT_S, make_room, open_tab, server_url
@@ -167,3 +169,25 @@ async def test_clients_that_answer_pings_stay_and_one_that_stops_is_dropped(
     finally:
         hung.close()
         await alive.close()
+
+
+async def test_malformed_frames_cost_the_sender_its_connection_and_one_log_line(
+    api: ApiClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice, bob = await api.user(), await api.user()
+    fine = await open_tab(api, bob)
+    try:
+        # (Invalid UTF-8 in a text frame is refused by the websocket layer itself, with close code 1007.)
+        for bad in (b"zz", b"4", b'42["x",', b"40{bad", b"4\xff\xfe"):
+            caplog.clear()
+            client = await connect("127.0.0.1", _port(api), alice.token)
+            assert client.transport is not None
+            client.transport.write(_client_frame(bad))
+            await asyncio.wait_for(client.closed, WAIT_S)  # the server hung up on it
+            errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+            assert errors == [], [r.getMessage() for r in errors]
+            if bad.isascii():
+                assert any("malformed packet" in r.getMessage() for r in caplog.records), bad
+        await fine.ok("room:leave", {"room_id": await make_room(api, bob)})  # the others carry on
+    finally:
+        await fine.close()
