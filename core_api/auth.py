@@ -238,8 +238,11 @@ class Auth:
 
             self._redis = aioredis.Redis.from_url(settings.redis_url.get_secret_value())
             window = settings.login_window_s
-            self.by_account = RedisLimiter(self._redis, "studyhall:login:account:", account_limit, window)
-            self.by_address = RedisLimiter(self._redis, "studyhall:login:address:", address_limit, window)
+            # One namespace per deployment (its database), so two deployments on one Redis never mix.
+            database = settings.database_url.get_secret_value() if settings.database_url else str(settings.data_dir)
+            space = "studyhall:login:" + hashlib.sha256(database.encode()).hexdigest()[:12]
+            self.by_account = RedisLimiter(self._redis, space + ":account:", account_limit, window)
+            self.by_address = RedisLimiter(self._redis, space + ":address:", address_limit, window)
         else:
             self.by_account = LocalLimiter(account_limit, settings.login_window_s)
             self.by_address = LocalLimiter(address_limit, settings.login_window_s)

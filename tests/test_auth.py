@@ -79,7 +79,8 @@ async def test_bad_tokens_are_refused(api: ApiClient) -> None:
 async def test_brute_force_login_is_rate_limited(aiohttp_client, database_url, tmp_path) -> None:
     from realtime.app import create_app
 
-    settings = make_settings(database_url, tmp_path, login_max_failures_per_account=3)
+    # redis_url=None: the rule itself, in one process (other tests' failures from 127.0.0.1 must not count)
+    settings = make_settings(database_url, tmp_path, login_max_failures_per_account=3, redis_url=None)
     api = ApiClient(await aiohttp_client(create_app(settings)))
     await register_and_login(api, "target@example.com")
     for _ in range(3):
@@ -138,7 +139,9 @@ async def test_failed_logins_from_one_address_across_accounts_are_limited(
     from realtime.app import create_app
 
     api = ApiClient(
-        await aiohttp_client(create_app(make_settings(database_url, tmp_path, login_max_failures_per_address=4)))
+        await aiohttp_client(
+            create_app(make_settings(database_url, tmp_path, login_max_failures_per_address=4, redis_url=None))
+        )
     )
     for i in range(4):
         status, _ = await api.call(
