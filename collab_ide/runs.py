@@ -18,8 +18,8 @@ from pydantic import BaseModel, Field
 
 from collab_ide.access import workspace_row
 from collab_ide.documents import DocumentManager
-from collab_ide.service import current_files
-from core_api.context import Core, Page, PageQuery, decode_cursor, encode_cursor, new_id
+from collab_ide.service import files_now
+from core_api.context import Core, Page, PageQuery, decode_cursor, new_id, page_of
 from core_api.db import Connection, Record
 from core_api.errors import forbidden, invalid, not_found
 from core_api.executions import EXECUTION_COLUMNS, ExecutionIn, ExecutionOut, Executions, execution_out
@@ -71,7 +71,7 @@ async def start_run(
     row, access = await workspace_row(core.pool, user, workspace_id)
     if not access.edit:
         raise forbidden("running a workspace's code needs edit access to it")
-    files = await current_files(core, docs, user, workspace_id)
+    files = await files_now(docs, workspace_id)
     entry = body.entry or row["entry"]
     if entry not in files:
         raise invalid(f"entry: the workspace has no file {entry!r}")
@@ -98,13 +98,17 @@ async def start_run(
         raise invalid(f"the workspace cannot be run as it is: {exc}") from None
     # The job carries where its live output goes: the workspace's room, or the runner's own.
     topic = f"room:{row['room_id']}" if row["room_id"] is not None else f"user:{user.id}"
-    live = {"run_id": str(run_id), "workspace_id": str(workspace_id), "run_topic": topic}
+    live = {"run_id": str(run_id), "workspace_id": str(workspace_id), "run_topic": topic, "run_entry": entry}
     await executions.create(user, request, wait=wait, link=link, context=live)
-    return await get_run(core, user, workspace_id, run_id)
+    return await _run(core, workspace_id, run_id)
 
 
 async def get_run(core: Core, user: Principal, workspace_id: uuid.UUID, run_id: uuid.UUID) -> RunOut:
     await workspace_row(core.pool, user, workspace_id)
+    return await _run(core, workspace_id, run_id)
+
+
+async def _run(core: Core, workspace_id: uuid.UUID, run_id: uuid.UUID) -> RunOut:
     row = await core.pool.fetchrow(f"{_RUN_SELECT} WHERE r.workspace_id = $1 AND r.id = $2", workspace_id, run_id)
     if row is None:
         raise not_found("run")
@@ -124,7 +128,4 @@ async def list_runs(core: Core, user: Principal, workspace_id: uuid.UUID, query:
         ident,
         query.limit + 1,
     )
-    more = len(rows) > query.limit
-    rows = rows[: query.limit]
-    cursor = encode_cursor(rows[-1]["run_at"], rows[-1]["run_id"]) if more and rows else None
-    return Page[RunOut](items=[run_out(r) for r in rows], next_cursor=cursor)
+    return page_of(rows, query.limit, run_out, time_key="run_at", id_key="run_id")

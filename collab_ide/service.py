@@ -218,6 +218,11 @@ async def current_files(core: Core, docs: DocumentManager, user: Principal, work
     them) count as files, so an archive or a sandbox never writes outside its directory.
     """
     await workspace_row(core.pool, user, workspace_id)
+    return await files_now(docs, workspace_id)
+
+
+async def files_now(docs: DocumentManager, workspace_id: uuid.UUID) -> dict[str, str]:
+    """:func:`current_files` for a caller that has already checked access."""
     files = await docs.current_files(workspace_id)
     if files is None:
         raise not_found("workspace")

@@ -116,11 +116,17 @@ def decode_cursor(cursor: str | None) -> tuple[datetime | None, uuid.UUID | None
         raise invalid("cursor is not one this server issued") from None
 
 
-def page_of(rows: list[Record], limit: int, convert: Callable[[Record], T], time_key: str = "created_at") -> Page[T]:
+def page_of(
+    rows: list[Record],
+    limit: int,
+    convert: Callable[[Record], T],
+    time_key: str = "created_at",
+    id_key: str = "id",
+) -> Page[T]:
     """Turn ``limit + 1`` fetched rows into a page and the cursor after its last item."""
     more = len(rows) > limit
     rows = rows[:limit]
-    cursor = encode_cursor(rows[-1][time_key], rows[-1]["id"]) if more and rows else None
+    cursor = encode_cursor(rows[-1][time_key], rows[-1][id_key]) if more and rows else None
     return Page[T](items=[convert(r) for r in rows], next_cursor=cursor)
 
 

@@ -17,7 +17,7 @@ import asyncio
 import codecs
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -306,7 +306,7 @@ class ExecutionHooks:
             await live.close()  # the last of the output goes out before run:finished
         execution_id = job.context.get("execution_id")
         if execution_id is not None:
-            await finish(self.core, uuid.UUID(execution_id), result, streamed="run_topic" in job.context)
+            await finish(self.core, uuid.UUID(execution_id), result, job.context, streamed=True)
 
 
 class LiveOutput:
@@ -372,8 +372,19 @@ class LiveOutput:
         await self._send()
 
 
-async def finish(core: Core, execution_id: uuid.UUID, result: Result, *, streamed: bool = False) -> None:
-    """Store an execution's result and, once committed, push it to its owner (a finished one stays as is)."""
+async def finish(
+    core: Core,
+    execution_id: uuid.UUID,
+    result: Result,
+    context: Mapping[str, str] | None = None,
+    *,
+    streamed: bool = False,
+) -> None:
+    """Store an execution's result and, once committed, push it to its owner (a finished one stays as is).
+
+    ``context`` is the job's: a workspace run's carries where its output goes (``run_topic``); with
+    ``streamed`` its stdout and stderr already went out live.
+    """
     async with core.transaction() as tx:
         row = await tx.conn.fetchrow(
             f"""UPDATE executions SET state = 'finished', result = $2, finished_at = now(),
@@ -386,25 +397,18 @@ async def finish(core: Core, execution_id: uuid.UUID, result: Result, *, streame
             out = execution_out(row)
             data = out.model_dump(mode="json")
             tx.publish(f"user:{row['user_id']}", {"event": FINISHED_EVENT, "data": data})
-            await _publish_workspace_run(tx, out, streamed)
+            if context is not None and "run_topic" in context:
+                _publish_workspace_run(tx, out, context, streamed)
 
 
-async def _publish_workspace_run(tx: Tx, execution: ExecutionOut, streamed: bool) -> None:
-    """A workspace's Run (``collab_ide.runs``): its output and result go to the workspace's room.
+def _publish_workspace_run(tx: Tx, execution: ExecutionOut, context: Mapping[str, str], streamed: bool) -> None:
+    """A workspace's Run (``collab_ide.runs``): its output and result go where its job context says.
 
     Here rather than in ``collab_ide`` because this runs wherever the job ran, a Celery worker included,
-    which loads no more of studyhall than the executions. A workspace outside any room sends them to the
-    personal room of whoever started the run.
+    which loads no more of studyhall than the executions.
     """
-    run = await tx.conn.fetchrow(
-        """SELECT r.id, r.workspace_id, r.entry, r.user_id, w.room_id
-           FROM workspace_runs r JOIN workspaces w ON w.id = r.workspace_id WHERE r.execution_id = $1""",
-        execution.id,
-    )
-    if run is None:
-        return
-    topic = f"room:{run['room_id']}" if run["room_id"] is not None else f"user:{run['user_id']}"
-    ids = {"run_id": str(run["id"]), "workspace_id": str(run["workspace_id"])}
+    topic = context["run_topic"]
+    ids = {"run_id": context["run_id"], "workspace_id": context["workspace_id"]}
     outputs = []
     if execution.compile is not None and (execution.compile.stdout or execution.compile.stderr):
         outputs += [("compile", execution.compile.stdout + execution.compile.stderr)]
@@ -415,8 +419,8 @@ async def _publish_workspace_run(tx: Tx, execution: ExecutionOut, streamed: bool
             tx.publish(topic, {"event": RUN_OUTPUT_EVENT, "data": {**ids, "stream": stream, "text": text}})
     finished = {
         **ids,
-        "entry": run["entry"],
-        "user_id": str(run["user_id"]),
+        "entry": context["run_entry"],
+        "user_id": context["user_id"],
         "execution": execution.model_dump(mode="json"),
     }
     tx.publish(topic, {"event": RUN_FINISHED_EVENT, "data": finished})
@@ -432,7 +436,7 @@ class Executions:
         self.core = core
         self.runner = runner
         self.settings = settings
-        self._local: set[uuid.UUID] = set()
+        self._local: dict[uuid.UUID, dict[str, str]] = {}  # this process's unfinished jobs, with their context
 
     async def create(
         self,
@@ -491,7 +495,7 @@ class Executions:
             raise AppError(
                 ErrorCode.UNAVAILABLE, f"code execution is unavailable: {exc}", {"retry_after_s": 60}
             ) from None
-        self._local.add(execution_id)
+        self._local[execution_id] = job_context
         submitted.result.add_done_callback(lambda done: self._settled(execution_id, done))
         if wait:
             try:
@@ -506,7 +510,7 @@ class Executions:
     def _settled(self, execution_id: uuid.UUID, done: asyncio.Future[Result]) -> None:
         # With a result, the hooks have stored it; without one (shutdown), close() will.
         if not done.cancelled() and done.exception() is None:
-            self._local.discard(execution_id)
+            self._local.pop(execution_id, None)
 
     async def get(self, user: Principal, execution_id: uuid.UUID) -> ExecutionOut:
         row = await self.core.pool.fetchrow(f"SELECT {_COLUMNS} FROM executions WHERE id = $1", execution_id)
@@ -516,14 +520,14 @@ class Executions:
 
     async def close(self) -> None:
         """Finish this process's executions that will never get a result (the pool is shutting down)."""
-        pending = list(self._local)
+        pending = list(self._local.items())
         self._local.clear()
         if not pending or self.settings.sandbox_on_celery:
             return  # Celery workers finish their jobs whatever happens to this node
         result = RunResult(**internal_error("the server shut down before the program finished").model_dump())
-        for execution_id in pending:
+        for execution_id, context in pending:
             try:
-                await finish(self.core, execution_id, result)
+                await finish(self.core, execution_id, result, context)
             except Exception:
                 log.exception("could not finish execution %s on shutdown", execution_id)
 
