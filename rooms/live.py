@@ -147,10 +147,10 @@ class Announcer:
                 await task
 
 
-def announcer_of(session: Mapping[str, Any], transport: Transport) -> Announcer:
+def announcer_of(session: Mapping[str, Any]) -> Announcer:
     announcer = session.get(ANNOUNCER)
-    if announcer is None:  # a server without one (tests building sessions by hand): announce one by one
-        return Announcer(transport, batch_above=1 << 30, interval_s=1.0)
+    if announcer is None:
+        raise RuntimeError("this server has no presence announcer (realtime.app provides it)")
     return cast(Announcer, announcer)
 
 
@@ -192,7 +192,7 @@ async def join(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
         # The connection went away while joining, after its disconnect hook had left its rooms.
         await presence.leave(key, call.sid)
     elif first:
-        await announcer_of(call.session, call.transport).change(key, me, "joined", size=len(members), skip_sid=call.sid)
+        await announcer_of(call.session).change(key, me, "joined", size=len(members), skip_sid=call.sid)
     for hook in call.session.get(JOIN_HOOKS, ()):
         try:
             await hook(call, view)
@@ -222,7 +222,7 @@ async def leave(call: EventCall, room_id: uuid.UUID) -> None:
     await call.transport.leave_room(call.sid, socket_room(key))
     gone = await presence_of(call.session).leave(key, call.sid)
     if gone is not None:
-        await announcer_of(call.session, call.transport).change(key, gone, "left")
+        await announcer_of(call.session).change(key, gone, "left")
 
 
 async def drop_user(call: EventCall, room_id: uuid.UUID, user_id: uuid.UUID) -> None:
@@ -238,7 +238,7 @@ async def drop_user(call: EventCall, room_id: uuid.UUID, user_id: uuid.UUID) -> 
     for sid in sids:
         await call.transport.leave_room(sid, socket_room(room_id))
     if gone is not None:
-        await announcer_of(call.session, call.transport).change(str(room_id), gone, "left")
+        await announcer_of(call.session).change(str(room_id), gone, "left")
 
 
 async def leave_all(conn: Connection) -> None:
@@ -250,4 +250,4 @@ async def leave_all(conn: Connection) -> None:
         key = rooms.pop()
         gone = await presence.leave(key, conn.sid)
         if gone is not None:
-            await announcer_of(conn.session, conn.transport).change(key, gone, "left", skip_sid=conn.sid)
+            await announcer_of(conn.session).change(key, gone, "left", skip_sid=conn.sid)
