@@ -18,16 +18,21 @@ generator runs on CPU 1:
    is the real thing: stored in Postgres (committed before it is broadcast), with a gap-free ``seq``.
    The Node peer stores nothing. A step "keeps up" when every delivery arrived and p99 < 100 ms.
 
-The clients are ``bench/lightclient.py``: raw websocket frames, Engine.IO v4 and Socket.IO v5, so the
-load generator spends a few microseconds per delivery; its own CPU is printed, so a row where it, and
-not the server, was the limit can be told apart. Server CPU is the server process's (all threads);
+The clients are ``bench/lightclient.py``: raw websocket frames, Engine.IO v4 and Socket.IO v5. Once the
+receivers joined the room, their sockets are handed to ``bench/c/fanrecv.c`` (compiled with the
+machine's C compiler on first use; ``--receiver python`` keeps them in Python): Python receivers cost
+7–9 µs a delivery and, near 100,000 deliveries/s, most of their core, which made the load generator the
+limit of both servers. The load generator's CPU (with the C receiver's) is printed, so a row where it,
+and not the server, was the limit can be told apart. Server CPU is the server process's (all threads);
 studyhall's Postgres backends are separate processes and not counted.
 """
 
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
+import contextlib
 import os
 import platform
 import resource
@@ -255,10 +260,13 @@ class Report:
     steps: list[Step] = field(default_factory=list)
     join_s: float = 0.0
     deflate_negotiated: bool = False
+    receiver: str = ""
 
 
 class Recorder:
-    """The receivers' callback: counts ``chat:message`` deliveries and their latency."""
+    """The receivers' callback, in Python: counts ``chat:message`` deliveries and their latency."""
+
+    name = "python"
 
     def __init__(self) -> None:
         self.delivered = 0
@@ -276,6 +284,97 @@ class Recorder:
             j += 1
         self.delivered += 1
         self.latencies_ms.append((time.perf_counter_ns() - int(packet[i + 2 : j])) / 1e6)
+
+    async def attach(self, clients: list[LightClient]) -> None:
+        pass
+
+    def start(self) -> None:
+        self.delivered, self.latencies_ms, self.active = 0, [], True
+
+    async def count(self) -> int:
+        return self.delivered
+
+    async def stop(self) -> list[float]:
+        self.active = False
+        return self.latencies_ms
+
+    def cpu_s(self) -> float:
+        return 0.0  # counted in this process's own CPU
+
+    async def close(self) -> None:
+        pass
+
+
+def build_c_receiver() -> Path | None:
+    """Compile ``bench/c/fanrecv.c`` (once, into ``bench/c/build``); None without a C compiler."""
+    source = ROOT / "c" / "fanrecv.c"
+    binary = ROOT / "c" / "build" / "fanrecv"
+    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
+        return binary
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    binary.parent.mkdir(exist_ok=True)
+    subprocess.run([cc, "-O2", "-Wall", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
+class CRecorder:
+    """The receivers handed to ``bench/c/fanrecv`` once they joined: it reads their sockets with epoll.
+
+    The Python clients stop reading (their transports paused) and the C process, started with their file
+    descriptors, counts deliveries and measures latency on the same clock (CLOCK_MONOTONIC).
+    """
+
+    name = "C (bench/c/fanrecv.c)"
+
+    def __init__(self, binary: Path) -> None:
+        self.binary = binary
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def attach(self, clients: list[LightClient]) -> None:
+        fds = []
+        for c in clients:
+            assert c.transport is not None
+            c.transport.pause_reading()
+            if c._buf:
+                raise RuntimeError("a receiver has a partial frame buffered; cannot hand it over")
+            fds.append(c.transport.get_extra_info("socket").fileno())
+        self.proc = await asyncio.create_subprocess_exec(
+            str(self.binary), *map(str, fds), pass_fds=fds, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+
+    async def _command(self, cmd: str) -> int:
+        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(cmd.encode() + b"\n")
+        await self.proc.stdin.drain()
+        return int(await self.proc.stdout.readline())
+
+    def start(self) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(b"start\n")
+
+    async def count(self) -> int:
+        return await self._command("count")
+
+    async def stop(self) -> list[float]:
+        assert self.proc is not None and self.proc.stdout is not None
+        n = await self._command("stop")
+        raw = await self.proc.stdout.readexactly(4 * n)
+        return [us / 1000 for us in array.array("I", raw)]
+
+    def cpu_s(self) -> float:
+        return proc_cpu_s(self.proc.pid) if self.proc is not None else 0.0
+
+    async def close(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(b"quit\n")
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.proc.wait(), 5)
+            if self.proc.returncode is None:
+                self.proc.kill()
+                await self.proc.wait()
 
 
 async def timed(call: Any, into: list[float]) -> Any:
@@ -319,11 +418,19 @@ async def idle_phase(target: Target, n: int, deflate: bool, settle_s: float) -> 
 async def fanout_phase(target: Target, args: argparse.Namespace, deflate: bool, report: Report) -> None:
     tokens = await target.tokens(args.clients + 1)
     room = await target.room(tokens[0])
-    recorder = Recorder()
+    # Compressed frames need inflating: with deflate offered, the Python receivers read them.
+    use_c = args.receiver == "c" and not deflate
+    binary = build_c_receiver() if use_c else None
+    if use_c and binary is None:
+        raise SystemExit("--receiver c needs a C compiler (cc or gcc); use --receiver python")
+    recorder: Recorder | CRecorder = CRecorder(binary) if binary is not None else Recorder()
+    report.receiver = recorder.name
     started = time.monotonic()
     sender = (await connect_many(target, tokens[:1], deflate))[0]
     await sender.call("room:join", {"room_id": room})
-    receivers = await connect_many(target, tokens[1:], deflate, on_event=recorder)
+    receivers = await connect_many(
+        target, tokens[1:], deflate, on_event=recorder if isinstance(recorder, Recorder) else None
+    )
     report.deflate_negotiated = receivers[0].deflate_accepted
     for i in range(0, len(receivers), 100):
         joined = await asyncio.gather(
@@ -334,13 +441,14 @@ async def fanout_phase(target: Target, args: argparse.Namespace, deflate: bool, 
             raise RuntimeError(f"room:join failed: {bad[0]}")
     report.join_s = time.monotonic() - started
     await asyncio.sleep(2.0)  # let the join announcements drain
+    await recorder.attach(receivers)
 
     for rate in args.rates:
         step = Step(rate=rate, clients=len(receivers))
-        recorder.delivered, recorder.latencies_ms, recorder.active = 0, [], True
+        recorder.start()
         total = int(rate * args.step_s)
         pid = target.pid()
-        cpu0, own0 = proc_cpu_s(pid), own_cpu_s()
+        cpu0, own0 = proc_cpu_s(pid), own_cpu_s() + recorder.cpu_s()
         t0 = time.perf_counter()
         acks: list[asyncio.Future[Any]] = []
         for i in range(total):
@@ -360,23 +468,25 @@ async def fanout_phase(target: Target, args: argparse.Namespace, deflate: bool, 
         step.sent = total
         deadline = time.perf_counter() + args.drain_s
         last, last_change = -1, time.perf_counter()
-        while recorder.delivered < step.expected and time.perf_counter() < deadline:
+        delivered = await recorder.count()
+        while delivered < step.expected and time.perf_counter() < deadline:
             await asyncio.sleep(0.05)
-            if recorder.delivered != last:
-                last, last_change = recorder.delivered, time.perf_counter()
+            delivered = await recorder.count()
+            if delivered != last:
+                last, last_change = delivered, time.perf_counter()
             elif time.perf_counter() - last_change > 2.0:
                 break
         step.seconds = max(time.perf_counter() - t0, args.step_s)
-        if recorder.delivered >= step.expected:
+        if delivered >= step.expected:
             step.seconds = max(args.step_s, last_change - t0)
         step.server_cpu_s = proc_cpu_s(pid) - cpu0
-        step.loadgen_cpu_s = own_cpu_s() - own0
+        step.loadgen_cpu_s = own_cpu_s() + recorder.cpu_s() - own0
         step.rss_kb = proc_rss_kb(pid)
         for result in await asyncio.gather(*acks, return_exceptions=True):
             if isinstance(result, BaseException) or not result.get("ok"):
                 step.errors += 1
-        recorder.active = False
-        step.delivered, step.latencies_ms = recorder.delivered, recorder.latencies_ms
+        step.latencies_ms = await recorder.stop()
+        step.delivered = len(step.latencies_ms)
         report.steps.append(step)
         print(
             f"  {target.name}: {rate} msg/s -> {step.per_s:,.0f} deliveries/s, p99 {step.pct(0.99):.1f} ms",
@@ -387,6 +497,7 @@ async def fanout_phase(target: Target, args: argparse.Namespace, deflate: bool, 
             break  # far behind: higher rates only queue more
     for c in [sender, *receivers]:
         c.close()
+    await recorder.close()
     await asyncio.sleep(1.0)
 
 
@@ -405,7 +516,7 @@ def print_reports(reports: list[Report], args: argparse.Namespace) -> None:
         f"\n# fan-out — {platform.node()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}, "
         f"Python {platform.python_version()}"
     )
-    print("server pinned to CPU 0, load generator (this process) on CPU 1\n")
+    print("server pinned to CPU 0, load generator (this process and its C receiver) on CPU 1\n")
     if args.idle:
         print(f"## idle capacity: {args.idle} connected clients\n")
         print("| server | RSS before (MB) | RSS with clients (MB) | KB per connection | connect time (s) |")
@@ -438,6 +549,7 @@ def print_reports(reports: list[Report], args: argparse.Namespace) -> None:
         for r in reports:
             best = max((s.per_s for s in r.steps if s.kept_up), default=0.0)
             extra = ", deflate negotiated" if r.deflate_negotiated else ""
+            extra += f"; receivers read by {r.receiver}" if r.receiver else ""
             print(f"- {r.name}: kept up to {best:,.0f} deliveries/s; {args.clients} joins took {r.join_s:.1f} s{extra}")
 
 
@@ -483,6 +595,12 @@ def main() -> None:
     parser.add_argument("--drain-s", type=float, default=15.0, help="longest wait for a step's deliveries")
     parser.add_argument("--idle", type=int, default=10000, help="idle clients for the memory test (0: skip)")
     parser.add_argument("--idle-settle-s", type=float, default=30.0, help="wait before reading the idle RSS")
+    parser.add_argument(
+        "--receiver",
+        choices=["c", "python"],
+        default="c",
+        help="who reads the receivers' sockets once they joined: bench/c/fanrecv.c (default) or Python",
+    )
     parser.add_argument("--no-peer", dest="peer", action="store_false", help="skip the Node peer")
     parser.add_argument("--deflate", action="store_true", help="also run with clients offering per-message deflate")
     parser.add_argument("--stock", action="store_true", help="also run studyhall on python-socketio's stock send path")

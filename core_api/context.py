@@ -12,7 +12,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -65,9 +65,13 @@ class Core:
     bus: Bus
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            tx = Tx(conn)
+    async def transaction(self, conn: Connection | None = None) -> AsyncIterator[Tx]:
+        """A transaction on a pool connection, or on ``conn`` (one the caller already holds); the
+        events published in it go out after it commits."""
+        async with AsyncExitStack() as stack:
+            held: Connection = conn if conn is not None else await stack.enter_async_context(self.pool.acquire())
+            await stack.enter_async_context(held.transaction())
+            tx = Tx(held)
             yield tx
         for topic, payload in tx.events:
             await self.bus.publish(topic, payload)

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from core_api.context import Tx, audit, notify
 from core_api.db import Connection, Record
-from core_api.errors import conflict, forbidden, not_found
+from core_api.errors import AppError, conflict, forbidden, not_found
 from core_api.events import EventCall
 from core_api.http import Principal
+from core_api.settings import Settings
 from rooms import chat_core as rules
 from rooms import chat_store as store
 from rooms.access import ROOM_RANK, require_member, require_open, require_room_role, socket_room
@@ -52,10 +53,6 @@ def require_outranks(user: Principal, member: Record, target: Record, doing: str
         raise forbidden(f"a moderator may only {doing} of someone ranked below them")
 
 
-class AlreadySent(Exception):
-    """Raised inside the send transaction to roll back the claimed seq when the message already exists."""
-
-
 async def views(conn: Connection, rows: list[Record]) -> list[dict[str, Any]]:
     counts = await store.reactions(conn, [r["id"] for r in rows if r["deleted_at"] is None])
     return [rules.message_view(r, counts.get(r["id"])) for r in rows]
@@ -71,59 +68,76 @@ async def recent_messages(conn: Connection, room_id: uuid.UUID, limit: int = 50)
 
 
 async def send(call: EventCall, data: SendIn) -> dict[str, Any]:
-    """Store a message and broadcast ``chat:message``; the stored message (or the earlier one)."""
+    """Store a message and broadcast ``chat:message``; the stored message (or the earlier one).
+
+    Membership, the seq, the pace checks and the insert are one statement (``chat_store.post``), so a
+    send costs one round trip to the database; a refusal costs more, to tell the sender exactly why. A
+    message without
+    @mentions is committed in that same round trip, one with mentions in a transaction that also stores
+    the mention notifications.
+    """
     client_msg_id = rules.check_token(data.client_msg_id, "client_msg_id")
-    body = rules.clean_body(data.body, call.core.settings.chat_max_body)
+    settings = call.core.settings
+    body = rules.clean_body(data.body, settings.chat_max_body)
     user = call.user
-    try:
-        async with call.core.transaction() as tx:
-            room, member = await require_member(tx.conn, user, data.room_id)
-            earlier = await store.message_by_client_id(tx.conn, data.room_id, user.id, client_msg_id)
-            if earlier is not None:
-                raise AlreadySent
-            require_open(room)
-            claimed = await store.take_seq(tx.conn, data.room_id)
-            if claimed is None:
-                raise not_found("room")
-            now = claimed["now"]
-            _check_not_muted(member, now)
-            await _check_pace(tx, call, room["id"], member, now, claimed["slow_mode_s"])
-            row = await store.insert_message(
-                tx.conn, data.room_id, claimed["last_seq"], user.id, client_msg_id, body, now
-            )
-            if row is None:  # the same client_msg_id committed while we waited for the room lock
-                raise AlreadySent
-            await _notify_mentions(tx, user, row)
-            message = rules.message_view(row)
-    except AlreadySent:
-        async with call.core.pool.acquire() as conn:
+    pace = store.Pace(float(settings.chat_rate_window_s), settings.chat_rate_count, user.is_admin)
+    async with call.core.pool.acquire() as conn:
+        fresh = False
+        try:
+            if rules.parse_mentions(body):
+                async with call.core.transaction(conn) as tx:
+                    row = await store.post(tx.conn, data.room_id, user.id, client_msg_id, body, pace)
+                    fresh = row["fresh"]
+                    if fresh:
+                        await _notify_mentions(tx, user, row)
+            else:
+                row = await store.post(conn, data.room_id, user.id, client_msg_id, body, pace)
+                fresh = row["fresh"]
+        except store.PostRefused as refused:
+            if refused.reason in ("not_member", "no_room"):
+                # Which error the sender may see: not_found, not a member, banned, archived.
+                room, _ = await require_member(conn, user, data.room_id)
+                require_open(room)
+                raise not_found("room") from None  # deleted while we looked
+            if refused.reason != "already_sent":
+                raise _refusal(refused, settings) from None
             earlier = await store.message_by_client_id(conn, data.room_id, user.id, client_msg_id)
             assert earlier is not None
-            return (await views(conn, [earlier]))[0]
+            row = earlier
+        if not fresh:  # a resend: the earlier message, as it is now (edits, reactions)
+            return (await views(conn, [row]))[0]
+    message = rules.message_view(row)
     await call.transport.emit("chat:message", message, to=socket_room(data.room_id))
     return message
 
 
+def _muted(until: datetime | None, now: datetime) -> AppError | None:
+    left = rules.muted_for(until, now)
+    if left is None or until is None:
+        return None
+    return forbidden(f"you are muted in this room for {left} more s (until {until.isoformat()})")
+
+
 def _check_not_muted(member: Record, now: datetime) -> None:
-    left = rules.muted_for(member["muted_until"], now)
-    if left is not None:
-        raise forbidden(f"you are muted in this room for {left} more s (until {member['muted_until'].isoformat()})")
+    error = _muted(member["muted_until"], now)
+    if error is not None:
+        raise error
 
 
-async def _check_pace(tx: Tx, call: EventCall, room_id: uuid.UUID, member: Record, now: datetime, slow_s: int) -> None:
-    """The per-user rate limit (everyone) and the room's slow mode (members below moderator)."""
-    settings = call.core.settings
-    recent = await store.recent_sends(
-        tx.conn, call.user.id, now - timedelta(seconds=settings.chat_rate_window_s), settings.chat_rate_count
-    )
-    wait = rules.rate_retry_after(recent, now, settings.chat_rate_count, settings.chat_rate_window_s)
-    if wait is not None:
-        raise rules.rate_limited("you are sending messages too fast", wait)
-    if slow_s > 0 and not call.user.is_admin and ROOM_RANK[member["role"]] < ROOM_RANK["moderator"]:
-        last = await store.last_send_in_room(tx.conn, room_id, call.user.id, now - timedelta(seconds=slow_s))
-        wait = rules.slow_mode_retry_after(last, now, slow_s)
-        if wait is not None:
-            raise rules.rate_limited(f"slow mode allows one message per {slow_s} s", wait)
+def _refusal(refused: store.PostRefused, settings: Settings) -> AppError:
+    """The error ack for a send ``chat_post`` refused (rate limit, slow mode, mute), with how long to wait."""
+    detail = refused.detail
+    now: datetime = detail.get("now") or datetime.now(UTC)
+    if refused.reason == "muted":
+        return _muted(detail["muted_until"], now) or forbidden("you are muted in this room")
+    if refused.reason == "slow":
+        slow_s = int(detail["slow_mode_s"])
+        wait = rules.slow_mode_retry_after(detail["last"], now, slow_s) or 1
+        return rules.rate_limited(f"slow mode allows one message per {slow_s} s", wait)
+    # "rate": the database counted the sender's limit reached; the rule says how long to wait.
+    window_s, limit = float(settings.chat_rate_window_s), settings.chat_rate_count
+    wait = rules.rate_retry_after(detail.get("recent") or [], now, limit, window_s) or 1
+    return rules.rate_limited("you are sending messages too fast", wait)
 
 
 async def _notify_mentions(tx: Tx, author: Principal, row: Record) -> None:

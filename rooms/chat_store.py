@@ -5,9 +5,13 @@ Functions take a connection (inside the caller's transaction) and return records
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+import asyncpg
 
 from core_api.context import new_id
 from core_api.db import Connection, Record
@@ -45,64 +49,81 @@ async def message_by_client_id(
     return row
 
 
-async def take_seq(conn: Connection, room_id: uuid.UUID) -> Record | None:
-    """Claim the room's next seq; the row lock holds other senders in the room until this commits.
+class Pace(NamedTuple):
+    """The sender's pace limits for :func:`post`: at most ``rate_count`` messages per ``rate_window_s``
+    anywhere; ``admin`` (a platform admin) is exempt from rooms' slow mode, as moderators and hosts are."""
 
-    Also returns the room's slow mode and the database clock read under the lock, so a message's
-    ``created_at`` grows with its ``seq``.
-    """
-    row: Record | None = await conn.fetchrow(
-        "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1"
-        " RETURNING last_seq, slow_mode_s, clock_timestamp() AS now",
-        room_id,
-    )
-    return row
+    rate_window_s: float
+    rate_count: int
+    admin: bool
 
 
-async def recent_sends(conn: Connection, author_id: uuid.UUID, since: datetime, limit: int) -> list[datetime]:
-    rows = await conn.fetch(
-        "SELECT created_at FROM chat_messages WHERE author_id = $1 AND created_at > $2"
-        " ORDER BY created_at DESC LIMIT $3",
-        author_id,
-        since,
-        limit,
-    )
-    return [r["created_at"] for r in rows]
+class PostRefused(Exception):
+    """``chat_post`` refused the message; nothing was written (the claimed seq rolled back)."""
+
+    def __init__(self, reason: str, detail: dict[str, Any]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
 
 
-async def last_send_in_room(
-    conn: Connection, room_id: uuid.UUID, author_id: uuid.UUID, since: datetime
-) -> datetime | None:
-    at: datetime | None = await conn.fetchval(
-        "SELECT max(created_at) FROM chat_messages WHERE author_id = $1 AND created_at > $2 AND room_id = $3",
-        author_id,
-        since,
-        room_id,
-    )
-    return at
+_REFUSALS = {
+    "SH401": "not_member",
+    "SH404": "no_room",
+    "SH403": "muted",
+    "SH429": "rate",
+    "SH420": "slow",
+    "SH409": "already_sent",
+}
 
 
-async def insert_message(
+def _times(detail: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in detail.items():
+        if isinstance(value, str):
+            out[key] = datetime.fromisoformat(value)
+        elif isinstance(value, list):
+            out[key] = [datetime.fromisoformat(v) for v in value]
+        else:
+            out[key] = value
+    return out
+
+
+async def post(
     conn: Connection,
     room_id: uuid.UUID,
-    seq: int,
     author_id: uuid.UUID,
     client_msg_id: str,
     body: str,
-    created_at: datetime,
-) -> Record | None:
-    """The new message, or None if this author already sent ``client_msg_id`` in the room."""
-    row: Record | None = await conn.fetchrow(
-        "WITH m AS (INSERT INTO chat_messages (id, room_id, seq, author_id, client_msg_id, body, created_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (room_id, author_id, client_msg_id) DO NOTHING" + _RETURNING,
-        new_id(),
-        room_id,
-        seq,
-        author_id,
-        client_msg_id,
-        body,
-        created_at,
-    )
+    pace: Pace,
+) -> Record:
+    """Check the author's membership, claim the room's next seq, check the sender's pace and insert, in
+    one statement (``chat_post``).
+
+    Returns the message with ``fresh`` (False: the author had already sent ``client_msg_id`` here, and
+    that message is returned). Raises :class:`PostRefused` with the refusal and its times otherwise.
+    Outside a transaction the commit comes with the same round trip, so the room's lock is held only
+    while the function runs.
+    """
+    try:
+        row: Record | None = await conn.fetchrow(
+            "SELECT * FROM chat_post($1, $2, $3, $4, $5, $6, $7, $8)",
+            room_id,
+            new_id(),
+            author_id,
+            client_msg_id,
+            body,
+            pace.rate_window_s,
+            pace.rate_count,
+            pace.admin,
+        )
+    except asyncpg.PostgresError as exc:
+        reason = _REFUSALS.get(getattr(exc, "sqlstate", "") or "")
+        if reason is None:
+            raise
+        detail = getattr(exc, "detail", None)
+        raise PostRefused(reason, _times(json.loads(detail)) if detail else {}) from None
+    assert row is not None
     return row
 
 

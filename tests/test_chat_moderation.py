@@ -7,6 +7,7 @@ messages back in time (``age_messages``) is exactly what the passing of that tim
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import uuid
@@ -208,6 +209,25 @@ async def test_the_per_user_rate_limit_answers_rate_limited(strict_api: ApiClien
         assert (again["id"], again["seq"], again["body"]) == (first["id"], 1, "1")
         await age_messages(api, user, 41)
         assert (await tab.send(room_a, "4", "4"))["seq"] == 3
+    finally:
+        await tab.close()
+
+
+async def test_a_burst_of_concurrent_sends_stores_exactly_the_limit(strict_api: ApiClient) -> None:
+    """Sends fired at once, without waiting for acks, are checked one after the other: 3 of 8 are stored."""
+    api = strict_api
+    user = await api.user()
+    room_id = await make_room(api, user)
+    tab = await open_tab(api, user)
+    try:
+        await tab.join(room_id)
+        acks = await asyncio.gather(
+            *(tab.call("chat:send", {"room_id": room_id, "body": f"b{i}", "client_msg_id": f"b{i}"}) for i in range(8))
+        )
+        stored = sorted(a["message"]["seq"] for a in acks if a["ok"])
+        refused = [a["error"]["code"] for a in acks if not a["ok"]]
+        assert stored == [1, 2, 3]
+        assert refused == ["rate_limited"] * 5
     finally:
         await tab.close()
 
