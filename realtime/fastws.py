@@ -32,7 +32,11 @@ guard it.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import collections
 import contextlib
+import hashlib
 import logging
 import struct
 import time
@@ -40,7 +44,7 @@ from collections.abc import Callable
 from typing import Any
 
 import socketio
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
@@ -99,7 +103,7 @@ class _Drained:
 
 
 DRAINED = _Drained()
-_ENVIRON_KEPT = ("REMOTE_ADDR", "PATH_INFO", "QUERY_STRING", "HTTP_X_FORWARDED_FOR", "aiohttp.request")
+_ENVIRON_KEPT = ("REMOTE_ADDR", "PATH_INFO", "QUERY_STRING", "HTTP_X_FORWARDED_FOR")
 PING_FRAME = ws_frame(b"2")
 
 
@@ -133,6 +137,10 @@ class DirectSockets:
                     ws.write(PING_FRAME)
 
     async def close(self) -> None:
+        """Stop pinging and hang up every direct websocket (aiohttp no longer knows about them)."""
+        for ws in list(self.by_eio_sid.values()):
+            if ws.transport is not None:
+                ws.transport.abort()
         if self._pinger is not None:
             self._pinger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -148,8 +156,68 @@ class DirectSockets:
         return make
 
 
-class DirectWebSocket:
-    """python-engineio's websocket transport for aiohttp, writing frames straight to the transport."""
+class _Hijacked(web.StreamResponse):
+    """What a websocket request returns once its connection belongs to :class:`DirectWebSocket`.
+
+    aiohttp "finishes" the request with it: nothing is written, and since the connection is no longer
+    aiohttp's (its protocol was told the connection is gone), aiohttp does not close it either.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(status=101)
+        self.force_close()
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_CLOSE_NORMAL = ws_frame(b"\x03\xe8", 0x8)
+_MAX_PENDING = 32  # messages waiting for the connection's worker before reading pauses
+_closing: set[asyncio.Future[Any]] = set()  # keeps close tasks alive until done
+
+
+def _unmask(mask: bytes, data: bytes) -> bytes:
+    n = len(data)
+    if not n:
+        return b""
+    key = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+
+
+def _handshake_error(request: web.Request) -> str | None:
+    headers = request.headers
+    if request.method != "GET":
+        return "a websocket upgrade must be a GET"
+    if "websocket" not in headers.get("Upgrade", "").lower():
+        return "no 'Upgrade: websocket' header"
+    if "upgrade" not in headers.get("Connection", "").lower():
+        return "no 'Connection: upgrade' header"
+    if headers.get("Sec-WebSocket-Version", "") != "13":
+        return "unsupported websocket version (13 is)"
+    try:
+        key = base64.b64decode(headers.get("Sec-WebSocket-Key", ""), validate=True)
+    except binascii.Error:
+        key = b""
+    if len(key) != 16:
+        return "bad Sec-WebSocket-Key"
+    return None
+
+
+class DirectWebSocket(asyncio.Protocol):
+    """python-engineio's websocket transport for aiohttp: after the handshake, the connection is ours.
+
+    The upgrade request is answered here, and the TCP transport is taken from aiohttp: this object
+    becomes its protocol, parses the client's frames itself and writes complete frames straight to it.
+    An idle connection then holds no aiohttp request, response, reader, writer or handler task (those
+    cost about 10 KB per connection); messages are handled in order by a task that exists only while
+    there are messages to handle.
+    """
+
+    __slots__ = ("_buf", "_fragments", "_pending", "_waiter", "_worker", "registry", "server", "socket", "transport")
 
     def __init__(self, handler: Any, server: Any, registry: DirectSockets) -> None:
         # ``handler`` is the bound ``AsyncSocket._websocket_handler`` of the Engine.IO socket.
@@ -157,25 +225,201 @@ class DirectWebSocket:
         self.server = server
         self.registry = registry
         self.transport: asyncio.Transport | None = None
-        self.ws: web.WebSocketResponse | None = None
-        self._closer: asyncio.Task[Any] | None = None
+        self._buf = b""
+        self._fragments: list[bytes] | None = None
+        self._pending: collections.deque[str | bytes] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None  # the upgrade handshake waiting for a message
 
-    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+    async def __call__(self, environ: dict[str, Any]) -> web.StreamResponse:
         request: web.Request = environ["aiohttp.request"]
-        ws = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
-        await ws.prepare(request)
-        self.ws = ws
-        self.transport = request.transport
+        problem = _handshake_error(request)
+        if problem is not None:
+            return web.json_response({"error": {"code": "invalid_input", "message": problem}}, status=400)
+        transport = request.transport
+        protocol = request.protocol
+        if transport is None or transport.is_closing():
+            return _Hijacked()
+        accept = base64.b64encode(hashlib.sha1(request.headers["Sec-WebSocket-Key"].encode() + _WS_GUID).digest())
         # python-socketio keeps this environ for the connection's lifetime (``sio.environ``): every request
-        # header as a WSGI key. Nothing reads them after the handshake, so keep what identifies the client.
+        # header as a WSGI key, and the aiohttp request. Keep what identifies the client.
         kept = {k: environ[k] for k in _ENVIRON_KEPT if k in environ}
         environ.clear()
         environ.update(kept)
+        tail: bytes = bytes(getattr(protocol, "_message_tail", b"") or b"")
+        transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        transport.set_protocol(self)
+        self.transport = transport
+        # aiohttp's side of the connection ends here: its handler forgets the transport (and is dropped
+        # from the server's connection list), so finishing this request neither writes nor closes.
+        protocol.transport = None
+        protocol.connection_lost(None)
+        if tail:
+            self.data_received(tail)
+        socket = self.socket
+        if socket.connected:
+            if not await self._upgrade():
+                self._close_transport()
+                return _Hijacked()
+        else:
+            socket.connected = True
+            socket.upgraded = True
+        if not self._attach():
+            self._close_transport()
+        return _Hijacked()
+
+    # --- asyncio.Protocol --------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf + data if self._buf else data
+        pos, n = 0, len(buf)
+        limit = self.server.max_http_buffer_size
+        while n - pos >= 2:
+            b0, b1 = buf[pos], buf[pos + 1]
+            length = b1 & 0x7F
+            start = pos + 2
+            if length == 126:
+                if n - start < 2:
+                    break
+                length = int.from_bytes(buf[start : start + 2], "big")
+                start += 2
+            elif length == 127:
+                if n - start < 8:
+                    break
+                length = int.from_bytes(buf[start : start + 8], "big")
+                start += 8
+            if not b1 & 0x80 or length > limit or b0 & 0x70:
+                # RFC 6455: client frames are masked; no extension was agreed (RSV bits); and the size cap.
+                self._fail("unmasked, extended or oversized websocket frame")
+                return
+            if n - start < 4 + length:
+                break
+            payload = _unmask(buf[start : start + 4], buf[start + 4 : start + 4 + length])
+            pos = start + 4 + length
+            if not self._frame(b0, payload):
+                return
+        self._buf = buf[pos:] if pos < n else b""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.registry.by_eio_sid.pop(self.socket.sid, None)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        self._pending = None
+        if self._worker is None:
+            self._end_session()
+
+    def _end_session(self) -> None:
+        socket = self.socket
+        if not socket.closed and not socket.closing:
+            task = asyncio.ensure_future(
+                socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+            )
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
+
+    # --- frames and messages -----------------------------------------------------------------------
+
+    def _frame(self, b0: int, payload: bytes) -> bool:
+        opcode = b0 & 0x0F
+        if opcode >= 0x8:
+            if opcode == 0x8:  # close: answer it and hang up
+                self._close_transport()
+                return False
+            if opcode == 0x9:  # ping
+                self.write(ws_frame(payload, 0xA))
+            return True
+        if opcode == 0x0:
+            if self._fragments is None:
+                self._fail("continuation frame with nothing to continue")
+                return False
+            self._fragments.append(payload)
+        elif self._fragments is not None:
+            self._fail("new message inside a fragmented one")
+            return False
+        elif opcode in (_OP_TEXT, _OP_BINARY):
+            self._fragments = [b"t" if opcode == _OP_TEXT else b"b", payload]  # the message's type, then parts
+        else:
+            self._fail(f"unknown websocket opcode {opcode}")
+            return False
+        if not b0 & 0x80:  # more fragments follow
+            if sum(len(f) for f in self._fragments) > self.server.max_http_buffer_size:
+                self._fail("fragmented message too large")
+                return False
+            return True
+        kind, *parts = self._fragments
+        self._fragments = None
+        data = b"".join(parts)
+        if kind == b"t":
+            try:
+                self._message(data.decode())
+            except UnicodeDecodeError:
+                self._fail("text frame that is not UTF-8")
+                return False
+        else:
+            self._message(data)
+        return True
+
+    def _message(self, data: str | bytes) -> None:
+        if self._pending is None:
+            self._pending = collections.deque()
+        self._pending.append(data)
+        if self._waiter is not None:
+            if not self._waiter.done():
+                self._waiter.set_result(None)
+            return
+        if self._worker is None and self.registry.by_eio_sid.get(self.socket.sid) is self:
+            self._worker = asyncio.ensure_future(self._work())
+        elif len(self._pending) > _MAX_PENDING and self.transport is not None:
+            self.transport.pause_reading()
+
+    async def _work(self) -> None:
+        """Hand the waiting messages to Engine.IO, one after the other; ends when none are left."""
         try:
-            await self._session()
+            while self._pending:
+                data = self._pending.popleft()
+                if self._pending is not None and len(self._pending) == _MAX_PENDING and self.transport is not None:
+                    self.transport.resume_reading()
+                if not await self._deliver(data):
+                    self._close_transport()
+                    break
         finally:
-            self.registry.by_eio_sid.pop(self.socket.sid, None)
-        return ws
+            self._worker = None
+            if self.transport is None or self.transport.is_closing():
+                self._end_session()
+
+    async def _deliver(self, data: str | bytes) -> bool:
+        """One Engine.IO packet to python-engineio; False if the connection should end."""
+        socket = self.socket
+        try:
+            pkt = eio_packet.Packet(encoded_packet=data)
+        except Exception as exc:  # not Engine.IO at all: a broken or hostile client
+            log.warning("closing Engine.IO client %s: malformed packet (%s)", socket.sid, type(exc).__name__)
+            return False
+        try:
+            await socket.receive(pkt)
+        except socketio.exceptions.SocketIOError:
+            return True
+        except Exception as exc:  # engineio's own exceptions, and anything a handler let escape
+            if type(exc).__name__ == "SocketIsClosedError":
+                return False
+            if type(exc).__name__ != "UnknownPacketError":
+                log.exception("Engine.IO receive error on %s", socket.sid)
+        return not socket.closed
+
+    def _fail(self, why: str) -> None:
+        log.warning("closing Engine.IO client %s: %s", self.socket.sid, why)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(ws_frame(b"\x03\xea", 0x8))  # 1002: protocol error
+            self.transport.close()
+
+    def _close_transport(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(_CLOSE_NORMAL)
+            transport.close()
 
     # --- writing ---------------------------------------------------------------------------------
 
@@ -199,26 +443,31 @@ class DirectWebSocket:
     async def send_packet(self, pkt: eio_packet.Packet) -> None:
         """Replaces ``AsyncSocket.send`` once the connection is on this websocket."""
         socket = self.socket
+        if pkt.packet_type == eio_packet.CLOSE:
+            # The server ends this session (a disconnect, or a ping timeout): say so and hang up.
+            self.write(eio_frame(pkt))
+            self._close_transport()
+            return
         if socket.closed or not await socket.check_ping_timeout():
             return
         self.write(eio_frame(pkt))
-        if pkt.packet_type == eio_packet.CLOSE and self.ws is not None and self._closer is None:
-            # The server closes this session: close the websocket too instead of waiting for the client.
-            self._closer = asyncio.ensure_future(self.ws.close())
 
     # --- the Engine.IO websocket session -----------------------------------------------------------
 
     async def _receive(self) -> str | bytes | None:
-        assert self.ws is not None
+        """The next message, for the upgrade handshake (before the connection has its worker)."""
         timeout = self.server.ping_interval + self.server.ping_timeout
-        try:
-            msg = await self.ws.receive(timeout=timeout)
-        except (TimeoutError, RuntimeError):
-            return None
-        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-            return None
-        data: str | bytes = msg.data
-        return data
+        while not self._pending:
+            if self.transport is None or self.transport.is_closing():
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(self._waiter, timeout)
+            except TimeoutError:
+                return None
+            finally:
+                self._waiter = None
+        return self._pending.popleft()
 
     async def _upgrade(self) -> bool:
         """The polling → websocket upgrade handshake (``2probe`` / ``3probe`` / ``5``), as Engine.IO has it."""
@@ -237,11 +486,13 @@ class DirectWebSocket:
                 return False
             socket.upgraded = True
             return True
+        except Exception:  # a malformed probe: not Engine.IO
+            return False
         finally:
             socket.upgrading = False
 
     def _attach(self) -> bool:
-        """Flush what waits in the Engine.IO queue, then take over the socket's sends."""
+        """Flush what waits in the Engine.IO queue, then take over the socket's sends and receives."""
         socket = self.socket
         while True:
             try:
@@ -252,52 +503,19 @@ class DirectWebSocket:
             if pkt is None:  # the session is being torn down
                 return False
             self.write(eio_frame(pkt))
+        if self.transport is None or self.transport.is_closing():
+            return False
         socket.send = self.send_packet
         socket.schedule_ping = self._pong
         socket.queue = DRAINED
         self.registry.attach(self)
+        if self._pending and self._worker is None:  # messages that came with the handshake
+            self._worker = asyncio.ensure_future(self._work())
         return True
 
     def _pong(self) -> None:
         """Replaces ``AsyncSocket.schedule_ping``: the PONG arrived; the shared pinger sends the next PING."""
         self.socket.last_ping = None
-
-    async def _session(self) -> None:
-        socket = self.socket
-        if socket.connected:
-            if not await self._upgrade():
-                return
-        else:
-            socket.connected = True
-            socket.upgraded = True
-        if not self._attach():
-            return
-        try:
-            while True:
-                data = await self._receive()
-                if data is None:
-                    break
-                if len(data) > self.server.max_http_buffer_size:
-                    break
-                try:
-                    pkt = eio_packet.Packet(encoded_packet=data)
-                except Exception as exc:  # not Engine.IO at all: a broken or hostile client
-                    log.warning("closing Engine.IO client %s: malformed packet (%s)", socket.sid, type(exc).__name__)
-                    break
-                try:
-                    await socket.receive(pkt)
-                except socketio.exceptions.SocketIOError:
-                    continue
-                except Exception as exc:  # engineio's own exceptions, and anything a handler let escape
-                    if type(exc).__name__ == "SocketIsClosedError":
-                        break
-                    if type(exc).__name__ != "UnknownPacketError":
-                        log.exception("Engine.IO receive error on %s", socket.sid)
-        finally:
-            self.registry.by_eio_sid.pop(socket.sid, None)
-            if self.ws is not None and not self.ws.closed:
-                await self.ws.close()
-            await socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
 
 
 class FastEmit(socketio.AsyncManager):  # type: ignore[misc]
