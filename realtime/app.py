@@ -243,6 +243,11 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
         yield
         await app[SOCKETS].close()
 
+    async def hang_up_websockets(app: web.Application) -> None:
+        # Direct websockets are no longer aiohttp's connections (realtime/fastws.py), so its shutdown
+        # would not close them: close them first, while presence and the database are still up.
+        await app[SOCKETS].direct.hang_up()
+
     async def watch_parties(app: web.Application) -> AsyncIterator[None]:
         # Watch parties: one WatchNode per app (state cache, sync board, upkeep loop, end-of-item timers),
         # handed to every connection; room:join sends joiners of watch rooms the player state.
@@ -264,6 +269,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     # Closed in reverse: the sandbox stops its runs first (finishing their executions while the pool
     # and Socket.IO still work), then watch parties, then presence withdraws (and announces) before
     # Socket.IO stops, all before the pool.
+    app.on_shutdown.append(hang_up_websockets)
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(sockets)
     app.cleanup_ctx.append(presence)

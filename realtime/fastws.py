@@ -6,12 +6,16 @@ the packet again and writes it. That per-recipient work costs 60–100 µs of CP
 seven times what Node's ``socket.io`` spends (``../shared/PERFORMANCE.md``). Two pieces here remove it
 without changing a byte on the wire:
 
-- :class:`DirectWebSocket` replaces python-engineio's aiohttp websocket driver. It runs the same
-  Engine.IO websocket session (including the polling → websocket upgrade), but once a connection is on
-  the websocket its packets are written straight to the TCP transport as complete frames, synchronously
-  and in call order: the per-connection queue and writer task are gone. A client whose unsent data
-  passes ``max_buffer`` bytes (it stopped reading) is cut off rather than allowed to grow the server's
-  memory without bound.
+- :class:`DirectWebSocket` replaces python-engineio's aiohttp websocket driver. It answers the upgrade
+  request itself and then takes the TCP connection from aiohttp: it becomes the transport's protocol,
+  parses the client's frames and writes complete frames straight to the transport, synchronously and in
+  call order. It runs the same Engine.IO websocket session (including the polling → websocket upgrade),
+  but an idle connection holds no aiohttp request, parser, response, reader, writer, queue or task: 7 KB
+  per idle connection instead of 23.5 KB (``bench/RESULTS.md``). Messages from the client are handed to
+  Engine.IO in order by a task that exists only while messages wait. A client whose unsent data passes
+  ``max_buffer`` bytes (it stopped reading) is cut off rather than allowed to grow the server's memory
+  without bound; aiohttp's shutdown no longer sees these connections, so the app closes them on shutdown
+  (:meth:`DirectSockets.hang_up`).
 - :class:`FastEmit` is mixed into the Socket.IO client manager: a room emit without an ack callback
   encodes the Socket.IO packet, the Engine.IO packet and the websocket frame once, then writes that frame
   to each recipient's transport in one loop. Recipients still on HTTP long-polling (or with per-message
@@ -23,8 +27,9 @@ delivery cost about 30% more CPU and every connection about 135 KB more memory f
 that barely compress. Node's ``socket.io`` declines it by default too. With the setting on, connections
 that negotiate deflate use python-engineio's stock path.
 
-This relies on python-engineio internals (``AsyncSocket`` attributes and its upgrade handshake), so
-``pyproject.toml`` pins python-engineio to the minor versions it was checked against; the tests that
+This relies on python-engineio internals (``AsyncSocket`` attributes and its upgrade handshake) and on
+aiohttp's request handler letting go of a connection (``transport`` cleared, ``connection_lost``), so
+``pyproject.toml`` pins python-engineio and aiohttp to the minor versions they were checked against; the tests that
 drive the server with the official ``socket.io-client`` (websocket, and polling upgraded to websocket)
 guard it.
 """
@@ -119,6 +124,7 @@ class DirectSockets:
         self.max_buffer = max_buffer
         self.by_eio_sid: dict[str, DirectWebSocket] = {}
         self.slow_consumers_cut = 0
+        self.closing: set[asyncio.Future[Any]] = set()  # sessions being closed after their connection ended
         self._pinger: asyncio.Task[None] | None = None
 
     def attach(self, ws: DirectWebSocket) -> None:
@@ -136,11 +142,20 @@ class DirectSockets:
                     socket.last_ping = now
                     ws.write(PING_FRAME)
 
-    async def close(self) -> None:
-        """Stop pinging and hang up every direct websocket (aiohttp no longer knows about them)."""
+    async def hang_up(self, wait_s: float = 10.0) -> None:
+        """Close every direct websocket and wait for their sessions to end (disconnect handlers included).
+
+        aiohttp no longer knows these connections, so its shutdown would not close them: the app calls
+        this on shutdown, while the services the disconnect handlers use are still running.
+        """
         for ws in list(self.by_eio_sid.values()):
-            if ws.transport is not None:
-                ws.transport.abort()
+            ws._close_transport()
+        await asyncio.sleep(0)  # connection_lost runs on the next turn of the loop and starts the closes
+        if self.closing:
+            await asyncio.wait(list(self.closing), timeout=wait_s)
+
+    async def close(self) -> None:
+        await self.hang_up()
         if self._pinger is not None:
             self._pinger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -177,7 +192,6 @@ class _Hijacked(web.StreamResponse):
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _CLOSE_NORMAL = ws_frame(b"\x03\xe8", 0x8)
 _MAX_PENDING = 32  # messages waiting for the connection's worker before reading pauses
-_closing: set[asyncio.Future[Any]] = set()  # keeps close tasks alive until done
 
 
 def _unmask(mask: bytes, data: bytes) -> bytes:
@@ -317,8 +331,8 @@ class DirectWebSocket(asyncio.Protocol):
             task = asyncio.ensure_future(
                 socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
             )
-            _closing.add(task)
-            task.add_done_callback(_closing.discard)
+            self.registry.closing.add(task)
+            task.add_done_callback(self.registry.closing.discard)
 
     # --- frames and messages -----------------------------------------------------------------------
 

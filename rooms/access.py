@@ -6,7 +6,8 @@
 - Platform admins see and may join every room.
 - A banned member (``banned_at`` set) cannot join or act; an archived room can be read (history) but
   not joined or written to (``conflict``).
-- A room that a user may not see is reported as ``not_found``, never ``forbidden``.
+- A room that a user may not see is reported as ``not_found``, never ``forbidden``; except to a user
+  banned from it, who is told so.
 - Room roles rank ``host`` > ``moderator`` > ``member``; the creator is the host.
 """
 
@@ -87,6 +88,8 @@ async def visible_room(conn: Connection, user: Principal, room_id: uuid.UUID) ->
         raise not_found("room")
     member = await membership(conn, room_id, user.id)
     if not await can_see(conn, user, room, member):
+        if member is not None and member["banned_at"] is not None:
+            raise forbidden("you are banned from this room")  # they know the room: it banned them
         raise not_found("room")
     return room, member
 

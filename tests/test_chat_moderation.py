@@ -213,6 +213,21 @@ async def test_the_per_user_rate_limit_answers_rate_limited(strict_api: ApiClien
         await tab.close()
 
 
+async def test_a_member_banned_from_a_private_room_is_told_so(api: ApiClient, tabs: OpenTab) -> None:
+    host, alice = await api.user(), await api.user()
+    room_id = await make_room(api, host, alice)  # private: only members see it
+    host_tab, alice_tab = await tabs(host), await tabs(alice)
+    await host_tab.join(room_id)
+    await alice_tab.join(room_id)
+    await host_tab.ok("chat:ban", {"room_id": room_id, "user_id": alice.id, "on": True})
+    assert "banned" in await alice_tab.fails("room:join", {"room_id": room_id}, "forbidden")
+    assert "banned" in await alice_tab.fails(
+        "chat:send", {"room_id": room_id, "body": "x", "client_msg_id": "x"}, "forbidden"
+    )
+    stranger = await tabs(await api.user())
+    await stranger.fails("room:join", {"room_id": room_id}, "not_found")
+
+
 async def test_a_burst_of_concurrent_sends_stores_exactly_the_limit(strict_api: ApiClient) -> None:
     """Sends fired at once, without waiting for acks, are checked one after the other: 3 of 8 are stored."""
     api = strict_api
