@@ -74,6 +74,12 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def steal_ticks() -> tuple[int, int]:
+    """(steal, total) CPU ticks of the whole machine so far: time the hypervisor gave to someone else."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
 def proc_rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -220,6 +226,7 @@ class Step:
     rss_kb: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     ack_ms: list[float] = field(default_factory=list)
+    steal_pct: float = 0.0
 
     @property
     def expected(self) -> int:
@@ -449,6 +456,7 @@ async def fanout_phase(target: Target, args: argparse.Namespace, deflate: bool, 
         total = int(rate * args.step_s)
         pid = target.pid()
         cpu0, own0 = proc_cpu_s(pid), own_cpu_s() + recorder.cpu_s()
+        steal0 = steal_ticks()
         t0 = time.perf_counter()
         acks: list[asyncio.Future[Any]] = []
         for i in range(total):
@@ -481,6 +489,8 @@ async def fanout_phase(target: Target, args: argparse.Namespace, deflate: bool, 
             step.seconds = max(args.step_s, last_change - t0)
         step.server_cpu_s = proc_cpu_s(pid) - cpu0
         step.loadgen_cpu_s = own_cpu_s() + recorder.cpu_s() - own0
+        steal1 = steal_ticks()
+        step.steal_pct = 100 * (steal1[0] - steal0[0]) / max(1, steal1[1] - steal0[1])
         step.rss_kb = proc_rss_kb(pid)
         for result in await asyncio.gather(*acks, return_exceptions=True):
             if isinstance(result, BaseException) or not result.get("ok"):
@@ -532,9 +542,9 @@ def print_reports(reports: list[Report], args: argparse.Namespace) -> None:
         print(f"\n## fan-out: one room, {args.clients} receivers, one sender, {args.step_s:g} s per rate\n")
         print(
             "| server | msg/s | offered deliveries/s | delivered/s | p50 ms | p99 ms | ack p50/p99 ms | server CPU % "
-            "| server µs/delivery | load-gen CPU % | server RSS MB | kept up |"
+            "| server µs/delivery | load-gen CPU % | steal % | server RSS MB | kept up |"
         )
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
         for r in reports:
             for s in r.steps:
                 cpu_pct = 100 * s.server_cpu_s / s.seconds if s.seconds else 0
@@ -542,7 +552,8 @@ def print_reports(reports: list[Report], args: argparse.Namespace) -> None:
                 print(
                     f"| {r.name} | {s.rate} | {s.rate * s.clients:,} | {s.per_s:,.0f} | {s.pct(0.5):.1f} "
                     f"| {s.pct(0.99):.1f} | {s.pct(0.5, 'ack_ms'):.1f}/{s.pct(0.99, 'ack_ms'):.1f} "
-                    f"| {cpu_pct:.0f} | {us:.1f} | {100 * s.loadgen_cpu_s / s.seconds:.0f} | {s.rss_kb / 1024:.0f} "
+                    f"| {cpu_pct:.0f} | {us:.1f} | {100 * s.loadgen_cpu_s / s.seconds:.0f} | {s.steal_pct:.0f} "
+                    f"| {s.rss_kb / 1024:.0f} "
                     f"| {'yes' if s.kept_up else 'NO'}{'' if not s.errors else f' ({s.errors} send errors)'} |"
                 )
         print()

@@ -1,13 +1,15 @@
 """Coalesced live pushes: at most one ``leaderboard:update`` per contest per interval (500 ms).
 
 Whoever changes a contest's standings calls :meth:`Coalescer.touch`. The first touch starts one task
-for that contest that waits until ``interval`` has passed since its last push, then refreshes (reads
-Postgres, rewrites the boards, emits). Touches arriving meanwhile only mark the contest dirty, so a
-burst of verdicts becomes one push, and a verdict after a push is never lost: the task runs again.
+for that contest; touches arriving meanwhile only mark the contest dirty, so a burst of verdicts becomes
+one push, and a verdict after a push is never lost: the task runs again. The task starts the refresh
+(read Postgres, compute the standings) a little before the interval since the last push ends, by as
+long as refreshes have been taking, and the refresh waits for :data:`Ready` before it emits: so pushes
+go out one interval apart under steady load, and a verdict waits for the interval, not for the
+interval plus a computation.
 
-With several nodes, an optional :class:`Gate` (a Redis key set with ``NX PX interval``) makes the limit
-hold across the cluster: a node that loses the race waits for the key to expire, then refreshes with
-whatever is in Postgres by then.
+With several nodes, an optional :class:`Gate` (a Redis key set with ``NX PX interval`` right before a
+push) makes the limit hold across the cluster: a node that loses the race waits for the key to expire.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import redis.asyncio as aioredis
 
 log = logging.getLogger(__name__)
 
-Refresh = Callable[[uuid.UUID], Awaitable[None]]
+Ready = Callable[[], Awaitable[None]]
+"""Awaited by a refresh right before its first push: returns when the interval (and the gate) allow it."""
+Refresh = Callable[[uuid.UUID, Ready], Awaitable[None]]
 
 
 class Gate(Protocol):
@@ -58,7 +62,8 @@ class Coalescer:
         self.interval_s = interval_s
         self.gate = gate
         self._dirty: set[uuid.UUID] = set()
-        self._last: dict[uuid.UUID, float] = {}
+        self._last: dict[uuid.UUID, float] = {}  # when the contest's last push went out (monotonic)
+        self._compute_s: dict[uuid.UUID, float] = {}  # how long a refresh takes to be ready to push
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
         self.pushes = 0
 
@@ -75,18 +80,32 @@ class Coalescer:
     async def _run(self, contest_id: uuid.UUID) -> None:
         try:
             while contest_id in self._dirty:
-                wait = self._last.get(contest_id, float("-inf")) + self.interval_s - time.monotonic()
+                # Start computing early enough that the push is ready when the interval allows it.
+                lead = self._compute_s.get(contest_id, 0.0)
+                wait = self._last.get(contest_id, float("-inf")) + self.interval_s - lead - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                if self.gate is not None:
-                    await self.gate.wait_turn(contest_id, self.interval_s)
                 self._dirty.discard(contest_id)
+                started = time.monotonic()
+
+                async def ready(started: float = started) -> None:
+                    took = time.monotonic() - started
+                    before = self._compute_s.get(contest_id)
+                    self._compute_s[contest_id] = took if before is None else 0.7 * before + 0.3 * took
+                    left = self._last.get(contest_id, float("-inf")) + self.interval_s - time.monotonic()
+                    if left > 0:
+                        await asyncio.sleep(left)
+                    if self.gate is not None:
+                        await self.gate.wait_turn(contest_id, self.interval_s)
+                    self._last[contest_id] = time.monotonic()
+
                 try:
-                    await self.refresh(contest_id)
+                    await self.refresh(contest_id, ready)
                     self.pushes += 1
                 except Exception:
                     log.exception("could not refresh the boards of contest %s", contest_id)
-                self._last[contest_id] = time.monotonic()
+                if self._last.get(contest_id, float("-inf")) < started:  # failed before pushing: back off
+                    self._last[contest_id] = time.monotonic()
         finally:
             self._tasks.pop(contest_id, None)
 

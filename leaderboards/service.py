@@ -30,7 +30,7 @@ from core_api.http import Principal
 from leaderboards import core as scoring
 from leaderboards import store
 from leaderboards.board import Board
-from leaderboards.live import Coalescer, Gate
+from leaderboards.live import Coalescer, Gate, Ready
 from leaderboards.schemas import (
     BoardEntry,
     BoardOut,
@@ -467,22 +467,27 @@ class Contests:
 
     async def compute_views(self, contest: Record, views: tuple[scoring.View, ...]) -> list[Computed]:
         """The standings in each of ``views``, from one read of Postgres."""
+        compute = await self._reader(contest)
+        return [compute(view) for view in views]
+
+    async def _reader(self, contest: Record) -> Callable[[scoring.View], Computed]:
+        """Read the contest's problems, attempts and communities once; compute any view of them on call."""
         problems = await store.problems_of(self.core.pool, contest["id"])
         attempts, names = await store.attempts_of(self.core.pool, contest)
         communities = {str(c.id): c.name for c in await store.communities_of(self.core.pool, contest["id"])}
         rules = store.rules_of(contest, problems)
-        out = []
-        for view in views:
+        order = [str(p["id"]) for p in problems]
+
+        def compute(view: scoring.View) -> Computed:
             people = scoring.standings(rules, view, attempts, names)
             frozen = view == "public" and rules.freeze_at is not None and not rules.finalised
-            out.append(
-                Computed(
-                    contest_id=contest["id"], view=view, rules=rules, order=[str(p["id"]) for p in problems],
-                    people=people, groups=scoring.community_standings(people, communities),
-                    frozen=frozen and rules.freeze_at is not None and self.clock() >= rules.freeze_at,
-                )
+            return Computed(
+                contest_id=contest["id"], view=view, rules=rules, order=order, people=people,
+                groups=scoring.community_standings(people, communities),
+                frozen=frozen and rules.freeze_at is not None and self.clock() >= rules.freeze_at,
             )  # fmt: skip
-        return out
+
+        return compute
 
     async def standings(self, user: Principal, contest_id: uuid.UUID, view: scoring.View) -> StandingsOut:
         contest = await self.contest(contest_id)
@@ -490,20 +495,26 @@ class Contests:
             raise forbidden("only the contest's managers see the jury view")
         return await self.compute(contest, view)
 
-    async def refresh(self, contest_id: uuid.UUID) -> None:
-        """Recompute both views from Postgres, rewrite the boards, push to subscribers (the coalescer's job)."""
-        contest = await self.contest(contest_id)
-        views: tuple[scoring.View, ...] = ("public", "jury")
-        for view, computed in zip(views, await self.compute_views(contest, views), strict=True):
+    async def refresh(self, contest_id: uuid.UUID, ready: Ready | None = None) -> None:
+        """Recompute both views from one read of Postgres, push each as soon as it is computed (public
+        first, once ``ready`` allows: the coalescer's interval), then rewrite the boards."""
+        compute = await self._reader(await self.contest(contest_id))
+        computed_views: list[Computed] = []
+        for view in ("public", "jury"):
+            computed = compute(view)
+            if ready is not None and not computed_views:
+                await ready()
+            await self.transport.emit(UPDATE_EVENT, push_payload(computed), to=contest_room(contest_id, view))
+            computed_views.append(computed)
+        for computed in computed_views:
             await self.board.replace(
-                board_key(contest_id, "users", view),
+                board_key(contest_id, "users", computed.view),
                 {p.id: scoring.board_score(p.score, p.penalty) for p in computed.people},
             )
             await self.board.replace(
-                board_key(contest_id, "communities", view),
+                board_key(contest_id, "communities", computed.view),
                 {g.id: scoring.board_score(g.score, g.penalty) for g in computed.groups},
             )
-            await self.transport.emit(UPDATE_EVENT, push_payload(computed), to=contest_room(contest_id, view))
 
     async def snapshot(self, contest: Record, view: scoring.View) -> dict[str, Any]:
         """What ``leaderboard:update`` carries, now (the answer to ``contest:subscribe``)."""
