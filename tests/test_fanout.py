@@ -20,7 +20,7 @@ import socketio
 
 from bench.lightclient import LightClient, _client_frame, connect
 from realtime.app import create_app
-from realtime.sockets import SOCKETS
+from realtime.sockets import MAX_PACKET_BYTES, SOCKETS
 from tests.chat_helpers import WAIT_S, make_room, open_tab, server_url
 from tests.conftest import ApiClient, make_settings
 
@@ -191,3 +191,54 @@ async def test_malformed_frames_cost_the_sender_its_connection_and_one_log_line(
         await fine.ok("room:leave", {"room_id": await make_room(api, bob)})  # the others carry on
     finally:
         await fine.close()
+
+
+async def test_websocket_protocol_violations_close_the_connection_quietly(
+    api: ApiClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The direct websocket parses client frames itself: RFC 6455 violations end that connection only."""
+    alice, bob = await api.user(), await api.user()
+    fine = await open_tab(api, bob)
+    oversize = bytes([0x81, 0x80 | 127]) + (MAX_PACKET_BYTES + 1).to_bytes(8, "big") + b"\0\0\0\0"
+    try:
+        for bad in (
+            b"\x81\x012",  # not masked
+            _client_frame(b"2", 0x0),  # a continuation with nothing to continue
+            bytes([0xC1]) + _client_frame(b"2")[1:],  # RSV1: compressed, but no extension was agreed
+            oversize,  # announces more than the largest packet
+            _client_frame(b"2", 0x3),  # a reserved opcode
+        ):
+            caplog.clear()
+            client = await connect("127.0.0.1", _port(api), alice.token)
+            assert client.transport is not None
+            client.transport.write(bad)
+            await asyncio.wait_for(client.closed, WAIT_S)
+            errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+            assert errors == [], [r.getMessage() for r in errors]
+        await fine.ok("room:leave", {"room_id": await make_room(api, bob)})  # the others carry on
+    finally:
+        await fine.close()
+
+
+async def test_shutdown_closes_direct_websockets_and_runs_their_disconnects(
+    aiohttp_client: Any, database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp no longer owns direct websockets, so the app itself must hang them up when it stops."""
+    client = await aiohttp_client(create_app(make_settings(database_url, tmp_path)))
+    api = ApiClient(client)
+    alice = await api.user()
+    tab = await open_tab(api, alice)
+    await tab.join(await make_room(api, alice))  # so leaving has presence and a room to update
+    sockets = api.app[SOCKETS]
+    assert tab.sio.eio.sid in sockets.direct.by_eio_sid and sockets.sessions
+    await client.close()  # the server shuts down
+    for _ in range(100):
+        if not tab.sio.connected:
+            break
+        await asyncio.sleep(0.05)
+    assert not tab.sio.connected
+    assert sockets.sessions == {}  # the disconnect handlers ran (rooms and presence left)
+    assert sockets.direct.by_eio_sid == {}
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert errors == [], [r.getMessage() for r in errors]  # every disconnect handler found its services up
+    await tab.close()
