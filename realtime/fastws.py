@@ -149,7 +149,10 @@ class DirectSockets:
         this on shutdown, while the services the disconnect handlers use are still running.
         """
         for ws in list(self.by_eio_sid.values()):
+            transport = ws.transport
             ws._close_transport()
+            if transport is not None and transport.get_write_buffer_size():
+                transport.abort()  # it is not reading: closing would wait for its buffer forever
         await asyncio.sleep(0)  # connection_lost runs on the next turn of the loop and starts the closes
         if self.closing:
             await asyncio.wait(list(self.closing), timeout=wait_s)
@@ -401,6 +404,8 @@ class DirectWebSocket(asyncio.Protocol):
                     break
         finally:
             self._worker = None
+            if not self._pending:
+                self._pending = None  # an idle connection keeps no empty deque (about 600 bytes)
             if self.transport is None or self.transport.is_closing():
                 self._end_session()
 
