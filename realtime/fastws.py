@@ -347,6 +347,9 @@ class DirectWebSocket(asyncio.Protocol):
                 return False
             if opcode == 0x9:  # ping
                 self.write(ws_frame(payload, 0xA))
+            elif opcode != 0xA:  # a pong is fine; 0xB-0xF are reserved
+                self._fail(f"unknown websocket opcode {opcode}")
+                return False
             return True
         if opcode == 0x0:
             if self._fragments is None:

@@ -207,6 +207,7 @@ async def test_websocket_protocol_violations_close_the_connection_quietly(
             bytes([0xC1]) + _client_frame(b"2")[1:],  # RSV1: compressed, but no extension was agreed
             oversize,  # announces more than the largest packet
             _client_frame(b"2", 0x3),  # a reserved opcode
+            _client_frame(b"2", 0xB),  # a reserved control opcode
         ):
             caplog.clear()
             client = await connect("127.0.0.1", _port(api), alice.token)
