@@ -18,6 +18,8 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from realtime.fastws import frame_header
+
 EventCallback = Callable[[bytes], None]
 
 
@@ -105,20 +107,8 @@ class LightClient(asyncio.Protocol):
                     self._inflate = zlib.decompressobj(-15)
             self._upgraded = True
         pos, n = 0, len(buf)
-        while n - pos >= 2:
-            b0, b1 = buf[pos], buf[pos + 1]
-            length = b1 & 0x7F
-            start = pos + 2
-            if length == 126:
-                if n - start < 2:
-                    break
-                length = (buf[start] << 8) | buf[start + 1]
-                start += 2
-            elif length == 127:
-                if n - start < 8:
-                    break
-                length = int.from_bytes(buf[start : start + 8], "big")
-                start += 8
+        while (header := frame_header(buf, pos)) is not None:
+            b0, _, length, start = header
             if n - start < length:
                 break
             payload = bytes(buf[start : start + length])

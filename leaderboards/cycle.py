@@ -27,11 +27,11 @@ from pydantic import BaseModel, Field, model_validator
 
 from core_api.context import Core, audit, new_id, notify
 from core_api.db import Record
-from core_api.errors import AppError, forbidden, invalid
+from core_api.errors import AppError
 from core_api.http import Api, Call, Input, Principal
 from leaderboards import wallet
 from leaderboards.schemas import MAX_COMMUNITIES, MAX_PROBLEMS, ProblemIn
-from leaderboards.service import Clock, Contests
+from leaderboards.service import Clock, Contests, require_organizer, taking_part
 
 log = logging.getLogger(__name__)
 STALE_JUDGING = timedelta(minutes=5)  # no verdict after this long: the node judging it is gone
@@ -94,20 +94,8 @@ class Cycle:
 
     async def create_template(self, user: Principal, body: TemplateIn) -> TemplateOut:
         async with self.core.transaction() as tx:
-            if body.organizer_id is not None:
-                role = await tx.conn.fetchval(
-                    "SELECT role FROM community_members WHERE community_id = $1 AND user_id = $2",
-                    body.organizer_id,
-                    user.id,
-                )
-                if role not in ("admin", "owner") and not user.is_admin:
-                    raise forbidden("only the organizing community's admins (or a platform admin) may do this")
-            elif not user.is_admin:
-                raise forbidden("name the organizing community you administer (organizer_id)")
-            communities = sorted(set(body.communities))
-            found = await tx.conn.fetchval("SELECT count(*) FROM communities WHERE id = ANY($1::uuid[])", communities)
-            if found != len(communities):
-                raise invalid("a community taking part does not exist")
+            await require_organizer(tx.conn, user, body.organizer_id, "create a contest template")
+            communities = await taking_part(tx.conn, body.communities)
             row = await tx.conn.fetchrow(
                 "INSERT INTO contest_templates (id, title, organizer_id, created_by, communities, problems, scoring,"
                 " penalty_minutes, weekday, start_minute, duration_minutes, freeze_minutes, prizes)"

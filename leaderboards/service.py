@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from core_api.context import Core, audit, new_id
-from core_api.db import Record
+from core_api.db import Connection, Record
 from core_api.errors import AppError, ErrorCode, conflict, forbidden, invalid, not_found
 from core_api.events import Transport
 from core_api.executions import Executions
@@ -113,6 +113,31 @@ def push_payload(computed: Computed) -> dict[str, Any]:
     data = computed.out(PUSH_PEOPLE, PUSH_COMMUNITIES).model_dump(mode="json")
     data["people_total"], data["communities_total"] = len(computed.people), len(computed.groups)
     return data
+
+
+async def require_organizer(conn: Connection, user: Principal, organizer_id: uuid.UUID | None, doing: str) -> None:
+    """The caller may ``doing`` for the organizing community (its admin or owner, or a platform admin);
+    without an organizing community, only a platform admin may."""
+    if organizer_id is None:
+        if not user.is_admin:
+            raise forbidden("name the organizing community you administer (organizer_id)")
+        return
+    role = await conn.fetchval(
+        "SELECT role FROM community_members WHERE community_id = $1 AND user_id = $2", organizer_id, user.id
+    )
+    if not await conn.fetchval("SELECT true FROM communities WHERE id = $1", organizer_id):
+        raise not_found("community")
+    if role not in ("admin", "owner") and not user.is_admin:
+        raise forbidden(f"only the organizing community's admins (or a platform admin) may {doing}")
+
+
+async def taking_part(conn: Connection, community_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """The communities taking part, sorted and without repeats; invalid_input if one does not exist."""
+    communities = sorted(set(community_ids))
+    found = await conn.fetchval("SELECT count(*) FROM communities WHERE id = ANY($1::uuid[])", communities)
+    if found != len(communities):
+        raise invalid("a community taking part does not exist")
+    return communities
 
 
 class Contests:
@@ -206,23 +231,8 @@ class Contests:
     async def create(self, user: Principal, body: ContestIn) -> ContestOut:
         contest_id = new_id()
         async with self.core.transaction() as tx:
-            if body.organizer_id is not None:
-                role = await tx.conn.fetchval(
-                    "SELECT role FROM community_members WHERE community_id = $1 AND user_id = $2",
-                    body.organizer_id,
-                    user.id,
-                )
-                exists = await tx.conn.fetchval("SELECT true FROM communities WHERE id = $1", body.organizer_id)
-                if not exists:
-                    raise not_found("community")
-                if role not in ("admin", "owner") and not user.is_admin:
-                    raise forbidden("only the organizing community's admins (or a platform admin) may create a contest")
-            elif not user.is_admin:
-                raise forbidden("name the organizing community you administer (organizer_id)")
-            communities = sorted(set(body.communities))
-            found = await tx.conn.fetchval("SELECT count(*) FROM communities WHERE id = ANY($1::uuid[])", communities)
-            if found != len(communities):
-                raise invalid("a community taking part does not exist")
+            await require_organizer(tx.conn, user, body.organizer_id, "create a contest")
+            communities = await taking_part(tx.conn, body.communities)
             await tx.conn.execute(
                 "INSERT INTO contests (id, title, description, organizer_id, created_by, starts_at, ends_at, freeze_at,"
                 " scoring, penalty_minutes, prizes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import collections
 import contextlib
 import hashlib
@@ -50,6 +49,7 @@ from typing import Any
 
 import socketio
 from aiohttp import web
+from aiohttp.http_websocket import WS_KEY
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
@@ -69,6 +69,28 @@ def ws_frame(payload: bytes, opcode: int = _OP_TEXT) -> bytes:
     else:
         header = struct.pack("!BBQ", 0x80 | opcode, 127, n)
     return header + payload
+
+
+def frame_header(buf: bytes | bytearray, pos: int) -> tuple[int, int, int, int] | None:
+    """The websocket frame header at ``pos``: its two first bytes, the payload length and where the bytes
+    after the length field start (a masked frame's key, else its payload); None while it is incomplete."""
+    n = len(buf)
+    if n - pos < 2:
+        return None
+    b0, b1 = buf[pos], buf[pos + 1]
+    length = b1 & 0x7F
+    start = pos + 2
+    if length == 126:
+        if n - start < 2:
+            return None
+        length = int.from_bytes(buf[start : start + 2], "big")
+        start += 2
+    elif length == 127:
+        if n - start < 8:
+            return None
+        length = int.from_bytes(buf[start : start + 8], "big")
+        start += 8
+    return b0, b1, length, start
 
 
 def eio_frame(pkt: eio_packet.Packet) -> bytes:
@@ -192,7 +214,6 @@ class _Hijacked(web.StreamResponse):
         return None
 
 
-_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _CLOSE_NORMAL = ws_frame(b"\x03\xe8", 0x8)
 _MAX_PENDING = 32  # messages waiting for the connection's worker before reading pauses
 
@@ -205,25 +226,6 @@ def _unmask(mask: bytes, data: bytes) -> bytes:
     return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
-def _handshake_error(request: web.Request) -> str | None:
-    headers = request.headers
-    if request.method != "GET":
-        return "a websocket upgrade must be a GET"
-    if "websocket" not in headers.get("Upgrade", "").lower():
-        return "no 'Upgrade: websocket' header"
-    if "upgrade" not in headers.get("Connection", "").lower():
-        return "no 'Connection: upgrade' header"
-    if headers.get("Sec-WebSocket-Version", "") != "13":
-        return "unsupported websocket version (13 is)"
-    try:
-        key = base64.b64decode(headers.get("Sec-WebSocket-Key", ""), validate=True)
-    except binascii.Error:
-        key = b""
-    if len(key) != 16:
-        return "bad Sec-WebSocket-Key"
-    return None
-
-
 class DirectWebSocket(asyncio.Protocol):
     """python-engineio's websocket transport for aiohttp: after the handshake, the connection is ours.
 
@@ -234,7 +236,18 @@ class DirectWebSocket(asyncio.Protocol):
     there are messages to handle.
     """
 
-    __slots__ = ("_buf", "_fragments", "_pending", "_waiter", "_worker", "registry", "server", "socket", "transport")
+    __slots__ = (
+        "_buf",
+        "_fragments",
+        "_pending",
+        "_text",
+        "_waiter",
+        "_worker",
+        "registry",
+        "server",
+        "socket",
+        "transport",
+    )
 
     def __init__(self, handler: Any, server: Any, registry: DirectSockets) -> None:
         # ``handler`` is the bound ``AsyncSocket._websocket_handler`` of the Engine.IO socket.
@@ -243,21 +256,22 @@ class DirectWebSocket(asyncio.Protocol):
         self.registry = registry
         self.transport: asyncio.Transport | None = None
         self._buf = b""
-        self._fragments: list[bytes] | None = None
+        self._fragments: list[bytes] | None = None  # the parts of a message still arriving
+        self._text = False  # whether that message is text
         self._pending: collections.deque[str | bytes] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None  # the upgrade handshake waiting for a message
 
     async def __call__(self, environ: dict[str, Any]) -> web.StreamResponse:
         request: web.Request = environ["aiohttp.request"]
-        problem = _handshake_error(request)
-        if problem is not None:
-            return web.json_response({"error": {"code": "invalid_input", "message": problem}}, status=400)
+        if not web.WebSocketResponse().can_prepare(request).ok:  # aiohttp's checks of the upgrade request
+            message = "not a valid websocket upgrade request"
+            return web.json_response({"error": {"code": "invalid_input", "message": message}}, status=400)
         transport = request.transport
         protocol = request.protocol
         if transport is None or transport.is_closing():
             return _Hijacked()
-        accept = base64.b64encode(hashlib.sha1(request.headers["Sec-WebSocket-Key"].encode() + _WS_GUID).digest())
+        accept = base64.b64encode(hashlib.sha1(request.headers["Sec-WebSocket-Key"].encode() + WS_KEY).digest())
         # python-socketio keeps this environ for the connection's lifetime (``sio.environ``): every request
         # header as a WSGI key, and the aiohttp request. Keep what identifies the client.
         kept = {k: environ[k] for k in _ENVIRON_KEPT if k in environ}
@@ -294,20 +308,8 @@ class DirectWebSocket(asyncio.Protocol):
         buf = self._buf + data if self._buf else data
         pos, n = 0, len(buf)
         limit = self.server.max_http_buffer_size
-        while n - pos >= 2:
-            b0, b1 = buf[pos], buf[pos + 1]
-            length = b1 & 0x7F
-            start = pos + 2
-            if length == 126:
-                if n - start < 2:
-                    break
-                length = int.from_bytes(buf[start : start + 2], "big")
-                start += 2
-            elif length == 127:
-                if n - start < 8:
-                    break
-                length = int.from_bytes(buf[start : start + 8], "big")
-                start += 8
+        while (header := frame_header(buf, pos)) is not None:
+            b0, b1, length, start = header
             if not b1 & 0x80 or length > limit or b0 & 0x70:
                 # RFC 6455: client frames are masked; no extension was agreed (RSV bits); and the size cap.
                 self._fail("unmasked, extended or oversized websocket frame")
@@ -360,7 +362,7 @@ class DirectWebSocket(asyncio.Protocol):
             self._fail("new message inside a fragmented one")
             return False
         elif opcode in (_OP_TEXT, _OP_BINARY):
-            self._fragments = [b"t" if opcode == _OP_TEXT else b"b", payload]  # the message's type, then parts
+            self._fragments, self._text = [payload], opcode == _OP_TEXT
         else:
             self._fail(f"unknown websocket opcode {opcode}")
             return False
@@ -369,10 +371,9 @@ class DirectWebSocket(asyncio.Protocol):
                 self._fail("fragmented message too large")
                 return False
             return True
-        kind, *parts = self._fragments
+        data = b"".join(self._fragments)
         self._fragments = None
-        data = b"".join(parts)
-        if kind == b"t":
+        if self._text:
             try:
                 self._message(data.decode())
             except UnicodeDecodeError:

@@ -40,6 +40,7 @@ from sandbox.runner import (
     Result,
     SandboxUnavailable,
     Submitted,
+    WaitForResult,
     failed_result,
     validate,
 )
@@ -86,7 +87,7 @@ def decode_result(data: dict[str, Any]) -> Result:
     return RunResult.model_validate(data["result"])
 
 
-class CeleryRunner:
+class CeleryRunner(WaitForResult):
     """The :class:`~sandbox.runner.Runner` of a node whose programs run on Celery workers.
 
     Args:
@@ -174,16 +175,6 @@ class CeleryRunner:
             raise SandboxUnavailable(f"could not queue the job: {exc}") from exc
         future.add_done_callback(lambda _: self._waiting.pop(job.id, None))
         return Submitted(job, future)
-
-    async def run(self, request: RunRequest) -> RunResult:
-        result = await (await self.submit(request)).result
-        assert isinstance(result, RunResult)
-        return result
-
-    async def judge(self, request: JudgeRequest) -> JudgeResult:
-        result = await (await self.submit(request)).result
-        assert isinstance(result, JudgeResult)
-        return result
 
     async def close(self) -> None:
         if self._listener is not None:

@@ -205,7 +205,26 @@ class _NoHooks:
         return None
 
 
-class LocalRunner:
+class WaitForResult:
+    """``run`` and ``judge``, which wait for a job's result, for any runner's ``submit``."""
+
+    async def submit(
+        self, request: Request, context: dict[str, str] | None = None, job_id: str | None = None
+    ) -> Submitted:
+        raise NotImplementedError
+
+    async def run(self, request: RunRequest) -> RunResult:
+        result = await (await self.submit(request)).result
+        assert isinstance(result, RunResult)
+        return result
+
+    async def judge(self, request: JudgeRequest) -> JudgeResult:
+        result = await (await self.submit(request)).result
+        assert isinstance(result, JudgeResult)
+        return result
+
+
+class LocalRunner(WaitForResult):
     """The in-process pool (see the module docstring). Open lazily: the first job prepares the slots."""
 
     def __init__(self, config: SandboxConfig | None = None, hooks: JobHooks | None = None) -> None:
@@ -269,16 +288,6 @@ class LocalRunner:
         self._admitted += 1
         self._own(self._execute_job(job, lang, files, limits, future))
         return Submitted(job, future)
-
-    async def run(self, request: RunRequest) -> RunResult:
-        result = await (await self.submit(request)).result
-        assert isinstance(result, RunResult)
-        return result
-
-    async def judge(self, request: JudgeRequest) -> JudgeResult:
-        result = await (await self.submit(request)).result
-        assert isinstance(result, JudgeResult)
-        return result
 
     async def close(self) -> None:
         """Stop every run (their sandboxes are killed), then remove the slots' mounts and cgroups."""
