@@ -95,7 +95,9 @@ class Settings(BaseSettings):
     presence_list_max: int = Field(
         500, ge=1, description="Most users listed in a room:join answer (member_count is exact)."
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Least severe log level printed."
+    )
     trust_forwarded_for: bool = Field(
         False, description="Take the client address from X-Forwarded-For (only behind a trusted proxy)."
     )
@@ -111,7 +113,7 @@ class Settings(BaseSettings):
     ws_deflate: bool = Field(
         False,
         description="Accept per-message deflate on Socket.IO websockets (costs CPU and memory per client; "
-        "see README, Socket.IO fan-out).",
+        "see docs/fanout.md).",
     )
     ws_max_buffer: int = Field(
         8 * 1024 * 1024,
@@ -168,7 +170,7 @@ class Settings(BaseSettings):
         1.0, gt=0, le=600, description="Clients: a nudge aims to cancel the drift over about this long."
     )
 
-    # --- sandbox (code execution; see sandbox/ and README "Sandbox") ---
+    # --- sandbox (code execution; see sandbox/ and docs/sandbox.md) ---
     sandbox_executor: Literal["auto", "local", "celery"] = Field(
         "auto",
         description="Where programs run: `local` (this process's pool), `celery` (workers started with "
@@ -229,7 +231,7 @@ class Settings(BaseSettings):
         30.0, ge=0, le=86400, description="A document nobody has open is unloaded from memory this much later."
     )
 
-    # --- group wars (contests; see leaderboards/ and README "Group wars") ---
+    # --- group wars (contests; see leaderboards/ and docs/group-wars.md) ---
     contest_cycle_s: float = Field(
         30.0, ge=0, le=3600, description="Seconds between two passes of the weekly contest cycle (0: no cycle here)."
     )

@@ -1,4 +1,4 @@
-"""The command line: ``studyhall serve | worker | migrate | check-config | create-admin``.
+"""The command line: ``studyhall serve | worker | migrate | check-config | config-reference | create-admin``.
 
 Settings are read once from the environment (``STUDYHALL_*``); an invalid setting exits with status 2
 and names the variable. Without ``STUDYHALL_DATABASE_URL`` every command that needs the database runs
@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from core_api import demo
 from core_api.auth import Passwords, RegisterIn
+from core_api.config_reference import reference_markdown
 from core_api.context import Tx, audit
 from core_api.db import connect, migrate
 from core_api.demo import DemoData, load_demo
@@ -243,6 +244,11 @@ def create_admin(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def config_reference(settings: Settings, args: argparse.Namespace) -> int:
+    sys.stdout.write(reference_markdown())
+    return 0
+
+
 # --- entry point ---------------------------------------------------------------------------------
 
 
@@ -270,6 +276,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=migrate_command)
     p = sub.add_parser("check-config", help="print the effective settings (secrets masked)")
     p.set_defaults(run=check_config)
+    p = sub.add_parser("config-reference", help="print the configuration reference (docs/configuration.md)")
+    p.set_defaults(run=config_reference)
     p = sub.add_parser("create-admin", help="create an admin account, or promote an existing one")
     p.add_argument("--email", required=True)
     p.add_argument("--password", required=True, help="at least 8 characters")
