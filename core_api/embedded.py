@@ -40,6 +40,10 @@ class EmbeddedPostgresError(RuntimeError):
     """The embedded server could not be started (the message says why, with the log's tail)."""
 
 
+class DataDirInUse(EmbeddedPostgresError):
+    """Another studyhall process runs the embedded server on this data directory."""
+
+
 def wheel_install() -> Path:
     """The wheel's ``pginstall`` dir (``POSTGRES_BIN_PATH.parent``), found without importing the package,
     whose ``__init__`` sets up ``PostgresServer`` (platformdirs, fasteners, an XDG_RUNTIME_DIR warning)."""
@@ -99,6 +103,24 @@ class EmbeddedPostgres:
                 self._lock.close()
                 self._lock = None
 
+    def running_url(self) -> str | None:
+        """The URL of the server another studyhall process runs on this data directory, or None.
+
+        Commands such as ``migrate`` and ``create-admin`` connect through that server's unix socket
+        instead of starting a second one; the socket directory is the one the postmaster wrote into
+        ``postmaster.pid`` (its fifth line).
+        """
+        if self._postmaster_pid() is None:
+            return None
+        try:
+            lines = (self.pgdata / "postmaster.pid").read_text().split("\n")
+        except OSError:
+            return None
+        socket_dir = lines[4].strip() if len(lines) > 4 else ""
+        if not socket_dir or not Path(socket_dir, f".s.PGSQL.{PORT}").exists():
+            return None
+        return f"postgresql://postgres@/{DATABASE}?host={quote(socket_dir, safe='/')}"
+
     # --- steps ------------------------------------------------------------------------------------
 
     def _take_lock(self) -> None:
@@ -110,7 +132,7 @@ class EmbeddedPostgres:
             lock.seek(0)
             holder = lock.read().strip() or "?"
             lock.close()
-            raise EmbeddedPostgresError(
+            raise DataDirInUse(
                 f"the database in {self.pgdata} is in use by another studyhall process (pid {holder}); "
                 "stop it first, or give this one another STUDYHALL_DATA_DIR"
             ) from None

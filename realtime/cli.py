@@ -31,7 +31,7 @@ from core_api.config_reference import reference_markdown
 from core_api.context import Tx, audit
 from core_api.db import connect, migrate
 from core_api.demo import DemoData, load_demo
-from core_api.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from core_api.embedded import DataDirInUse, EmbeddedPostgres, EmbeddedPostgresError
 from core_api.settings import ConfigError, Settings, load_settings
 from realtime.app import create_app
 from realtime.jobs import run_worker
@@ -59,8 +59,12 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 @contextmanager
-def _database(settings: Settings) -> Iterator[str]:
-    """The database URL: the configured one, or the embedded server's, which is stopped on exit."""
+def _database(settings: Settings, *, share: bool = False) -> Iterator[str]:
+    """The database URL: the configured one, or the embedded server's, which is stopped on exit.
+
+    With ``share``, a command that finds the embedded server already run by another studyhall process
+    (``serve``) connects through that server's socket instead of refusing; ``serve`` itself never shares.
+    """
     if settings.database_url is not None:
         yield settings.database_url.get_secret_value()
         return
@@ -68,7 +72,15 @@ def _database(settings: Settings) -> Iterator[str]:
     pg = EmbeddedPostgres(settings.data_dir / "pgdata")
     started = time.monotonic()
     try:
-        url = pg.start()
+        try:
+            url = pg.start()
+        except DataDirInUse:
+            running = pg.running_url() if share else None
+            if running is None:
+                raise
+            _say(f"using the embedded PostgreSQL of the studyhall process running on {pg.pgdata}")
+            yield running
+            return
         how = "initialised and started" if pg.created else "started"
         _say(f"embedded PostgreSQL {how} in {time.monotonic() - started:.1f}s; data in {pg.pgdata}")
         yield url
@@ -160,7 +172,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def migrate_command(settings: Settings, args: argparse.Namespace) -> int:
-    with _database(settings) as dsn:
+    with _database(settings, share=True) as dsn:
         _report_migrations(asyncio.run(migrate(dsn)))
     return 0
 
@@ -231,7 +243,7 @@ def create_admin(settings: Settings, args: argparse.Namespace) -> int:
     except ValidationError as exc:
         problems = [f"{flags.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors()]
         return _fail("; ".join(problems), 2)
-    with _database(settings) as dsn:
+    with _database(settings, share=True) as dsn:
         _report_migrations(asyncio.run(migrate(dsn)))
         user_id, before = asyncio.run(_make_admin(settings, dsn, body))
     if before is None:

@@ -220,10 +220,20 @@ def test_serve_embedded_keeps_data_across_restarts(data_dir: Path, tmp_path: Pat
         token = register_and_login(base, email)
         status, me = http("GET", base + "/api/v1/me", token=token)
         assert (status, me["email"]) == (200, email)
-        # A second studyhall process on the same data directory is refused, not given a second server.
+        # migrate and create-admin work beside the running server, through its Postgres (no second one)...
         other = run_cli("migrate", env=env)
-        assert other.returncode == 1
-        assert "in use by another studyhall process" in other.stderr
+        assert other.returncode == 0, other.stderr
+        assert "using the embedded PostgreSQL of the studyhall process running" in other.stdout
+        assert "database schema is up to date" in other.stdout
+        admin_email = f"root-{uuid.uuid4().hex[:8]}@example.com"
+        made = run_cli("create-admin", "--email", admin_email, "--password", PASSWORD, env=env)
+        assert made.returncode == 0, made.stderr
+        status, admin = http("GET", base + "/api/v1/me", token=login(base, admin_email))
+        assert (status, admin["role"]) == (200, "admin")  # the running server sees the new admin at once
+        # ... while a second server on the same data directory is refused.
+        with Server(env, "--port", "0", log=tmp_path / "serve-twice.log") as twice:
+            assert twice.proc.wait(timeout=60) == 1
+        assert "in use by another studyhall process" in (tmp_path / "serve-twice.log").read_text()
         assert len(postgres_pids(pgdata)) == 1
         assert server.stop(signal.SIGTERM) == 0
     assert postgres_pids(pgdata) == []
