@@ -91,6 +91,7 @@ class DocumentManager:
         self._unload_at: dict[uuid.UUID, float] = {}
         self._gates: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = weakref.WeakValueDictionary()
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()  # one append at a time: see flush()
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.loads = 0
@@ -237,7 +238,15 @@ class DocumentManager:
                 await asyncio.sleep(min(1.0, self.tuning.flush_interval_s * 10))
 
     async def flush(self) -> None:
-        """Append every document's waiting updates to the log: one row per document, one statement."""
+        """Append every document's waiting updates to the log: one row per document, one statement.
+
+        When it returns, every update that waited when it was called is in the log: a flush that finds
+        the writer's own flush under way waits for it (that one took the updates) before taking the rest.
+        """
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         taken: list[tuple[SharedDocument, list[bytes]]] = []
         for doc in self.docs.values():
             if doc.pending:

@@ -306,6 +306,32 @@ async def test_a_document_loads_from_its_snapshot_plus_the_log_not_yet_compacted
     assert fresh.text("greet.py") == expected
 
 
+async def test_a_flush_returns_only_once_the_writers_flush_under_way_is_in_the_log(
+    aiohttp_client: Any, database_url: str, tmp_path: Any, clients: list[YClient]
+) -> None:
+    # Slow writer interval, so only the two flushes below write.
+    lazy = make_settings(database_url, tmp_path, collab_flush_interval_s=10, collab_compact_idle_s=3600)
+    api = ApiClient(await aiohttp_client(create_app(lazy)))
+    alice = await api.user()
+    ws = await ok(api, "POST", "/workspaces", alice, 201, json={"name": "W", "language": "python"})
+    a = await join(clients, api, ws["id"], alice)
+    a.edit("main.py", 0, insert="typed\n")
+    docs = api.app[DOCUMENTS]
+    wid = uuid.UUID(ws["id"])
+    probe = await join(clients, api, ws["id"], alice)
+    await probe.wait_until(lambda: probe.text("main.py").startswith("typed"))
+    assert docs.docs[wid].pending, "the keystroke waits for the writer"
+    writer = asyncio.ensure_future(docs.flush())  # the writer's flush: it takes the batch and awaits Postgres
+    await asyncio.sleep(0)
+    await docs.flush()  # a caller who needs everything so far in the log (a test, shutdown, a download)
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM yjs_updates WHERE workspace_id = $1", wid) >= 1
+    finally:
+        await conn.close()
+    await writer
+
+
 async def test_an_idle_document_is_compacted_while_still_open(
     aiohttp_client: Any, quick_settings: Settings, database_url: str, clients: list[YClient]
 ) -> None:
