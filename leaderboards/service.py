@@ -512,9 +512,10 @@ class Contests:
         computed_views: list[Computed] = []
         for view in ("public", "jury"):
             computed = compute(view)
+            payload = push_payload(computed)  # before ready(): the interval is kept between the emits themselves
             if ready is not None and not computed_views:
                 await ready()
-            await self.transport.emit(UPDATE_EVENT, push_payload(computed), to=contest_room(contest_id, view))
+            await self.transport.emit(UPDATE_EVENT, payload, to=contest_room(contest_id, view))
             computed_views.append(computed)
         for computed in computed_views:
             await self.board.replace(
