@@ -195,6 +195,12 @@ class DocumentManager:
         if doc is not None:
             await self._recheck(doc, user_id)
 
+    async def recheck_user(self, user_id: uuid.UUID) -> None:
+        """The user's rights changed (role, room membership, ban, account): each of their connections to
+        any document on this node re-reads its access (every node is told; see realtime/rights.py)."""
+        for doc in list(self.docs.values()):
+            await self._recheck(doc, user_id)
+
     async def _recheck(self, doc: SharedDocument, user_id: uuid.UUID) -> None:
         for peer in [p for p in doc.peers if p.user_id == user_id]:
             try:

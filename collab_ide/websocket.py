@@ -12,7 +12,7 @@ Close codes (the reason says more):
 | code | when |
 | --- | --- |
 | 4401 | no token, or an invalid or expired one |
-| 4403 | the user's access was withdrawn while connected |
+| 4403 | the user's access was withdrawn while connected (a room kick or ban, a community left, a role lost) |
 | 4404 | no such workspace, or one the user may not see |
 | 1002 | a malformed or truncated message, or an update the CRDT cannot decode |
 | 1003 | a text frame or an unknown message type |
@@ -43,7 +43,7 @@ from collab_ide.access import workspace_row
 from collab_ide.document import InvalidUpdate, SharedDocument
 from collab_ide.documents import DocumentManager
 from collab_ide.protocol import Kind, ProtocolError
-from core_api.auth import AUTH, principal_for
+from core_api.auth import AUTH, current_principal, principal_for
 from core_api.context import CORE, Core
 from core_api.errors import AppError
 from core_api.http import Principal
@@ -128,8 +128,14 @@ class SocketPeer:
         transport.write(b"".join(out))
 
     async def recheck(self) -> None:
+        """Read the account and the access again (never the ones the connection started with)."""
+        user = await current_principal(self.core, self.user_id)
+        if user is None:
+            self.close(CLOSE_UNAUTHORIZED, "the account no longer exists")
+            return
+        self.user = user
         try:
-            _, access = await workspace_row(self.core.pool, self.user, self.workspace_id)
+            _, access = await workspace_row(self.core.pool, user, self.workspace_id)
         except AppError:
             self.close(CLOSE_FORBIDDEN, "your access to this workspace was withdrawn")
             return

@@ -17,7 +17,19 @@ from typing import Annotated, Literal
 import asyncpg
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
-from core_api.context import Core, Page, PageQuery, Tx, audit, core_of, decode_cursor, new_id, notify, page_of
+from core_api.context import (
+    Core,
+    Page,
+    PageQuery,
+    Tx,
+    audit,
+    core_of,
+    decode_cursor,
+    new_id,
+    notify,
+    page_of,
+    rights_changed,
+)
 from core_api.db import Connection, Record
 from core_api.errors import conflict, forbidden, invalid, not_found
 from core_api.http import Api, Call, Input, Principal, Reply
@@ -270,14 +282,34 @@ async def join_community(core: Core, user: Principal, community_id: uuid.UUID) -
         return await visible_community(tx.conn, user, community_id)
 
 
+async def _end_membership(tx: Tx, community_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    """Take a user out of a community and of its community rooms, and tell their open connections.
+
+    Their memberships of the community's ``community`` rooms go with it (a ban stays on record), so
+    neither REST, ``room:join``, history nor sending lets them back in; private rooms of the community
+    they were invited to are theirs to keep. After the commit every node re-checks the user's open
+    connections: they leave those rooms (``room:removed``) and the rooms' workspaces (closed with 4403).
+    """
+    await tx.conn.execute(
+        "DELETE FROM community_members WHERE community_id = $1 AND user_id = $2", community_id, user_id
+    )
+    await tx.conn.execute(
+        "DELETE FROM room_members m USING rooms r WHERE m.room_id = r.id AND r.community_id = $1"
+        " AND r.visibility = 'community' AND m.user_id = $2 AND m.banned_at IS NULL",
+        community_id,
+        user_id,
+    )
+    rights_changed(tx, user_id)
+
+
 async def leave_community(core: Core, user: Principal, community_id: uuid.UUID) -> None:
     async with core.transaction() as tx:
         community = await visible_community(tx.conn, user, community_id, lock="UPDATE")
         if community["my_role"] == "owner":
             raise conflict("the owner cannot leave; hand ownership to another member first")
-        await tx.conn.execute(
-            "DELETE FROM community_members WHERE community_id = $1 AND user_id = $2", community_id, user.id
-        )
+        if community["my_role"] is None:
+            return
+        await _end_membership(tx, community_id, user.id)
 
 
 async def list_members(core: Core, user: Principal, community_id: uuid.UUID, query: PageQuery) -> Page[MemberOut]:
@@ -364,6 +396,7 @@ async def set_member_role(
         check_role_change(rank, before, role, on_self=user_id == user.id)
         if before == role:
             return target
+        previous: list[Record] = []
         if role == "owner":
             previous = await tx.conn.fetch(
                 "UPDATE community_members SET role = 'admin' WHERE community_id = $1 AND role = 'owner'"
@@ -379,6 +412,8 @@ async def set_member_role(
             role,
         )
         await _record_role_change(tx, user, community, user_id, before, role)
+        # What they may manage changed (a contest's jury board): their open connections re-check it.
+        rights_changed(tx, user_id, *(r["user_id"] for r in previous))
         return await find_member(tx.conn, community_id, user_id)
 
 
@@ -387,9 +422,7 @@ async def remove_member(core: Core, user: Principal, community_id: uuid.UUID, us
         community, rank = await managed_community(tx.conn, user, community_id, at_least=MEMBER)
         target = await find_member(tx.conn, community_id, user_id)
         check_removal(rank, target["role"])
-        await tx.conn.execute(
-            "DELETE FROM community_members WHERE community_id = $1 AND user_id = $2", community_id, user_id
-        )
+        await _end_membership(tx, community_id, user_id)
         await audit(
             tx,
             user.id,
