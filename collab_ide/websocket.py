@@ -23,7 +23,8 @@ Close codes (the reason says more):
 
 A member with read-only access gets the document and awareness and may send awareness (cursors), but
 its updates are refused: never applied, forwarded or stored; it is told once with y-websocket's
-"permission denied" auth message.
+"permission denied" auth message (at once when an open connection loses edit access: the room was
+archived, a room role or the workspace access was lowered).
 """
 
 from __future__ import annotations
@@ -139,8 +140,11 @@ class SocketPeer:
         except AppError:
             self.close(CLOSE_FORBIDDEN, "your access to this workspace was withdrawn")
             return
+        downgraded = self.can_edit and not access.edit
         self.can_edit = access.edit
-        self.denied = False
+        self.denied = downgraded
+        if downgraded:  # told now, once, rather than at its next refused update
+            self.send(protocol.permission_denied("your access to this workspace is now read-only"))
 
     def close(self, code: int, reason: str) -> None:
         if self._out is not None:

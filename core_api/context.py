@@ -36,6 +36,8 @@ Subscriber = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 RIGHTS_PREFIX = "rights:"
 """Topic ``rights:<user id>`` (every node): the user's role, memberships, bans or account changed."""
+ROOM_RIGHTS_PREFIX = "rights:room:"
+"""Topic ``rights:room:<room id>`` (every node): what every member may do in the room changed (archived)."""
 RESYNC_TOPIC = "bus:resync"
 """Told to this node's subscribers when every-node events may have been lost (the relay reconnected)."""
 
@@ -191,6 +193,12 @@ def rights_changed(tx: Tx, *user_ids: uuid.UUID) -> None:
     their open connections re-read what they may do, and lose what they no longer may."""
     for user_id in dict.fromkeys(user_ids):
         tx.publish(rights_topic(user_id), {"user_id": str(user_id)}, every_node=True)
+
+
+def room_rights_changed(tx: Tx, room_id: uuid.UUID) -> None:
+    """After commit, tell every node that what anyone may do in the room changed (it was archived):
+    open connections to its workspaces re-read their access."""
+    tx.publish(f"{ROOM_RIGHTS_PREFIX}{room_id}", {"room_id": str(room_id)}, every_node=True)
 
 
 async def publish_rights_changed(core: Core, *user_ids: uuid.UUID) -> None:

@@ -15,6 +15,8 @@ reaches every node (the bus's Redis relay when scaled), and :class:`RightsWatch`
    ``me:changed`` when their role changed; ``/yjs`` connections read their access to the workspace again
    (read-only now, or closed with 4403); a deleted account's connections are closed.
 
+Archiving a room (``rights:room:<room>``) makes the open editors of its workspaces read-only the same way.
+
 A safety net catches what no event announces (a role changed with the CLI or in SQL) and events lost
 while a node's Redis subscription was down: every ``STUDYHALL_RIGHTS_RECHECK_S`` each node reads the
 roles of the users it holds connections for (one query), and re-checks those whose role or account
@@ -27,12 +29,13 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from collab_ide.documents import DocumentManager
 from collab_ide.websocket import SocketPeer
 from core_api.auth import current_principal, current_principals
-from core_api.context import RESYNC_TOPIC, RIGHTS_PREFIX, Core
+from core_api.context import RESYNC_TOPIC, RIGHTS_PREFIX, ROOM_RIGHTS_PREFIX, Core
 from core_api.settings import Settings
 from realtime.sockets import SocketServer
 
@@ -70,7 +73,14 @@ class RightsWatch:
         sockets.recheck_soon = self.schedule
 
     async def on_bus_event(self, topic: str, payload: dict[str, object]) -> None:
-        if topic.startswith(RIGHTS_PREFIX):
+        if topic.startswith(ROOM_RIGHTS_PREFIX):
+            try:
+                room_id = uuid.UUID(topic.removeprefix(ROOM_RIGHTS_PREFIX))
+            except ValueError:
+                log.warning("ignored a rights event for %r", topic)
+                return
+            self._spawn(self.recheck_room(room_id))
+        elif topic.startswith(RIGHTS_PREFIX):
             try:
                 user_id = uuid.UUID(topic.removeprefix(RIGHTS_PREFIX))
             except ValueError:
@@ -104,7 +114,10 @@ class RightsWatch:
         if user_id in self._queued:
             return
         self._queued.add(user_id)
-        task = asyncio.create_task(self._run(user_id))
+        self._spawn(self._run(user_id))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -134,6 +147,18 @@ class RightsWatch:
         if manager is not None:
             await manager.recheck_user(user_id)  # each connection reads the account and its access again
         self.rechecks += 1
+
+    async def recheck_room(self, room_id: uuid.UUID) -> None:
+        """What anyone may do in the room changed: the open editors of its workspaces re-check."""
+        manager = self.documents()
+        if manager is None or not manager.docs:
+            return
+        async with self._slots:
+            try:
+                rows = await self.core.pool.fetch("SELECT id FROM workspaces WHERE room_id = $1", room_id)
+                await manager.recheck_workspaces([row["id"] for row in rows])
+            except Exception:
+                log.exception("could not re-check the editors of room %s", room_id)
 
     # --- the safety net ----------------------------------------------------------------------------
 

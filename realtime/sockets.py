@@ -76,6 +76,7 @@ class SocketServer:
         self.node_id = uuid.uuid4().hex[:12]
         self.sessions: dict[str, dict[str, Any]] = {}
         self.sids_by_user: dict[uuid.UUID, set[str]] = {}
+        self._rights_events = 0  # rights events this node was told of, for anyone (see _connect)
         self.recheck_soon: Callable[[uuid.UUID], None] = lambda user_id: None
         """Set by :class:`realtime.rights.RightsWatch`: re-check a user's connections (see :meth:`_dispatch`)."""
         # App-scoped services each connection's session starts with (rooms' presence, under its own
@@ -157,11 +158,15 @@ class SocketServer:
             raise socketio.exceptions.ConnectionRefusedError(
                 "send an access token as auth: {token}", {"code": "unauthorized"}
             )
+        events_before = self._rights_events
         try:
             user = await principal_for(self.app[CORE], self.app[AUTH], token)
         except AppError as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.message, {"code": "unauthorized"}) from None
-        self.sessions[sid] = {**self.services, "user": user, _SEEN: 0, _READ: 0}
+        # A rights event that came while the account was being read may be this user's: read it again
+        # before the connection's first event.
+        seen = 0 if self._rights_events == events_before else 1
+        self.sessions[sid] = {**self.services, "user": user, _SEEN: seen, _READ: 0}
         self.sids_by_user.setdefault(user.id, set()).add(sid)
         await self.sio.enter_room(sid, f"user:{user.id}")
         conn = self._connection(sid)
@@ -278,6 +283,7 @@ class SocketServer:
 
     def mark_stale(self, user_id: uuid.UUID) -> None:
         """The user's rights changed: their sessions' next event re-reads the account first."""
+        self._rights_events += 1
         for sid in self.sids_by_user.get(user_id, ()):
             session = self.sessions.get(sid)
             if session is not None:

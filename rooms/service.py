@@ -10,7 +10,18 @@ from __future__ import annotations
 import uuid
 
 from core_api.communities import visible_community
-from core_api.context import Core, Page, PageQuery, audit, decode_cursor, new_id, notify, page_of, rights_changed
+from core_api.context import (
+    Core,
+    Page,
+    PageQuery,
+    audit,
+    decode_cursor,
+    new_id,
+    notify,
+    page_of,
+    rights_changed,
+    room_rights_changed,
+)
 from core_api.courses import visible_course
 from core_api.db import Connection, Record
 from core_api.errors import conflict, forbidden, invalid, not_found
@@ -249,7 +260,8 @@ async def set_role(
 async def archive(core: Core, user: Principal, room_id: uuid.UUID) -> RoomOut:
     """Archive a room (host, admin): it stays readable but cannot be joined or written to.
 
-    Connected members hear ``room:archived {room_id}`` once the change is committed.
+    Connected members hear ``room:archived {room_id}`` once the change is committed, and the open editors
+    of its workspaces become read-only (as the access rules make everyone but admins in an archived room).
     """
     async with core.transaction() as tx:
         await _lock_room(tx.conn, room_id)
@@ -259,4 +271,5 @@ async def archive(core: Core, user: Principal, room_id: uuid.UUID) -> RoomOut:
             await tx.conn.execute("UPDATE rooms SET archived_at = now() WHERE id = $1", room_id)
             await audit(tx, user.id, "room.archived", "room", room_id, name=room["name"])
             tx.publish(f"room:{room_id}", {"event": "room:archived", "data": {"room_id": str(room_id)}})
+            room_rights_changed(tx, room_id)  # its workspaces' open editors become read-only
         return await room_view(tx.conn, user, room_id)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from collab_ide.protocol import sync_step1
 from core_api.context import CORE
 from leaderboards.handlers import CONTESTS
 from realtime.app import create_app
@@ -266,3 +267,25 @@ async def test_a_member_who_leaves_or_is_removed_from_a_community_loses_its_room
     assert [m["body"] for m in member_tab.inbox.of("chat:message")] == ["hello"]
     members = await ok(api, "GET", f"/rooms/{room}/members", owner)
     assert [m["user_id"] for m in members["items"]] == [owner.id]
+
+
+async def test_archiving_a_room_makes_the_open_editors_of_its_workspaces_read_only(
+    api: ApiClient, connect: Connect, editor: Edit
+) -> None:
+    host, member = await api.user(), await api.user()
+    room = await new_room(api, host, "public")
+    await joined(await connect(member), room)
+    workspace = await room_workspace(api, host, room)
+    watcher, attacker = await editor(host, workspace), await editor(member, workspace)
+    await still_edits(attacker, watcher, "# before\n")
+
+    await ok(api, "POST", f"/rooms/{room}/archive", host)
+
+    await attacker.wait_until(lambda: bool(attacker.denied), within=WAIT)
+    assert "read-only" in attacker.denied[0]
+    attacker.edit("main.py", 0, insert="EVIL ")
+    attacker.synced.clear()
+    attacker.send_raw(sync_step1(attacker.doc.get_state()))  # answered once the edit before it was handled
+    await attacker.wait_synced(within=WAIT)
+    probe = await editor(host, workspace)
+    assert "EVIL" not in probe.text("main.py") and probe.text("main.py").startswith("# before\n")
