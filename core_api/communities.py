@@ -283,21 +283,15 @@ async def join_community(core: Core, user: Principal, community_id: uuid.UUID) -
 
 
 async def _end_membership(tx: Tx, community_id: uuid.UUID, user_id: uuid.UUID) -> None:
-    """Take a user out of a community and of its community rooms, and tell their open connections.
+    """Take a user out of a community, and tell their open connections.
 
-    Their memberships of the community's ``community`` rooms go with it (a ban stays on record), so
-    neither REST, ``room:join``, history nor sending lets them back in; private rooms of the community
-    they were invited to are theirs to keep. After the commit every node re-checks the user's open
-    connections: they leave those rooms (``room:removed``) and the rooms' workspaces (closed with 4403).
+    The database takes them out of the community's ``community`` rooms in the same transaction (a
+    trigger, migration 0011), so neither REST, ``room:join``, history nor sending lets them back in.
+    After the commit every node re-checks the user's open connections: they leave those rooms
+    (``room:removed``), the rooms' workspace editors (closed with 4403) and the community's jury boards.
     """
     await tx.conn.execute(
         "DELETE FROM community_members WHERE community_id = $1 AND user_id = $2", community_id, user_id
-    )
-    await tx.conn.execute(
-        "DELETE FROM room_members m USING rooms r WHERE m.room_id = r.id AND r.community_id = $1"
-        " AND r.visibility = 'community' AND m.user_id = $2 AND m.banned_at IS NULL",
-        community_id,
-        user_id,
     )
     rights_changed(tx, user_id)
 

@@ -52,6 +52,7 @@ async def grant_role(core: Core, actor: Principal, user_id: uuid.UUID, role: str
         assert row is not None
         if before != role:
             await audit(tx, actor.id, "user.role_granted", "user", user_id, before=before, after=role)
+            # Losing the admin role also ends the room memberships only it gave (a trigger, migration 0011).
             # First, so each node marks the user's open connections stale before the notification is out.
             rights_changed(tx, user_id)
             await notify(tx, user_id, "role_changed", {"role": role, "previous": before})

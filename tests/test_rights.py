@@ -17,13 +17,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from collab_ide.protocol import sync_step1
 from core_api.context import CORE
+from core_api.db import bundled_migrations, migrate
 from leaderboards.handlers import CONTESTS
 from realtime.app import create_app
-from tests.conftest import Actor, ApiClient, make_settings
+from tests.conftest import Actor, ApiClient, _with_database, make_settings
 from tests.contest_helpers import at, community_with, contest_body
 from tests.nodes import Client
 from tests.yclient import YClient
@@ -115,11 +117,14 @@ async def test_an_admin_demoted_while_connected_loses_admin_powers_on_the_open_c
     api: ApiClient, connect: Connect
 ) -> None:
     host, admin, other_admin = await api.user(), await api.user("admin"), await api.user("admin")
-    room = await new_room(api, host, "private")
+    room, entered, invited = [await new_room(api, host, "private") for _ in range(3)]
     host_tab = await connect(host)
     await joined(host_tab, room)
     await host_tab.ask("chat:send", {"room_id": room, "body": "secret plans", "client_msg_id": "m1"})
+    await ok(api, "POST", f"/rooms/{invited}/invite", host, 201, json={"user_id": admin.id})
     attacker = await connect(admin)
+    await joined(attacker, entered)  # as an admin may: a membership nobody invited them to
+    await joined(attacker, invited)
 
     await ok(api, "PUT", f"/users/{admin.id}/role", other_admin, json={"role": "student"})
 
@@ -135,6 +140,13 @@ async def test_an_admin_demoted_while_connected_loses_admin_powers_on_the_open_c
     assert changed == {"id": admin.id, "email": admin.email, "display_name": changed["display_name"], "role": "student"}
     status, _ = await api.call("GET", "/users", admin)
     assert status == 403
+    # The private room they entered as an admin goes with the role; the one they were invited to stays.
+    removed = await attacker.inbox.wait_for("room:removed", within=WAIT)
+    assert removed["room_id"] == entered
+    status, _ = await api.call("GET", f"/rooms/{entered}", admin)
+    assert status == 404
+    await refused(attacker, "chat:history", {"room_id": entered}, "not_found")
+    assert (await attacker.ask("chat:history", {"room_id": invited}))["ok"] is True
     assert attacker.connected
 
 
@@ -289,3 +301,52 @@ async def test_archiving_a_room_makes_the_open_editors_of_its_workspaces_read_on
     await attacker.wait_synced(within=WAIT)
     probe = await editor(host, workspace)
     assert "EVIL" not in probe.text("main.py") and probe.text("main.py").startswith("# before\n")
+
+
+async def test_the_migration_ends_memberships_left_behind_by_members_who_had_left_their_community(
+    server_url: str,
+) -> None:
+    """Rows of former members that the old code left behind lose the room when 0011 is applied."""
+    name = f"studyhall_test_{uuid.uuid4().hex[:10]}"
+    admin_conn = await asyncpg.connect(server_url)
+    await admin_conn.execute(f'CREATE DATABASE "{name}"')
+    dsn = _with_database(server_url, name)
+    try:
+        await migrate(dsn, [m for m in bundled_migrations() if m.version < 11])
+        owner, gone, invitee, admin = (uuid.uuid4() for _ in range(4))
+        community, room = uuid.uuid4(), uuid.uuid4()
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.executemany(
+                "INSERT INTO users (id, email, display_name, password_hash, role) VALUES ($1, $2, 'x', 'x', $3)",
+                [(u, f"{u}@example.com", r) for u, r in ((owner, "student"), (gone, "student"),
+                                                         (invitee, "student"), (admin, "admin"))],
+            )  # fmt: skip
+            await conn.execute("INSERT INTO communities (id, name, created_by) VALUES ($1, 'c', $2)", community, owner)
+            await conn.execute(
+                "INSERT INTO community_members (community_id, user_id, role) VALUES ($1, $2, 'owner')", community, owner
+            )
+            await conn.execute(
+                "INSERT INTO rooms (id, name, kind, visibility, community_id, created_by)"
+                " VALUES ($1, 'r', 'study', 'community', $2, $3)",
+                room,
+                community,
+                owner,
+            )
+            await conn.executemany(
+                "INSERT INTO room_members (room_id, user_id, role, invited_by) VALUES ($1, $2, $3, $4)",
+                [(room, owner, "host", None), (room, gone, "member", None), (room, invitee, "member", owner),
+                 (room, admin, "member", None)],
+            )  # fmt: skip
+        finally:
+            await conn.close()
+        assert "0011_room_access_follows_rights" in await migrate(dsn)
+        conn = await asyncpg.connect(dsn)
+        try:
+            left = {r["user_id"] for r in await conn.fetch("SELECT user_id FROM room_members WHERE room_id = $1", room)}
+        finally:
+            await conn.close()
+        assert left == {owner, invitee, admin}
+    finally:
+        await admin_conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin_conn.close()
