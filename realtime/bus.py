@@ -48,7 +48,9 @@ class RedisBusRelay:
     """
 
     def __init__(self, url: str, channel: str, node_id: str) -> None:
-        self.redis = aioredis.Redis.from_url(url)
+        self.client_name = f"studyhall-bus-{node_id}"
+        """The name its Redis connections go by (``CLIENT LIST``)."""
+        self.redis = aioredis.Redis.from_url(url, client_name=self.client_name)
         self.channel = channel
         self.node_id = node_id
         self.bus: Bus | None = None

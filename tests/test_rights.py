@@ -12,6 +12,7 @@ the attacks right after it are refused; the announcements (``me:changed``, ``roo
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ import asyncpg
 import pytest
 
 from collab_ide.protocol import sync_step1
-from core_api.context import CORE
+from core_api.context import CORE, RESYNC_TOPIC
 from core_api.db import bundled_migrations, migrate
 from leaderboards.handlers import CONTESTS
 from realtime.app import create_app
@@ -153,19 +154,27 @@ async def test_an_admin_demoted_while_connected_loses_admin_powers_on_the_open_c
 async def test_a_role_changed_outside_the_api_reaches_open_connections_within_the_recheck_interval(
     aiohttp_client: Any, database_url: str, tmp_path: Path
 ) -> None:
-    """The safety net: a role changed by the CLI or in SQL (no event) is picked up by the periodic sweep."""
+    """The safety net: a role changed by the CLI or in SQL (no event) is picked up by the periodic sweep,
+    and so is an account deleted in SQL: its connections are closed."""
     api = ApiClient(await aiohttp_client(create_app(make_settings(database_url, tmp_path, rights_recheck_s=1))))
-    host, admin = await api.user(), await api.user("admin")
+    host, admin, deleted = await api.user(), await api.user("admin"), await api.user()
     room = await new_room(api, host, "private")
-    attacker = Client()
-    await attacker.connect(base_of(api), auth={"token": admin.token}, transports=["websocket"], wait_timeout=10)
+    attacker, ghost = Client(), Client()
+    gone = asyncio.Event()
+    ghost.on("disconnect", gone.set)
+    for client, actor in ((attacker, admin), (ghost, deleted)):
+        await client.connect(base_of(api), auth={"token": actor.token}, transports=["websocket"], wait_timeout=10)
     try:
         await api.app[CORE].pool.execute("UPDATE users SET role = 'student' WHERE id = $1", uuid.UUID(admin.id))
+        await api.app[CORE].pool.execute("DELETE FROM users WHERE id = $1", uuid.UUID(deleted.id))
         changed = await attacker.inbox.wait_for("me:changed", within=WAIT)
         assert changed["role"] == "student"
         await refused(attacker, "room:join", {"room_id": room}, "not_found")
+        await asyncio.wait_for(gone.wait(), timeout=WAIT)
     finally:
-        await attacker.disconnect()
+        for client in (attacker, ghost):
+            if client.connected:
+                await client.disconnect()
 
 
 # --- item 3: a room kick and ban reach the workspace editor --------------------------------------
@@ -350,3 +359,23 @@ async def test_the_migration_ends_memberships_left_behind_by_members_who_had_lef
     finally:
         await admin_conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin_conn.close()
+
+
+async def test_after_a_lost_bus_subscription_the_node_rechecks_every_connection_it_holds(
+    api: ApiClient, connect: Connect
+) -> None:
+    """A change whose event was lost (here: made in SQL) still reaches the open connection once the relay
+    resubscribes and tells its node to re-check everything (:data:`RESYNC_TOPIC`)."""
+    owner, member = await api.user(), await api.user()
+    community = await community_with(api, owner, "C", [member])
+    room = await new_room(api, owner, "community", community_id=community)
+    tab = await connect(member)
+    await joined(tab, room)
+    await api.app[CORE].pool.execute(
+        "DELETE FROM community_members WHERE community_id = $1 AND user_id = $2",
+        uuid.UUID(community),
+        uuid.UUID(member.id),
+    )
+    await api.app[CORE].bus.deliver(RESYNC_TOPIC, {})
+    removed = await tab.inbox.wait_for("room:removed", within=WAIT)
+    assert removed["room_id"] == room

@@ -9,18 +9,23 @@ holds it to is the issue's "within a second or two", not a speed measurement.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
+from core_api.context import RESYNC_TOPIC, Bus
+from realtime.bus import RedisBusRelay
 from tests.collab_helpers import create_workspace
 from tests.nodes import Client, Node, User, cluster, connect, redis_url, register, rest, set_role, wait_fanout
 from tests.yclient import YClient
 
 REACH_S = 2.0
 """How long a rights change made on one node may take to reach a connection on the other."""
+WAIT_S = 10.0
 
 
 @dataclass
@@ -31,8 +36,14 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def nodes(database_url: str) -> Iterator[Cluster]:
-    with redis_url() as redis, cluster(database_url, redis, ("a", "b")) as (a, b):
+def redis() -> Iterator[str]:
+    with redis_url() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def nodes(database_url: str, redis: str) -> Iterator[Cluster]:
+    with cluster(database_url, redis, ("a", "b")) as (a, b):
 
         async def warm_up() -> None:
             await asyncio.gather(wait_fanout(a, redis), wait_fanout(b, redis))
@@ -105,3 +116,38 @@ async def test_a_member_removed_from_a_community_on_node_b_loses_its_room_and_ed
     assert code == 4403
     ack = await tab.ask("chat:send", {"room_id": room, "body": "still here?", "client_msg_id": "x"})
     assert ack["ok"] is False and ack["error"]["code"] == "not_found", ack
+
+
+async def test_a_bus_relay_that_lost_its_redis_subscription_comes_back_and_has_its_node_recheck_everything(
+    redis: str,
+) -> None:
+    """Events published while a node's subscription was down are lost (Redis pub/sub), so the relay that
+    resubscribes tells its node to re-check every connection it holds."""
+    channel = f"studyhall:bus:test-{uuid.uuid4().hex[:8]}"
+    here, there = Bus(), Bus()
+    heard: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+
+    async def record(topic: str, payload: dict[str, Any]) -> None:
+        await heard.put((topic, payload))
+
+    here.subscribe(record)
+    relays = [RedisBusRelay(redis, channel, f"here-{uuid.uuid4().hex[:6]}"), RedisBusRelay(redis, channel, "there")]
+    await relays[0].start(here)
+    await relays[1].start(there)
+    admin = aioredis.Redis.from_url(redis)
+    try:
+        await there.publish("rights:00000000-0000-0000-0000-000000000001", {"n": 1}, every_node=True)
+        assert await asyncio.wait_for(heard.get(), WAIT_S) == ("rights:00000000-0000-0000-0000-000000000001", {"n": 1})
+        # Cut this relay's subscription (only its own connection: other tests share the Redis).
+        subscribers = [
+            c for c in await admin.client_list() if c.get("name") == relays[0].client_name and c.get("sub") != "0"
+        ]
+        assert len(subscribers) == 1
+        await admin.client_kill_filter(_id=subscribers[0]["id"])
+        assert await asyncio.wait_for(heard.get(), WAIT_S) == (RESYNC_TOPIC, {})
+        await there.publish("rights:00000000-0000-0000-0000-000000000002", {"n": 2}, every_node=True)
+        assert await asyncio.wait_for(heard.get(), WAIT_S) == ("rights:00000000-0000-0000-0000-000000000002", {"n": 2})
+    finally:
+        for relay in relays:
+            await relay.close()
+        await admin.aclose()
