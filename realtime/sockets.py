@@ -45,6 +45,8 @@ _SEEN = "realtime.rights_seen"
 """Session key: how many rights events for the user this connection has been told of."""
 _READ = "realtime.rights_read"
 """Session key: the value of :data:`_SEEN` when the session's account was last read."""
+_TOLD_ROLE = "realtime.told_role"
+"""Session key: the platform role the client last heard of (at the handshake, or in ``me:changed``)."""
 
 
 def error_ack(code: ErrorCode, message: str) -> dict[str, Any]:
@@ -166,7 +168,7 @@ class SocketServer:
         # A rights event that came while the account was being read may be this user's: read it again
         # before the connection's first event.
         seen = 0 if self._rights_events == events_before else 1
-        self.sessions[sid] = {**self.services, "user": user, _SEEN: seen, _READ: 0}
+        self.sessions[sid] = {**self.services, "user": user, _SEEN: seen, _READ: 0, _TOLD_ROLE: user.role}
         self.sids_by_user.setdefault(user.id, set()).add(sid)
         await self.sio.enter_room(sid, f"user:{user.id}")
         conn = self._connection(sid)
@@ -306,7 +308,8 @@ class SocketServer:
         disconnected), then run the packages' ``rights_changed`` hooks on each.
 
         ``marks`` are :meth:`seen_marks` from before the account was read: a session told of a later
-        change stays stale, so its next event reads the account again.
+        change stays stale, so its next event reads the account again. A client whose role changed hears
+        ``me:changed`` (once the hooks ran).
         """
         for sid in list(self.sids_by_user.get(user_id, ())):
             session = self.sessions.get(sid)
@@ -315,19 +318,19 @@ class SocketServer:
             if principal is None:
                 await self.disconnect(sid)
                 continue
-            before: Principal = session["user"]
-            session["user"] = principal
-            if sid in marks and marks[sid] > session[_READ]:
-                session[_READ] = marks[sid]
-            conn = Connection(sid, principal, self.app[CORE], self, session)
+            mark = marks.get(sid)
+            if mark is not None and mark >= session[_READ]:  # else its own read (an event's, the handshake's) is newer
+                session["user"], session[_READ] = principal, mark
+            user: Principal = session["user"]
+            conn = Connection(sid, user, self.app[CORE], self, session)
             for hook in self.events.on_rights_changed:
                 try:
                     await hook(conn)
                 except Exception:
                     log.exception("rights hook failed for %s", sid)
-            if before.role != principal.role:
-                data = {"id": str(principal.id), "email": principal.email}
-                data.update(display_name=principal.display_name, role=principal.role)
+            if session[_TOLD_ROLE] != user.role:
+                session[_TOLD_ROLE] = user.role
+                data = {"id": str(user.id), "email": user.email, "display_name": user.display_name, "role": user.role}
                 await self.emit(ME_CHANGED, data, to=sid)
 
     # --- bus → clients -------------------------------------------------------------------------
