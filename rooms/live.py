@@ -259,6 +259,8 @@ async def recheck(conn: Connection) -> None:
     or ban evicts it first, with ``room:kicked``) is forgotten without another word.
     """
     rooms = joined_rooms(conn.session)
+    if not rooms:
+        return
     lost: list[tuple[str, str]] = []
     async with conn.core.pool.acquire() as db:
         for key in list(rooms):
