@@ -196,6 +196,21 @@ class DocumentManager:
         if doc is not None:
             await self._recheck(doc, user_id)
 
+    async def recheck_user(self, user_id: uuid.UUID) -> None:
+        """The user's rights changed (role, room membership, ban, account): each of their connections to
+        any document on this node re-reads its access (every node is told; see realtime/rights.py)."""
+        for doc in list(self.docs.values()):
+            await self._recheck(doc, user_id)
+
+    async def recheck_workspaces(self, workspace_ids: list[uuid.UUID]) -> None:
+        """Everyone's access to these workspaces may have changed (their room was archived): each of
+        their connections on this node reads it again."""
+        for workspace_id in workspace_ids:
+            doc = self.docs.get(workspace_id)
+            if doc is not None:
+                for user_id in {peer.user_id for peer in doc.peers}:
+                    await self._recheck(doc, user_id)
+
     async def _recheck(self, doc: SharedDocument, user_id: uuid.UUID) -> None:
         for peer in [p for p in doc.peers if p.user_id == user_id]:
             try:

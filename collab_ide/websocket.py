@@ -12,7 +12,7 @@ Close codes (the reason says more):
 | code | when |
 | --- | --- |
 | 4401 | no token, or an invalid or expired one |
-| 4403 | the user's access was withdrawn while connected |
+| 4403 | the user's access was withdrawn while connected (a room kick or ban, a community left, a role lost) |
 | 4404 | no such workspace, or one the user may not see |
 | 1002 | a malformed or truncated message, or an update the CRDT cannot decode |
 | 1003 | a text frame or an unknown message type |
@@ -23,7 +23,8 @@ Close codes (the reason says more):
 
 A member with read-only access gets the document and awareness and may send awareness (cursors), but
 its updates are refused: never applied, forwarded or stored; it is told once with y-websocket's
-"permission denied" auth message.
+"permission denied" auth message (at once when an open connection loses edit access: the room was
+archived, a room role or the workspace access was lowered).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from collab_ide.access import workspace_row
 from collab_ide.document import InvalidUpdate, SharedDocument
 from collab_ide.documents import DocumentManager
 from collab_ide.protocol import Kind, ProtocolError
-from core_api.auth import AUTH, principal_for
+from core_api.auth import AUTH, current_principal, principal_for
 from core_api.context import CORE, Core
 from core_api.errors import AppError
 from core_api.http import Principal
@@ -128,13 +129,22 @@ class SocketPeer:
         transport.write(b"".join(out))
 
     async def recheck(self) -> None:
+        """Read the account and the access again (never the ones the connection started with)."""
+        user = await current_principal(self.core, self.user_id)
+        if user is None:
+            self.close(CLOSE_UNAUTHORIZED, "the account no longer exists")
+            return
+        self.user = user
         try:
-            _, access = await workspace_row(self.core.pool, self.user, self.workspace_id)
+            _, access = await workspace_row(self.core.pool, user, self.workspace_id)
         except AppError:
             self.close(CLOSE_FORBIDDEN, "your access to this workspace was withdrawn")
             return
+        downgraded = self.can_edit and not access.edit
         self.can_edit = access.edit
-        self.denied = False
+        self.denied = downgraded
+        if downgraded:  # told now, once, rather than at its next refused update
+            self.send(protocol.permission_denied("your access to this workspace is now read-only"))
 
     def close(self, code: int, reason: str) -> None:
         if self._out is not None:

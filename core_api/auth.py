@@ -401,13 +401,35 @@ async def account(core: Core, user_id: uuid.UUID) -> Record | None:
     return row
 
 
-async def principal_for(core: Core, auth: Auth, token: str) -> Principal:
-    """The user an access token belongs to, as stored now (so role changes apply at once)."""
-    user_id = auth.tokens.verify(token)
-    row = await core.pool.fetchrow("SELECT id, email, display_name, role FROM users WHERE id = $1", user_id)
-    if row is None:
-        raise unauthorized("account no longer exists")
+_PRINCIPAL_COLUMNS = "id, email, display_name, role"
+
+
+def _principal(row: Record) -> Principal:
     return Principal(id=row["id"], role=row["role"], email=row["email"], display_name=row["display_name"])
+
+
+async def current_principal(core: Core, user_id: uuid.UUID) -> Principal | None:
+    """The user as stored now; None when the account no longer exists."""
+    row = await core.pool.fetchrow(f"SELECT {_PRINCIPAL_COLUMNS} FROM users WHERE id = $1", user_id)
+    return _principal(row) if row is not None else None
+
+
+async def current_principals(core: Core, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, Principal]:
+    """Several users as stored now, by id (accounts that no longer exist are missing)."""
+    rows = await core.pool.fetch(f"SELECT {_PRINCIPAL_COLUMNS} FROM users WHERE id = ANY($1::uuid[])", user_ids)
+    return {row["id"]: _principal(row) for row in rows}
+
+
+async def principal_for(core: Core, auth: Auth, token: str) -> Principal:
+    """The user an access token belongs to, as stored now.
+
+    The token's ``role`` claim is never trusted: the role is read from the account on every request, so
+    a demotion applies to the very next request however long the token still lives.
+    """
+    principal = await current_principal(core, auth.tokens.verify(token))
+    if principal is None:
+        raise unauthorized("account no longer exists")
+    return principal
 
 
 async def authenticate(request: web.Request) -> Principal:

@@ -17,7 +17,19 @@ from typing import Annotated, Literal
 import asyncpg
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
-from core_api.context import Core, Page, PageQuery, Tx, audit, core_of, decode_cursor, new_id, notify, page_of
+from core_api.context import (
+    Core,
+    Page,
+    PageQuery,
+    Tx,
+    audit,
+    core_of,
+    decode_cursor,
+    new_id,
+    notify,
+    page_of,
+    rights_changed,
+)
 from core_api.db import Connection, Record
 from core_api.errors import conflict, forbidden, invalid, not_found
 from core_api.http import Api, Call, Input, Principal, Reply
@@ -270,14 +282,28 @@ async def join_community(core: Core, user: Principal, community_id: uuid.UUID) -
         return await visible_community(tx.conn, user, community_id)
 
 
+async def _end_membership(tx: Tx, community_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    """Take a user out of a community, and tell their open connections.
+
+    The database takes them out of the community's ``community`` rooms in the same transaction (a
+    trigger, migration 0011), so neither REST, ``room:join``, history nor sending lets them back in.
+    After the commit every node re-checks the user's open connections: they leave those rooms
+    (``room:removed``), the rooms' workspace editors (closed with 4403) and the community's jury boards.
+    """
+    await tx.conn.execute(
+        "DELETE FROM community_members WHERE community_id = $1 AND user_id = $2", community_id, user_id
+    )
+    rights_changed(tx, user_id)
+
+
 async def leave_community(core: Core, user: Principal, community_id: uuid.UUID) -> None:
     async with core.transaction() as tx:
         community = await visible_community(tx.conn, user, community_id, lock="UPDATE")
         if community["my_role"] == "owner":
             raise conflict("the owner cannot leave; hand ownership to another member first")
-        await tx.conn.execute(
-            "DELETE FROM community_members WHERE community_id = $1 AND user_id = $2", community_id, user.id
-        )
+        if community["my_role"] is None:
+            return
+        await _end_membership(tx, community_id, user.id)
 
 
 async def list_members(core: Core, user: Principal, community_id: uuid.UUID, query: PageQuery) -> Page[MemberOut]:
@@ -364,6 +390,7 @@ async def set_member_role(
         check_role_change(rank, before, role, on_self=user_id == user.id)
         if before == role:
             return target
+        previous: list[Record] = []
         if role == "owner":
             previous = await tx.conn.fetch(
                 "UPDATE community_members SET role = 'admin' WHERE community_id = $1 AND role = 'owner'"
@@ -379,6 +406,8 @@ async def set_member_role(
             role,
         )
         await _record_role_change(tx, user, community, user_id, before, role)
+        # What they may manage changed (a contest's jury board): their open connections re-check it.
+        rights_changed(tx, user_id, *(r["user_id"] for r in previous))
         return await find_member(tx.conn, community_id, user_id)
 
 
@@ -387,9 +416,7 @@ async def remove_member(core: Core, user: Principal, community_id: uuid.UUID, us
         community, rank = await managed_community(tx.conn, user, community_id, at_least=MEMBER)
         target = await find_member(tx.conn, community_id, user_id)
         check_removal(rank, target["role"])
-        await tx.conn.execute(
-            "DELETE FROM community_members WHERE community_id = $1 AND user_id = $2", community_id, user_id
-        )
+        await _end_membership(tx, community_id, user_id)
         await audit(
             tx,
             user.id,

@@ -3,6 +3,11 @@
 Services change state inside :meth:`Core.transaction`; events they queue with ``tx.publish`` go out on
 the bus only after the transaction commits (and are dropped if it rolls back), so nobody is ever told
 about a change that did not happen.
+
+Most events are this node's business: the realtime layer turns them into Socket.IO emits, which reach
+every node by themselves. An event published with ``every_node=True`` is delivered to the subscribers of
+every node instead (through the bus's :class:`Relay`, Redis pub/sub in scaled mode): that is how a
+change of someone's rights reaches the connections they hold open on other nodes (:func:`rights_changed`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -29,17 +34,44 @@ log = logging.getLogger(__name__)
 
 Subscriber = Callable[[str, dict[str, Any]], Awaitable[None]]
 
+RIGHTS_PREFIX = "rights:"
+"""Topic ``rights:<user id>`` (every node): the user's role, memberships, bans or account changed."""
+ROOM_RIGHTS_PREFIX = "rights:room:"
+"""Topic ``rights:room:<room id>`` (every node): what every member may do in the room changed (archived)."""
+RESYNC_TOPIC = "bus:resync"
+"""Told to this node's subscribers when every-node events may have been lost (the relay reconnected)."""
+
+
+class Relay(Protocol):
+    """Carries every-node events to the other nodes, whose relays deliver them to their own bus."""
+
+    async def send(self, topic: str, payload: dict[str, Any]) -> None: ...
+
 
 class Bus:
-    """In-process publish/subscribe of domain events; the realtime layer subscribes to push them out."""
+    """Publish/subscribe of domain events; the realtime layer subscribes to push them out.
+
+    ``relay`` (set by the app when scaled) carries ``every_node`` events to the other nodes; without one
+    this node is the only one and they are delivered here alone.
+    """
 
     def __init__(self) -> None:
         self._subscribers: list[Subscriber] = []
+        self.relay: Relay | None = None
 
     def subscribe(self, callback: Subscriber) -> None:
         self._subscribers.append(callback)
 
-    async def publish(self, topic: str, payload: dict[str, Any]) -> None:
+    async def publish(self, topic: str, payload: dict[str, Any], *, every_node: bool = False) -> None:
+        if every_node and self.relay is not None:
+            try:
+                await self.relay.send(topic, payload)
+            except Exception:  # the change is committed: this node still acts on it
+                log.exception("could not relay %s to the other nodes", topic)
+        await self.deliver(topic, payload)
+
+    async def deliver(self, topic: str, payload: dict[str, Any]) -> None:
+        """Hand an event to this node's subscribers (the relay calls this for other nodes' events)."""
         for callback in self._subscribers:
             try:
                 await callback(topic, payload)
@@ -52,10 +84,10 @@ class Tx:
     """An open transaction and the events to publish once it commits."""
 
     conn: Connection
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    events: list[tuple[str, dict[str, Any], bool]] = field(default_factory=list)
 
-    def publish(self, topic: str, payload: dict[str, Any]) -> None:
-        self.events.append((topic, payload))
+    def publish(self, topic: str, payload: dict[str, Any], *, every_node: bool = False) -> None:
+        self.events.append((topic, payload, every_node))
 
 
 @dataclass
@@ -73,8 +105,8 @@ class Core:
             await stack.enter_async_context(held.transaction())
             tx = Tx(held)
             yield tx
-        for topic, payload in tx.events:
-            await self.bus.publish(topic, payload)
+        for topic, payload, every_node in tx.events:
+            await self.bus.publish(topic, payload, every_node=every_node)
 
 
 CORE = web.AppKey("core", Core)
@@ -150,6 +182,29 @@ async def audit(
         str(target_id),
         details,
     )
+
+
+def rights_topic(user_id: uuid.UUID | str) -> str:
+    return f"{RIGHTS_PREFIX}{user_id}"
+
+
+def rights_changed(tx: Tx, *user_ids: uuid.UUID) -> None:
+    """After commit, tell every node that these users' rights changed (role, membership, ban, account):
+    their open connections re-read what they may do, and lose what they no longer may."""
+    for user_id in dict.fromkeys(user_ids):
+        tx.publish(rights_topic(user_id), {"user_id": str(user_id)}, every_node=True)
+
+
+def room_rights_changed(tx: Tx, room_id: uuid.UUID) -> None:
+    """After commit, tell every node that what anyone may do in the room changed (it was archived):
+    open connections to its workspaces re-read their access."""
+    tx.publish(f"{ROOM_RIGHTS_PREFIX}{room_id}", {"room_id": str(room_id)}, every_node=True)
+
+
+async def publish_rights_changed(core: Core, *user_ids: uuid.UUID) -> None:
+    """:func:`rights_changed` for a change already committed (published at once)."""
+    for user_id in dict.fromkeys(user_ids):
+        await core.bus.publish(rights_topic(user_id), {"user_id": str(user_id)}, every_node=True)
 
 
 async def notify(tx: Tx, user_id: uuid.UUID, kind: str, payload: dict[str, Any]) -> None:

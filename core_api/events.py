@@ -81,6 +81,9 @@ class Events:
     specs: dict[str, EventSpec] = field(default_factory=dict)
     on_connect: list[ConnectionHook] = field(default_factory=list)
     on_disconnect: list[ConnectionHook] = field(default_factory=list)
+    on_rights_changed: list[ConnectionHook] = field(default_factory=list)
+    """Run for each open connection of a user whose rights changed, with ``conn.user`` already re-read:
+    each package takes the connection out of what it may no longer follow (rooms, jury boards)."""
 
     def on(self, name: str, payload: type[BaseModel]) -> Callable[[EventHandler], EventHandler]:
         def register(handler: EventHandler) -> EventHandler:
@@ -99,6 +102,10 @@ class Events:
         self.on_disconnect.append(hook)
         return hook
 
+    def rights_changed(self, hook: ConnectionHook) -> ConnectionHook:
+        self.on_rights_changed.append(hook)
+        return hook
+
     @classmethod
     def combine(cls, *tables: Events) -> Events:
         out = cls()
@@ -107,4 +114,5 @@ class Events:
                 out.on(spec.name, spec.payload)(spec.handler)
             out.on_connect.extend(table.on_connect)
             out.on_disconnect.extend(table.on_disconnect)
+            out.on_rights_changed.extend(table.on_rights_changed)
         return out

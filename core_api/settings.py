@@ -121,6 +121,23 @@ class Settings(BaseSettings):
         description="A websocket client with more unsent bytes than this (it stopped reading) is disconnected.",
     )
 
+    # --- rights on open connections (realtime/rights.py) ---
+    rights_recheck_s: float = Field(
+        60.0,
+        ge=1,
+        le=3600,
+        description="How often each node re-reads the platform role of every user holding an open Socket.IO or "
+        "/yjs connection (one query per node), so a change made outside the API (the CLI, SQL) or whose event "
+        "was lost still reaches open connections. Changes made through the API reach them at once.",
+    )
+    rights_recheck_parallel: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Users whose open connections one node re-checks at once after their rights changed (each "
+        "re-check holds a database connection while it reads).",
+    )
+
     # --- watch parties (watch_party/) ---
     watch_start_lead_s: float = Field(
         0.15,

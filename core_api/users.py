@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from core_api.auth import ROLES, Role, UserOut, account, user_out
-from core_api.context import Core, Page, PageQuery, audit, core_of, decode_cursor, notify, page_of
+from core_api.context import Core, Page, PageQuery, audit, core_of, decode_cursor, notify, page_of, rights_changed
 from core_api.db import Record
 from core_api.errors import forbidden, invalid, not_found
 from core_api.http import Api, Call, Input, Principal
@@ -52,6 +52,9 @@ async def grant_role(core: Core, actor: Principal, user_id: uuid.UUID, role: str
         assert row is not None
         if before != role:
             await audit(tx, actor.id, "user.role_granted", "user", user_id, before=before, after=role)
+            # Losing the admin role also ends the room memberships only it gave (a trigger, migration 0011).
+            # First, so each node marks the user's open connections stale before the notification is out.
+            rights_changed(tx, user_id)
             await notify(tx, user_id, "role_changed", {"role": role, "previous": before})
     return row
 

@@ -3,6 +3,10 @@
 Socket.IO (c→s, with acks): ``contest:subscribe {contest_id, view?}`` → ``{ok, standings}`` (as pushed) and from then
 on ``leaderboard:update`` (the standings) in room ``contest:<id>`` (``view: "jury"``, managers only:
 ``contest:<id>:jury``); ``contest:unsubscribe {contest_id}`` → ``{ok}``.
+
+A jury subscriber who stops being a manager (platform role or organizing community role lost, removed
+from that community) is moved to the public board at once: s→c ``contest:downgraded {contest_id, view:
+"public", standings}``, then public ``leaderboard:update`` pushes only.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from core_api.errors import forbidden
-from core_api.events import EventCall, Events
+from core_api.errors import AppError, forbidden
+from core_api.events import Connection, EventCall, Events
 from core_api.http import Api, Call, Input, Query, Reply
 from leaderboards.schemas import (
     BoardOut,
@@ -35,6 +39,7 @@ from leaderboards.service import Contests, contest_room
 
 CONTESTS = web.AppKey("contests", Contests)
 SESSION_KEY = "leaderboards.contests"
+DOWNGRADED_EVENT = "contest:downgraded"
 TAG = "contests"
 api = Api()
 events = Events()
@@ -166,3 +171,27 @@ async def unsubscribe(call: EventCall) -> dict[str, Any]:
     for view in ("public", "jury"):
         await call.transport.leave_room(call.sid, contest_room(p.contest_id, view))
     return {}
+
+
+@events.rights_changed
+async def recheck_jury(conn: Connection) -> None:
+    """The user's rights changed: jury boards they may no longer see become the public one."""
+    contests: Contests | None = conn.session.get(SESSION_KEY)
+    if contests is None:
+        return
+    for room in conn.transport.rooms_of(conn.sid):
+        if not (room.startswith("contest:") and room.endswith(":jury")):
+            continue
+        contest_id = uuid.UUID(room.removeprefix("contest:").removesuffix(":jury"))
+        try:
+            contest = await contests.contest(contest_id)
+        except AppError:
+            await conn.transport.leave_room(conn.sid, room)  # the contest is gone
+            continue
+        if await contests.can_manage(conn.user, contest):
+            continue
+        await conn.transport.leave_room(conn.sid, room)
+        await conn.transport.enter_room(conn.sid, contest_room(contest_id, "public"))
+        standings = await contests.snapshot(contest, "public")
+        data = {"contest_id": str(contest_id), "view": "public", "standings": standings}
+        await conn.transport.emit(DOWNGRADED_EVENT, data, to=conn.sid)

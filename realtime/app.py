@@ -29,7 +29,9 @@ from leaderboards import cycle as contest_cycle
 from leaderboards import handlers as contest_handlers
 from leaderboards import wallet as contest_wallet
 from leaderboards.wiring import run_contests
+from realtime.bus import RedisBusRelay, bus_channel
 from realtime.jobs import run_sandbox
+from realtime.rights import RightsWatch
 from realtime.sockets import SOCKETS, SocketServer
 from rooms import chat as room_chat
 from rooms import handlers as room_handlers
@@ -86,6 +88,7 @@ class Metrics:
 
 METRICS = web.AppKey("metrics", Metrics)
 SETTINGS = web.AppKey("settings", Settings)
+RIGHTS = web.AppKey("rights", RightsWatch)
 
 
 def _error_response(error: AppError) -> web.Response:
@@ -209,9 +212,16 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
         pool = await create_pool(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
         app[CORE] = Core(settings=settings, pool=pool, bus=Bus())
         app[CORE].bus.subscribe(app[SOCKETS].on_bus_event)
+        relay = None
         try:
+            if settings.redis_url is not None:  # every-node events (rights changes) reach the other nodes
+                url = settings.redis_url.get_secret_value()
+                relay = RedisBusRelay(url, bus_channel(settings), app[SOCKETS].node_id)
+                await relay.start(app[CORE].bus)
             yield
         finally:
+            if relay is not None:
+                await relay.close()
             await pool.close()
             await app[auth.AUTH].close()
 
@@ -243,6 +253,21 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
         yield
         await app[SOCKETS].close()
 
+    async def rights(app: web.Application) -> AsyncIterator[None]:
+        # Rights changed while connections are open (realtime/rights.py): re-checked at once and, as a
+        # safety net, every STUDYHALL_RIGHTS_RECHECK_S.
+        watch = RightsWatch(app[CORE], app[SOCKETS], lambda: app.get(collab_handlers.DOCUMENTS), settings)
+        app[RIGHTS] = watch
+        app[CORE].bus.subscribe(watch.on_bus_event)
+        sweeper = asyncio.create_task(watch.run())
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await watch.close()
+
     async def hang_up_websockets(app: web.Application) -> None:
         # Direct websockets are no longer aiohttp's connections (realtime/fastws.py), so its shutdown
         # would not close them: close them first, while presence and the database are still up.
@@ -272,6 +297,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app.on_shutdown.append(hang_up_websockets)
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(sockets)
+    app.cleanup_ctx.append(rights)
     app.cleanup_ctx.append(presence)
     app.cleanup_ctx.append(watch_parties)
     app.cleanup_ctx.append(functools.partial(run_sandbox, settings))

@@ -6,6 +6,12 @@ python-socketio (protocol v5, so any official client works) runs on the same aio
 event goes through :meth:`SocketServer._dispatch`: payload validated against the event's pydantic model
 (as JSON, strictly), caller known from the handshake, failures answered as error acks. Unknown events
 get an error ack too; nothing a client sends can take the connection or the node down.
+
+**Rights on open connections.** The caller's account (its platform role) is read at the handshake and
+kept in the session, but never trusted past a change: when a ``rights:<user>`` event arrives (see
+:mod:`realtime.rights`) the user's sessions on this node are marked stale at once, so the next event they
+send re-reads the account before its handler runs, and the packages' ``rights_changed`` hooks then take
+each connection out of whatever it may no longer follow (:meth:`SocketServer.apply_rights`).
 """
 
 from __future__ import annotations
@@ -14,13 +20,14 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import socketio
 from aiohttp import web
 from pydantic import ValidationError
 
-from core_api.auth import AUTH, principal_for
+from core_api.auth import AUTH, current_principal, principal_for
 from core_api.context import CORE
 from core_api.errors import AppError, ErrorCode
 from core_api.events import Connection, EventCall, Events, EventSpec
@@ -31,6 +38,15 @@ from realtime.fastws import DirectSockets, FastManager, FastRedisManager
 log = logging.getLogger(__name__)
 
 MAX_PACKET_BYTES = 256 * 1024  # above the largest valid payload, so oversized strings get an error ack
+ME_CHANGED = "me:changed"
+"""s→c ``{id, email, display_name, role}``: the connection's account changed (a new platform role) and the
+connection now acts with it."""
+_SEEN = "realtime.rights_seen"
+"""Session key: how many rights events for the user this connection has been told of."""
+_READ = "realtime.rights_read"
+"""Session key: the value of :data:`_SEEN` when the session's account was last read."""
+_TOLD_ROLE = "realtime.told_role"
+"""Session key: the platform role the client last heard of (at the handshake, or in ``me:changed``)."""
 
 
 def error_ack(code: ErrorCode, message: str) -> dict[str, Any]:
@@ -61,6 +77,10 @@ class SocketServer:
         self.events = events
         self.node_id = uuid.uuid4().hex[:12]
         self.sessions: dict[str, dict[str, Any]] = {}
+        self.sids_by_user: dict[uuid.UUID, set[str]] = {}
+        self._rights_events = 0  # rights events this node was told of, for anyone (see _connect)
+        self.recheck_soon: Callable[[uuid.UUID], None] = lambda user_id: None
+        """Set by :class:`realtime.rights.RightsWatch`: re-check a user's connections (see :meth:`_dispatch`)."""
         # App-scoped services each connection's session starts with (rooms' presence, under its own
         # key), so domain handlers reach them through ``call.session`` without importing the server.
         self.services: dict[str, Any] = {}
@@ -140,11 +160,16 @@ class SocketServer:
             raise socketio.exceptions.ConnectionRefusedError(
                 "send an access token as auth: {token}", {"code": "unauthorized"}
             )
+        events_before = self._rights_events
         try:
             user = await principal_for(self.app[CORE], self.app[AUTH], token)
         except AppError as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.message, {"code": "unauthorized"}) from None
-        self.sessions[sid] = {**self.services, "user": user}
+        # A rights event that came while the account was being read may be this user's: read it again
+        # before the connection's first event.
+        seen = 0 if self._rights_events == events_before else 1
+        self.sessions[sid] = {**self.services, "user": user, _SEEN: seen, _READ: 0, _TOLD_ROLE: user.role}
+        self.sids_by_user.setdefault(user.id, set()).add(sid)
         await self.sio.enter_room(sid, f"user:{user.id}")
         conn = self._connection(sid)
         assert conn is not None
@@ -168,8 +193,17 @@ class SocketServer:
                 cleanup.add_done_callback(self._cleanups.discard)
                 await asyncio.shield(cleanup)
         finally:
-            self.sessions.pop(sid, None)
+            session = self.sessions.pop(sid, None)
+            if session is not None:
+                self._forget_sid(session["user"].id, sid)
         return None
+
+    def _forget_sid(self, user_id: uuid.UUID, sid: str) -> None:
+        sids = self.sids_by_user.get(user_id)
+        if sids is not None:
+            sids.discard(sid)
+            if not sids:
+                del self.sids_by_user[user_id]
 
     async def _run_disconnect_hooks(self, conn: Connection) -> None:
         for hook in self.events.on_disconnect:
@@ -204,7 +238,26 @@ class SocketServer:
         session = self.sessions.get(sid)
         if session is None:
             return error_ack(ErrorCode.UNAUTHORIZED, "not connected")
+        seen = session[_SEEN]
+        if seen != session[_READ]:
+            # The user's rights changed since the account was read: act with what is stored now.
+            fresh = await current_principal(self.app[CORE], session["user"].id)
+            if fresh is None:
+                await self.disconnect(sid)
+                return error_ack(ErrorCode.UNAUTHORIZED, "the account no longer exists")
+            session["user"], session[_READ] = fresh, seen
         user: Principal = session["user"]
+        try:
+            return await self._run(spec, sid, session, user, data)
+        finally:
+            if session[_SEEN] != seen:
+                # Rights changed while the handler ran: a re-check that started meanwhile may have missed
+                # what it did (a room it was joining), so the connection is checked once more.
+                self.recheck_soon(user.id)
+
+    async def _run(
+        self, spec: EventSpec, sid: str, session: dict[str, Any], user: Principal, data: Any
+    ) -> dict[str, Any]:
         try:
             try:
                 payload = spec.payload.model_validate_json(json.dumps(data if data is not None else {}), strict=True)
@@ -227,6 +280,58 @@ class SocketServer:
         # Called as (event, sid, *data) for unregistered events, and as (sid, *data) for an event named "*".
         event = args[0] if len(args) >= 2 and isinstance(args[1], str) and args[1] in self.sessions else "*"
         return error_ack(ErrorCode.INVALID_INPUT, f"unknown event {str(event)[:80]!r}")
+
+    # --- rights ------------------------------------------------------------------------------------
+
+    def mark_stale(self, user_id: uuid.UUID) -> None:
+        """The user's rights changed: their sessions' next event re-reads the account first."""
+        self._rights_events += 1
+        for sid in self.sids_by_user.get(user_id, ()):
+            session = self.sessions.get(sid)
+            if session is not None:
+                session[_SEEN] += 1
+
+    def held_roles(self) -> dict[uuid.UUID, set[str]]:
+        """The platform roles this node's connections act with, by user."""
+        held: dict[uuid.UUID, set[str]] = {}
+        for session in self.sessions.values():
+            user: Principal = session["user"]
+            held.setdefault(user.id, set()).add(user.role)
+        return held
+
+    def seen_marks(self, user_id: uuid.UUID) -> dict[str, int]:
+        """How many rights events each of the user's sessions has been told of (taken before a re-read)."""
+        return {sid: self.sessions[sid][_SEEN] for sid in self.sids_by_user.get(user_id, ()) if sid in self.sessions}
+
+    async def apply_rights(self, user_id: uuid.UUID, principal: Principal | None, marks: dict[str, int]) -> None:
+        """Give the user's sessions the account as re-read (``principal``; None: it is gone, so they are
+        disconnected), then run the packages' ``rights_changed`` hooks on each.
+
+        ``marks`` are :meth:`seen_marks` from before the account was read: a session told of a later
+        change stays stale, so its next event reads the account again. A client whose role changed hears
+        ``me:changed`` (once the hooks ran).
+        """
+        for sid in list(self.sids_by_user.get(user_id, ())):
+            session = self.sessions.get(sid)
+            if session is None:
+                continue
+            if principal is None:
+                await self.disconnect(sid)
+                continue
+            mark = marks.get(sid)
+            if mark is not None and mark >= session[_READ]:  # else its own read (an event's, the handshake's) is newer
+                session["user"], session[_READ] = principal, mark
+            user: Principal = session["user"]
+            conn = Connection(sid, user, self.app[CORE], self, session)
+            for hook in self.events.on_rights_changed:
+                try:
+                    await hook(conn)
+                except Exception:
+                    log.exception("rights hook failed for %s", sid)
+            if session[_TOLD_ROLE] != user.role:
+                session[_TOLD_ROLE] = user.role
+                data = {"id": str(user.id), "email": user.email, "display_name": user.display_name, "role": user.role}
+                await self.emit(ME_CHANGED, data, to=sid)
 
     # --- bus → clients -------------------------------------------------------------------------
 

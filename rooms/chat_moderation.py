@@ -12,7 +12,8 @@ the user's connections must leave the Socket.IO room ``room:<id>`` on whichever 
 every node), takes them out of the Socket.IO room and announces ``left``. Redis delivers one publisher's
 messages in order, so the ``chat:moderation`` broadcast sent afterwards no longer reaches the evicted
 connections. The user is told first with ``room:kicked {room_id, reason: "kick" | "ban"}`` in their
-personal room ``user:<id>``.
+personal room ``user:<id>``. Then (``rights:<user>``) every node re-checks the user's other open
+connections: an editor of one of the room's workspaces is closed with 4403.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from core_api.context import audit
+from core_api.context import audit, publish_rights_changed
 from core_api.db import Connection, Record
 from core_api.errors import invalid, not_found
 from core_api.events import EventCall
@@ -54,9 +55,12 @@ async def _announce(call: EventCall, room_id: uuid.UUID, action: str, user_id: u
 
 
 async def evict(call: EventCall, room_id: uuid.UUID, user_id: uuid.UUID, reason: str) -> None:
-    """Tell the user and take each of their connections, on any node, out of the room's Socket.IO room."""
+    """Tell the user and take each of their connections, on any node, out of the room's Socket.IO room;
+    then every node re-checks the user's other open connections (the room's workspaces: closed with 4403).
+    """
     await call.transport.emit("room:kicked", {"room_id": str(room_id), "reason": reason}, to=f"user:{user_id}")
     await drop_user(call, room_id, user_id)
+    await publish_rights_changed(call.core, user_id)
 
 
 async def mute(call: EventCall, data: MuteIn) -> dict[str, Any]:

@@ -113,3 +113,8 @@ async def on_leave(call: EventCall) -> None:
 @events.disconnected
 async def on_disconnect(conn: Connection) -> None:
     await live.leave_all(conn)
+
+
+@events.rights_changed
+async def on_rights_changed(conn: Connection) -> None:
+    await live.recheck(conn)

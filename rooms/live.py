@@ -28,10 +28,10 @@ import uuid
 from collections.abc import Mapping, MutableMapping
 from typing import Any, cast
 
-from core_api.errors import forbidden
+from core_api.errors import AppError, forbidden
 from core_api.events import Connection, EventCall, Transport
 from core_api.http import Principal
-from rooms.access import require_open, socket_room, visible_room
+from rooms.access import require_member, require_open, socket_room, visible_room
 from rooms.chat_service import recent_messages
 from rooms.presence import Presence, PresenceChange, PresentUser
 from rooms.schemas import PresenceEvent, PresenceState, UserRef
@@ -169,6 +169,12 @@ async def join(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
     """
     async with call.core.transaction() as tx:
         room, member = await visible_room(tx.conn, call.user, room_id)
+        if room["visibility"] == "community" and room["community_id"] is not None:
+            # Leaving (or being removed from) the community locks its row for update and drops the
+            # member's rooms in the same transaction: holding it shared, this join either ends before
+            # that starts, or reads the membership after it committed (and is refused).
+            await tx.conn.execute("SELECT 1 FROM communities WHERE id = $1 FOR SHARE", room["community_id"])
+            room, member = await visible_room(tx.conn, call.user, room_id)
         if member is not None and member["banned_at"] is not None:
             raise forbidden("you are banned from this room")
         require_open(room)
@@ -239,6 +245,42 @@ async def drop_user(call: EventCall, room_id: uuid.UUID, user_id: uuid.UUID) -> 
         await call.transport.leave_room(sid, socket_room(room_id))
     if gone is not None:
         await announcer_of(call.session).change(str(room_id), gone, "left")
+
+
+REMOVED_EVENT = "room:removed"
+"""s→c ``{room_id, reason: "access", message}``: the connection was taken out of a room it may no longer be
+in (its user left or was removed from the room's community, lost the role that let them see it, ...)."""
+
+
+async def recheck(conn: Connection) -> None:
+    """The user's rights changed: leave every joined room they may no longer act in, and say so.
+
+    ``conn.user`` is the account as just re-read. A room the connection was already taken out of (a kick
+    or ban evicts it first, with ``room:kicked``) is forgotten without another word.
+    """
+    rooms = joined_rooms(conn.session)
+    if not rooms:
+        return
+    lost: list[tuple[str, str]] = []
+    async with conn.core.pool.acquire() as db:
+        for key in list(rooms):
+            try:
+                await require_member(db, conn.user, uuid.UUID(key))
+            except AppError as exc:
+                lost.append((key, exc.message))
+    presence = presence_of(conn.session)
+    for key, message in lost:
+        if key not in rooms:
+            continue  # left meanwhile
+        rooms.discard(key)
+        still_in = socket_room(key) in conn.transport.rooms_of(conn.sid)
+        await conn.transport.leave_room(conn.sid, socket_room(key))
+        gone = await presence.leave(key, conn.sid)
+        if gone is not None:
+            await announcer_of(conn.session).change(key, gone, "left")
+        if still_in:
+            data = {"room_id": key, "reason": "access", "message": message}
+            await conn.transport.emit(REMOVED_EVENT, data, to=conn.sid)
 
 
 async def leave_all(conn: Connection) -> None:

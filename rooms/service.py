@@ -10,7 +10,18 @@ from __future__ import annotations
 import uuid
 
 from core_api.communities import visible_community
-from core_api.context import Core, Page, PageQuery, audit, decode_cursor, new_id, notify, page_of
+from core_api.context import (
+    Core,
+    Page,
+    PageQuery,
+    audit,
+    decode_cursor,
+    new_id,
+    notify,
+    page_of,
+    rights_changed,
+    room_rights_changed,
+)
 from core_api.courses import visible_course
 from core_api.db import Connection, Record
 from core_api.errors import conflict, forbidden, invalid, not_found
@@ -225,14 +236,21 @@ async def set_role(
             return await _find_member(tx.conn, room_id, user_id)
         if before == "host":
             raise conflict("a room always has a host: make another member host instead")
+        previous_hosts: list[uuid.UUID] = []
         if role == "host":
-            await tx.conn.execute(
-                "UPDATE room_members SET role = 'moderator' WHERE room_id = $1 AND role = 'host'", room_id
-            )
+            previous_hosts = [
+                r["user_id"]
+                for r in await tx.conn.fetch(
+                    "UPDATE room_members SET role = 'moderator' WHERE room_id = $1 AND role = 'host' RETURNING user_id",
+                    room_id,
+                )
+            ]
         await tx.conn.execute(
             "UPDATE room_members SET role = $3 WHERE room_id = $1 AND user_id = $2", room_id, user_id, role
         )
         await audit(tx, user.id, "room.role_changed", "room", room_id, user_id=str(user_id), before=before, after=role)
+        # A room role decides what one may do with the room's workspaces: open editors re-check it.
+        rights_changed(tx, user_id, *previous_hosts)
         if user_id != user.id:
             payload = {"room_id": str(room_id), "room_name": room["name"], "role": role, "previous": before}
             await notify(tx, user_id, "room_role_changed", payload)
@@ -242,7 +260,8 @@ async def set_role(
 async def archive(core: Core, user: Principal, room_id: uuid.UUID) -> RoomOut:
     """Archive a room (host, admin): it stays readable but cannot be joined or written to.
 
-    Connected members hear ``room:archived {room_id}`` once the change is committed.
+    Connected members hear ``room:archived {room_id}`` once the change is committed, and the open editors
+    of its workspaces become read-only (as the access rules make everyone but admins in an archived room).
     """
     async with core.transaction() as tx:
         await _lock_room(tx.conn, room_id)
@@ -252,4 +271,5 @@ async def archive(core: Core, user: Principal, room_id: uuid.UUID) -> RoomOut:
             await tx.conn.execute("UPDATE rooms SET archived_at = now() WHERE id = $1", room_id)
             await audit(tx, user.id, "room.archived", "room", room_id, name=room["name"])
             tx.publish(f"room:{room_id}", {"event": "room:archived", "data": {"room_id": str(room_id)}})
+            room_rights_changed(tx, room_id)  # its workspaces' open editors become read-only
         return await room_view(tx.conn, user, room_id)
