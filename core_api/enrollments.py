@@ -5,6 +5,9 @@ Who may do what:
 - Any signed-in user may enroll in a published course (enrolling twice is harmless). A draft is invisible
   (404) to everyone but its owner and admins, and not open for enrollment even to them (409). Leaving
   drops the enrollment but keeps the progress (it resumes on return) and any certificate earned.
+- A course priced in coins is bought (``POST /courses/{id}/buy``, leaderboards/wallet.py) rather than
+  joined. A purchase is the wallet entry :func:`purchase_ref` names, made at most once per learner and
+  course: one who paid, left and comes back is enrolled again without paying again.
 - Progress belongs to an enrollment, so recording it needs one (403). The resume point is clamped to the
   lecture; completion is sticky. Completing the last lecture completes the enrollment and issues the
   course certificate in the same transaction as the progress write. A learner's writes in one course are
@@ -127,6 +130,11 @@ def verification_url(base_url: str, code: str) -> str:
     return f"{base_url}/api/v1/certificates/{code}"
 
 
+def purchase_ref(course_id: uuid.UUID, user_id: uuid.UUID) -> str:
+    """The wallet ledger's ``ref`` of a learner's purchase of a course (unique: one purchase, ever)."""
+    return f"enroll:{course_id}:{user_id}"
+
+
 # --- enrollments ---------------------------------------------------------------------------------
 
 _ENROLLMENT_SELECT = """SELECT e.id, e.course_id, c.title AS course_title, e.user_id, u.display_name,
@@ -153,36 +161,47 @@ async def enrollment_of(
     return row
 
 
+async def has_paid(conn: Connection, user_id: uuid.UUID, course_id: uuid.UUID) -> bool:
+    """Whether the user bought this course at some time (they may have left it since)."""
+    return bool(await conn.fetchval("SELECT true FROM wallet_entries WHERE ref = $1", purchase_ref(course_id, user_id)))
+
+
+async def add_enrollment(conn: Connection, user_id: uuid.UUID, course_id: uuid.UUID) -> bool:
+    """Enroll the user (no checks); False if they already were. Someone returning to a course they
+    finished keeps their completion."""
+    created = await conn.fetchval(
+        """INSERT INTO enrollments (id, user_id, course_id, completed_at)
+           VALUES ($1, $2, $3, (SELECT issued_at FROM certificates WHERE user_id = $2 AND course_id = $3))
+           ON CONFLICT (user_id, course_id) DO NOTHING RETURNING id""",
+        new_id(),
+        user_id,
+        course_id,
+    )
+    return created is not None
+
+
 async def enroll(core: Core, user: Principal, course_id: uuid.UUID) -> tuple[EnrollmentOut, bool]:
     """Enroll the user; returns the enrollment and whether it is new."""
     async with core.transaction() as tx:
         course = await visible_course(tx.conn, user, course_id)
         if course["status"] != "published":
             raise conflict("this course is a draft; it opens for enrollment once published")
-        # A course priced in coins (leaderboards/wallet.py) is bought, not joined for free; staff and those
-        # already enrolled pass.
+        # A course priced in coins (leaderboards/wallet.py) is bought, not joined for free; staff, those
+        # already enrolled and those who paid for it before (and left) pass.
         priced = await tx.conn.fetchval(
             "SELECT coins FROM course_prices p WHERE p.course_id = $1 AND NOT EXISTS"
             " (SELECT 1 FROM enrollments e WHERE e.course_id = $1 AND e.user_id = $2)",
             course_id,
             user.id,
         )
-        if priced is not None and not is_staff(course, user):
+        if priced is not None and not is_staff(course, user) and not await has_paid(tx.conn, user.id, course_id):
             raise conflict(f"this course costs {priced} coins: POST /courses/{{id}}/buy", price=priced)
-        # Someone returning to a course they finished keeps their completion.
-        created = await tx.conn.fetchval(
-            """INSERT INTO enrollments (id, user_id, course_id, completed_at)
-               VALUES ($1, $2, $3, (SELECT issued_at FROM certificates WHERE user_id = $2 AND course_id = $3))
-               ON CONFLICT (user_id, course_id) DO NOTHING RETURNING id""",
-            new_id(),
-            user.id,
-            course_id,
-        )
+        created = await add_enrollment(tx.conn, user.id, course_id)
         row = await tx.conn.fetchrow(
             f"{_ENROLLMENT_SELECT} WHERE e.user_id = $1 AND e.course_id = $2", user.id, course_id
         )
     assert row is not None
-    return enrollment_out(row), created is not None
+    return enrollment_out(row), created
 
 
 async def leave(core: Core, user: Principal, course_id: uuid.UUID) -> None:
@@ -403,6 +422,9 @@ async def verify_certificate(core: Core, code: str) -> CertificateCheck:
     "POST",
     "/courses/{course_id}/enroll",
     summary="Enroll in a published course (idempotent)",
+    description="A course priced in coins answers 409 `conflict` with `details.price`: buy it with "
+    "`POST /courses/{course_id}/buy`. Its owner and admins, and anyone who bought it before (and left it since), "
+    "enroll here without paying.",
     tag=TAG_ENROLL,
     response=EnrollmentOut,
     status=201,
@@ -418,6 +440,8 @@ async def post_enroll(call: Call) -> Reply:
     "DELETE",
     "/courses/{course_id}/enroll",
     summary="Leave a course (progress and certificates are kept)",
+    description="Progress, certificates and a purchase outlive the enrollment: one who paid for a priced course, "
+    "left and comes back is enrolled again (`POST .../enroll` or `.../buy`) without paying again.",
     tag=TAG_ENROLL,
     status=204,
 )
