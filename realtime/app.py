@@ -128,7 +128,9 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     """Client address, body size limit and metrics for every request."""
     settings = request.app[SETTINGS]
     forwarded = request.headers.get("X-Forwarded-For") if settings.trust_forwarded_for else None
-    request[CLIENT_ADDR] = forwarded.split(",")[0].strip() if forwarded else (request.remote or "unknown")
+    # The last entry is the one our proxy wrote (the address it saw); earlier ones are the client's to invent,
+    # and per-address limits (logins, registrations) must not be dodged by sending a made-up header.
+    request[CLIENT_ADDR] = forwarded.split(",")[-1].strip() if forwarded else (request.remote or "unknown")
     if request.content_length is not None and request.content_length > settings.max_body_bytes:
         return _error_response(
             AppError(ErrorCode.PAYLOAD_TOO_LARGE, f"request body is larger than {settings.max_body_bytes} bytes")
