@@ -82,3 +82,36 @@ async def test_someone_who_never_paid_still_cannot_enroll_in_a_priced_course_for
     status, body = await api.call("POST", f"/courses/{course['id']}/buy", learner)
     assert (status, body["error"]["code"]) == (409, "conflict")  # no coins
     assert await balance(api, learner) == 0
+
+
+# --- lectures over REST --------------------------------------------------------------------------
+
+
+async def test_a_priced_course_lists_its_lectures_to_all_but_plays_them_only_for_its_learners(api: ApiClient) -> None:
+    teacher, buyer, outsider = await api.user("instructor"), await api.user(), await api.user()
+    admin = await api.user("admin")
+    course, lectures = await priced_course(api, teacher)
+    await give_coins(api, buyer, PRICE)
+    await ok(api, "POST", f"/courses/{course['id']}/buy", buyer)
+
+    listing = await ok(api, "GET", f"/courses/{course['id']}/lectures", outsider)
+    assert [lec["title"] for lec in listing["items"]] == ["Part 0", "Part 1"]
+    assert [lec["duration_s"] for lec in listing["items"]] == [60.0, 60.0]
+    for lec in listing["items"]:
+        assert lec["media_url"] is None and lec["locked"] is True
+        assert "buy" in lec["locked_reason"] and str(PRICE) in lec["locked_reason"]
+    one = await ok(api, "GET", f"/lectures/{lectures[0]['id']}", outsider)
+    assert (one["media_url"], one["locked"]) == (None, True)
+
+    for entitled in (buyer, teacher, admin):
+        listing = await ok(api, "GET", f"/courses/{course['id']}/lectures", entitled)
+        assert [lec["media_url"] for lec in listing["items"]] == [lec["media_url"] for lec in lectures]
+        assert not any(lec["locked"] for lec in listing["items"])
+        one = await ok(api, "GET", f"/lectures/{lectures[1]['id']}", entitled)
+        assert (one["media_url"], one["locked"], one["locked_reason"]) == (lectures[1]["media_url"], False, None)
+
+    # Leaving closes the media again (coming back is free, see above); a free course stays open to all.
+    assert (await api.call("DELETE", f"/courses/{course['id']}/enroll", buyer))[0] == 204
+    assert (await ok(api, "GET", f"/lectures/{lectures[0]['id']}", buyer))["media_url"] is None
+    await ok(api, "PUT", f"/courses/{course['id']}/price", teacher, json={"coins": 0})
+    assert (await ok(api, "GET", f"/lectures/{lectures[0]['id']}", outsider))["media_url"] == lectures[0]["media_url"]
