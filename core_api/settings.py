@@ -138,6 +138,31 @@ class Settings(BaseSettings):
         description="A websocket client with more unsent bytes than this (it stopped reading) is disconnected.",
     )
 
+    # --- progress and certificates (core_api/progress.py, core_api/watching.py) ---
+    progress_max_rate: float = Field(
+        2.0,
+        ge=1,
+        le=1000,
+        description="Fastest playback that still counts as watching: progress reports moving further than this "
+        "times the server-clock time between them, and watch parties playing faster, are not evidence; and no "
+        "learner is credited more than this times the wall-clock time across all lectures. Tests raise it to "
+        "play lectures faster than real time.",
+    )
+    progress_complete_share: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Share of a lecture's duration the server must have seen a learner watch for it to count as "
+        "completed (certificates follow from completed lectures).",
+    )
+    progress_max_intervals: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="Most separate watched intervals kept per learner and lecture; a stretch that would make "
+        "more (not merging with any) is not credited.",
+    )
+
     # --- watch parties (watch_party/) ---
     watch_start_lead_s: float = Field(
         0.15,

@@ -18,7 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from collab_ide import handlers as collab_handlers
-from core_api import assignments, auth, communities, courses, enrollments, executions, notifications, users
+from core_api import assignments, auth, communities, courses, enrollments, executions, notifications, progress, users
 from core_api.context import CORE, Bus, Core
 from core_api.db import create_pool, migrate
 from core_api.errors import AppError, ErrorCode
@@ -48,6 +48,7 @@ API = Api.combine(
     users.api,
     courses.api,
     enrollments.api,
+    progress.api,
     assignments.api,
     communities.api,
     notifications.api,

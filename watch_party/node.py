@@ -69,7 +69,9 @@ class WatchNode:
         self._timers: dict[str, tuple[float, asyncio.Task[None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
-        self.progress = ProgressWriter(core_, settings.watch_progress_interval_s, self.spawn)
+        self.progress = ProgressWriter(
+            core_, settings.watch_progress_interval_s, self.spawn, max_gap_s=settings.watch_viewer_ttl_s, clock=clock
+        )
 
     @property
     def tuning(self) -> dict[str, float]:

@@ -198,7 +198,7 @@ async def heartbeat(call: EventCall, data: HeartbeatIn) -> dict[str, Any]:
     await node.board.put(key, beat)
     watched(call.session).add(key)
     node.touch(key)
-    node.progress.seen(call.user, state.media, data.position, data.playing)
+    node.progress.seen(call.user, beat.key, state, data.position, data.playing, sampled, received)
     return {
         "client_time": data.client_time,
         "received_at": received,
@@ -263,4 +263,5 @@ async def on_disconnect(conn: Connection) -> None:
     for room_id in watched(conn.session):
         await node.board.remove(room_id, connection_key(node, conn.sid))
         node.spawn(node.check(room_id))
+    node.progress.forget(connection_key(node, conn.sid))
     node.progress.flush(str(conn.user.id))
