@@ -194,8 +194,8 @@ class WatchNode:
         """
         room = socket_room(state.room_id)
         conns: list[tuple[str, str]] = []
-        locks = NO_LOCKS
-        if codec.lecture_ids(state):
+        locks = await self.locks(state, ())  # no query without lectures; one without paywalled ones
+        if locks.paywalled:
             conns = await self.presence.connections(state.room_id)
             locks = await self.locks(state, {user for _, user in conns})
         if not locks.paywalled:
