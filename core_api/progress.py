@@ -224,13 +224,15 @@ async def _save_progress(
         if enrollment is None:
             raise forbidden("enroll in this course before recording progress")
         # The database's clock: one clock for every node, and the one `updated_at` was written with.
-        now = float(await tx.conn.fetchval("SELECT extract(epoch FROM now())::float8"))
-        before = await tx.conn.fetchrow(
-            "SELECT position_s, updated_at, watched, completed FROM lecture_progress"
-            " WHERE user_id = $1 AND lecture_id = $2",
+        found = await tx.conn.fetchrow(
+            "SELECT extract(epoch FROM now())::float8 AS now, p.position_s, p.updated_at, p.watched, p.completed"
+            " FROM (SELECT 1) AS one LEFT JOIN lecture_progress p ON p.user_id = $1 AND p.lecture_id = $2",
             user.id,
             lecture_id,
         )
+        assert found is not None
+        now = float(found["now"])
+        before = found if found["updated_at"] is not None else None
         duration = float(lecture["duration_s"])
         position = clamp_position(position_s, duration)
         intervals = watching.unflatten(before["watched"] if before else None)
