@@ -172,7 +172,7 @@ async def live(args: argparse.Namespace, database_url: str) -> list[str]:
             refresh_starts.append(time.perf_counter())
             await inner_refresh(cid, ready)
 
-        async def emit(event: str, data: Any, *, to: str, skip_sid: str | None = None) -> None:
+        async def emit(event: str, data: Any, *, to: str | list[str], skip_sid: str | list[str] | None = None) -> None:
             if to == f"contest:{contest_id}":
                 emits.append(time.perf_counter())
             await inner_emit(event, data, to=to, skip_sid=skip_sid)

@@ -136,6 +136,8 @@ class Server:
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STUDYHALL_")}
         env.update(STUDYHALL_DATA_DIR=str(Path(self.tmp.name) / "data"), STUDYHALL_LOG_LEVEL="WARNING")
+        # Every simulated learner registers from 127.0.0.1: lift the per-address registration limit.
+        env.update(STUDYHALL_REGISTER_MAX_PER_ADDRESS="1000000")
         if self.database_url:
             self.db_name = f"studyhall_bench_{uuid.uuid4().hex[:8]}"
             asyncio.run(_admin_sql(self.database_url, f'CREATE DATABASE "{self.db_name}"'))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
+import math
 import os
 import secrets
 import time
@@ -43,29 +45,55 @@ class Passwords:
     Hashing is the most expensive thing a request can ask for, so the queue in front of it is bounded:
     past ``STUDYHALL_PASSWORD_HASH_QUEUE`` waiting hashes the caller gets 503 ``unavailable`` with
     ``Retry-After`` instead of a login flood making every other request wait.
+
+    New passwords (:meth:`hash`: registrations, which need no account) and password checks
+    (:meth:`verify`: logins) go in two lanes, so that a registration flood cannot lock everyone out:
+    registrations may hold only ``STUDYHALL_PASSWORD_HASH_REGISTER_SHARE`` of the queue and of the
+    threads (at least one of each, never every thread); the rest always stays for logins.
     """
 
     def __init__(self, settings: Settings) -> None:
         self._hasher = PasswordHasher(time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib)
         self._dummy = self._hasher.hash(secrets.token_hex(16))
-        self._pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="argon2")
+        workers = max(2, os.cpu_count() or 2)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
         self._pending = 0
         self.max_pending = settings.password_hash_queue
+        share = settings.password_hash_register_share
+        self._pending_new = 0
+        self.max_pending_new = max(1, int(self.max_pending * share))
+        self.new_workers = max(1, min(workers - 1, int(workers * share)))
+        # Created on first use, on the running loop (tests run several apps on several loops).
+        self._new_slots: asyncio.Semaphore | None = None
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        if self._pending >= self.max_pending:
+    def _admit(self, new: bool) -> None:
+        if self._pending >= self.max_pending or (new and self._pending_new >= self.max_pending_new):
             raise AppError(ErrorCode.UNAVAILABLE, "too many sign-ins at once; retry in a moment", {"retry_after_s": 1})
+
+    async def _run(self, fn: Callable[[], T], *, new: bool) -> T:
+        self._admit(new)
         self._pending += 1
+        self._pending_new += int(new)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+            loop = asyncio.get_running_loop()
+            if not new:
+                return await loop.run_in_executor(self._pool, fn)
+            # At most `new_workers` new-password hashes are handed to the pool at once (running or next in
+            # its queue), so a login waits behind at most that many of them and the other threads are its.
+            if self._new_slots is None:
+                self._new_slots = asyncio.Semaphore(self.new_workers)
+            async with self._new_slots:
+                return await loop.run_in_executor(self._pool, fn)
         finally:
             self._pending -= 1
+            self._pending_new -= int(new)
 
     async def hash(self, password: str) -> str:
-        return await self._run(lambda: self._hasher.hash(password))
+        """Hash a new password (the registration lane)."""
+        return await self._run(lambda: self._hasher.hash(password), new=True)
 
     async def verify(self, stored: str | None, password: str) -> bool:
-        """Check a password; an unknown account costs the same time as a wrong password."""
+        """Check a password (the login lane); an unknown account costs the same time as a wrong password."""
 
         def check() -> bool:
             try:
@@ -73,7 +101,7 @@ class Passwords:
             except (VerificationError, InvalidHashError):
                 return False
 
-        return await self._run(check)
+        return await self._run(check, new=False)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -108,12 +136,16 @@ class Tokens:
 
 
 class FailureCounter:
-    """Failed attempts per key in a sliding window (in-process; one node's view)."""
+    """Failed attempts (or any counted events) per key in a sliding window (in-process; one node's view).
+
+    Keys whose window has passed are swept once per window, so many one-off keys (addresses) do not pile up.
+    """
 
     def __init__(self, limit: int, window_s: float) -> None:
         self.limit = limit
         self.window_s = window_s
         self._hits: dict[str, deque[float]] = {}
+        self._swept_at = time.monotonic()
 
     def _recent(self, key: str, now: float) -> deque[float]:
         hits = self._hits.get(key)
@@ -135,21 +167,42 @@ class FailureCounter:
 
     def fail(self, key: str, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
+        self._sweep(now)
         self._recent(key, now)
         self._hits.setdefault(key, deque()).append(now)
+
+    def take(self, key: str, now: float | None = None) -> float:
+        """Count one event for ``key`` if it is under the limit (0 returned); else the seconds to wait."""
+        now = time.monotonic() if now is None else now
+        wait = self.retry_after(key, now)
+        if wait <= 0:
+            self.fail(key, now)
+        return wait
 
     def clear(self, key: str) -> None:
         self._hits.pop(key, None)
 
+    def _sweep(self, now: float) -> None:
+        if now - self._swept_at < self.window_s:
+            return
+        self._swept_at = now
+        horizon = now - self.window_s
+        for key in [k for k, hits in self._hits.items() if not hits or hits[-1] <= horizon]:
+            del self._hits[key]
+
 
 class LoginLimiter(Protocol):
-    """Failed logins per key in a sliding window."""
+    """Events (failed logins, registrations) per key in a sliding window."""
 
     async def retry_after(self, key: str) -> float:
         """Seconds until ``key`` may try again; 0 when it is not blocked."""
         ...
 
     async def fail(self, key: str) -> None: ...
+
+    async def take(self, key: str) -> float:
+        """Count one event if ``key`` is under the limit (answers 0), else answer the seconds to wait; atomic."""
+        ...
 
     async def clear(self, key: str) -> None: ...
 
@@ -165,6 +218,9 @@ class LocalLimiter:
 
     async def fail(self, key: str) -> None:
         self.counter.fail(key)
+
+    async def take(self, key: str) -> float:
+        return self.counter.take(key)
 
     async def clear(self, key: str) -> None:
         self.counter.clear(key)
@@ -191,6 +247,22 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - tonumber(ARGV[1]))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 """
+# KEYS[1] as above; ARGV: window ms, limit, a unique member. Counts the event if under the limit (answers 0),
+# else answers the ms to wait (at least 1); check and count in one step, so concurrent requests cannot overshoot.
+_TAKE = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - tonumber(ARGV[1]))
+local n = redis.call('ZCARD', KEYS[1])
+local limit = tonumber(ARGV[2])
+if n >= limit then
+  local oldest = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
+  return math.max(1, tonumber(oldest[2]) + tonumber(ARGV[1]) - ms)
+end
+redis.call('ZADD', KEYS[1], ms, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 0
+"""
 
 
 class RedisLimiter:
@@ -203,6 +275,7 @@ class RedisLimiter:
         self.window_ms = max(1, int(window_s * 1000))
         self._retry_after = client.register_script(_RETRY_AFTER)
         self._fail = client.register_script(_FAIL)
+        self._take = client.register_script(_TAKE)
 
     def _key(self, key: str) -> str:
         return self.prefix + hashlib.sha256(key.encode()).hexdigest()
@@ -214,15 +287,20 @@ class RedisLimiter:
     async def fail(self, key: str) -> None:
         await self._fail(keys=[self._key(key)], args=[self.window_ms, uuid.uuid4().hex])
 
+    async def take(self, key: str) -> float:
+        waited = await self._take(keys=[self._key(key)], args=[self.window_ms, self.limit, uuid.uuid4().hex])
+        return float(waited) / 1000
+
     async def clear(self, key: str) -> None:
         await self.client.delete(self._key(key))
 
 
 class Auth:
-    """The auth service: passwords, tokens and login limits for one app.
+    """The auth service: passwords, tokens, login limits and the registration limit for one app.
 
-    Login limits are counted in Redis when ``STUDYHALL_REDIS_URL`` is set, so a guesser spreading
-    attempts over several nodes meets the same limit as on one; otherwise in this process.
+    Login and registration limits are counted in Redis when ``STUDYHALL_REDIS_URL`` is set, so a guesser
+    (or an account factory) spreading attempts over several nodes meets the same limit as on one;
+    otherwise in this process.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -233,6 +311,8 @@ class Auth:
         account_limit, address_limit = settings.login_max_failures_per_account, settings.login_max_failures_per_address
         self.by_account: LoginLimiter
         self.by_address: LoginLimiter
+        self.registrations: LoginLimiter
+        register_limit, register_window = settings.register_max_per_address, settings.register_window_s
         if settings.redis_url is not None:
             import redis.asyncio as aioredis
 
@@ -243,9 +323,11 @@ class Auth:
             space = "studyhall:login:" + hashlib.sha256(database.encode()).hexdigest()[:12]
             self.by_account = RedisLimiter(self._redis, space + ":account:", account_limit, window)
             self.by_address = RedisLimiter(self._redis, space + ":address:", address_limit, window)
+            self.registrations = RedisLimiter(self._redis, space + ":register:", register_limit, register_window)
         else:
             self.by_account = LocalLimiter(account_limit, settings.login_window_s)
             self.by_address = LocalLimiter(address_limit, settings.login_window_s)
+            self.registrations = LocalLimiter(register_limit, register_window)
 
     async def close(self) -> None:
         self.passwords.close()
@@ -310,7 +392,36 @@ def _hash_refresh(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+def address_key(address: str) -> str:
+    """The unit a per-address limit counts: the IP address, but an IPv6 client's whole /64 network (one
+    subscriber holds at least a /64, so counting single IPv6 addresses would count nothing)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+async def limit_registration(auth: Auth, address: str) -> None:
+    """Count a registration from ``address``; 429 ``rate_limited`` with ``Retry-After`` past the limit."""
+    wait = await auth.registrations.take(address_key(address))
+    if wait > 0:
+        raise AppError(
+            ErrorCode.RATE_LIMITED,
+            "too many accounts registered from your address; try again later",
+            {"retry_after_s": math.ceil(wait)},
+        )
+
+
 async def register(core: Core, auth: Auth, body: RegisterIn, role: Role = "student") -> Record:
+    # A taken email is answered before hashing: a duplicate must not cost the server a hash (the answer,
+    # 409, is the same either way; the insert below still settles a race).
+    if await core.pool.fetchval("SELECT true FROM users WHERE lower(email) = lower($1)", body.email):
+        raise conflict("an account with this email already exists")
     password_hash = await auth.passwords.hash(body.password)
     async with core.transaction() as tx:
         row = await tx.conn.fetchrow(
@@ -451,14 +562,19 @@ TAG = "auth"
     "/auth/register",
     summary="Create an account (role student)",
     tag=TAG,
+    description="Limited per client address (an IPv6 client's /64): past `STUDYHALL_REGISTER_MAX_PER_ADDRESS` "
+    "registrations within `STUDYHALL_REGISTER_WINDOW_S`, 429 `rate_limited` with `Retry-After`. Registrations may "
+    "take only part of the password-hashing capacity; past it, 503 `unavailable` with `Retry-After`.",
     auth=False,
     body=RegisterIn,
     response=UserOut,
     status=201,
-    errors=[409, 503],
+    errors=[409, 429, 503],
 )
 async def register_account(call: Call) -> UserOut:
-    return user_out(await register(core_of(call), call.request.app[AUTH], call.body))
+    auth = call.request.app[AUTH]
+    await limit_registration(auth, call.remote)
+    return user_out(await register(core_of(call), auth, call.body))
 
 
 @api.route(

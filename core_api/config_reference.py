@@ -20,8 +20,11 @@ from core_api.settings import ENV_PREFIX, Settings
 # Sections of the reference, by the first setting name prefix that matches (in this order).
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Server, database and accounts", ()),
-    ("Abuse limits and CORS", ("register_", "cors_", "metrics_", "eio_", "ws_ticket")),
-    ("Realtime: presence, chat and Socket.IO", ("presence_", "chat_", "ping_", "ws_")),
+    (
+        "Abuse limits and CORS",
+        ("register_", "password_hash_", "login_", "cors_", "metrics_", "eio_", "sio_", "ws_ticket"),
+    ),
+    ("Realtime: presence, chat, Socket.IO and rights", ("presence_", "chat_", "ping_", "ws_", "rights_")),
     ("Watch parties", ("watch_",)),
     ("Sandbox (code execution)", ("sandbox_",)),
     ("Collaborative editing", ("collab_",)),

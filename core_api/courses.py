@@ -4,6 +4,11 @@ A course belongs to the instructor who created it and starts as a draft: only it
 it until it is published (a course needs at least one lecture to be published). Everyone signed in
 sees published courses. Lectures are ordered by ``position`` and carry a plain video URL or an HLS
 playlist with a duration.
+
+**Priced courses** (a price in coins, leaderboards/wallet.py): everyone who may see the course sees its
+lectures' titles and durations, but only those entitled to play them — learners enrolled in it (who
+bought it), its owner and admins — get the media URL. Others get ``media_url: null`` with ``locked``
+and a reason (:mod:`core_api.paywall`, whose rule watch parties apply too).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from core_api.context import Core, Page, PageQuery, audit, core_of, decode_curso
 from core_api.db import Connection, Record
 from core_api.errors import AppError, conflict, invalid, not_found
 from core_api.http import Api, Call, Input, Principal, Reply
+from core_api.paywall import OPEN, MediaAccess, media_access
 from core_api.rbac import require_owner_or_admin, require_role
 
 api = Api()
@@ -76,9 +82,17 @@ class LectureOut(BaseModel):
     position: int
     title: str
     media_kind: Literal["video", "hls"]
-    media_url: str
+    media_url: str | None = Field(
+        description="The video or playlist URL; null when you may not play the lecture (see `locked`)."
+    )
     duration_s: float
     created_at: datetime
+    locked: bool = Field(
+        False,
+        description="True when the course is priced and you are not enrolled in it (nor its owner or an admin): "
+        "the lecture is listed but not playable until you buy the course.",
+    )
+    locked_reason: str | None = Field(None, description="Why the lecture is locked and how to open it.")
 
 
 class LectureList(BaseModel):
@@ -98,8 +112,10 @@ def course_out(r: Record) -> CourseOut:
     return CourseOut(**dict(r))
 
 
-def lecture_out(r: Record) -> LectureOut:
-    return LectureOut(**dict(r))
+def lecture_out(r: Record, access: MediaAccess = OPEN) -> LectureOut:
+    if not access.locked:
+        return LectureOut(**dict(r))
+    return LectureOut(**{**dict(r), "media_url": None, "locked": True, "locked_reason": access.reason})
 
 
 def can_view(course: Record, user: Principal) -> bool:
@@ -140,20 +156,22 @@ async def read_course(core: Core, user: Principal, course_id: uuid.UUID) -> Reco
         return await visible_course(conn, user, course_id)
 
 
-async def read_lecture(core: Core, user: Principal, lecture_id: uuid.UUID) -> Record:
+async def read_lecture(core: Core, user: Principal, lecture_id: uuid.UUID) -> LectureOut:
     async with core.pool.acquire() as conn:
-        lecture, _ = await visible_lecture(conn, user, lecture_id)
-    return lecture
+        lecture, course = await visible_lecture(conn, user, lecture_id)
+        access = await media_access(conn, user, course)
+    return lecture_out(lecture, access)
 
 
-async def list_lectures(core: Core, user: Principal, course_id: uuid.UUID) -> list[Record]:
+async def list_lectures(core: Core, user: Principal, course_id: uuid.UUID) -> list[LectureOut]:
     async with core.pool.acquire() as conn:
-        await visible_course(conn, user, course_id)
+        course = await visible_course(conn, user, course_id)
+        access = await media_access(conn, user, course)
         rows: list[Record] = await conn.fetch(
             f"SELECT {_LECTURE_COLUMNS} FROM lectures WHERE course_id = $1 ORDER BY position, created_at, id",
             course_id,
         )
-    return rows
+    return [lecture_out(r, access) for r in rows]
 
 
 async def list_courses(core: Core, user: Principal, query: CourseListQuery) -> Page[CourseOut]:
@@ -326,11 +344,17 @@ async def post_publish(call: Call) -> CourseOut:
 
 
 @api.route(
-    "GET", "/courses/{course_id}/lectures", summary="A course's lectures in order", tag=TAG, response=LectureList
+    "GET",
+    "/courses/{course_id}/lectures",
+    summary="A course's lectures in order",
+    tag=TAG,
+    description="Everyone who may see the course gets every lecture's title and duration. Of a priced course, "
+    "only learners enrolled in it, its owner and admins get `media_url`; everyone else gets `media_url: null`, "
+    "`locked: true` and `locked_reason`.",
+    response=LectureList,
 )
 async def get_lectures(call: Call) -> LectureList:
-    rows = await list_lectures(core_of(call), call.me, call.params["course_id"])
-    return LectureList(items=[lecture_out(r) for r in rows])
+    return LectureList(items=await list_lectures(core_of(call), call.me, call.params["course_id"]))
 
 
 @api.route(
@@ -347,9 +371,16 @@ async def post_lecture(call: Call) -> LectureOut:
     return lecture_out(await add_lecture(core_of(call), call.me, call.params["course_id"], call.body))
 
 
-@api.route("GET", "/lectures/{lecture_id}", summary="One lecture", tag=TAG, response=LectureOut)
+@api.route(
+    "GET",
+    "/lectures/{lecture_id}",
+    summary="One lecture",
+    tag=TAG,
+    description="`media_url` is null (and `locked` true) for a lecture of a priced course you are not enrolled in.",
+    response=LectureOut,
+)
 async def get_lecture(call: Call) -> LectureOut:
-    return lecture_out(await read_lecture(core_of(call), call.me, call.params["lecture_id"]))
+    return await read_lecture(core_of(call), call.me, call.params["lecture_id"])
 
 
 @api.route(

@@ -25,8 +25,11 @@ class Transport(Protocol):
 
     node_id: str
 
-    async def emit(self, event: str, data: Any, *, to: str, skip_sid: str | None = None) -> None:
-        """Send ``event`` to a room (``room:<id>``, ``user:<id>``) or a single sid, on every node."""
+    async def emit(
+        self, event: str, data: Any, *, to: str | list[str], skip_sid: str | list[str] | None = None
+    ) -> None:
+        """Send ``event`` to a room (``room:<id>``, ``user:<id>``) or a single sid, or to a list of them
+        (each connection gets it once), on every node, except the connections in ``skip_sid``."""
         ...
 
     async def enter_room(self, sid: str, room: str) -> None: ...

@@ -112,6 +112,7 @@ class Endpoint:
     handler: Handler
     summary: str
     tag: str
+    description: str | None = None  # longer prose for the OpenAPI document (rules, side effects)
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
@@ -151,6 +152,7 @@ class Api:
         *,
         summary: str,
         tag: str,
+        description: str | None = None,
         body: type[BaseModel] | None = None,
         query: type[BaseModel] | None = None,
         response: type[BaseModel] | None = None,
@@ -169,6 +171,7 @@ class Api:
                     handler=handler,
                     summary=summary,
                     tag=tag,
+                    description=description,
                     body=body,
                     query=query,
                     response=response,
@@ -300,6 +303,8 @@ def build_openapi(api: Api, title: str, version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for ep in api.endpoints:
         op: dict[str, Any] = {"operationId": ep.operation_id, "summary": ep.summary, "tags": [ep.tag]}
+        if ep.description:
+            op["description"] = ep.description
         parameters: list[dict[str, Any]] = []
         for name in ep.path_params:
             schema = {"type": "string"} if name in _STRING_PARAMS else {"type": "string", "format": "uuid"}

@@ -75,6 +75,25 @@ class Settings(BaseSettings):
     password_hash_queue: int = Field(
         64, ge=1, description="Password checks allowed to wait at once; past that, 503 with Retry-After."
     )
+    password_hash_register_share: float = Field(
+        0.25,
+        gt=0,
+        lt=1,
+        description="Share of the password-hash queue and of the hashing threads that registrations may hold at "
+        "once (at least one of each, never every thread); the rest is kept for logins, so a registration flood "
+        "cannot lock users out. Past it a registration gets 503 with Retry-After.",
+    )
+    register_max_per_address: int = Field(
+        30,
+        ge=1,
+        le=1_000_000,
+        description="Accounts one client address (an IPv6 client's /64 network) may register within "
+        "STUDYHALL_REGISTER_WINDOW_S; past that 429 with Retry-After. Counted in Redis when STUDYHALL_REDIS_URL is "
+        "set, so every node shares the count.",
+    )
+    register_window_s: int = Field(
+        3600, ge=1, le=7 * 86400, description="Sliding window of STUDYHALL_REGISTER_MAX_PER_ADDRESS, in seconds."
+    )
     presence_ttl_s: float = Field(
         10.0,
         ge=0.5,
@@ -136,6 +155,31 @@ class Settings(BaseSettings):
         le=64,
         description="Users whose open connections one node re-checks at once after their rights changed (each "
         "re-check holds a database connection while it reads).",
+    )
+
+    # --- progress and certificates (core_api/progress.py, core_api/watching.py) ---
+    progress_max_rate: float = Field(
+        2.0,
+        ge=1,
+        le=1000,
+        description="Fastest playback that still counts as watching: progress reports moving further than this "
+        "times the server-clock time between them, and watch parties playing faster, are not evidence; and no "
+        "learner is credited more than this times the wall-clock time across all lectures. Tests raise it to "
+        "play lectures faster than real time.",
+    )
+    progress_complete_share: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Share of a lecture's duration the server must have seen a learner watch for it to count as "
+        "completed (certificates follow from completed lectures).",
+    )
+    progress_max_intervals: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="Most separate watched intervals kept per learner and lecture; a stretch that would make "
+        "more (not merging with any) is not credited.",
     )
 
     # --- watch parties (watch_party/) ---

@@ -18,6 +18,7 @@ from core_api.context import CORE as CORE_KEY
 from core_api.context import Core, Tx, audit, new_id
 from core_api.courses import owned_course, visible_course
 from core_api.db import Connection
+from core_api.enrollments import add_enrollment, has_paid, purchase_ref
 from core_api.errors import AppError, ErrorCode, conflict
 from core_api.http import Api, Call, Input, Principal
 
@@ -49,8 +50,11 @@ class PriceOut(BaseModel):
 
 class PurchaseOut(BaseModel):
     course_id: uuid.UUID
-    coins_paid: int
+    coins_paid: int = Field(description="Coins taken now: 0 when you had bought this course before.")
     balance: int
+    paid_before: bool = Field(
+        False, description="You had bought this course before (and left it): you are back in without paying again."
+    )
 
 
 async def lock_wallet(conn: Connection, user_id: uuid.UUID) -> None:
@@ -120,7 +124,11 @@ async def set_price(core: Core, user: Principal, course_id: uuid.UUID, coins: in
 
 
 async def buy(core: Core, user: Principal, course_id: uuid.UUID) -> PurchaseOut:
-    """Enroll in a priced course, paying its coins, in one transaction."""
+    """Enroll in a priced course, paying its coins, in one transaction.
+
+    A course is paid for at most once per learner (the purchase's ledger ``ref`` is unique): one who
+    bought it, left and comes back is enrolled again without paying again.
+    """
     async with core.transaction() as tx:
         course = await visible_course(tx.conn, user, course_id)
         if course["status"] != "published":
@@ -134,13 +142,17 @@ async def buy(core: Core, user: Principal, course_id: uuid.UUID) -> PurchaseOut:
         )
         if enrolled:
             raise AppError(ErrorCode.CONFLICT, "you are already enrolled in this course")
-        balance = await spend(
-            tx, user.id, int(price), f"enrollment in {course['title']}", f"enroll:{course_id}:{user.id}"
-        )
-        await tx.conn.execute(
-            "INSERT INTO enrollments (id, user_id, course_id) VALUES ($1, $2, $3)", new_id(), user.id, course_id
-        )
-    return PurchaseOut(course_id=course_id, coins_paid=int(price), balance=balance)
+        paid_before = await has_paid(tx.conn, user.id, course_id)
+        if paid_before:
+            coins_paid, balance = 0, await balance_of(tx.conn, user.id)
+        else:
+            coins_paid = int(price)
+            reason = f"enrollment in {course['title']}"
+            balance = await spend(tx, user.id, coins_paid, reason, purchase_ref(course_id, user.id))
+        if not await add_enrollment(tx.conn, user.id, course_id):
+            # Enrolled meanwhile by another request (staff enroll for free): undo the payment.
+            raise AppError(ErrorCode.CONFLICT, "you are already enrolled in this course")
+    return PurchaseOut(course_id=course_id, coins_paid=coins_paid, balance=balance, paid_before=paid_before)
 
 
 @api.route("GET", "/me/wallet", summary="Your coins: balance and latest entries", tag=TAG, response=WalletOut)
@@ -155,6 +167,9 @@ async def put_course_price(call: Call) -> PriceOut:
 
 
 @api.route("POST", "/courses/{course_id}/buy", summary="Enroll in a priced course, paying with coins", tag=TAG,
+           description="Pays the course's price once: one who bought it, left and comes back is enrolled again "
+           "without paying again (`coins_paid` 0, `paid_before` true). 409 `conflict` when already enrolled, "
+           "when the course is free or a draft, or when the balance is short.",
            response=PurchaseOut, status=201, errors=[409])  # fmt: skip
 async def post_course_buy(call: Call) -> PurchaseOut:
     return await buy(call.request.app[CORE_KEY], call.me, call.params["course_id"])

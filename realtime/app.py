@@ -18,7 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from collab_ide import handlers as collab_handlers
-from core_api import assignments, auth, communities, courses, enrollments, executions, notifications, users
+from core_api import assignments, auth, communities, courses, enrollments, executions, notifications, progress, users
 from core_api.context import CORE, Bus, Core
 from core_api.db import create_pool, migrate
 from core_api.errors import AppError, ErrorCode
@@ -50,6 +50,7 @@ API = Api.combine(
     users.api,
     courses.api,
     enrollments.api,
+    progress.api,
     assignments.api,
     communities.api,
     notifications.api,
@@ -131,7 +132,9 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     """Client address, body size limit and metrics for every request."""
     settings = request.app[SETTINGS]
     forwarded = request.headers.get("X-Forwarded-For") if settings.trust_forwarded_for else None
-    request[CLIENT_ADDR] = forwarded.split(",")[0].strip() if forwarded else (request.remote or "unknown")
+    # The last entry is the one our proxy wrote (the address it saw); earlier ones are the client's to invent,
+    # and per-address limits (logins, registrations) must not be dodged by sending a made-up header.
+    request[CLIENT_ADDR] = forwarded.split(",")[-1].strip() if forwarded else (request.remote or "unknown")
     if request.content_length is not None and request.content_length > settings.max_body_bytes:
         return _error_response(
             AppError(ErrorCode.PAYLOAD_TOO_LARGE, f"request body is larger than {settings.max_body_bytes} bytes")

@@ -128,7 +128,9 @@ class SocketServer:
 
     # --- Transport ---------------------------------------------------------------------------
 
-    async def emit(self, event: str, data: Any, *, to: str, skip_sid: str | None = None) -> None:
+    async def emit(
+        self, event: str, data: Any, *, to: str | list[str], skip_sid: str | list[str] | None = None
+    ) -> None:
         await self.sio.emit(event, data, to=to, skip_sid=skip_sid)
 
     async def enter_room(self, sid: str, room: str) -> None:

@@ -90,6 +90,11 @@ class Presence(Protocol):
         """The users present in the room, ordered by display name."""
         ...
 
+    async def connections(self, room_id: str) -> list[tuple[str, str]]:
+        """Every connection in the room, on every node: ``(sid, user id)`` pairs (for sending users
+        different views of one thing, such as a watch party whose playlist holds a paid lecture)."""
+        ...
+
     async def upkeep(self) -> list[PresenceChange]:
         """One heartbeat: keep this node alive and sweep dead ones; the changes to announce."""
         ...
@@ -151,6 +156,10 @@ class LocalPresence:
     async def members(self, room_id: str) -> list[PresentUser]:
         room = self._rooms.get(room_id)
         return _ordered(list(room.users.values())) if room else []
+
+    async def connections(self, room_id: str) -> list[tuple[str, str]]:
+        room = self._rooms.get(room_id)
+        return [(sid, user.id) for sid, user in room.conns.items()] if room else []
 
     async def upkeep(self) -> list[PresenceChange]:
         return []
@@ -309,6 +318,10 @@ class RedisPresence:
     async def members(self, room_id: str) -> list[PresentUser]:
         values = await _done(self.redis.hvals(self._room_keys(room_id)[1]))
         return _ordered([_user(v) for v in values])
+
+    async def connections(self, room_id: str) -> list[tuple[str, str]]:
+        conns = await _done(self.redis.hgetall(self._room_keys(room_id)[0]))
+        return [(field.partition(":")[2], user_id) for field, user_id in conns.items()]
 
     async def upkeep(self) -> list[PresenceChange]:
         changes = await self._beat()

@@ -151,6 +151,8 @@ def node_env(database_url: str, redis: str, data_dir: Path) -> dict[str, str]:
         # well above the beat so that a busy CI machine does not take live nodes for dead.
         STUDYHALL_PRESENCE_TTL_S="4",
         STUDYHALL_PRESENCE_HEARTBEAT_S="1",
+        # Every test client registers from 127.0.0.1.
+        STUDYHALL_REGISTER_MAX_PER_ADDRESS="1000000",
     )
     return env
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import jwt
 
-from tests.conftest import TEST_JWT_SECRET, ApiClient, make_settings
+from tests.conftest import TEST_JWT_SECRET, Actor, ApiClient, make_settings
 
 
 async def register_and_login(api: ApiClient, email: str = "ada@example.com") -> dict[str, Any]:
@@ -172,3 +172,122 @@ async def test_with_redis_the_login_limit_holds_across_nodes(aiohttp_client, dat
         # Another account on the same nodes is not affected.
         other = f"other-{uuid.uuid4().hex[:8]}@example.com"
         await register_and_login(node_b, other)
+
+
+# --- registration floods (issue 12, item 7) ------------------------------------------------------
+
+
+async def _flood_while_logging_in(
+    api: ApiClient, bodies: list[dict[str, Any]], headers: list[dict[str, str]], logins: int = 13
+) -> tuple[list[tuple[int, str | None]], list[int]]:
+    """Send every registration at once (no account needed); as soon as the server turns one away (it is
+    saturated), ``logins`` legitimate users log in. Answers the flood's (status, Retry-After) and the
+    logins' statuses."""
+    import asyncio
+
+    import aiohttp
+
+    users = [await api.user() for _ in range(logins)]
+    saturated = asyncio.Event()
+    url = str(api.http.make_url("/api/v1/auth/register"))
+
+    async def one(session: aiohttp.ClientSession, body: dict[str, Any], extra: dict[str, str]) -> tuple[int, Any]:
+        async with session.post(url, json=body, headers=extra) as resp:
+            await resp.read()
+            if resp.status >= 429:
+                saturated.set()
+            return resp.status, resp.headers.get("Retry-After")
+
+    async def login(user: Actor) -> int:
+        resp = await api.http.post("/api/v1/auth/login", json={"email": user.email, "password": user.password})
+        await resp.read()
+        return resp.status
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        flood = [asyncio.ensure_future(one(session, b, h)) for b, h in zip(bodies, headers, strict=True)]
+        try:
+            await asyncio.wait_for(saturated.wait(), timeout=30)
+            statuses = list(await asyncio.gather(*(login(u) for u in users)))
+            answers = list(await asyncio.gather(*flood))
+        finally:
+            for task in flood:
+                task.cancel()
+    return answers, statuses
+
+
+def _flood_bodies(n: int) -> list[dict[str, Any]]:
+    tag = uuid.uuid4().hex[:8]
+    return [{"email": f"bot{i}-{tag}@example.com", "password": "bot-password", "display_name": "bot"} for i in range(n)]
+
+
+async def test_a_registration_flood_from_one_address_is_limited_and_logins_go_on(
+    aiohttp_client, database_url, tmp_path
+) -> None:
+    """100 concurrent registrations from one address made 12 of 13 logins answer 503 (the hash queue was
+    full). Now the address gets 429 with Retry-After past its limit, and every login succeeds."""
+    from realtime.app import create_app
+
+    settings = make_settings(
+        database_url, tmp_path, redis_url=None, register_max_per_address=10,
+        argon2_time_cost=2, argon2_memory_kib=19456,  # the real cost: a flood must really fill the queue
+    )  # fmt: skip
+    api = ApiClient(await aiohttp_client(create_app(settings)))
+    bodies = _flood_bodies(100)
+    answers, logins = await _flood_while_logging_in(api, bodies, [{}] * len(bodies))
+    assert logins == [200] * 13
+    statuses = [status for status, _ in answers]
+    assert statuses.count(201) == 10 and statuses.count(429) == 90, sorted(statuses)
+    assert all(retry is not None and int(retry) > 0 for status, retry in answers if status == 429)
+    # The limit is per address: someone else still registers.
+    status, _ = await api.call(
+        "POST", "/auth/register", json={"email": f"late-{uuid.uuid4().hex[:6]}@example.com",
+                                        "password": "s3cret-pass", "display_name": "Late"},
+        headers={"X-Forwarded-For": "203.0.113.9"},
+    )  # fmt: skip
+    assert status == 429  # X-Forwarded-For is not trusted by default: still the flooding address
+
+
+async def test_registrations_from_many_addresses_leave_hashing_capacity_for_logins(
+    aiohttp_client, database_url, tmp_path
+) -> None:
+    """A flood spread over 100 addresses meets no per-address limit, but registrations may hold only their
+    share of the password-hash queue: they get 503 past it, while every login goes through."""
+    from realtime.app import create_app
+
+    settings = make_settings(
+        database_url, tmp_path, redis_url=None, trust_forwarded_for=True, register_max_per_address=30,
+        argon2_time_cost=2, argon2_memory_kib=19456,
+    )  # fmt: skip
+    api = ApiClient(await aiohttp_client(create_app(settings)))
+    bodies = _flood_bodies(100)
+    # Behind a proxy: the last X-Forwarded-For entry is the one the proxy wrote; a client's own entries
+    # before it (here "198.51.100.1", the same in every request) are not what is counted.
+    headers = [{"X-Forwarded-For": f"198.51.100.1, 10.{i // 250}.{i % 250}.1"} for i in range(len(bodies))]
+    answers, logins = await _flood_while_logging_in(api, bodies, headers)
+    assert logins == [200] * 13
+    statuses = [status for status, _ in answers]
+    assert set(statuses) <= {201, 503} and 503 in statuses and 201 in statuses, sorted(statuses)
+    assert all(retry == "1" for status, retry in answers if status == 503)
+
+
+async def test_with_redis_the_registration_limit_holds_across_nodes(aiohttp_client, database_url, tmp_path) -> None:
+    from realtime.app import create_app
+    from tests.nodes import redis_url
+
+    with redis_url() as shared:
+        settings = make_settings(
+            database_url, tmp_path, redis_url=shared, trust_forwarded_for=True, register_max_per_address=3
+        )
+        node_a = ApiClient(await aiohttp_client(create_app(settings)))
+        node_b = ApiClient(await aiohttp_client(create_app(settings)))
+        # A fresh address per run (the shared Redis outlives the test); an IPv6 client counts per /64.
+        net = f"2001:db8:{uuid.uuid4().int % 65536:x}:{uuid.uuid4().int % 65536:x}"
+        answers = []
+        for n, node in enumerate((node_a, node_b, node_a, node_b)):
+            body = {"email": f"multi{n}-{uuid.uuid4().hex[:6]}@example.com", "password": "s3cret-pass",
+                    "display_name": "M"}  # fmt: skip
+            status, reply = await node.call("POST", "/auth/register", json=body,
+                                            headers={"X-Forwarded-For": f"{net}::{n + 1}"})  # fmt: skip
+            answers.append((status, reply))
+        assert [status for status, _ in answers] == [201, 201, 201, 429]
+        assert answers[-1][1]["error"]["code"] == "rate_limited"

@@ -22,6 +22,7 @@ import pytest
 from core_api.context import CORE
 from sandbox.host import probe
 from tests.conftest import Actor, ApiClient
+from tests.learning_helpers import watch
 
 CALLERS = ("anon", "stranger", "learner", "instructor", "owner", "admin")
 VIDEO = {"title": "L", "media_kind": "video", "media_url": "https://example.com/v.mp4", "duration_s": 60.0}
@@ -60,10 +61,10 @@ async def build_world(api: ApiClient) -> World:
     submission = await ok("POST", f"/assignments/{assignment['id']}/submissions", learner, json={"body": "x"})
     # A certificate: a one-lecture course the learner completes.
     short = await ok("POST", "/courses", owner, json={"title": "Short"})
-    short_lecture = await ok("POST", f"/courses/{short['id']}/lectures", owner, json=VIDEO)
+    short_lecture = await ok("POST", f"/courses/{short['id']}/lectures", owner, json={**VIDEO, "duration_s": 1.0})
     await ok("POST", f"/courses/{short['id']}/publish", owner)
     await ok("POST", f"/courses/{short['id']}/enroll", learner)
-    await ok("PUT", f"/lectures/{short_lecture['id']}/progress", learner, json={"position_s": 60.0, "completed": True})
+    assert (await watch(api, learner, short_lecture))["course"]["certificate"] is not None
     certs = await ok("GET", "/me/certificates", learner)
     community = await ok("POST", "/communities", owner, json={"name": f"C {uuid.uuid4().hex[:8]}"})
     await ok("POST", f"/communities/{community['id']}/members", owner, json={"user_id": learner.id})

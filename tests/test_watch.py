@@ -238,9 +238,10 @@ async def test_watching_a_lecture_together_moves_enrolled_viewers_resume_points(
     node = api.app[SOCKETS].services[WATCH]
     await node.settle()  # the writes run in the background, off the heartbeat's path
     assert await resume_point() == (42.0, False)
-    await ok(ln, "watch:heartbeat", {**beat, "position": 97.0})  # past 95 %: completed, written at once
+    await ok(ln, "watch:heartbeat", {**beat, "position": 97.0})  # near the end: written at once
     await node.settle()
-    assert await resume_point() == (97.0, True)
+    # ...but a position is no evidence of watching: the room never played (see test_progress_evidence.py).
+    assert await resume_point() == (97.0, False)
     assert (
         await api.app[CORE].pool.fetchval(
             "SELECT count(*) FROM lecture_progress WHERE user_id = $1", uuid.UUID(guest.id)

@@ -8,15 +8,18 @@ viewers; heartbeats land on the shared Redis board, so either node's report sees
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import pytest
 import socketio
 
-from tests.nodes import Client, Node, User, cluster, connect, redis_url, register, rest, wait_fanout
+from tests.nodes import Client, Node, User, cluster, connect, redis_url, register, rest, set_role, wait_fanout
 from tests.watch_helpers import VIDEO, eventually, ok, state_with
 from watch_party.client import SocketLink, WatchClient, target_position
 from watch_party.sim import SimPlayer
@@ -165,6 +168,50 @@ async def test_reference_clients_on_two_nodes_show_the_same_position(nodes: tupl
         for watcher in watchers:
             await watcher.stop()
         await close(on_a, *sios)
+
+
+async def test_a_paid_lectures_url_reaches_only_entitled_viewers_on_either_node(
+    nodes: tuple[Node, Node, str, str],
+) -> None:
+    """The room gets the view without the URL; entitled viewers' connections (on any node, found through
+    the shared presence) are skipped there and get their own view."""
+    a, b, _, database_url = nodes
+    teacher, buyer, outsider_a, outsider_b = [await register(node.url) for node in (a, b, a, b)]
+    await set_role(database_url, teacher, "instructor")
+    course = (await rest(a.url, "POST", "/courses", teacher, json={"title": "Paid"}))[1]
+    paid_url = "https://cdn.example.com/scaled-paid.mp4"
+    lecture_body = {"title": "L", "media_kind": "video", "media_url": paid_url, "duration_s": 60.0}
+    lecture = (await rest(a.url, "POST", f"/courses/{course['id']}/lectures", teacher, json=lecture_body))[1]
+    assert (await rest(a.url, "POST", f"/courses/{course['id']}/publish", teacher))[0] == 200
+    assert (await rest(a.url, "PUT", f"/courses/{course['id']}/price", teacher, json={"coins": 5}))[0] == 200
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO wallet_entries (id, user_id, amount, reason, ref) VALUES ($1, $2, 5, 'test prize', $3)",
+            uuid.uuid4(), uuid.UUID(buyer.id), f"test:{uuid.uuid4()}",
+        )  # fmt: skip
+    finally:
+        await conn.close()
+    assert (await rest(b.url, "POST", f"/courses/{course['id']}/buy", buyer))[0] == 201
+    room = await watch_room(a.url, teacher, buyer, outsider_a, outsider_b)
+    t, bb = await joined(a.url, teacher, room), await joined(b.url, buyer, room)
+    oa, ob = await joined(a.url, outsider_a, room), await joined(b.url, outsider_b, room)
+    try:
+        loaded = (await ok(t, "watch:load", {"room_id": room, "media": {"lecture_id": lecture["id"]}}))["state"]
+        version = loaded["version"]
+        got = await bb.inbox.wait_for("watch:state", state_with(room, version=version))
+        assert got["media"]["url"] == paid_url
+        for outsider in (oa, ob):
+            got = await outsider.inbox.wait_for("watch:state", state_with(room, version=version))
+            assert got["media"]["url"] is None and got["media"]["locked"] is True
+        played = (await ok(t, "watch:play", {"room_id": room}))["state"]
+        for client in (t, bb, oa, ob):
+            await client.inbox.wait_for("watch:state", state_with(room, version=played["version"]))
+        assert [len(c.inbox.of("watch:state")) for c in (t, bb, oa, ob)] == [3, 3, 3, 3]  # join, load, play: once each
+        assert t.inbox.of("watch:state")[-1]["media"]["url"] == paid_url
+        assert all(paid_url not in json.dumps(c.inbox.events) for c in (oa, ob))
+    finally:
+        await close(t, bb, oa, ob)
 
 
 async def test_when_the_leaders_node_dies_control_passes_on(nodes: tuple[Node, Node, str, str]) -> None:

@@ -75,16 +75,32 @@ def from_document(room_id: str, doc: dict[str, Any]) -> WatchState:
     )
 
 
-def media_view(item: Item) -> dict[str, Any]:
-    return {**media_to_json(item.media), "item_id": item.id}
+LOCKED_REASON = "this lecture belongs to a priced course you have not bought: buy the course to watch it"
 
 
-def state_view(state: WatchState, *, cause: str = "sync", by: Person | None = None) -> dict[str, Any]:
-    """``watch:state`` as clients get it: API.md's fields first, then this server's additions."""
+def media_view(item: Item, locked: Collection[str] = ()) -> dict[str, Any]:
+    """An item's media as a viewer gets it: without its URL when it is a lecture in ``locked`` (one of a
+    priced course the viewer may not play)."""
+    view = {**media_to_json(item.media), "item_id": item.id, "locked": False, "locked_reason": None}
+    if item.media.lecture_id is not None and item.media.lecture_id in locked:
+        view.update(url=None, locked=True, locked_reason=LOCKED_REASON)
+    return view
+
+
+def lecture_ids(state: WatchState) -> set[str]:
+    """The lectures in the playlist (whose URLs some viewers may not be allowed to see)."""
+    return {i.media.lecture_id for i in state.playlist if i.media.lecture_id is not None}
+
+
+def state_view(
+    state: WatchState, *, cause: str = "sync", by: Person | None = None, locked: Collection[str] = ()
+) -> dict[str, Any]:
+    """``watch:state`` as clients get it: API.md's fields first, then this server's additions. Lectures in
+    ``locked`` (ids) go without their URL (see :func:`media_view`)."""
     item = state.item
     return {
         "room_id": state.room_id,
-        "media": media_view(item) if item is not None else None,
+        "media": media_view(item, locked) if item is not None else None,
         "playing": state.playing,
         "position": state.position,
         "rate": state.rate,
@@ -94,7 +110,7 @@ def state_view(state: WatchState, *, cause: str = "sync", by: Person | None = No
         "changed_at": state.changed_at,
         "waiting": state.waiting,
         "current": state.current,
-        "playlist": [{**item_to_json(i), "media": media_view(i)} for i in state.playlist],
+        "playlist": [{**item_to_json(i), "media": media_view(i, locked)} for i in state.playlist],
         "control": state.control,
         "leader": state.leader.to_json() if state.leader else None,
         "ready_check": {"mode": state.ready_check.mode, "count": state.ready_check.count},

@@ -25,11 +25,12 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 from typing import Any
 
 from core_api.context import Core
 from core_api.events import Transport
+from core_api.paywall import NO_LOCKS, LectureLocks, locked_lectures
 from core_api.settings import Settings
 from rooms.access import socket_room
 from rooms.presence import Presence
@@ -68,7 +69,9 @@ class WatchNode:
         self._timers: dict[str, tuple[float, asyncio.Task[None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
-        self.progress = ProgressWriter(core_, settings.watch_progress_interval_s, self.spawn)
+        self.progress = ProgressWriter(
+            core_, settings.watch_progress_interval_s, self.spawn, max_gap_s=settings.watch_viewer_ttl_s, clock=clock
+        )
 
     @property
     def tuning(self) -> dict[str, float]:
@@ -164,14 +167,58 @@ class WatchNode:
     async def present_ids(self, room_id: str) -> list[str]:
         return [m.id for m in await self.presence.members(room_id)]
 
-    # --- broadcast -----------------------------------------------------------------------------------
+    # --- views and broadcast -------------------------------------------------------------------------
+
+    async def locks(self, state: WatchState, user_ids: Collection[str]) -> LectureLocks:
+        """Which of the playlist's lectures each of the users may not play (priced courses they did not buy)."""
+        lectures = codec.lecture_ids(state)
+        if not lectures:
+            return NO_LOCKS
+        async with self.core.pool.acquire() as conn:
+            return await locked_lectures(conn, {uuid.UUID(i) for i in lectures}, {uuid.UUID(u) for u in user_ids})
+
+    async def view_for(
+        self, state: WatchState, user_id: str, *, cause: str = "sync", by: Person | None = None
+    ) -> dict[str, Any]:
+        """``watch:state`` as one user may see it: without the URLs of lectures they may not play."""
+        locks = await self.locks(state, [user_id])
+        return codec.state_view(state, cause=cause, by=by, locked=_ids(locks.of(uuid.UUID(user_id))))
+
+    async def broadcast_state(self, state: WatchState, cause: str, by: Person | None) -> None:
+        """``watch:state`` to the room, each viewer seeing only the lecture URLs they may play.
+
+        With no paywalled lecture in the playlist (the usual case) that is one emit to the room. Otherwise
+        the room as a whole gets the view with every paywalled lecture locked, so that a connection joining
+        right now (not yet known here) is never handed a URL, and the connections of viewers entitled to
+        more are skipped there and get their own view instead: one emit per distinct view.
+        """
+        room = socket_room(state.room_id)
+        conns: list[tuple[str, str]] = []
+        locks = await self.locks(state, ())  # no query without lectures; one without paywalled ones
+        if locks.paywalled:
+            conns = await self.presence.connections(state.room_id)
+            locks = await self.locks(state, {user for _, user in conns})
+        if not locks.paywalled:
+            await self.transport.emit("watch:state", codec.state_view(state, cause=cause, by=by), to=room)
+            return
+        groups: dict[frozenset[uuid.UUID], list[str]] = {}
+        for sid, user in conns:
+            mine = locks.of(uuid.UUID(user))
+            if mine != locks.paywalled:
+                groups.setdefault(mine, []).append(sid)
+        hidden = codec.state_view(state, cause=cause, by=by, locked=_ids(locks.paywalled))
+        skip = [sid for sids in groups.values() for sid in sids]
+        await self.transport.emit("watch:state", hidden, to=room, skip_sid=skip or None)
+        for locked, sids in groups.items():
+            view = codec.state_view(state, cause=cause, by=by, locked=_ids(locked))
+            await self.transport.emit("watch:state", view, to=sids)
 
     async def publish(self, old: WatchState, new: WatchState, cause: str, by: Person | None) -> None:
         """After commit: ``watch:state`` if the version moved, ``watch:readiness`` if readiness did."""
         self.remember(new)
         room = socket_room(new.room_id)
         if new.version != old.version:
-            await self.transport.emit("watch:state", codec.state_view(new, cause=cause, by=by), to=room)
+            await self.broadcast_state(new, cause, by)
         if new.ready_rev != old.ready_rev or new.ready_check != old.ready_check or new.current != old.current:
             present = await self.present_ids(new.room_id)
             await self.transport.emit("watch:readiness", codec.readiness_view(new, present), to=room)
@@ -254,6 +301,10 @@ class WatchNode:
             await self.tick(room_id)
         except Exception:
             log.exception("advancing room %s at the end of its item failed", room_id)
+
+
+def _ids(lectures: Collection[uuid.UUID]) -> set[str]:
+    return {str(i) for i in lectures}
 
 
 def _tick_cause(old: WatchState, new: WatchState) -> str:

@@ -17,6 +17,7 @@ from core_api.db import Record
 from core_api.errors import forbidden
 from core_api.events import Connection, EventCall
 from core_api.http import Principal
+from core_api.paywall import media_access
 from rooms.access import active, require_member, require_open, socket_room
 from rooms.schemas import RoomOut
 from watch_party import codec, core, drift, store
@@ -76,18 +77,25 @@ async def command(
     node.touch(str(room_id))
     watched(call.session).add(str(room_id))
     await node.publish(state, new, cause, person(call.user))
-    return {"state": codec.state_view(new, cause=cause, by=person(call.user))}
+    return {"state": await node.view_for(new, str(call.user.id), cause=cause, by=person(call.user))}
 
 
 async def new_item(call: EventCall, media: MediaIn) -> Item:
-    """A playlist item for ``media``; a lecture's URL, kind, duration and title come from its course."""
+    """A playlist item for ``media``; a lecture's URL, kind, duration and title come from its course.
+
+    A lecture of a priced course can be put up only by someone entitled to play it (enrolled, its owner,
+    an admin); viewers who are not get the state without its URL (:meth:`WatchNode.broadcast_state`).
+    """
     if media.lecture_id is None:
         assert media.url is not None
         assert media.kind is not None
         resolved = Media(url=media.url, kind=media.kind, duration=media.duration, title=media.title)
     else:
         async with call.core.pool.acquire() as conn:
-            lecture, _ = await visible_lecture(conn, call.user, media.lecture_id)
+            lecture, course = await visible_lecture(conn, call.user, media.lecture_id)
+            access = await media_access(conn, call.user, course)
+        if access.locked:
+            raise forbidden(access.reason or "you may not play this lecture")
         resolved = Media(
             url=lecture["media_url"],
             kind=lecture["media_kind"],
@@ -131,7 +139,7 @@ async def sync(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
     watched(call.session).add(str(room_id))
     present = await node.present_ids(str(room_id))
     return {
-        "state": codec.state_view(state),
+        "state": await node.view_for(state, str(call.user.id)),
         "readiness": codec.readiness_view(state, present),
         "tuning": node.tuning,
         "server_time": node.clock(),
@@ -149,7 +157,7 @@ async def on_room_joined(call: EventCall, room: RoomOut) -> None:
     node.touch(str(room.id))
     watched(call.session).add(str(room.id))
     present = await node.present_ids(str(room.id))
-    await call.transport.emit("watch:state", codec.state_view(state), to=call.sid)
+    await call.transport.emit("watch:state", await node.view_for(state, str(call.user.id)), to=call.sid)
     await call.transport.emit("watch:readiness", codec.readiness_view(state, present), to=call.sid)
 
 
@@ -190,7 +198,7 @@ async def heartbeat(call: EventCall, data: HeartbeatIn) -> dict[str, Any]:
     await node.board.put(key, beat)
     watched(call.session).add(key)
     node.touch(key)
-    node.progress.seen(call.user, state.media, data.position, data.playing)
+    node.progress.seen(call.user, beat.key, state, data.position, data.playing, sampled, received)
     return {
         "client_time": data.client_time,
         "received_at": received,
@@ -255,4 +263,5 @@ async def on_disconnect(conn: Connection) -> None:
     for room_id in watched(conn.session):
         await node.board.remove(room_id, connection_key(node, conn.sid))
         node.spawn(node.check(room_id))
+    node.progress.forget(connection_key(node, conn.sid))
     node.progress.flush(str(conn.user.id))
