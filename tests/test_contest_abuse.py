@@ -193,6 +193,7 @@ async def test_out_of_range_times_are_refused_and_contests_stay_listable(api: Ap
 # --- item 6: one user's flood does not hold up anyone else's judging -------------------------------------
 
 SLEEPER = "import time\ntime.sleep(2)\nprint(3)\n"
+NAPPER = "import time\ntime.sleep(1)\nprint(3)\n"
 
 
 @pytest.fixture
@@ -235,6 +236,24 @@ async def test_a_flood_of_submissions_does_not_starve_another_contest(
     mine = (await ok(api, "GET", f"/contests/{flooded['id']}/submissions", flooder))["items"]
     waiting = [s for s in mine if s["verdict"] is None]
     assert len(mine) == 4 and len(waiting) >= 2, mine
+
+
+async def test_judging_goes_by_turns_between_users_not_first_come_first_served(
+    aiohttp_client: Any, database_url: str, tmp_path: Path, sandbox_machine: None
+) -> None:
+    # The order alone, without the per-user limit: six sleeping submissions queued first, then another's.
+    api = await api_with(aiohttp_client, database_url, tmp_path, sandbox_workers=1, sandbox_per_user=100)
+    flooder, other = await api.user(name="flooder"), await api.user(name="other")
+    flooded, quiet = await running_contest(api, flooder, "Queued"), await running_contest(api, other, "Waiting")
+    body = {"language": "python", "source": NAPPER}
+    for _ in range(6):
+        status, _ = await api.call("POST", submission_path(flooded, wait=False), flooder, json=body)
+        assert status == 202
+    status, judged = await api.call("POST", submission_path(quiet), other, json={"language": "python",
+                                                                                "source": PRINT_3})  # fmt: skip
+    assert (status, judged["verdict"]) == (200, "accepted"), judged
+    mine = (await ok(api, "GET", f"/contests/{flooded['id']}/submissions", flooder))["items"]
+    assert len([s for s in mine if s["verdict"] is None]) >= 4, mine  # judged second, not seventh
 
 
 async def test_submissions_are_rate_limited_per_user(
