@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 
 from core_api.context import CORE
+from core_api.db import bundled_migrations, migrate
 from leaderboards.cycle import CYCLE
 from leaderboards.handlers import CONTESTS
 from tests.conftest import Actor, ApiClient
@@ -375,3 +376,75 @@ async def test_problem_limits_above_the_servers_are_refused_when_the_contest_is_
                         problems=[{**TRIVIAL, "cpu_ms": maximum.sandbox_cpu_ms}])  # fmt: skip
     status, _ = await api.call("POST", "/contests", organizer, json=body)
     assert status == 201
+
+
+# --- what earlier versions stored: brought into line by migration 0010 ------------------------------------
+
+
+async def test_the_migration_repairs_what_was_stored_before(
+    aiohttp_client: Any, server_url: str, tmp_path: Path
+) -> None:
+    """An `infinity` already stored, unapproved prizes and communities enlisted without consent, as an
+    earlier version left them: after the upgrade the contests list again and none of it counts."""
+    name = f"studyhall_test_{uuid.uuid4().hex[:10]}"
+    admin_conn = await asyncpg.connect(server_url)
+    await admin_conn.execute(f'CREATE DATABASE "{name}"')
+    url = server_url.rsplit("/", 1)[0] + "/" + name
+    try:
+        await migrate(url, [m for m in bundled_migrations() if m.version < 10])
+        conn = await asyncpg.connect(url)
+        student, keeper, minter, secret, mint = (uuid.uuid4() for _ in range(5))
+        forever, template = uuid.uuid4(), uuid.uuid4()
+        try:
+            for user in (student, keeper):
+                await conn.execute(
+                    "INSERT INTO users (id, email, display_name, password_hash) VALUES ($1, $2, 'x', 'x')",
+                    user, f"{user}@example.com",
+                )  # fmt: skip
+            await conn.execute(
+                "INSERT INTO communities (id, name, created_by, visibility) VALUES ($1, $2, $3, 'private'),"
+                " ($4, $5, $6, 'public')",
+                secret, f"Secret {secret}", keeper, minter, f"Mint {minter}", student,
+            )  # fmt: skip
+            await conn.execute(
+                "INSERT INTO community_members (community_id, user_id, role) VALUES ($1, $2, 'owner'),"
+                " ($3, $4, 'owner')",
+                secret, keeper, minter, student,
+            )  # fmt: skip
+            await conn.execute(
+                "INSERT INTO contests (id, title, organizer_id, created_by, starts_at, ends_at, freeze_at, prizes)"
+                " VALUES ($1, 'Forever', $2, $3, '-infinity', 'infinity', 'infinity', '[]'),"
+                " ($4, 'Mint', $2, $3, now(), now() + interval '1 hour', NULL, '[1000000]')",
+                forever, minter, student, mint,
+            )  # fmt: skip
+            await conn.execute(
+                "INSERT INTO contest_communities (contest_id, community_id) VALUES ($1, $2), ($1, $3)",
+                mint, minter, secret,
+            )  # fmt: skip
+            await conn.execute(
+                "INSERT INTO contest_templates (id, title, organizer_id, created_by, communities, problems, scoring,"
+                " penalty_minutes, weekday, start_minute, duration_minutes, freeze_minutes, prizes) VALUES ($1, 'T',"
+                " $2, $3, $4, '[]', 'icpc', 20, 5, 600, 120, 30, '[5]')",
+                template, minter, student, [minter, secret],
+            )  # fmt: skip
+        finally:
+            await conn.close()
+        await migrate(url)
+        api = await api_with(aiohttp_client, url, tmp_path)
+        viewer = await api.user()
+        status, listed = await api.call("GET", "/contests?limit=200", viewer)
+        assert status == 200, listed
+        by_id = {c["id"]: c for c in listed["items"]}
+        assert (by_id[str(forever)]["starts_at"], by_id[str(forever)]["ends_at"]) == (
+            "1970-01-01T00:00:00Z", "9999-01-01T00:00:00Z",
+        )  # fmt: skip
+        assert by_id[str(mint)]["approval"]["state"] == "pending"
+        assert [c["id"] for c in by_id[str(mint)]["communities"]] == [str(minter)]
+        states = await api.app[CORE].pool.fetch(
+            "SELECT community_id, state FROM contest_template_communities WHERE template_id = $1", template
+        )
+        assert {r["community_id"]: r["state"] for r in states} == {minter: "accepted", secret: "invited"}
+        assert (await ok(api, "GET", "/contest-templates", viewer))["items"][0]["approval"]["state"] == "pending"
+    finally:
+        await admin_conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin_conn.close()
