@@ -160,7 +160,7 @@ async def test_out_of_range_times_are_refused_and_contests_stay_listable(api: Ap
     organizer = await api.user()
     community = await ok(api, "POST", "/communities", organizer, json={"name": f"Time {uuid.uuid4().hex[:8]}"})
     good = contest_body([community["id"]], organizer=community["id"])
-    bad_times = [
+    bad_times: list[dict[str, Any]] = [
         {"ends_at": "9999-12-31T23:59:59.999999Z", "freeze_at": None},  # asyncpg's `infinity`
         {"starts_at": "0001-01-01T00:00:00Z"},  # `-infinity`
         {"starts_at": "0001-01-01T00:00:00+14:00"},  # before year 1 in UTC
