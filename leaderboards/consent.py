@@ -6,13 +6,15 @@ An organizer names communities when creating a contest or a template. For each o
   as every community's owner) takes part at once;
 - any other community is *invited*: its owner and admins are notified (``contest_invitation``), and it
   takes part once one of them accepts (``POST .../communities/{community_id}/answer {accept}``); the
-  organizer is notified of the answer (``contest_invitation_answered``). A community admin sees its
-  invitations at ``GET /communities/{id}/contest-invitations``;
+  organizer is notified of the answer (``contest_invitation_answered``), except of a decline by a
+  private community they cannot see. A community admin sees its invitations at
+  ``GET /communities/{id}/contest-invitations``;
 - an id that names no community is dropped.
 
 Nothing here tells anyone whether a private community they cannot see exists: creating the contest
 answers the same for such a community as for an id that names none, the managers' list of invitations
-leaves out communities the caller cannot see, and answering for one is ``not_found`` as everywhere else.
+leaves out communities the caller cannot see (until they accept), and answering for one is
+``not_found`` as everywhere else.
 Only communities that accepted are listed with their names on the contest, its standings and boards.
 """
 
@@ -127,6 +129,19 @@ async def accepted_of(conn: Connection | Pool, target: Target) -> list[uuid.UUID
     return [r["community_id"] for r in rows]
 
 
+async def _sees(conn: Connection, user_id: uuid.UUID, community_id: uuid.UUID) -> bool:
+    """Whether the user can see the community (public, a member, or a platform admin)."""
+    return bool(
+        await conn.fetchval(
+            "SELECT c.visibility = 'public' OR EXISTS (SELECT 1 FROM community_members m WHERE m.community_id = c.id"
+            " AND m.user_id = $2) OR EXISTS (SELECT 1 FROM users u WHERE u.id = $2 AND u.role = 'admin')"
+            " FROM communities c WHERE c.id = $1",
+            community_id,
+            user_id,
+        )
+    )
+
+
 # --- answering --------------------------------------------------------------------------------------
 
 
@@ -178,10 +193,12 @@ async def answer(core: Core, user: Principal, kind: Kind, target_id: uuid.UUID, 
         if current["state"] != state:
             await audit(tx, user.id, f"contest.invitation_{state}", target.kind, target_id,
                         community_id=str(community_id))  # fmt: skip
-            if owner["created_by"] != user.id:
+            organizer = owner["created_by"]
+            # A private community the organizer cannot see that declines stays unseen: nobody is told.
+            if organizer != user.id and (accept or await _sees(tx.conn, organizer, community_id)):
                 await notify(
                     tx,
-                    owner["created_by"],
+                    organizer,
                     "contest_invitation_answered",
                     {**target.ids(), "title": target.title, "community_id": str(community_id),
                      "community_name": community["name"], "accepted": accept},

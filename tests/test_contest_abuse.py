@@ -315,14 +315,22 @@ async def test_enlisting_a_community_needs_its_consent_and_reveals_no_private_on
     assert [(n["community_id"], n["accepted"]) for n in told] == [(secret["id"], True)]
     seen = await ok(api, "GET", f"/contests/{with_secret['id']}", passer)
     assert sorted(c["name"] for c in seen["communities"]) == sorted([own["name"], secret_name])
-    # A public community invited and declining stays out.
-    body = contest_body([own["id"], public["id"]], organizer=own["id"], problems=[TRIVIAL])
+    # Communities invited and declining stay out; a private one declining stays unseen, even by a notification.
+    shy = await ok(api, "POST", "/communities", passer, json={"name": f"Shy {uuid.uuid4().hex[:8]}",
+                                                               "visibility": "private"})  # fmt: skip
+    body = contest_body([own["id"], public["id"], shy["id"]], organizer=own["id"], problems=[TRIVIAL])
     third = await ok(api, "POST", "/contests", organizer, json=body)
-    await ok(api, "POST", f"/contests/{third['id']}/communities/{public['id']}/answer", passer, json={"accept": False})
+    for declining in (public, shy):
+        path = f"/contests/{third['id']}/communities/{declining['id']}/answer"
+        assert (await ok(api, "POST", path, passer, json={"accept": False}))["state"] == "declined"
     third = await ok(api, "GET", f"/contests/{third['id']}", organizer)
     assert [c["id"] for c in third["communities"]] == [own["id"]]
     assert {i["community_id"]: i["state"] for i in third["invitations"]} == {own["id"]: "accepted",
                                                                             public["id"]: "declined"}  # fmt: skip
+    told = await notifications(api, organizer, "contest_invitation_answered")
+    assert sorted((n["community_id"], n["accepted"]) for n in told) == sorted(
+        [(secret["id"], True), (public["id"], False)]
+    )
     # The board names the communities that accepted, and the people.
     pool = api.app[CORE].pool
     await pool.execute(
