@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from core_api.communities import ADMIN, acting_rank, visible_community
 from core_api.context import Core, audit, new_id
 from core_api.db import Connection, Record
 from core_api.errors import AppError, ErrorCode, conflict, forbidden, invalid, not_found
@@ -120,17 +121,14 @@ def push_payload(computed: Computed) -> dict[str, Any]:
 
 async def require_organizer(conn: Connection, user: Principal, organizer_id: uuid.UUID | None, doing: str) -> None:
     """The caller may ``doing`` for the organizing community (its admin or owner, or a platform admin);
-    without an organizing community, only a platform admin may."""
+    without an organizing community, only a platform admin may. A private community the caller cannot see
+    is not found, as one that does not exist."""
     if organizer_id is None:
         if not user.is_admin:
             raise forbidden("name the organizing community you administer (organizer_id)")
         return
-    role = await conn.fetchval(
-        "SELECT role FROM community_members WHERE community_id = $1 AND user_id = $2", organizer_id, user.id
-    )
-    if not await conn.fetchval("SELECT true FROM communities WHERE id = $1", organizer_id):
-        raise not_found("community")
-    if role not in ("admin", "owner") and not user.is_admin:
+    community = await visible_community(conn, user, organizer_id)
+    if acting_rank(user, community["my_role"]) < ADMIN:
         raise forbidden(f"only the organizing community's admins (or a platform admin) may {doing}")
 
 

@@ -292,6 +292,12 @@ async def test_enlisting_a_community_needs_its_consent_and_reveals_no_private_on
         status, contest = await api.call("POST", "/contests", organizer, json=body)
         answers.append((status, contest))
     (s1, with_secret), (s2, with_nothing) = answers
+    # Naming it as the organizer answers as for no community at all.
+    for other in (secret["id"], str(uuid.uuid4())):
+        body = contest_body([own["id"]], organizer=other, problems=[TRIVIAL])
+        status, refused = await api.call("POST", "/contests", organizer, json=body)
+        assert (status, refused["error"]) == (404, {"code": "not_found", "message": "community not found",
+                                                    "details": {}}), refused  # fmt: skip
     assert s1 == s2 == 201, answers
     for contest in (with_secret, with_nothing):
         assert [c["id"] for c in contest["communities"]] == [own["id"]]
