@@ -8,10 +8,10 @@ see only their own submissions, the course owner and admins see and grade all of
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
-from typing import Annotated, Literal
+from datetime import datetime
+from typing import Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from core_api.context import Core, Page, PageQuery, audit, core_of, decode_cursor, new_id, notify, page_of
 from core_api.courses import owned_course, visible_course
@@ -20,23 +20,11 @@ from core_api.enrollments import enrollment_of, is_staff
 from core_api.errors import AppError, conflict, forbidden, invalid, not_found
 from core_api.http import Api, Call, Input, Principal
 from core_api.rbac import require_owner_or_admin
+from core_api.timestamps import Timestamp
 
 api = Api()
 TAG_ASSIGN = "assignments"
 MAX_POINTS = 1_000_000.0
-
-
-def _storable_time(value: datetime) -> datetime:
-    try:
-        utc = value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("is out of range") from None
-    if not 1970 <= utc.year <= 9999:
-        raise ValueError("must be between the years 1970 and 9999")
-    return value
-
-
-DueTime = Annotated[AwareDatetime, AfterValidator(_storable_time)]
 
 
 # --- schemas -------------------------------------------------------------------------------------
@@ -45,14 +33,14 @@ DueTime = Annotated[AwareDatetime, AfterValidator(_storable_time)]
 class AssignmentIn(Input):
     title: str = Field(min_length=1, max_length=200)
     description: str = Field("", max_length=20_000)
-    due_at: DueTime = Field(description="ISO-8601 with a timezone; later submissions are flagged late.")
+    due_at: Timestamp = Field(description="ISO-8601 with a timezone; later submissions are flagged late.")
     max_points: float = Field(gt=0, le=MAX_POINTS, allow_inf_nan=False)
 
 
 class AssignmentPatch(Input):
     title: str | None = Field(None, min_length=1, max_length=200)
     description: str | None = Field(None, max_length=20_000)
-    due_at: DueTime | None = Field(None, description="Changing it does not re-flag earlier submissions.")
+    due_at: Timestamp | None = Field(None, description="Changing it does not re-flag earlier submissions.")
     max_points: float | None = Field(None, gt=0, le=MAX_POINTS, allow_inf_nan=False)
 
 

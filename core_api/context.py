@@ -29,6 +29,7 @@ from core_api.db import Connection, Pool, Record
 from core_api.errors import invalid
 from core_api.http import Call, Query
 from core_api.settings import Settings
+from core_api.timestamps import check_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,8 @@ def decode_cursor(cursor: str | None) -> tuple[datetime | None, uuid.UUID | None
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         at, ident = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(at), uuid.UUID(ident)
+        # A cursor comes back from the client: its time is checked like any other (core_api.timestamps).
+        return check_timestamp(datetime.fromisoformat(at)), uuid.UUID(ident)
     except (ValueError, TypeError, UnicodeDecodeError):
         raise invalid("cursor is not one this server issued") from None
 

@@ -428,6 +428,19 @@ def _publish_workspace_run(tx: Tx, execution: ExecutionOut, context: Mapping[str
 
 # --- the service ---------------------------------------------------------------------------------
 
+InFlightCounter = Callable[[Connection, uuid.UUID], Awaitable[int]]
+"""Counts a user's sandbox jobs of one kind that are waiting or running (for the per-user limit)."""
+
+
+async def executions_in_flight(conn: Connection, user_id: uuid.UUID) -> int:
+    """The user's unfinished executions (one whose node died stops counting after ``STALE_AFTER_MIN``)."""
+    count: int = await conn.fetchval(
+        f"""SELECT count(*) FROM executions WHERE user_id = $1 AND state <> 'finished'
+            AND created_at > now() - interval '{STALE_AFTER_MIN} minutes'""",
+        user_id,
+    )
+    return count
+
 
 class Executions:
     """Executions of one app: its runner (in-process pool or Celery) and the use cases."""
@@ -437,6 +450,7 @@ class Executions:
         self.runner = runner
         self.settings = settings
         self._local: dict[uuid.UUID, dict[str, str]] = {}  # this process's unfinished jobs, with their context
+        self._in_flight: list[InFlightCounter] = [executions_in_flight]
 
     async def create(
         self,
@@ -461,19 +475,7 @@ class Executions:
         kind = "judge" if isinstance(request, JudgeRequest) else "run"
         execution_id = new_id()
         async with self.core.transaction() as tx:
-            # One user at a time (per user), so that concurrent requests cannot both pass the count.
-            await tx.conn.execute("SELECT pg_advisory_xact_lock(hashtext($1::text))", str(user.id))
-            waiting = await tx.conn.fetchval(
-                f"""SELECT count(*) FROM executions WHERE user_id = $1 AND state <> 'finished'
-                    AND created_at > now() - interval '{STALE_AFTER_MIN} minutes'""",
-                user.id,
-            )
-            if waiting >= self.settings.sandbox_per_user:
-                raise AppError(
-                    ErrorCode.RATE_LIMITED,
-                    f"you already have {waiting} programs waiting or running; wait for them to finish",
-                    {"retry_after_s": 1},
-                )
+            await self.admit(tx.conn, user.id)
             await tx.conn.execute(
                 "INSERT INTO executions (id, user_id, language, kind) VALUES ($1, $2, $3, $4)",
                 execution_id,
@@ -506,6 +508,25 @@ class Executions:
             except Exception:
                 log.exception("execution %s failed in the runner", execution_id)
         return await self.get(user, execution_id)
+
+    def count_in_flight(self, counter: InFlightCounter) -> None:
+        """Count another kind of sandbox job (contest submissions) against ``STUDYHALL_SANDBOX_PER_USER``."""
+        self._in_flight.append(counter)
+
+    async def admit(self, conn: Connection, user_id: uuid.UUID) -> None:
+        """In the caller's transaction, before it stores a new job: 429 ``rate_limited`` if the user already
+        has ``sandbox_per_user`` jobs of any kind waiting or running. The user's lock, held until commit,
+        keeps concurrent requests from both passing the count."""
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1::text))", str(user_id))
+        waiting = 0
+        for counter in self._in_flight:
+            waiting += await counter(conn, user_id)
+        if waiting >= self.settings.sandbox_per_user:
+            raise AppError(
+                ErrorCode.RATE_LIMITED,
+                f"you already have {waiting} programs waiting or running; wait for them to finish",
+                {"retry_after_s": 1},
+            )
 
     def _settled(self, execution_id: uuid.UUID, done: asyncio.Future[Result]) -> None:
         # With a result, the hooks have stored it; without one (shutdown), close() will.

@@ -245,7 +245,11 @@ class Settings(BaseSettings):
     )
     sandbox_queue: int = Field(32, ge=0, le=10000, description="Programs that may wait for a worker; then 429.")
     sandbox_per_user: int = Field(
-        4, ge=1, le=1000, description="Executions one user may have waiting or running at once; then 429."
+        4,
+        ge=1,
+        le=1000,
+        description="Programs one user may have waiting or running at once, executions and contest submissions "
+        "together; then 429.",
     )
     sandbox_wait_timeout_s: float = Field(
         60.0, gt=0, le=600, description="Longest ?wait=true waits before answering 202 with the job still queued."
@@ -298,6 +302,18 @@ class Settings(BaseSettings):
     )
     contest_push_interval_s: float = Field(
         0.5, gt=0, le=60, description="Least time between two `leaderboard:update` pushes of one contest."
+    )
+    contest_submit_rate_count: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="Contest submissions one user may make per STUDYHALL_CONTEST_SUBMIT_RATE_WINDOW_S, over all "
+        "contests; then 429. Every submission is stored and re-read for each standings push, so this bounds "
+        "what one contestant adds to a contest's cost. Submissions waiting for the judge also count against "
+        "STUDYHALL_SANDBOX_PER_USER, together with the user's executions.",
+    )
+    contest_submit_rate_window_s: float = Field(
+        60.0, gt=0, le=86400, description="Window of the per-user contest submission rate limit."
     )
 
     @field_validator("database_url", "redis_url", "jwt_secret", mode="before")

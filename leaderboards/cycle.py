@@ -10,8 +10,13 @@
 - finalising: every contest past its end with no submission waiting for the judge
   (:meth:`~leaderboards.service.Contests.finalise_contest`, itself once-only);
 - paying: for a finalised contest not yet paid, each member who solved at least one problem for a
-  community ranked ``r`` gets ``prizes[r - 1]`` coins (ties share the rank, so both are paid), in the same
-  transaction that marks the contest paid; each payment also has a unique ledger ref.
+  community ranked ``r`` gets ``prizes[r - 1]`` coins (ties share the rank, so both are paid), from the
+  contest's prize budget, in the same transaction that marks the contest paid; each payment also has a
+  unique ledger ref (:mod:`leaderboards.prizes`: approval, budgets, and a payout the budget cannot cover,
+  which waits and is tried again on the next pass).
+
+A template offering prizes opens no war until a platform admin approved them; its wars carry that
+approval. Its communities take part in its wars once their admins accepted (:mod:`leaderboards.consent`).
 """
 
 from __future__ import annotations
@@ -25,13 +30,14 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, Field, model_validator
 
-from core_api.context import Core, audit, new_id, notify
+from core_api.context import Core, audit, new_id
 from core_api.db import Record
 from core_api.errors import AppError
+from core_api.executions import run_limits
 from core_api.http import Api, Call, Input, Principal
-from leaderboards import wallet
-from leaderboards.schemas import MAX_COMMUNITIES, MAX_PROBLEMS, ProblemIn
-from leaderboards.service import Clock, Contests, require_organizer, taking_part
+from leaderboards import consent, prizes
+from leaderboards.schemas import MAX_COMMUNITIES, MAX_PRIZE, MAX_PROBLEMS, ApprovalOut, CommunityRef, ProblemIn
+from leaderboards.service import Clock, Contests, check_problem_limits, require_organizer
 
 log = logging.getLogger(__name__)
 STALE_JUDGING = timedelta(minutes=5)  # no verdict after this long: the node judging it is gone
@@ -42,7 +48,12 @@ TAG = "contests"
 class TemplateIn(Input):
     title: str = Field(min_length=1, max_length=200)
     organizer_id: uuid.UUID | None = None
-    communities: list[uuid.UUID] = Field(min_length=1, max_length=MAX_COMMUNITIES)
+    communities: list[uuid.UUID] = Field(
+        min_length=1,
+        max_length=MAX_COMMUNITIES,
+        description="Communities invited to its wars: one you administer takes part at once, any other once one "
+        "of its admins accepts.",
+    )
     problems: list[ProblemIn] = Field(min_length=1, max_length=MAX_PROBLEMS)
     scoring: Literal["icpc", "points"] = "icpc"
     penalty_minutes: int = Field(20, ge=0, le=1000)
@@ -51,14 +62,17 @@ class TemplateIn(Input):
     duration_minutes: int = Field(120, ge=1, le=7 * 24 * 60 - 1)
     freeze_minutes: int = Field(30, ge=0, description="The board freezes this long before the end (0: never).")
     prizes: list[int] = Field(
-        default_factory=list, max_length=10, description="Coins per member of the communities ranked 1, 2, ..."
+        default_factory=list,
+        max_length=10,
+        description="Coins per member of the communities ranked 1, 2, ..., paid from a prize budget; prizes need "
+        "a platform admin's approval before the template opens wars.",
     )
 
     @model_validator(mode="after")
     def _freeze(self) -> TemplateIn:
         if self.freeze_minutes >= self.duration_minutes:
             raise ValueError("freeze_minutes must be shorter than duration_minutes")
-        if any(p < 0 or p > 1_000_000 for p in self.prizes):
+        if any(p < 0 or p > MAX_PRIZE for p in self.prizes):
             raise ValueError("prizes are between 0 and 1,000,000 coins")
         return self
 
@@ -66,12 +80,15 @@ class TemplateIn(Input):
 class TemplateOut(BaseModel):
     id: uuid.UUID
     title: str
+    organizer_id: uuid.UUID | None
     weekday: int
     start_minute: int
     duration_minutes: int
     freeze_minutes: int
     prizes: list[int]
     active: bool
+    approval: ApprovalOut
+    communities: list[CommunityRef] = Field(description="The communities taking part in its wars (they accepted).")
 
 
 class TemplateList(BaseModel):
@@ -93,31 +110,52 @@ class Cycle:
         self.core: Core = contests.core
 
     async def create_template(self, user: Principal, body: TemplateIn) -> TemplateOut:
+        check_problem_limits(body.problems, run_limits(self.core.settings))
+        approval, approved_by = prizes.initial_approval(user, body.prizes)
         async with self.core.transaction() as tx:
             await require_organizer(tx.conn, user, body.organizer_id, "create a contest template")
-            communities = await taking_part(tx.conn, body.communities)
             row = await tx.conn.fetchrow(
-                "INSERT INTO contest_templates (id, title, organizer_id, created_by, communities, problems, scoring,"
-                " penalty_minutes, weekday, start_minute, duration_minutes, freeze_minutes, prizes)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *",
-                new_id(), body.title, body.organizer_id, user.id, communities,
-                [p.model_dump() for p in body.problems], body.scoring, body.penalty_minutes, body.weekday,
-                body.start_minute, body.duration_minutes, body.freeze_minutes, body.prizes,
+                "INSERT INTO contest_templates (id, title, organizer_id, created_by, problems, scoring,"
+                " penalty_minutes, weekday, start_minute, duration_minutes, freeze_minutes, prizes, approval,"
+                " approved_by, approval_decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
+                " $14, CASE WHEN $14::uuid IS NULL THEN NULL ELSE now() END) RETURNING *",
+                new_id(), body.title, body.organizer_id, user.id, [p.model_dump() for p in body.problems],
+                body.scoring, body.penalty_minutes, body.weekday, body.start_minute, body.duration_minutes,
+                body.freeze_minutes, body.prizes, approval, approved_by,
             )  # fmt: skip
             assert row is not None
-            await audit(tx, user.id, "contest_template.create", "contest_template", row["id"])
-        return _template_out(row)
+            await consent.enlist(tx, user, consent.Target("template", row["id"], body.title), body.communities)
+            await audit(tx, user.id, "contest_template.create", "contest_template", row["id"], prizes=body.prizes,
+                        approval=approval)  # fmt: skip
+        return await self._template_out(row)
 
     async def templates(self) -> TemplateList:
         rows = await self.core.pool.fetch("SELECT * FROM contest_templates ORDER BY created_at, id LIMIT 200")
-        return TemplateList(items=[_template_out(r) for r in rows])
+        return TemplateList(items=[await self._template_out(r) for r in rows])
+
+    async def _template_out(self, row: Record) -> TemplateOut:
+        communities = await self.core.pool.fetch(
+            "SELECT c.id, c.name FROM contest_template_communities x JOIN communities c ON c.id = x.community_id"
+            " WHERE x.template_id = $1 AND x.state = 'accepted' ORDER BY c.name, c.id",
+            row["id"],
+        )
+        return TemplateOut(
+            id=row["id"], title=row["title"], organizer_id=row["organizer_id"], weekday=row["weekday"],
+            start_minute=row["start_minute"], duration_minutes=row["duration_minutes"],
+            freeze_minutes=row["freeze_minutes"], prizes=list(row["prizes"]), active=row["active"],
+            approval=prizes.approval_out(row),
+            communities=[CommunityRef(id=c["id"], name=c["name"]) for c in communities],
+        )  # fmt: skip
 
     async def tick(self, now: datetime) -> dict[str, int]:
         """One pass of the cycle; returns how many wars it opened, finalised and paid."""
         opened = finalised = paid = 0
         # Submissions whose node stopped while judging them would keep their contest from finalising.
         await self.contests.judge_stale(now - STALE_JUDGING)
-        for template in await self.core.pool.fetch("SELECT * FROM contest_templates WHERE active"):
+        # A template whose prizes wait for an admin (or were rejected) opens no war.
+        for template in await self.core.pool.fetch(
+            "SELECT * FROM contest_templates WHERE active AND approval IN ('not_needed', 'approved')"
+        ):
             start = next_start(template["weekday"], template["start_minute"], template["duration_minutes"], now)
             opened += await self._open(template, start)
         due = await self.core.pool.fetch(
@@ -141,18 +179,23 @@ class Cycle:
         async with self.core.transaction() as tx:
             contest_id = await tx.conn.fetchval(
                 "INSERT INTO contests (id, title, organizer_id, created_by, starts_at, ends_at, freeze_at, scoring,"
-                " penalty_minutes, template_id, prizes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                " penalty_minutes, template_id, prizes, approval, approval_note, approved_by, approval_decided_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
                 " ON CONFLICT (template_id, starts_at) WHERE template_id IS NOT NULL DO NOTHING RETURNING id",
                 new_id(), f"{template['title']} ({start:%Y-%m-%d})", template["organizer_id"],
                 template["created_by"], start, ends, freeze, template["scoring"], template["penalty_minutes"],
-                template["id"], template["prizes"],
+                template["id"], template["prizes"], template["approval"], template["approval_note"],
+                template["approved_by"], template["approval_decided_at"],
             )  # fmt: skip
             if contest_id is None:
                 return 0
-            await tx.conn.executemany(
-                "INSERT INTO contest_communities (contest_id, community_id) SELECT $1, id FROM communities"
-                " WHERE id = $2",
-                [(contest_id, c) for c in template["communities"]],
+            # The communities that accepted the template's invitation take part; their consent carries over.
+            await tx.conn.execute(
+                "INSERT INTO contest_communities (contest_id, community_id, state, invited_by, answered_by,"
+                " answered_at, invited_at) SELECT $1, community_id, 'accepted', invited_by, answered_by, answered_at,"
+                " invited_at FROM contest_template_communities WHERE template_id = $2 AND state = 'accepted'",
+                contest_id,
+                template["id"],
             )
             await tx.conn.executemany(
                 "INSERT INTO contest_problems (id, contest_id, ordinal, label, title, statement, samples, tests,"
@@ -167,42 +210,8 @@ class Cycle:
         return 1
 
     async def award(self, contest_id: uuid.UUID) -> int:
-        """Pay the contest's prizes once; returns 1 if this call paid them."""
-        async with self.core.transaction() as tx:
-            contest = await tx.conn.fetchrow(
-                "SELECT id, title, prizes, awarded_at, finalised_at FROM contests WHERE id = $1 FOR UPDATE", contest_id
-            )
-            if contest is None or contest["awarded_at"] is not None or contest["finalised_at"] is None:
-                return 0
-            prizes: list[int] = list(contest["prizes"])
-            winners = await tx.conn.fetch(
-                "SELECT DISTINCT r.rank, s.user_id FROM contest_results r JOIN contest_submissions s"
-                " ON s.contest_id = r.contest_id AND s.community_id = r.community_id"
-                " AND s.verdict = 'accepted' AND NOT s.disqualified"
-                " WHERE r.contest_id = $1 AND r.rank <= $2 ORDER BY r.rank, s.user_id",
-                contest_id,
-                len(prizes),
-            )
-            for w in winners:
-                coins = prizes[w["rank"] - 1]
-                if coins > 0:
-                    await wallet.credit(
-                        tx,
-                        w["user_id"],
-                        coins,
-                        f"rank {w['rank']} in {contest['title']}",
-                        f"award:{contest_id}:{w['user_id']}",
-                    )
-                    # In the same transaction as the payment, so a winner is told exactly once.
-                    await notify(
-                        tx,
-                        w["user_id"],
-                        "contest_award",
-                        {"contest_id": str(contest_id), "title": contest["title"], "rank": w["rank"], "coins": coins},
-                    )
-            await tx.conn.execute("UPDATE contests SET awarded_at = now() WHERE id = $1", contest_id)
-            await audit(tx, None, "contest.award", "contest", contest_id, winners=len(winners))
-        return 1
+        """Pay the contest's prizes once, from its prize budget; returns 1 if this call settled them."""
+        return await prizes.award(self.core, contest_id)
 
     async def run(self, interval_s: float, clock: Clock) -> None:
         """The in-process scheduler: a tick every ``interval_s`` seconds until cancelled."""
@@ -212,14 +221,6 @@ class Cycle:
             except Exception:
                 log.exception("the contest cycle failed; trying again in %.0f s", interval_s)
             await asyncio.sleep(interval_s)
-
-
-def _template_out(row: Record) -> TemplateOut:
-    return TemplateOut(
-        id=row["id"], title=row["title"], weekday=row["weekday"], start_minute=row["start_minute"],
-        duration_minutes=row["duration_minutes"], freeze_minutes=row["freeze_minutes"], prizes=list(row["prizes"]),
-        active=row["active"],
-    )  # fmt: skip
 
 
 CYCLE = web.AppKey("cycle", Cycle)

@@ -17,15 +17,19 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from core_api.context import CORE
 from core_api.errors import AppError, forbidden
 from core_api.events import Connection, EventCall, Events
 from core_api.http import Api, Call, Input, Query, Reply
+from leaderboards import consent
 from leaderboards.schemas import (
+    Approval,
     BoardOut,
     BoardQuery,
     ContestIn,
     ContestOut,
     DisqualifyIn,
+    InvitationOut,
     MyRankOut,
     RejudgeOut,
     StandingsOut,
@@ -53,6 +57,10 @@ class ListQuery(Query):
     limit: int = Field(50, ge=1, le=200)
 
 
+class ContestListQuery(ListQuery):
+    approval: Approval | None = Field(None, description="Only contests whose prizes are in this state of approval.")
+
+
 class SubmissionsQuery(Query):
     everyone: bool = Field(False, description="Managers: every contestant's submissions.")
 
@@ -67,9 +75,10 @@ async def post_contest(call: Call) -> ContestOut:
     return await contests_of(call).create(call.me, call.body)
 
 
-@api.route("GET", "/contests", summary="Contests, latest first", tag=TAG, query=ListQuery, response=ContestList)
+@api.route("GET", "/contests", summary="Contests, latest first", tag=TAG, query=ContestListQuery,
+           response=ContestList)  # fmt: skip
 async def get_contests(call: Call) -> ContestList:
-    return ContestList(items=await contests_of(call).recent(call.me, call.query.limit))
+    return ContestList(items=await contests_of(call).recent(call.me, call.query.limit, call.query.approval))
 
 
 @api.route("GET", "/contests/{contest_id}", summary="One contest and its problems", tag=TAG, response=ContestOut)
@@ -139,7 +148,36 @@ async def post_contest_disqualify(call: Call) -> SubmissionOut:
 @api.route("GET", "/leaderboards/communities", summary="All-time community ranking over finalised contests",
            tag=TAG, query=ListQuery, response=BoardOut)  # fmt: skip
 async def get_alltime_communities(call: Call) -> BoardOut:
-    return await contests_of(call).alltime(call.query.limit)
+    return await contests_of(call).alltime(call.me, call.query.limit)
+
+
+# --- community consent (leaderboards/consent.py) ----------------------------------------------------
+
+
+@api.route("POST", "/contests/{contest_id}/communities/{community_id}/answer",
+           summary="Accept or decline a contest's invitation (the community's owner and admins)", tag=TAG,
+           body=consent.AnswerIn, response=InvitationOut, errors=[403, 404, 409])  # fmt: skip
+async def post_contest_invitation_answer(call: Call) -> InvitationOut:
+    contests = contests_of(call)
+    out = await consent.answer(call.request.app[CORE], call.me, "contest", call.params["contest_id"],
+                               call.params["community_id"], call.body.accept, contests.clock())  # fmt: skip
+    contests.live.touch(call.params["contest_id"])  # the standings list the communities taking part
+    return out
+
+
+@api.route("POST", "/contest-templates/{template_id}/communities/{community_id}/answer",
+           summary="Accept or decline a weekly template's invitation (the community's owner and admins)", tag=TAG,
+           body=consent.AnswerIn, response=InvitationOut, errors=[403, 404])  # fmt: skip
+async def post_template_invitation_answer(call: Call) -> InvitationOut:
+    return await consent.answer(call.request.app[CORE], call.me, "template", call.params["template_id"],
+                                call.params["community_id"], call.body.accept, contests_of(call).clock())  # fmt: skip
+
+
+@api.route("GET", "/communities/{community_id}/contest-invitations",
+           summary="Contests and weekly templates that invited this community (its owner and admins)", tag=TAG,
+           response=consent.CommunityInvitationList, errors=[403])  # fmt: skip
+async def get_community_contest_invitations(call: Call) -> consent.CommunityInvitationList:
+    return await consent.community_invitations(call.request.app[CORE], call.me, call.params["community_id"])
 
 
 # --- Socket.IO ------------------------------------------------------------------------------------

@@ -6,14 +6,18 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from core_api.http import Input, Query
+from core_api.timestamps import Timestamp
 from sandbox.models import MAX_SOURCE_CHARS, MAX_STDIN_CHARS
 
 MAX_PROBLEMS = 26
 MAX_CASES = 50
 MAX_COMMUNITIES = 64
+MAX_PRIZE = 1_000_000
+Approval = Literal["not_needed", "pending", "approved", "rejected"]
+Participation = Literal["invited", "accepted", "declined"]
 
 
 class Sample(Input):
@@ -39,18 +43,24 @@ class ContestIn(Input):
     organizer_id: uuid.UUID | None = Field(
         None, description="The community running it; its admins manage it. Required unless you are a platform admin."
     )
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
-    freeze_at: AwareDatetime | None = Field(None, description="From then until finalised the public board is frozen.")
+    starts_at: Timestamp
+    ends_at: Timestamp
+    freeze_at: Timestamp | None = Field(None, description="From then until finalised the public board is frozen.")
     scoring: Literal["icpc", "points"] = "icpc"
     penalty_minutes: int = Field(20, ge=0, le=1000, description="Added per rejected attempt before an accept.")
-    communities: list[uuid.UUID] = Field(min_length=1, max_length=MAX_COMMUNITIES, description="Taking part.")
+    communities: list[uuid.UUID] = Field(
+        min_length=1,
+        max_length=MAX_COMMUNITIES,
+        description="Communities invited to take part. One you administer takes part at once; any other is "
+        "invited, and takes part once one of its admins accepts.",
+    )
     problems: list[ProblemIn] = Field(min_length=1, max_length=MAX_PROBLEMS)
-    prizes: list[Annotated[int, Field(ge=0, le=1_000_000)]] = Field(
+    prizes: list[Annotated[int, Field(ge=0, le=MAX_PRIZE)]] = Field(
         default_factory=list,
         max_length=10,
-        description="Coins for each member who solved a problem for the "
-        "communities ranked 1, 2, ... (paid once, when finalised).",
+        description="Coins for each member who solved a problem for the communities ranked 1, 2, ... (paid once, "
+        "when finalised, from a prize budget a platform admin set). Prizes need a platform admin's approval "
+        "before the contest may start.",
     )
 
     @model_validator(mode="after")
@@ -79,6 +89,33 @@ class CommunityRef(BaseModel):
     name: str
 
 
+class ApprovalOut(BaseModel):
+    state: Approval = Field(
+        description="`not_needed` (no prizes), `pending` (waits for a platform admin; submissions are refused "
+        "meanwhile), `approved` or `rejected` (it does not run)."
+    )
+    message: str | None = Field(description="Why it waits or what was decided, in words.")
+    note: str | None = Field(description="The deciding admin's note.")
+    decided_by: uuid.UUID | None
+    decided_at: datetime | None
+
+
+class PayoutOut(BaseModel):
+    state: Literal["none", "due", "paid", "blocked"] = Field(
+        description="`none` (no prizes to pay), `due` (paid once finalised), `paid`, or `blocked` (the prize "
+        "budget cannot pay yet: `message` says why; paid as soon as it can)."
+    )
+    message: str | None
+    paid_at: datetime | None
+
+
+class InvitationOut(BaseModel):
+    community_id: uuid.UUID
+    name: str | None = Field(description="Null for a community you cannot see.")
+    state: Participation
+    answered_at: datetime | None
+
+
 class ContestOut(BaseModel):
     id: uuid.UUID
     title: str
@@ -91,9 +128,15 @@ class ContestOut(BaseModel):
     penalty_minutes: int
     finalised_at: datetime | None
     state: Literal["scheduled", "running", "frozen", "ended", "finalised"]
-    communities: list[CommunityRef]
+    communities: list[CommunityRef] = Field(description="The communities taking part (their admins accepted).")
     problems: list[ProblemOut] = Field(description="Empty before the start, unless you manage the contest.")
     can_manage: bool
+    prizes: list[int] = Field(description="Coins per member who solved a problem, for the communities ranked 1, 2, ...")
+    approval: ApprovalOut
+    payout: PayoutOut
+    invitations: list[InvitationOut] = Field(
+        description="Managers: every community invited and its answer (only the ones you can see); others: empty."
+    )
 
 
 class SubmissionIn(Input):
@@ -186,6 +229,10 @@ class BoardQuery(Query):
 class BoardEntry(BaseModel):
     rank: int
     id: uuid.UUID
+    name: str | None = Field(
+        description="The person's display name, or the community's name (null for a private community you "
+        "cannot see that never accepted to take part in a contest)."
+    )
     score: int
     penalty: int
 

@@ -15,20 +15,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from core_api.communities import ADMIN, acting_rank, visible_community
 from core_api.context import Core, audit, new_id
 from core_api.db import Connection, Record
 from core_api.errors import AppError, ErrorCode, conflict, forbidden, invalid, not_found
 from core_api.events import Transport
-from core_api.executions import Executions
+from core_api.executions import Executions, run_limits
 from core_api.http import Principal
+from leaderboards import consent, prizes, store
 from leaderboards import core as scoring
-from leaderboards import store
 from leaderboards.board import Board
 from leaderboards.live import Coalescer, Gate, Ready
 from leaderboards.schemas import (
@@ -40,12 +42,14 @@ from leaderboards.schemas import (
     ContestOut,
     MyRankOut,
     PersonRow,
+    ProblemIn,
     StandingsOut,
     SubmissionIn,
     SubmissionOut,
 )
 from sandbox.core import InvalidRequest
-from sandbox.models import JudgeRequest, LimitsIn, TestCase
+from sandbox.fair import FairGate
+from sandbox.models import JudgeRequest, Limits, LimitsIn, TestCase
 from sandbox.runner import QueueFull, SandboxUnavailable
 
 log = logging.getLogger(__name__)
@@ -117,27 +121,28 @@ def push_payload(computed: Computed) -> dict[str, Any]:
 
 async def require_organizer(conn: Connection, user: Principal, organizer_id: uuid.UUID | None, doing: str) -> None:
     """The caller may ``doing`` for the organizing community (its admin or owner, or a platform admin);
-    without an organizing community, only a platform admin may."""
+    without an organizing community, only a platform admin may. A private community the caller cannot see
+    is not found, as one that does not exist."""
     if organizer_id is None:
         if not user.is_admin:
             raise forbidden("name the organizing community you administer (organizer_id)")
         return
-    role = await conn.fetchval(
-        "SELECT role FROM community_members WHERE community_id = $1 AND user_id = $2", organizer_id, user.id
-    )
-    if not await conn.fetchval("SELECT true FROM communities WHERE id = $1", organizer_id):
-        raise not_found("community")
-    if role not in ("admin", "owner") and not user.is_admin:
+    community = await visible_community(conn, user, organizer_id)
+    if acting_rank(user, community["my_role"]) < ADMIN:
         raise forbidden(f"only the organizing community's admins (or a platform admin) may {doing}")
 
 
-async def taking_part(conn: Connection, community_ids: list[uuid.UUID]) -> list[uuid.UUID]:
-    """The communities taking part, sorted and without repeats; invalid_input if one does not exist."""
-    communities = sorted(set(community_ids))
-    found = await conn.fetchval("SELECT count(*) FROM communities WHERE id = ANY($1::uuid[])", communities)
-    if found != len(communities):
-        raise invalid("a community taking part does not exist")
-    return communities
+def check_problem_limits(problems: list[ProblemIn], maximum: Limits) -> None:
+    """invalid_input unless every problem's limits fit the server's (else every submission would be refused)."""
+    for i, problem in enumerate(problems):
+        for name in ("cpu_ms", "memory_kb"):
+            asked, most = getattr(problem, name), getattr(maximum, name)
+            if asked > most:
+                raise invalid(
+                    f"problems[{i}].{name} may be at most {most} on this server (asked for {asked})",
+                    field=f"problems.{i}.{name}",
+                    maximum=most,
+                )
 
 
 class Contests:
@@ -172,8 +177,11 @@ class Contests:
         self.live = Coalescer(self.refresh, interval_s, gate)
         self._judging: set[asyncio.Task[None]] = set()
         self._pending: set[uuid.UUID] = set()  # submissions this node is judging
-        workers = core.settings.sandbox_workers
-        self._slots = asyncio.Semaphore(max(1, workers))
+        # At most this many of the node's submissions are with the judge at once (the rest of the runner's
+        # queue stays for executions); waiting ones go in by turns between their authors (sandbox.fair).
+        self._gate = FairGate(max(1, core.settings.sandbox_workers))
+        if executions is not None:  # submissions waiting for the judge count against the per-user limit
+            executions.count_in_flight(store.submissions_in_flight)
 
     # --- contests ----------------------------------------------------------------------------------
 
@@ -205,6 +213,7 @@ class Contests:
         manage = await self.can_manage(user, contest)
         started = self.clock() >= contest["starts_at"]
         problems = await store.problems_of(self.core.pool, contest["id"]) if started or manage else []
+        target = consent.Target("contest", contest["id"], contest["title"])
         return ContestOut(
             id=contest["id"],
             title=contest["title"],
@@ -220,6 +229,10 @@ class Contests:
             communities=await store.communities_of(self.core.pool, contest["id"]),
             problems=[store.problem_out(p) for p in problems],
             can_manage=manage,
+            prizes=list(contest["prizes"]),
+            approval=prizes.approval_out(contest),
+            payout=prizes.payout_out(contest),
+            invitations=await consent.invitations_of(self.core.pool, user, target) if manage else [],
         )
 
     async def contest(self, contest_id: uuid.UUID) -> Record:
@@ -229,20 +242,22 @@ class Contests:
         return row
 
     async def create(self, user: Principal, body: ContestIn) -> ContestOut:
+        """A new contest: communities the caller administers take part, others are invited
+        (:mod:`leaderboards.consent`); prizes wait for a platform admin's approval (:mod:`leaderboards.prizes`)."""
+        check_problem_limits(body.problems, run_limits(self.core.settings))
         contest_id = new_id()
+        approval, approved_by = prizes.initial_approval(user, body.prizes)
         async with self.core.transaction() as tx:
             await require_organizer(tx.conn, user, body.organizer_id, "create a contest")
-            communities = await taking_part(tx.conn, body.communities)
             await tx.conn.execute(
                 "INSERT INTO contests (id, title, description, organizer_id, created_by, starts_at, ends_at, freeze_at,"
-                " scoring, penalty_minutes, prizes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                " scoring, penalty_minutes, prizes, approval, approved_by, approval_decided_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
+                " CASE WHEN $13::uuid IS NULL THEN NULL ELSE now() END)",
                 contest_id, body.title, body.description, body.organizer_id, user.id, body.starts_at, body.ends_at,
-                body.freeze_at, body.scoring, body.penalty_minutes, body.prizes,
+                body.freeze_at, body.scoring, body.penalty_minutes, body.prizes, approval, approved_by,
             )  # fmt: skip
-            await tx.conn.executemany(
-                "INSERT INTO contest_communities (contest_id, community_id) VALUES ($1, $2)",
-                [(contest_id, c) for c in communities],
-            )
+            await consent.enlist(tx, user, consent.Target("contest", contest_id, body.title), body.communities)
             await tx.conn.executemany(
                 "INSERT INTO contest_problems (id, contest_id, ordinal, label, title, statement, samples, tests,"
                 " cpu_ms, memory_kb, points) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -253,15 +268,19 @@ class Contests:
                     for i, p in enumerate(body.problems)
                 ],
             )  # fmt: skip
-            await audit(tx, user.id, "contest.create", "contest", contest_id, title=body.title)
+            await audit(tx, user.id, "contest.create", "contest", contest_id, title=body.title, prizes=body.prizes,
+                        approval=approval)  # fmt: skip
         return await self._out(user, await self.contest(contest_id))
 
     async def get(self, user: Principal, contest_id: uuid.UUID) -> ContestOut:
         return await self._out(user, await self.contest(contest_id))
 
-    async def recent(self, user: Principal, limit: int) -> list[ContestOut]:
+    async def recent(self, user: Principal, limit: int, approval: str | None = None) -> list[ContestOut]:
         rows = await self.core.pool.fetch(
-            f"SELECT {store.CONTEST_COLUMNS} FROM contests ORDER BY starts_at DESC, id LIMIT $1", limit
+            f"SELECT {store.CONTEST_COLUMNS} FROM contests WHERE ($2::text IS NULL OR approval = $2)"
+            " ORDER BY starts_at DESC, id LIMIT $1",
+            limit,
+            approval,
         )
         return [await self._out(user, r) for r in rows]
 
@@ -281,9 +300,13 @@ class Contests:
         now = self.clock()
         if contest["finalised_at"] is not None or not (contest["starts_at"] <= now < contest["ends_at"]):
             raise conflict("the contest is not running: submissions count only inside its time window")
+        waiting = prizes.refused_while_unapproved(contest)
+        if waiting is not None:
+            raise conflict(waiting, approval=contest["approval"])
         mine = await self.core.pool.fetch(
             "SELECT cc.community_id FROM contest_communities cc JOIN community_members m"
-            " ON m.community_id = cc.community_id AND m.user_id = $2 WHERE cc.contest_id = $1 ORDER BY m.joined_at",
+            " ON m.community_id = cc.community_id AND m.user_id = $2 WHERE cc.contest_id = $1"
+            " AND cc.state = 'accepted' ORDER BY m.joined_at",
             contest_id,
             user.id,
         )
@@ -297,23 +320,40 @@ class Contests:
         runner = self._runner()
         submission_id = new_id()
         async with self.core.transaction() as tx:
+            await self._admit(tx.conn, user)
             await tx.conn.execute(
                 "INSERT INTO contest_submissions (id, contest_id, problem_id, user_id, community_id, language, source,"
                 " submitted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 submission_id, contest_id, problem_id, user.id, community_id, body.language, body.source, now,
             )  # fmt: skip
         self.live.touch(contest_id)
-        task = self._spawn(submission_id, contest_id, request, runner)
+        task = self._spawn(submission_id, contest_id, user.id, request, runner)
         if wait:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.core.settings.sandbox_wait_timeout_s):
                     await asyncio.shield(task)
         return await self.submission(user, contest_id, submission_id)
 
+    async def _admit(self, conn: Connection, user: Principal) -> None:
+        """In the transaction storing a submission: the per-user limits (429 ``rate_limited``). Programs
+        waiting or running, executions and submissions together, are capped by ``sandbox_per_user``
+        (the executions' check, under the user's lock), and submissions by the rate limit."""
+        assert self.executions is not None  # _runner() made sure
+        await self.executions.admit(conn, user.id)
+        settings = self.core.settings
+        made, wait = await store.submissions_since(conn, user.id, settings.contest_submit_rate_window_s)
+        if made >= settings.contest_submit_rate_count:
+            raise AppError(
+                ErrorCode.RATE_LIMITED,
+                f"you made {made} submissions in the last {settings.contest_submit_rate_window_s:g} s; "
+                f"try again in {max(1, math.ceil(wait))} s",
+                {"retry_after_s": max(1, math.ceil(wait))},
+            )
+
     def _spawn(
-        self, submission_id: uuid.UUID, contest_id: uuid.UUID, request: JudgeRequest, runner: Any
+        self, submission_id: uuid.UUID, contest_id: uuid.UUID, user_id: uuid.UUID, request: JudgeRequest, runner: Any
     ) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._judge(submission_id, contest_id, request, runner))
+        task = asyncio.create_task(self._judge(submission_id, contest_id, user_id, request, runner))
         self._judging.add(task)
         self._pending.add(submission_id)
 
@@ -345,12 +385,17 @@ class Contests:
             raise invalid(str(exc).splitlines()[0]) from None
         return request
 
-    async def _judge(self, submission_id: uuid.UUID, contest_id: uuid.UUID, request: JudgeRequest, runner: Any) -> None:
+    async def _judge(
+        self, submission_id: uuid.UUID, contest_id: uuid.UUID, user_id: uuid.UUID, request: JudgeRequest, runner: Any
+    ) -> None:
         verdict, passed, total = "internal_error", 0, len(request.tests)
-        async with self._slots:
+        # The job's user decides its turn here and in the runner's own queue: one author's submissions
+        # never keep other authors' (in any contest) waiting behind them.
+        context = {"user_id": str(user_id), "contest_id": str(contest_id), "submission_id": str(submission_id)}
+        async with self._gate.place(context["user_id"]):
             for attempt in range(1200):
                 try:
-                    result = await runner.judge(request)
+                    result = await (await runner.submit(request, context)).result
                     verdict, passed, total = str(result.verdict), result.passed, result.total
                     break
                 except QueueFull:
@@ -396,7 +441,7 @@ class Contests:
         if self.executions is None or self.executions.runner.unavailable is not None:
             return 0
         rows = await self.core.pool.fetch(
-            "SELECT s.id, s.contest_id, s.language, s.source, p.tests, p.cpu_ms, p.memory_kb"
+            "SELECT s.id, s.contest_id, s.user_id, s.language, s.source, p.tests, p.cpu_ms, p.memory_kb"
             " FROM contest_submissions s JOIN contest_problems p ON p.id = s.problem_id"
             " JOIN contests c ON c.id = s.contest_id"
             " WHERE s.verdict IS NULL AND NOT s.disqualified AND s.submitted_at < $1 AND c.finalised_at IS NULL"
@@ -412,7 +457,7 @@ class Contests:
             except AppError:
                 await store.record_verdict(self.core.pool, row["id"], "internal_error", 0, len(row["tests"]))
                 continue
-            self._spawn(row["id"], row["contest_id"], request, self.executions.runner)
+            self._spawn(row["id"], row["contest_id"], row["user_id"], request, self.executions.runner)
             count += 1
         return count
 
@@ -440,14 +485,14 @@ class Contests:
                 raise not_found("problem")
             rows = await tx.conn.fetch(
                 "UPDATE contest_submissions SET verdict = NULL, passed = NULL, total = NULL, judged_at = NULL"
-                " WHERE problem_id = $1 RETURNING id, language, source",
+                " WHERE problem_id = $1 RETURNING id, user_id, language, source",
                 problem_id,
             )
             await audit(tx, user.id, "contest.rejudge", "contest_problem", problem_id, submissions=len(rows))
         self.live.touch(contest_id)
         for row in rows:
             request = self._judge_request(SubmissionIn(language=row["language"], source=row["source"]), problem)
-            self._spawn(row["id"], contest_id, request, runner)
+            self._spawn(row["id"], contest_id, row["user_id"], request, runner)
         return len(rows)
 
     async def disqualify(
@@ -535,11 +580,19 @@ class Contests:
         if not await self.board.exists(key):  # after a restart, or a Redis flush: rebuild from Postgres
             await self.refresh(contest_id)
 
+    async def _names(self, contest_id: uuid.UUID, kind: str, ids: list[str]) -> dict[str, str]:
+        """Display names of people, or names of the communities that accepted to take part."""
+        if kind == "users":
+            return await store.user_names(self.core.pool, ids)
+        return await store.accepted_names(self.core.pool, contest_id, ids)
+
     async def top(self, user: Principal, contest_id: uuid.UUID, kind: str, limit: int) -> BoardOut:
         await self.contest(contest_id)
         key = board_key(contest_id, kind, "public")
         await self._ensure_board(contest_id, key)
-        return BoardOut(items=[_entry(e) for e in await self.board.top(key, limit)])
+        entries = await self.board.top(key, limit)
+        names = await self._names(contest_id, kind, [e.member for e in entries])
+        return BoardOut(items=[_entry(e, names) for e in entries])
 
     async def my_rank(self, user: Principal, contest_id: uuid.UUID) -> MyRankOut:
         await self.contest(contest_id)
@@ -555,7 +608,11 @@ class Contests:
         )
         if community_id is not None:
             community = await self.board.rank(board_key(contest_id, "communities", "public"), str(community_id))
-        return MyRankOut(me=_entry(me) if me else None, community=_entry(community) if community else None)
+        people = await self._names(contest_id, "users", [me.member] if me else [])
+        groups = await self._names(contest_id, "communities", [community.member] if community else [])
+        return MyRankOut(
+            me=_entry(me, people) if me else None, community=_entry(community, groups) if community else None
+        )
 
     # --- finalising and the all-time ranking ------------------------------------------------------
 
@@ -605,10 +662,12 @@ class Contests:
             ALLTIME_KEY, {str(r["community_id"]): scoring.board_score(r["score"], r["penalty"]) for r in rows}
         )
 
-    async def alltime(self, limit: int) -> BoardOut:
+    async def alltime(self, user: Principal, limit: int) -> BoardOut:
         if not await self.board.exists(ALLTIME_KEY):
             await self.refresh_alltime()
-        return BoardOut(items=[_entry(e) for e in await self.board.top(ALLTIME_KEY, limit)])
+        entries = await self.board.top(ALLTIME_KEY, limit)
+        names = await store.shown_community_names(self.core.pool, user.id, user.is_admin, [e.member for e in entries])
+        return BoardOut(items=[_entry(e, names) for e in entries])
 
     async def close(self) -> None:
         """Stop judging (unjudged submissions stay pending in Postgres) and pushing."""
@@ -618,6 +677,6 @@ class Contests:
         await self.live.close()
 
 
-def _entry(e: Any) -> BoardEntry:
+def _entry(e: Any, names: dict[str, str]) -> BoardEntry:
     score, penalty = scoring.split_board_score(e.value)
-    return BoardEntry(rank=e.rank, id=uuid.UUID(e.member), score=score, penalty=penalty)
+    return BoardEntry(rank=e.rank, id=uuid.UUID(e.member), name=names.get(e.member), score=score, penalty=penalty)

@@ -7,12 +7,14 @@ from datetime import datetime
 from typing import Any
 
 from core_api.db import Connection, Pool, Record
+from core_api.executions import STALE_AFTER_MIN
 from leaderboards.core import Attempt, Rules
 from leaderboards.schemas import CommunityRef, ProblemOut, Sample, SubmissionOut
 
 CONTEST_COLUMNS = (
     "id, title, description, organizer_id, created_by, starts_at, ends_at, freeze_at, scoring, penalty_minutes,"
-    " finalised_at, created_at"
+    " finalised_at, created_at, prizes, approval, approval_note, approved_by, approval_decided_at, awarded_at,"
+    " award_note, template_id"
 )
 SUBMISSION_COLUMNS = (
     "s.id, s.contest_id, s.problem_id, s.user_id, s.community_id, s.language, s.submitted_at, s.verdict, s.passed,"
@@ -30,12 +32,68 @@ async def contest_row(conn: Connection | Pool, contest_id: uuid.UUID) -> Record 
 
 
 async def communities_of(conn: Connection | Pool, contest_id: uuid.UUID) -> list[CommunityRef]:
+    """The communities taking part: those whose admins accepted (only their names are ever shown)."""
     rows = await conn.fetch(
         "SELECT c.id, c.name FROM contest_communities cc JOIN communities c ON c.id = cc.community_id"
-        " WHERE cc.contest_id = $1 ORDER BY c.name, c.id",
+        " WHERE cc.contest_id = $1 AND cc.state = 'accepted' ORDER BY c.name, c.id",
         contest_id,
     )
     return [CommunityRef(id=r["id"], name=r["name"]) for r in rows]
+
+
+async def submissions_in_flight(conn: Connection, user_id: uuid.UUID) -> int:
+    """The user's submissions waiting for the judge (for ``STUDYHALL_SANDBOX_PER_USER``, with executions);
+    one left by a stopped node stops counting after as long as an execution would."""
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM contest_submissions WHERE user_id = $1 AND verdict IS NULL AND NOT disqualified"
+        f" AND received_at > now() - interval '{STALE_AFTER_MIN} minutes'",
+        user_id,
+    )
+    return count
+
+
+async def submissions_since(conn: Connection, user_id: uuid.UUID, window_s: float) -> tuple[int, float]:
+    """How many submissions the user made in the last ``window_s`` seconds (all contests), and the seconds
+    until the oldest of them leaves the window."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS n, extract(epoch FROM min(received_at) + make_interval(secs => $2) - now()) AS wait"
+        " FROM contest_submissions WHERE user_id = $1 AND received_at > now() - make_interval(secs => $2)",
+        user_id,
+        window_s,
+    )
+    assert row is not None
+    return int(row["n"]), float(row["wait"] or 0)
+
+
+async def user_names(conn: Connection | Pool, ids: list[str]) -> dict[str, str]:
+    rows = await conn.fetch("SELECT id, display_name FROM users WHERE id = ANY($1::uuid[])", ids)
+    return {str(r["id"]): r["display_name"] for r in rows}
+
+
+async def accepted_names(conn: Connection | Pool, contest_id: uuid.UUID, ids: list[str]) -> dict[str, str]:
+    """Names of the communities among ``ids`` that accepted to take part in the contest."""
+    rows = await conn.fetch(
+        "SELECT c.id, c.name FROM contest_communities cc JOIN communities c ON c.id = cc.community_id"
+        " WHERE cc.contest_id = $1 AND cc.state = 'accepted' AND c.id = ANY($2::uuid[])",
+        contest_id,
+        ids,
+    )
+    return {str(r["id"]): r["name"] for r in rows}
+
+
+async def shown_community_names(
+    conn: Connection | Pool, user_id: uuid.UUID, is_admin: bool, ids: list[str]
+) -> dict[str, str]:
+    """Names of the communities among ``ids`` the caller may see, or that accepted to take part in a contest."""
+    rows = await conn.fetch(
+        "SELECT c.id, c.name FROM communities c WHERE c.id = ANY($1::uuid[]) AND ($3 OR c.visibility = 'public'"
+        " OR EXISTS (SELECT 1 FROM community_members m WHERE m.community_id = c.id AND m.user_id = $2)"
+        " OR EXISTS (SELECT 1 FROM contest_communities cc WHERE cc.community_id = c.id AND cc.state = 'accepted'))",
+        ids,
+        user_id,
+        is_admin,
+    )
+    return {str(r["id"]): r["name"] for r in rows}
 
 
 async def problems_of(conn: Connection | Pool, contest_id: uuid.UUID) -> list[Record]:

@@ -3,6 +3,8 @@
 Every change is a new ``wallet_entries`` row (the table refuses updates and deletes); a balance is the sum
 of the user's entries. Each entry has a unique ``ref`` (``award:<contest>:<user>``,
 ``enroll:<course>:<user>``), so an award or a purchase happens at most once however often it is tried.
+Coins come into being only as prizes paid from a prize budget (:mod:`leaderboards.prizes`), and every
+credit says so: its ``source`` names the contest, the budget and the admin who approved the prizes.
 Spending locks the user's wallet (a transaction-scoped advisory lock) and checks the balance in the same
 transaction, so two purchases at once can never take a balance below zero.
 """
@@ -10,14 +12,16 @@ transaction, so two purchases at once can never take a balance below zero.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from core_api.context import CORE as CORE_KEY
 from core_api.context import Core, Tx, audit, new_id
 from core_api.courses import owned_course, visible_course
-from core_api.db import Connection
+from core_api.db import Connection, Record
 from core_api.enrollments import add_enrollment, has_paid, purchase_ref
 from core_api.errors import AppError, ErrorCode, conflict
 from core_api.http import Api, Call, Input, Principal
@@ -26,12 +30,32 @@ api = Api()
 TAG = "wallet"
 
 
+class SourceOut(BaseModel):
+    kind: str = Field(description="`prize`: a contest's prize, paid from a prize budget.")
+    contest_id: uuid.UUID | None
+    budget_id: uuid.UUID | None = Field(description="The prize budget it was paid from.")
+    approved_by: uuid.UUID | None = Field(description="The platform admin who approved the prizes.")
+
+
 class EntryOut(BaseModel):
     id: uuid.UUID
     amount: int
     reason: str
     ref: str
     created_at: datetime
+    source: SourceOut | None = Field(
+        description="Where a credit came from (null for spending and for entries older than sources)."
+    )
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a credit comes from: a contest's prize, paid from a budget, approved by an admin."""
+
+    contest_id: uuid.UUID
+    budget_id: uuid.UUID
+    approved_by: uuid.UUID
+    kind: Literal["prize"] = "prize"
 
 
 class WalletOut(BaseModel):
@@ -65,17 +89,13 @@ async def balance_of(conn: Connection, user_id: uuid.UUID) -> int:
     return int(await conn.fetchval("SELECT coalesce(sum(amount), 0) FROM wallet_entries WHERE user_id = $1", user_id))
 
 
-async def credit(tx: Tx, user_id: uuid.UUID, amount: int, reason: str, ref: str) -> bool:
-    """Pay ``amount`` coins once per ``ref``; ``False`` if that ref was already paid."""
+async def credit(tx: Tx, user_id: uuid.UUID, amount: int, reason: str, ref: str, source: Source) -> bool:
+    """Pay ``amount`` coins once per ``ref``, naming their ``source``; ``False`` if that ref was already paid."""
     done = await tx.conn.fetchval(
-        "INSERT INTO wallet_entries (id, user_id, amount, reason, ref) VALUES ($1, $2, $3, $4, $5)"
-        " ON CONFLICT (ref) DO NOTHING RETURNING id",
-        new_id(),
-        user_id,
-        amount,
-        reason,
-        ref,
-    )
+        "INSERT INTO wallet_entries (id, user_id, amount, reason, ref, source, contest_id, budget_id, approved_by)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (ref) DO NOTHING RETURNING id",
+        new_id(), user_id, amount, reason, ref, source.kind, source.contest_id, source.budget_id, source.approved_by,
+    )  # fmt: skip
     return done is not None
 
 
@@ -99,12 +119,21 @@ async def spend(tx: Tx, user_id: uuid.UUID, amount: int, reason: str, ref: str) 
 async def wallet(core: Core, user: Principal) -> WalletOut:
     async with core.pool.acquire() as conn:
         rows = await conn.fetch(
-            "SELECT id, amount, reason, ref, created_at FROM wallet_entries WHERE user_id = $1"
-            " ORDER BY created_at DESC, id LIMIT 100",
+            "SELECT id, amount, reason, ref, created_at, source, contest_id, budget_id, approved_by"
+            " FROM wallet_entries WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT 100",
             user.id,
         )
         balance = await balance_of(conn, user.id)
-    return WalletOut(balance=balance, entries=[EntryOut(**dict(r)) for r in rows])
+    return WalletOut(balance=balance, entries=[_entry_out(r) for r in rows])
+
+
+def _entry_out(r: Record) -> EntryOut:
+    source = None
+    if r["source"] is not None:
+        source = SourceOut(kind=r["source"], contest_id=r["contest_id"], budget_id=r["budget_id"],
+                           approved_by=r["approved_by"])  # fmt: skip
+    return EntryOut(id=r["id"], amount=r["amount"], reason=r["reason"], ref=r["ref"], created_at=r["created_at"],
+                    source=source)  # fmt: skip
 
 
 async def set_price(core: Core, user: Principal, course_id: uuid.UUID, coins: int) -> PriceOut:

@@ -27,6 +27,7 @@ from core_api.http import CLIENT_ADDR, Api
 from core_api.settings import Settings
 from leaderboards import cycle as contest_cycle
 from leaderboards import handlers as contest_handlers
+from leaderboards import prizes as contest_prizes
 from leaderboards import wallet as contest_wallet
 from leaderboards.wiring import run_contests
 from realtime.bus import RedisBusRelay, bus_channel
@@ -61,6 +62,7 @@ API = Api.combine(
     contest_handlers.api,  # group wars (leaderboards/): contests, the weekly cycle, coins
     contest_cycle.api,
     contest_wallet.api,
+    contest_prizes.api,  # prize approval and budgets (platform admins)
 )
 EVENTS = Events.combine(room_handlers.events, room_chat.events, watch_handlers.events, contest_handlers.events)
 OPENAPI = web.AppKey("openapi", dict)

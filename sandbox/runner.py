@@ -15,7 +15,8 @@ as soon as it is admitted and preparing the next sandbox happens after the answe
 
 Jobs may carry a ``context`` (plain strings) for :class:`JobHooks`: the hooks run where the job runs
 (in this process here, in the Celery worker when scaled), once when it starts and once when it has a
-result, which is how results are stored and pushed to users in both modes.
+result, which is how results are stored and pushed to users in both modes. A job's ``user_id`` in its
+context also decides its turn: waiting jobs get a worker by turns between users (:mod:`sandbox.fair`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Protocol
 
 from sandbox import cgroups, host
 from sandbox.core import InvalidRequest, case_verdict, classify, compile_failed, lowered, overall_verdict
+from sandbox.fair import FairGate
 from sandbox.languages import LANGUAGES, Language, LanguageInfo, installed_ids, installed_languages
 from sandbox.launch import Phase, bwrap_argv
 from sandbox.models import (
@@ -237,7 +239,9 @@ class LocalRunner(WaitForResult):
         self._closed = False
         self._slots: list[Slot] = []
         self._ready: asyncio.Queue[Slot] = asyncio.Queue()
-        self._workers = asyncio.Semaphore(self.config.workers)
+        # Jobs wait for a worker by turns between their users (``context["user_id"]``), not first come,
+        # first served: one user's queued jobs never keep everyone else's waiting behind them.
+        self._workers = FairGate(self.config.workers)
         self._admitted = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._languages: list[LanguageInfo] | None = None
@@ -391,7 +395,7 @@ class LocalRunner(WaitForResult):
         try:
             result: Result
             try:
-                async with self._slot() as slot:
+                async with self._slot(job.context.get("user_id", "")) as slot:
                     await self._hook(self.hooks.started(job), job)
                     if isinstance(job.request, JudgeRequest):
                         result = await self._judge(slot, lang, files, limits, job.request)
@@ -422,8 +426,8 @@ class LocalRunner(WaitForResult):
             log.exception("a sandbox job hook failed for job %s", job.id)
 
     @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[Slot]:
-        async with self._workers:
+    async def _slot(self, user: str) -> AsyncIterator[Slot]:
+        async with self._workers.place(user):
             slot = await self._ready.get()
             try:
                 yield slot

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from tests.conftest import Actor, ApiClient
+from realtime.app import create_app
+from tests.conftest import Actor, ApiClient, make_settings
 
 START = datetime(2026, 1, 3, 10, 0, tzinfo=UTC)
 A_OK = "a, b = map(int, input().split())\nprint(a + b)\n"
@@ -31,6 +34,21 @@ PROBLEMS = [
         "points": 5,
     },
 ]
+
+
+async def api_with(aiohttp_client: Any, database_url: str, tmp_path: Path, **settings: Any) -> ApiClient:
+    """A test app like the ``api`` fixture's, with some settings changed."""
+    return ApiClient(await aiohttp_client(create_app(make_settings(database_url, tmp_path, **settings))))
+
+
+async def give_coins(pool: Any, who: Actor, coins: int) -> None:
+    """Coins for a test about spending them, written straight into the ledger (a credit must name a source:
+    real ones are contest prizes, see leaderboards/prizes.py)."""
+    await pool.execute(
+        "INSERT INTO wallet_entries (id, user_id, amount, reason, ref, source) VALUES ($1, $2, $3, 'test coins', $4,"
+        " 'test')",
+        uuid.uuid4(), uuid.UUID(who.id), coins, f"test:{uuid.uuid4()}",
+    )  # fmt: skip
 
 
 async def ok(api: ApiClient, method: str, path: str, actor: Actor, **kw: Any) -> Any:

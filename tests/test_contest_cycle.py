@@ -15,7 +15,7 @@ from core_api.context import CORE
 from leaderboards.cycle import CYCLE, next_start
 from leaderboards.handlers import CONTESTS
 from tests.conftest import Actor, ApiClient
-from tests.contest_helpers import A_OK, A_WRONG, PROBLEMS, START, at, community_with, ok
+from tests.contest_helpers import A_OK, A_WRONG, PROBLEMS, START, at, community_with, give_coins, ok
 from tests.test_contests import setup_war, submit, table
 
 VIDEO = {"title": "L", "media_kind": "video", "media_url": "https://example.com/v.mp4", "duration_s": 60.0}
@@ -85,8 +85,16 @@ async def test_the_weekly_cycle_opens_finalises_and_pays_each_war_once(api: ApiC
     }  # fmt: skip
     status, _ = await api.call("POST", "/contest-templates", alice, json=body)
     assert status == 403
-    await ok(api, "POST", "/contest-templates", owner, json=body)
+    template = await ok(api, "POST", "/contest-templates", owner, json=body)
     cycle, contests = api.app[CYCLE], api.app[CONTESTS]
+    # Its prizes wait for a platform admin: no war opens until one approves them; X's budget pays them.
+    assert template["approval"]["state"] == "pending"
+    await cycle.tick(START - timedelta(days=1))
+    listed = await ok(api, "GET", "/contests?limit=200", owner)
+    assert [c for c in listed["items"] if c["title"].startswith("Saturday war")] == []
+    admin = await api.user("admin")
+    await ok(api, "POST", f"/contest-templates/{template['id']}/approval", admin, json={"approve": True})
+    budget = await ok(api, "PUT", f"/communities/{x}/prize-budget", admin, json={"coins": 1000})
     # Other tests' templates may tick too; only this template's wars are looked at.
     assert (await cycle.tick(START - timedelta(days=1)))["opened"] >= 1
     await cycle.tick(START - timedelta(days=1))
@@ -108,6 +116,11 @@ async def test_the_weekly_cycle_opens_finalises_and_pays_each_war_once(api: ApiC
     assert await cycle.award(uuid.UUID(war["id"])) == 0
     # X ranks first: alice solved, so she gets 100; bob solved nothing; Y's carol solved nothing either.
     assert [await wallet_of(api, who) for who in (alice, bob, carol)] == [100, 0, 0]
+    # The credit names its source, and the budget paid exactly that.
+    entry = (await ok(api, "GET", "/me/wallet", alice))["entries"][0]
+    assert entry["source"] == {"kind": "prize", "contest_id": war["id"], "budget_id": budget["id"],
+                               "approved_by": admin.id}  # fmt: skip
+    assert (await ok(api, "GET", f"/communities/{x}/prize-budget", owner))["balance"] == 900
     told = (await ok(api, "GET", "/me/notifications", alice))["items"]
     awards = [n for n in told if n["kind"] == "contest_award"]
     assert [(n["payload"]["rank"], n["payload"]["coins"]) for n in awards] == [(1, 100)]  # once, despite two ticks
@@ -129,10 +142,7 @@ async def test_coins_buy_an_enrollment_and_never_go_negative(api: ApiClient) -> 
         await ok(api, "PUT", f"/courses/{course['id']}/price", teacher, json={"coins": 60})
         courses.append(course["id"])
     pool = api.app[CORE].pool
-    await pool.execute(
-        "INSERT INTO wallet_entries (id, user_id, amount, reason, ref) VALUES ($1, $2, 100, 'test prize', $3)",
-        uuid.uuid4(), uuid.UUID(rich.id), f"test:{uuid.uuid4()}",
-    )  # fmt: skip
+    await give_coins(pool, rich, 100)
     status, body = await api.call("POST", f"/courses/{courses[0]}/enroll", rich)
     assert (status, body["error"]["code"]) == (409, "conflict")
     # Two purchases at once with coins for one: exactly one goes through.

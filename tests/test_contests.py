@@ -8,8 +8,10 @@ import itertools
 import time
 import uuid
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
 import socketio
 
 from leaderboards.board import LocalBoard, RedisBoard
@@ -24,6 +26,7 @@ from tests.contest_helpers import (
     B_WRONG,
     C_BROKEN,
     START,
+    api_with,
     at,
     community_with,
     contest_body,
@@ -202,7 +205,17 @@ async def test_a_scripted_contest_yields_the_standings_computed_by_hand(api: Api
     assert [(e["score"], e["penalty"]) for e in mine_rows] == [(3, 130), (3, 360)]
 
 
-async def test_200_simultaneous_submissions_leave_a_consistent_board(api: ApiClient, sandbox_machine: None) -> None:
+@pytest.fixture
+async def unlimited_api(aiohttp_client: Any, database_url: str, tmp_path: Path) -> ApiClient:
+    """Without the per-user limits on submissions (tests/test_contest_abuse.py tests those): four people
+    make 200 submissions at once here, to see the board stay consistent under that load."""
+    return await api_with(aiohttp_client, database_url, tmp_path, sandbox_per_user=1000, contest_submit_rate_count=1000)
+
+
+async def test_200_simultaneous_submissions_leave_a_consistent_board(
+    unlimited_api: ApiClient, sandbox_machine: None
+) -> None:
+    api = unlimited_api
     people, contest, clock = await setup_war(api)
     clock.now = at(15)
     contests = api.app[CONTESTS]

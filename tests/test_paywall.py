@@ -34,7 +34,7 @@ async def priced_course(api: ApiClient, teacher: Actor, lectures: int = 2, price
 async def give_coins(api: ApiClient, who: Actor, coins: int) -> None:
     """Seed a wallet (a prize, as far as the ledger is concerned)."""
     await api.app[CORE].pool.execute(
-        "INSERT INTO wallet_entries (id, user_id, amount, reason, ref) VALUES ($1, $2, $3, 'test prize', $4)",
+        "INSERT INTO wallet_entries (id, user_id, amount, reason, ref, source) VALUES ($1, $2, $3, 'test', $4, 'test')",
         uuid.uuid4(), uuid.UUID(who.id), coins, f"test:{uuid.uuid4()}",
     )  # fmt: skip
 

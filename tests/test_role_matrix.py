@@ -119,6 +119,10 @@ async def build_world(api: ApiClient) -> World:
     )
     ended = await ok("POST", "/contests", owner, json={**war, "starts_at": (now - timedelta(hours=2)).isoformat(),
                                                         "ends_at": (now - timedelta(hours=1)).isoformat()})  # fmt: skip
+    # ... one offering prizes (waiting for a platform admin's approval) and a weekly template.
+    prized = await ok("POST", "/contests", owner, json={**war, "prizes": [10], "starts_at": now.isoformat(),
+                                                        "ends_at": (now + timedelta(hours=1)).isoformat()})  # fmt: skip
+    template = await ok("POST", "/contest-templates", owner, json=new_template({"community": community["id"]}))
     csub = uuid.uuid4()
     await api.app[CORE].pool.execute(
         "INSERT INTO contest_submissions (id, contest_id, problem_id, user_id, community_id, language, source,"
@@ -151,6 +155,8 @@ async def build_world(api: ApiClient) -> World:
             "ended": ended["id"],
             "problem": contest["problems"][0]["id"],
             "csub": str(csub),
+            "prized": prized["id"],
+            "template": template["id"],
         },
     )
 
@@ -325,6 +331,24 @@ ROWS: list[Row] = [
     Row("POST", "/contests/{contest}/submissions/{csub}/disqualify", only(200, 403, *STAFF), {"reason": "copied"}),
     Row("POST", "/contest-templates", only(201, 403, *STAFF), lambda ids: new_template(ids)),
     Row("GET", "/contest-templates", everyone(200)),
+    # prizes: approval and budgets are the platform admins'; the organizer's admins read the budgets
+    Row("POST", "/contests/{prized}/approval", only(200, 403, "admin"), {"approve": True}),
+    Row("POST", "/contest-templates/{template}/approval", only(200, 403, "admin"), {"approve": False}),
+    Row("GET", "/communities/{community}/prize-budget", only(200, 403, *STAFF)),
+    Row("PUT", "/communities/{community}/prize-budget", only(200, 403, "admin"), {"coins": 500}),
+    Row("GET", "/contests/{prized}/prize-budget", only(200, 403, *STAFF)),
+    Row("PUT", "/contests/{prized}/prize-budget", only(200, 403, "admin"), {"coins": 50, "note": "one-off"}),
+    Row("GET", "/contest-templates/{template}/prize-budget", only(200, 403, *STAFF)),
+    Row("PUT", "/contest-templates/{template}/prize-budget", only(200, 403, "admin"), {"coins": 50}),
+    # community consent: the community's owner and admins answer its invitations
+    Row("GET", "/communities/{community}/contest-invitations", only(200, 403, *STAFF)),
+    Row("POST", "/contests/{contest}/communities/{community}/answer", only(200, 403, *STAFF), {"accept": True}),
+    Row(
+        "POST",
+        "/contest-templates/{template}/communities/{community}/answer",
+        only(200, 403, *STAFF),
+        {"accept": False},
+    ),
     # coins
     Row("GET", "/me/wallet", everyone(200)),
     Row("PUT", "/courses/{course}/price", only(200, 403, *STAFF), {"coins": 5}),
@@ -353,6 +377,8 @@ _TEMPLATE_NAMES = {
     "ended": "contest_id",
     "problem": "problem_id",
     "csub": "submission_id",
+    "prized": "contest_id",
+    "template": "template_id",
 }
 
 

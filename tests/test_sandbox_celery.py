@@ -18,8 +18,10 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -153,3 +155,39 @@ def test_the_worker_refuses_to_start_without_redis(tmp_path: Path, database_url:
     )
     assert done.returncode == 2
     assert "STUDYHALL_REDIS_URL" in done.stderr
+
+
+async def test_contest_judging_on_workers_goes_by_turns_between_users(
+    scaled: tuple[list[Node], dict[str, str], str, Path],
+) -> None:
+    """Issue 12: one user's queued submissions do not keep another's, in another contest, waiting behind them."""
+    (a, _), worker_env, _, log_dir = scaled
+    flooder, other = await register(a.url, "flooder"), await register(a.url, "other")
+    contests = []
+    for who in (flooder, other):
+        status, community = await rest(a.url, "POST", "/communities", who, json={"name": f"C {uuid.uuid4().hex[:8]}"})
+        assert status == 201, community
+        now = datetime.now(UTC)
+        status, contest = await rest(a.url, "POST", "/contests", who, json={
+            "title": "On workers", "organizer_id": community["id"], "communities": [community["id"]],
+            "problems": [{"title": "Three", "tests": [{"stdin": "", "expected_output": "3"}]}],
+            "starts_at": (now - timedelta(minutes=1)).isoformat(), "ends_at": (now + timedelta(hours=1)).isoformat(),
+        })  # fmt: skip
+        assert status == 201, contest
+        contests.append(f"/contests/{contest['id']}/problems/{contest['problems'][0]['id']}/submissions")
+    worker = Worker(worker_env, log_dir / "worker-contests.log")
+    try:
+        worker.wait_ready()
+        sleeper = {"language": "python", "source": "import time\ntime.sleep(2)\nprint(3)\n"}
+        # Two workers: two of the four run, two wait; then another user's submission arrives, through the same node.
+        for _ in range(4):
+            status, sub = await rest(a.url, "POST", contests[0], flooder, json=sleeper)
+            assert status == 202, sub
+        status, judged = await rest(a.url, "POST", contests[1] + "?wait=true", other,
+                                    json={"language": "python", "source": "print(3)"})  # fmt: skip
+        assert (status, judged["verdict"]) == (200, "accepted"), judged
+        status, mine = await rest(a.url, "GET", contests[0].rsplit("/problems", 1)[0] + "/submissions", flooder)
+        assert status == 200 and len(mine["items"]) == 4
+        assert len([s for s in mine["items"] if s["verdict"] is None]) >= 1, mine  # judged before the last two
+    finally:
+        assert stop_pid(worker.proc, signal.SIGTERM) == 0, worker.log.read_text()[-3000:]

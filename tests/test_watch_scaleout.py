@@ -187,7 +187,8 @@ async def test_a_paid_lectures_url_reaches_only_entitled_viewers_on_either_node(
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(
-            "INSERT INTO wallet_entries (id, user_id, amount, reason, ref) VALUES ($1, $2, 5, 'test prize', $3)",
+            "INSERT INTO wallet_entries (id, user_id, amount, reason, ref, source)"
+            " VALUES ($1, $2, 5, 'test', $3, 'test')",
             uuid.uuid4(), uuid.UUID(buyer.id), f"test:{uuid.uuid4()}",
         )  # fmt: skip
     finally:
