@@ -15,6 +15,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
 
 from collab_ide import runs, service
+from collab_ide.document import AwarenessLimits
 from collab_ide.documents import DocumentManager, Tuning
 from collab_ide.relay import LocalRelay, RedisRelay, Relay
 from collab_ide.schemas import (
@@ -147,6 +148,14 @@ def tuning_of(settings: Settings) -> Tuning:
     )
 
 
+def awareness_limits_of(settings: Settings) -> AwarenessLimits:
+    return AwarenessLimits(
+        max_bytes=settings.collab_awareness_max_bytes,
+        max_entries=settings.collab_awareness_max_entries,
+        ids_per_connection=settings.collab_awareness_ids_per_connection,
+    )
+
+
 def mount(app: web.Application, settings: Settings, node_id: str, registry: CollectorRegistry) -> None:
     """Add ``/yjs/{workspace_id}`` and the document manager (after the database resource).
 
@@ -157,7 +166,9 @@ def mount(app: web.Application, settings: Settings, node_id: str, registry: Coll
         relay: Relay = LocalRelay()
         if settings.redis_url is not None:
             relay = RedisRelay(settings.redis_url.get_secret_value(), node_id)
-        manager = DocumentManager(DocumentLog(app[CORE].pool), relay, tuning_of(settings))
+        manager = DocumentManager(
+            DocumentLog(app[CORE].pool), relay, tuning_of(settings), awareness=awareness_limits_of(settings)
+        )
         app[DOCUMENTS] = manager
         loaded.set_function(lambda: len(manager.docs))
         connections.set_function(lambda: sum(len(d.peers) for d in manager.docs.values()))

@@ -197,7 +197,7 @@ class Session:
         self.docs.updated(self.doc)
 
     def on_awareness(self, payload: bytes, frame: bytes) -> None:
-        self.doc.apply_awareness(protocol.decode_awareness(payload), frame, self.peer, time.monotonic())
+        self.doc.client_awareness(self.peer, payload, frame)
 
     def on_query(self, payload: bytes, frame: bytes) -> None:
         self.peer.send(self.doc.awareness_frame())

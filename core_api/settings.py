@@ -228,6 +228,30 @@ class Settings(BaseSettings):
     collab_unload_delay_s: float = Field(
         30.0, ge=0, le=86400, description="A document nobody has open is unloaded from memory this much later."
     )
+    collab_awareness_max_bytes: int = Field(
+        16 * 1024,
+        ge=256,
+        le=1024 * 1024,
+        description="Largest awareness message (cursors, user names) a client may send; a larger one is ignored "
+        "unread (one over STUDYHALL_COLLAB_MAX_MESSAGE_BYTES closes the connection first). A client's own "
+        "state is a few hundred bytes; the official client also echoes everyone else's states back, which the "
+        "server ignores anyway.",
+    )
+    collab_awareness_max_entries: int = Field(
+        16,
+        ge=1,
+        le=10_000,
+        description="Most entries an awareness message may carry; one with more is ignored unread (a client "
+        "speaks only for itself: one entry).",
+    )
+    collab_awareness_ids_per_connection: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Awareness client ids one connection may own. It owns the ids it announces first (a Yjs "
+        "client has one), and its entries for ids it does not own are ignored; its states are removed, for "
+        "everyone on every node, when it disconnects.",
+    )
 
     # --- group wars (contests; see leaderboards/ and README "Group wars") ---
     contest_cycle_s: float = Field(
