@@ -17,6 +17,7 @@ from pycrdt import Doc
 
 from collab_ide import protocol
 from collab_ide.protocol import AwarenessEntry
+from collab_ide.sizes import SizeGuard, SizeLimits, TooLarge
 
 
 class Peer(Protocol):
@@ -94,6 +95,9 @@ class SharedDocument:
         doc: the document as loaded from Postgres.
         version: the snapshot version it was loaded from (compaction skips re-reading it).
         relay: how frames reach other nodes.
+        awareness_limits: what one client may put into the awareness.
+        size_limits: how large the document and each of its files may grow.
+        stored_bytes: the size it was loaded from (a bound of its size until it is measured).
     """
 
     def __init__(
@@ -103,9 +107,12 @@ class SharedDocument:
         version: int,
         relay: Relay,
         awareness_limits: AwarenessLimits = AwarenessLimits(),
+        size_limits: SizeLimits = SizeLimits(),
+        stored_bytes: int = 0,
     ) -> None:
         self.workspace_id = workspace_id
         self.doc = doc
+        self.sizes = SizeGuard(doc, size_limits, stored_bytes)
         self._apply_update = update_applier(doc)
         self.version = version
         self.relay = relay
@@ -171,13 +178,18 @@ class SharedDocument:
     def apply(self, update: bytes, frame: bytes, origin: Peer | None, now: float) -> None:
         """Apply a client's update, forward ``frame`` to the other peers and nodes, queue it for the log.
 
-        ``frame`` must be an update message (``0, 2, ...``) carrying ``update``.
+        ``frame`` must be an update message (``0, 2, ...``) carrying ``update``. Raises
+        :class:`~collab_ide.sizes.TooLarge` (nothing applied) for an update that would take the document
+        or one of its files past its cap, :class:`InvalidUpdate` for one that cannot be decoded.
         """
         if update == protocol.EMPTY_UPDATE:
             return
         try:
+            self.sizes.admit(update)
             self._apply_update(update)
         except ValueError as exc:
+            if isinstance(exc, TooLarge):
+                raise
             raise InvalidUpdate(str(exc)) from None
         for peer in self.peers:
             if peer is not origin:
@@ -195,6 +207,7 @@ class SharedDocument:
             self._apply_update(update)
         except ValueError:
             return  # the sending node applied it, so this cannot happen short of corruption in transit
+        self.sizes.applied_elsewhere(update)
         self._broadcast(frame, None)
         self.unsaved += 1
         self.last_change = now

@@ -27,6 +27,7 @@ from collab_ide.schemas import (
     WorkspaceMemberOut,
     WorkspaceOut,
 )
+from collab_ide.sizes import SizeLimits
 from collab_ide.store import DocumentLog
 from collab_ide.websocket import CLOSE_GOING_AWAY, SocketPeer, make_handler
 from core_api.context import CORE, Page, PageQuery, core_of
@@ -57,7 +58,7 @@ async def get_workspace_templates(call: Call) -> TemplateListOut:
     body=WorkspaceIn,
     response=WorkspaceOut,
     status=201,
-    errors=[403, 404, 409],
+    errors=[403, 404, 409, 413],
 )
 async def post_workspace(call: Call) -> WorkspaceOut:
     return await service.create_workspace(core_of(call), call.me, call.body)
@@ -125,7 +126,7 @@ async def get_workspace_files(call: Call) -> FileListOut:
 @api.route(
     "GET",
     "/workspaces/{workspace_id}/archive",
-    summary="Download the workspace's current files as a zip archive",
+    summary="Download the workspace's current files as a zip archive (built off the event loop)",
     tag=TAG,
     produces="application/zip",
 )
@@ -148,6 +149,10 @@ def tuning_of(settings: Settings) -> Tuning:
     )
 
 
+def size_limits_of(settings: Settings) -> SizeLimits:
+    return SizeLimits(document_bytes=settings.collab_max_document_bytes, file_bytes=settings.collab_max_file_bytes)
+
+
 def awareness_limits_of(settings: Settings) -> AwarenessLimits:
     return AwarenessLimits(
         max_bytes=settings.collab_awareness_max_bytes,
@@ -167,7 +172,11 @@ def mount(app: web.Application, settings: Settings, node_id: str, registry: Coll
         if settings.redis_url is not None:
             relay = RedisRelay(settings.redis_url.get_secret_value(), node_id)
         manager = DocumentManager(
-            DocumentLog(app[CORE].pool), relay, tuning_of(settings), awareness=awareness_limits_of(settings)
+            DocumentLog(app[CORE].pool),
+            relay,
+            tuning_of(settings),
+            awareness=awareness_limits_of(settings),
+            sizes=size_limits_of(settings),
         )
         app[DOCUMENTS] = manager
         loaded.set_function(lambda: len(manager.docs))

@@ -16,6 +16,7 @@ from collab_ide import protocol
 from collab_ide.access import access_of
 from collab_ide.document import AwarenessLimits, InvalidUpdate, SharedDocument, update_applier
 from collab_ide.protocol import AwarenessEntry, Kind, ProtocolError
+from collab_ide.sizes import SizeGuard, SizeLimits, TooLarge, adds_items
 from core_api.http import Principal
 
 # --- the codec -----------------------------------------------------------------------------------------
@@ -240,3 +241,52 @@ def user(uid: uuid.UUID | None = None, role: str = "student") -> Principal:
 def test_access_rules(r: dict[str, Any], who: Principal, expected: tuple[bool, bool] | None) -> None:
     access = access_of(r, who)
     assert (None if access is None else (access.edit, access.manage)) == expected
+
+
+# --- size caps ---------------------------------------------------------------------------------------
+
+
+def test_size_caps_refuse_growth_past_them_but_never_a_deletion() -> None:
+    doc = starter()
+    limits = SizeLimits(document_bytes=64 * 1024, file_bytes=8 * 1024)
+    guard = SizeGuard(doc, limits, len(doc.get_update()))
+    files = doc.get("files", type=Map)
+
+    def typed(text: str, path: str = "main.py", at: int = 0) -> bytes:
+        client: Doc[Any] = Doc()
+        client.apply_update(doc.get_update())
+        before = client.get_state()
+        target = client.get("files", type=Map)
+        if path not in target:
+            target[path] = Text("")
+        target[path].insert(at, text)
+        return client.get_update(before)
+
+    def land(update: bytes) -> None:
+        guard.admit(update)
+        doc.apply_update(update)
+
+    land(typed("a" * 7000))
+    with pytest.raises(TooLarge, match=r"main\.py"):
+        guard.admit(typed("b" * 2000))  # past the file cap: refused, the document untouched
+    assert len(files["main.py"]) == 7000 + len("print(1)\n")
+    land(typed("c" * 4000, path="other.py"))  # another file still grows (measured exactly, not by bound)
+    assert guard.watching
+    deletion: Doc[Any] = Doc()
+    deletion.apply_update(doc.get_update())
+    before = deletion.get_state()
+    del deletion.get("files", type=Map)["main.py"][0:5000]
+    shrink = deletion.get_update(before)
+    assert not adds_items(shrink)
+    land(shrink)
+    guard.written(len(doc.get_update()))  # a write measures everything: the watch ends
+    assert not guard.watching and guard.largest == 4000  # every file under half the cap
+    land(typed("d" * 3000))
+
+    def fill() -> None:
+        for i in range(20):
+            land(typed("e" * 6000, path=f"f{i}.py"))
+
+    with pytest.raises(TooLarge, match="workspace"):  # the document cap, with every file under its own
+        fill()
+    assert len(doc.get_update()) <= limits.document_bytes
