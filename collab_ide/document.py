@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pycrdt import Doc
 
 from collab_ide import protocol
 from collab_ide.protocol import AwarenessEntry
+from collab_ide.sizes import SizeGuard, SizeLimits, TooLarge
 
 
 class Peer(Protocol):
@@ -24,7 +26,7 @@ class Peer(Protocol):
     user_id: uuid.UUID
     can_edit: bool
     awareness_ids: set[int]
-    """The awareness client ids this peer announced: removed for everyone when it leaves."""
+    """The awareness client ids this peer owns (it announced them first): removed for everyone when it leaves."""
 
     def send(self, frame: bytes) -> None:
         """Queue one y-websocket frame for the client without waiting."""
@@ -69,6 +71,22 @@ class InvalidUpdate(ValueError):
     """A document update (or state vector) the CRDT could not decode."""
 
 
+@dataclass(frozen=True)
+class AwarenessLimits:
+    """What one client may put into a document's awareness (``STUDYHALL_COLLAB_AWARENESS_*``).
+
+    Args:
+        max_bytes: an awareness message larger than this is ignored unread.
+        max_entries: an awareness message with more entries than this is ignored unread.
+        ids_per_connection: awareness client ids one connection may own; it owns those it announces
+            first (a y-protocols client has one), and no connection may write another's.
+    """
+
+    max_bytes: int = 16 * 1024
+    max_entries: int = 16
+    ids_per_connection: int = 4
+
+
 class SharedDocument:
     """A loaded document and its local peers.
 
@@ -77,17 +95,35 @@ class SharedDocument:
         doc: the document as loaded from Postgres.
         version: the snapshot version it was loaded from (compaction skips re-reading it).
         relay: how frames reach other nodes.
+        awareness_limits: what one client may put into the awareness.
+        size_limits: how large the document and each of its files may grow.
+        stored_bytes: the size it was loaded from (a bound of its size until it is measured).
     """
 
-    def __init__(self, workspace_id: uuid.UUID, doc: Doc[Any], version: int, relay: Relay) -> None:
+    def __init__(
+        self,
+        workspace_id: uuid.UUID,
+        doc: Doc[Any],
+        version: int,
+        relay: Relay,
+        awareness_limits: AwarenessLimits = AwarenessLimits(),
+        size_limits: SizeLimits = SizeLimits(),
+        stored_bytes: int = 0,
+    ) -> None:
         self.workspace_id = workspace_id
         self.doc = doc
+        self.sizes = SizeGuard(doc, size_limits, stored_bytes)
         self._apply_update = update_applier(doc)
         self.version = version
         self.relay = relay
+        self.awareness_limits = awareness_limits
         self.peers: list[Peer] = []
         self.awareness: dict[int, AwarenessEntry] = {}
+        """Everyone's awareness states by client id: this node's clients' and other nodes'."""
+        self.awareness_owner: dict[int, Peer] = {}
+        """Which local connection owns each of this node's clients' ids."""
         self.awareness_seen: dict[int, float] = {}
+        """When each other node's client's state was last renewed (they expire; local ones leave with their peer)."""
         self.pending: list[bytes] = []
         """Updates from this node's clients not yet appended to the log."""
         self.own_rows: list[int] = []
@@ -108,18 +144,19 @@ class SharedDocument:
             peer.send(protocol.encode_awareness(list(self.awareness.values())))
 
     def remove(self, peer: Peer) -> None:
-        """Take ``peer`` out and tell everyone its cursors are gone."""
+        """Take ``peer`` out and tell everyone, here and on other nodes, that its cursors are gone."""
         if peer in self.peers:
             self.peers.remove(peer)
-        gone = [
-            AwarenessEntry(cid, self.awareness[cid].clock + 1, b"null")
-            for cid in peer.awareness_ids
-            if cid in self.awareness
-        ]
+        gone = []
+        for cid in sorted(peer.awareness_ids):
+            if self.awareness_owner.get(cid) is not peer:
+                continue
+            del self.awareness_owner[cid]
+            entry = self.awareness.pop(cid, None)
+            if entry is not None:
+                gone.append(AwarenessEntry(cid, entry.clock + 1, b"null"))
+        peer.awareness_ids.clear()
         if gone:
-            for entry in gone:
-                del self.awareness[entry.client_id]
-                self.awareness_seen.pop(entry.client_id, None)
             frame = protocol.encode_awareness(gone)
             self._broadcast(frame, None)
             self.relay(frame)
@@ -141,13 +178,18 @@ class SharedDocument:
     def apply(self, update: bytes, frame: bytes, origin: Peer | None, now: float) -> None:
         """Apply a client's update, forward ``frame`` to the other peers and nodes, queue it for the log.
 
-        ``frame`` must be an update message (``0, 2, ...``) carrying ``update``.
+        ``frame`` must be an update message (``0, 2, ...``) carrying ``update``. Raises
+        :class:`~collab_ide.sizes.TooLarge` (nothing applied) for an update that would take the document
+        or one of its files past its cap, :class:`InvalidUpdate` for one that cannot be decoded.
         """
         if update == protocol.EMPTY_UPDATE:
             return
         try:
+            self.sizes.admit(update)
             self._apply_update(update)
         except ValueError as exc:
+            if isinstance(exc, TooLarge):
+                raise
             raise InvalidUpdate(str(exc)) from None
         for peer in self.peers:
             if peer is not origin:
@@ -165,44 +207,99 @@ class SharedDocument:
             self._apply_update(update)
         except ValueError:
             return  # the sending node applied it, so this cannot happen short of corruption in transit
+        self.sizes.applied_elsewhere(update)
         self._broadcast(frame, None)
         self.unsaved += 1
         self.last_change = now
 
     # --- awareness -----------------------------------------------------------------------------
 
-    def apply_awareness(
-        self, entries: list[AwarenessEntry], frame: bytes, origin: Peer | None, now: float = 0.0
-    ) -> None:
-        """Record awareness states (newer clocks win) and forward ``frame`` to every peer and other nodes."""
+    def client_awareness(self, peer: Peer, payload: bytes, frame: bytes) -> None:
+        """A local client's awareness message (``payload`` inside ``frame``): keep and pass on what it
+        may say about itself, ignore the rest.
+
+        A message over ``max_bytes`` or with more than ``max_entries`` entries is ignored unread. Of the
+        others, an entry counts only for a client id the connection owns, or takes now (while it owns
+        fewer than ``ids_per_connection`` and nobody, here or on another node, has that id). The official
+        client echoes everyone else's states back (even its user's other tabs'): those entries are
+        ignored, as are removals of ids it does not own (the server removes states itself when their
+        connection goes). A client that reconnected before the server noticed its old connection gets
+        its id back when the old one goes: the removal the server then sends makes a y-protocols client
+        announce itself again. What is kept goes to every peer, the sender too (y-websocket's server
+        echoes: a client that hears nothing for 30 s takes its connection for dead), and other nodes.
+
+        Raises :class:`~collab_ide.protocol.ProtocolError` for a malformed message.
+        """
+        limits = self.awareness_limits
+        if len(payload) > limits.max_bytes:
+            return
+        count, _ = protocol.read_var_uint(payload, 0)
+        if count > limits.max_entries:
+            return
+        entries = protocol.decode_awareness(payload)
+        kept: list[AwarenessEntry] = []
         for entry in entries:
-            if origin is not None:
-                if entry.removed:
-                    origin.awareness_ids.discard(entry.client_id)
-                else:
-                    origin.awareness_ids.add(entry.client_id)
-            known = self.awareness.get(entry.client_id)
+            cid = entry.client_id
+            owner = self.awareness_owner.get(cid)
+            if owner is not peer:
+                if entry.removed or owner is not None or cid in self.awareness:
+                    continue  # another connection's client, here or on another node
+                if len(peer.awareness_ids) >= limits.ids_per_connection:
+                    continue
+                self.awareness_owner[cid] = peer
+                peer.awareness_ids.add(cid)
+            known = self.awareness.get(cid)
             if known is not None and known.clock > entry.clock:
                 continue
             if entry.removed:
-                self.awareness.pop(entry.client_id, None)
-                self.awareness_seen.pop(entry.client_id, None)
+                del self.awareness_owner[cid]
+                peer.awareness_ids.discard(cid)
+                self.awareness.pop(cid, None)
             else:
-                self.awareness[entry.client_id] = entry
-                self.awareness_seen[entry.client_id] = now
-        # To the sender too, as y-websocket's own server does: a client renews its awareness every 15 s
-        # and takes 30 s without any message for a dead connection, so a lone editor needs the echo.
-        self._broadcast(frame, None)
-        if origin is not None:
-            self.relay(frame)
+                self.awareness[cid] = entry
+            kept.append(entry)
+        if not kept:
+            return
+        out = frame if len(kept) == len(entries) else protocol.encode_awareness(kept)
+        self._broadcast(out, None)
+        self.relay(out)
+
+    def node_awareness(self, entries: list[AwarenessEntry], frame: bytes, now: float) -> None:
+        """Awareness another node relayed (its own clients', checked there): kept unless it is about
+        a client of this node, and passed on to the local peers."""
+        kept: list[AwarenessEntry] = []
+        for entry in entries:
+            cid = entry.client_id
+            if cid in self.awareness_owner:
+                continue  # a connection here owns it: only it, or its leaving, changes it
+            known = self.awareness.get(cid)
+            if known is not None and known.clock > entry.clock:
+                continue
+            if entry.removed:
+                self.awareness.pop(cid, None)
+                self.awareness_seen.pop(cid, None)
+            else:
+                self.awareness[cid] = entry
+                self.awareness_seen[cid] = now
+            kept.append(entry)
+        if kept:
+            self._broadcast(frame if len(kept) == len(entries) else protocol.encode_awareness(kept), None)
 
     def forget_stale_awareness(self, before: float) -> None:
-        """Drop states not renewed since ``before``: y-protocols clients renew theirs every 15 s and
-        time out others' after 30 s, so this only removes the cursors of clients of a node that died."""
-        for client_id, seen in list(self.awareness_seen.items()):
+        """Remove other nodes' clients' states not renewed since ``before`` and tell the local peers.
+
+        y-protocols clients renew theirs every 15 s and time out others' after 30 s, so this only
+        removes the cursors of clients of a node that died (a live node removes them when they leave).
+        """
+        gone = []
+        for cid, seen in list(self.awareness_seen.items()):
             if seen < before:
-                del self.awareness_seen[client_id]
-                self.awareness.pop(client_id, None)
+                del self.awareness_seen[cid]
+                entry = self.awareness.pop(cid, None)
+                if entry is not None:
+                    gone.append(AwarenessEntry(cid, entry.clock + 1, b"null"))
+        if gone:
+            self._broadcast(protocol.encode_awareness(gone), None)
 
     def awareness_frame(self) -> bytes:
         return protocol.encode_awareness(list(self.awareness.values()))

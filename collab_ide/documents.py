@@ -30,8 +30,9 @@ from functools import partial
 from typing import Any
 
 from collab_ide import protocol
-from collab_ide.document import Peer, SharedDocument
+from collab_ide.document import AwarenessLimits, Peer, SharedDocument
 from collab_ide.relay import OP_ACCESS, OP_FRAMES, OP_HELLO, OP_RESYNC, Relay
+from collab_ide.sizes import SizeLimits
 from collab_ide.store import DocumentLog, files_of
 
 log = logging.getLogger(__name__)
@@ -76,15 +77,25 @@ class DocumentManager:
         relay: the way to the other nodes (:class:`~collab_ide.relay.LocalRelay` on one node).
         tuning: batching, compaction and unloading intervals.
         clock: monotonic seconds (tests may pass their own).
+        awareness: what one client may put into a document's awareness.
+        sizes: how large a document and each of its files may grow.
     """
 
     def __init__(
-        self, store: DocumentLog, relay: Relay, tuning: Tuning, clock: Callable[[], float] = time.monotonic
+        self,
+        store: DocumentLog,
+        relay: Relay,
+        tuning: Tuning,
+        clock: Callable[[], float] = time.monotonic,
+        awareness: AwarenessLimits = AwarenessLimits(),
+        sizes: SizeLimits = SizeLimits(),
     ) -> None:
         self.store = store
         self.relay = relay
         self.tuning = tuning
         self.clock = clock
+        self.awareness = awareness
+        self.sizes = sizes
         self.docs: dict[uuid.UUID, SharedDocument] = {}
         self.log_rows_at_load: dict[uuid.UUID, int] = {}
         """Logged updates a document had when loaded here (compaction folds them in)."""
@@ -128,7 +139,15 @@ class DocumentManager:
             if loaded is None:
                 await self.relay.leave(workspace_id)
                 return None
-            doc = SharedDocument(workspace_id, loaded.doc, loaded.version, partial(self.relay.publish, workspace_id))
+            doc = SharedDocument(
+                workspace_id,
+                loaded.doc,
+                loaded.version,
+                partial(self.relay.publish, workspace_id),
+                self.awareness,
+                self.sizes,
+                loaded.stored_bytes,
+            )
             self.docs[workspace_id] = doc
             self.log_rows_at_load[workspace_id] = loaded.log_rows
             self.loads += 1
@@ -174,7 +193,7 @@ class DocumentManager:
                 if kind is protocol.Kind.UPDATE:
                     doc.apply_remote(payload, frame, now)
                 elif kind is protocol.Kind.AWARENESS:
-                    doc.apply_awareness(protocol.decode_awareness(payload), frame, None, now)
+                    doc.node_awareness(protocol.decode_awareness(payload), frame, now)
         elif op == OP_HELLO:
             try:
                 missing = doc.doc.get_update(body)
@@ -285,7 +304,7 @@ class DocumentManager:
         unsaved = doc.unsaved
         own, doc.own_rows = doc.own_rows, []
         try:
-            result = await self.store.compact(doc.workspace_id, doc.doc, doc.version, own)
+            result = await self.store.compact(doc.workspace_id, doc.doc, doc.version, own, doc.sizes.written)
         except BaseException:
             doc.own_rows[:0] = own
             raise
@@ -296,6 +315,7 @@ class DocumentManager:
         doc.logged = 0
         self.log_rows_at_load[doc.workspace_id] = 0
         if result.news is not None:
+            doc.sizes.applied_elsewhere(result.news, counted=True)
             frame = protocol.update_message(result.news)
             for peer in doc.peers:
                 peer.send(frame)

@@ -15,6 +15,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
 
 from collab_ide import runs, service
+from collab_ide.document import AwarenessLimits
 from collab_ide.documents import DocumentManager, Tuning
 from collab_ide.relay import LocalRelay, RedisRelay, Relay
 from collab_ide.schemas import (
@@ -26,6 +27,7 @@ from collab_ide.schemas import (
     WorkspaceMemberOut,
     WorkspaceOut,
 )
+from collab_ide.sizes import SizeLimits
 from collab_ide.store import DocumentLog
 from collab_ide.websocket import CLOSE_GOING_AWAY, SocketPeer, make_handler
 from core_api.context import CORE, Page, PageQuery, core_of
@@ -56,7 +58,7 @@ async def get_workspace_templates(call: Call) -> TemplateListOut:
     body=WorkspaceIn,
     response=WorkspaceOut,
     status=201,
-    errors=[403, 404, 409],
+    errors=[403, 404, 409, 413],
 )
 async def post_workspace(call: Call) -> WorkspaceOut:
     return await service.create_workspace(core_of(call), call.me, call.body)
@@ -124,7 +126,7 @@ async def get_workspace_files(call: Call) -> FileListOut:
 @api.route(
     "GET",
     "/workspaces/{workspace_id}/archive",
-    summary="Download the workspace's current files as a zip archive",
+    summary="Download the workspace's current files as a zip archive (built off the event loop)",
     tag=TAG,
     produces="application/zip",
 )
@@ -147,6 +149,18 @@ def tuning_of(settings: Settings) -> Tuning:
     )
 
 
+def size_limits_of(settings: Settings) -> SizeLimits:
+    return SizeLimits(document_bytes=settings.collab_max_document_bytes, file_bytes=settings.collab_max_file_bytes)
+
+
+def awareness_limits_of(settings: Settings) -> AwarenessLimits:
+    return AwarenessLimits(
+        max_bytes=settings.collab_awareness_max_bytes,
+        max_entries=settings.collab_awareness_max_entries,
+        ids_per_connection=settings.collab_awareness_ids_per_connection,
+    )
+
+
 def mount(app: web.Application, settings: Settings, node_id: str, registry: CollectorRegistry) -> None:
     """Add ``/yjs/{workspace_id}`` and the document manager (after the database resource).
 
@@ -157,7 +171,13 @@ def mount(app: web.Application, settings: Settings, node_id: str, registry: Coll
         relay: Relay = LocalRelay()
         if settings.redis_url is not None:
             relay = RedisRelay(settings.redis_url.get_secret_value(), node_id)
-        manager = DocumentManager(DocumentLog(app[CORE].pool), relay, tuning_of(settings))
+        manager = DocumentManager(
+            DocumentLog(app[CORE].pool),
+            relay,
+            tuning_of(settings),
+            awareness=awareness_limits_of(settings),
+            sizes=size_limits_of(settings),
+        )
         app[DOCUMENTS] = manager
         loaded.set_function(lambda: len(manager.docs))
         connections.set_function(lambda: sum(len(d.peers) for d in manager.docs.values()))

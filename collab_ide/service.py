@@ -7,6 +7,7 @@ this module reads it through :meth:`DocumentManager.current_files`, the server's
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 import zipfile
@@ -29,8 +30,9 @@ from collab_ide.store import DocumentLog, starter_state
 from collab_ide.templates import TEMPLATES
 from core_api.context import Core, Page, PageQuery, audit, decode_cursor, new_id, page_of
 from core_api.db import Connection, Record
-from core_api.errors import conflict, forbidden, not_found
+from core_api.errors import AppError, ErrorCode, conflict, forbidden, not_found
 from core_api.http import Principal
+from core_api.settings import Settings
 from rooms import service as rooms
 
 EDITOR_PREFIX = "/yjs/"
@@ -71,6 +73,7 @@ async def create_workspace(core: Core, user: Principal, body: WorkspaceIn) -> Wo
     entry = body.entry or (template.entry if template.entry in files else next(iter(sorted(files)), template.entry))
     workspace_id = new_id()
     state = starter_state(files)
+    _within_caps(core.settings, files, state)
     async with core.transaction() as tx:
         await tx.conn.execute(
             "INSERT INTO workspaces (id, name, language, entry, room_id, room_access, created_by)"
@@ -86,6 +89,23 @@ async def create_workspace(core: Core, user: Principal, body: WorkspaceIn) -> Wo
         await DocumentLog.create(tx.conn, workspace_id, state)
         row, access = await workspace_row(tx.conn, user, workspace_id)
     return workspace_out(row, access)
+
+
+def _within_caps(settings: Settings, files: dict[str, str], state: bytes) -> None:
+    """Starter files obey the caps editing obeys (``payload_too_large`` otherwise)."""
+    for path, content in files.items():
+        if len(content.encode()) > settings.collab_max_file_bytes:
+            raise AppError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"files.{path}: larger than the limit of {settings.collab_max_file_bytes} bytes per file",
+                {"limit_bytes": settings.collab_max_file_bytes},
+            )
+    if len(state) > settings.collab_max_document_bytes:
+        raise AppError(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"the files are larger than the limit of {settings.collab_max_document_bytes} bytes per workspace",
+            {"limit_bytes": settings.collab_max_document_bytes},
+        )
 
 
 async def get_workspace(core: Core, user: Principal, workspace_id: uuid.UUID) -> WorkspaceOut:
@@ -243,8 +263,13 @@ async def list_files(core: Core, docs: DocumentManager, user: Principal, workspa
 
 
 async def archive(core: Core, docs: DocumentManager, user: Principal, workspace_id: uuid.UUID) -> bytes:
-    """The current files as a zip archive (paths as in the document)."""
+    """The current files as a zip archive (paths as in the document), compressed in a worker thread so
+    that the event loop keeps serving everyone else meanwhile (zlib lets go of the GIL)."""
     files = await current_files(core, docs, user, workspace_id)
+    return await asyncio.to_thread(zip_files, files)
+
+
+def zip_files(files: dict[str, str]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for path, content in files.items():

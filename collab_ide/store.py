@@ -13,7 +13,7 @@ Yjs updates are idempotent and commute, so overlap between the snapshot and the 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,8 @@ class Loaded:
     doc: Doc[Any]
     version: int
     log_rows: int
+    stored_bytes: int = 0
+    """The snapshot's and the log's bytes together (the document's state is no larger)."""
 
 
 @dataclass
@@ -82,11 +84,13 @@ class DocumentLog:
         doc.get(FILES, type=Map)
         doc.apply_update(row["state"])
         logged = 0
+        stored = len(row["state"])
         for data in row["log"]:
+            stored += len(data)
             for update in split_var_bytes(data):
                 doc.apply_update(update)
                 logged += 1
-        return Loaded(doc, row["version"], logged)
+        return Loaded(doc, row["version"], logged, stored)
 
     async def append(self, batches: list[tuple[uuid.UUID, list[bytes]]]) -> list[tuple[uuid.UUID, int]]:
         """Append each document's batch of updates as one log row; the (workspace id, row id) of each row."""
@@ -101,13 +105,20 @@ class DocumentLog:
         return [(r[0], r[1]) for r in rows]
 
     async def compact(
-        self, workspace_id: uuid.UUID, doc: Doc[Any], known_version: int, own_rows: Sequence[int] = ()
+        self,
+        workspace_id: uuid.UUID,
+        doc: Doc[Any],
+        known_version: int,
+        own_rows: Sequence[int] = (),
+        encoded: Callable[[int], None] | None = None,
     ) -> Compacted | None:
         """Fold the log and the in-memory ``doc`` into a new snapshot; None if the workspace is gone.
 
         ``doc`` receives whatever Postgres holds that it lacks (written by another node), so it is the
         union of both afterwards; that difference is returned for the caller to pass on to its clients.
         ``own_rows`` are log rows written from ``doc`` itself: deleted without being read back.
+        ``encoded`` is called with the new snapshot's length as soon as it is encoded (before anything
+        else can change ``doc``).
         """
         async with self.pool.acquire() as conn, conn.transaction():
             snap = await conn.fetchrow(
@@ -133,11 +144,14 @@ class DocumentLog:
                 doc.unobserve(subscription)
             changes = [c for c in changes if c != EMPTY_UPDATE]
             news = merge_updates(*changes) if len(changes) > 1 else (changes[0] if changes else None)
+            state = doc.get_update()
+            if encoded is not None:
+                encoded(len(state))
             version = await conn.fetchval(
                 "UPDATE yjs_snapshots SET state = $2, version = version + 1, updated_at = now()"
                 " WHERE workspace_id = $1 RETURNING version",
                 workspace_id,
-                doc.get_update(),
+                state,
             )
             if rows:
                 await conn.execute("DELETE FROM yjs_updates WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])

@@ -14,6 +14,7 @@ Close codes (the reason says more):
 | 4401 | no token, or an invalid or expired one |
 | 4403 | the user's access was withdrawn while connected (a room kick or ban, a community left, a role lost) |
 | 4404 | no such workspace, or one the user may not see |
+| 4413 | an update that would make the workspace or one of its files larger than its cap (refused whole) |
 | 1002 | a malformed or truncated message, or an update the CRDT cannot decode |
 | 1003 | a text frame or an unknown message type |
 | 1009 | a message over ``STUDYHALL_COLLAB_MAX_MESSAGE_BYTES`` (aiohttp closes it) |
@@ -44,6 +45,7 @@ from collab_ide.access import workspace_row
 from collab_ide.document import InvalidUpdate, SharedDocument
 from collab_ide.documents import DocumentManager
 from collab_ide.protocol import Kind, ProtocolError
+from collab_ide.sizes import TooLarge
 from core_api.auth import AUTH, current_principal, principal_for
 from core_api.context import CORE, Core
 from core_api.errors import AppError
@@ -56,6 +58,7 @@ HEARTBEAT_S = 30.0
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_LARGE = 4413
 CLOSE_PROTOCOL = 1002
 CLOSE_UNSUPPORTED = 1003
 CLOSE_TRY_AGAIN = 1013
@@ -184,6 +187,10 @@ class Session:
                 except InvalidUpdate:
                     await ws.close(code=CLOSE_PROTOCOL, message=b"the update could not be decoded")
                     return
+                except TooLarge as exc:  # refused whole: nothing applied, forwarded or stored
+                    reason = str(exc).encode()[:120].decode(errors="ignore").encode()  # a close reason is UTF-8
+                    await ws.close(code=CLOSE_TOO_LARGE, message=reason)
+                    return
             elif msg.type is WSMsgType.TEXT:
                 await ws.close(code=CLOSE_UNSUPPORTED, message=b"y-websocket messages are binary")
                 return
@@ -207,7 +214,7 @@ class Session:
         self.docs.updated(self.doc)
 
     def on_awareness(self, payload: bytes, frame: bytes) -> None:
-        self.doc.apply_awareness(protocol.decode_awareness(payload), frame, self.peer, time.monotonic())
+        self.doc.client_awareness(self.peer, payload, frame)
 
     def on_query(self, payload: bytes, frame: bytes) -> None:
         self.peer.send(self.doc.awareness_frame())

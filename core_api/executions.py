@@ -8,7 +8,9 @@ is judged instead: compiled once, run on each case in a fresh sandbox, compared 
 
 Wherever the job runs (this process's pool, or a Celery worker) the same :class:`ExecutionHooks` mark
 it running, store the result and push ``execution:finished`` to the owner's personal room
-(``user:<id>``) once it is committed.
+(``user:<id>``) once it is committed. An execution always ends ``finished``: output Postgres cannot hold
+as text (NUL bytes) is stored with each NUL shown as U+FFFD and ``nul_replaced`` set, and a result that
+cannot be stored at all is replaced by an ``internal_error`` saying so.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ FINISHED_EVENT = "execution:finished"
 RUN_OUTPUT_EVENT = "run:output"
 RUN_FINISHED_EVENT = "run:finished"
 STALE_AFTER_MIN = 10  # an unfinished execution older than this (its node died) no longer counts as waiting
+NUL = "\x00"
+NUL_SHOWN_AS = "\ufffd"  # U+FFFD REPLACEMENT CHARACTER, as for bytes that are not UTF-8
 
 # --- schemas -------------------------------------------------------------------------------------
 
@@ -151,6 +155,11 @@ class ExecutionOut(BaseModel):
     wall_ms: int | None
     memory_kb: int | None
     truncated: bool
+    nul_replaced: bool = Field(
+        False,
+        description="The program wrote NUL bytes, which text cannot hold: each is shown as U+FFFD (the replacement "
+        "character) in `stdout`, `stderr`, `compile` and the judged cases. Judging compared the real output.",
+    )
     message: str | None
     compile: PhaseResult | None = Field(description="The compile step of compiled languages.")
     judge: JudgeOut | None = Field(description="Per-case verdicts when the execution judged test cases.")
@@ -226,8 +235,37 @@ def _case_out(case: CaseResult) -> CaseOut:
     )
 
 
+def storable_text(text: str) -> str:
+    """``text`` as Postgres can store it (``text`` and ``jsonb`` refuse NUL): each NUL becomes U+FFFD."""
+    return text.replace(NUL, NUL_SHOWN_AS) if NUL in text else text
+
+
+def _without_nul(value: Any) -> tuple[Any, bool]:
+    """``value`` (JSON: dicts, lists, strings, numbers) with NUL replaced in every string; whether any was."""
+    if isinstance(value, str):
+        return (storable_text(value), True) if NUL in value else (value, False)
+    if isinstance(value, dict):
+        changed = False
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out[key], replaced = _without_nul(item)
+            changed = changed or replaced
+        return out, changed
+    if isinstance(value, list):
+        items = [_without_nul(item) for item in value]
+        return [item for item, _ in items], any(replaced for _, replaced in items)
+    return value, False
+
+
 def stored_result(result: Result) -> dict[str, Any]:
-    """What the ``result`` column keeps: the run's fields, or a judgement with its deciding run."""
+    """What the ``result`` column keeps: the run's fields, or a judgement with its deciding run; text
+    with NUL bytes replaced (``nul_replaced`` says whether any were)."""
+    stored, replaced = _without_nul(_result_fields(result))
+    stored["nul_replaced"] = replaced
+    return dict(stored)
+
+
+def _result_fields(result: Result) -> dict[str, Any]:
     if isinstance(result, RunResult):
         return {"run": result.model_dump(mode="json"), "judge": None}
     runs = [c.run for c in result.cases if c.run is not None]
@@ -267,6 +305,7 @@ def execution_out(row: Record) -> ExecutionOut:
         kind=row["kind"],
         state=row["state"],
         judge=stored.get("judge"),
+        nul_replaced=stored.get("nul_replaced", False),
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
@@ -331,7 +370,7 @@ class LiveOutput:
         decoder = self.decoders.get(stream)
         if decoder is None:
             return
-        text = decoder.decode(data)
+        text = storable_text(decoder.decode(data))  # as it will be stored, so that both read the same
         if text:
             self.pending.setdefault(stream, []).append(text)
         if self._timer is None:
@@ -366,7 +405,7 @@ class LiveOutput:
         if self._sending is not None:
             await self._sending
         for stream, decoder in self.decoders.items():
-            tail = decoder.decode(b"", final=True)
+            tail = storable_text(decoder.decode(b"", final=True))
             if tail:
                 self.pending.setdefault(stream, []).append(tail)
         await self._send()
@@ -383,15 +422,33 @@ async def finish(
     """Store an execution's result and, once committed, push it to its owner (a finished one stays as is).
 
     ``context`` is the job's: a workspace run's carries where its output goes (``run_topic``); with
-    ``streamed`` its stdout and stderr already went out live.
+    ``streamed`` its stdout and stderr already went out live. If the database refuses the result, the
+    execution is finished as an ``internal_error`` saying its result could not be stored, so that it
+    never stays ``running`` (nor counts against its owner's limit of waiting executions).
     """
+    try:
+        await _store(core, execution_id, stored_result(result), context, streamed)
+        return
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("could not store the result of execution %s; finishing it as an internal error", execution_id)
+    failed = RunResult(
+        **internal_error("the program ended, but its result could not be stored (the error is logged)").model_dump()
+    )
+    await _store(core, execution_id, stored_result(failed), context, streamed)
+
+
+async def _store(
+    core: Core, execution_id: uuid.UUID, stored: dict[str, Any], context: Mapping[str, str] | None, streamed: bool
+) -> None:
     async with core.transaction() as tx:
         row = await tx.conn.fetchrow(
             f"""UPDATE executions SET state = 'finished', result = $2, finished_at = now(),
                        started_at = coalesce(started_at, now())
                 WHERE id = $1 AND state <> 'finished' RETURNING {_COLUMNS}""",
             execution_id,
-            stored_result(result),
+            stored,
         )
         if row is not None:
             out = execution_out(row)

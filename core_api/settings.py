@@ -295,6 +295,47 @@ class Settings(BaseSettings):
     collab_unload_delay_s: float = Field(
         30.0, ge=0, le=86400, description="A document nobody has open is unloaded from memory this much later."
     )
+    collab_max_document_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=64 * 1024,
+        le=256 * 1024 * 1024,
+        description="Largest a workspace's document may grow: its Yjs state as stored (files and editing "
+        "history), which every editor that joins downloads. An update that would take it past this is refused "
+        "whole (not applied, forwarded or stored) and its connection closed with 4413; near the cap an update "
+        "may be refused up to 1/16 of it early. Deleting always works.",
+    )
+    collab_max_file_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="Largest one file of a workspace may grow (UTF-8 bytes). An update that would take a file "
+        "past this is refused whole and its connection closed with 4413; so is creating a workspace with such "
+        "a file (413).",
+    )
+    collab_awareness_max_bytes: int = Field(
+        16 * 1024,
+        ge=256,
+        le=1024 * 1024,
+        description="Largest awareness message (cursors, user names) a client may send; a larger one is ignored "
+        "unread (one over STUDYHALL_COLLAB_MAX_MESSAGE_BYTES closes the connection first). A client's own "
+        "state is a few hundred bytes; the official client also echoes everyone else's states back, which the "
+        "server ignores anyway.",
+    )
+    collab_awareness_max_entries: int = Field(
+        16,
+        ge=1,
+        le=10_000,
+        description="Most entries an awareness message may carry; one with more is ignored unread (a client "
+        "speaks only for itself: one entry).",
+    )
+    collab_awareness_ids_per_connection: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Awareness client ids one connection may own. It owns the ids it announces first (a Yjs "
+        "client has one), and its entries for ids it does not own are ignored; its states are removed, for "
+        "everyone on every node, when it disconnects.",
+    )
 
     # --- group wars (contests; see leaderboards/ and docs/group-wars.md) ---
     contest_cycle_s: float = Field(
@@ -365,6 +406,8 @@ class Settings(BaseSettings):
             )
         if self.watch_start_lead_s > self.watch_max_start_lead_s:
             raise ValueError("STUDYHALL_WATCH_START_LEAD_S must not exceed STUDYHALL_WATCH_MAX_START_LEAD_S")
+        if self.collab_max_file_bytes > self.collab_max_document_bytes:
+            raise ValueError("STUDYHALL_COLLAB_MAX_FILE_BYTES must not exceed STUDYHALL_COLLAB_MAX_DOCUMENT_BYTES")
         if self.watch_hard_sync_s > self.watch_seek_threshold_s:
             raise ValueError("STUDYHALL_WATCH_HARD_SYNC_S must not exceed STUDYHALL_WATCH_SEEK_THRESHOLD_S")
         return self

@@ -1,8 +1,10 @@
 """Control groups for sandbox slots: memory, process and CPU limits and accounting, v1 and v2.
 
 Each slot of the pool owns two cgroups (each one per controller under v1) for as long as the pool
-lives: a sandbox's init is moved into a free one once, while idle, before its run is asked for, and
-everything the run starts is born inside. Per run only the limits are rewritten and counters read:
+lives: bubblewrap's launcher joins a free one before bubblewrap starts, so the sandbox's cgroup
+namespace is rooted there (inside, ``/proc/self/cgroup`` reads ``/``), and once the sandbox's init waits
+bubblewrap itself is moved out to the pool's ``launchers`` cgroup, leaving init alone inside; everything
+the run starts is born inside. Per run only the limits are rewritten and counters read:
 
 - memory: the limit is the usage at the start of the run plus the run's allowance (the compiled
   program a compile step left in the work directory is not the run's), and the peak is measured
@@ -61,6 +63,10 @@ class Usage:
 
 class SlotCgroup(Protocol):
     def attach(self, pid: int) -> None: ...
+
+    def procs_files(self) -> list[Path]:
+        """The ``cgroup.procs`` files a process writes its pid to, to join this cgroup (one per hierarchy)."""
+        ...
 
     def prepare(self, memory_bytes: int, processes: int) -> Mark: ...
 
@@ -232,6 +238,9 @@ class V1Slot:
         for path in self._dirs:
             _write(path / "cgroup.procs", str(pid))
 
+    def procs_files(self) -> list[Path]:
+        return [path / "cgroup.procs" for path in self._dirs]
+
     def _set_memory_limit(self, limit: int) -> None:
         mem = self.paths["memory"] / "memory.limit_in_bytes"
         if self._memsw is None:
@@ -323,6 +332,9 @@ class V2Slot:
 
     def attach(self, pid: int) -> None:
         _write(self.path / "cgroup.procs", str(pid))
+
+    def procs_files(self) -> list[Path]:
+        return [self.path / "cgroup.procs"]
 
     def prepare(self, memory_bytes: int, processes: int) -> Mark:
         usage = int(_read(self.path / "memory.current"))

@@ -200,6 +200,25 @@ def mount_tmpfs(target: Path, size_bytes: int, inodes: int) -> None:
         raise HostError(f"could not mount a tmpfs on {target}: {os.strerror(err)}")
 
 
+def install_init(init: Path, directory: Path) -> Path:
+    """A copy of the init helper on a small tmpfs of its own at ``directory``, for the sandboxes to run.
+
+    Bound into a sandbox from there, ``/proc/self/mountinfo`` shows it as ``/init`` on a tmpfs, where a
+    bind of the runtime directory's copy would show that host path.
+    """
+    data = init.read_bytes()
+    mount_tmpfs(directory, len(data) + 64 * 1024, 16)
+    target = directory / "init"
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+    return target
+
+
 def unmount(target: Path) -> None:
     if _libc.umount2(bytes(target), _MNT_DETACH) != 0:
         err = ctypes.get_errno()

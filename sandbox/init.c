@@ -14,10 +14,13 @@
  *   init -> server  "X <wait status> <wall us> <user us> <system us> <max rss KiB>"  when the program ends
  *              or   "F <errno> <step>"         when the program could not be started
  *
- * Started as `init launch UID GID PROGRAM ARGS...` (by root, outside any sandbox) it is instead the
- * launcher of bubblewrap: it drops every group and switches to the sandbox user for good, then execs
- * PROGRAM. The server starts it with vfork (no copy of its own page tables, which a fork that
- * switched user itself would need), so preparing a sandbox costs the server almost nothing.
+ * Started as `init launch UID GID [--cgroup FILE]... PROGRAM ARGS...` (by root, outside any sandbox) it
+ * is instead the launcher of bubblewrap: it moves itself into the cgroups whose `cgroup.procs` FILEs are
+ * named (the slot's: bubblewrap then creates the sandbox's cgroup namespace there, so that inside,
+ * /proc/self/cgroup shows "/" and names nothing of the host), drops every group and switches to the
+ * sandbox user for good, then execs PROGRAM. The server starts it with vfork (no copy of its own page
+ * tables, which a fork that switched user itself would need), so preparing a sandbox costs the server
+ * almost nothing.
  *
  * It forks the program, reaps every process that gets re-parented to it, and exits as soon as the
  * program itself has ended: being process 1, its exit makes the kernel kill whatever the program
@@ -112,17 +115,37 @@ fail:;
     _exit(127);
 }
 
+/* Moves the calling process into the cgroup whose cgroup.procs file is `path`. */
+static int join_cgroup(const char *path) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%d", (int)getpid());
+    ssize_t written = write(fd, pid, (size_t)n);
+    close(fd);
+    return written == n ? 0 : -1;
+}
+
 static int launch(int argc, char **argv) {
     if (argc < 5) return 2;
     uid_t uid = (uid_t)strtoul(argv[2], NULL, 10);
     gid_t gid = (gid_t)strtoul(argv[3], NULL, 10);
     if (uid == 0 || gid == 0) return 2;
+    int program = 4;
+    while (program + 1 < argc && strcmp(argv[program], "--cgroup") == 0) {
+        if (join_cgroup(argv[program + 1]) != 0) {
+            perror("init launch: cannot join the slot's cgroup");
+            return 2;
+        }
+        program += 2;
+    }
+    if (program >= argc) return 2;
     if (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0 || setresuid(uid, uid, uid) != 0) {
         perror("init launch: cannot switch to the sandbox user");
         return 2;
     }
     if (getuid() != uid || geteuid() != uid || getgid() != gid || setuid(0) == 0) return 2;
-    execv(argv[4], argv + 4);
+    execv(argv[program], argv + program);
     perror("init launch: cannot start bubblewrap");
     return 2;
 }

@@ -247,6 +247,7 @@ class LocalRunner(WaitForResult):
         self._languages: list[LanguageInfo] | None = None
         self._tree: cgroups.CgroupTree | None = None
         self._pool_dir: Path | None = None
+        self._init_dir: Path | None = None
         self.name: str | None = None  # the pool's directory and cgroup name, once open
 
     # --- the Runner interface -----------------------------------------------------------------------
@@ -337,6 +338,9 @@ class LocalRunner(WaitForResult):
         self._tree = cgroups.open_tree(config.cgroup_root, f"{config.cgroup_parent}/{name}", config.cpus_per_run)
         self._pool_dir = config.runtime_dir / name
         self._pool_dir.mkdir(mode=0o711, exist_ok=True)
+        self._init_dir = self._pool_dir / "bin"
+        inside = host.install_init(init, self._init_dir)  # what sandboxes run as /.init
+        launchers = self._tree.slot("launchers")
         seccomp = filter_for()
         bwrap = self.probe.bwrap or config.bwrap
         for index in range(config.workers + config.spare_slots):
@@ -348,9 +352,10 @@ class LocalRunner(WaitForResult):
                 directory,
                 halves,
                 user,
-                bwrap_argv(bwrap, directory, init, config.work_dir_kb * 1024),
+                bwrap_argv(bwrap, directory, inside, config.work_dir_kb * 1024),
                 seccomp,
                 init,
+                launchers,
             )
             self._slots.append(slot)
             slot.reset_files()
@@ -371,6 +376,9 @@ class LocalRunner(WaitForResult):
                     log.warning("could not remove a cgroup of slot %d: %s", slot.index, exc)
             host.unmount(slot.dir)
         self._slots.clear()
+        if self._init_dir is not None:
+            host.unmount(self._init_dir)
+            self._init_dir = None
         if self._tree is not None:
             with contextlib.suppress(OSError):
                 self._tree.remove()

@@ -1,11 +1,13 @@
 """One slot of the pool: a work-directory tmpfs, two cgroups, and a sandbox waiting for its next run.
 
 A slot prepares its sandbox *before* a run is asked for ("warm"): bubblewrap, started as the sandbox
-user, builds fresh namespaces (user, PID, network, IPC, UTS, mount, cgroup), mounts the read-only
-system directories and the slot's work directory, loads the seccomp filter and starts the init
-helper (``init.c``) as process 1. Once init says it is ready it is moved into one of the slot's two
-cgroups, while it is idle, so a run never waits for bubblewrap or for a cgroup move (which can take
-~10 ms: the kernel waits for an RCU grace period). A run then only writes its files, sets its cgroup's
+user from inside one of the slot's two cgroups (its launcher joins it), builds fresh namespaces (user,
+PID, network, IPC, UTS, mount, and a cgroup namespace rooted at that cgroup, so that the program sees
+no host cgroup path), mounts the read-only system directories and the slot's work directory, loads the
+seccomp filter and starts the init helper (``init.c``) as process 1. Once init says it is ready,
+bubblewrap itself is moved out to the pool's ``launchers`` cgroup, while init is idle, so that only
+the sandbox's processes are counted and a run never waits for bubblewrap or for a cgroup move (which
+can take ~10 ms: the kernel waits for an RCU grace period). A run then only writes its files, sets its cgroup's
 limits and sends init the command; init forks and execs it. When a job has more steps (the run after a
 compile, a judge's next test case), the next sandbox is prepared in the other cgroup while this one runs.
 
@@ -107,7 +109,7 @@ class Sandbox:
     ctrl: socket.socket
     stdout: int
     stderr: int
-    cgroup: SlotCgroup | None = None  # set once its init is in one of the slot's cgroups
+    cgroup: SlotCgroup | None = None  # the slot's cgroup it was started in, until given back
 
     def close_fds(self) -> None:
         self.ctrl.close()
@@ -128,6 +130,7 @@ class Slot:
         bwrap_argv: list[str],
         seccomp: bytes,
         init: Path,
+        launchers: SlotCgroup,
     ) -> None:
         self.index = index
         self.dir = directory
@@ -137,6 +140,7 @@ class Slot:
         # can be moved in while the current one still runs (a compile, a test case), off the run's path.
         self.cgroups = cgroups
         self._free = list(cgroups)
+        self._launchers = launchers  # where bubblewrap waits once its sandbox is ready (not counted with it)
         self.user = user
         self._bwrap_argv = bwrap_argv
         self._seccomp = seccomp
@@ -189,7 +193,7 @@ class Slot:
         finally:
             os.close(fd)
 
-    def _spawn(self) -> Sandbox:
+    def _spawn(self, cgroup: SlotCgroup) -> Sandbox:
         ctrl, child_ctrl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -198,8 +202,10 @@ class Slot:
             os.write(filter_w, self._seccomp)  # a few hundred bytes: always fits the pipe
             os.close(filter_w)
             filter_w = -1
+            joins = [arg for path in cgroup.procs_files() for arg in ("--cgroup", str(path))]
             argv = [
                 *self._launcher,
+                *joins,
                 *self._bwrap_argv[:-1],
                 "--seccomp",
                 str(filter_r),
@@ -226,7 +232,7 @@ class Slot:
             for fd in (out_w, err_w, filter_r, filter_w):
                 if fd >= 0:
                     os.close(fd)
-        return Sandbox(proc=proc, init_pid=0, ctrl=ctrl, stdout=out_r, stderr=err_r)
+        return Sandbox(proc=proc, init_pid=0, ctrl=ctrl, stdout=out_r, stderr=err_r, cgroup=cgroup)
 
     async def warm(self) -> None:
         """Give the slot its next sandbox: the one prepared ahead if there is one, else a new one."""
@@ -257,18 +263,27 @@ class Slot:
             await self.discard(sandbox)
 
     async def prepare(self) -> Sandbox:
-        """Start a sandbox whose init waits, not yet in the slot's cgroup: it may be prepared while the
-        slot still runs something (the next test case, the run after a compile) without being counted
-        with it or killed with it. :meth:`adopt` makes it the slot's next sandbox."""
+        """Start a sandbox whose init waits in the slot's free cgroup: it may be prepared while the slot
+        still runs something in the other one (the next test case, the run after a compile) without
+        being counted with it or killed with it. :meth:`adopt` makes it the slot's next sandbox."""
         loop = asyncio.get_running_loop()
-        spawning = asyncio.ensure_future(asyncio.to_thread(self._spawn))
+        if not self._free:
+            raise SandboxError(f"slot {self.index} has no free cgroup for another sandbox")
+        cgroup = self._free.pop()
+        spawning = asyncio.ensure_future(asyncio.to_thread(self._spawn, cgroup))
         try:
             sandbox = await asyncio.shield(spawning)
         except asyncio.CancelledError:
             # The thread goes on starting bubblewrap whatever happens here: end what it started.
-            with contextlib.suppress(Exception):
+            try:
                 await self._destroy(await spawning)
+            except Exception:
+                self._free.append(cgroup)
             raise
+        except BaseException:
+            self._free.append(cgroup)
+            raise
+        # From here on, destroying the sandbox empties its cgroup and gives it back.
         try:
             sandbox.ctrl.setblocking(False)
             try:
@@ -282,11 +297,8 @@ class Slot:
             if len(children) != 1:
                 raise SandboxError(f"expected one init process under bubblewrap, found {children}")
             sandbox.init_pid = int(children[0])
-            if not self._free:
-                raise SandboxError(f"slot {self.index} has no free cgroup for another sandbox")
-            cgroup = self._free.pop()
-            sandbox.cgroup = cgroup  # from here on, destroying the sandbox empties and frees the cgroup
-            cgroup.attach(sandbox.init_pid)
+            # Init (and its namespaces) stay in the slot's cgroup; bubblewrap, outside them, leaves it.
+            self._launchers.attach(sandbox.proc.pid)
         except BaseException:
             await self._destroy(sandbox)
             raise
@@ -434,8 +446,11 @@ class Slot:
             sandbox.cgroup.kill()
 
     async def _destroy(self, sandbox: Sandbox) -> None:
-        """Kill whatever is left of a sandbox, wait until its cgroup is empty and reap bubblewrap."""
+        """Kill whatever is left of a sandbox, reap bubblewrap and wait until its cgroup is empty."""
         self._kill(sandbox)
+        if sandbox.proc.poll() is None:  # first: a sandbox that failed to start still has bubblewrap inside
+            _kill_bubblewrap(sandbox.proc.pid)
+            await asyncio.to_thread(sandbox.proc.wait)
         deadline = time.monotonic() + _EMPTY_TIMEOUT_S
         cgroup = sandbox.cgroup
         while cgroup is not None and cgroup.procs():
@@ -447,9 +462,6 @@ class Slot:
         if cgroup is not None:
             sandbox.cgroup = None
             self._free.append(cgroup)
-        if sandbox.proc.poll() is None:
-            _kill_bubblewrap(sandbox.proc.pid)
-            await asyncio.to_thread(sandbox.proc.wait)
         sandbox.close_fds()
 
     async def release(self) -> None:

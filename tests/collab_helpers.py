@@ -152,6 +152,25 @@ class JsEditor:
         answer = await self.wait_for("answer", within=within + 10, after=mark)
         return expected if answer["matched"] else str(answer.get("text"))
 
+    async def awareness(self) -> dict[str, Any]:
+        """``{client_id, states}``: the editor's own awareness client id and every state its awareness holds."""
+        mark = len(self.events)
+        self.send("awareness")
+        return await self.wait_for("awareness", after=mark)
+
+    async def awareness_until(self, expect: dict[int, str | None], within: float = 30) -> dict[str, Any]:
+        """Wait until each listed client's ``user.name`` is the one given (``None``: it has no state);
+        ``{matched, states}`` (``matched`` false after ``within`` seconds)."""
+        mark = len(self.events)
+        self.send("awareness_until", expect={str(k): v for k, v in expect.items()}, within_ms=int(within * 1000))
+        return await self.wait_for("awareness_matched", within=within + 10, after=mark)
+
+    async def kill(self) -> None:
+        """End the editor without a word (its connection drops as if the machine had died)."""
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
     async def close(self) -> None:
         if self.proc.returncode is None:
             with contextlib.suppress(Exception):

@@ -14,8 +14,9 @@ from pycrdt import Doc, Map, Text
 
 from collab_ide import protocol
 from collab_ide.access import access_of
-from collab_ide.document import InvalidUpdate, SharedDocument, update_applier
+from collab_ide.document import AwarenessLimits, InvalidUpdate, SharedDocument, update_applier
 from collab_ide.protocol import AwarenessEntry, Kind, ProtocolError
+from collab_ide.sizes import SizeGuard, SizeLimits, TooLarge, adds_items
 from core_api.http import Principal
 
 # --- the codec -----------------------------------------------------------------------------------------
@@ -108,27 +109,83 @@ def test_an_update_is_applied_forwarded_as_the_same_bytes_relayed_and_queued() -
         doc.answer_step1(b"\xff\xff")
 
 
+def aware(*entries: tuple[int, int, bytes]) -> tuple[bytes, bytes]:
+    """An awareness message's (payload, frame)."""
+    frame = protocol.encode_awareness([AwarenessEntry(*e) for e in entries])
+    return protocol.decode(frame)[1], frame
+
+
+def states(peer: FakePeer) -> list[AwarenessEntry]:
+    """The awareness entries of the last frame ``peer`` was sent."""
+    return protocol.decode_awareness(protocol.decode(peer.sent[-1])[1])
+
+
 def test_a_leaving_peer_takes_its_awareness_with_it_and_stale_states_expire() -> None:
     relayed: list[bytes] = []
     doc = SharedDocument(uuid.uuid4(), starter(), 1, relayed.append)
     a, b = FakePeer(), FakePeer()
     doc.add(a)
     doc.add(b)
-    frame = protocol.encode_awareness([AwarenessEntry(11, 3, b'{"u":1}')])
-    doc.apply_awareness(protocol.decode_awareness(protocol.decode(frame)[1]), frame, a, now=1.0)
+    payload, frame = aware((11, 3, b'{"u":1}'))
+    doc.client_awareness(a, payload, frame)
     assert b.sent[-1] is frame and a.sent[-1] is frame and a.awareness_ids == {11}  # echoed, as y-websocket does
+    assert relayed == [frame]
     newcomer = FakePeer()
     doc.add(newcomer)
     assert newcomer.sent[-1] == frame  # everyone's awareness after sync step 1
     doc.remove(a)
-    gone = protocol.decode_awareness(protocol.decode(b.sent[-1])[1])
-    assert gone == [AwarenessEntry(11, 4, b"null")] and doc.awareness == {} and relayed[-1] == b.sent[-1]
+    assert states(b) == [AwarenessEntry(11, 4, b"null")] and doc.awareness == {} and relayed[-1] == b.sent[-1]
+    # Another node's client: kept, renewed by its node, expired (and said so) if its node goes quiet.
     remote = protocol.encode_awareness([AwarenessEntry(12, 1, b"{}")])
-    doc.apply_awareness(protocol.decode_awareness(protocol.decode(remote)[1]), remote, None, now=10.0)
+    doc.node_awareness(protocol.decode_awareness(protocol.decode(remote)[1]), remote, now=10.0)
+    assert b.sent[-1] is remote and 12 in doc.awareness
     doc.forget_stale_awareness(before=5.0)
     assert 12 in doc.awareness
     doc.forget_stale_awareness(before=11.0)
-    assert doc.awareness == {}
+    assert doc.awareness == {} and states(b) == [AwarenessEntry(12, 2, b"null")]
+
+
+def test_a_connection_speaks_only_for_the_client_ids_it_owns() -> None:
+    relayed: list[bytes] = []
+    limits = AwarenessLimits(max_bytes=1024, max_entries=4, ids_per_connection=2)
+    doc = SharedDocument(uuid.uuid4(), starter(), 1, relayed.append, limits)
+    victim, attacker, watcher = FakePeer(), FakePeer(), FakePeer()
+    for peer in (victim, attacker, watcher):
+        doc.add(peer)
+    doc.client_awareness(victim, *aware((1, 1, b'{"name":"victim"}')))
+    sent = len(watcher.sent)
+    # Another connection's id (even with a newer clock, even its removal), too many entries, too many
+    # bytes: nothing of it is kept or passed on.
+    doc.client_awareness(attacker, *aware((1, 9, b'{"name":"evil"}')))
+    doc.client_awareness(attacker, *aware((1, 10, b"null")))
+    doc.client_awareness(attacker, *aware(*[(100 + i, 1, b"{}") for i in range(5)]))
+    doc.client_awareness(attacker, *aware((7, 1, b'"' + b"x" * 2000 + b'"')))
+    assert len(watcher.sent) == sent and doc.awareness[1].state == b'{"name":"victim"}'
+    # Its own ids, up to two; of a mixed message only its own entries go on (re-encoded).
+    doc.client_awareness(attacker, *aware((1, 11, b'{"name":"evil"}'), (7, 1, b"{}"), (8, 1, b"{}"), (9, 1, b"{}")))
+    assert states(watcher) == [AwarenessEntry(7, 1, b"{}"), AwarenessEntry(8, 1, b"{}")]
+    assert attacker.awareness_ids == {7, 8} and relayed[-1] == watcher.sent[-1]
+    # Another node's client cannot be taken over either; and relayed states never touch local clients'.
+    remote = protocol.encode_awareness([AwarenessEntry(50, 1, b"{}"), AwarenessEntry(1, 99, b"null")])
+    doc.node_awareness(protocol.decode_awareness(protocol.decode(remote)[1]), remote, now=1.0)
+    assert states(watcher) == [AwarenessEntry(50, 1, b"{}")] and doc.awareness[1].state == b'{"name":"victim"}'
+    doc.client_awareness(attacker, *aware((50, 2, b'{"name":"evil"}')))
+    assert doc.awareness[50].state == b"{}"
+    # The attacker leaving removes its own states only; its owner leaving removes the victim's.
+    doc.remove(attacker)
+    assert states(watcher) == [AwarenessEntry(7, 2, b"null"), AwarenessEntry(8, 2, b"null")]
+    assert set(doc.awareness) == {1, 50}
+    # Not even the same user's other connection (another tab echoing everyone's states, or a client that
+    # reconnected before its old connection was noticed) may write it: that one gets it once it is free.
+    again = FakePeer()
+    again.user_id = victim.user_id
+    doc.add(again)
+    doc.client_awareness(again, *aware((1, 2, b'{"name":"victim, again"}')))
+    assert again.awareness_ids == set() and doc.awareness[1].state == b'{"name":"victim"}'
+    doc.remove(victim)
+    assert states(again) == [AwarenessEntry(1, 2, b"null")] and 1 not in doc.awareness
+    doc.client_awareness(again, *aware((1, 3, b'{"name":"victim, again"}')))
+    assert again.awareness_ids == {1} and doc.awareness[1].state == b'{"name":"victim, again"}'
 
 
 def test_the_fast_update_path_matches_pycrdts_own() -> None:
@@ -184,3 +241,52 @@ def user(uid: uuid.UUID | None = None, role: str = "student") -> Principal:
 def test_access_rules(r: dict[str, Any], who: Principal, expected: tuple[bool, bool] | None) -> None:
     access = access_of(r, who)
     assert (None if access is None else (access.edit, access.manage)) == expected
+
+
+# --- size caps ---------------------------------------------------------------------------------------
+
+
+def test_size_caps_refuse_growth_past_them_but_never_a_deletion() -> None:
+    doc = starter()
+    limits = SizeLimits(document_bytes=64 * 1024, file_bytes=8 * 1024)
+    guard = SizeGuard(doc, limits, len(doc.get_update()))
+    files = doc.get("files", type=Map)
+
+    def typed(text: str, path: str = "main.py", at: int = 0) -> bytes:
+        client: Doc[Any] = Doc()
+        client.apply_update(doc.get_update())
+        before = client.get_state()
+        target = client.get("files", type=Map)
+        if path not in target:
+            target[path] = Text("")
+        target[path].insert(at, text)
+        return client.get_update(before)
+
+    def land(update: bytes) -> None:
+        guard.admit(update)
+        doc.apply_update(update)
+
+    land(typed("a" * 7000))
+    with pytest.raises(TooLarge, match=r"main\.py"):
+        guard.admit(typed("b" * 2000))  # past the file cap: refused, the document untouched
+    assert len(files["main.py"]) == 7000 + len("print(1)\n")
+    land(typed("c" * 4000, path="other.py"))  # another file still grows (measured exactly, not by bound)
+    assert guard.watching
+    deletion: Doc[Any] = Doc()
+    deletion.apply_update(doc.get_update())
+    before = deletion.get_state()
+    del deletion.get("files", type=Map)["main.py"][0:5000]
+    shrink = deletion.get_update(before)
+    assert not adds_items(shrink)
+    land(shrink)
+    guard.written(len(doc.get_update()))  # a write measures everything: the watch ends
+    assert not guard.watching and guard.largest == 4000  # every file under half the cap
+    land(typed("d" * 3000))
+
+    def fill() -> None:
+        for i in range(20):
+            land(typed("e" * 6000, path=f"f{i}.py"))
+
+    with pytest.raises(TooLarge, match="workspace"):  # the document cap, with every file under its own
+        fill()
+    assert len(doc.get_update()) <= limits.document_bytes

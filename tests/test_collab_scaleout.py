@@ -17,9 +17,10 @@ from typing import Any
 import asyncpg
 import pytest
 
+from collab_ide.protocol import AwarenessEntry, encode_awareness
 from collab_ide.store import DocumentLog, files_of
 from tests.collab_helpers import JsEditor, create_workspace, require_node, until_unloaded, ws_base
-from tests.nodes import Node, cluster, redis_url, register
+from tests.nodes import Node, cluster, redis_url, register, rest
 from tests.yclient import YClient
 
 FILE = "notes.txt"
@@ -102,6 +103,33 @@ async def test_editors_on_two_nodes_converge(nodes: list[Node], editors: list[An
     # Awareness crosses nodes too.
     py_a.set_awareness(777, 1, '{"user":{"name":"on a"}}')
     await py_b.wait_until(lambda: 777 in py_b.awareness)
+
+
+async def test_awareness_belongs_to_its_connection_on_every_node(nodes: list[Node], editors: list[Any]) -> None:
+    """A member on node B can neither write nor remove the state of a client on node A; states go,
+    on both nodes, with the connection that owns them."""
+    a, b = nodes
+    owner, other = await register(a.url), await register(a.url)
+    ws = await create_workspace(a.url, owner, files={FILE: ""}, entry=FILE)
+    status, _ = await rest(a.url, "PUT", f"/workspaces/{ws['id']}/members/{other.id}", owner, json={"access": "read"})
+    assert status == 200
+    victim = await py_editor(editors, a, ws["id"], owner.token)
+    watcher_a = await py_editor(editors, a, ws["id"], owner.token)
+    watcher_b = await py_editor(editors, b, ws["id"], owner.token)
+    victim.set_awareness(1001, 1, '{"user":{"name":"victim"}}')
+    await watcher_b.wait_until(lambda: 1001 in watcher_b.awareness)
+    attacker = await py_editor(editors, b, ws["id"], other.token)
+    attacker.set_awareness(1001, 99, '{"user":{"name":"evil"}}')
+    attacker.send_raw(encode_awareness([AwarenessEntry(1001, 100, b"null")]))
+    attacker.set_awareness(2002, 1, '{"user":{"name":"attacker"}}')  # after the forgeries, in order
+    await watcher_a.wait_until(lambda: 2002 in watcher_a.awareness)
+    for watcher in (watcher_a, watcher_b, victim):
+        assert watcher.awareness.get(1001) == b'{"user":{"name":"victim"}}', watcher.awareness
+    await attacker.close()
+    await watcher_a.wait_until(lambda: 2002 not in watcher_a.awareness)
+    await victim.close()
+    await watcher_b.wait_until(lambda: 1001 not in watcher_b.awareness)
+    assert watcher_b.awareness == {} and 1001 not in watcher_a.awareness
 
 
 async def test_a_killed_nodes_editors_reconnect_elsewhere_and_nothing_is_lost(

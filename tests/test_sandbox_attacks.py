@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -59,6 +60,7 @@ def server(database_url: str, sandbox_machine: None) -> Iterator[Server]:
         STUDYHALL_SANDBOX_PROCESSES="32",
         STUDYHALL_SANDBOX_OUTPUT_BYTES="16384",
         STUDYHALL_SANDBOX_FILE_SIZE_KB="8192",
+        STUDYHALL_REGISTER_MAX_PER_ADDRESS="1000000",  # every attacker registers from 127.0.0.1
     )
     node = Node("attacks", env, log_dir)
     try:
@@ -209,6 +211,31 @@ open("/etc/shadow").read()
     assert lines[len(targets)] == str(
         [".init", "bin", "dev", "etc", "lib", "lib64", "proc", "sbin", "tmp", "usr", "work"]
     )
+
+
+async def test_proc_reveals_nothing_of_the_host_server_or_pool(server: Server) -> None:
+    """``/proc/self/mountinfo`` and ``/proc/self/cgroup`` named the runtime directory, the init helper's
+    path, the pool (the server's PID and start time) and the slot: none of it may show."""
+    files = ["/proc/self/mountinfo", "/proc/self/cgroup", "/proc/1/mountinfo", "/proc/1/cgroup",
+             "/proc/self/mounts", "/proc/self/cpuset"]  # fmt: skip
+    source = f"""
+for path in {files!r}:
+    try:
+        print("==", path)
+        print(open(path).read())
+    except OSError as exc:
+        print(path, type(exc).__name__)
+"""
+    result = await attack(server, py(source))
+    assert result["status"] == "ok", result
+    seen = result["stdout"]
+    assert "== /proc/self/mountinfo\n" in seen and " /work " in seen  # the files were read
+    pid = server.node.proc.pid
+    for secret in ("studyhall", "/run/", "slot-", "init-", f"{pid}-", "/.."):
+        assert secret not in seen, (secret, seen)
+    assert re.search(rf"\b{pid}\b", seen) is None, seen
+    cgroups = [line for line in seen.splitlines() if re.fullmatch(r"\d+:[^:]*:.*", line)]
+    assert cgroups and all(line.endswith(":/") for line in cgroups), cgroups  # the sandbox's own cgroup is its root
 
 
 async def test_writing_outside_the_work_directory(server: Server) -> None:

@@ -8,6 +8,10 @@
 //   {"cmd": "insert", "file": "path", "pos": 0, "text": "..."}
 //   {"cmd": "expect", "file": "path", "text": "...", "within_ms": 30000}   answers {event: answer, matched, text?}
 //   {"cmd": "report", "file": "path"}        answers {"event": "report", "text", "synced", "connected"}
+//   {"cmd": "awareness"}                     answers {"event": "awareness", client_id, states: {id: state}}
+//   {"cmd": "awareness_until", "expect": {"<client id>": "<user name>" | null}, "within_ms": 30000}
+//                                            answers {event: awareness_matched, matched, states} as soon as
+//                                            every listed client's user.name is the one given (null: no state)
 //   {"cmd": "exit"}
 // Events on stdout, one JSON object per line: status, synced, closed {code, reason}, denied {reason},
 // replayed {txns}, typed {count}, inserted, report, error {message}.
@@ -35,6 +39,8 @@ const textOf = (file) => {
   if (!(text instanceof Y.Text)) throw new Error(`no Y.Text at files[${JSON.stringify(file)}]`)
   return text
 }
+
+const awarenessStates = () => Object.fromEntries([...provider.awareness.getStates()].map(([id, state]) => [String(id), state]))
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -109,6 +115,29 @@ const commands = {
       synced: provider !== null && provider.synced,
       connected: provider !== null && provider.wsconnected
     })
+  },
+  awareness () {
+    say('awareness', { client_id: doc.clientID, states: awarenessStates() })
+  },
+  awareness_until ({ expect, within_ms: withinMs }) {
+    const awareness = provider.awareness
+    const holds = () => Object.entries(expect).every(([id, name]) => {
+      const state = awareness.getStates().get(Number(id))
+      return name === null ? state === undefined : (state !== undefined && state.user !== undefined && state.user.name === name)
+    })
+    let timer = null
+    const check = () => {
+      if (!holds()) return
+      awareness.off('change', check)
+      clearTimeout(timer)
+      say('awareness_matched', { matched: true, states: awarenessStates() })
+    }
+    timer = setTimeout(() => {
+      awareness.off('change', check)
+      say('awareness_matched', { matched: false, states: awarenessStates() })
+    }, withinMs)
+    awareness.on('change', check)
+    check()
   },
   exit () {
     if (provider !== null) provider.destroy()
