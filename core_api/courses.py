@@ -65,7 +65,13 @@ class LectureIn(Input):
     media_kind: Literal["video", "hls"] = Field(description="`video`: a file URL; `hls`: an .m3u8 playlist URL.")
     media_url: str = Field(max_length=2048, pattern=URL_PATTERN)
     duration_s: float = Field(ge=0, le=7 * 86400)
-    position: int | None = Field(None, ge=0, le=100_000, description="Order in the course; default: last.")
+    position: int | None = Field(
+        None,
+        ge=0,
+        le=100_000,
+        description="Where the lecture goes (0 = first; past the end = last; default: last). The lectures from "
+        "there on move down by one: positions are always 0, 1, 2, ... without gaps or repeats.",
+    )
 
 
 class LecturePatch(Input):
@@ -73,7 +79,12 @@ class LecturePatch(Input):
     media_kind: Literal["video", "hls"] | None = None
     media_url: str | None = Field(None, max_length=2048, pattern=URL_PATTERN)
     duration_s: float | None = Field(None, ge=0, le=7 * 86400)
-    position: int | None = Field(None, ge=0, le=100_000)
+    position: int | None = Field(
+        None,
+        ge=0,
+        le=100_000,
+        description="Move the lecture there (past the end = last); the lectures in between shift by one.",
+    )
 
 
 class LectureOut(BaseModel):
@@ -237,11 +248,12 @@ async def publish_course(core: Core, user: Principal, course_id: uuid.UUID) -> R
 async def add_lecture(core: Core, user: Principal, course_id: uuid.UUID, body: LectureIn) -> Record:
     async with core.transaction() as tx:
         await owned_course(tx.conn, user, course_id, lock=True)
-        position = body.position
-        if position is None:
-            position = await tx.conn.fetchval(
-                "SELECT coalesce(max(position) + 1, 0) FROM lectures WHERE course_id = $1", course_id
-            )
+        count = await lecture_count(tx.conn, course_id)
+        position = count if body.position is None else min(body.position, count)
+        # Make room: the lectures at and after the new one move down by one.
+        await tx.conn.execute(
+            "UPDATE lectures SET position = position + 1 WHERE course_id = $1 AND position >= $2", course_id, position
+        )
         row = await tx.conn.fetchrow(
             f"""INSERT INTO lectures (id, course_id, position, title, media_kind, media_url, duration_s)
                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_LECTURE_COLUMNS}""",
@@ -260,8 +272,13 @@ async def add_lecture(core: Core, user: Principal, course_id: uuid.UUID, body: L
 
 async def update_lecture(core: Core, user: Principal, lecture_id: uuid.UUID, body: LecturePatch) -> Record:
     async with core.transaction() as tx:
-        _, course = await visible_lecture(tx.conn, user, lecture_id)
+        lecture, course = await visible_lecture(tx.conn, user, lecture_id)
         require_owner_or_admin(user, course["owner_id"], "course")
+        position = None
+        if body.position is not None:
+            lecture = await _lock_lectures(tx.conn, user, lecture_id, course["id"])
+            position = min(body.position, await lecture_count(tx.conn, course["id"]) - 1)
+            await _move(tx.conn, course["id"], lecture["position"], position)
         row = await tx.conn.fetchrow(
             f"""UPDATE lectures SET title = coalesce($2, title), media_kind = coalesce($3, media_kind),
                     media_url = coalesce($4, media_url), duration_s = coalesce($5, duration_s),
@@ -272,7 +289,7 @@ async def update_lecture(core: Core, user: Principal, lecture_id: uuid.UUID, bod
             body.media_kind,
             body.media_url,
             body.duration_s,
-            body.position,
+            position,
         )
         assert row is not None
         return row
@@ -282,9 +299,44 @@ async def delete_lecture(core: Core, user: Principal, lecture_id: uuid.UUID) -> 
     async with core.transaction() as tx:
         _, course = await visible_lecture(tx.conn, user, lecture_id)
         require_owner_or_admin(user, course["owner_id"], "course")
-        if course["status"] == "published" and course["lecture_count"] <= 1:
+        lecture = await _lock_lectures(tx.conn, user, lecture_id, course["id"])
+        if course["status"] == "published" and await lecture_count(tx.conn, course["id"]) <= 1:
             raise conflict("a published course must keep at least one lecture")
         await tx.conn.execute("DELETE FROM lectures WHERE id = $1", lecture_id)
+        # Close the gap: the lectures after it move up by one.
+        await tx.conn.execute(
+            "UPDATE lectures SET position = position - 1 WHERE course_id = $1 AND position > $2",
+            course["id"],
+            lecture["position"],
+        )
+
+
+async def lecture_count(conn: Connection, course_id: uuid.UUID) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM lectures WHERE course_id = $1", course_id))
+
+
+async def _lock_lectures(conn: Connection, user: Principal, lecture_id: uuid.UUID, course_id: uuid.UUID) -> Record:
+    """Lock the course (its lectures' order changes one transaction at a time) and read the lecture again,
+    as it is now: a concurrent move may have changed its position since it was first read."""
+    await owned_course(conn, user, course_id, lock=True)
+    lecture = await conn.fetchrow(f"SELECT {_LECTURE_COLUMNS} FROM lectures WHERE id = $1", lecture_id)
+    if lecture is None:
+        raise not_found("lecture")
+    return lecture
+
+
+async def _move(conn: Connection, course_id: uuid.UUID, old: int, new: int) -> None:
+    """Shift the lectures between a lecture's old and new position by one, toward the gap it leaves."""
+    if new < old:
+        await conn.execute(
+            "UPDATE lectures SET position = position + 1 WHERE course_id = $1 AND position >= $2 AND position < $3",
+            course_id, new, old,
+        )  # fmt: skip
+    elif new > old:
+        await conn.execute(
+            "UPDATE lectures SET position = position - 1 WHERE course_id = $1 AND position > $2 AND position <= $3",
+            course_id, old, new,
+        )  # fmt: skip
 
 
 # --- handlers ------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Progress and certificates: completion from what the server saw a learner watch.
 
-- Progress belongs to an enrollment, so recording it needs one (403). The resume point is clamped to the
-  lecture.
+- Progress belongs to an enrollment, so recording it needs one (403). A reported position must lie within
+  the lecture (400 otherwise; a second past its end is taken as the end).
 - **Completion comes from evidence** (the rules are in :mod:`core_api.watching`): position reports
   (``PUT /lectures/{id}/progress``) whose positions move forward no faster than
   ``STUDYHALL_PROGRESS_MAX_RATE`` × the server's clock, and watch parties' heartbeats while the room
@@ -33,7 +33,7 @@ from core_api.context import Core, Page, PageQuery, Tx, core_of, decode_cursor, 
 from core_api.courses import visible_course, visible_lecture
 from core_api.db import Connection, Record
 from core_api.enrollments import enrollment_of, percent
-from core_api.errors import forbidden, not_found
+from core_api.errors import forbidden, invalid, not_found
 from core_api.http import Api, Call, Input, Principal
 from core_api.watching import Interval
 
@@ -46,10 +46,17 @@ _CODE_MAX = 100
 # --- schemas -------------------------------------------------------------------------------------
 
 
+END_SLACK_S = 1.0
+"""How far past a lecture's duration a reported position may be (taken as the end); further is refused."""
+
+
 class ProgressIn(Input):
     position_s: float = Field(
+        ge=0,
         allow_inf_nan=False,
-        description="Where the player is, in seconds (the resume point; clamped to 0 and the lecture duration). "
+        description="Where the player is, in seconds (the resume point): from 0 to the lecture's duration "
+        f"(up to {END_SLACK_S:g} s past it is taken as the end, for players whose media runs a little longer than "
+        "the lecture says; anything else is refused with invalid_input). "
         "Report it every few seconds while playing: the stretch between two reports counts as watched when the "
         "position moved forward no faster than STUDYHALL_PROGRESS_MAX_RATE times the time between them, by the "
         "server's clock.",
@@ -234,6 +241,11 @@ async def _save_progress(
         now = float(found["now"])
         before = found if found["updated_at"] is not None else None
         duration = float(lecture["duration_s"])
+        if seen is None and position_s > duration + END_SLACK_S:
+            raise invalid(
+                f"position_s must be between 0 and the lecture's duration ({duration:g} s); got {position_s:g}",
+                field="position_s",
+            )
         position = clamp_position(position_s, duration)
         intervals = watching.unflatten(before["watched"] if before else None)
         if seen is None:

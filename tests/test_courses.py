@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, cast
 
 from tests.conftest import Actor, ApiClient
 
@@ -78,6 +79,58 @@ async def test_lectures_keep_their_order_and_positions_can_change(api: ApiClient
     )
     assert status == 400
     assert body["error"]["details"]["fields"][0]["loc"] == "media_url"
+
+
+async def add(api: ApiClient, teacher: Any, course: dict[str, Any], title: str, **extra: Any) -> dict[str, Any]:
+    status, lec = await api.call(
+        "POST", f"/courses/{course['id']}/lectures", teacher, json={"title": title, **VIDEO, **extra}
+    )
+    assert status == 201, lec
+    return cast(dict[str, Any], lec)
+
+
+async def order(api: ApiClient, teacher: Any, course: dict[str, Any]) -> list[tuple[int, str]]:
+    status, listing = await api.call("GET", f"/courses/{course['id']}/lectures", teacher)
+    assert status == 200
+    return [(lec["position"], lec["title"]) for lec in listing["items"]]
+
+
+async def test_lecture_positions_stay_a_permutation_through_moves_inserts_and_deletes(api: ApiClient) -> None:
+    teacher = await api.user("instructor")
+    course = await make_course(api, teacher)
+    a, b, c = [await add(api, teacher, course, t) for t in "ABC"]
+    status, moved = await api.call("PATCH", f"/lectures/{c['id']}", teacher, json={"position": 0})
+    assert status == 200 and moved["position"] == 0
+    assert await order(api, teacher, course) == [(0, "C"), (1, "A"), (2, "B")]
+    await add(api, teacher, course, "D", position=1)
+    assert await order(api, teacher, course) == [(0, "C"), (1, "D"), (2, "A"), (3, "B")]
+    await api.call("PATCH", f"/lectures/{c['id']}", teacher, json={"position": 2})
+    assert await order(api, teacher, course) == [(0, "D"), (1, "A"), (2, "C"), (3, "B")]
+    await add(api, teacher, course, "E", position=99)  # past the end: last
+    status, _ = await api.call("DELETE", f"/lectures/{a['id']}", teacher)
+    assert status == 204
+    assert await order(api, teacher, course) == [(0, "D"), (1, "C"), (2, "B"), (3, "E")]
+    await api.call("PATCH", f"/lectures/{b['id']}", teacher, json={"title": "B2"})  # no position: stays
+    assert await order(api, teacher, course) == [(0, "D"), (1, "C"), (2, "B2"), (3, "E")]
+
+
+async def test_concurrent_moves_and_inserts_keep_positions_a_permutation(api: ApiClient) -> None:
+    teacher = await api.user("instructor")
+    course = await make_course(api, teacher)
+    made = [await add(api, teacher, course, f"L{i}") for i in range(6)]
+    jobs = [
+        api.call("PATCH", f"/lectures/{lec['id']}", teacher, json={"position": (i * 5) % 6})
+        for i, lec in enumerate(made)
+    ]
+    jobs += [
+        api.call("POST", f"/courses/{course['id']}/lectures", teacher, json={"title": f"N{i}", **VIDEO, "position": i})
+        for i in range(4)
+    ]
+    jobs += [api.call("DELETE", f"/lectures/{made[5]['id']}", teacher)]
+    answers = await asyncio.gather(*jobs)
+    assert all(status in (200, 201, 204, 404) for status, _ in answers), answers
+    positions = [p for p, _ in await order(api, teacher, course)]
+    assert positions == list(range(len(positions))) and len(positions) == 9
 
 
 async def test_a_published_course_keeps_at_least_one_lecture(api: ApiClient) -> None:

@@ -175,7 +175,7 @@ async def test_progress_needs_an_enrollment(api: ApiClient) -> None:
     assert status == 403
 
 
-async def test_progress_resumes_clamps_and_completion_sticks(api: ApiClient) -> None:
+async def test_progress_resumes_refuses_positions_outside_the_lecture_and_completion_sticks(api: ApiClient) -> None:
     owner = await api.user("instructor")
     course, lectures = await make_course(api, owner, (100.0, 200.0, 300.0))
     learner = await enrolled(api, course)
@@ -185,9 +185,14 @@ async def test_progress_resumes_clamps_and_completion_sticks(api: ApiClient) -> 
     assert out["lecture"]["position_s"] == 30.5 and out["lecture"]["completed"] is False
     assert out["course"]["percent"] == 0.0
 
-    status, out = await put_progress(api, learner, lectures[0], 9999)
-    assert out["lecture"]["position_s"] == 100.0  # clamped to the duration
-    status, out = await put_progress(api, learner, lectures[0], -5)
+    # Positions outside the lecture are refused with a clear error, and change nothing.
+    for wrong in (9999, -5, 101.5):
+        status, out = await put_progress(api, learner, lectures[0], wrong)
+        assert status == 400 and out["error"]["code"] == "invalid_input", out
+        assert "position_s" in str(out["error"]), out  # the message (or the field list) names it
+    status, out = await put_progress(api, learner, lectures[0], 100.4)  # a player's end, a little past the duration
+    assert status == 200 and out["lecture"]["position_s"] == 100.0
+    status, out = await put_progress(api, learner, lectures[0], 0)
     assert out["lecture"]["position_s"] == 0.0
 
     out = await watch(api, learner, lectures[0])  # reports that really take their time
