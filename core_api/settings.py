@@ -118,6 +118,13 @@ class Settings(BaseSettings):
         ge=64 * 1024,
         description="A websocket client with more unsent bytes than this (it stopped reading) is disconnected.",
     )
+    ws_max_fragments: int = Field(
+        64,
+        ge=1,
+        le=100_000,
+        description="Socket.IO websockets: most frames one message may be split into; a message in more frames "
+        "closes the connection with 1009. Browsers and the official clients send each message in one frame.",
+    )
 
     # --- watch parties (watch_party/) ---
     watch_start_lead_s: float = Field(

@@ -76,7 +76,7 @@ class SocketServer:
             logger=False,
             engineio_logger=False,
         )
-        self.direct = DirectSockets(settings.ws_max_buffer)
+        self.direct = DirectSockets(settings.ws_max_buffer, settings.ws_max_fragments)
         if not settings.ws_deflate:
             # Websockets on the direct writer (no per-connection queue and writer task), and room emits
             # writing one shared frame to each of them; see realtime/fastws.py.
