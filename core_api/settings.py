@@ -125,6 +125,28 @@ class Settings(BaseSettings):
         description="Socket.IO websockets: most frames one message may be split into; a message in more frames "
         "closes the connection with 1009. Browsers and the official clients send each message in one frame.",
     )
+    sio_connect_timeout_s: float = Field(
+        10.0,
+        ge=0.5,
+        le=300,
+        description="An Engine.IO session (Socket.IO's transport) that has not completed the Socket.IO connect "
+        "with a valid token this long after it opened is closed.",
+    )
+    sio_anonymous_per_address: int = Field(
+        64,
+        ge=1,
+        le=100_000,
+        description="Engine.IO sessions not yet through the Socket.IO connect that one client address may hold "
+        "at once; more answer 429 (`rate_limited`, with Retry-After). The address is the one REST uses "
+        "(STUDYHALL_TRUST_FORWARDED_FOR).",
+    )
+    sio_anonymous_max: int = Field(
+        2000,
+        ge=1,
+        le=1_000_000,
+        description="Engine.IO sessions not yet through the Socket.IO connect that this node holds at once, from "
+        "all addresses; more answer 503 (`unavailable`, with Retry-After).",
+    )
 
     # --- watch parties (watch_party/) ---
     watch_start_lead_s: float = Field(

@@ -11,11 +11,12 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from collab_ide import handlers as collab_handlers
 from core_api import assignments, auth, communities, courses, enrollments, executions, notifications, users
@@ -29,6 +30,7 @@ from leaderboards import cycle as contest_cycle
 from leaderboards import handlers as contest_handlers
 from leaderboards import wallet as contest_wallet
 from leaderboards.wiring import run_contests
+from realtime.engine import SessionGate
 from realtime.jobs import run_sandbox
 from realtime.sockets import SOCKETS, SocketServer
 from rooms import chat as room_chat
@@ -167,6 +169,28 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready else 503)
 
 
+class GateMetrics:
+    """Counters of the Socket.IO session gate (realtime/engine.py), read when /metrics is scraped."""
+
+    def __init__(self, gate: SessionGate) -> None:
+        self.gate = gate
+
+    def collect(self) -> Iterator[Metric]:
+        refused = CounterMetricFamily(
+            "studyhall_engineio_sessions_refused",
+            "Engine.IO sessions refused before logging in: too many from one address, or on this node",
+            labels=["limit"],
+        )
+        for limit, count in self.gate.refused.items():
+            refused.add_metric([limit], count)
+        yield refused
+        yield CounterMetricFamily(
+            "studyhall_engineio_sessions_expired",
+            "Engine.IO sessions closed for not completing the Socket.IO connect in time",
+            value=self.gate.expired,
+        )
+
+
 async def metrics_view(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     pool = request.app[CORE].pool
@@ -278,6 +302,13 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     # Group wars after the sandbox (they judge with it), so they stop judging before it closes.
     app.cleanup_ctx.append(functools.partial(run_contests, settings))
     app[SOCKETS] = SocketServer(app, settings, EVENTS)
+    engine, gate = app[SOCKETS].sio.eio, app[SOCKETS].gate
+    registry = app[METRICS].registry
+    Gauge("studyhall_engineio_sessions", "Engine.IO (Socket.IO) sessions open on this node", registry=registry
+          ).set_function(lambda: len(engine.sockets))  # fmt: skip
+    Gauge("studyhall_engineio_sessions_anonymous", "Engine.IO sessions not yet through the Socket.IO connect",
+          registry=registry).set_function(lambda: len(gate.pending))  # fmt: skip
+    registry.register(GateMetrics(gate))
     # Collaborative editing: /yjs/{workspace_id} and the document manager (closed before the pool).
     collab_handlers.mount(app, settings, app[SOCKETS].node_id, app[METRICS].registry)
     API.mount(app, auth.authenticate)
