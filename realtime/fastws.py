@@ -150,7 +150,8 @@ class DirectSockets:
         self.max_fragments = max_fragments
         self.by_eio_sid: dict[str, DirectWebSocket] = {}
         self.slow_consumers_cut = 0
-        self.closing: set[asyncio.Future[Any]] = set()  # sessions being closed after their connection ended
+        # Sessions being closed after their connection ended, and polling sessions moving over (the upgrade).
+        self.closing: set[asyncio.Future[Any]] = set()
         self._pinger: asyncio.Task[None] | None = None
 
     def attach(self, ws: DirectWebSocket) -> None:
@@ -331,12 +332,14 @@ class DirectWebSocket(asyncio.Protocol):
             self.data_received(tail)
         socket = self.socket
         if socket.connected:
-            if not await self._upgrade():
-                self._close_transport()
-                return _Hijacked()
-        else:
-            socket.connected = True
-            socket.upgraded = True
+            # A long-polling session moving over: its handshake runs in a task of its own, since aiohttp may
+            # cancel this request's handler now that the connection is no longer its own.
+            handshake = asyncio.ensure_future(self._upgrade_and_attach())
+            self.registry.closing.add(handshake)
+            handshake.add_done_callback(self.registry.closing.discard)
+            return _Hijacked()
+        socket.connected = True
+        socket.upgraded = True
         if not self._attach():
             self._close_transport()
         return _Hijacked()
@@ -553,6 +556,10 @@ class DirectWebSocket(asyncio.Protocol):
             finally:
                 self._waiter = None
         return self._pending.popleft()
+
+    async def _upgrade_and_attach(self) -> None:
+        if not await self._upgrade() or not self._attach():
+            self._close_transport()
 
     async def _upgrade(self) -> bool:
         """The polling → websocket upgrade handshake (``2probe`` / ``3probe`` / ``5``), as Engine.IO has it."""
