@@ -7,6 +7,7 @@ validation failure into :class:`ConfigError`, whose message names the bad settin
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "STUDYHALL_"
+_ORIGIN = re.compile(r"https?://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
 
 def default_data_dir() -> Path:
@@ -146,6 +148,11 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Engine.IO sessions not yet through the Socket.IO connect that this node holds at once, from "
         "all addresses; more answer 503 (`unavailable`, with Retry-After).",
+    )
+    cors_origins: str = Field(
+        "",
+        description="Comma-separated origins (`https://app.example.com`) besides the server's own that browsers "
+        "may call the REST API, Socket.IO and /yjs from. Empty: same origin only.",
     )
 
     # --- watch parties (watch_party/) ---
@@ -292,6 +299,19 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 32 characters")
         return value
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        origins = []
+        for item in value.split(","):
+            origin = item.strip().rstrip("/")
+            if not origin:
+                continue
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{item.strip()!r} is not an origin like https://app.example.com (scheme, host, port)")
+            origins.append(origin.lower())
+        return ",".join(origins)
+
     @model_validator(mode="after")
     def _scaled_needs_secret(self) -> Settings:
         if self.redis_url is not None and self.jwt_secret is None:
@@ -328,6 +348,11 @@ class Settings(BaseSettings):
     def sandbox_on_celery(self) -> bool:
         """True when programs run on Celery workers rather than in this process."""
         return self.sandbox_executor == "celery" or (self.sandbox_executor == "auto" and self.redis_url is not None)
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        """The origins of STUDYHALL_CORS_ORIGINS, normalised (lower case, no trailing slash)."""
+        return tuple(o for o in self.cors_origins.split(",") if o)
 
     @property
     def base_url(self) -> str:

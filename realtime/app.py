@@ -32,6 +32,7 @@ from leaderboards import wallet as contest_wallet
 from leaderboards.wiring import run_contests
 from realtime.engine import SessionGate
 from realtime.jobs import run_sandbox
+from realtime.origins import OriginPolicy, cors_middleware
 from realtime.sockets import SOCKETS, SocketServer
 from rooms import chat as room_chat
 from rooms import handlers as room_handlers
@@ -221,7 +222,8 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     dsn = database_url or (settings.database_url.get_secret_value() if settings.database_url else None)
     if dsn is None:
         raise ValueError("create_app needs a database URL (the CLI starts the embedded Postgres for you)")
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[context_middleware])
+    middlewares = [cors_middleware(OriginPolicy(settings)), context_middleware]
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[OPENAPI] = openapi_document()

@@ -28,6 +28,7 @@ from core_api.http import Principal
 from core_api.settings import Settings
 from realtime.engine import GuardedSocketIO, SessionGate
 from realtime.fastws import DirectSockets, FastManager, FastRedisManager
+from realtime.origins import OriginPolicy
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ class SocketServer:
         self.sio = GuardedSocketIO(
             async_mode="aiohttp",
             client_manager=manager,
-            cors_allowed_origins="*",
+            # Browsers may connect from this server's own origin and those of STUDYHALL_CORS_ORIGINS only.
+            cors_allowed_origins=OriginPolicy(settings).engineio_check,
             max_http_buffer_size=MAX_PACKET_BYTES,
             ping_interval=settings.ping_interval_s,
             ping_timeout=settings.ping_timeout_s,
