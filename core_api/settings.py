@@ -149,11 +149,31 @@ class Settings(BaseSettings):
         description="Engine.IO sessions not yet through the Socket.IO connect that this node holds at once, from "
         "all addresses; more answer 503 (`unavailable`, with Retry-After).",
     )
+    ws_ticket_ttl_s: float = Field(
+        20.0,
+        ge=1,
+        le=300,
+        description="How long a websocket ticket (POST /api/v1/auth/ws-ticket) stays valid; it is good for one "
+        "connection.",
+    )
     cors_origins: str = Field(
         "",
         description="Comma-separated origins (`https://app.example.com`) besides the server's own that browsers "
         "may call the REST API, Socket.IO and /yjs from. Empty: same origin only.",
     )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token that /metrics on the public port asks for (Prometheus: `authorization: "
+        "{credentials: ...}`). Unset, together with STUDYHALL_METRICS_PORT: /metrics is not served.",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Serve /metrics on this port, a listener of its own (keep it off the internet); it asks "
+        "for STUDYHALL_METRICS_TOKEN too when that is set.",
+    )
+    metrics_host: str | None = Field(None, description="Address of the metrics listener (default: STUDYHALL_HOST).")
 
     # --- watch parties (watch_party/) ---
     watch_start_lead_s: float = Field(
@@ -273,7 +293,8 @@ class Settings(BaseSettings):
         0.5, gt=0, le=60, description="Least time between two `leaderboard:update` pushes of one contest."
     )
 
-    @field_validator("database_url", "redis_url", "jwt_secret", mode="before")
+    @field_validator("database_url", "redis_url", "jwt_secret", "metrics_token", "metrics_port", "metrics_host",
+                     mode="before")  # fmt: skip
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -297,6 +318,13 @@ class Settings(BaseSettings):
     def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters")
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _long_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
         return value
 
     @field_validator("cors_origins")
@@ -326,6 +354,8 @@ class Settings(BaseSettings):
             )
         if self.sandbox_executor == "celery" and self.redis_url is None:
             raise ValueError("STUDYHALL_SANDBOX_EXECUTOR=celery needs STUDYHALL_REDIS_URL (the Celery broker)")
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError("STUDYHALL_METRICS_PORT must differ from STUDYHALL_PORT (it is a listener of its own)")
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("STUDYHALL_DB_POOL_MIN must not exceed STUDYHALL_DB_POOL_MAX")
         if not self.watch_nudge_release_s < self.watch_nudge_threshold_s < self.watch_seek_threshold_s:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -192,12 +193,29 @@ class GateMetrics:
         )
 
 
-async def metrics_view(request: web.Request) -> web.Response:
-    metrics = request.app[METRICS]
-    pool = request.app[CORE].pool
+def _metrics(request: web.Request, app: web.Application) -> web.Response:
+    """``app``'s metrics, to a caller with STUDYHALL_METRICS_TOKEN when one is configured."""
+    token = app[SETTINGS].metrics_token
+    if token is not None:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        expected = token.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+            response = _error_response(AppError(ErrorCode.UNAUTHORIZED, "send the metrics token as a Bearer token"))
+            response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
+    metrics = app[METRICS]
+    pool = app[CORE].pool
     metrics.pool_size.set(pool.get_size())
     metrics.pool_idle.set(pool.get_idle_size())
     return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    """``/metrics`` on the public port: only with STUDYHALL_METRICS_TOKEN set (and then only with it)."""
+    if request.app[SETTINGS].metrics_token is None:
+        message = "metrics are not served on this port (see STUDYHALL_METRICS_TOKEN and STUDYHALL_METRICS_PORT)"
+        raise AppError(ErrorCode.NOT_FOUND, message)
+    return _metrics(request, request.app)
 
 
 @functools.cache
@@ -269,6 +287,25 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
         yield
         await app[SOCKETS].close()
 
+    async def metrics_listener(app: web.Application) -> AsyncIterator[None]:
+        # STUDYHALL_METRICS_PORT: /metrics on a listener of its own, for Prometheus to scrape each node.
+        if settings.metrics_port is None:
+            yield
+            return
+        side = web.Application()
+
+        async def metrics_here(request: web.Request) -> web.Response:
+            return _metrics(request, app)
+
+        side.router.add_get("/metrics", metrics_here)
+        runner = web.AppRunner(side, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, settings.metrics_host or settings.host, settings.metrics_port).start()
+            yield
+        finally:
+            await runner.cleanup()
+
     async def hang_up_websockets(app: web.Application) -> None:
         # Direct websockets are no longer aiohttp's connections (realtime/fastws.py), so its shutdown
         # would not close them: close them first, while presence and the database are still up.
@@ -303,6 +340,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app.cleanup_ctx.append(functools.partial(run_sandbox, settings))
     # Group wars after the sandbox (they judge with it), so they stop judging before it closes.
     app.cleanup_ctx.append(functools.partial(run_contests, settings))
+    app.cleanup_ctx.append(metrics_listener)
     app[SOCKETS] = SocketServer(app, settings, EVENTS)
     engine, gate = app[SOCKETS].sio.eio, app[SOCKETS].gate
     registry = app[METRICS].registry
