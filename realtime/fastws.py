@@ -8,13 +8,14 @@ without changing a byte on the wire:
 
 - :class:`DirectWebSocket` replaces python-engineio's aiohttp websocket driver. It answers the upgrade
   request itself and then takes the TCP connection from aiohttp: it becomes the transport's protocol,
-  parses the client's frames and writes complete frames straight to the transport, synchronously and in
-  call order. It runs the same Engine.IO websocket session (including the polling → websocket upgrade),
-  but an idle connection holds no aiohttp request, parser, response, reader, writer, queue or task: 7 KB
-  per idle connection instead of 23.5 KB (``bench/RESULTS.md``). Messages from the client are handed to
-  Engine.IO in order by a task that exists only while messages wait. A client whose unsent data passes
-  ``max_buffer`` bytes (it stopped reading) is cut off rather than allowed to grow the server's memory
-  without bound; aiohttp's shutdown no longer sees these connections, so the app closes them on shutdown
+  parses the client's frames (with wsproto, bounded per frame, per message and per turn of the loop) and
+  writes complete frames straight to the transport, synchronously and in call order. It runs the same
+  Engine.IO websocket session (including the polling → websocket upgrade), but an idle connection holds
+  no aiohttp request, parser, response, reader, writer, queue or task: 7 KB per idle connection instead
+  of 23.5 KB (``bench/RESULTS.md``). Messages from the client are handed to Engine.IO in order by a task
+  that exists only while messages wait. A client whose unsent data passes ``max_buffer`` bytes (it
+  stopped reading) is cut off rather than allowed to grow the server's memory without bound; aiohttp's
+  shutdown no longer sees these connections, so the app closes them on shutdown
   (:meth:`DirectSockets.hang_up`).
 - :class:`FastEmit` is mixed into the Socket.IO client manager: a room emit without an ack callback
   encodes the Socket.IO packet, the Engine.IO packet and the websocket frame once, then writes that frame
@@ -27,11 +28,12 @@ delivery cost about 30% more CPU and every connection about 135 KB more memory f
 that barely compress. Node's ``socket.io`` declines it by default too. With the setting on, connections
 that negotiate deflate use python-engineio's stock path.
 
-This relies on python-engineio internals (``AsyncSocket`` attributes and its upgrade handshake) and on
-aiohttp's request handler letting go of a connection (``transport`` cleared, ``connection_lost``), so
-``pyproject.toml`` pins python-engineio and aiohttp to the minor versions they were checked against; the tests that
-drive the server with the official ``socket.io-client`` (websocket, and polling upgraded to websocket)
-guard it.
+This relies on python-engineio internals (``AsyncSocket`` attributes and its upgrade handshake), on
+aiohttp's request handler letting go of a connection (``transport`` cleared, ``connection_lost``) and on
+a look into wsproto's frame decoder (with a safe fallback), so ``pyproject.toml`` pins python-engineio,
+aiohttp and wsproto to the minor versions they were checked against; the tests that drive the server
+with the official ``socket.io-client`` (websocket, and polling upgraded to websocket) and
+``tests/test_websocket_frames.py`` (RFC 6455, case by case) guard it.
 """
 
 from __future__ import annotations
