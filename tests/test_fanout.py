@@ -260,3 +260,16 @@ async def test_the_python_client_upgrades_from_polling_to_the_direct_websocket(a
         assert (await client.call("no:such", {}, timeout=WAIT_S))["ok"] is False
     finally:
         await client.disconnect()
+
+
+async def test_a_websocket_between_messages_keeps_no_frame_parser(api: ApiClient) -> None:
+    """wsproto's parser is a quarter of an idle connection's memory: a connection holds one only while a
+    frame arrives (this also guards the look into wsproto's decoder that this relies on)."""
+    client: LightClient = await connect("127.0.0.1", _port(api), (await api.user()).token)
+    try:
+        (ws,) = api.app[SOCKETS].direct.by_eio_sid.values()
+        assert ws._ws is None  # the connect was parsed (it was answered), the parser went back to the pool
+        assert (await client.call("no:such", {}))["ok"] is False
+        assert ws._ws is None
+    finally:
+        client.close()
