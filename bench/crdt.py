@@ -54,6 +54,7 @@ from collab_ide import protocol
 from collab_ide.store import DocumentLog, files_of
 
 ROOT = Path(__file__).resolve().parents[1]
+METRICS_TOKEN = "bench-metrics-" + "m" * 24
 TRACE = ROOT.parent / "shared" / "data" / "editing-traces" / "automerge-paper.json.gz"
 NODE_SERVER = ROOT / "tests" / "js" / "node_modules" / "@y" / "websocket-server" / "src" / "server.js"
 FILE = "paper.tex"
@@ -144,6 +145,7 @@ class Studyhall:
             STUDYHALL_DATA_DIR=str(data_dir),
             STUDYHALL_LOG_LEVEL="WARNING",
             STUDYHALL_COLLAB_UNLOAD_DELAY_S="1",
+            STUDYHALL_METRICS_TOKEN=METRICS_TOKEN,  # /metrics is served only with a token (or its own port)
         )
         profile = os.environ.get("BENCH_PROFILE")  # a path: profile the server with cProfile into PATH.<time>
         profiler = ["-m", "cProfile", "-o", f"{profile}.{time.time():.0f}"] if profile else []
@@ -335,7 +337,7 @@ async def load_times(database_url: str, workspace_id: str, expected: str, rounds
 async def wait_unloaded(base: str, within: float = 120) -> None:
     async with aiohttp.ClientSession() as session:
         for _ in range(int(within * 10)):
-            async with session.get(base + "/metrics") as resp:
+            async with session.get(base + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}) as resp:
                 if "studyhall_yjs_documents_loaded 0.0" in await resp.text():
                     return
             await asyncio.sleep(0.1)

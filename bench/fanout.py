@@ -113,6 +113,8 @@ class Studyhall:
             "STUDYHALL_CHAT_RATE_COUNT": "1000",
             "STUDYHALL_CHAT_RATE_WINDOW_S": "0.1",
             "STUDYHALL_WS_DEFLATE": "true" if deflate else "false",
+            # Every client comes from this one address, hundreds logging in at once: not an attack here.
+            "STUDYHALL_SIO_ANONYMOUS_PER_ADDRESS": "100000",
         }
         self.server = Server(database_url, extra_env=env)
         self.server.start()

@@ -1,4 +1,4 @@
-"""``/yjs/{workspace_id}?token=...``: the y-websocket endpoint, written directly on aiohttp.
+"""``/yjs/{workspace_id}?ticket=...`` (or ``?token=``): the y-websocket endpoint, written directly on aiohttp.
 
 The per-message path is kept short on purpose (it is where a Python server spends its time): one
 ``receive()``, the protocol decoded by hand (:mod:`collab_ide.protocol`), the update applied to the
@@ -11,7 +11,7 @@ Close codes (the reason says more):
 
 | code | when |
 | --- | --- |
-| 4401 | no token, or an invalid or expired one |
+| 4401 | no ticket or token, or an invalid, expired or already used one (or the account no longer exists) |
 | 4403 | the user's access was withdrawn while connected (a room kick or ban, a community left, a role lost) |
 | 4404 | no such workspace, or one the user may not see |
 | 4413 | an update that would make the workspace or one of its files larger than its cap (refused whole) |
@@ -46,7 +46,7 @@ from collab_ide.document import InvalidUpdate, SharedDocument
 from collab_ide.documents import DocumentManager
 from collab_ide.protocol import Kind, ProtocolError
 from collab_ide.sizes import TooLarge
-from core_api.auth import AUTH, current_principal, principal_for
+from core_api.auth import AUTH, current_principal, principal_from_url
 from core_api.context import CORE, Core
 from core_api.errors import AppError
 from core_api.http import Principal
@@ -250,13 +250,12 @@ def make_handler(docs: Callable[[web.Application], DocumentManager], max_message
             workspace_id = uuid.UUID(request.match_info["workspace_id"])
         except ValueError:
             return await _refuse(ws, CLOSE_NOT_FOUND, "workspace not found")
-        token = request.query.get("token", "")
-        if not token:
-            return await _refuse(ws, CLOSE_UNAUTHORIZED, "send an access token as ?token=")
+        if not (request.query.get("ticket") or request.query.get("token")):
+            return await _refuse(ws, CLOSE_UNAUTHORIZED, "send a ticket as ?ticket= or an access token as ?token=")
         core = app[CORE]
         manager = docs(app)
         try:
-            user = await principal_for(core, app[AUTH], token)
+            user = await principal_from_url(core, app[AUTH], request.query)
             _, access = await workspace_row(core.pool, user, workspace_id)
             doc = await manager.open(workspace_id)
         except AppError as exc:

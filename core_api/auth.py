@@ -16,7 +16,7 @@ import secrets
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, TypeVar
@@ -32,6 +32,7 @@ from core_api.db import Record
 from core_api.errors import AppError, ErrorCode, conflict, unauthorized
 from core_api.http import Api, Call, Input, Principal
 from core_api.settings import Settings
+from core_api.tickets import LocalSpent, RedisSpent, TicketOut, Tickets
 
 Role = Literal["student", "instructor", "admin"]
 ROLES: tuple[Role, ...] = ("student", "instructor", "admin")
@@ -313,6 +314,7 @@ class Auth:
         self.by_address: LoginLimiter
         self.registrations: LoginLimiter
         register_limit, register_window = settings.register_max_per_address, settings.register_window_s
+        self.tickets: Tickets
         if settings.redis_url is not None:
             import redis.asyncio as aioredis
 
@@ -320,14 +322,18 @@ class Auth:
             window = settings.login_window_s
             # One namespace per deployment (its database), so two deployments on one Redis never mix.
             database = settings.database_url.get_secret_value() if settings.database_url else str(settings.data_dir)
-            space = "studyhall:login:" + hashlib.sha256(database.encode()).hexdigest()[:12]
+            deployment = hashlib.sha256(database.encode()).hexdigest()[:12]
+            space = "studyhall:login:" + deployment
             self.by_account = RedisLimiter(self._redis, space + ":account:", account_limit, window)
             self.by_address = RedisLimiter(self._redis, space + ":address:", address_limit, window)
             self.registrations = RedisLimiter(self._redis, space + ":register:", register_limit, register_window)
+            spent = RedisSpent(self._redis, f"studyhall:ws-ticket:{deployment}:")
+            self.tickets = Tickets(settings.jwt_key(), settings.ws_ticket_ttl_s, spent)
         else:
             self.by_account = LocalLimiter(account_limit, settings.login_window_s)
             self.by_address = LocalLimiter(address_limit, settings.login_window_s)
             self.registrations = LocalLimiter(register_limit, register_window)
+            self.tickets = Tickets(settings.jwt_key(), settings.ws_ticket_ttl_s, LocalSpent())
 
     async def close(self) -> None:
         self.passwords.close()
@@ -543,6 +549,19 @@ async def principal_for(core: Core, auth: Auth, token: str) -> Principal:
     return principal
 
 
+async def principal_from_url(core: Core, auth: Auth, query: Mapping[str, str]) -> Principal:
+    """The user of a websocket URL: its one-use ``?ticket=`` (preferred), or its access ``?token=``."""
+    ticket, token = query.get("ticket", ""), query.get("token", "")
+    if ticket:
+        principal = await current_principal(core, await auth.tickets.redeem(ticket))
+        if principal is None:
+            raise unauthorized("account no longer exists")
+        return principal
+    if token:
+        return await principal_for(core, auth, token)
+    raise unauthorized("send a ticket as ?ticket= (POST /api/v1/auth/ws-ticket), or an access token as ?token=")
+
+
 async def authenticate(request: web.Request) -> Principal:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -616,6 +635,18 @@ async def refresh_tokens(call: Call) -> TokenPair:
 )
 async def logout_session(call: Call) -> None:
     await logout(core_of(call), call.body.refresh_token)
+
+
+@api.route(
+    "POST",
+    "/auth/ws-ticket",
+    summary="A one-use ticket for a websocket URL (`/yjs/{workspace_id}?ticket=`), valid for a few seconds "
+    "(STUDYHALL_WS_TICKET_TTL_S); ask for a new one before every connect",
+    tag=TAG,
+    response=TicketOut,
+)
+async def post_ws_ticket(call: Call) -> TicketOut:
+    return call.request.app[AUTH].tickets.issue(call.me.id)
 
 
 @api.route("GET", "/me", summary="The caller's account", tag=TAG, response=UserOut)

@@ -7,6 +7,7 @@ validation failure into :class:`ConfigError`, whose message names the bad settin
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "STUDYHALL_"
+_ORIGIN = re.compile(r"https?://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
 
 def default_data_dir() -> Path:
@@ -139,6 +141,60 @@ class Settings(BaseSettings):
         ge=64 * 1024,
         description="A websocket client with more unsent bytes than this (it stopped reading) is disconnected.",
     )
+    ws_max_fragments: int = Field(
+        64,
+        ge=1,
+        le=100_000,
+        description="Socket.IO websockets: most frames one message may be split into; a message in more frames "
+        "closes the connection with 1009. Browsers and the official clients send each message in one frame.",
+    )
+    sio_connect_timeout_s: float = Field(
+        10.0,
+        ge=0.5,
+        le=300,
+        description="An Engine.IO session (Socket.IO's transport) that has not completed the Socket.IO connect "
+        "with a valid token this long after it opened is closed.",
+    )
+    sio_anonymous_per_address: int = Field(
+        64,
+        ge=1,
+        le=100_000,
+        description="Engine.IO sessions not yet through the Socket.IO connect that one client address may hold "
+        "at once; more answer 429 (`rate_limited`, with Retry-After). The address is the one REST uses "
+        "(STUDYHALL_TRUST_FORWARDED_FOR).",
+    )
+    sio_anonymous_max: int = Field(
+        2000,
+        ge=1,
+        le=1_000_000,
+        description="Engine.IO sessions not yet through the Socket.IO connect that this node holds at once, from "
+        "all addresses; more answer 503 (`unavailable`, with Retry-After).",
+    )
+    ws_ticket_ttl_s: float = Field(
+        20.0,
+        ge=1,
+        le=300,
+        description="How long a websocket ticket (POST /api/v1/auth/ws-ticket) stays valid; it is good for one "
+        "connection.",
+    )
+    cors_origins: str = Field(
+        "",
+        description="Comma-separated origins (`https://app.example.com`) besides the server's own that browsers "
+        "may call the REST API, Socket.IO and /yjs from. Empty: same origin only.",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token that /metrics on the public port asks for (Prometheus: `authorization: "
+        "{credentials: ...}`). Unset, together with STUDYHALL_METRICS_PORT: /metrics is not served.",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Serve /metrics on this port, a listener of its own (keep it off the internet); it asks "
+        "for STUDYHALL_METRICS_TOKEN too when that is set.",
+    )
+    metrics_host: str | None = Field(None, description="Address of the metrics listener (default: STUDYHALL_HOST).")
 
     # --- rights on open connections (realtime/rights.py) ---
     rights_recheck_s: float = Field(
@@ -357,7 +413,8 @@ class Settings(BaseSettings):
         60.0, gt=0, le=86400, description="Window of the per-user contest submission rate limit."
     )
 
-    @field_validator("database_url", "redis_url", "jwt_secret", mode="before")
+    @field_validator("database_url", "redis_url", "jwt_secret", "metrics_token", "metrics_port", "metrics_host",
+                     mode="before")  # fmt: skip
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -383,6 +440,26 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 32 characters")
         return value
 
+    @field_validator("metrics_token")
+    @classmethod
+    def _long_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        origins = []
+        for item in value.split(","):
+            origin = item.strip().rstrip("/")
+            if not origin:
+                continue
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{item.strip()!r} is not an origin like https://app.example.com (scheme, host, port)")
+            origins.append(origin.lower())
+        return ",".join(origins)
+
     @model_validator(mode="after")
     def _scaled_needs_secret(self) -> Settings:
         if self.redis_url is not None and self.jwt_secret is None:
@@ -397,6 +474,8 @@ class Settings(BaseSettings):
             )
         if self.sandbox_executor == "celery" and self.redis_url is None:
             raise ValueError("STUDYHALL_SANDBOX_EXECUTOR=celery needs STUDYHALL_REDIS_URL (the Celery broker)")
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError("STUDYHALL_METRICS_PORT must differ from STUDYHALL_PORT (it is a listener of its own)")
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("STUDYHALL_DB_POOL_MIN must not exceed STUDYHALL_DB_POOL_MAX")
         if not self.watch_nudge_release_s < self.watch_nudge_threshold_s < self.watch_seek_threshold_s:
@@ -421,6 +500,11 @@ class Settings(BaseSettings):
     def sandbox_on_celery(self) -> bool:
         """True when programs run on Celery workers rather than in this process."""
         return self.sandbox_executor == "celery" or (self.sandbox_executor == "auto" and self.redis_url is not None)
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        """The origins of STUDYHALL_CORS_ORIGINS, normalised (lower case, no trailing slash)."""
+        return tuple(o for o in self.cors_origins.split(",") if o)
 
     @property
     def base_url(self) -> str:

@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from collab_ide import handlers as collab_handlers
 from core_api import assignments, auth, communities, courses, enrollments, executions, notifications, progress, users
@@ -31,7 +33,9 @@ from leaderboards import prizes as contest_prizes
 from leaderboards import wallet as contest_wallet
 from leaderboards.wiring import run_contests
 from realtime.bus import RedisBusRelay, bus_channel
+from realtime.engine import SessionGate
 from realtime.jobs import run_sandbox
+from realtime.origins import OriginPolicy, cors_middleware
 from realtime.rights import RightsWatch
 from realtime.sockets import SOCKETS, SocketServer
 from rooms import chat as room_chat
@@ -175,12 +179,51 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready else 503)
 
 
-async def metrics_view(request: web.Request) -> web.Response:
-    metrics = request.app[METRICS]
-    pool = request.app[CORE].pool
+class GateMetrics:
+    """Counters of the Socket.IO session gate (realtime/engine.py), read when /metrics is scraped."""
+
+    def __init__(self, gate: SessionGate) -> None:
+        self.gate = gate
+
+    def collect(self) -> Iterator[Metric]:
+        refused = CounterMetricFamily(
+            "studyhall_engineio_sessions_refused",
+            "Engine.IO sessions refused before logging in: too many from one address, or on this node",
+            labels=["limit"],
+        )
+        for limit, count in self.gate.refused.items():
+            refused.add_metric([limit], count)
+        yield refused
+        yield CounterMetricFamily(
+            "studyhall_engineio_sessions_expired",
+            "Engine.IO sessions closed for not completing the Socket.IO connect in time",
+            value=self.gate.expired,
+        )
+
+
+def _metrics(request: web.Request, app: web.Application) -> web.Response:
+    """``app``'s metrics, to a caller with STUDYHALL_METRICS_TOKEN when one is configured."""
+    token = app[SETTINGS].metrics_token
+    if token is not None:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        expected = token.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+            response = _error_response(AppError(ErrorCode.UNAUTHORIZED, "send the metrics token as a Bearer token"))
+            response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
+    metrics = app[METRICS]
+    pool = app[CORE].pool
     metrics.pool_size.set(pool.get_size())
     metrics.pool_idle.set(pool.get_idle_size())
     return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    """``/metrics`` on the public port: only with STUDYHALL_METRICS_TOKEN set (and then only with it)."""
+    if request.app[SETTINGS].metrics_token is None:
+        message = "metrics are not served on this port (see STUDYHALL_METRICS_TOKEN and STUDYHALL_METRICS_PORT)"
+        raise AppError(ErrorCode.NOT_FOUND, message)
+    return _metrics(request, request.app)
 
 
 @functools.cache
@@ -205,7 +248,8 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     dsn = database_url or (settings.database_url.get_secret_value() if settings.database_url else None)
     if dsn is None:
         raise ValueError("create_app needs a database URL (the CLI starts the embedded Postgres for you)")
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[context_middleware])
+    middlewares = [cors_middleware(OriginPolicy(settings)), context_middleware]
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[OPENAPI] = openapi_document()
@@ -273,6 +317,25 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
                 await sweeper
             await watch.close()
 
+    async def metrics_listener(app: web.Application) -> AsyncIterator[None]:
+        # STUDYHALL_METRICS_PORT: /metrics on a listener of its own, for Prometheus to scrape each node.
+        if settings.metrics_port is None:
+            yield
+            return
+        side = web.Application()
+
+        async def metrics_here(request: web.Request) -> web.Response:
+            return _metrics(request, app)
+
+        side.router.add_get("/metrics", metrics_here)
+        runner = web.AppRunner(side, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, settings.metrics_host or settings.host, settings.metrics_port).start()
+            yield
+        finally:
+            await runner.cleanup()
+
     async def hang_up_websockets(app: web.Application) -> None:
         # Direct websockets are no longer aiohttp's connections (realtime/fastws.py), so its shutdown
         # would not close them: close them first, while presence and the database are still up.
@@ -308,7 +371,15 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app.cleanup_ctx.append(functools.partial(run_sandbox, settings))
     # Group wars after the sandbox (they judge with it), so they stop judging before it closes.
     app.cleanup_ctx.append(functools.partial(run_contests, settings))
+    app.cleanup_ctx.append(metrics_listener)
     app[SOCKETS] = SocketServer(app, settings, EVENTS)
+    engine, gate = app[SOCKETS].sio.eio, app[SOCKETS].gate
+    registry = app[METRICS].registry
+    Gauge("studyhall_engineio_sessions", "Engine.IO (Socket.IO) sessions open on this node", registry=registry
+          ).set_function(lambda: len(engine.sockets))  # fmt: skip
+    Gauge("studyhall_engineio_sessions_anonymous", "Engine.IO sessions not yet through the Socket.IO connect",
+          registry=registry).set_function(lambda: len(gate.pending))  # fmt: skip
+    registry.register(GateMetrics(gate))
     # Collaborative editing: /yjs/{workspace_id} and the document manager (closed before the pool).
     collab_handlers.mount(app, settings, app[SOCKETS].node_id, app[METRICS].registry)
     API.mount(app, auth.authenticate)

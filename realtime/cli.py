@@ -33,6 +33,7 @@ from core_api.db import connect, migrate
 from core_api.demo import DemoData, load_demo
 from core_api.embedded import DataDirInUse, EmbeddedPostgres, EmbeddedPostgresError
 from core_api.settings import ConfigError, Settings, load_settings
+from realtime.accesslog import RedactingAccessLogger
 from realtime.app import create_app
 from realtime.jobs import run_worker
 from sandbox.host import probe
@@ -162,7 +163,14 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
                 _say(f"log in: curl -s -X POST {base}/api/v1/auth/login {json_header} -d '{body}'")
             _say("press Ctrl-C to stop")
 
-        web.run_app(app, sock=sock, print=announce, shutdown_timeout=10, handle_signals=True)
+        web.run_app(
+            app,
+            sock=sock,
+            print=announce,
+            shutdown_timeout=10,
+            handle_signals=True,
+            access_log_class=RedactingAccessLogger,  # no credentials from websocket URLs in the log
+        )
         signal.signal(signal.SIGTERM, _raise_interrupt)  # run_app restored the default on its way out
         _say("studyhall stopped")
     return 0

@@ -8,13 +8,14 @@ without changing a byte on the wire:
 
 - :class:`DirectWebSocket` replaces python-engineio's aiohttp websocket driver. It answers the upgrade
   request itself and then takes the TCP connection from aiohttp: it becomes the transport's protocol,
-  parses the client's frames and writes complete frames straight to the transport, synchronously and in
-  call order. It runs the same Engine.IO websocket session (including the polling → websocket upgrade),
-  but an idle connection holds no aiohttp request, parser, response, reader, writer, queue or task: 7 KB
-  per idle connection instead of 23.5 KB (``bench/RESULTS.md``). Messages from the client are handed to
-  Engine.IO in order by a task that exists only while messages wait. A client whose unsent data passes
-  ``max_buffer`` bytes (it stopped reading) is cut off rather than allowed to grow the server's memory
-  without bound; aiohttp's shutdown no longer sees these connections, so the app closes them on shutdown
+  parses the client's frames (with wsproto, bounded per frame, per message and per turn of the loop) and
+  writes complete frames straight to the transport, synchronously and in call order. It runs the same
+  Engine.IO websocket session (including the polling → websocket upgrade), but an idle connection holds
+  no aiohttp request, parser, response, reader, writer, queue or task: 7 KB per idle connection instead
+  of 23.5 KB (``bench/RESULTS.md``). Messages from the client are handed to Engine.IO in order by a task
+  that exists only while messages wait. A client whose unsent data passes ``max_buffer`` bytes (it
+  stopped reading) is cut off rather than allowed to grow the server's memory without bound; aiohttp's
+  shutdown no longer sees these connections, so the app closes them on shutdown
   (:meth:`DirectSockets.hang_up`).
 - :class:`FastEmit` is mixed into the Socket.IO client manager: a room emit without an ack callback
   encodes the Socket.IO packet, the Engine.IO packet and the websocket frame once, then writes that frame
@@ -27,11 +28,12 @@ delivery cost about 30% more CPU and every connection about 135 KB more memory f
 that barely compress. Node's ``socket.io`` declines it by default too. With the setting on, connections
 that negotiate deflate use python-engineio's stock path.
 
-This relies on python-engineio internals (``AsyncSocket`` attributes and its upgrade handshake) and on
-aiohttp's request handler letting go of a connection (``transport`` cleared, ``connection_lost``), so
-``pyproject.toml`` pins python-engineio and aiohttp to the minor versions they were checked against; the tests that
-drive the server with the official ``socket.io-client`` (websocket, and polling upgraded to websocket)
-guard it.
+This relies on python-engineio internals (``AsyncSocket`` attributes and its upgrade handshake), on
+aiohttp's request handler letting go of a connection (``transport`` cleared, ``connection_lost``) and on
+a look into wsproto's frame decoder (with a safe fallback), so ``pyproject.toml`` pins python-engineio,
+aiohttp and wsproto to the minor versions they were checked against; the tests that drive the server
+with the official ``socket.io-client`` (websocket, and polling upgraded to websocket) and
+``tests/test_websocket_frames.py`` (RFC 6455, case by case) guard it.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ from aiohttp import web
 from aiohttp.http_websocket import WS_KEY
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
+from wsproto.connection import Connection as WSConnection
+from wsproto.connection import ConnectionState, ConnectionType
+from wsproto.events import CloseConnection, Message, Ping, TextMessage
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +135,7 @@ class _Drained:
 
 
 DRAINED = _Drained()
+_POOLED_PARSERS = 256  # parsers kept at rest: as many connections as usually receive at the same moment
 _ENVIRON_KEPT = ("REMOTE_ADDR", "PATH_INFO", "QUERY_STRING", "HTTP_X_FORWARDED_FOR")
 PING_FRAME = ws_frame(b"2")
 
@@ -142,12 +148,24 @@ class DirectSockets:
     pings are still judged by python-engineio's own service task.
     """
 
-    def __init__(self, max_buffer: int) -> None:
+    def __init__(self, max_buffer: int, max_fragments: int = 64) -> None:
         self.max_buffer = max_buffer
+        self.max_fragments = max_fragments
+        self._parsers: list[WSConnection] = []  # frame parsers at rest, for whichever connection needs one
         self.by_eio_sid: dict[str, DirectWebSocket] = {}
         self.slow_consumers_cut = 0
-        self.closing: set[asyncio.Future[Any]] = set()  # sessions being closed after their connection ended
+        # Sessions being closed after their connection ended, and polling sessions moving over (the upgrade).
+        self.closing: set[asyncio.Future[Any]] = set()
         self._pinger: asyncio.Task[None] | None = None
+
+    def get_parser(self) -> WSConnection:
+        """A frame parser at rest: from the pool, or a new one."""
+        return self._parsers.pop() if self._parsers else WSConnection(ConnectionType.SERVER)
+
+    def put_parser(self, ws: WSConnection) -> None:
+        """Keep a parser at rest for the next connection that receives a frame (the pool is bounded)."""
+        if len(self._parsers) < _POOLED_PARSERS:
+            self._parsers.append(ws)
 
     def attach(self, ws: DirectWebSocket) -> None:
         self.by_eio_sid[ws.socket.sid] = ws
@@ -216,33 +234,74 @@ class _Hijacked(web.StreamResponse):
 
 _CLOSE_NORMAL = ws_frame(b"\x03\xe8", 0x8)
 _MAX_PENDING = 32  # messages waiting for the connection's worker before reading pauses
+_EVENTS_PER_TURN = 64  # frames parsed per turn of the event loop before the rest waits for the next one
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_TOO_BIG = 1009
 
 
-def _unmask(mask: bytes, data: bytes) -> bytes:
-    n = len(data)
-    if not n:
-        return b""
-    key = (mask * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+def close_frame(code: int, reason: str = "") -> bytes:
+    """A server close frame with a status code and a reason (cut to fit the 125-byte control frame)."""
+    return ws_frame(code.to_bytes(2, "big") + reason.encode()[:123], 0x8)
+
+
+# Two looks into wsproto's frame decoder, each with a safe answer should a later wsproto move it.
+
+
+def _at_rest(ws: WSConnection) -> bool:
+    """Whether ``ws`` holds no part of a frame or message, so that any connection may use it next."""
+    try:
+        proto = ws._proto
+        decoder = proto._frame_decoder
+        return (
+            ws.state is ConnectionState.OPEN
+            and decoder.header is None
+            and len(decoder.buffer) == 0
+            and proto._message_decoder.opcode is None
+        )
+    except AttributeError:
+        return False  # keep the parser
+
+
+def _announced(ws: WSConnection) -> int:
+    """The bytes of data the frame being received still announces (0: none, or unknown)."""
+    try:
+        decoder = ws._proto._frame_decoder
+        header = decoder.header
+        if header is None or header.opcode.iscontrol():
+            return 0
+        return header.payload_len - decoder.payload_consumed
+    except AttributeError:
+        return 0  # the message is still refused once its bytes pass the limit
 
 
 class DirectWebSocket(asyncio.Protocol):
     """python-engineio's websocket transport for aiohttp: after the handshake, the connection is ours.
 
     The upgrade request is answered here, and the TCP transport is taken from aiohttp: this object
-    becomes its protocol, parses the client's frames itself and writes complete frames straight to it.
-    An idle connection then holds no aiohttp request, response, reader, writer or handler task (those
-    cost about 10 KB per connection); messages are handled in order by a task that exists only while
-    there are messages to handle.
+    becomes its protocol and writes complete frames straight to it. An idle connection then holds no
+    aiohttp request, response, reader, writer or handler task (those cost about 10 KB per connection);
+    messages are handled in order by a task that exists only while there are messages to handle.
+
+    The client's frames are parsed by wsproto (sans-I/O, RFC 6455: masking, reserved bits and opcodes,
+    control frames at most 125 bytes and never fragmented, close codes, UTF-8 of text checked as it
+    arrives, also across fragments). Around it this class bounds what one connection can make the server
+    do: a message is refused (1009) once its bytes pass the Engine.IO packet limit or its frames pass
+    ``STUDYHALL_WS_MAX_FRAGMENTS``, counted as they arrive, final frame included; at most
+    ``_EVENTS_PER_TURN`` frames are parsed per turn of the event loop, and reading pauses while parsed
+    messages or unparsed bytes wait, so a flood of tiny frames costs its sender time, not the other
+    clients. A connection holds a parser only while a frame or message is arriving (wsproto's costs about
+    1.7 KB, a quarter of an idle connection); between messages it goes back to a small pool the
+    connections share, which saves making a new one for every message.
     """
 
     __slots__ = (
-        "_buf",
-        "_fragments",
+        "_frames",
+        "_parts",
         "_pending",
-        "_text",
+        "_size",
         "_waiter",
         "_worker",
+        "_ws",
         "registry",
         "server",
         "socket",
@@ -255,9 +314,10 @@ class DirectWebSocket(asyncio.Protocol):
         self.server = server
         self.registry = registry
         self.transport: asyncio.Transport | None = None
-        self._buf = b""
-        self._fragments: list[bytes] | None = None  # the parts of a message still arriving
-        self._text = False  # whether that message is text
+        self._ws: WSConnection | None = None  # the frame parser, while frames are arriving
+        self._parts: list[Any] | None = None  # the parts of a message still arriving
+        self._size = 0  # its bytes so far
+        self._frames = 0  # and its frames
         self._pending: collections.deque[str | bytes] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None  # the upgrade handshake waiting for a message
@@ -292,12 +352,14 @@ class DirectWebSocket(asyncio.Protocol):
             self.data_received(tail)
         socket = self.socket
         if socket.connected:
-            if not await self._upgrade():
-                self._close_transport()
-                return _Hijacked()
-        else:
-            socket.connected = True
-            socket.upgraded = True
+            # A long-polling session moving over: its handshake runs in a task of its own, since aiohttp may
+            # cancel this request's handler now that the connection is no longer its own.
+            handshake = asyncio.ensure_future(self._upgrade_and_attach())
+            self.registry.closing.add(handshake)
+            handshake.add_done_callback(self.registry.closing.discard)
+            return _Hijacked()
+        socket.connected = True
+        socket.upgraded = True
         if not self._attach():
             self._close_transport()
         return _Hijacked()
@@ -305,25 +367,16 @@ class DirectWebSocket(asyncio.Protocol):
     # --- asyncio.Protocol --------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
-        pos, n = 0, len(buf)
-        limit = self.server.max_http_buffer_size
-        while (header := frame_header(buf, pos)) is not None:
-            b0, b1, length, start = header
-            if not b1 & 0x80 or length > limit or b0 & 0x70:
-                # RFC 6455: client frames are masked; no extension was agreed (RSV bits); and the size cap.
-                self._fail("unmasked, extended or oversized websocket frame")
-                return
-            if n - start < 4 + length:
-                break
-            payload = _unmask(buf[start : start + 4], buf[start + 4 : start + 4 + length])
-            pos = start + 4 + length
-            if not self._frame(b0, payload):
-                return
-        self._buf = buf[pos:] if pos < n else b""
+        ws = self._ws
+        if ws is None:
+            ws = self._ws = self.registry.get_parser()
+        ws.receive_data(data)
+        self._consume()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.registry.by_eio_sid.pop(self.socket.sid, None)
+        self._ws = None
+        self._parts = None
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
         self._pending = None
@@ -341,47 +394,81 @@ class DirectWebSocket(asyncio.Protocol):
 
     # --- frames and messages -----------------------------------------------------------------------
 
-    def _frame(self, b0: int, payload: bytes) -> bool:
-        opcode = b0 & 0x0F
-        if opcode >= 0x8:
-            if opcode == 0x8:  # close: answer it and hang up
-                self._close_transport()
-                return False
-            if opcode == 0x9:  # ping
-                self.write(ws_frame(payload, 0xA))
-            elif opcode != 0xA:  # a pong is fine; 0xB-0xF are reserved
-                self._fail(f"unknown websocket opcode {opcode}")
-                return False
-            return True
-        if opcode == 0x0:
-            if self._fragments is None:
-                self._fail("continuation frame with nothing to continue")
-                return False
-            self._fragments.append(payload)
-        elif self._fragments is not None:
-            self._fail("new message inside a fragmented one")
+    def _consume(self) -> None:
+        """Handle the frames that arrived, a bounded number per turn of the event loop.
+
+        Reading pauses while unparsed bytes or more than ``_MAX_PENDING`` messages wait; it resumes once
+        both are gone (the worker calls back here as it drains the messages).
+        """
+        ws, transport = self._ws, self.transport
+        if ws is None or transport is None or transport.is_closing():
+            return
+        budget = _EVENTS_PER_TURN
+        for event in ws.events():
+            if isinstance(event, Message):
+                if not self._part(event):
+                    return
+            elif isinstance(event, Ping):
+                self.write(ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                self._closed(ws, event)
+                return
+            # a Pong needs nothing
+            budget -= 1
+            if budget == 0 or (self._pending is not None and len(self._pending) > _MAX_PENDING):
+                transport.pause_reading()
+                if budget == 0:
+                    asyncio.get_running_loop().call_soon(self._consume)
+                return
+        if (self._size if self._parts is not None else 0) + _announced(ws) > self.server.max_http_buffer_size:
+            # Refused on its header: no need to wait for the bytes of a message that cannot be taken.
+            self._fail(CLOSE_TOO_BIG, f"message over {self.server.max_http_buffer_size} bytes")
+            return
+        if self._pending is None or len(self._pending) <= _MAX_PENDING:
+            transport.resume_reading()
+        if self._parts is None and _at_rest(ws):
+            # Between messages the parser holds nothing of this connection: it goes back to the shared pool.
+            self._ws = None
+            self.registry.put_parser(ws)
+
+    def _part(self, event: Message[Any]) -> bool:
+        """One frame (or the part of one that arrived) of a message; False if the connection ended."""
+        data = event.data
+        parts = self._parts
+        if parts is None:
+            parts = self._parts = []
+            self._size = self._frames = 0
+        self._size += len(data) if not isinstance(data, str) or data.isascii() else len(data.encode())
+        limit = self.server.max_http_buffer_size
+        if self._size > limit:
+            self._fail(CLOSE_TOO_BIG, f"message over {limit} bytes")
             return False
-        elif opcode in (_OP_TEXT, _OP_BINARY):
-            self._fragments, self._text = [payload], opcode == _OP_TEXT
-        else:
-            self._fail(f"unknown websocket opcode {opcode}")
-            return False
-        if not b0 & 0x80:  # more fragments follow
-            if sum(len(f) for f in self._fragments) > self.server.max_http_buffer_size:
-                self._fail("fragmented message too large")
+        if event.frame_finished:
+            self._frames += 1
+            if self._frames > self.registry.max_fragments:
+                self._fail(CLOSE_TOO_BIG, f"message in more than {self.registry.max_fragments} frames")
                 return False
+        if data:
+            parts.append(data)
+        if not event.message_finished:
             return True
-        data = b"".join(self._fragments)
-        self._fragments = None
-        if self._text:
-            try:
-                self._message(data.decode())
-            except UnicodeDecodeError:
-                self._fail("text frame that is not UTF-8")
-                return False
+        self._parts = None
+        if isinstance(event, TextMessage):
+            self._message("".join(parts))
         else:
-            self._message(data)
+            self._message(b"".join(parts))
         return True
+
+    def _closed(self, ws: WSConnection, event: CloseConnection) -> None:
+        """The client's close frame (answered with its own code, as RFC 6455 has it), or a protocol error."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if ws.state is ConnectionState.REMOTE_CLOSING:
+            transport.write(ws.send(event.response()))
+            transport.close()
+        else:  # wsproto found the frames invalid: 1002, or 1007 for text that is not UTF-8
+            self._fail(event.code, event.reason or "protocol error")
 
     def _message(self, data: str | bytes) -> None:
         if self._pending is None:
@@ -393,16 +480,15 @@ class DirectWebSocket(asyncio.Protocol):
             return
         if self._worker is None and self.registry.by_eio_sid.get(self.socket.sid) is self:
             self._worker = asyncio.ensure_future(self._work())
-        elif len(self._pending) > _MAX_PENDING and self.transport is not None:
-            self.transport.pause_reading()
 
     async def _work(self) -> None:
         """Hand the waiting messages to Engine.IO, one after the other; ends when none are left."""
         try:
             while self._pending:
                 data = self._pending.popleft()
-                if self._pending is not None and len(self._pending) == _MAX_PENDING and self.transport is not None:
-                    self.transport.resume_reading()
+                transport = self.transport
+                if len(self._pending) <= _MAX_PENDING and transport is not None and not transport.is_reading():
+                    self._consume()  # the frames that waited for room, then reading again
                 if not await self._deliver(data):
                     self._close_transport()
                     break
@@ -432,10 +518,11 @@ class DirectWebSocket(asyncio.Protocol):
                 log.exception("Engine.IO receive error on %s", socket.sid)
         return not socket.closed
 
-    def _fail(self, why: str) -> None:
-        log.warning("closing Engine.IO client %s: %s", self.socket.sid, why)
+    def _fail(self, code: int, why: str) -> None:
+        """Close with ``code`` (1002 protocol error, 1007 not UTF-8, 1009 too big), logging one line."""
+        log.warning("closing Engine.IO client %s: websocket %d, %s", self.socket.sid, code, why)
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(ws_frame(b"\x03\xea", 0x8))  # 1002: protocol error
+            self.transport.write(close_frame(code, why))
             self.transport.close()
 
     def _close_transport(self) -> None:
@@ -491,6 +578,10 @@ class DirectWebSocket(asyncio.Protocol):
             finally:
                 self._waiter = None
         return self._pending.popleft()
+
+    async def _upgrade_and_attach(self) -> None:
+        if not await self._upgrade() or not self._attach():
+            self._close_transport()
 
     async def _upgrade(self) -> bool:
         """The polling → websocket upgrade handshake (``2probe`` / ``3probe`` / ``5``), as Engine.IO has it."""

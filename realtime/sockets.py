@@ -33,7 +33,9 @@ from core_api.errors import AppError, ErrorCode
 from core_api.events import Connection, EventCall, Events, EventSpec
 from core_api.http import Principal
 from core_api.settings import Settings
+from realtime.engine import GuardedSocketIO, SessionGate
 from realtime.fastws import DirectSockets, FastManager, FastRedisManager
+from realtime.origins import OriginPolicy
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,9 @@ _READ = "realtime.rights_read"
 """Session key: the value of :data:`_SEEN` when the session's account was last read."""
 _TOLD_ROLE = "realtime.told_role"
 """Session key: the platform role the client last heard of (at the handshake, or in ``me:changed``)."""
+# Binary attachments one Socket.IO packet may announce. Events here carry JSON (a binary one is answered
+# invalid_input), so a few are plenty; python-socketio alone would wait for up to 10^10 of them.
+MAX_ATTACHMENTS = 8
 
 
 def error_ack(code: ErrorCode, message: str) -> dict[str, Any]:
@@ -86,17 +91,23 @@ class SocketServer:
         self.services: dict[str, Any] = {}
         self._cleanups: set[asyncio.Future[None]] = set()
         manager = client_manager(settings)
-        self.sio = socketio.AsyncServer(
+        # Sessions that have not logged in are capped and expire (realtime/engine.py).
+        self.gate = SessionGate(
+            settings.sio_anonymous_per_address, settings.sio_anonymous_max, settings.sio_connect_timeout_s
+        )
+        self.sio = GuardedSocketIO(
             async_mode="aiohttp",
             client_manager=manager,
-            cors_allowed_origins="*",
+            # Browsers may connect from this server's own origin and those of STUDYHALL_CORS_ORIGINS only.
+            cors_allowed_origins=OriginPolicy(settings).engineio_check,
             max_http_buffer_size=MAX_PACKET_BYTES,
             ping_interval=settings.ping_interval_s,
             ping_timeout=settings.ping_timeout_s,
             logger=False,
             engineio_logger=False,
+            gate=self.gate,
         )
-        self.direct = DirectSockets(settings.ws_max_buffer)
+        self.direct = DirectSockets(settings.ws_max_buffer, settings.ws_max_fragments)
         if not settings.ws_deflate:
             # Websockets on the direct writer (no per-connection queue and writer task), and room emits
             # writing one shared frame to each of them; see realtime/fastws.py.
@@ -113,17 +124,39 @@ class SocketServer:
         self.sio.on("*", self._unknown)
 
     async def _eio_message(self, eio_sid: str, data: Any) -> None:
-        try:
-            await self.sio._handle_eio_message(eio_sid, data)
-        except Exception as exc:
-            log.warning("disconnecting Socket.IO client %s: malformed packet (%s)", eio_sid, type(exc).__name__)
-            await self.sio.eio.disconnect(eio_sid)
+        why = self._garbage(eio_sid, data)
+        if why is None:
+            try:
+                await self.sio._handle_eio_message(eio_sid, data)
+                return
+            except Exception as exc:
+                why = f"malformed packet ({type(exc).__name__})"
+        log.warning("disconnecting Socket.IO client %s: %s", eio_sid, why)
+        await self.sio.eio.end(eio_sid, self.sio.eio.reason.TRANSPORT_ERROR)
+
+    def _garbage(self, eio_sid: str, data: Any) -> str | None:
+        """Why a message cannot be Socket.IO in this place, if it cannot (before python-socketio reads it).
+
+        Binary attachments follow their packet at once, and only they are binary: a text message while
+        attachments are awaited would otherwise be swallowed as one, and so would every later event.
+        """
+        awaiting = eio_sid in self.sio._binary_packet
+        if isinstance(data, bytes):
+            return None if awaiting else "binary message where no attachment was announced"
+        if awaiting:
+            return "text message where a binary attachment was announced"
+        if isinstance(data, str) and data[:1] in ("5", "6"):  # BINARY_EVENT, BINARY_ACK: "5<n>-..."
+            count = data[1 : data.find("-")] if "-" in data else ""
+            if not count.isdigit() or not 0 < int(count) <= MAX_ATTACHMENTS:
+                return f"binary packet announcing {count[:12] or 'no'} attachments (at most {MAX_ATTACHMENTS})"
+        return None
 
     async def close(self) -> None:
         """Stop python-socketio's background tasks (the ping service); call once the app shuts down."""
         if self._cleanups:
             await asyncio.gather(*self._cleanups, return_exceptions=True)
         await self.direct.close()
+        await self.gate.close()
         await self.sio.shutdown()
 
     # --- Transport ---------------------------------------------------------------------------
@@ -170,6 +203,9 @@ class SocketServer:
         # A rights event that came while the account was being read may be this user's: read it again
         # before the connection's first event.
         seen = 0 if self._rights_events == events_before else 1
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        if eio_sid is not None:
+            self.gate.authenticated(eio_sid)  # no longer counted or timed as an anonymous session
         self.sessions[sid] = {**self.services, "user": user, _SEEN: seen, _READ: 0, _TOLD_ROLE: user.role}
         self.sids_by_user.setdefault(user.id, set()).add(sid)
         await self.sio.enter_room(sid, f"user:{user.id}")

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.nodes import Node, User, rest
+from tests.nodes import METRICS_TOKEN, Node, User, rest
 
 JS = Path(__file__).resolve().parent / "js"
 STAMP = JS / "node_modules" / ".studyhall-lock-sha256"  # written by scripts/setup after `npm ci`
@@ -66,7 +66,8 @@ async def create_workspace(base: str, user: User, **body: Any) -> dict[str, Any]
 
 
 async def loaded_documents(node: Node) -> float:
-    async with aiohttp.ClientSession() as session, session.get(node.url + "/metrics") as resp:
+    headers = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    async with aiohttp.ClientSession() as session, session.get(node.url + "/metrics", headers=headers) as resp:
         text = await resp.text()
     match = re.search(r"^studyhall_yjs_documents_loaded (\S+)$", text, re.M)
     assert match, "the node exports studyhall_yjs_documents_loaded"

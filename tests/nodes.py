@@ -45,6 +45,7 @@ from tests.live import LiveServer
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "correct horse battery staple"
+METRICS_TOKEN = "nodes-metrics-" + "n" * 24
 # A Redis database of its own on a shared server (Socket.IO pub/sub channels are server-wide anyway,
 # but every name the tests create is unique, so concurrent runs do not disturb each other).
 TEST_REDIS_DB = 11
@@ -153,6 +154,7 @@ def node_env(database_url: str, redis: str, data_dir: Path) -> dict[str, str]:
         STUDYHALL_PRESENCE_HEARTBEAT_S="1",
         # Every test client registers from 127.0.0.1.
         STUDYHALL_REGISTER_MAX_PER_ADDRESS="1000000",
+        STUDYHALL_METRICS_TOKEN=METRICS_TOKEN,  # /metrics is served only with a token (or on its own port)
     )
     return env
 

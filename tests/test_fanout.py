@@ -243,3 +243,33 @@ async def test_shutdown_closes_direct_websockets_and_runs_their_disconnects(
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert errors == [], [r.getMessage() for r in errors]  # every disconnect handler found its services up
     await tab.close()
+
+
+async def test_the_python_client_upgrades_from_polling_to_the_direct_websocket(api: ApiClient) -> None:
+    """aiohttp's test server cancels a request's handler once its connection is gone (handler_cancellation);
+    the upgrade handshake that follows the takeover must not run in that handler, or it is cancelled."""
+    user = await api.user()
+    client = socketio.AsyncClient(reconnection=False)
+    connecting = client.connect(
+        server_url(api), auth={"token": user.token}, transports=["polling", "websocket"], wait_timeout=WAIT_S
+    )
+    await asyncio.wait_for(connecting, WAIT_S)  # (the client itself waits for the probe's answer for ever)
+    try:
+        assert client.transport() == "websocket"
+        assert client.eio.sid in api.app[SOCKETS].direct.by_eio_sid
+        assert (await client.call("no:such", {}, timeout=WAIT_S))["ok"] is False
+    finally:
+        await client.disconnect()
+
+
+async def test_a_websocket_between_messages_keeps_no_frame_parser(api: ApiClient) -> None:
+    """wsproto's parser is a quarter of an idle connection's memory: a connection holds one only while a
+    frame arrives (this also guards the look into wsproto's decoder that this relies on)."""
+    client: LightClient = await connect("127.0.0.1", _port(api), (await api.user()).token)
+    try:
+        (ws,) = api.app[SOCKETS].direct.by_eio_sid.values()
+        assert ws._ws is None  # the connect was parsed (it was answered), the parser went back to the pool
+        assert (await client.call("no:such", {}))["ok"] is False
+        assert ws._ws is None
+    finally:
+        client.close()

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from core_api.settings import ConfigError, load_settings
-from tests.conftest import ApiClient
+from realtime.app import create_app
+from tests.conftest import ApiClient, make_settings
 
 
-async def test_health_ready_and_metrics(api: ApiClient) -> None:
+async def test_health_ready_and_metrics(aiohttp_client: Any, database_url: str, tmp_path: Path) -> None:
+    token = "metrics-token-" + "p" * 20  # /metrics is served on the public port only with one
+    api = ApiClient(await aiohttp_client(create_app(make_settings(database_url, tmp_path, metrics_token=token))))
     resp = await api.http.get("/healthz")
     assert resp.status == 200
     resp = await api.http.get("/readyz")
     assert resp.status == 200
     assert (await resp.json())["checks"]["database"] == "ok"
     await api.call("GET", "/me")  # a 401, which metrics must count too
-    resp = await api.http.get("/metrics")
+    resp = await api.http.get("/metrics", headers={"Authorization": f"Bearer {token}"})
     text = await resp.text()
     assert resp.status == 200
     assert resp.content_type == "text/plain"
