@@ -12,7 +12,7 @@ from core_api.config_reference import reference_markdown
 from core_api.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 if (ROOT / "SECURITY.md").exists():
     PAGES.append(ROOT / "SECURITY.md")
 
