@@ -227,7 +227,7 @@ CYCLE = web.AppKey("cycle", Cycle)
 
 
 @api.route("POST", "/contest-templates", summary="A weekly war template (admins, or the organizer's admins)",
-           tag=TAG, body=TemplateIn, response=TemplateOut, status=201, errors=[403])  # fmt: skip
+           tag=TAG, body=TemplateIn, response=TemplateOut, status=201, errors=[403, 404])  # fmt: skip
 async def post_contest_template(call: Call) -> TemplateOut:
     cycle: Cycle = call.request.app[CYCLE]
     return await cycle.create_template(call.me, call.body)

@@ -215,6 +215,7 @@ ROWS: list[Row] = [
     Row("POST", "/auth/login", everyone(401, anon=401), {"email": "nobody@example.com", "password": "wrong-pass"}),
     Row("POST", "/auth/refresh", everyone(401, anon=401), {"refresh_token": "not-a-token"}),
     Row("POST", "/auth/logout", everyone(204, anon=204), {"refresh_token": "not-a-token"}),
+    Row("POST", "/auth/ws-ticket", everyone(200)),
     Row("GET", "/me", everyone(200)),
     # users and audit
     Row("GET", "/users", only(200, 403, "admin")),
