@@ -31,6 +31,7 @@ from realtime.app import create_app
 pytest_plugins = [
     "tests.chat_helpers",  # the `tabs` fixture of the chat tests
     "tests.sandbox_helpers",  # `sandbox_machine` and `runner` of the sandbox tests
+    "tests.watch_helpers",  # `viewers` of the watch-party tests
 ]
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 40

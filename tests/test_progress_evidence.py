@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,32 +22,16 @@ from realtime.sockets import SOCKETS
 from tests.conftest import Actor, ApiClient, make_settings
 from tests.learning_helpers import report, watch
 from tests.nodes import Client
-from tests.watch_helpers import ok, viewer, watch_room
+from tests.watch_helpers import Open, ok, watch_room
 from watch_party.service import WATCH
 
 REAL_RATE: float = Settings.model_fields["progress_max_rate"].default
-Open = Callable[..., Awaitable[Client]]
 
 
 @pytest.fixture
 async def api(aiohttp_client: Any, database_url: str, tmp_path: Path) -> ApiClient:
     settings = make_settings(database_url, tmp_path, progress_max_rate=REAL_RATE, watch_upkeep_s=0.1)
     return ApiClient(await aiohttp_client(create_app(settings)))
-
-
-@pytest.fixture
-async def viewers(api: ApiClient) -> AsyncIterator[Open]:
-    opened: list[Client] = []
-
-    async def make(actor: Actor, room_id: str | None = None) -> Client:
-        client = await viewer(api, actor, room_id)
-        opened.append(client)
-        return client
-
-    yield make
-    for client in opened:
-        if client.connected:
-            await client.disconnect()
 
 
 async def course_with(api: ApiClient, owner: Actor, *durations: float) -> tuple[dict[str, Any], list[Any]]:

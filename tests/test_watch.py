@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,33 +12,16 @@ from aiohttp.test_utils import TestClient, TestServer
 from core_api.context import CORE
 from realtime.app import create_app
 from realtime.sockets import SOCKETS
-from tests.conftest import Actor, ApiClient, make_settings
+from tests.conftest import ApiClient, make_settings
 from tests.nodes import Client
-from tests.watch_helpers import VIDEO, fails, ok, state_with, viewer, watch_room
+from tests.watch_helpers import VIDEO, Open, fails, ok, state_with, watch_room
 from watch_party.service import WATCH
-
-Open = Callable[..., Awaitable[Client]]
 
 
 @pytest.fixture
 async def api(aiohttp_client: Any, database_url: str, tmp_path: Path) -> ApiClient:
     """The usual test server, with a quick upkeep beat so leader and ready changes show up fast."""
     return ApiClient(await aiohttp_client(create_app(make_settings(database_url, tmp_path, watch_upkeep_s=0.1))))
-
-
-@pytest.fixture
-async def viewers(api: ApiClient) -> AsyncIterator[Open]:
-    opened: list[Client] = []
-
-    async def make(actor: Actor, room_id: str | None = None) -> Client:
-        client = await viewer(api, actor, room_id)
-        opened.append(client)
-        return client
-
-    yield make
-    for client in opened:
-        if client.connected:
-            await client.disconnect()
 
 
 async def test_a_viewer_joining_a_watch_room_gets_the_state_at_once(api: ApiClient, viewers: Open) -> None:

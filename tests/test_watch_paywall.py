@@ -4,40 +4,22 @@ viewer who is not entitled gets the party's state without its URL — in broadca
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from realtime.app import create_app
-from tests.conftest import Actor, ApiClient, make_settings
+from tests.conftest import ApiClient, make_settings
 from tests.nodes import Client
 from tests.test_paywall import PRICE, give_coins, priced_course
 from tests.test_paywall import ok as rest_ok
-from tests.watch_helpers import VIDEO, fails, ok, state_with, viewer, watch_room
-
-Open = Callable[..., Awaitable[Client]]
+from tests.watch_helpers import VIDEO, Open, fails, ok, state_with, watch_room
 
 
 @pytest.fixture
 async def api(aiohttp_client: Any, database_url: str, tmp_path: Path) -> ApiClient:
     return ApiClient(await aiohttp_client(create_app(make_settings(database_url, tmp_path))))
-
-
-@pytest.fixture
-async def viewers(api: ApiClient) -> AsyncIterator[Open]:
-    opened: list[Client] = []
-
-    async def make(actor: Actor, room_id: str | None = None) -> Client:
-        client = await viewer(api, actor, room_id)
-        opened.append(client)
-        return client
-
-    yield make
-    for client in opened:
-        if client.connected:
-            await client.disconnect()
 
 
 def urls_seen(client: Client) -> str:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+
+import pytest
 
 from tests.chat_helpers import server_url
 from tests.conftest import Actor, ApiClient
 from tests.nodes import Client, User, connect
+
+Open = Callable[..., Awaitable[Client]]
+"""The ``viewers`` fixture: ``await viewers(actor, room_id?)`` opens a viewer, closed after the test."""
 
 VIDEO = {"url": "https://example.com/lecture.mp4", "kind": "video", "duration": 600.0, "title": "Lecture"}
 
@@ -71,3 +76,18 @@ async def eventually(condition: Callable[[], bool], within: float = 15, every: f
     async with asyncio.timeout(within):
         while not condition():  # noqa: ASYNC110 - the condition changes with the passing of time, not on an event
             await asyncio.sleep(every)
+
+
+@pytest.fixture
+async def viewers(api: ApiClient) -> AsyncIterator[Open]:
+    opened: list[Client] = []
+
+    async def make(actor: Actor, room_id: str | None = None) -> Client:
+        client = await viewer(api, actor, room_id)
+        opened.append(client)
+        return client
+
+    yield make
+    for client in opened:
+        if client.connected:
+            await client.disconnect()
