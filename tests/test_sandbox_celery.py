@@ -9,6 +9,7 @@ connected to; ``?wait=true`` gets the result through the result channel.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import shutil
@@ -111,7 +112,7 @@ async def test_jobs_wait_for_a_worker_then_results_reach_the_requester(
 
         worker = Worker(worker_env, log_dir / "worker.log")
         try:
-            worker.wait_ready()
+            await asyncio.to_thread(worker.wait_ready)  # the client keeps answering pings meanwhile
             pushed = await client.inbox.wait_for("execution:finished", lambda e: e["id"] == first["id"], within=30)
             assert (pushed["status"], pushed["stdout"], pushed["state"]) == ("ok", "abab\n", "finished")
             status, stored = await rest(a.url, "GET", f"/executions/{first['id']}", users[0])
@@ -177,7 +178,7 @@ async def test_contest_judging_on_workers_goes_by_turns_between_users(
         contests.append(f"/contests/{contest['id']}/problems/{contest['problems'][0]['id']}/submissions")
     worker = Worker(worker_env, log_dir / "worker-contests.log")
     try:
-        worker.wait_ready()
+        await asyncio.to_thread(worker.wait_ready)
         sleeper = {"language": "python", "source": "import time\ntime.sleep(2)\nprint(3)\n"}
         # Two workers: two of the four run, two wait; then another user's submission arrives, through the same node.
         for _ in range(4):
