@@ -58,9 +58,12 @@ async def views(conn: Connection, rows: list[Record]) -> list[dict[str, Any]]:
     return [rules.message_view(r, counts.get(r["id"])) for r in rows]
 
 
-async def recent_messages(conn: Connection, room_id: uuid.UUID, limit: int = 50) -> list[dict[str, Any]]:
-    """The newest ``limit`` messages in ascending seq, as ``chat:message`` carries them (for ``room:join``)."""
-    rows, _ = await store.history(conn, room_id, None, None, limit)
+async def recent_messages(
+    conn: Connection, room_id: uuid.UUID, limit: int = 50, *, before_seq: int | None = None
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` messages (below ``before_seq``) in ascending seq, as ``chat:message`` carries
+    them (for ``room:join``)."""
+    rows, _ = await store.history(conn, room_id, before_seq, None, limit)
     return await views(conn, rows)
 
 
