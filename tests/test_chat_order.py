@@ -171,6 +171,95 @@ async def test_a_client_joining_mid_burst_gets_history_then_live_without_gap_or_
             await client.disconnect()
 
 
+async def metric(api: ApiClient, name: str) -> float:
+    """One sample of the server's /metrics (served with the test's metrics token)."""
+    resp = await api.http.get("/metrics", headers={"Authorization": f"Bearer {METRICS}"})
+    text = await resp.text()
+    assert resp.status == 200, text
+    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+METRICS = "chat-order-metrics-" + "m" * 24
+
+
+@pytest.fixture
+async def quick_api(aiohttp_client: Any, database_url: str, tmp_path: Path) -> ApiClient:
+    settings = make_settings(
+        database_url, tmp_path, chat_gap_wait_s=0.05, chat_position_check_s=0.2, metrics_token=METRICS, **FAST_CHAT
+    )
+    return ApiClient(await aiohttp_client(create_app(settings)))
+
+
+async def commit_without_broadcast(api: ApiClient, room_id: str, author_id: str, body: str) -> int:
+    """What a node that died between a send's commit and its broadcast leaves behind: a committed message
+    (through the same ``chat_post`` a send uses) that no node was told of."""
+    async with api.app[CORE].pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT seq FROM chat_post($1, $2, $3, $4, $5, 10, 1000, false)",
+            uuid.UUID(room_id),
+            uuid.uuid4(),
+            uuid.UUID(author_id),
+            uuid.uuid4().hex,
+            body,
+        )
+    seq: int = row["seq"]
+    return seq
+
+
+async def test_a_message_committed_but_never_broadcast_is_delivered_in_its_place(quick_api: ApiClient) -> None:
+    api = quick_api
+    sender, watcher = await api.user(), await api.user()
+    room_id = await make_room(api, sender, watcher)
+    url = server_url(api)
+    clients = []
+    try:
+        receivers = []
+        for actor in (sender, watcher):
+            sio = socketio.AsyncClient(reconnection=False)
+            receivers.append(Receiver(sio, room_id))
+            await sio.connect(url, auth={"token": actor.token}, transports=["websocket"], wait_timeout=5)
+            clients.append(sio)
+            await receivers[-1].join()
+        await fire(clients[0], room_id, 1, "first")
+        assert await commit_without_broadcast(api, room_id, sender.id, "orphan") == 2
+        await fire(clients[0], room_id, 1, "third")  # seq 3 arrives; 2 never will: read from Postgres
+        for receiver in receivers:
+            await receiver.until_seen(3)
+            assert receiver.seen() == [1, 2, 3]
+        # The last message of a quiet room: no later one shows the gap; the position check finds it.
+        assert await commit_without_broadcast(api, room_id, watcher.id, "orphan at the end") == 4
+        for receiver in receivers:
+            await receiver.until_seen(4)
+            assert receiver.seen() == [1, 2, 3, 4]
+        assert await metric(api, "studyhall_chat_order_filled_total") == 2  # read once for both receivers
+    finally:
+        for sio in clients:
+            await sio.disconnect()
+
+
+async def test_a_room_nobody_on_the_node_follows_is_forgotten(quick_api: ApiClient) -> None:
+    api = quick_api
+    sender, watcher = await api.user(), await api.user()
+    room_id = await make_room(api, sender, watcher)
+    url = server_url(api)
+    clients = []
+    try:
+        for actor in (sender, watcher):
+            sio = socketio.AsyncClient(reconnection=False)
+            await sio.connect(url, auth={"token": actor.token}, transports=["websocket"], wait_timeout=5)
+            clients.append(sio)
+            assert (await sio.call("room:join", {"room_id": room_id}, timeout=WAIT_S))["ok"]
+        followed = await metric(api, "studyhall_chat_order_rooms")
+        assert followed >= 1
+        for sio in clients:
+            assert (await sio.call("room:leave", {"room_id": room_id}, timeout=WAIT_S))["ok"]
+        await fire(clients[0], room_id, 1, "to-nobody")  # a member may still send; nobody here follows
+        assert await metric(api, "studyhall_chat_order_rooms") == followed - 1
+    finally:
+        for sio in clients:
+            await sio.disconnect()
+
+
 # --- real nodes ------------------------------------------------------------------------------------
 
 
