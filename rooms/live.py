@@ -212,8 +212,8 @@ async def join(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
     key, me, presence = str(room_id), present_user(call.user), presence_of(call.session)
     # Live chat:message from this node's position on; the history ends at that position.
     upto = await call.transport.enter_room_at(call.sid, socket_room(key), committed)
-    messages = await _history_up_to(call, room_id, messages, upto)
     joined_rooms(call.session).add(key)
+    messages = await _history_up_to(call, room_id, messages, upto)
     rev = await presence.enter(key, call.sid, me)
     snapshot = await presence.snapshot(key)
     announcer = announcer_of(call.session)
