@@ -125,6 +125,20 @@ class Settings(BaseSettings):
     chat_max_body: int = Field(4000, ge=1, le=16000, description="Longest chat message (characters, once cleaned).")
     chat_rate_count: int = Field(10, ge=1, le=1000, description="Chat messages one user may send per rate window.")
     chat_rate_window_s: float = Field(10.0, gt=0, le=3600, description="Window of the per-user chat rate limit.")
+    chat_gap_wait_s: float = Field(
+        0.5,
+        ge=0.01,
+        le=30,
+        description="Chat is delivered in seq order on every node: a message that arrives before an earlier one "
+        "waits this long for it, then the missing ones are read from Postgres (docs/rooms-and-chat.md).",
+    )
+    chat_position_check_s: float = Field(
+        5.0,
+        ge=0.1,
+        le=600,
+        description="How often each node compares the chat position of the rooms its connections follow with "
+        "Postgres, to deliver a message whose sending node died between its commit and its broadcast.",
+    )
     ping_interval_s: int = Field(
         25, ge=1, le=300, description="Socket.IO: how often the server pings each client (Engine.IO pingInterval)."
     )

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from collab_ide import handlers as collab_handlers
 from core_api import assignments, auth, communities, courses, enrollments, executions, notifications, progress, users
@@ -35,12 +35,14 @@ from leaderboards.wiring import run_contests
 from realtime.bus import RedisBusRelay, bus_channel
 from realtime.engine import SessionGate
 from realtime.jobs import run_sandbox
+from realtime.ordered import OrderedRooms
 from realtime.origins import OriginPolicy, cors_middleware
 from realtime.rights import RightsWatch
 from realtime.sockets import SOCKETS, SocketServer
 from rooms import chat as room_chat
 from rooms import handlers as room_handlers
 from rooms import live as room_live
+from rooms.chat_order import ChatPositions
 from rooms.presence import PresenceChange, keep_presence, open_presence
 from watch_party import handlers as watch_handlers
 from watch_party import service as watch_service
@@ -201,6 +203,28 @@ class GateMetrics:
         )
 
 
+class ChatOrderMetrics:
+    """How often this node had to repair the order of chat (realtime/ordered.py), read when scraped."""
+
+    def __init__(self, ordered: OrderedRooms) -> None:
+        self.ordered = ordered
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "studyhall_chat_order_filled",
+            "chat:message events read from Postgres because they had not reached this node in time",
+            value=self.ordered.filled,
+        )
+        yield CounterMetricFamily(
+            "studyhall_chat_order_dropped",
+            "chat:message events that reached this node again or below a joiner's history (not delivered twice)",
+            value=self.ordered.dropped,
+        )
+        yield GaugeMetricFamily(
+            "studyhall_chat_order_rooms", "Rooms whose chat this node delivers in order", value=self.ordered.rooms
+        )
+
+
 def _metrics(request: web.Request, app: web.Application) -> web.Response:
     """``app``'s metrics, to a caller with STUDYHALL_METRICS_TOKEN when one is configured."""
     token = app[SETTINGS].metrics_token
@@ -302,6 +326,19 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
         yield
         await app[SOCKETS].close()
 
+    async def chat_order(app: web.Application) -> AsyncIterator[None]:
+        # chat:message in seq order on this node: gaps are filled, and positions checked, from Postgres.
+        ordered = app[SOCKETS].ordered
+        ordered.follow("chat:message", ChatPositions(app[CORE]))
+        checker = asyncio.create_task(ordered.run())
+        try:
+            yield
+        finally:
+            checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checker
+            await ordered.close()
+
     async def rights(app: web.Application) -> AsyncIterator[None]:
         # Rights changed while connections are open (realtime/rights.py): re-checked at once and, as a
         # safety net, every STUDYHALL_RIGHTS_RECHECK_S.
@@ -365,6 +402,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app.on_shutdown.append(hang_up_websockets)
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(sockets)
+    app.cleanup_ctx.append(chat_order)
     app.cleanup_ctx.append(rights)
     app.cleanup_ctx.append(presence)
     app.cleanup_ctx.append(watch_parties)
@@ -380,6 +418,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     Gauge("studyhall_engineio_sessions_anonymous", "Engine.IO sessions not yet through the Socket.IO connect",
           registry=registry).set_function(lambda: len(gate.pending))  # fmt: skip
     registry.register(GateMetrics(gate))
+    registry.register(ChatOrderMetrics(app[SOCKETS].ordered))
     # Collaborative editing: /yjs/{workspace_id} and the document manager (closed before the pool).
     collab_handlers.mount(app, settings, app[SOCKETS].node_id, app[METRICS].registry)
     API.mount(app, auth.authenticate)

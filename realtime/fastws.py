@@ -58,6 +58,8 @@ from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, Message, Ping, TextMessage
 
+from realtime.ordered import OrderedRooms
+
 log = logging.getLogger(__name__)
 
 _OP_TEXT = 0x1
@@ -633,9 +635,15 @@ class DirectWebSocket(asyncio.Protocol):
 
 
 class FastEmit(socketio.AsyncManager):  # type: ignore[misc]
-    """A client manager whose room emits write one shared frame to every local direct websocket."""
+    """A client manager whose room emits write one shared frame to every local direct websocket.
+
+    Its ``emit`` is every node's local delivery (the Redis manager publishes, then hands what it and the
+    other nodes published to it here). An event that ``order`` follows (``chat:message``) goes through
+    :class:`realtime.ordered.OrderedRooms` first, which calls :meth:`emit_here` in ``seq`` order.
+    """
 
     direct: DirectSockets
+    order: OrderedRooms | None = None
 
     async def emit(
         self,
@@ -648,11 +656,35 @@ class FastEmit(socketio.AsyncManager):  # type: ignore[misc]
         to: Any = None,
         **kwargs: Any,
     ) -> None:
+        room = to or room
+        order = self.order
+        if (
+            order is not None
+            and order.ordered(event)
+            and isinstance(room, str)
+            and namespace == "/"
+            and skip_sid is None
+            and callback is None
+        ):
+            await order.offer(room, data)
+            return
+        await self.emit_here(event, data, namespace, room, skip_sid, callback, **kwargs)
+
+    async def emit_here(
+        self,
+        event: str,
+        data: Any,
+        namespace: str,
+        room: Any,
+        skip_sid: Any = None,
+        callback: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """Write ``event`` to the room's connections on this node, now."""
         direct = getattr(self, "direct", None)
         if callback is not None or direct is None:
-            await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, to=to, **kwargs)
+            await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs)
             return
-        room = to or room
         if namespace not in self.rooms:
             return
         if isinstance(data, tuple):
@@ -663,7 +695,7 @@ class FastEmit(socketio.AsyncManager):  # type: ignore[misc]
             args = []
         encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args]).encode()
         if isinstance(encoded, list):  # binary attachments: several Engine.IO packets; rare, keep it simple
-            await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, to=to, **kwargs)
+            await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs)
             return
         pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
         frame = eio_frame(pkt)
@@ -680,6 +712,17 @@ class FastEmit(socketio.AsyncManager):  # type: ignore[misc]
                 ws.write(frame)
         for eio_sid in queued:
             await self.server._send_eio_packet(eio_sid, pkt)
+
+    def room_has_members(self, room: str, namespace: str = "/") -> bool:
+        """Whether any connection on this node sits in ``room``."""
+        return room in self.rooms.get(namespace, {})
+
+    def enter_here(self, sid: str, room: str, namespace: str = "/") -> bool:
+        """Put a connection of this node into ``room`` at once (no await); False if it is not connected."""
+        if not self.is_connected(sid, namespace):
+            return False
+        self.basic_enter_room(sid, namespace, room)
+        return True
 
 
 class FastManager(FastEmit):

@@ -34,7 +34,8 @@ from core_api.events import Connection, EventCall, Events, EventSpec
 from core_api.http import Principal
 from core_api.settings import Settings
 from realtime.engine import GuardedSocketIO, SessionGate
-from realtime.fastws import DirectSockets, FastManager, FastRedisManager
+from realtime.fastws import DirectSockets, FastEmit, FastManager, FastRedisManager
+from realtime.ordered import OrderedRooms
 from realtime.origins import OriginPolicy
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def error_ack(code: ErrorCode, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code.value, "message": message}}
 
 
-def client_manager(settings: Settings, *, write_only: bool = False) -> socketio.AsyncManager:
+def client_manager(settings: Settings, *, write_only: bool = False) -> FastEmit:
     """Redis fan-out when scaled, in-process otherwise; both with the shared-frame room emit (``fastws``)."""
     if settings.redis_url is None:
         return FastManager()
@@ -108,6 +109,15 @@ class SocketServer:
             gate=self.gate,
         )
         self.direct = DirectSockets(settings.ws_max_buffer, settings.ws_max_fragments)
+        # chat:message in seq order on this node (realtime/ordered.py); the app names the event and its store.
+        self.ordered = OrderedRooms(
+            lambda event, room, data: manager.emit_here(event, data, "/", room),
+            manager.room_has_members,
+            manager.enter_here,
+            gap_wait_s=settings.chat_gap_wait_s,
+            check_s=settings.chat_position_check_s,
+        )
+        manager.order = self.ordered
         if not settings.ws_deflate:
             # Websockets on the direct writer (no per-connection queue and writer task), and room emits
             # writing one shared frame to each of them; see realtime/fastws.py.
@@ -168,6 +178,9 @@ class SocketServer:
 
     async def enter_room(self, sid: str, room: str) -> None:
         await self.sio.enter_room(sid, room)
+
+    async def enter_room_at(self, sid: str, room: str, committed: int) -> int:
+        return self.ordered.enter(sid, room, committed)
 
     async def leave_room(self, sid: str, room: str) -> None:
         await self.sio.leave_room(sid, room)

@@ -19,6 +19,8 @@ the typist), ``chat:moderation {room_id, action, user_id, by, ...}``; to ``user:
 ``room:kicked {room_id, reason}``. A message is ``{id, room_id, seq, author: {id, display_name}, body,
 created_at, edited_at, deleted, reactions: {emoji: count}, rev}``; a deleted one has ``body: ""``,
 ``deleted: true`` and no reactions. ``rev`` grows with every change of a message: keep the highest.
+``chat:message`` reaches each connection in ``seq`` order, once (:mod:`realtime.ordered`); a client that
+reconnects asks ``chat:history`` with ``after_seq`` = the highest *contiguous* seq it holds.
 The rules are in :mod:`rooms.chat_service` and :mod:`rooms.chat_moderation`.
 """
 

@@ -7,7 +7,9 @@ without I/O live in :mod:`rooms.chat_core`, the SQL in :mod:`rooms.chat_store`.
 **Ordering.** ``chat:send`` claims the room's next ``seq`` by incrementing ``rooms.last_seq`` in the same
 transaction as the insert: the row lock queues concurrent senders (on any node) and a rollback gives
 the number back, so ``seq`` is 1, 2, 3, ... per room with no gaps or repeats. The database clock read
-under that lock is the message's ``created_at`` and the "now" of the rate limit and slow mode.
+under that lock is the message's ``created_at`` and the "now" of the rate limit and slow mode. Concurrent
+sends emit after their own commits, in any order; every node's fan-out puts each room's ``chat:message``
+back in ``seq`` order (:mod:`realtime.ordered`, fed from here by :mod:`rooms.chat_order`).
 
 **Idempotence.** A sender names each message with a ``client_msg_id``; sending the same one again in the
 room returns the first message (same seq, nothing broadcast), even while muted or rate limited.
@@ -58,9 +60,12 @@ async def views(conn: Connection, rows: list[Record]) -> list[dict[str, Any]]:
     return [rules.message_view(r, counts.get(r["id"])) for r in rows]
 
 
-async def recent_messages(conn: Connection, room_id: uuid.UUID, limit: int = 50) -> list[dict[str, Any]]:
-    """The newest ``limit`` messages in ascending seq, as ``chat:message`` carries them (for ``room:join``)."""
-    rows, _ = await store.history(conn, room_id, None, None, limit)
+async def recent_messages(
+    conn: Connection, room_id: uuid.UUID, limit: int = 50, *, before_seq: int | None = None
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` messages (below ``before_seq``) in ascending seq, as ``chat:message`` carries
+    them (for ``room:join``)."""
+    rows, _ = await store.history(conn, room_id, before_seq, None, limit)
     return await views(conn, rows)
 
 

@@ -175,6 +175,12 @@ async def history(
     return list(reversed(rows[:limit])), len(rows) > limit
 
 
+async def positions(conn: Connection, room_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """The last committed seq of each room (rooms that no longer exist are left out)."""
+    rows = await conn.fetch("SELECT id, last_seq FROM rooms WHERE id = ANY($1::uuid[])", list(room_ids))
+    return {r["id"]: r["last_seq"] for r in rows}
+
+
 # --- reactions -----------------------------------------------------------------------------------
 
 

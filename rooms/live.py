@@ -13,10 +13,20 @@ of them.
 of the room: a thousand people arriving for a live session would mean a million ``room:presence``
 deliveries. Once a room holds more than ``STUDYHALL_PRESENCE_BATCH_ABOVE`` users (as this node last saw
 it), its changes are collected by the :class:`Announcer` and sent every ``STUDYHALL_PRESENCE_BATCH_S``
-as one ``room:presence_batch {room_id, joined: [user], left: [user]}``; a user who comes and goes within
-one interval is not announced at all. While a room has changes waiting, later ones wait too, so clients
-always see them in order. The ``room:join`` answer lists at most ``STUDYHALL_PRESENCE_LIST_MAX`` users
+as one ``room:presence_batch {room_id, joined: [user], left: [user], rev}``, each user with the latest of
+their changes in that interval. The ``room:join`` answer lists at most ``STUDYHALL_PRESENCE_LIST_MAX`` users
 (by name) and always says ``member_count``.
+
+**Revisions.** Each change carries the room's presence revision it made (``rev``, on the event and on
+each user of a batch), and the ``room:join`` answer says which revision its list is (``presence_rev``).
+Announcements reach a client by several paths (this node, another node through Redis, a batch), so one
+may arrive before the join's answer whose list was read earlier, or after a later change of another user;
+a client applies a change only if it is newer than the list and than the last change it applied for that
+user (``docs/rooms-and-chat.md``).
+
+**Chat on joining.** The connection enters the room through :meth:`Transport.enter_room_at`, which says up
+to which ``seq`` this node has already delivered the room's chat: the answer's ``messages`` end there and
+every later message reaches the connection live, in order (see :mod:`realtime.ordered`).
 """
 
 from __future__ import annotations
@@ -69,9 +79,15 @@ def present_user(user: Principal) -> PresentUser:
 
 
 async def announce(
-    transport: Transport, room_id: str, user: PresentUser, state: PresenceState, *, skip_sid: str | None = None
+    transport: Transport,
+    room_id: str,
+    user: PresentUser,
+    state: PresenceState,
+    rev: int,
+    *,
+    skip_sid: str | None = None,
 ) -> None:
-    event = PresenceEvent(room_id=room_id, user=UserRef(**user.to_json()), state=state)
+    event = PresenceEvent(room_id=room_id, user=UserRef(**user.to_json()), state=state, rev=rev)
     await transport.emit("room:presence", event.model_dump(), to=socket_room(room_id), skip_sid=skip_sid)
 
 
@@ -83,7 +99,7 @@ class Announcer:
         self.batch_above = batch_above
         self.interval_s = interval_s
         self.sizes: dict[str, int] = {}
-        self.pending: dict[str, dict[str, tuple[PresentUser, PresenceState]]] = {}
+        self.pending: dict[str, dict[str, tuple[PresentUser, PresenceState, int]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
 
@@ -92,26 +108,28 @@ class Announcer:
         room_id: str,
         user: PresentUser,
         state: PresenceState,
+        rev: int,
         *,
         size: int | None = None,
         skip_sid: str | None = None,
     ) -> None:
-        """Announce ``user`` joining or leaving; ``size`` is the room's head count when the caller knows it."""
+        """Announce ``user`` joining or leaving at revision ``rev``; ``size`` is the room's head count when
+        the caller knows it."""
         if size is not None:
             self.sizes[room_id] = size
         elif state == "left" and room_id in self.sizes:
             self.sizes[room_id] = max(0, self.sizes[room_id] - 1)
         if room_id not in self.pending and self.sizes.get(room_id, 0) <= self.batch_above:
-            await announce(self.transport, room_id, user, state, skip_sid=skip_sid)
+            await announce(self.transport, room_id, user, state, rev, skip_sid=skip_sid)
             if self.sizes.get(room_id) == 0:
                 del self.sizes[room_id]
             return
         waiting = self.pending.setdefault(room_id, {})
         earlier = waiting.get(user.id)
-        if earlier is not None and earlier[1] != state:
-            del waiting[user.id]  # came and went (or went and came back) within one interval: no news
-        else:
-            waiting[user.id] = (user, state)
+        # Only the user's latest change goes out. One who came and went within the interval is still
+        # announced as gone: a client may have listed them from a join answer read in between.
+        if earlier is None or earlier[2] < rev:
+            waiting[user.id] = (user, state, rev)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.interval_s, self._flush_soon)
 
@@ -129,8 +147,9 @@ class Announcer:
                 continue
             batch = {
                 "room_id": room_id,
-                "joined": [u.to_json() for u, state in changes.values() if state == "joined"],
-                "left": [u.to_json() for u, state in changes.values() if state == "left"],
+                "joined": [{**u.to_json(), "rev": rev} for u, state, rev in changes.values() if state == "joined"],
+                "left": [{**u.to_json(), "rev": rev} for u, state, rev in changes.values() if state == "left"],
+                "rev": max(rev for _, _, rev in changes.values()),
             }
             try:
                 await self.transport.emit("room:presence_batch", batch, to=socket_room(room_id))
@@ -157,7 +176,7 @@ def announcer_of(session: Mapping[str, Any]) -> Announcer:
 async def announce_changes(announcer: Announcer, changes: list[PresenceChange]) -> None:
     """Tell rooms about users that upkeep found appearing or vanishing (a dead node's users)."""
     for change in changes:
-        await announcer.change(change.room_id, change.user, change.state)
+        await announcer.change(change.room_id, change.user, change.state, change.rev)
 
 
 async def join(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
@@ -188,29 +207,48 @@ async def join(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
             )
         view = await room_view(tx.conn, call.user, room_id)
         messages = await recent_messages(tx.conn, room_id, HISTORY_ON_JOIN)
+        committed = max(room["last_seq"], messages[-1]["seq"] if messages else 0)
 
     key, me, presence = str(room_id), present_user(call.user), presence_of(call.session)
-    await call.transport.enter_room(call.sid, socket_room(key))
+    # Live chat:message from this node's position on; the history ends at that position.
+    upto = await call.transport.enter_room_at(call.sid, socket_room(key), committed)
     joined_rooms(call.session).add(key)
-    first = await presence.enter(key, call.sid, me)
-    members = await presence.members(key)
+    messages = await _history_up_to(call, room_id, messages, upto)
+    rev = await presence.enter(key, call.sid, me)
+    snapshot = await presence.snapshot(key)
+    announcer = announcer_of(call.session)
     if call.session.get(_CLOSED):
         # The connection went away while joining, after its disconnect hook had left its rooms.
-        await presence.leave(key, call.sid)
-    elif first:
-        await announcer_of(call.session).change(key, me, "joined", size=len(members), skip_sid=call.sid)
+        gone = await presence.leave(key, call.sid)
+        if gone is not None:  # someone may have listed the user meanwhile
+            await announcer.change(key, gone.user, "left", gone.rev)
+    elif rev is not None:
+        await announcer.change(key, me, "joined", rev, size=len(snapshot.users), skip_sid=call.sid)
     for hook in call.session.get(JOIN_HOOKS, ()):
         try:
             await hook(call, view)
         except Exception:
             log.exception("a room:join hook failed for room %s", key)
-    listed = members[: call.core.settings.presence_list_max]
+    listed = snapshot.users[: call.core.settings.presence_list_max]
     return {
         "room": view.model_dump(mode="json"),
         "members": [m.to_json() for m in listed],
-        "member_count": len(members),
+        "member_count": len(snapshot.users),
+        "presence_rev": snapshot.rev,
         "messages": messages,
     }
+
+
+async def _history_up_to(
+    call: EventCall, room_id: uuid.UUID, read: list[dict[str, Any]], upto: int
+) -> list[dict[str, Any]]:
+    """The last :data:`HISTORY_ON_JOIN` messages up to seq ``upto``: those read in the join's transaction
+    when they reach that far (the usual case), else read again."""
+    kept = [m for m in read if m["seq"] <= upto]
+    if len(kept) == min(HISTORY_ON_JOIN, upto) and (not kept or kept[-1]["seq"] == upto):
+        return kept
+    async with call.core.pool.acquire() as conn:
+        return await recent_messages(conn, room_id, HISTORY_ON_JOIN, before_seq=upto + 1)
 
 
 async def leave(call: EventCall, room_id: uuid.UUID) -> None:
@@ -228,7 +266,7 @@ async def leave(call: EventCall, room_id: uuid.UUID) -> None:
     await call.transport.leave_room(call.sid, socket_room(key))
     gone = await presence_of(call.session).leave(key, call.sid)
     if gone is not None:
-        await announcer_of(call.session).change(key, gone, "left")
+        await announcer_of(call.session).change(key, gone.user, "left", gone.rev)
 
 
 async def drop_user(call: EventCall, room_id: uuid.UUID, user_id: uuid.UUID) -> None:
@@ -244,7 +282,7 @@ async def drop_user(call: EventCall, room_id: uuid.UUID, user_id: uuid.UUID) -> 
     for sid in sids:
         await call.transport.leave_room(sid, socket_room(room_id))
     if gone is not None:
-        await announcer_of(call.session).change(str(room_id), gone, "left")
+        await announcer_of(call.session).change(str(room_id), gone.user, "left", gone.rev)
 
 
 REMOVED_EVENT = "room:removed"
@@ -277,7 +315,7 @@ async def recheck(conn: Connection) -> None:
         await conn.transport.leave_room(conn.sid, socket_room(key))
         gone = await presence.leave(key, conn.sid)
         if gone is not None:
-            await announcer_of(conn.session).change(key, gone, "left")
+            await announcer_of(conn.session).change(key, gone.user, "left", gone.rev)
         if still_in:
             data = {"room_id": key, "reason": "access", "message": message}
             await conn.transport.emit(REMOVED_EVENT, data, to=conn.sid)
@@ -292,4 +330,4 @@ async def leave_all(conn: Connection) -> None:
         key = rooms.pop()
         gone = await presence.leave(key, conn.sid)
         if gone is not None:
-            await announcer_of(conn.session).change(key, gone, "left", skip_sid=conn.sid)
+            await announcer_of(conn.session).change(key, gone.user, "left", gone.rev, skip_sid=conn.sid)

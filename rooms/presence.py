@@ -9,12 +9,19 @@ Two implementations, chosen once at start-up by :func:`open_presence`:
 - :class:`LocalPresence`: one process, plain dictionaries (no Redis configured).
 - :class:`RedisPresence`: shared by every node through Redis. Each room keeps three hashes
   (``conns``: ``<node>:<sid>`` → user id; ``counts``: user id → connections; ``users``: user id → user
-  JSON), changed only by Lua scripts, so "first in" and "last out" are decided atomically even when two
-  nodes race. Each node refreshes a heartbeat key with a TTL (``presence_ttl_s``) every
+  JSON) and a revision counter, changed only by Lua scripts, so "first in" and "last out" are decided
+  atomically even when two nodes race. Each node refreshes a heartbeat key with a TTL (``presence_ttl_s``) every
   ``presence_heartbeat_s`` and, on the same beat, sweeps the entries of every node whose heartbeat has
   expired, reporting the users who thereby vanish: a member whose node died is gone within about
   ``presence_ttl_s + presence_heartbeat_s`` seconds. A node that finds its own heartbeat gone (it
   stalled past the TTL and was swept) enters its live connections again.
+
+**Revisions.** Every change of a room's list of users (someone's first connection entering, someone's
+last one leaving) increments the room's revision in the same atomic step, and the change carries it; a
+snapshot of the list (:meth:`Presence.snapshot`) says which revision it is. Announcements travel by
+different paths (nodes, batches), so a client may hear of a change before the answer that lists the room,
+or of two users' changes in the other order; the revisions let it tell which is newer (the merge rule is in
+``docs/rooms-and-chat.md``). A room's counter is kept when the room empties, so revisions never go back.
 
 :func:`keep_presence` is the background loop that drives the beats; the app owns it (started and
 cancelled in a ``cleanup_ctx``).
@@ -56,11 +63,20 @@ class PresentUser:
 
 @dataclass(frozen=True)
 class PresenceChange:
-    """A user appearing in or vanishing from a room, found by upkeep rather than by a join or leave."""
+    """A user appearing in or vanishing from a room, with the room's revision that the change made."""
 
     room_id: str
     user: PresentUser
     state: Literal["joined", "left"]
+    rev: int
+
+
+@dataclass(frozen=True)
+class PresenceSnapshot:
+    """The users present in a room (ordered by display name) as of revision ``rev``."""
+
+    rev: int
+    users: list[PresentUser]
 
 
 def _ordered(users: list[PresentUser]) -> list[PresentUser]:
@@ -70,20 +86,27 @@ def _ordered(users: list[PresentUser]) -> list[PresentUser]:
 class Presence(Protocol):
     """Room presence of connections and users (see the module docstring)."""
 
-    async def enter(self, room_id: str, sid: str, user: PresentUser) -> bool:
-        """Record that connection ``sid`` of ``user`` joined the room; True if it is the user's first there."""
+    async def enter(self, room_id: str, sid: str, user: PresentUser) -> int | None:
+        """Record that connection ``sid`` of ``user`` joined the room.
+
+        Returns the room's new revision if it is the user's first connection there, else None.
+        """
         ...
 
-    async def leave(self, room_id: str, sid: str) -> PresentUser | None:
-        """Forget connection ``sid`` in the room; the user if that was their last connection there."""
+    async def leave(self, room_id: str, sid: str) -> PresenceChange | None:
+        """Forget connection ``sid`` in the room; the ``left`` change if that was the user's last one there."""
         ...
 
-    async def remove_user(self, room_id: str, user_id: str) -> tuple[PresentUser | None, list[str]]:
+    async def remove_user(self, room_id: str, user_id: str) -> tuple[PresenceChange | None, list[str]]:
         """Forget every connection of a user in the room, on every node (kick, ban).
 
-        Returns the user if they were present, and the sids of their connections in the room (on any
-        node), which the caller takes out of the Socket.IO room.
+        Returns the ``left`` change if they were present, and the sids of their connections in the room
+        (on any node), which the caller takes out of the Socket.IO room.
         """
+        ...
+
+    async def snapshot(self, room_id: str) -> PresenceSnapshot:
+        """The users present in the room and the revision that list is, read in one atomic step."""
         ...
 
     async def members(self, room_id: str) -> list[PresentUser]:
@@ -119,17 +142,22 @@ class LocalPresence:
 
     def __init__(self) -> None:
         self._rooms: dict[str, _LocalRoom] = {}
+        self._revs: dict[str, int] = {}  # kept when a room empties, so that revisions never go back
 
-    async def enter(self, room_id: str, sid: str, user: PresentUser) -> bool:
+    def _bump(self, room_id: str) -> int:
+        rev = self._revs[room_id] = self._revs.get(room_id, 0) + 1
+        return rev
+
+    async def enter(self, room_id: str, sid: str, user: PresentUser) -> int | None:
         room = self._rooms.setdefault(room_id, _LocalRoom())
         if sid in room.conns:
-            return False
+            return None
         room.conns[sid] = user
         room.users[user.id] = user
         room.counts[user.id] = room.counts.get(user.id, 0) + 1
-        return room.counts[user.id] == 1
+        return self._bump(room_id) if room.counts[user.id] == 1 else None
 
-    async def leave(self, room_id: str, sid: str) -> PresentUser | None:
+    async def leave(self, room_id: str, sid: str) -> PresenceChange | None:
         room = self._rooms.get(room_id)
         if room is None or sid not in room.conns:
             return None
@@ -141,21 +169,24 @@ class LocalPresence:
         gone = room.users.pop(user.id)
         if not room.conns:
             del self._rooms[room_id]
-        return gone
+        return PresenceChange(room_id, gone, "left", self._bump(room_id))
 
-    async def remove_user(self, room_id: str, user_id: str) -> tuple[PresentUser | None, list[str]]:
+    async def remove_user(self, room_id: str, user_id: str) -> tuple[PresenceChange | None, list[str]]:
         room = self._rooms.get(room_id)
         if room is None or user_id not in room.users:
             return None, []
-        gone = room.users[user_id]
         sids = [sid for sid, user in room.conns.items() if user.id == user_id]
+        change = None
         for sid in sids:
-            await self.leave(room_id, sid)
-        return gone, sids
+            change = await self.leave(room_id, sid) or change
+        return change, sids
+
+    async def snapshot(self, room_id: str) -> PresenceSnapshot:
+        room = self._rooms.get(room_id)
+        return PresenceSnapshot(self._revs.get(room_id, 0), _ordered(list(room.users.values())) if room else [])
 
     async def members(self, room_id: str) -> list[PresentUser]:
-        room = self._rooms.get(room_id)
-        return _ordered(list(room.users.values())) if room else []
+        return (await self.snapshot(room_id)).users
 
     async def connections(self, room_id: str) -> list[tuple[str, str]]:
         room = self._rooms.get(room_id)
@@ -166,7 +197,7 @@ class LocalPresence:
 
     async def close(self) -> list[PresenceChange]:
         changes = [
-            PresenceChange(room_id, user, "left")
+            PresenceChange(room_id, user, "left", self._bump(room_id))
             for room_id, room in self._rooms.items()
             for user in room.users.values()
         ]
@@ -176,33 +207,43 @@ class LocalPresence:
 
 # --- Redis ---------------------------------------------------------------------------------------
 
-# KEYS: conns, users, counts. ARGV: field (<node>:<sid>), user id, user JSON. Returns 1 if first.
+# Every script takes KEYS: conns, users, counts, rev (the room's revision counter, a string).
+
+# ARGV: field (<node>:<sid>), user id, user JSON. Returns the room's new revision if this is the user's
+# first connection there, else 0.
 _ENTER = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-if redis.call('HINCRBY', KEYS[3], ARGV[2], 1) == 1 then return 1 end
+if redis.call('HINCRBY', KEYS[3], ARGV[2], 1) == 1 then return redis.call('INCR', KEYS[4]) end
 return 0
 """
 
-# Removes one connection field; returns the user JSON when it was the user's last connection.
+# Removes one connection field; returns {user JSON, new revision} when it was the user's last connection.
 _DROP = """
 local function drop(f)
   local uid = redis.call('HGET', KEYS[1], f)
-  if not uid then return false end
+  if not uid then return nil end
   redis.call('HDEL', KEYS[1], f)
-  if redis.call('HINCRBY', KEYS[3], uid, -1) > 0 then return false end
+  if redis.call('HINCRBY', KEYS[3], uid, -1) > 0 then return nil end
   redis.call('HDEL', KEYS[3], uid)
   local user = redis.call('HGET', KEYS[2], uid)
   redis.call('HDEL', KEYS[2], uid)
-  return user
+  return {user, redis.call('INCR', KEYS[4])}
 end
 """
 
-# KEYS: conns, users, counts. ARGV: field.
-_LEAVE = _DROP + "return drop(ARGV[1])"
+# ARGV: field. Returns {user JSON, revision} or nil.
+_LEAVE = (
+    _DROP
+    + """
+local gone = drop(ARGV[1])
+if gone then return gone end
+return false
+"""
+)
 
-# KEYS: conns, users, counts. ARGV: "<node>:". Drops every connection of that node in the room;
-# returns the JSON of the users who thereby left.
+# ARGV: "<node>:". Drops every connection of that node in the room; returns
+# {user JSON, revision, user JSON, revision, ...} for the users who thereby left.
 _PURGE = (
     _DROP
     + """
@@ -210,8 +251,11 @@ local gone = {}
 local fields = redis.call('HKEYS', KEYS[1])
 for _, f in ipairs(fields) do
   if string.sub(f, 1, #ARGV[1]) == ARGV[1] then
-    local user = drop(f)
-    if user then table.insert(gone, user) end
+    local left = drop(f)
+    if left then
+      table.insert(gone, left[1])
+      table.insert(gone, left[2])
+    end
   end
 end
 return gone
@@ -219,12 +263,12 @@ return gone
 )
 
 
-# KEYS: conns, users, counts. ARGV: user id. Drops all of the user's connections; returns
-# {user JSON or "", field, field, ...} with the dropped "<node>:<sid>" fields.
+# ARGV: user id. Drops all of the user's connections; returns {user JSON or "", revision or 0, field,
+# field, ...} with the dropped "<node>:<sid>" fields.
 _REMOVE_USER = """
 local user = redis.call('HGET', KEYS[2], ARGV[1])
-if not user then return {''} end
-local out = {user}
+if not user then return {'', 0} end
+local out = {user, redis.call('INCR', KEYS[4])}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   if all[i + 1] == ARGV[1] then
@@ -234,6 +278,13 @@ for i = 1, #all, 2 do
 end
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
+return out
+"""
+
+# Returns {revision, user JSON, user JSON, ...}: the list and the revision it is, in one step.
+_SNAPSHOT = """
+local out = {tonumber(redis.call('GET', KEYS[4]) or '0')}
+for _, user in ipairs(redis.call('HVALS', KEYS[2])) do table.insert(out, user) end
 return out
 """
 
@@ -271,6 +322,7 @@ class RedisPresence:
         self._leave = client.register_script(_LEAVE)
         self._purge = client.register_script(_PURGE)
         self._remove_user = client.register_script(_REMOVE_USER)
+        self._snapshot = client.register_script(_SNAPSHOT)
 
     @classmethod
     def from_url(cls, url: str, node_id: str, *, ttl_s: float, prefix: str = "studyhall:presence") -> RedisPresence:
@@ -281,7 +333,7 @@ class RedisPresence:
 
     def _room_keys(self, room_id: str) -> list[str]:
         base = f"{self.prefix}:room:{{{room_id}}}"  # one hash slot per room, for Redis Cluster
-        return [f"{base}:conns", f"{base}:users", f"{base}:counts"]
+        return [f"{base}:conns", f"{base}:users", f"{base}:counts", f"{base}:rev"]
 
     def _alive_key(self, node_id: str) -> str:
         return f"{self.prefix}:node:{node_id}:alive"
@@ -295,29 +347,33 @@ class RedisPresence:
 
     # --- Presence ---
 
-    async def enter(self, room_id: str, sid: str, user: PresentUser) -> bool:
+    async def enter(self, room_id: str, sid: str, user: PresentUser) -> int | None:
         self._local[(room_id, sid)] = user
         # The room goes into the node's index first, so a sweep after this node's death finds it.
         await _done(self.redis.sadd(self._node_rooms_key(self.node_id), room_id))
-        first = await self._enter(
+        rev = await self._enter(
             keys=self._room_keys(room_id), args=[f"{self.node_id}:{sid}", user.id, json.dumps(user.to_json())]
         )
-        return bool(first)
+        return int(rev) or None
 
-    async def leave(self, room_id: str, sid: str) -> PresentUser | None:
+    async def leave(self, room_id: str, sid: str) -> PresenceChange | None:
         self._local.pop((room_id, sid), None)
         gone = await self._leave(keys=self._room_keys(room_id), args=[f"{self.node_id}:{sid}"])
-        return _user(gone) if gone else None
+        return PresenceChange(room_id, _user(gone[0]), "left", int(gone[1])) if gone else None
 
-    async def remove_user(self, room_id: str, user_id: str) -> tuple[PresentUser | None, list[str]]:
+    async def remove_user(self, room_id: str, user_id: str) -> tuple[PresenceChange | None, list[str]]:
         for key in [k for k, user in self._local.items() if k[0] == room_id and user.id == user_id]:
             del self._local[key]
-        gone, *fields = await self._remove_user(keys=self._room_keys(room_id), args=[user_id])
-        return (_user(gone) if gone else None), [f.partition(":")[2] for f in fields]
+        gone, rev, *fields = await self._remove_user(keys=self._room_keys(room_id), args=[user_id])
+        change = PresenceChange(room_id, _user(gone), "left", int(rev)) if gone else None
+        return change, [f.partition(":")[2] for f in fields]
+
+    async def snapshot(self, room_id: str) -> PresenceSnapshot:
+        rev, *users = await self._snapshot(keys=self._room_keys(room_id))
+        return PresenceSnapshot(int(rev), _ordered([_user(u) for u in users]))
 
     async def members(self, room_id: str) -> list[PresentUser]:
-        values = await _done(self.redis.hvals(self._room_keys(room_id)[1]))
-        return _ordered([_user(v) for v in values])
+        return (await self.snapshot(room_id)).users
 
     async def connections(self, room_id: str) -> list[tuple[str, str]]:
         conns = await _done(self.redis.hgetall(self._room_keys(room_id)[0]))
@@ -354,8 +410,9 @@ class RedisPresence:
         log.warning("presence heartbeat of node %s had expired; re-entering its connections", self.node_id)
         changes: list[PresenceChange] = []
         for (room_id, sid), user in list(self._local.items()):
-            if await self.enter(room_id, sid, user):
-                changes.append(PresenceChange(room_id, user, "joined"))
+            rev = await self.enter(room_id, sid, user)
+            if rev is not None:
+                changes.append(PresenceChange(room_id, user, "joined", rev))
         return changes
 
     async def _prune_index(self) -> None:
@@ -375,7 +432,8 @@ class RedisPresence:
         changes: list[PresenceChange] = []
         for room_id in await _done(self.redis.smembers(self._node_rooms_key(node_id))):
             gone = await self._purge(keys=self._room_keys(room_id), args=[f"{node_id}:"])
-            changes.extend(PresenceChange(room_id, _user(raw), "left") for raw in gone)
+            pairs = zip(gone[::2], gone[1::2], strict=True)
+            changes.extend(PresenceChange(room_id, _user(raw), "left", int(rev)) for raw, rev in pairs)
         await self.redis.delete(self._node_rooms_key(node_id))
         await _done(self.redis.srem(self._nodes_key, node_id))
         return changes

@@ -101,3 +101,4 @@ class PresenceEvent(BaseModel):
     room_id: str
     user: UserRef
     state: PresenceState
+    rev: int = Field(description="The room's presence revision this change made (see room:join's presence_rev).")

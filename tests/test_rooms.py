@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestServer
 from core_api.context import CORE
 from core_api.settings import ConfigError, load_settings
 from realtime.app import create_app
-from rooms.presence import LocalPresence, Presence, PresenceChange, PresentUser, RedisPresence
+from rooms.presence import LocalPresence, Presence, PresenceChange, PresenceSnapshot, PresentUser, RedisPresence
 from tests.conftest import Actor, ApiClient, make_settings
 
 WAIT = 5.0
@@ -450,17 +450,21 @@ ANN, BO = PresentUser("u-ann", "Ann"), PresentUser("u-bo", "Bo")
 
 async def test_presence_counts_users_not_connections(pair: tuple[Presence, Presence]) -> None:
     a, b = pair
-    assert await a.enter("r1", "s1", ANN) is True
-    assert await b.enter("r1", "s2", ANN) is False  # the same user on another node
-    assert await a.enter("r1", "s1", ANN) is False  # the same connection again
-    assert await b.enter("r1", "s3", BO) is True
-    assert await a.enter("r2", "s1", ANN) is True  # rooms are separate
+    assert await a.enter("r1", "s1", ANN) == 1  # the user's first connection: the room's revision 1
+    assert await b.enter("r1", "s2", ANN) is None  # the same user on another node
+    assert await a.enter("r1", "s1", ANN) is None  # the same connection again
+    assert await b.enter("r1", "s3", BO) == 2
+    assert await a.enter("r2", "s1", ANN) == 1  # rooms are separate, with revisions of their own
     assert await a.members("r1") == [ANN, BO] == await b.members("r1")
+    assert await a.snapshot("r1") == PresenceSnapshot(2, [ANN, BO]) == await b.snapshot("r1")
     assert await a.leave("r1", "s1") is None
-    assert await b.leave("r1", "s2") == ANN
+    assert await b.leave("r1", "s2") == PresenceChange("r1", ANN, "left", 3)
     assert await b.leave("r1", "s2") is None
-    assert await a.members("r1") == [BO]
+    assert await a.snapshot("r1") == PresenceSnapshot(3, [BO])
     assert await a.leave("r1", "nobody") is None
+    assert await b.leave("r1", "s3") == PresenceChange("r1", BO, "left", 4)
+    assert await b.snapshot("r1") == PresenceSnapshot(4, [])  # empty: the revision is kept
+    assert await b.enter("r1", "s4", BO) == 5  # and never goes back
 
 
 async def test_removing_a_user_drops_all_their_connections(pair: tuple[Presence, Presence]) -> None:
@@ -469,12 +473,12 @@ async def test_removing_a_user_drops_all_their_connections(pair: tuple[Presence,
     await b.enter("r", "s2", ANN)
     await b.enter("r", "s3", BO)
     gone, sids = await b.remove_user("r", ANN.id)  # kicked, wherever her tabs are
-    assert gone == ANN
+    assert gone == PresenceChange("r", ANN, "left", 3)
     assert sorted(sids) == ["s1", "s2"]
     assert await a.remove_user("r", ANN.id) == (None, [])
     assert await a.members("r") == [BO]
     assert await a.leave("r", "s1") is None  # her tab's own leave later announces nothing
-    assert await a.enter("r", "s1", ANN) is True  # and she may come back
+    assert await a.enter("r", "s1", ANN) == 4  # and she may come back
 
 
 async def test_a_node_forgets_rooms_it_has_left(redis_client: aioredis.Redis) -> None:
@@ -511,7 +515,7 @@ async def test_users_of_a_dead_node_vanish_once(redis_client: aioredis.Redis) ->
         await dead.enter("r", "d2", BO)
         await live.enter("r", "l1", BO)  # Bo is also on a live node: he stays
         assert await live.upkeep() == []  # the dead node's heartbeat has not expired yet
-        assert await wait_for_changes(live) == [PresenceChange("r", ANN, "left")]
+        assert await wait_for_changes(live) == [PresenceChange("r", ANN, "left", 3)]
         assert await live.members("r") == [BO]
         assert await watcher.upkeep() == []  # a second sweeper finds nothing left to announce
         assert not await redis_client.sismember(f"{prefix}:nodes", "dead")  # type: ignore[misc]  # redis-py's sync|async stubs
@@ -528,8 +532,8 @@ async def test_a_node_taken_for_dead_enters_its_connections_again(redis_client: 
         await slow.upkeep()
         await slow.enter("r", "s1", ANN)
         await redis_client.delete(f"{prefix}:node:slow:alive")  # it stalled past its TTL
-        assert await other.upkeep() == [PresenceChange("r", ANN, "left")]
-        assert await slow.upkeep() == [PresenceChange("r", ANN, "joined")]
+        assert await other.upkeep() == [PresenceChange("r", ANN, "left", 2)]
+        assert await slow.upkeep() == [PresenceChange("r", ANN, "joined", 3)]
         assert await other.members("r") == [ANN]
     finally:
         await slow.close()
