@@ -1,4 +1,13 @@
 # studyhall: one image for every app node and the sandbox worker. docker-compose.yml builds it.
+
+# The web app (web/): built here from its lockfile, so the image serves it at / with no Node.js at run time.
+FROM node:22-slim AS web
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web/ ./
+RUN npm run build
+
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -18,9 +27,12 @@ RUN pip install . \
     && useradd --system --create-home --home-dir /var/lib/studyhall --shell /usr/sbin/nologin studyhall \
     && rm -rf /src
 
+COPY --from=web /web/dist /usr/share/studyhall/web
+
 WORKDIR /var/lib/studyhall
 USER studyhall
-ENV STUDYHALL_HOST=0.0.0.0 \
+ENV STUDYHALL_WEB_DIR=/usr/share/studyhall/web \
+    STUDYHALL_HOST=0.0.0.0 \
     STUDYHALL_PORT=8080 \
     STUDYHALL_DATA_DIR=/var/lib/studyhall
 EXPOSE 8080

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     public_url: str = Field(
         "", description="Base URL users reach the server at (certificate links); default http://host:port."
     )
+    web_dir: Path | None = Field(
+        None,
+        description="The built web app served at / (its index.html and hashed assets); unset: web/dist of the "
+        "source checkout (scripts/setup builds it).",
+    )
     access_token_ttl_s: int = Field(900, ge=30, le=86400, description="Access token lifetime.")
     refresh_token_ttl_s: int = Field(30 * 86400, ge=300, description="Refresh token lifetime.")
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest accepted request body.")

@@ -39,6 +39,7 @@ from realtime.ordered import OrderedRooms
 from realtime.origins import OriginPolicy, cors_middleware
 from realtime.rights import RightsWatch
 from realtime.sockets import SOCKETS, SocketServer
+from realtime.webapp import mount as mount_webapp
 from rooms import chat as room_chat
 from rooms import handlers as room_handlers
 from rooms import live as room_live
@@ -426,4 +427,5 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
+    mount_webapp(app, settings)  # the web app at / (realtime/webapp.py): last, it takes the paths left over
     return app

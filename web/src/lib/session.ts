@@ -1,0 +1,92 @@
+/**
+ * The app's client layer, assembled once: the REST client, the Socket.IO connection, the signed-in user
+ * and the notifications. Views import these and subscribe to the stores; they never call `fetch` or
+ * `io()` themselves.
+ */
+import { writable, type Readable } from "svelte/store";
+
+import { ApiClient, type User } from "./api";
+import { LiveConnection } from "./live";
+import { NotificationsStore } from "./notifications";
+import { browserLock, browserStore, memoryStore } from "./tokens";
+
+function refreshStore() {
+  try {
+    window.localStorage.getItem("probe");
+    return browserStore();
+  } catch {
+    return memoryStore(); // storage disabled: a reload asks for the password again
+  }
+}
+
+export const api = new ApiClient({ store: refreshStore(), lock: browserLock() });
+export const live = new LiveConnection(api);
+export const notifications = new NotificationsStore(api, live);
+
+const meStore = writable<User | null>(null);
+/** The signed-in user (null when signed out). */
+export const me: Readable<User | null> = meStore;
+
+const noticeStore = writable<string | null>(null);
+/** A message for the login page after a session ended on its own ("Your session has ended…"). */
+export const notice: Readable<string | null> = noticeStore;
+
+export type Phase = "starting" | "signed-in" | "signed-out";
+const phaseStore = writable<Phase>("starting");
+export const phase: Readable<Phase> = phaseStore;
+
+api.onSignedOut = (reason) => {
+  noticeStore.set(reason);
+  stopSession();
+};
+
+async function startSession(): Promise<void> {
+  const user = await api.get<User>("/me");
+  meStore.set(user);
+  phaseStore.set("signed-in");
+  live.start();
+  // The bell's count; a failure here shows 0 rather than blocking the app.
+  notifications.start().catch(() => {});
+}
+
+function stopSession(): void {
+  live.stop();
+  notifications.stop();
+  meStore.set(null);
+  phaseStore.set("signed-out");
+}
+
+/** On page load: resume the stored session, if any. Network failures leave the stored session in place. */
+export async function boot(): Promise<void> {
+  live.on<User>("me:changed", (user) => meStore.set(user)); // a role granted elsewhere shows at once
+  try {
+    if (await api.restore()) {
+      await startSession();
+      return;
+    }
+  } catch (error) {
+    noticeStore.set((error as Error).message);
+  }
+  phaseStore.set("signed-out");
+}
+
+export async function logIn(email: string, password: string): Promise<void> {
+  await api.login(email, password);
+  noticeStore.set(null);
+  await startSession();
+}
+
+export async function register(displayName: string, email: string, password: string): Promise<void> {
+  await api.register(displayName, email, password);
+  await logIn(email, password);
+}
+
+export async function logOut(): Promise<void> {
+  await api.logout();
+  noticeStore.set(null);
+  stopSession();
+}
+
+export function clearNotice(): void {
+  noticeStore.set(null);
+}

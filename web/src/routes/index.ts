@@ -1,0 +1,23 @@
+/**
+ * Every screen of the app: a URL pattern and the module that renders it (loaded on first visit, each in its
+ * own chunk). A new screen is a new line here plus its folder under src/routes/ (docs/web.md, "Layout").
+ */
+import type { RouteDef } from "../lib/router";
+
+export const routes: readonly RouteDef[] = [
+  { path: "/", title: "Home", load: () => import("./Home.svelte") },
+  { path: "/login", title: "Log in", access: "guest", load: () => import("./auth/Login.svelte") },
+  { path: "/register", title: "Create account", access: "guest", load: () => import("./auth/Register.svelte") },
+  { path: "/profile", title: "Profile", load: () => import("./auth/Profile.svelte") },
+  { path: "/courses", title: "Courses", load: () => import("./courses/CoursesPage.svelte") },
+  { path: "/rooms", title: "Rooms", load: () => import("./rooms/RoomsPage.svelte") },
+  { path: "/workspaces", title: "Workspaces", load: () => import("./workspaces/WorkspacesPage.svelte") },
+  { path: "/contests", title: "Contests", load: () => import("./contests/ContestsPage.svelte") },
+];
+
+export const notFound: RouteDef = {
+  path: "*",
+  title: "Page not found",
+  access: "anyone",
+  load: () => import("./NotFound.svelte"),
+};
