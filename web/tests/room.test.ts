@@ -280,8 +280,10 @@ describe("RoomSession: live events", () => {
     const room = new RoomSession(live, "r1", { id: "me", display_name: "Me" }, { newId });
     room.start();
     await settle();
-    live.fire("chat:updated", { room_id: "r1", message: msg(2, { body: "edited", rev: 2 }) });
-    live.fire("chat:updated", { room_id: "r1", message: msg(2, { body: "stale", rev: 1 }) });
+    // chat:updated is {message} (the room is the message's), as the server sends it.
+    live.fire("chat:updated", { message: msg(2, { body: "edited", rev: 2 }) });
+    live.fire("chat:updated", { message: msg(2, { body: "stale", rev: 1 }) });
+    live.fire("chat:updated", { message: msg(3, { body: "elsewhere", rev: 5, room_id: "another room" }) });
     live.fire("chat:reactions", { room_id: "r1", message_id: "m3", reactions: { "🎉": 2 }, rev: 1 });
     live.fire("chat:message", msg(4, { room_id: "another room" }));
     expect(get(room.messages).map((m) => m.body)).toEqual(["message 1", "edited", "message 3"]);

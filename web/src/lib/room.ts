@@ -115,7 +115,8 @@ export class RoomSession {
   private typingIdle: ReturnType<typeof setTimeout> | null = null;
   private typingUntil = new Map<string, { user: Author; until: number }>();
   private typingTimer: ReturnType<typeof setInterval> | null = null;
-  private readonly myReactions = new Set<string>();
+  private myReactions = new Set<string>();
+  private readonly myReactionsStore = writable<ReadonlySet<string>>(new Set());
 
   private readonly messagesStore = writable<ChatMessage[]>([]);
   private readonly peopleStore = writable<PresentUser[]>([]);
@@ -140,6 +141,8 @@ export class RoomSession {
   readonly notice: Readable<string | null> = this.noticeStore;
   /** Whether older messages than the oldest held exist (`loadOlder`). */
   readonly hasOlder: Readable<boolean> = this.hasOlderStore;
+  /** This user's reactions as far as this tab knows, as `"<message id> <emoji>"` (see `reacted`). */
+  readonly myReactionsKeys: Readable<ReadonlySet<string>> = this.myReactionsStore;
   /** Seconds between a member's messages (0: off), as last announced. */
   readonly slowMode: Readable<number> = this.slowModeStore;
 
@@ -160,10 +163,10 @@ export class RoomSession {
     };
     this.unsubscribe.push(
       this.live.on<ChatMessage>("chat:message", mine((m) => this.received([m]))),
-      this.live.on<{ room_id: string; message: ChatMessage }>(
-        "chat:updated",
-        mine((e) => this.log.update(e.message) && this.publishMessages()),
-      ),
+      // `chat:updated` is `{message}`: the room is the message's.
+      this.live.on<{ message: ChatMessage }>("chat:updated", (e) => {
+        if (!this.stopped && e?.message?.room_id === this.roomId && this.log.update(e.message)) this.publishMessages();
+      }),
       this.live.on<{ room_id: string; message_id: string; reactions: Record<string, number>; rev: number }>(
         "chat:reactions",
         mine((e) => this.log.react(e.message_id, e.reactions, e.rev) && this.publishMessages()),
@@ -372,7 +375,11 @@ export class RoomSession {
     if (this.log.update(ack.message)) this.publishMessages();
   }
 
-  /** Whether this user's reaction `emoji` is on the message (as far as this tab knows). */
+  /**
+   * Whether this user's reaction `emoji` is on the message, as far as this tab knows (the server's counts
+   * do not say whose they are: a reaction made in another session shows as not this user's, and a press
+   * then changes nothing but marks it as theirs, so the next press takes it off).
+   */
   reacted(messageId: string, emoji: string): boolean {
     return this.myReactions.has(messageId + " " + emoji);
   }
@@ -381,10 +388,22 @@ export class RoomSession {
   async react(messageId: string, emoji: string): Promise<void> {
     const key = messageId + " " + emoji;
     const on = !this.myReactions.has(key);
-    const ack = await this.live.emit<ReactAck>("chat:react", { room_id: this.roomId, message_id: messageId, emoji, on });
+    this.setMine(key, on); // at once: the room's chat:reactions may arrive before this ack
+    let ack: ReactAck;
+    try {
+      ack = await this.live.emit<ReactAck>("chat:react", { room_id: this.roomId, message_id: messageId, emoji, on });
+    } catch (error) {
+      this.setMine(key, !on);
+      throw error;
+    }
+    if (this.log.react(messageId, ack.reactions, ack.rev)) this.publishMessages();
+  }
+
+  private setMine(key: string, on: boolean): void {
+    this.myReactions = new Set(this.myReactions);
     if (on) this.myReactions.add(key);
     else this.myReactions.delete(key);
-    if (this.log.react(messageId, ack.reactions, ack.rev)) this.publishMessages();
+    this.myReactionsStore.set(this.myReactions);
   }
 
   /** Tells the room this user is (not) typing, at most every few seconds; stops by itself when idle. */
