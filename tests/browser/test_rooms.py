@@ -94,6 +94,13 @@ def test_four_learners_chat_in_a_room_and_see_each_others_messages_in_order(
     tabs[3][0].go_back()
     for page, _ in tabs:
         expect(people(page)).to_have_count(4)
+    # What the room looks like with a reaction and someone typing.
+    last = messages(logs[1]).last
+    last.get_by_role("button", name="React to Ada Lovelace's message").click()
+    last.get_by_role("button", name="React with 🎉").click()
+    expect(messages(logs[0]).last.get_by_role("button", name="🎉 1")).to_be_visible()
+    tabs[2][0].get_by_role("textbox", name="Message").press_sequentially("I think the answer is")
+    expect(tabs[0][0].get_by_text("Cy Okafor is typing…")).to_be_visible()
     tabs[0][0].screenshot(path=screenshots / "room-desktop.png")
     tabs[3][0].screenshot(path=screenshots / "room-phone.png", full_page=True)
     # No horizontal scrolling at phone width.
