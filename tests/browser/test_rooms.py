@@ -8,9 +8,11 @@ Everything is selected by role and accessible name (API.md, "The web app"): the 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import socketio
 from playwright.sync_api import Locator, Page, expect
 
 from tests.browser.conftest import SignedInPage, User, WebServer, rest
@@ -251,3 +253,48 @@ def test_rooms_page_creates_a_private_room_and_invites_by_email(
     expect(guest.get_by_role("log", name="Messages")).to_be_visible()
     expect(people(guest)).to_have_count(1)
     guest.screenshot(path=screenshots / "rooms-guest-phone.png")
+
+
+def post_history(server: WebServer, user: User, room_id: str, count: int) -> None:
+    """``count`` messages from ``user`` over Socket.IO (python-socketio, on the server's loop)."""
+
+    token = user.token()  # not on the server's loop: it answers this request
+
+    async def post() -> None:
+        client = socketio.AsyncClient()
+        await client.connect(server.url, auth={"token": token}, transports=["websocket"])
+        try:
+            ack = await client.call("room:join", {"room_id": room_id})
+            assert ack["ok"], ack
+            for i in range(1, count + 1):
+                body = {"room_id": room_id, "body": f"history {i}", "client_msg_id": uuid.uuid4().hex}
+                ack = await client.call("chat:send", body)
+                assert ack["ok"], ack
+        finally:
+            await client.disconnect()
+
+    server.run(post())
+
+
+def test_scrolling_up_loads_older_messages_in_order(
+    start_server: Callable[..., WebServer], signed_in_page: SignedInPage
+) -> None:
+    server = start_server(chat_rate_count=1000)  # one poster writes the history quickly
+    poster = server.user("Old Timer")
+    room = new_room(server, poster)
+    post_history(server, poster, room["id"], 120)
+    page, _ = signed_in_page(server=server, name="New Comer")
+    log = enter(page, room["id"])
+    expect(messages(log)).to_have_count(50)  # the last 50 on joining, the newest in view
+    expect(messages(log).last).to_contain_text("history 120")
+    expect(messages(log).last).to_be_in_viewport()
+
+    log.evaluate("el => { el.scrollTop = 0; }")  # scrolling to the top loads the 50 before
+    expect(messages(log)).to_have_count(100)
+    expect(messages(log).last).to_contain_text("history 120")
+    # By keyboard: the button at the top of the log loads the rest; then the start of the room shows.
+    log.get_by_role("button", name="Load older messages").focus()
+    page.keyboard.press("Enter")
+    expect(messages(log)).to_have_count(120)
+    expect(log.get_by_text("This is the start of the room.")).to_be_visible()
+    expect(messages(log)).to_contain_text([f"history {i} " for i in (1, 2, 50, 51, 70, 71, 119, 120)])
