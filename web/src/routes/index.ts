@@ -11,6 +11,7 @@ export const routes: readonly RouteDef[] = [
   { path: "/profile", title: "Profile", load: () => import("./auth/Profile.svelte") },
   { path: "/courses", title: "Courses", load: () => import("./courses/CoursesPage.svelte") },
   { path: "/rooms", title: "Rooms", load: () => import("./rooms/RoomsPage.svelte") },
+  { path: "/rooms/:id", title: "Room", load: () => import("./rooms/RoomPage.svelte") },
   { path: "/workspaces", title: "Workspaces", load: () => import("./workspaces/WorkspacesPage.svelte") },
   { path: "/contests", title: "Contests", load: () => import("./contests/ContestsPage.svelte") },
 ];
