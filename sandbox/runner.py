@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sandbox import cgroups, host
+from sandbox.console import InputFeed, InputRefusal, InputRefused
 from sandbox.core import InvalidRequest, case_verdict, classify, compile_failed, lowered, overall_verdict
 from sandbox.fair import FairGate
 from sandbox.languages import LANGUAGES, Language, LanguageInfo, installed_ids, installed_languages
@@ -155,6 +156,12 @@ class Runner(Protocol):
 
     async def languages(self) -> list[LanguageInfo]: ...
 
+    async def send_input(self, job_id: str, data: bytes, eof: bool, max_total: int) -> None:
+        """Feed an interactive run's standard input (``eof``: then close it), wherever the job runs; raise
+        :class:`~sandbox.console.InputRefused` if it cannot take it (ended, input closed, ``max_total``
+        bytes fed already). Input sent before the job starts waits for it."""
+        ...
+
     def validate(self, request: Request) -> None:
         """Raise :class:`~sandbox.core.InvalidRequest` if the request can never run here."""
         ...
@@ -245,6 +252,7 @@ class LocalRunner(WaitForResult):
         self._admitted = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._languages: list[LanguageInfo] | None = None
+        self._inputs: dict[str, InputFeed] = {}  # the interactive runs admitted and not finished, by job id
         self._tree: cgroups.CgroupTree | None = None
         self._pool_dir: Path | None = None
         self._init_dir: Path | None = None
@@ -291,8 +299,21 @@ class LocalRunner(WaitForResult):
         job = Job(id=job_id or uuid.uuid4().hex, request=request, context=dict(context or {}))
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._admitted += 1
+        if isinstance(request, RunRequest) and request.interactive:
+            self._inputs[job.id] = InputFeed(request.stdin.encode())
         self._own(self._execute_job(job, lang, files, limits, future))
         return Submitted(job, future)
+
+    def input_feed(self, job_id: str) -> InputFeed | None:
+        """The input of an interactive job admitted here and not finished (what a worker relays into)."""
+        return self._inputs.get(job_id)
+
+    async def send_input(self, job_id: str, data: bytes, eof: bool, max_total: int) -> None:
+        feed = self._inputs.get(job_id)
+        if feed is None:
+            raise InputRefused(InputRefusal.FINISHED, "the run has finished")
+        feed.max_total = max_total
+        feed.feed(data, eof)
 
     async def close(self) -> None:
         """Stop every run (their sandboxes are killed), then remove the slots' mounts and cgroups."""
@@ -411,9 +432,11 @@ class LocalRunner(WaitForResult):
                         # Hooks with an ``output(job, stream, data)`` method see the run's output live.
                         listener = getattr(self.hooks, "output", None)
                         on_output = (lambda stream, data: listener(job, stream, data)) if listener else None
-                        result = await self._run(slot, lang, files, limits, job.request, on_output)
+                        feed = self._inputs.get(job.id)
+                        result = await self._run(slot, lang, files, limits, job.request, on_output, feed)
             except SandboxUnavailable as exc:
                 result = failed_result(job.request, str(exc))
+            self._end_input(job)
             await self._hook(self.hooks.finished(job, result), job)
             if not future.done():
                 future.set_result(result)
@@ -425,7 +448,13 @@ class LocalRunner(WaitForResult):
             if not future.done():
                 future.set_exception(exc)
         finally:
+            self._end_input(job)
             self._admitted -= 1
+
+    def _end_input(self, job: Job) -> None:
+        feed = self._inputs.pop(job.id, None)
+        if feed is not None:
+            feed.end()
 
     async def _hook(self, call: Awaitable[None], job: Job) -> None:
         try:
@@ -473,9 +502,14 @@ class LocalRunner(WaitForResult):
         return classify(outcome, phase.limits, oom_markers=oom_markers)
 
     async def _compile(self, slot: Slot, lang: Language, files: list[SourceFile]) -> PhaseResult | None:
-        if lang.compile_argv is None:
+        """Compile the program, or check an interpreted program's syntax; None when there is nothing to do."""
+        paths = [f.path for f in files]
+        if lang.compile_argv is not None:
+            argv = lang.compile_argv(lang.sources(paths))
+        elif lang.check_argv is not None and lang.checked_sources(paths):
+            argv = lang.check_argv(lang.checked_sources(paths))
+        else:
             return None
-        argv = lang.compile_argv(lang.sources([f.path for f in files]))
         return await self._phase(
             slot, Phase(argv=argv, limits=self.config.compile_limits, env=lang.env), then_more=True
         )
@@ -488,15 +522,26 @@ class LocalRunner(WaitForResult):
         stdin: str,
         wanted: str | None = None,
         on_output: Callable[[str, bytes], None] | None = None,
+        feed: InputFeed | None = None,
+        *,
+        live: bool = False,
     ) -> Phase:
+        """``live``: a run whose output is shown as written and kept if a limit kills it, so the program's
+        stdout is not left in its own buffer (see :class:`~sandbox.languages.Language`)."""
         entry = lang.entry([f.path for f in files], wanted)
+        argv = lang.run_argv(entry, limits)
+        env = lang.env
+        if live:
+            argv = [*lang.live_prefix, *argv]
+            env = {**env, **lang.live_env}
         return Phase(
-            argv=lang.run_argv(entry, limits),
+            argv=argv,
             limits=limits,
             stdin=stdin.encode(),
-            env=lang.env,
+            env=env,
             address_space_limit=lang.address_space_limit,
             on_output=on_output,
+            stdin_feed=feed,
         )
 
     async def _run(
@@ -507,14 +552,14 @@ class LocalRunner(WaitForResult):
         limits: Limits,
         request: RunRequest,
         on_output: Callable[[str, bytes], None] | None = None,
+        feed: InputFeed | None = None,
     ) -> RunResult:
         slot.write_files(files)
         compiled = await self._compile(slot, lang, files)
         if compiled is not None and compiled.status != Status.OK:
             return RunResult(**compile_failed(compiled).model_dump(), compile=compiled)
-        run = await self._phase(
-            slot, self._run_phase(lang, files, limits, request.stdin, request.entry, on_output), lang.oom_markers
-        )
+        phase = self._run_phase(lang, files, limits, request.stdin, request.entry, on_output, feed, live=True)
+        run = await self._phase(slot, phase, lang.oom_markers)
         return RunResult(**run.model_dump(), compile=compiled)
 
     async def _judge(
@@ -526,7 +571,7 @@ class LocalRunner(WaitForResult):
         if compiled is not None and compiled.status != Status.OK:
             failed = compile_failed(compiled)
             return JudgeResult(verdict=Verdict(failed.status.value), passed=0, total=total, compile=failed, cases=[])
-        binary = (slot.work / "main").read_bytes() if compiled is not None else None
+        binary = (slot.work / "main").read_bytes() if lang.compiled else None
         cases: list[CaseResult] = []
         for index, test in enumerate(request.tests):
             if request.stop_at_first_failure and any(c.verdict != Verdict.ACCEPTED for c in cases):
