@@ -28,7 +28,8 @@ class Language:
     ``compile_argv(sources)`` gets the source files to compile (work-directory relative) and produces
     ``main``; ``run_argv(entry, limits)`` gets the entry file. ``check_argv(sources)`` is the compile step
     of an interpreted language: it only checks the sources' syntax (``py_compile``, ``node --check``) and
-    produces nothing, so that a syntax error is a ``compile_error`` as with a compiler, not a runtime error.
+    produces nothing, so that a syntax error is a ``compile_error`` as with a compiler, not a runtime error
+    (as DOMjudge does).
     ``address_space_limit`` says whether the
     run may also be held by ``RLIMIT_AS`` (not for V8, which reserves far more address space than it
     uses; node gets ``--max-old-space-size`` instead). ``oom_markers`` are what the runtime prints on
@@ -82,8 +83,22 @@ def _node_argv(entry: str, limits: Limits) -> Argv:
     return ["/usr/bin/node", f"--max-old-space-size={heap_mb}", "--", entry]
 
 
+# What ``python -m py_compile`` does, without writing bytecode (its cache would go next to the program, or,
+# with PYTHONPYCACHEPREFIX, make every standard module compile from source on each start).
+_PY_CHECK = """import sys, traceback
+for path in sys.argv[1:]:
+    with open(path, "rb") as f:
+        source = f.read()
+    try:
+        compile(source, path, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:
+        sys.stderr.write("".join(traceback.format_exception_only(exc)))
+        sys.exit(1)
+"""
+
+
 def _python_check(sources: Sequence[str]) -> Argv:
-    return ["/usr/bin/python3", "-s", "-m", "py_compile", *sources]
+    return ["/usr/bin/python3", "-s", "-B", "-c", _PY_CHECK, *sources]
 
 
 def _node_check(sources: Sequence[str]) -> Argv:
@@ -95,8 +110,6 @@ def _node_check(sources: Sequence[str]) -> Argv:
 # Line-buffered stdout for C and C++ runs (see Language); without stdbuf they keep the default buffering.
 _STDBUF = ("/usr/bin/stdbuf", "-oL") if os.access("/usr/bin/stdbuf", os.X_OK) else ()
 
-# The syntax check writes Python's bytecode cache outside the work directory (which holds the program).
-_CHECK_ENV = {"PYTHONPYCACHEPREFIX": "/tmp/.pycache"}
 
 LANGUAGES: dict[str, Language] = {
     lang.id: lang
@@ -114,7 +127,6 @@ LANGUAGES: dict[str, Language] = {
             oom_markers=("MemoryError",),
             check_argv=_python_check,
             check_suffixes=(".py",),
-            env=_CHECK_ENV,
             live_env={"PYTHONUNBUFFERED": "1"},
         ),
         Language(
