@@ -26,10 +26,10 @@ class Language:
     """One language: its id, files, and the commands of its compile (if any) and run steps.
 
     ``compile_argv(sources)`` gets the source files to compile (work-directory relative) and produces
-    ``main``; ``run_argv(entry, limits)`` gets the entry file. ``check_argv(sources)`` is the compile step
-    of an interpreted language: it only checks the sources' syntax (``py_compile``, ``node --check``) and
-    produces nothing, so that a syntax error is a ``compile_error`` as with a compiler, not a runtime error
-    (as DOMjudge does).
+    ``main``; ``run_argv(entry, limits)`` gets the entry file. ``check_argv(sources)`` checks an
+    interpreted language's sources for syntax errors (what ``py_compile`` and ``node --check`` do) and
+    produces nothing: when a run fails with one of ``syntax_markers`` on stderr, the check decides whether
+    it is a ``compile_error`` (as DOMjudge treats it) rather than a runtime error.
     ``address_space_limit`` says whether the
     run may also be held by ``RLIMIT_AS`` (not for V8, which reserves far more address space than it
     uses; node gets ``--max-old-space-size`` instead). ``oom_markers`` are what the runtime prints on
@@ -57,6 +57,7 @@ class Language:
     env: dict[str, str] = field(default_factory=dict)
     check_argv: Callable[[Sequence[str]], Argv] | None = None
     check_suffixes: tuple[str, ...] = ()
+    syntax_markers: tuple[str, ...] = ()
     live_env: dict[str, str] = field(default_factory=dict)
     live_prefix: tuple[str, ...] = ()
 
@@ -127,6 +128,8 @@ LANGUAGES: dict[str, Language] = {
             oom_markers=("MemoryError",),
             check_argv=_python_check,
             check_suffixes=(".py",),
+            # IndentationError and TabError are SyntaxErrors; NUL bytes in a source are a ValueError.
+            syntax_markers=("SyntaxError", "IndentationError", "TabError", "null bytes"),
             live_env={"PYTHONUNBUFFERED": "1"},
         ),
         Language(
@@ -142,6 +145,7 @@ LANGUAGES: dict[str, Language] = {
             oom_markers=("JavaScript heap out of memory",),
             check_argv=_node_check,
             check_suffixes=(".js", ".mjs", ".cjs"),
+            syntax_markers=("SyntaxError",),
         ),
         Language(
             id="c",
@@ -178,8 +182,8 @@ class LanguageInfo(BaseModel):
     version: str = Field(description="The installed interpreter's or compiler's version.")
     compiled: bool = Field(description="Whether programs are compiled first (with their own limits).")
     checked: bool = Field(
-        description="Whether an interpreted program's syntax is checked first (with the compile limits): a syntax "
-        "error is then a `compile_error`, not a runtime error."
+        description="Whether an interpreted program that fails with a syntax error has its sources checked (with "
+        "the compile limits): the syntax error is then a `compile_error`, not a runtime error."
     )
     main_file: str = Field(description="The file a single `source` is saved as, and the default entry point.")
     extensions: list[str]

@@ -502,17 +502,33 @@ class LocalRunner(WaitForResult):
         return classify(outcome, phase.limits, oom_markers=oom_markers)
 
     async def _compile(self, slot: Slot, lang: Language, files: list[SourceFile]) -> PhaseResult | None:
-        """Compile the program, or check an interpreted program's syntax; None when there is nothing to do."""
-        paths = [f.path for f in files]
-        if lang.compile_argv is not None:
-            argv = lang.compile_argv(lang.sources(paths))
-        elif lang.check_argv is not None and lang.checked_sources(paths):
-            argv = lang.check_argv(lang.checked_sources(paths))
-        else:
+        if lang.compile_argv is None:
             return None
+        argv = lang.compile_argv(lang.sources([f.path for f in files]))
         return await self._phase(
             slot, Phase(argv=argv, limits=self.config.compile_limits, env=lang.env), then_more=True
         )
+
+    def _syntax_suspected(self, lang: Language, files: list[SourceFile], run: PhaseResult) -> list[str]:
+        """The files to syntax-check when an interpreted program's run failed mentioning a syntax error.
+
+        The check runs only then: a second sandbox before every run would double a hello-world's time.
+        The check on the files as handed in decides, so a program that merely prints "SyntaxError" and
+        fails (or raises one from ``eval``) stays a runtime error.
+        """
+        if lang.check_argv is None or run.status != Status.RUNTIME_ERROR:
+            return []
+        if not any(marker in run.stderr for marker in lang.syntax_markers):
+            return []
+        return lang.checked_sources([f.path for f in files])
+
+    async def _check(self, slot: Slot, lang: Language, files: list[SourceFile], paths: list[str]) -> PhaseResult:
+        """Check the sources' syntax (``lang.check_argv``) in a fresh sandbox, on the files as handed in."""
+        assert lang.check_argv is not None
+        slot.reset_files()
+        slot.write_files(files)
+        phase = Phase(argv=lang.check_argv(paths), limits=self.config.compile_limits, env=lang.env)
+        return await self._phase(slot, phase)
 
     def _run_phase(
         self,
@@ -560,6 +576,11 @@ class LocalRunner(WaitForResult):
             return RunResult(**compile_failed(compiled).model_dump(), compile=compiled)
         phase = self._run_phase(lang, files, limits, request.stdin, request.entry, on_output, feed, live=True)
         run = await self._phase(slot, phase, lang.oom_markers)
+        suspected = self._syntax_suspected(lang, files, run)
+        if suspected:
+            checked = await self._check(slot, lang, files, suspected)
+            if checked.status != Status.OK:  # the program should never have run: as a compile error
+                return RunResult(**compile_failed(checked).model_dump(), compile=checked)
         return RunResult(**run.model_dump(), compile=compiled)
 
     async def _judge(
@@ -571,8 +592,9 @@ class LocalRunner(WaitForResult):
         if compiled is not None and compiled.status != Status.OK:
             failed = compile_failed(compiled)
             return JudgeResult(verdict=Verdict(failed.status.value), passed=0, total=total, compile=failed, cases=[])
-        binary = (slot.work / "main").read_bytes() if lang.compiled else None
+        binary = (slot.work / "main").read_bytes() if compiled is not None else None
         cases: list[CaseResult] = []
+        syntax_ok = False  # the syntax check ran and passed: no need to run it again
         for index, test in enumerate(request.tests):
             if request.stop_at_first_failure and any(c.verdict != Verdict.ACCEPTED for c in cases):
                 cases.append(CaseResult(index=index, verdict=Verdict.SKIPPED, run=None))
@@ -588,6 +610,15 @@ class LocalRunner(WaitForResult):
                 lang.oom_markers,
                 then_more=index + 1 < total,
             )
+            suspected = [] if syntax_ok else self._syntax_suspected(lang, files, run)
+            if suspected:
+                checked = await self._check(slot, lang, files, suspected)
+                if checked.status != Status.OK:
+                    failed = compile_failed(checked)
+                    return JudgeResult(
+                        verdict=Verdict(failed.status.value), passed=0, total=total, compile=failed, cases=[]
+                    )
+                syntax_ok = True
             cases.append(CaseResult(index=index, verdict=case_verdict(run, test.expected_output), run=run))
         passed = sum(c.verdict == Verdict.ACCEPTED for c in cases)
         return JudgeResult(verdict=overall_verdict(cases), passed=passed, total=total, compile=compiled, cases=cases)

@@ -33,8 +33,7 @@ async def test_hello_world_runs_in_every_language(runner: LocalRunner, language:
     assert result.stdout == "hello, world\n"
     assert (result.exit_code, result.signal, result.truncated) == (0, None, False)
     assert result.wall_ms >= 0 and result.memory_kb > 0
-    # Compiled languages are compiled, interpreted ones syntax-checked first (a syntax error is a compile error).
-    assert result.compile is not None and result.compile.status == Status.OK
+    assert (result.compile is not None) == (language in ("c", "cpp"))
 
 
 async def test_languages_are_listed_with_their_installed_versions(runner: LocalRunner) -> None:
