@@ -279,3 +279,22 @@ async def test_a_syntax_error_in_a_workspace_run_is_a_compile_error(rapi: ApiCli
     assert execution["status"] == "compile_error", execution
     assert execution["stdout"] == ""  # nothing ran
     assert "SyntaxError" in execution["compile"]["stderr"] and "main.py" in execution["compile"]["stderr"]
+
+
+async def test_a_workspace_run_stopped_by_a_limit_keeps_what_it_printed(
+    rapi: ApiClient, editors: list[YClient]
+) -> None:
+    owner = await rapi.user()
+    ws = await ok(rapi, "POST", "/workspaces", owner, 201, json={"name": "P", "language": "python"})
+    tab = await open_tab(rapi, owner)
+    outputs: asyncio.Queue[Any] = asyncio.Queue()
+    tab.sio.on("run:output", outputs.put)
+    try:
+        await edit_to(rapi, editors, ws["id"], owner, "main.py", "print('start')\nwhile True: pass\n")
+        run = await ok(rapi, "POST", f"/workspaces/{ws['id']}/runs?wait=true", owner, json={})
+        execution = run["execution"]
+        assert (execution["status"], execution["stdout"]) == ("time_limit_exceeded", "start\n"), execution
+        out = await asyncio.wait_for(outputs.get(), WAIT_S)
+        assert (out["run_id"], out["stream"], out["text"]) == (run["id"], "stdout", "start\n")
+    finally:
+        await tab.close()
