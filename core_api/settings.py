@@ -349,6 +349,18 @@ class Settings(BaseSettings):
     sandbox_compile_cpu_ms: int = Field(10000, ge=100, description="CPU time of a compile step.")
     sandbox_compile_wall_ms: int = Field(20000, ge=100, description="Wall time of a compile step.")
     sandbox_compile_memory_kb: int = Field(524288, ge=65536, description="Memory of a compile step.")
+    run_input_max_bytes: int = Field(
+        4096,
+        ge=1,
+        le=65536,
+        description="Largest `run:input` event (bytes of UTF-8 text typed into a running program).",
+    )
+    run_input_total_bytes: int = Field(
+        65536, ge=1, le=16 * 1024 * 1024, description="Bytes that may be typed into one run in all (`run:input`)."
+    )
+    run_input_per_s: float = Field(
+        20.0, gt=0, le=1000, description="`run:input` events one connection may send per second (bursts of as many)."
+    )
 
     # --- collaborative editing (collab_ide) ---
     collab_max_message_bytes: int = Field(
