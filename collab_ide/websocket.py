@@ -16,6 +16,8 @@ Close codes (the reason says more):
 | 4404 | no such workspace, or one the user may not see |
 | 4413 | an update that would make the workspace or one of its files larger than its cap (refused whole) |
 | 1002 | a malformed or truncated message, or an update the CRDT cannot decode |
+| 1008 | an update that depends on changes the server does not have, or deletes what it does not have (refused |
+|      | whole: the CRDT would hold it in memory; a client that syncs first never sends one, and reconnects) |
 | 1003 | a text frame or an unknown message type |
 | 1009 | a message over ``STUDYHALL_COLLAB_MAX_MESSAGE_BYTES`` (aiohttp closes it) |
 | 1013 | the client does not read fast enough |
@@ -46,6 +48,7 @@ from collab_ide.document import InvalidUpdate, SharedDocument
 from collab_ide.documents import DocumentManager
 from collab_ide.protocol import Kind, ProtocolError
 from collab_ide.sizes import TooLarge
+from collab_ide.updates import MissingDependencies
 from core_api.auth import AUTH, current_principal, principal_from_url
 from core_api.context import CORE, Core
 from core_api.errors import AppError
@@ -60,6 +63,7 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_LARGE = 4413
 CLOSE_PROTOCOL = 1002
+CLOSE_OUT_OF_SYNC = 1008
 CLOSE_UNSUPPORTED = 1003
 CLOSE_TRY_AGAIN = 1013
 CLOSE_GOING_AWAY = 1001
@@ -186,6 +190,10 @@ class Session:
                     return
                 except InvalidUpdate:
                     await ws.close(code=CLOSE_PROTOCOL, message=b"the update could not be decoded")
+                    return
+                except MissingDependencies:  # refused whole: the CRDT would have held it in memory
+                    reason = b"the update depends on changes the server does not have"
+                    await ws.close(code=CLOSE_OUT_OF_SYNC, message=reason)
                     return
                 except TooLarge as exc:  # refused whole: nothing applied, forwarded or stored
                     reason = str(exc).encode()[:120].decode(errors="ignore").encode()  # a close reason is UTF-8

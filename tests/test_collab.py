@@ -217,15 +217,22 @@ async def test_a_read_only_member_gets_the_document_but_its_updates_are_refused_
     await r.wait_until(lambda: r.text("main.py").startswith("EVIL # ok\n") or r.text("main.py").startswith("# ok\n"))
     probe = await join(clients, api, ws["id"], alice)
     assert "EVIL" not in probe.text("main.py") and probe.text("main.py").startswith("# ok\n")
-    # Live changes of access: read → edit lets updates through; withdrawn access closes with 4403.
-    await ok(api, "PUT", f"/workspaces/{ws['id']}/members/{reader.id}", alice, json={"access": "edit"})
-    r.edit("greet.py", 0, insert="# now allowed\n")
-    await a.wait_until(lambda: a.text("greet.py").startswith("# now allowed\n"))
-    await ok(api, "DELETE", f"/workspaces/{ws['id']}/members/{reader.id}", alice, 204)
-    assert (await r.wait_closed())[0] == 4403
     await api.app[DOCUMENTS].flush()
     stored = await DocumentLog(api.app[CORE].pool).load(uuid.UUID(ws["id"]))
     assert stored is not None and "EVIL" not in files_of(stored.doc)["main.py"]
+    # Live changes of access: read → edit lets updates through. The reader's next update continues
+    # from its refused edit, which the server does not have: refused (1008) rather than held in memory;
+    # reconnecting syncs (what y-websocket does), and its text is the member's to keep now.
+    await ok(api, "PUT", f"/workspaces/{ws['id']}/members/{reader.id}", alice, json={"access": "edit"})
+    r.edit("greet.py", 0, insert="# now allowed\n")
+    assert (await r.wait_closed())[0] == 1008
+    await r.connect(base_of(api), ws["id"], reader.token)
+    await a.wait_until(lambda: a.text("greet.py").startswith("# now allowed\n"))
+    r.edit("greet.py", 0, insert="# and more\n")
+    await a.wait_until(lambda: a.text("greet.py").startswith("# and more\n# now allowed\n"))
+    # Withdrawn access closes with 4403.
+    await ok(api, "DELETE", f"/workspaces/{ws['id']}/members/{reader.id}", alice, 204)
+    assert (await r.wait_closed())[0] == 4403
 
 
 # --- durability ----------------------------------------------------------------------------------
