@@ -19,7 +19,7 @@ from pycrdt import Doc
 from collab_ide import protocol
 from collab_ide.protocol import AwarenessEntry
 from collab_ide.sizes import SizeGuard, SizeLimits, TooLarge
-from collab_ide.updates import MissingDependencies, check, decode, decode_state_vector
+from collab_ide.updates import LeftPending, MissingDependencies, check, decode, decode_state_vector
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ class SharedDocument:
             short = {c: clock for c, clock in after.items() if self.known.get(c, 0) < clock}
             if short:  # the check and the CRDT disagree (a bug): the sender is closed like any other gap
                 log.error("an update to %s left structs pending after its check: %s", self.workspace_id, short)
-                raise MissingDependencies("the document could not integrate all of it")
+                raise LeftPending("the document could not integrate all of it")
         else:
             self.known.update(after)
 

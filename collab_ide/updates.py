@@ -41,6 +41,10 @@ class MissingDependencies(ValueError):
     not have, or deletes what the document does not have (the message says which client)."""
 
 
+class LeftPending(MissingDependencies):
+    """The check passed an update that the CRDT then did not integrate whole (a disagreement: a bug)."""
+
+
 Block = tuple[int, int, bool, tuple[tuple[int, int], ...]]
 """One struct: (clock, length, is a skip, dependencies on other clients as (client, clock))."""
 

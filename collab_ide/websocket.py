@@ -38,6 +38,7 @@ import struct
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -48,7 +49,7 @@ from collab_ide.document import InvalidUpdate, SharedDocument
 from collab_ide.documents import DocumentManager
 from collab_ide.protocol import Kind, ProtocolError
 from collab_ide.sizes import TooLarge
-from collab_ide.updates import MissingDependencies
+from collab_ide.updates import LeftPending, MissingDependencies
 from core_api.auth import AUTH, current_principal, principal_from_url
 from core_api.context import CORE, Core
 from core_api.errors import AppError
@@ -160,6 +161,28 @@ class SocketPeer:
             self.closing = asyncio.ensure_future(self.ws.close(code=code, message=reason.encode()[:120]))
 
 
+@dataclass(frozen=True)
+class HoldLimits:
+    """How much of a client's updates that arrive ahead of what they depend on the connection keeps
+    until it comes (``STUDYHALL_COLLAB_HELD_*``).
+
+    A client that reconnects sends what it types at once, while its sync step 2 (which carries what
+    the server lacks, after a node died say) is one round trip away; a client whose edits were refused
+    while it was read-only continues from them once it may edit. Such an update is held by the
+    connection, counted, and applied as soon as it can be, in order; when the connection starts to hold,
+    the server sends it a sync step 1, which a y-protocols client answers with everything the server
+    lacks. Past either limit, or if what it waits for does not come in time, the connection is closed
+    with 1008 and what it held is dropped.
+
+    Args:
+        max_bytes: updates one connection may hold at once.
+        timeout_s: how long the oldest may wait.
+    """
+
+    max_bytes: int = 64 * 1024
+    timeout_s: float = 10.0
+
+
 class Session:
     """The message loop of one connection; handlers are looked up by message kind in :data:`HANDLERS`.
 
@@ -167,13 +190,33 @@ class Session:
     cycle keeping the session, and through it the document, alive until the cyclic GC runs.)
     """
 
-    def __init__(self, ws: web.WebSocketResponse, doc: SharedDocument, peer: SocketPeer, docs: DocumentManager):
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        doc: SharedDocument,
+        peer: SocketPeer,
+        docs: DocumentManager,
+        hold: HoldLimits = HoldLimits(),
+    ):
         self.ws = ws
         self.doc = doc
         self.peer = peer
         self.docs = docs
+        self.hold_limits = hold
+        self.held: list[tuple[bytes, bytes]] = []
+        """Updates (and their frames) that wait for what they depend on, in the order they came."""
+        self.held_bytes = 0
+        self.held_since = 0.0
+        self._held_timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self._held_timer is not None:
+                self._held_timer.cancel()
+
+    async def _run(self) -> None:
         ws = self.ws
         handlers = HANDLERS
         decode = protocol.decode
@@ -191,7 +234,9 @@ class Session:
                 except InvalidUpdate:
                     await ws.close(code=CLOSE_PROTOCOL, message=b"the update could not be decoded")
                     return
-                except MissingDependencies:  # refused whole: the CRDT would have held it in memory
+                except MissingDependencies as exc:  # refused whole: the CRDT would have held it in memory
+                    if isinstance(exc, LeftPending):
+                        log.error("closing a /yjs connection to %s: %s", self.doc.workspace_id, exc)
                     reason = b"the update depends on changes the server does not have"
                     await ws.close(code=CLOSE_OUT_OF_SYNC, message=reason)
                     return
@@ -218,8 +263,54 @@ class Session:
         if not self.peer.can_edit:
             self.refuse()
             return
-        self.doc.apply(update, frame, self.peer, time.monotonic())
+        now = time.monotonic()
+        try:
+            self.doc.apply(update, frame, self.peer, now)
+        except MissingDependencies as exc:
+            if isinstance(exc, LeftPending):
+                raise
+            self.hold(update, frame, now)
+            return
         self.docs.updated(self.doc)
+        if self.held:
+            self.apply_held(now)
+
+    def hold(self, update: bytes, frame: bytes, now: float) -> None:
+        """Keep an update that waits for what it depends on; :class:`MissingDependencies` past the limits."""
+        if self.held_bytes + len(update) > self.hold_limits.max_bytes:
+            raise MissingDependencies("too much waits for changes the server does not have")
+        if not self.held:
+            self.held_since = now
+            self._held_timer = asyncio.get_running_loop().call_later(self.hold_limits.timeout_s, self._held_expired)
+            self.peer.send(protocol.sync_step1(self.doc.doc.get_state()))  # "send me what I lack"
+        self.held.append((update, frame))
+        self.held_bytes += len(update)
+
+    def _held_expired(self) -> None:
+        self._held_timer = None
+        if self.held:
+            self.peer.close(CLOSE_OUT_OF_SYNC, "the update depends on changes the server does not have")
+
+    def apply_held(self, now: float) -> None:
+        """Apply, in order, the held updates whose dependencies have come (as many rounds as it takes)."""
+        while self.held:
+            waiting: list[tuple[bytes, bytes]] = []
+            for update, frame in self.held:
+                try:
+                    self.doc.apply(update, frame, self.peer, now)
+                except MissingDependencies as exc:
+                    if isinstance(exc, LeftPending):
+                        raise
+                    waiting.append((update, frame))
+                    continue
+                self.held_bytes -= len(update)
+                self.docs.updated(self.doc)
+            if len(waiting) == len(self.held):
+                break
+            self.held = waiting
+        if not self.held and self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
 
     def on_awareness(self, payload: bytes, frame: bytes) -> None:
         self.doc.client_awareness(self.peer, payload, frame)
@@ -247,7 +338,9 @@ async def _refuse(ws: web.WebSocketResponse, code: int, reason: str) -> web.WebS
     return ws
 
 
-def make_handler(docs: Callable[[web.Application], DocumentManager], max_message_bytes: int) -> Any:
+def make_handler(
+    docs: Callable[[web.Application], DocumentManager], max_message_bytes: int, hold: HoldLimits = HoldLimits()
+) -> Any:
     """The aiohttp handler of ``/yjs/{workspace_id}``; ``docs`` finds the app's manager."""
 
     async def yjs_socket(request: web.Request) -> web.StreamResponse:
@@ -277,7 +370,7 @@ def make_handler(docs: Callable[[web.Application], DocumentManager], max_message
         peer = SocketPeer(ws, request.transport, core, user, workspace_id, access.edit)
         manager.attach(doc, peer)
         try:
-            await Session(ws, doc, peer, manager).run()
+            await Session(ws, doc, peer, manager, hold).run()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # pycrdt's Rust panics are BaseExceptions: one client must not take the node
