@@ -78,25 +78,25 @@ def _uint(buf: bytes, pos: int) -> tuple[int, int]:
     raise MalformedUpdate("integer too long")
 
 
-_client_ids: dict[bytes, int] = {}
-"""Client ids seen as five-byte integers (Yjs picks random 32-bit ids), by their encoding: a client
-id recurs in every update of its client, and reading one is the costliest part of a keystroke's
-decode. A hit is exact: only complete five-byte encodings are stored, and no other encoding starts
-with one."""
+_client_ids: dict[bytes, tuple[bytes, int]] = {}
+"""Client ids of five bytes or more (Yjs picks random 32-bit ids, pycrdt 53-bit ones) by the first five
+bytes of their encoding: (the whole encoding, the id). A client id recurs in every update of its client,
+and reading one is the costliest part of a keystroke's decode. A hit is exact: a stored encoding is a
+complete integer, so bytes that start with it hold that integer."""
 _CLIENT_IDS_KEPT = 4096
 
 
 def _client(buf: bytes, pos: int) -> tuple[int, int]:
     """A client id (a variable-length integer) at ``pos``, through :data:`_client_ids`."""
-    raw = buf[pos : pos + 5]
-    value = _client_ids.get(raw)
-    if value is not None:
-        return value, pos + 5
+    head = buf[pos : pos + 5]
+    known = _client_ids.get(head)
+    if known is not None and buf.startswith(known[0], pos):
+        return known[1], pos + len(known[0])
     value, end = _uint(buf, pos)
-    if end - pos == 5:
+    if end - pos >= 5:
         if len(_client_ids) >= _CLIENT_IDS_KEPT:
             _client_ids.clear()
-        _client_ids[raw] = value
+        _client_ids[head] = (buf[pos:end], value)
     return value, end
 
 
@@ -361,7 +361,9 @@ def requirements(shape: UpdateShape, known: dict[int, int]) -> dict[int, int]:
     without advancing anything, and clients of the update feed each other until nothing moves.
     """
     clients = shape.clients
-    if len(clients) == 1:  # the common case (one client's edit): one pass, no bookkeeping
+    if not clients:  # deletions only
+        after: dict[int, int] = {}
+    elif len(clients) == 1:  # the common case (one client's edit): one pass, no bookkeeping
         client, blocks = clients[0]
         state = known.get(client, 0)
         for clock, length, skip, deps in blocks:
