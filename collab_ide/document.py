@@ -253,17 +253,20 @@ class SharedDocument:
         """
         if update == protocol.EMPTY_UPDATE:
             return False
+        decoded = True
         try:
             after: dict[int, int] | None = check(update, self.known)
         except MissingDependencies:
             after = None
-        except ValueError:
-            return False  # the sending node applied it, so this cannot happen short of corruption in transit
+        except ValueError:  # not a shape this server reads (yet the sending node's CRDT took it)
+            after, decoded = None, False
         try:
             self._apply_update(update)
         except ValueError:
-            return False
-        if after is None:
+            return False  # the sending node applied it, so this cannot happen short of corruption in transit
+        if not decoded:
+            self.refresh_state()
+        elif after is None:
             try:
                 ends = _ends(update)
             except ValueError:
@@ -279,7 +282,7 @@ class SharedDocument:
         self._broadcast(frame, None)
         self.unsaved += 1
         self.last_change = now
-        return after is None
+        return decoded and after is None
 
     # --- awareness -----------------------------------------------------------------------------
 

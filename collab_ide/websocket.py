@@ -203,10 +203,9 @@ class Session:
         self.peer = peer
         self.docs = docs
         self.hold_limits = hold
-        self.held: list[tuple[bytes, bytes]] = []
-        """Updates (and their frames) that wait for what they depend on, in the order they came."""
+        self.held: list[bytes] = []
+        """Updates that wait for what they depend on, in the order they came (their frames are made again)."""
         self.held_bytes = 0
-        self.held_since = 0.0
         self._held_timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
@@ -269,21 +268,20 @@ class Session:
         except MissingDependencies as exc:
             if isinstance(exc, LeftPending):
                 raise
-            self.hold(update, frame, now)
+            self.hold(update)
             return
         self.docs.updated(self.doc)
         if self.held:
             self.apply_held(now)
 
-    def hold(self, update: bytes, frame: bytes, now: float) -> None:
+    def hold(self, update: bytes) -> None:
         """Keep an update that waits for what it depends on; :class:`MissingDependencies` past the limits."""
         if self.held_bytes + len(update) > self.hold_limits.max_bytes:
             raise MissingDependencies("too much waits for changes the server does not have")
         if not self.held:
-            self.held_since = now
             self._held_timer = asyncio.get_running_loop().call_later(self.hold_limits.timeout_s, self._held_expired)
             self.peer.send(protocol.sync_step1(self.doc.doc.get_state()))  # "send me what I lack"
-        self.held.append((update, frame))
+        self.held.append(update)
         self.held_bytes += len(update)
 
     def _held_expired(self) -> None:
@@ -294,14 +292,14 @@ class Session:
     def apply_held(self, now: float) -> None:
         """Apply, in order, the held updates whose dependencies have come (as many rounds as it takes)."""
         while self.held:
-            waiting: list[tuple[bytes, bytes]] = []
-            for update, frame in self.held:
+            waiting: list[bytes] = []
+            for update in self.held:
                 try:
-                    self.doc.apply(update, frame, self.peer, now)
+                    self.doc.apply(update, protocol.update_message(update), self.peer, now)
                 except MissingDependencies as exc:
                     if isinstance(exc, LeftPending):
                         raise
-                    waiting.append((update, frame))
+                    waiting.append(update)
                     continue
                 self.held_bytes -= len(update)
                 self.docs.updated(self.doc)
