@@ -302,19 +302,36 @@ def _unknown_dependency(client: int, clock: int) -> str:
 
 
 def check(update: bytes, known: dict[int, int]) -> dict[int, int]:
-    """:func:`requirements` of ``update`` (decoded); the common keystroke (one client inserts one piece
-    of text after, or before, an item it names, deleting nothing) is read on a short path."""
-    if update[:2] == b"\x01\x01" and update[-1:] == b"\x00":
-        found = _one_insert(update, known)
-        if found is not None:
-            return found
+    """:func:`requirements` of ``update`` (decoded). The common keystrokes are read on short paths: one
+    client inserting one piece of text next to an item it names, and one range of one client deleted."""
+    if len(update) > 3:
+        if update[0] == 1 and update[1] == 1 and update[-1] == 0:
+            found = _one_insert(update, known)
+            if found is not None:
+                return found
+        elif update[0] == 0 and update[1] == 1 and _one_deletion(update, known):
+            return {}
     return requirements(decode(update), known)
+
+
+def _one_deletion(buf: bytes, known: dict[int, int]) -> bool:
+    """Whether ``buf`` only deletes one range the document has (False: read it the long way)."""
+    try:
+        client, pos = _client(buf, 2)
+        if buf[pos] != 1:
+            return False
+        clock, pos = _uint(buf, pos + 1)
+        length, pos = _uint(buf, pos)
+    except MalformedUpdate:
+        return False
+    return pos == len(buf) and clock + length <= known.get(client, 0)
 
 
 def _one_insert(buf: bytes, known: dict[int, int]) -> dict[int, int] | None:
     """The state after a one-item text insertion, None if ``buf`` is not laid out as one."""
     try:
         client, pos = _client(buf, 2)
+        start = pos
         clock = buf[pos]
         if clock < 0x80:
             pos += 1
@@ -327,15 +344,22 @@ def _one_insert(buf: bytes, known: dict[int, int]) -> dict[int, int] | None:
         state = known.get(client, 0)
         if clock > state:
             raise MissingDependencies(f"it continues client {client} from clock {clock}, the document has {state}")
+        own = buf[2:start]  # the client's id as encoded: an origin of its own needs no look-up
         for flag in (_ORIGIN, _RIGHT_ORIGIN):
             if info & flag:
+                if buf.startswith(own, pos):
+                    pos += len(own)
+                    while buf[pos] >= 0x80:  # its clock: never a missing dependency
+                        pos += 1
+                    pos += 1
+                    continue
                 dep_client, pos = _client(buf, pos)
                 dep_clock = buf[pos]
                 if dep_clock < 0x80:
                     pos += 1
                 else:
                     dep_clock, pos = _uint(buf, pos)
-                if dep_client != client and dep_clock >= known.get(dep_client, 0):
+                if dep_clock >= known.get(dep_client, 0):
                     raise MissingDependencies(_unknown_dependency(dep_client, dep_clock))
         size = buf[pos]
         if size < 0x80:
