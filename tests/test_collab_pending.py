@@ -28,6 +28,9 @@ from pycrdt import Doc, Map, Text
 
 from collab_ide import protocol
 from collab_ide.document import SharedDocument
+from collab_ide.documents import DocumentManager, Tuning
+from collab_ide.relay import OP_FRAMES, LocalRelay
+from collab_ide.store import DocumentLog
 from collab_ide.updates import MissingDependencies, check, decode, decode_state_vector
 from realtime.app import create_app
 from tests.collab_helpers import create_workspace
@@ -178,6 +181,42 @@ def test_relayed_updates_ahead_of_their_dependencies_wait_and_ask_for_the_rest()
     assert doc.apply_remote(first, protocol.update_message(first), 0.0) is False
     assert doc.awaited == {} and files_of_doc(server)["a.py"] == "one two"
     assert doc.known == decode_state_vector(server.get_state())
+
+
+class RecordingRelay(LocalRelay):
+    """A relay that remembers the HELLOs it was asked to send."""
+
+    def __init__(self) -> None:
+        self.hellos: list[bytes] = []
+
+    def hello(self, workspace_id: uuid.UUID, state_vector: bytes) -> None:
+        self.hellos.append(state_vector)
+
+
+async def test_a_node_whose_relayed_update_overtook_its_dependency_asks_the_others_once_a_second() -> None:
+    source: Doc[Any] = Doc(client_id=9)
+    files = source.get("files", type=Map)
+    updates = local_updates(source)
+    files["a.py"] = Text("x")
+    for i in range(3):
+        files["a.py"].insert(1 + i, str(i))
+    now = [100.0]
+    relay = RecordingRelay()
+    manager = DocumentManager(DocumentLog(None), relay, Tuning(), clock=lambda: now[0])
+    server: Doc[Any] = Doc()
+    server.get("files", type=Map)
+    wid = uuid.uuid4()
+    doc = manager.docs[wid] = SharedDocument(wid, server, 0, lambda frame: None)
+
+    def relayed(*parts: bytes) -> None:
+        manager._deliver(wid, OP_FRAMES, protocol.join_var_bytes([protocol.update_message(p) for p in parts]))
+
+    relayed(updates[2])
+    relayed(updates[3])  # still waiting: not asked again within the second
+    assert len(relay.hellos) == 1 and decode_state_vector(relay.hellos[0]) == {}
+    now[0] += 1.5
+    relayed(updates[0], updates[1])  # the answer: everything settles
+    assert doc.awaited == {} and files_of_doc(server)["a.py"] == "x012" and len(relay.hellos) == 1
 
 
 def files_of_doc(doc: Doc[Any]) -> dict[str, str]:
