@@ -424,6 +424,23 @@ class Settings(BaseSettings):
         "everyone on every node, when it disconnects.",
     )
 
+    collab_held_max_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Updates one /yjs connection may hold while they wait for changes the server does not have "
+        "(a client that reconnects types before its sync step 2 arrives; one whose edits were refused while "
+        "read-only continues from them). Held updates are applied, in order, once what they need comes; past "
+        "this the connection is closed with 1008. The CRDT itself never keeps such an update.",
+    )
+    collab_held_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="...and the longest an update may be held: then the connection is closed with 1008 (a "
+        "y-websocket client reconnects and syncs).",
+    )
+
     # --- group wars (contests; see leaderboards/ and docs/group-wars.md) ---
     contest_cycle_s: float = Field(
         30.0, ge=0, le=3600, description="Seconds between two passes of the weekly contest cycle (0: no cycle here)."
