@@ -181,3 +181,16 @@ describe("formatDuration", () => {
     expect(formatDuration(3900)).toBe("1 h 05 min");
   });
 });
+
+describe("messageOf", () => {
+  it("names the fields a refused request body got wrong", async () => {
+    const { ApiError, messageOf } = await import("../src/lib/errors");
+    const refused = new ApiError(400, "invalid_input", "request body is invalid", {
+      fields: [{ loc: "media_url", msg: "String should match pattern '^https?://'" }],
+    });
+    expect(messageOf(refused)).toBe("request body is invalid (media_url: String should match pattern '^https?://')");
+    expect(messageOf(new ApiError(409, "conflict", "this costs 50 coins and you have 0"))).toBe(
+      "this costs 50 coins and you have 0",
+    );
+  });
+});
