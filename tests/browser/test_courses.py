@@ -178,7 +178,13 @@ def test_an_instructor_builds_a_course_a_learner_watches_resumes_and_earns_a_cer
     lectures = desk.get_by_role("list", name="Course lectures").get_by_role("listitem")
     expect(lectures).to_have_count(2)
 
-    # Reorder with the keyboard: "Loops" goes first, and the keyboard stays on it.
+    # Reorder by dragging "Loops" onto the first place, then back with the keyboard, then again: "Loops" goes
+    # first, and the keyboard stays on it.
+    lectures.nth(1).drag_to(lectures.nth(0))
+    expect(lectures.nth(0)).to_contain_text("Loops")
+    desk.get_by_role("button", name="Move Loops down").focus()
+    desk.keyboard.press("Enter")
+    expect(lectures.nth(0)).to_contain_text("Welcome")
     desk.get_by_role("button", name="Move Loops up").focus()
     desk.keyboard.press("Enter")
     expect(lectures.nth(0)).to_contain_text("Loops")
@@ -211,7 +217,6 @@ def test_an_instructor_builds_a_course_a_learner_watches_resumes_and_earns_a_cer
     expect(page.get_by_text("This course is free.")).to_be_visible()
     page.get_by_role("button", name="Enrol").click()
     expect(page.get_by_text("0 of 2 lectures completed")).to_be_visible()
-    page.screenshot(path=screenshots / "course-page-desktop.png", full_page=True)
 
     # Plays "Loops" (the MP4), pauses past 6 s: the pause is reported, and a reload resumes there.
     page.get_by_role("list", name="Lectures").get_by_role("link", name="Loops").click()
@@ -244,7 +249,11 @@ def test_an_instructor_builds_a_course_a_learner_watches_resumes_and_earns_a_cer
     expect(page.get_by_text("Valid certificate")).to_be_visible()
     certificate_url = page.url
 
-    # "Continue learning" on the home page shows the course done.
+    # The course page says so, and "Continue learning" on the home page shows the course done.
+    page.goto(f"/courses/{course_id}")
+    expect(page.get_by_text("2 of 2 lectures completed")).to_be_visible()
+    expect(page.get_by_role("list", name="Lectures").get_by_text("Completed")).to_have_count(2)
+    page.screenshot(path=screenshots / "course-completed-desktop.png", full_page=True)
     page.get_by_role("link", name="studyhall").click()
     expect(page.get_by_role("list", name="Your courses")).to_contain_text("2 of 2 lectures")
 
@@ -273,6 +282,7 @@ def test_a_priced_course_shows_its_price_and_a_learner_without_coins_sees_why_no
     page.goto("/courses")
     entry = page.get_by_role("list", name="Courses").get_by_role("listitem").filter(has_text="Paid algorithms")
     expect(entry).to_contain_text("50 coins")  # the price, before opening the course
+    page.screenshot(path=screenshots / "course-catalogue-phone.png", full_page=True)
     entry.get_by_role("link", name="Paid algorithms").click()
     expect(page.get_by_text("This course costs 50 coins. Your balance: 0 coins.")).to_be_visible()
     expect(page.get_by_text("Locked until you buy the course")).to_be_visible()

@@ -219,7 +219,7 @@ export const certificatePage = (code: string): string => `/certificates/${path(c
 
 /** "1 h 05 min", "4 min 10 s", "12 s": a duration for people. */
 export function formatDuration(seconds: number): string {
-  const s = Math.max(0, Math.round(seconds));
+  const s = Math.max(0, Math.floor(seconds)); // as players show time: 6.6 s is "0:06"
   const h = Math.floor(s / 3600);
   const m = Math.floor((s % 3600) / 60);
   const rest = s % 60;
