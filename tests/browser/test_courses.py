@@ -346,3 +346,24 @@ def test_an_assignment_handed_in_is_graded_and_the_learner_sees_grade_and_feedba
     expect(mine).to_contain_text("Grade: 8 / 10")
     expect(mine).to_contain_text("Feedback: Good loop; print Fizz for multiples of 3.")
     page.screenshot(path=screenshots / "assignment-phone.png", full_page=True)
+
+    # The player and the course editor fit a phone too (no sideways scrolling).
+    page.goto(f"/courses/{course['id']}")
+    page.get_by_role("list", name="Lectures").get_by_role("link", name="Getting started").click()
+    wait_for_video(page, "readyState", 1)
+    page.screenshot(path=screenshots / "lecture-player-phone.png", full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    # Offline, a progress report fails with a message; back online, the next heartbeat saves and it goes away.
+    page.context.set_offline(True)
+    play(page)
+    failed = page.get_by_role("alert").filter(has_text="Your progress could not be saved")
+    expect(failed).to_contain_text("Cannot reach the server")
+    page.context.set_offline(False)
+    expect(failed).to_have_count(0)
+    page.locator("video").evaluate("v => v.pause()")
+    phone_desk = open_page(server=server, phone=True)
+    log_in(phone_desk, teacher)
+    phone_desk.goto(f"/courses/{course['id']}/edit")
+    expect(phone_desk.get_by_role("button", name="Move Getting started up")).to_be_disabled()
+    phone_desk.screenshot(path=screenshots / "course-editor-phone.png", full_page=True)
+    assert phone_desk.evaluate("document.documentElement.scrollWidth") <= 360
