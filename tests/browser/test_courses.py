@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Response, expect
 
 from tests.browser.conftest import (
     WEB_DIST,
@@ -223,7 +223,13 @@ def test_an_instructor_builds_a_course_a_learner_watches_resumes_and_earns_a_cer
     expect(page.get_by_role("heading", name="Loops")).to_be_visible()
     play(page)
     wait_for_video(page, "currentTime", 6.5)
-    with page.expect_response(lambda r: r.url.endswith("/progress") and r.request.method == "PUT") as saved:
+
+    def pause_report(r: Response) -> bool:  # not a heartbeat that was still in flight when the video paused
+        return (
+            r.url.endswith("/progress") and r.request.method == "PUT" and r.request.post_data_json["position_s"] >= 6.5
+        )
+
+    with page.expect_response(pause_report) as saved:
         page.locator("video").evaluate("v => v.pause()")
     paused_at = saved.value.json()["lecture"]["position_s"]
     assert paused_at >= 6.5
