@@ -148,6 +148,13 @@ describe("ProgressReporter", () => {
     expect(server.sent).toEqual([0, 8]);
   });
 
+  it("sends nothing on stop when the learner never played (a page opened and left)", () => {
+    const { server, reporter, at } = setup();
+    at(42);
+    reporter.stop();
+    expect(server.sent).toEqual([]);
+  });
+
   it("ignores positions a player cannot be at", () => {
     const { server, reporter, at } = setup();
     at(Number.NaN);

@@ -42,6 +42,7 @@ export class ProgressReporter<T = unknown> {
   private lastSent: number | null = null;
   private failing = false;
   private stopped = false;
+  private started = false;
   private readonly intervalMs: number;
   private readonly clock: ProgressClock;
 
@@ -56,6 +57,7 @@ export class ProgressReporter<T = unknown> {
   /** The player started (or resumed) playing: report now and then every interval. */
   playing(): void {
     if (this.stopped) return;
+    this.started = true;
     this.report();
     if (this.timer === null) this.timer = this.clock.setInterval(() => this.report(), this.intervalMs);
   }
@@ -71,10 +73,10 @@ export class ProgressReporter<T = unknown> {
     this.report();
   }
 
-  /** The page goes away: a last report of where the learner was, and nothing after. */
+  /** The page goes away: a last report of where the learner was (if they played at all), and nothing after. */
   stop(): void {
     if (this.stopped) return;
-    this.report();
+    if (this.started) this.report();
     this.stopped = true;
     this.stopTimer();
   }
