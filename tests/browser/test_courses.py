@@ -372,3 +372,9 @@ def test_an_assignment_handed_in_is_graded_and_the_learner_sees_grade_and_feedba
     expect(phone_desk.get_by_role("button", name="Move Getting started up")).to_be_disabled()
     phone_desk.screenshot(path=screenshots / "course-editor-phone.png", full_page=True)
     assert phone_desk.evaluate("document.documentElement.scrollWidth") <= 360
+    # Editing a lecture: its fields in place, saved, and the list shows the new title.
+    phone_desk.get_by_role("button", name="Edit Getting started").click()
+    phone_desk.get_by_label("Lecture title").first.fill("First steps")
+    phone_desk.get_by_role("button", name="Save lecture").click()
+    expect(phone_desk.get_by_role("list", name="Course lectures")).to_contain_text("First steps")
+    assert call(server, teacher, "GET", f"/courses/{course['id']}/lectures")["items"][0]["title"] == "First steps"
