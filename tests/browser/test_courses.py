@@ -212,6 +212,8 @@ def test_an_instructor_builds_a_course_a_learner_watches_resumes_and_earns_a_cer
     log_in(page, learner)
     hls_loaded: list[str] = []
     page.on("response", lambda r: hls_loaded.append(r.url) if "hls.light" in r.url else None)
+    playlists: list[str] = []
+    page.on("request", lambda r: playlists.append(r.url) if r.url.endswith(".m3u8") else None)
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Courses").click()
     page.get_by_role("link", name="Python in practice").click()
     expect(page.get_by_text("This course is free.")).to_be_visible()
@@ -250,6 +252,7 @@ def test_an_instructor_builds_a_course_a_learner_watches_resumes_and_earns_a_cer
     assert hls_loaded, "hls.js was not loaded for the HLS lecture"
     play(page)
     expect(page.get_by_text("Course completed!")).to_be_visible(timeout=30_000)
+    assert len(playlists) == 1, playlists  # one player for the lecture, never reloaded under the learner
     page.get_by_role("link", name="View your certificate").click()
     expect(page.get_by_text("Valid certificate")).to_be_visible()
     certificate_url = page.url
