@@ -51,6 +51,8 @@ ROUTES = [
     ("/workspaces", True),
     ("/contests", True),
     ("/profile", True),
+    ("/certificates", True),
+    ("/certificates/no-such-code", False),
     ("/no-such-page", False),
     ("/rooms/{room}", True),
 ]
@@ -58,6 +60,9 @@ ROOM_MESSAGES = 50
 ROOM_RUNS = 7
 ROOM_TARGET_S = 1.0
 PASSWORD = "bench web password"
+WEB_ASSETS = Path(__file__).resolve().parents[1] / "web" / "dist" / "assets"
+# Chunks that must never be part of a first load: the lecture player's route and hls.js (web/src/routes/courses).
+ON_DEMAND = ("LecturePage", "hls.light")
 
 
 @dataclass
@@ -69,6 +74,7 @@ class Row:
     brotli: int
     browser: int
     transferred: int
+    urls: tuple[str, ...] = ()
 
 
 def body_size(url: str, encoding: str) -> int:
@@ -217,6 +223,7 @@ def measure(base: str) -> tuple[list[Row], list[float], list[float]]:
                         sum(body_size(url, "br") for url in scripts),
                         sum(scripts.values()),
                         sum(every),
+                        tuple(scripts),
                     )
                 )
             times = time_room(browser, base, email, room_id)
@@ -244,14 +251,14 @@ def main() -> None:
             server.stop()
     kb = 1024
     print(
-        f"{'route':<16}{'scripts':>8}{'raw KB':>9}{'gzip KB':>9}{'br KB':>8}{'browser KB':>11}{'all KB':>8}"
+        f"{'route':<28}{'scripts':>8}{'raw KB':>9}{'gzip KB':>9}{'br KB':>8}{'browser KB':>11}{'all KB':>8}"
         "  JS budget (gzip 200 KB)"
     )
     for r in rows:
         share = r.gzip / BUDGET_GZIP_BYTES
         verdict = "within" if r.gzip <= BUDGET_GZIP_BYTES else "OVER"
         print(
-            f"{r.route:<16}{r.scripts:>8}{r.identity / kb:>9.1f}{r.gzip / kb:>9.1f}{r.brotli / kb:>8.1f}"
+            f"{r.route:<28}{r.scripts:>8}{r.identity / kb:>9.1f}{r.gzip / kb:>9.1f}{r.brotli / kb:>8.1f}"
             f"{r.browser / kb:>11.1f}{r.transferred / kb:>8.1f}  {verdict} ({share:.0%})"
         )
     login = next(r for r in rows if r.route == "/login")
@@ -267,6 +274,14 @@ def main() -> None:
         )
     if hasattr(os, "getloadavg"):
         print(f"# load average after the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    # The lecture player and hls.js load only when a lecture is opened (an HLS one, for hls.js): their sizes,
+    # from the build's own variants, and a check that no route above loaded them.
+    print(f"{'on demand':<26}{'raw KB':>9}{'gzip KB':>9}{'br KB':>8}  in a first load above?")
+    for name in ON_DEMAND:
+        for path in sorted(WEB_ASSETS.glob(f"{name}-*.js")):
+            sizes = [path.stat().st_size, *(path.with_name(path.name + s).stat().st_size for s in (".gz", ".br"))]
+            seen = [r.route for r in rows if any(u.endswith("/" + path.name) for u in r.urls)]
+            print(f"{path.name:<26}{sizes[0] / kb:>9.1f}{sizes[1] / kb:>9.1f}{sizes[2] / kb:>8.1f}  {seen or 'no'}")
 
 
 if __name__ == "__main__":
