@@ -88,6 +88,17 @@ describe("RunFeed", () => {
     expect(verdictOf(feed.get("r1")!.execution!)).toBe("Running…");
   });
 
+  it("says a queued run is running once its output is heard, in either order", () => {
+    const feed = new RunFeed("w1");
+    feed.addRun(run("r1", "2026-12-02T10:00:00Z", { state: "queued", status: null }));
+    expect(verdictOf(feed.get("r1")!.execution!)).toBe("Queued…");
+    feed.output({ run_id: "r1", workspace_id: "w1", stream: "stdout", text: "Your name? " });
+    expect(verdictOf(feed.get("r1")!.execution!)).toBe("Running…");
+    feed.output({ run_id: "r2", workspace_id: "w1", stream: "stdout", text: "x" });
+    feed.addRun(run("r2", "2026-12-02T10:01:00Z", { state: "queued", status: null }));
+    expect(verdictOf(feed.get("r2")!.execution!)).toBe("Running…");
+  });
+
   it("ignores other workspaces' events", () => {
     const feed = new RunFeed("w1");
     expect(feed.output({ run_id: "r9", workspace_id: "w2", stream: "stdout", text: "x" })).toBe(false);

@@ -183,6 +183,14 @@ export class RunFeed {
     view.user_id = run.user_id;
     view.created_at = run.created_at;
     if (run.execution.state === "finished" || view.execution?.state !== "finished") view.execution = run.execution;
+    this.markRunning(view);
+  }
+
+  /** Output was heard, so the run is running whatever an earlier answer said ("queued"). */
+  private markRunning(view: RunView): void {
+    if (view.chunks.length > 0 && view.execution?.state === "queued") {
+      view.execution = { ...view.execution, state: "running" };
+    }
   }
 
   /** `run:output`: returns whether it was this workspace's. */
@@ -193,6 +201,7 @@ export class RunFeed {
     const last = view.chunks[view.chunks.length - 1];
     if (last && last.stream === event.stream) last.text += event.text;
     else view.chunks.push({ stream: event.stream, text: event.text });
+    this.markRunning(view);
     return true;
   }
 
