@@ -172,3 +172,25 @@ def test_a_workspace_one_may_not_see_shows_the_servers_message(
     page.goto(f"/workspaces/{uuid.uuid4()}")
     expect(page.get_by_role("alert")).to_contain_text("not found")
     expect(page.get_by_role("button", name="Try again")).to_be_visible()
+
+
+def test_edits_typed_offline_are_kept_and_reach_the_other_editor_when_back_online(
+    signed_in_page: SignedInPage, web_server: WebServer
+) -> None:
+    ada_page, ada = signed_in_page(name="Ada Lovelace")
+    bo_page, bo = signed_in_page(name="Bo Chen")
+    workspace = room_workspace(web_server, ada, bo)
+    ada_editor = open_workspace(ada_page, workspace["id"])
+    bo_editor = open_workspace(bo_page, workspace["id"])
+    expect(bo_page.get_by_role("list", name="People in this workspace")).to_contain_text("Ada Lovelace")
+
+    ada_page.context.set_offline(True)
+    expect(ada_page.get_by_text("Reconnecting… your edits are kept here")).to_be_visible()
+    type_at_end(ada_page, ada_editor, "\n# typed offline")
+    type_at_end(bo_page, bo_editor, "\n# typed by Bo meanwhile")
+    expect(ada_editor).to_contain_text("# typed offline")  # still there, nothing lost
+    ada_page.context.set_offline(False)
+    for editor in (ada_editor, bo_editor):
+        expect(editor).to_contain_text("# typed offline")
+        expect(editor).to_contain_text("# typed by Bo meanwhile")
+    expect(ada_page.get_by_text("Reconnecting… your edits are kept here")).to_have_count(0)
