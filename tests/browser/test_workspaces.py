@@ -194,3 +194,31 @@ def test_edits_typed_offline_are_kept_and_reach_the_other_editor_when_back_onlin
         expect(editor).to_contain_text("# typed offline")
         expect(editor).to_contain_text("# typed by Bo meanwhile")
     expect(ada_page.get_by_text("Reconnecting… your edits are kept here")).to_have_count(0)
+
+
+def test_the_workspace_works_from_the_keyboard_with_visible_focus(
+    signed_in_page: SignedInPage, web_server: WebServer
+) -> None:
+    page, user = signed_in_page(name="Kay Board")
+    status, workspace = rest(
+        web_server.url, "POST", "/workspaces", {"name": "Keys", "language": "python"}, user.token()
+    )
+    assert status == 201, workspace
+    editor = open_workspace(page, workspace["id"])
+    expect(editor).to_contain_text("greeting")
+    editor.click()
+    page.keyboard.press("Control+End")
+    page.keyboard.type("# typed")
+    # Tab is not captured by the editor: it moves on to the stdin box, then to Run, which shows its focus.
+    page.keyboard.press("Tab")
+    expect(editor).not_to_be_focused()
+    expect(page.get_by_label("Input (stdin)")).to_be_focused()
+    page.keyboard.press("Tab")
+    run = page.get_by_role("button", name="Run")
+    expect(run).to_be_focused()
+    assert run.evaluate("el => getComputedStyle(el).outlineStyle") != "none"
+    page.keyboard.press("Enter")
+    output = page.get_by_role("region", name="Output")
+    expect(output).to_contain_text("Hello, studyhall!")
+    expect(output).to_contain_text("Finished (exit code 0")
+    expect(editor).to_contain_text("# typed")
