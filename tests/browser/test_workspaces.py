@@ -9,12 +9,14 @@ content element), the button "Run", the region "Output".
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Locator, Page, expect
 
-from tests.browser.conftest import SignedInPage, User, WebServer, rest
+from tests.browser.conftest import OpenPage, SignedInPage, User, WebServer, log_in, rest
+from tests.conftest import TEST_JWT_SECRET
 
 # A program that streams: its first line is printed while it waits for the console's input.
 PROGRAM = 'name = input("Your name? ")\nprint(f"Hello, {name}!")\n'
@@ -222,3 +224,32 @@ def test_the_workspace_works_from_the_keyboard_with_visible_focus(
     expect(output).to_contain_text("Hello, studyhall!")
     expect(output).to_contain_text("Finished (exit code 0")
     expect(editor).to_contain_text("# typed")
+
+
+def test_edits_typed_while_the_server_restarts_are_kept_and_saved(
+    open_page: OpenPage, start_server: Callable[..., WebServer]
+) -> None:
+    first = start_server(jwt_secret=TEST_JWT_SECRET)
+    user = first.user("Rita Restart")
+    page = open_page(server=first)
+    log_in(page, user)
+    status, workspace = rest(first.url, "POST", "/workspaces", {"name": "Restart", "language": "python"}, user.token())
+    assert status == 201, workspace
+    editor = open_workspace(page, workspace["id"])
+    type_at_end(page, editor, "\n# before the restart")
+    expect(page.get_by_text("Connected", exact=True)).to_be_visible()
+
+    port = first.port
+    first.stop()  # the server closes the editor's socket (1001) and writes the document
+    reconnecting = page.get_by_text("Reconnecting… your edits are kept here")
+    expect(reconnecting).to_be_visible()
+    type_at_end(page, editor, "\n# typed while it was down")
+    second = start_server(port=port, jwt_secret=TEST_JWT_SECRET)
+    expect(reconnecting).to_have_count(0)
+
+    # Another tab, opened afterwards on the new server, gets both edits from it.
+    other = open_page(server=second)
+    log_in(other, user)
+    other_editor = open_workspace(other, workspace["id"])
+    expect(other_editor).to_contain_text("# before the restart")
+    expect(other_editor).to_contain_text("# typed while it was down")
