@@ -42,7 +42,7 @@ from leaderboards.schemas import (
     SubmissionIn,
     SubmissionOut,
 )
-from leaderboards.standings import Computed, board_entry, person_member, push_payload
+from leaderboards.standings import Computed, LiveStandings, board_entry, board_key, push_payload
 from sandbox.core import InvalidRequest
 from sandbox.fair import FairGate
 from sandbox.models import JudgeRequest, Limits, LimitsIn, TestCase
@@ -61,10 +61,6 @@ def utcnow() -> datetime:
 
 def contest_room(contest_id: uuid.UUID, view: str = "public") -> str:
     return f"contest:{contest_id}" + (":jury" if view == "jury" else "")
-
-
-def board_key(contest_id: uuid.UUID, kind: str, view: str) -> str:
-    return f"contest:{contest_id}:{kind}:{view}"
 
 
 async def require_organizer(conn: Connection, user: Principal, organizer_id: uuid.UUID | None, doing: str) -> None:
@@ -123,6 +119,11 @@ class Contests:
         self.transport = transport
         self.clock = clock
         self.live = Coalescer(self.refresh, interval_s, gate)
+        # This node's standings of the contests it pushes, updated from the submissions changed since.
+        self.standings_live = LiveStandings(
+            core.pool, board, recheck_s=core.settings.contest_standings_recheck_s,
+            keep=core.settings.contest_standings_contests,
+        )  # fmt: skip
         self._judging: set[asyncio.Task[None]] = set()
         self._pending: set[uuid.UUID] = set()  # submissions this node is judging
         # At most this many of the node's submissions are with the judge at once (the rest of the runner's
@@ -499,34 +500,25 @@ class Contests:
         return await self.compute(contest, view)
 
     async def refresh(self, contest_id: uuid.UUID, ready: Ready | None = None) -> None:
-        """Recompute both views from one read of Postgres, push each as soon as it is computed (public
-        first, once ``ready`` allows: the coalescer's interval), then rewrite the boards."""
-        compute = await self._reader(await self.contest(contest_id))
-        computed_views: list[Computed] = []
+        """Bring this node's standings of the contest up to date (:class:`LiveStandings`: the submissions
+        changed since its last read), push each view (public first, once ``ready`` allows: the coalescer's
+        interval), then write what changed to the boards."""
+        state = await self.standings_live.current(contest_id, self.clock())
         for view in ("public", "jury"):
-            computed = compute(view)
-            payload = push_payload(computed)  # before ready(): the interval is kept between the emits themselves
-            if ready is not None and not computed_views:
+            payload = push_payload(state.computed(view))  # before ready(): the interval is kept between the emits
+            if ready is not None and view == "public":
                 await ready()
             await self.transport.emit(UPDATE_EVENT, payload, to=contest_room(contest_id, view))
-            computed_views.append(computed)
-        for computed in computed_views:
-            await self.board.replace(
-                board_key(contest_id, "users", computed.view),
-                {person_member(p): scoring.board_score(p.score, p.penalty) for p in computed.people},
-            )
-            await self.board.replace(
-                board_key(contest_id, "communities", computed.view),
-                {g.id: scoring.board_score(g.score, g.penalty) for g in computed.groups},
-            )
+        await self.standings_live.write_boards(contest_id)
 
     async def snapshot(self, contest: Record, view: scoring.View) -> dict[str, Any]:
         """What ``leaderboard:update`` carries, now (the answer to ``contest:subscribe``)."""
-        return push_payload((await self.compute_views(contest, (view,)))[0])
+        return push_payload((await self.standings_live.current(contest["id"], self.clock())).computed(view))
 
     async def _ensure_board(self, contest_id: uuid.UUID, key: str) -> None:
         if not await self.board.exists(key):  # after a restart, or a Redis flush: rebuild from Postgres
-            await self.refresh(contest_id)
+            await self.standings_live.current(contest_id, self.clock())
+            await self.standings_live.write_boards(contest_id, whole=True)
 
     async def _names(self, contest_id: uuid.UUID, kind: str, ids: list[str]) -> dict[str, str]:
         """Display names of people, or names of the communities that accepted to take part."""

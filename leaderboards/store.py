@@ -148,6 +148,18 @@ def rules_of(contest: Record, problems: list[Record]) -> Rules:
     )
 
 
+def _attempt(contest: Record, r: Record) -> Attempt:
+    return Attempt(
+        id=str(r["id"]),
+        problem_id=str(r["problem_id"]),
+        user_id=str(r["user_id"]),
+        community_id=str(r["community_id"]),
+        submitted_at=r["submitted_at"],
+        minute=minute_of(contest, r["submitted_at"]),
+        verdict=r["verdict"],
+    )
+
+
 async def attempts_of(conn: Connection | Pool, contest: Record) -> tuple[list[Attempt], dict[str, str]]:
     """Every counted (not disqualified) attempt of the contest, and the display names of their authors."""
     rows = await conn.fetch(
@@ -156,19 +168,30 @@ async def attempts_of(conn: Connection | Pool, contest: Record) -> tuple[list[At
         " WHERE s.contest_id = $1 AND NOT s.disqualified",
         contest["id"],
     )
-    attempts = [
-        Attempt(
-            id=str(r["id"]),
-            problem_id=str(r["problem_id"]),
-            user_id=str(r["user_id"]),
-            community_id=str(r["community_id"]),
-            submitted_at=r["submitted_at"],
-            minute=minute_of(contest, r["submitted_at"]),
-            verdict=r["verdict"],
-        )
-        for r in rows
-    ]
-    return attempts, {str(r["user_id"]): r["display_name"] for r in rows}
+    return [_attempt(contest, r) for r in rows], {str(r["user_id"]): r["display_name"] for r in rows}
+
+
+async def attempts_changed(
+    conn: Connection, contest: Record, since_xid: int
+) -> tuple[list[Attempt], list[str], dict[str, str]]:
+    """The contest's submissions written (or deleted) by transactions from ``since_xid`` on (migration
+    0018): counted attempts as they are now, ids of the disqualified and deleted ones, and the display
+    names of the authors. Run it in the snapshot whose ``pg_snapshot_xmin`` is the next ``since_xid``."""
+    rows = await conn.fetch(
+        "SELECT s.id, s.problem_id, s.user_id, s.community_id, s.submitted_at, s.verdict, s.disqualified,"
+        " u.display_name FROM contest_submissions s JOIN users u ON u.id = s.user_id"
+        " WHERE s.contest_id = $1 AND s.changed_xid >= $2",
+        contest["id"],
+        since_xid,
+    )
+    gone = await conn.fetch(
+        "SELECT submission_id FROM contest_submission_tombstones WHERE contest_id = $1 AND changed_xid >= $2",
+        contest["id"],
+        since_xid,
+    )
+    changed = [_attempt(contest, r) for r in rows if not r["disqualified"]]
+    removed = [str(r["id"]) for r in rows if r["disqualified"]] + [str(r["submission_id"]) for r in gone]
+    return changed, removed, {str(r["user_id"]): r["display_name"] for r in rows}
 
 
 async def record_verdict(pool: Pool, submission_id: uuid.UUID, verdict: str, passed: int, total: int) -> Any:
