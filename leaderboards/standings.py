@@ -175,18 +175,15 @@ class LiveStandings:
         return state
 
     async def _sync(self, contest_id: uuid.UUID, now: datetime) -> ContestStandings:
-        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            horizon: int = await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-            contest = await store.contest_row(conn, contest_id)
-            if contest is None:
+        # Two statements, two snapshots: the changes are read after the horizon was taken, so the next read
+        # (from that horizon) sees whatever this one could not; changes read twice are applied twice, alike.
+        async with self.pool.acquire() as conn:
+            found = await store.contest_state(conn, contest_id)
+            if found is None:
                 self._states.pop(contest_id, None)
                 raise not_found("contest")
-            problems = await conn.fetch(
-                "SELECT id, points FROM contest_problems WHERE contest_id = $1 ORDER BY ordinal", contest_id
-            )
-            communities = {str(c.id): c.name for c in await store.communities_of(conn, contest_id)}
-            rules = store.rules_of(contest, problems)
-            order = [str(p["id"]) for p in problems]
+            horizon, contest, rules, communities = found
+            order = list(rules.points)
             frozen = rules.freeze_at is not None and not rules.finalised and now >= rules.freeze_at
             state = self._states.get(contest_id)
             same = state is not None and (state.rules, state.order, state.communities, state.frozen) == (
