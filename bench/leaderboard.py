@@ -26,7 +26,8 @@ upper bound.
 
 Reported per mode: (a) server-added, per push: from the moment the coalescing allowed the push (500 ms
 after the previous one, or the verdict itself after a quiet interval: the coalescer's ``allowed_at``) to
-the public push having been written to every subscriber's socket; (b) the same to each subscriber
+the public push having been emitted (handed to Socket.IO: written to this node's sockets, or published
+to Redis when scaled); (b) the same to each subscriber
 receiving it; (c) from the emit to each subscriber receiving it (fan-out); (d) from a verdict being stored
 to a subscriber receiving the first push that includes it (the 500 ms coalescing is part of this by
 design). Then REST ``GET /contests/{id}/board?limit=100`` and ``/board/me`` through the server.
@@ -199,7 +200,7 @@ async def verdicts_and_pushes(
     pool, contests = app[CORE].pool, app[CONTESTS]
     refresh_starts: list[float] = []
     emits: list[float] = []  # public push handed to Socket.IO (its emit called)
-    emitted: list[float] = []  # ... and returned: written to every subscriber's socket
+    emitted: list[float] = []  # ... and returned (handed to Socket.IO; with Redis: published)
     allowed: list[float] = []  # when the interval allowed that push (the coalescer's clock is perf_counter)
     work: list[float] = []  # refresh start → public payload ready (read, score, build the push)
     work_cpu: list[float] = []  # the event loop's CPU time meanwhile (this refresh's, and any task run between)
@@ -277,7 +278,7 @@ async def verdicts_and_pushes(
     allowed_to_received = [r[k] - allowed[k] for r in received for k in range(min(len(r), len(allowed)))]
     label = "full recompute (before)" if mode == "full" else "incremental (now)"
     lines = [
-        row(f"{label}: push allowed → public push written to every socket (server-added, per push)", added),
+        row(f"{label}: push allowed → public push emitted (server-added, per push)", added),
         row(f"{label}: push allowed → received (per subscriber)", allowed_to_received),
         row(f"{label}: push emitted → received (fan-out)", fanout),
         row(f"{label}: verdict stored → push received", to_push),

@@ -5,7 +5,8 @@ for that contest; touches arriving meanwhile only mark the contest dirty, so a b
 one push, and a verdict after a push is never lost: the task runs again. The first change after a quiet
 interval is pushed at once (leading edge); changes during the interval go out together when it ends.
 The task starts the refresh (bring the standings up to date) a little before the interval since the
-last push ends, by as long as refreshes have been taking, and the refresh waits for :data:`Ready`
+last push ends, by as long as refreshes have been taking (their smoothed mean plus four smoothed
+deviations, as TCP times a round trip), and the refresh waits for :data:`Ready`
 before it emits: so pushes go out one interval apart under steady load, and a verdict waits for the
 interval, not for the interval plus a computation.
 
@@ -83,7 +84,9 @@ class Coalescer:
         self._since: dict[uuid.UUID, float] = {}  # when the contest's oldest change not yet being pushed came
         self.allowed_at: dict[uuid.UUID, float] = {}  # when the rule allowed the contest's latest push
         self._last: dict[uuid.UUID, float] = {}  # when the contest's last push went out (monotonic)
-        self._compute_s: dict[uuid.UUID, float] = {}  # how long a refresh takes to be ready to push
+        # How long a refresh takes to be ready to push: a smoothed mean and deviation, as TCP estimates a
+        # round trip (RFC 6298); the refresh starts mean + 4 deviations early, so a slow one is rarely late.
+        self._compute_s: dict[uuid.UUID, tuple[float, float]] = {}
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
         self.pushes = 0
 
@@ -102,7 +105,8 @@ class Coalescer:
         try:
             while contest_id in self._dirty:
                 # Start computing early enough that the push is ready when the interval allows it.
-                lead = self._compute_s.get(contest_id, 0.0)
+                mean, dev = self._compute_s.get(contest_id, (0.0, 0.0))
+                lead = min(mean + 4 * dev, self.interval_s)
                 wait = self._last.get(contest_id, float("-inf")) + self.interval_s - lead - self.clock()
                 if wait > 0:
                     await self.sleep(wait)
@@ -113,7 +117,14 @@ class Coalescer:
                 async def ready(started: float = started, since: float = since) -> None:
                     took = self.clock() - started
                     before = self._compute_s.get(contest_id)
-                    self._compute_s[contest_id] = took if before is None else 0.7 * before + 0.3 * took
+                    if before is None:
+                        self._compute_s[contest_id] = (took, took / 2)
+                    else:
+                        mean, dev = before
+                        self._compute_s[contest_id] = (
+                            0.875 * mean + 0.125 * took,
+                            0.75 * dev + 0.25 * abs(took - mean),
+                        )
                     allowed = max(since, self._last.get(contest_id, float("-inf")) + self.interval_s)
                     left = allowed - self.clock()
                     if left > 0:
