@@ -295,6 +295,49 @@ async def verdicts_and_pushes(
     return lines
 
 
+async def refresh_alone(
+    app: web.Application, admin: uuid.UUID, users: list[uuid.UUID], communities: list[uuid.UUID], preload: int
+) -> list[str]:
+    """The server's work for one push, alone on the event loop (no subscribers, no load generator in the
+    loop): a contest already holding ``preload`` judged attempts gets the 100 verdicts that 200/s brings in
+    500 ms, then one refresh is timed (read, score, both views' pushes, boards); 40 times per mode."""
+    pool, contests = app[CORE].pool, app[CONTESTS]
+    rng = random.Random(5)
+    lines = []
+    for mode in ("full", "incremental"):
+        contest_id, problem_id = await new_contest(pool, admin, communities)
+        when = datetime.now(UTC)
+
+        def batch(
+            n: int, contest_id: uuid.UUID = contest_id, problem_id: uuid.UUID = problem_id, when: datetime = when
+        ) -> list[Any]:
+            picked = [rng.randrange(MEMBERS) for _ in range(n)]
+            return [(uuid.uuid4(), contest_id, problem_id, users[i], communities[i % COMMUNITIES], "python", "x",
+                     when, rng.choice(["accepted", "wrong_answer"]), 1, 1, when) for i in picked]  # fmt: skip
+
+        columns = ["id", "contest_id", "problem_id", "user_id", "community_id", "language", "source",
+                   "submitted_at", "verdict", "passed", "total", "judged_at"]  # fmt: skip
+        await pool.copy_records_to_table("contest_submissions", records=batch(preload), columns=columns)
+        contest = await contests.contest(contest_id)
+        await contests.snapshot(contest, "public")  # the node's standings built, as a subscriber's arrival does
+        await contests.standings_live.write_boards(contest_id)
+        wall, cpu = [], []
+        for _ in range(40):
+            await pool.copy_records_to_table("contest_submissions", records=batch(100), columns=columns)
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            if mode == "full":
+                await full_refresh(contests, contest_id)
+            else:
+                await contests.refresh(contest_id)
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.thread_time() - start_cpu)
+        label = "full recompute (before)" if mode == "full" else "incremental (now)"
+        lines.append(row(f"{label}: one refresh alone, {preload:,} attempts + 100 new, wall", wall))
+        lines.append(row(f"{label}: the same, CPU time", cpu))
+        contests.standings_live.forget(contest_id)
+    return lines
+
+
 async def live(args: argparse.Namespace, database_url: str) -> list[str]:
     settings = load_settings(
         database_url=database_url, data_dir=Path("/tmp/studyhall-bench-lb"), jwt_secret="bench-" + "x" * 40,
@@ -315,6 +358,8 @@ async def live(args: argparse.Namespace, database_url: str) -> list[str]:
             admin,
         )
         users, communities = await populate(pool, admin)
+        for preload in args.preload:
+            lines += await refresh_alone(app, admin, users, communities, preload)
         received: list[list[float]] = [[] for _ in range(args.subscribers)]
         clients: list[LightClient] = []
         tokens = app[AUTH].tokens
@@ -355,6 +400,8 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=500)
     parser.add_argument("--modes", default="full,incremental", help="pushes made by: full (before), incremental")
     parser.add_argument("--reads", type=int, default=2000, help="REST reads of each kind")
+    parser.add_argument("--preload", type=int, nargs="*", default=[4000, 40000],
+                        help="attempts already in the contest for the refresh-alone measures")  # fmt: skip
     args = parser.parse_args()
     server_url = os.environ["STUDYHALL_DATABASE_URL"]
     print(f"# studyhall leaderboard benchmark — {platform.node()}, {os.cpu_count()} CPUs,"
