@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 PUSH_PEOPLE = 100  # rows of each list in a live push (the full standings are at GET .../standings)
 PUSH_COMMUNITIES = 100
+BUILD_CHUNK = 2000  # attempts applied between two yields to the event loop while building
 
 
 def person_member(row: scoring.Standing) -> str:
@@ -196,9 +197,11 @@ class LiveStandings:
                 state.watermark = horizon
                 return state
             attempts, names = await store.attempts_of(conn, contest)
-        tallies: dict[scoring.View, Tally] = {
-            view: Tally.build(rules, view, communities, attempts, names) for view in ("public", "jury")
-        }
+        tallies: dict[scoring.View, Tally] = {view: Tally(rules, view, communities) for view in ("public", "jury")}
+        for i in range(0, max(1, len(attempts)), BUILD_CHUNK):  # a big contest takes seconds: let the node breathe
+            for tally in tallies.values():
+                tally.apply(attempts[i : i + BUILD_CHUNK], (), names if i == 0 else {})
+            await asyncio.sleep(0)
         fresh = ContestStandings(contest_id, rules, order, communities, frozen, horizon, tallies, self.monotonic())
         self.builds += 1
         if state is not None and same:  # a recheck: the incremental standings should have been the same
