@@ -617,7 +617,8 @@ class Contests:
     # --- finalising and the all-time ranking ------------------------------------------------------
 
     async def finalise(self, user: Principal, contest_id: uuid.UUID) -> ContestOut:
-        """End the contest for good: unfreeze, record each community's result once, update all-time."""
+        """End the contest for good: unfreeze, record each community's result once, pay its prizes (in the
+        same transaction), update all-time."""
         contest = await self.contest(contest_id)
         if not await self.can_manage(user, contest):
             raise forbidden("only the contest's managers may finalise it")
@@ -649,6 +650,8 @@ class Contests:
             )
             await tx.conn.execute("UPDATE contests SET finalised_at = now() WHERE id = $1", contest_id)
             await audit(tx, actor_id, "contest.finalise", "contest", contest_id)
+            # Prizes are paid with the results they follow from, or the payout is blocked (the cycle retries).
+            await prizes.award_in(tx, contest_id)
         await self.refresh_alltime()
         self.live.touch(contest_id)
         return True
