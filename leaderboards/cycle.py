@@ -152,7 +152,7 @@ class Cycle:
         blocked payouts it paid."""
         opened = finalised = paid = 0
         # Submissions whose node stopped while judging them would keep their contest from finalising.
-        await self.contests.judge_stale(now - STALE_JUDGING)
+        await self.contests.judge_stale(now - STALE_JUDGING, STALE_JUDGING.total_seconds())
         # A template whose prizes wait for an admin (or were rejected) opens no war.
         for template in await self.core.pool.fetch(
             "SELECT * FROM contest_templates WHERE active AND approval IN ('not_needed', 'approved')"
