@@ -193,6 +193,9 @@ class PersonRow(BaseModel):
     user_id: uuid.UUID
     display_name: str
     community_id: uuid.UUID | None
+    community_name: str | None = Field(
+        description="The name of the community this row scores for (those taking part accepted to be named)."
+    )
     score: int
     solved: int
     penalty: int
