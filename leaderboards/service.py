@@ -323,6 +323,13 @@ class Contests:
         submission_id = new_id()
         async with self.core.transaction() as tx:
             await self._admit(tx.conn, user)
+            # Judged with the tests stored when it is: an edit waits for this insert (and then judges it again),
+            # or this reads the edit's tests.
+            now_stored = await tx.conn.fetchrow(
+                "SELECT id, tests, cpu_ms, memory_kb FROM contest_problems WHERE id = $1 FOR SHARE", problem_id
+            )
+            if now_stored is not None and now_stored != problem:
+                request = self._judge_request(body, now_stored)
             await tx.conn.execute(
                 "INSERT INTO contest_submissions (id, contest_id, problem_id, user_id, community_id, language, source,"
                 " submitted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

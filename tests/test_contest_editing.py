@@ -5,6 +5,7 @@ finalised contest is not rejudged (its results and prizes are settled)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -151,3 +152,32 @@ async def test_a_finalised_contest_is_not_rejudged(api: Any, sandbox_machine: No
     fixed = await ok(api, "PATCH", f"/contests/{cid}/problems/{a_id}", owner, json={"statement": "Print a+b."})
     assert fixed["rejudged"] == 0
     assert await ok(api, "GET", f"/contests/{cid}/standings", owner) == before
+
+
+async def test_a_submission_made_while_the_tests_change_is_judged_with_the_new_ones(
+    api: Any, sandbox_machine: None
+) -> None:
+    people, contest, clock = await setup_war(api)
+    owner, cid, a_id = people["owner"], contest["id"], contest["problems"][0]["id"]
+    await ok(api, "PATCH", f"/contests/{cid}/problems/{a_id}", owner, json={"tests": WRONG_TESTS})
+    clock.now = at(10)
+    pool = api.app[CORE].pool
+    # An edit is under way: the problem's row holds the right tests, not yet committed.
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("UPDATE contest_problems SET tests = $2 WHERE id = $1", uuid.UUID(a_id), RIGHT_TESTS)
+        path = f"/contests/{cid}/problems/{a_id}/submissions?wait=true"
+        sending = asyncio.create_task(
+            api.call("POST", path, people["carol"], json={"language": "python", "source": A_OK})
+        )
+        async with asyncio.timeout(30):
+            while not await pool.fetchval(  # the submission waits for the edit
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                " AND query LIKE '%FROM contest_problems WHERE id = $1 FOR SHARE%'"
+            ):
+                assert not sending.done(), sending.result()  # it did not wait: judged with the old tests
+                await asyncio.sleep(0.01)
+        await tx.commit()
+    status, sub = await sending
+    assert (status, sub["verdict"]) == (200, "accepted"), sub  # judged with the tests the edit stored
