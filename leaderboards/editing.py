@@ -83,8 +83,10 @@ async def _manager(contests: Contests, user: Principal, contest_id: uuid.UUID, d
 
 
 async def _lock_contest(tx: Tx, contest_id: uuid.UUID) -> Any:
-    """The contest's row, locked against finalising (which refuses while submissions wait for the judge)."""
-    row = await tx.conn.fetchrow("SELECT id, finalised_at FROM contests WHERE id = $1 FOR UPDATE", contest_id)
+    """The contest's row, locked against finalising (which refuses while submissions wait for the judge) and
+    other edits. Not ``FOR UPDATE``: a submission being stored holds the problem's row and needs the
+    contest's for its foreign key (``FOR KEY SHARE``), which ``FOR NO KEY UPDATE`` lets through."""
+    row = await tx.conn.fetchrow("SELECT id, finalised_at FROM contests WHERE id = $1 FOR NO KEY UPDATE", contest_id)
     if row is None:
         raise not_found("contest")
     return row

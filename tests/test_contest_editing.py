@@ -162,10 +162,12 @@ async def test_a_submission_made_while_the_tests_change_is_judged_with_the_new_o
     await ok(api, "PATCH", f"/contests/{cid}/problems/{a_id}", owner, json={"tests": WRONG_TESTS})
     clock.now = at(10)
     pool = api.app[CORE].pool
-    # An edit is under way: the problem's row holds the right tests, not yet committed.
+    # An edit is under way, as PATCH makes it: the contest's row locked, the problem's holding the right
+    # tests, not yet committed.
     async with pool.acquire() as conn:
         tx = conn.transaction()
         await tx.start()
+        await conn.execute("SELECT 1 FROM contests WHERE id = $1 FOR NO KEY UPDATE", uuid.UUID(cid))
         await conn.execute("UPDATE contest_problems SET tests = $2 WHERE id = $1", uuid.UUID(a_id), RIGHT_TESTS)
         path = f"/contests/{cid}/problems/{a_id}/submissions?wait=true"
         sending = asyncio.create_task(
