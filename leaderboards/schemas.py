@@ -194,7 +194,7 @@ class PersonRow(BaseModel):
     display_name: str
     community_id: uuid.UUID | None
     community_name: str | None = Field(
-        description="The name of the community this row scores for (those taking part accepted to be named)."
+        None, description="The name of the community this row scores for (those taking part accepted to be named)."
     )
     score: int
     solved: int
@@ -218,6 +218,16 @@ class StandingsOut(BaseModel):
     scoring: Literal["icpc", "points"]
     people: list[PersonRow]
     communities: list[CommunityRow]
+
+    @model_validator(mode="after")
+    def _name_people_rows(self) -> StandingsOut:
+        """Each person row names its community from the community rows: the communities taking part, which
+        accepted to be named (all of them: a contest has at most MAX_COMMUNITIES, fewer than a push lists)."""
+        named = {c.community_id: c.name for c in self.communities}
+        for person in self.people:
+            if person.community_name is None and person.community_id is not None:
+                person.community_name = named.get(person.community_id)
+        return self
 
 
 class StandingsQuery(Query):

@@ -86,7 +86,6 @@ class Computed:
     frozen: bool
 
     def out(self, people: int | None = None, communities: int | None = None) -> StandingsOut:
-        named = {g.id: g.name for g in self.groups}  # the communities taking part: they accepted to be named
         return StandingsOut(
             contest_id=self.contest_id,
             view=self.view,
@@ -96,7 +95,6 @@ class Computed:
                 PersonRow(
                     rank=p.rank, user_id=uuid.UUID(p.id), display_name=p.name,
                     community_id=uuid.UUID(p.community_id) if p.community_id else None,
-                    community_name=named.get(p.community_id or ""),
                     score=p.score, solved=p.solved, penalty=p.penalty,
                     problems=[
                         CellOut(problem_id=uuid.UUID(c.problem_id), solved=c.solved, minute=c.minute,
