@@ -58,9 +58,10 @@ class ContestIn(Input):
     prizes: list[Annotated[int, Field(ge=0, le=MAX_PRIZE)]] = Field(
         default_factory=list,
         max_length=10,
-        description="Coins for each member who solved a problem for the communities ranked 1, 2, ... (paid once, "
-        "when finalised, from a prize budget a platform admin set). Prizes need a platform admin's approval "
-        "before the contest may start.",
+        description="Coins for each member who solved a problem for the communities ranked 1, 2, ... (paid once "
+        "per placement, when finalised, from a prize budget a platform admin set: a member who solved for two "
+        "placed communities gets both prizes). Prizes need a platform admin's approval before the contest may "
+        "start.",
     )
 
     @model_validator(mode="after")
