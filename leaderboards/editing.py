@@ -135,14 +135,16 @@ async def _send_back(
     return list(rows)
 
 
-def _judge_all(contests: Contests, contest_id: uuid.UUID, problem: Any, rows: list[Any], runner: Any) -> None:
+async def _judge_all(contests: Contests, contest_id: uuid.UUID, problem: Any, rows: list[Any], runner: Any) -> None:
     """After commit: the submissions go to the judge, the whole rejudge taking one turn in the fair gate."""
     contests.live.touch(contest_id)
     turn = f"rejudge:{contest_id}"
     for row in rows:
         try:
             request = contests._judge_request(SubmissionIn(language=row["language"], source=row["source"]), problem)
-        except AppError:  # a language this node no longer runs: the cycle's stale pass records it
+        except AppError:  # a language this server no longer runs: the judge's fault, free (as the cycle does)
+            pool, tests = contests.core.pool, len(problem["tests"])
+            await store.record_verdict(pool, row["id"], "internal_error", 0, tests, row["judge_rev"])
             continue
         contests._spawn(row["id"], contest_id, row["user_id"], request, runner, rev=row["judge_rev"], turn=turn)
 
@@ -162,7 +164,7 @@ async def rejudge(contests: Contests, user: Principal, contest_id: uuid.UUID, pr
         if problem is None:
             raise not_found("problem")
         rows = await _send_back(tx, contests, user, contest_id, problem_id, "rejudge")
-    _judge_all(contests, contest_id, problem, rows, runner)
+    await _judge_all(contests, contest_id, problem, rows, runner)
     return RejudgeOut(submissions=len(rows))
 
 
@@ -209,7 +211,7 @@ async def edit_problem(
                         changed=told)  # fmt: skip
         rows = await _send_back(tx, contests, user, contest_id, problem_id, "edit") if judged else []
     if judged:
-        _judge_all(contests, contest_id, row, rows, runner)
+        await _judge_all(contests, contest_id, row, rows, runner)
     elif "points" in changes:
         contests.live.touch(contest_id)
     return ProblemEditOut(problem=store.problem_out(row), rejudged=len(rows))
