@@ -9,13 +9,14 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from core_api.context import CORE
 from leaderboards import store
 from leaderboards.handlers import CONTESTS
-from tests.contest_helpers import A_OK, A_WRONG, PROBLEMS, api_with, at, ok
+from tests.contest_helpers import A_OK, A_WRONG, PROBLEMS, api_with, at, community_with, contest_body, ok
 from tests.test_contests import setup_war, submit, table
 
 WRONG_TESTS = [{"stdin": "1 2", "expected_output": "4"}]  # 1 + 2 is not 4: every correct answer fails
@@ -183,3 +184,49 @@ async def test_a_submission_made_while_the_tests_change_is_judged_with_the_new_o
         await tx.commit()
     status, sub = await sending
     assert (status, sub["verdict"]) == (200, "accepted"), sub  # judged with the tests the edit stored
+
+
+NAPPER = "import time\ntime.sleep(1)\nprint(3)\n"
+TRIVIAL = {"title": "Three", "tests": [{"stdin": "", "expected_output": "3"}], "cpu_ms": 1000}
+
+
+async def test_a_rejudge_does_not_hold_up_another_contests_judging(
+    aiohttp_client: Any, database_url: str, tmp_path: Path, sandbox_machine: None
+) -> None:
+    """One sandbox worker; a rejudge of four authors' slow programs, then a submission to another contest:
+    it is judged after the first of them, not after all four (the rejudge takes one turn, not four)."""
+    api = await api_with(aiohttp_client, database_url, tmp_path, sandbox_workers=1)
+    organizer, other = await api.user(name="organizer"), await api.user(name="other")
+    authors = [await api.user(name=f"author{i}") for i in range(4)]
+    busy = await community_with(api, organizer, "Busy", authors)
+    quiet = await community_with(api, other, "Quiet", [])
+    now = datetime.now(UTC)
+    window = {
+        "starts_at": (now - timedelta(minutes=1)).isoformat(),
+        "ends_at": (now + timedelta(hours=1)).isoformat(),
+        "freeze_at": None,
+    }
+    rejudged = await ok(
+        api, "POST", "/contests", organizer, json={**contest_body([busy], organizer=busy, problems=[TRIVIAL]), **window}
+    )
+    elsewhere = await ok(
+        api, "POST", "/contests", other, json={**contest_body([quiet], organizer=quiet, problems=[TRIVIAL]), **window}
+    )
+    problem = rejudged["problems"][0]["id"]
+    for author in authors:  # already judged once
+        await api.app[CORE].pool.execute(
+            "INSERT INTO contest_submissions (id, contest_id, problem_id, user_id, community_id, language, source,"
+            " submitted_at, verdict, passed, total, judged_at) VALUES ($1, $2, $3, $4, $5, 'python', $6, now(),"
+            " 'accepted', 1, 1, now())",
+            uuid.uuid4(), uuid.UUID(rejudged["id"]), uuid.UUID(problem), uuid.UUID(author.id), uuid.UUID(busy),
+            NAPPER,
+        )  # fmt: skip
+    assert (await ok(api, "POST", f"/contests/{rejudged['id']}/problems/{problem}/rejudge", organizer))[
+        "submissions"
+    ] == 4
+    path = f"/contests/{elsewhere['id']}/problems/{elsewhere['problems'][0]['id']}/submissions?wait=true"
+    status, judged = await api.call("POST", path, other, json={"language": "python", "source": "print(3)\n"})
+    assert (status, judged["verdict"]) == (200, "accepted"), judged
+    everyone = await ok(api, "GET", f"/contests/{rejudged['id']}/submissions?everyone=true", organizer)
+    assert len([s for s in everyone["items"] if s["verdict"] is None]) >= 2, everyone  # judged second, not fifth
+    await api.app[CONTESTS].wait_judged()
