@@ -230,3 +230,24 @@ async def test_a_rejudge_does_not_hold_up_another_contests_judging(
     everyone = await ok(api, "GET", f"/contests/{rejudged['id']}/submissions?everyone=true", organizer)
     assert len([s for s in everyone["items"] if s["verdict"] is None]) >= 2, everyone  # judged second, not fifth
     await api.app[CONTESTS].wait_judged()
+
+
+async def test_new_points_move_the_standings_at_once(api: Any) -> None:
+    organizer, solver = await api.user(name="organizer"), await api.user(name="solver")
+    community = await community_with(api, organizer, "Points", [solver])
+    body = contest_body([community], organizer=community, scoring="points", freeze_at=None)
+    contest = await ok(api, "POST", "/contests", organizer, json=body)
+    cid, a_id = contest["id"], contest["problems"][0]["id"]
+    await api.app[CORE].pool.execute(
+        "INSERT INTO contest_submissions (id, contest_id, problem_id, user_id, community_id, language, source,"
+        " submitted_at, verdict, passed, total, judged_at) VALUES ($1, $2, $3, $4, $5, 'python', 'x', $6,"
+        " 'accepted', 2, 2, now())",
+        uuid.uuid4(), uuid.UUID(cid), uuid.UUID(a_id), uuid.UUID(solver.id), uuid.UUID(community), at(5),
+    )  # fmt: skip
+    api.app[CONTESTS].clock = lambda: at(10)
+    before = await ok(api, "GET", f"/contests/{cid}/standings", solver)
+    assert [(p["score"], p["community_name"]) for p in before["people"]] == [(3, f"Points {organizer.id[:8]}")]
+    edited = await ok(api, "PATCH", f"/contests/{cid}/problems/{a_id}", organizer, json={"points": 7})
+    assert (edited["rejudged"], edited["problem"]["points"]) == (0, 7)
+    after = await ok(api, "GET", f"/contests/{cid}/standings", solver)
+    assert [p["score"] for p in after["people"]] == [7] and [c["score"] for c in after["communities"]] == [7]
