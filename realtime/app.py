@@ -19,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from collab_ide import console as collab_console
 from collab_ide import handlers as collab_handlers
 from core_api import assignments, auth, communities, courses, enrollments, executions, notifications, progress, users
 from core_api.context import CORE, Bus, Core
@@ -73,7 +74,9 @@ API = Api.combine(
     contest_prizes.api,  # prize approval and budgets (platform admins)
     contest_editing.api,  # managers edit problems and rejudge
 )
-EVENTS = Events.combine(room_handlers.events, room_chat.events, watch_handlers.events, contest_handlers.events)
+EVENTS = Events.combine(
+    room_handlers.events, room_chat.events, watch_handlers.events, contest_handlers.events, collab_console.events
+)
 OPENAPI = web.AppKey("openapi", dict)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
