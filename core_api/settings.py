@@ -460,6 +460,17 @@ class Settings(BaseSettings):
     contest_submit_rate_window_s: float = Field(
         60.0, gt=0, le=86400, description="Window of the per-user contest submission rate limit."
     )
+    contest_rejudge_rate_count: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Rejudges one contest may have per STUDYHALL_CONTEST_REJUDGE_RATE_WINDOW_S, counting "
+        "`POST .../rejudge` and problem edits that change tests or limits (each judges every submission of the "
+        "problem again); then 429. A manager fixing a problem needs one or two.",
+    )
+    contest_rejudge_rate_window_s: float = Field(
+        600.0, gt=0, le=86400, description="Window of the per-contest rejudge rate limit."
+    )
 
     @field_validator("database_url", "redis_url", "jwt_secret", "metrics_token", "metrics_port", "metrics_host",
                      mode="before")  # fmt: skip
