@@ -8,6 +8,7 @@ document and the *same frame* is forwarded to the other peers: nothing is re-enc
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from pycrdt import Doc
 from collab_ide import protocol
 from collab_ide.protocol import AwarenessEntry
 from collab_ide.sizes import SizeGuard, SizeLimits, TooLarge
+from collab_ide.updates import LeftPending, MissingDependencies, check, decode, decode_state_vector
+
+log = logging.getLogger(__name__)
 
 
 class Peer(Protocol):
@@ -67,6 +71,19 @@ def update_applier(doc: Doc[Any]) -> Callable[[bytes], None]:
     return apply
 
 
+def _ends(update: bytes) -> dict[int, int]:
+    """Per client, the clock up to which ``update`` brings structs or deletions."""
+    shape = decode(update)
+    ends: dict[int, int] = {}
+    for client, blocks in shape.clients:
+        if blocks:
+            clock, length, _, _ = blocks[-1]
+            ends[client] = max(ends.get(client, 0), clock + length)
+    for client, clock, length in shape.deletes:
+        ends[client] = max(ends.get(client, 0), clock + length)
+    return ends
+
+
 class InvalidUpdate(ValueError):
     """A document update (or state vector) the CRDT could not decode."""
 
@@ -113,6 +130,12 @@ class SharedDocument:
         self.workspace_id = workspace_id
         self.doc = doc
         self.sizes = SizeGuard(doc, size_limits, stored_bytes)
+        self.known: dict[int, int] = decode_state_vector(doc.get_state())
+        """The document's state vector (client id → next clock), kept up to date without asking pycrdt."""
+        self.awaited: dict[int, int] = {}
+        """What relayed updates that arrived ahead of their dependencies wait for (client → clock)."""
+        self.resynced_at = float("-inf")
+        """When this node last asked the others for what such updates wait for."""
         self._apply_update = update_applier(doc)
         self.version = version
         self.relay = relay
@@ -178,19 +201,23 @@ class SharedDocument:
     def apply(self, update: bytes, frame: bytes, origin: Peer | None, now: float) -> None:
         """Apply a client's update, forward ``frame`` to the other peers and nodes, queue it for the log.
 
-        ``frame`` must be an update message (``0, 2, ...``) carrying ``update``. Raises
-        :class:`~collab_ide.sizes.TooLarge` (nothing applied) for an update that would take the document
-        or one of its files past its cap, :class:`InvalidUpdate` for one that cannot be decoded.
+        ``frame`` must be an update message (``0, 2, ...``) carrying ``update``. Nothing is applied when
+        it raises: :class:`~collab_ide.updates.MissingDependencies` for an update the document could not
+        integrate whole (see :mod:`collab_ide.updates`), :class:`~collab_ide.sizes.TooLarge` for one that
+        would take the document or one of its files past its cap, :class:`InvalidUpdate` for one that
+        cannot be decoded.
         """
         if update == protocol.EMPTY_UPDATE:
             return
         try:
+            after = check(update, self.known)
             self.sizes.admit(update)
             self._apply_update(update)
         except ValueError as exc:
-            if isinstance(exc, TooLarge):
+            if isinstance(exc, TooLarge | MissingDependencies):
                 raise
             raise InvalidUpdate(str(exc)) from None
+        self._advance(after)
         for peer in self.peers:
             if peer is not origin:
                 peer.send(frame)
@@ -199,18 +226,63 @@ class SharedDocument:
         self.unsaved += 1
         self.last_change = now
 
-    def apply_remote(self, update: bytes, frame: bytes, now: float) -> None:
-        """Apply an update another node relayed (that node logs it) and forward it to local peers."""
+    def _advance(self, after: dict[int, int]) -> None:
+        if len(after) > 1 or self.awaited:
+            # Several clients' structs (a sync step 2), or relayed ones waiting: read the truth.
+            self.refresh_state()
+            short = {c: clock for c, clock in after.items() if self.known.get(c, 0) < clock}
+            if short:  # the check and the CRDT disagree (a bug): the sender is closed like any other gap
+                log.error("an update to %s left structs pending after its check: %s", self.workspace_id, short)
+                raise LeftPending("the document could not integrate all of it")
+        else:
+            self.known.update(after)
+
+    def refresh_state(self) -> None:
+        """Read the state vector from the document (after changes applied without a check)."""
+        self.known = decode_state_vector(self.doc.get_state())
+        if self.awaited and all(self.known.get(c, 0) >= clock for c, clock in self.awaited.items()):
+            self.awaited = {}
+
+    def apply_remote(self, update: bytes, frame: bytes, now: float) -> bool:
+        """Apply an update another node relayed (that node logs it) and forward it to local peers.
+
+        Other nodes check what their clients send, so a relayed update is applied even when it arrived
+        ahead of what it depends on (one node's message can overtake another's, or come while this node
+        was loading); True then: the caller asks the other nodes for what is missing (a HELLO), and the
+        CRDT holds the update until it comes.
+        """
         if update == protocol.EMPTY_UPDATE:
-            return
+            return False
+        decoded = True
+        try:
+            after: dict[int, int] | None = check(update, self.known)
+        except MissingDependencies:
+            after = None
+        except ValueError:  # not a shape this server reads (yet the sending node's CRDT took it)
+            after, decoded = None, False
         try:
             self._apply_update(update)
         except ValueError:
-            return  # the sending node applied it, so this cannot happen short of corruption in transit
+            return False  # the sending node applied it, so this cannot happen short of corruption in transit
+        if not decoded:
+            self.refresh_state()
+        elif after is None:
+            try:
+                ends = _ends(update)
+            except ValueError:
+                ends = {}
+            for client, clock in ends.items():
+                self.awaited[client] = max(self.awaited.get(client, 0), clock)
+            self.refresh_state()
+        elif len(after) > 1 or self.awaited:
+            self.refresh_state()
+        else:
+            self.known.update(after)
         self.sizes.applied_elsewhere(update)
         self._broadcast(frame, None)
         self.unsaved += 1
         self.last_change = now
+        return decoded and after is None
 
     # --- awareness -----------------------------------------------------------------------------
 

@@ -37,6 +37,8 @@ from collab_ide.store import DocumentLog, files_of
 
 log = logging.getLogger(__name__)
 AWARENESS_TIMEOUT_S = 30.0
+RESYNC_INTERVAL_S = 1.0
+"""At most this often per document, a node whose relayed updates wait for missing ones asks again."""
 
 
 def _malloc_trim() -> Callable[[], None]:
@@ -188,12 +190,15 @@ class DocumentManager:
             return
         if op == OP_FRAMES:
             now = self.clock()
+            gap = False
             for frame in protocol.split_var_bytes(body):
                 kind, payload = protocol.decode(frame)
                 if kind is protocol.Kind.UPDATE:
-                    doc.apply_remote(payload, frame, now)
+                    gap = doc.apply_remote(payload, frame, now) or gap
                 elif kind is protocol.Kind.AWARENESS:
                     doc.node_awareness(protocol.decode_awareness(payload), frame, now)
+            if gap:
+                self._resync(doc, now)
         elif op == OP_HELLO:
             try:
                 missing = doc.doc.get_update(body)
@@ -207,6 +212,13 @@ class DocumentManager:
             self._spawn(self._recheck(doc, uuid.UUID(bytes=body)))
         elif op == OP_RESYNC:
             self.relay.hello(workspace_id, doc.doc.get_state())
+
+    def _resync(self, doc: SharedDocument, now: float) -> None:
+        """Relayed updates arrived ahead of what they depend on: ask the other nodes for what this one
+        lacks (their answer to a HELLO), at most once per :data:`RESYNC_INTERVAL_S`."""
+        if now - doc.resynced_at >= RESYNC_INTERVAL_S:
+            doc.resynced_at = now
+            self.relay.hello(doc.workspace_id, doc.doc.get_state())
 
     async def access_changed(self, workspace_id: uuid.UUID, user_id: uuid.UUID) -> None:
         """A user's access changed (committed): their connections on every node re-check it."""
@@ -255,6 +267,8 @@ class DocumentManager:
                 now = self.clock()
                 for doc in list(self.docs.values()):
                     doc.forget_stale_awareness(now - AWARENESS_TIMEOUT_S)
+                    if doc.awaited:
+                        self._resync(doc, now)
                     logged = doc.logged + self.log_rows_at_load.get(doc.workspace_id, 0)
                     idle = doc.unsaved and now - doc.last_change >= self.tuning.compact_idle_s
                     if logged >= self.tuning.compact_after_updates or idle:
@@ -315,6 +329,7 @@ class DocumentManager:
         doc.logged = 0
         self.log_rows_at_load[doc.workspace_id] = 0
         if result.news is not None:
+            doc.refresh_state()
             doc.sizes.applied_elsewhere(result.news, counted=True)
             frame = protocol.update_message(result.news)
             for peer in doc.peers:

@@ -29,7 +29,7 @@ from collab_ide.schemas import (
 )
 from collab_ide.sizes import SizeLimits
 from collab_ide.store import DocumentLog
-from collab_ide.websocket import CLOSE_GOING_AWAY, SocketPeer, make_handler
+from collab_ide.websocket import CLOSE_GOING_AWAY, HoldLimits, SocketPeer, make_handler
 from core_api.context import CORE, Page, PageQuery, core_of
 from core_api.executions import EXECUTIONS, ExecutionQuery
 from core_api.http import Api, Call, Download, Reply
@@ -197,7 +197,10 @@ def mount(app: web.Application, settings: Settings, node_id: str, registry: Coll
     connections = Gauge("studyhall_yjs_connections", "Open y-websocket connections on this node", registry=registry)
     app.cleanup_ctx.append(documents)
     app.on_shutdown.append(disconnect_editors)
-    app.router.add_get("/yjs/{workspace_id}", make_handler(lambda a: a[DOCUMENTS], settings.collab_max_message_bytes))
+    hold = HoldLimits(max_bytes=settings.collab_held_max_bytes, timeout_s=settings.collab_held_timeout_s)
+    app.router.add_get(
+        "/yjs/{workspace_id}", make_handler(lambda a: a[DOCUMENTS], settings.collab_max_message_bytes, hold)
+    )
 
 
 def _going_away(peer: object) -> None:

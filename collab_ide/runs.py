@@ -7,6 +7,7 @@ from the client. When the program ends, wherever it ran, the room of the workspa
 (one event per non-empty stream: ``compile``, ``stdout``, ``stderr``) and then ``run:finished`` with the
 whole execution (``core_api.executions._publish_workspace_run``); a workspace outside any room sends them
 to the personal room of whoever started the run. The history of runs stays with the workspace.
+An ``interactive`` run reads what members type while it runs (``run:input``, :mod:`collab_ide.console`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ class RunIn(Input):
     entry: str | None = Field(None, max_length=255, description="The file to run (default: the workspace's entry).")
     language: str | None = Field(None, max_length=32, description="Default: the workspace's language.")
     stdin: str = Field("", max_length=MAX_STDIN_CHARS, description="Standard input of the run.")
+    interactive: bool = Field(
+        False,
+        description="Keep stdin open after `stdin`, like a console: `run:input` events type into the running "
+        "program until one says `eof` (or the program ends).",
+    )
 
 
 class RunOut(BaseModel):
@@ -99,7 +105,7 @@ async def start_run(
     # The job carries where its live output goes: the workspace's room, or the runner's own.
     topic = f"room:{row['room_id']}" if row["room_id"] is not None else f"user:{user.id}"
     live = {"run_id": str(run_id), "workspace_id": str(workspace_id), "run_topic": topic, "run_entry": entry}
-    await executions.create(user, request, wait=wait, link=link, context=live)
+    await executions.create(user, request, wait=wait, link=link, context=live, interactive=body.interactive)
     return await _run(core, workspace_id, run_id)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Language = Literal["python", "javascript", "c"]
+Language = Literal["python", "javascript", "c", "cpp"]
 
 
 @dataclass(frozen=True)
@@ -40,5 +40,15 @@ TEMPLATES: dict[str, Template] = {
         "c",
         "main.c",
         {"main.c": '#include <stdio.h>\n\nint main(void) {\n    printf("Hello, studyhall!\\n");\n    return 0;\n}\n'},
+    ),
+    "cpp": Template(
+        "cpp",
+        "main.cpp",
+        {
+            "main.cpp": '#include <iostream>\n#include "greet.hpp"\n\nint main() {\n'
+            '    std::cout << greeting("studyhall") << std::endl;\n    return 0;\n}\n',
+            "greet.hpp": "#pragma once\n#include <string>\n\n"
+            'inline std::string greeting(const std::string& name) { return "Hello, " + name + "!"; }\n',
+        },
     ),
 }

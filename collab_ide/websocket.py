@@ -16,6 +16,8 @@ Close codes (the reason says more):
 | 4404 | no such workspace, or one the user may not see |
 | 4413 | an update that would make the workspace or one of its files larger than its cap (refused whole) |
 | 1002 | a malformed or truncated message, or an update the CRDT cannot decode |
+| 1008 | an update that depends on changes the server does not have, or deletes what it does not have (refused |
+|      | whole: the CRDT would hold it in memory; a client that syncs first never sends one, and reconnects) |
 | 1003 | a text frame or an unknown message type |
 | 1009 | a message over ``STUDYHALL_COLLAB_MAX_MESSAGE_BYTES`` (aiohttp closes it) |
 | 1013 | the client does not read fast enough |
@@ -36,6 +38,7 @@ import struct
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -46,6 +49,7 @@ from collab_ide.document import InvalidUpdate, SharedDocument
 from collab_ide.documents import DocumentManager
 from collab_ide.protocol import Kind, ProtocolError
 from collab_ide.sizes import TooLarge
+from collab_ide.updates import LeftPending, MissingDependencies
 from core_api.auth import AUTH, current_principal, principal_from_url
 from core_api.context import CORE, Core
 from core_api.errors import AppError
@@ -60,6 +64,7 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_LARGE = 4413
 CLOSE_PROTOCOL = 1002
+CLOSE_OUT_OF_SYNC = 1008
 CLOSE_UNSUPPORTED = 1003
 CLOSE_TRY_AGAIN = 1013
 CLOSE_GOING_AWAY = 1001
@@ -156,6 +161,28 @@ class SocketPeer:
             self.closing = asyncio.ensure_future(self.ws.close(code=code, message=reason.encode()[:120]))
 
 
+@dataclass(frozen=True)
+class HoldLimits:
+    """How much of a client's updates that arrive ahead of what they depend on the connection keeps
+    until it comes (``STUDYHALL_COLLAB_HELD_*``).
+
+    A client that reconnects sends what it types at once, while its sync step 2 (which carries what
+    the server lacks, after a node died say) is one round trip away; a client whose edits were refused
+    while it was read-only continues from them once it may edit. Such an update is held by the
+    connection, counted, and applied as soon as it can be, in order; when the connection starts to hold,
+    the server sends it a sync step 1, which a y-protocols client answers with everything the server
+    lacks. Past either limit, or if what it waits for does not come in time, the connection is closed
+    with 1008 and what it held is dropped.
+
+    Args:
+        max_bytes: updates one connection may hold at once.
+        timeout_s: how long the oldest may wait.
+    """
+
+    max_bytes: int = 64 * 1024
+    timeout_s: float = 10.0
+
+
 class Session:
     """The message loop of one connection; handlers are looked up by message kind in :data:`HANDLERS`.
 
@@ -163,13 +190,32 @@ class Session:
     cycle keeping the session, and through it the document, alive until the cyclic GC runs.)
     """
 
-    def __init__(self, ws: web.WebSocketResponse, doc: SharedDocument, peer: SocketPeer, docs: DocumentManager):
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        doc: SharedDocument,
+        peer: SocketPeer,
+        docs: DocumentManager,
+        hold: HoldLimits = HoldLimits(),
+    ):
         self.ws = ws
         self.doc = doc
         self.peer = peer
         self.docs = docs
+        self.hold_limits = hold
+        self.held: list[bytes] = []
+        """Updates that wait for what they depend on, in the order they came (their frames are made again)."""
+        self.held_bytes = 0
+        self._held_timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self._held_timer is not None:
+                self._held_timer.cancel()
+
+    async def _run(self) -> None:
         ws = self.ws
         handlers = HANDLERS
         decode = protocol.decode
@@ -186,6 +232,12 @@ class Session:
                     return
                 except InvalidUpdate:
                     await ws.close(code=CLOSE_PROTOCOL, message=b"the update could not be decoded")
+                    return
+                except MissingDependencies as exc:  # refused whole: the CRDT would have held it in memory
+                    if isinstance(exc, LeftPending):
+                        log.error("closing a /yjs connection to %s: %s", self.doc.workspace_id, exc)
+                    reason = b"the update depends on changes the server does not have"
+                    await ws.close(code=CLOSE_OUT_OF_SYNC, message=reason)
                     return
                 except TooLarge as exc:  # refused whole: nothing applied, forwarded or stored
                     reason = str(exc).encode()[:120].decode(errors="ignore").encode()  # a close reason is UTF-8
@@ -210,8 +262,53 @@ class Session:
         if not self.peer.can_edit:
             self.refuse()
             return
-        self.doc.apply(update, frame, self.peer, time.monotonic())
+        now = time.monotonic()
+        try:
+            self.doc.apply(update, frame, self.peer, now)
+        except MissingDependencies as exc:
+            if isinstance(exc, LeftPending):
+                raise
+            self.hold(update)
+            return
         self.docs.updated(self.doc)
+        if self.held:
+            self.apply_held(now)
+
+    def hold(self, update: bytes) -> None:
+        """Keep an update that waits for what it depends on; :class:`MissingDependencies` past the limits."""
+        if self.held_bytes + len(update) > self.hold_limits.max_bytes:
+            raise MissingDependencies("too much waits for changes the server does not have")
+        if not self.held:
+            self._held_timer = asyncio.get_running_loop().call_later(self.hold_limits.timeout_s, self._held_expired)
+            self.peer.send(protocol.sync_step1(self.doc.doc.get_state()))  # "send me what I lack"
+        self.held.append(update)
+        self.held_bytes += len(update)
+
+    def _held_expired(self) -> None:
+        self._held_timer = None
+        if self.held:
+            self.peer.close(CLOSE_OUT_OF_SYNC, "the update depends on changes the server does not have")
+
+    def apply_held(self, now: float) -> None:
+        """Apply, in order, the held updates whose dependencies have come (as many rounds as it takes)."""
+        while self.held:
+            waiting: list[bytes] = []
+            for update in self.held:
+                try:
+                    self.doc.apply(update, protocol.update_message(update), self.peer, now)
+                except MissingDependencies as exc:
+                    if isinstance(exc, LeftPending):
+                        raise
+                    waiting.append(update)
+                    continue
+                self.held_bytes -= len(update)
+                self.docs.updated(self.doc)
+            if len(waiting) == len(self.held):
+                break
+            self.held = waiting
+        if not self.held and self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
 
     def on_awareness(self, payload: bytes, frame: bytes) -> None:
         self.doc.client_awareness(self.peer, payload, frame)
@@ -239,7 +336,9 @@ async def _refuse(ws: web.WebSocketResponse, code: int, reason: str) -> web.WebS
     return ws
 
 
-def make_handler(docs: Callable[[web.Application], DocumentManager], max_message_bytes: int) -> Any:
+def make_handler(
+    docs: Callable[[web.Application], DocumentManager], max_message_bytes: int, hold: HoldLimits = HoldLimits()
+) -> Any:
     """The aiohttp handler of ``/yjs/{workspace_id}``; ``docs`` finds the app's manager."""
 
     async def yjs_socket(request: web.Request) -> web.StreamResponse:
@@ -269,7 +368,7 @@ def make_handler(docs: Callable[[web.Application], DocumentManager], max_message
         peer = SocketPeer(ws, request.transport, core, user, workspace_id, access.edit)
         manager.attach(doc, peer)
         try:
-            await Session(ws, doc, peer, manager).run()
+            await Session(ws, doc, peer, manager, hold).run()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # pycrdt's Rust panics are BaseExceptions: one client must not take the node

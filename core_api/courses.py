@@ -51,6 +51,9 @@ class CourseOut(BaseModel):
     status: Literal["draft", "published"]
     lecture_count: int
     total_duration_s: float
+    price_coins: int | None = Field(
+        None, description="The course's price in coins (buy it with `POST /courses/{id}/buy`); null when it is free."
+    )
     created_at: datetime
     updated_at: datetime
     published_at: datetime | None
@@ -115,7 +118,8 @@ class LectureList(BaseModel):
 _COURSE_COLUMNS = """c.id, c.owner_id, c.title, c.description, c.status, c.created_at, c.updated_at,
     c.published_at,
     (SELECT count(*) FROM lectures l WHERE l.course_id = c.id) AS lecture_count,
-    (SELECT coalesce(sum(l.duration_s), 0) FROM lectures l WHERE l.course_id = c.id) AS total_duration_s"""
+    (SELECT coalesce(sum(l.duration_s), 0) FROM lectures l WHERE l.course_id = c.id) AS total_duration_s,
+    (SELECT p.coins FROM course_prices p WHERE p.course_id = c.id) AS price_coins"""
 _LECTURE_COLUMNS = "id, course_id, position, title, media_kind, media_url, duration_s, created_at"
 
 

@@ -28,9 +28,10 @@ from pydantic import BaseModel, Field, ValidationError
 
 from core_api.context import Core, Tx, new_id
 from core_api.db import Connection, Record
-from core_api.errors import AppError, ErrorCode, invalid, not_found
+from core_api.errors import AppError, ErrorCode, conflict, invalid, not_found
 from core_api.http import Api, Call, Input, Principal, Query, Reply
 from core_api.settings import Settings
+from sandbox.console import InputRefusal, InputRefused
 from sandbox.core import InvalidRequest
 from sandbox.languages import LanguageInfo
 from sandbox.models import (
@@ -516,10 +517,14 @@ class Executions:
         wait: bool,
         link: Callable[[Connection, uuid.UUID], Awaitable[None]] | None = None,
         context: dict[str, str] | None = None,
+        interactive: bool = False,
     ) -> ExecutionOut:
         """Admit and start an execution; ``link`` runs in the transaction that stores it (a workspace run
-        records itself there, so it exists before the program can finish)."""
+        records itself there, so it exists before the program can finish). ``interactive``: a run whose
+        stdin stays open for :meth:`send_input` (a workspace's console)."""
         request = body.to_request()
+        if interactive and isinstance(request, RunRequest):
+            request = request.model_copy(update={"interactive": True})
         try:
             self.runner.validate(request)
             await self.runner.ready()
@@ -544,7 +549,8 @@ class Executions:
                 await link(tx.conn, execution_id)
         job_context = {**(context or {}), "execution_id": str(execution_id), "user_id": str(user.id)}
         try:
-            submitted = await self.runner.submit(request, job_context)
+            # The job is named by its execution, so that input typed into the run finds it (send_input).
+            submitted = await self.runner.submit(request, job_context, job_id=str(execution_id))
         except (QueueFull, SandboxUnavailable, InvalidRequest) as exc:
             await self.core.pool.execute("DELETE FROM executions WHERE id = $1", execution_id)
             if isinstance(exc, QueueFull):
@@ -565,6 +571,25 @@ class Executions:
             except Exception:
                 log.exception("execution %s failed in the runner", execution_id)
         return await self.get(user, execution_id)
+
+    async def send_input(self, execution_id: uuid.UUID, data: bytes, eof: bool) -> None:
+        """Feed an interactive run's stdin (the caller checked who may): ``conflict`` once it has finished
+        or its input is closed, ``payload_too_large`` past ``run_input_total_bytes``."""
+        row = await self.core.pool.fetchrow("SELECT kind, state FROM executions WHERE id = $1", execution_id)
+        if row is None:
+            raise not_found("execution")
+        if row["state"] == "finished":
+            raise conflict("the run has finished; its program reads no more input")
+        try:
+            await self.runner.send_input(str(execution_id), data, eof, self.settings.run_input_total_bytes)
+        except InputRefused as exc:
+            if exc.reason == InputRefusal.TOO_LARGE:
+                raise AppError(ErrorCode.PAYLOAD_TOO_LARGE, str(exc)) from None
+            if exc.reason == InputRefusal.CLOSED:
+                raise conflict(str(exc)) from None
+            raise conflict("the run has finished, or was not started with interactive input") from None
+        except SandboxUnavailable as exc:
+            raise AppError(ErrorCode.UNAVAILABLE, str(exc), {"retry_after_s": 1}) from None
 
     def count_in_flight(self, counter: InFlightCounter) -> None:
         """Count another kind of sandbox job (contest submissions) against ``STUDYHALL_SANDBOX_PER_USER``."""

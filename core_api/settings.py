@@ -349,6 +349,18 @@ class Settings(BaseSettings):
     sandbox_compile_cpu_ms: int = Field(10000, ge=100, description="CPU time of a compile step.")
     sandbox_compile_wall_ms: int = Field(20000, ge=100, description="Wall time of a compile step.")
     sandbox_compile_memory_kb: int = Field(524288, ge=65536, description="Memory of a compile step.")
+    run_input_max_bytes: int = Field(
+        4096,
+        ge=1,
+        le=65536,
+        description="Largest `run:input` event (bytes of UTF-8 text typed into a running program).",
+    )
+    run_input_total_bytes: int = Field(
+        65536, ge=1, le=16 * 1024 * 1024, description="Bytes that may be typed into one run in all (`run:input`)."
+    )
+    run_input_per_s: float = Field(
+        20.0, gt=0, le=1000, description="`run:input` events one connection may send per second (bursts of as many)."
+    )
 
     # --- collaborative editing (collab_ide) ---
     collab_max_message_bytes: int = Field(
@@ -412,6 +424,23 @@ class Settings(BaseSettings):
         "everyone on every node, when it disconnects.",
     )
 
+    collab_held_max_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Updates one /yjs connection may hold while they wait for changes the server does not have "
+        "(a client that reconnects types before its sync step 2 arrives; one whose edits were refused while "
+        "read-only continues from them). Held updates are applied, in order, once what they need comes; past "
+        "this the connection is closed with 1008. The CRDT itself never keeps such an update.",
+    )
+    collab_held_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="...and the longest an update may be held: then the connection is closed with 1008 (a "
+        "y-websocket client reconnects and syncs).",
+    )
+
     # --- group wars (contests; see leaderboards/ and docs/group-wars.md) ---
     contest_cycle_s: float = Field(
         30.0, ge=0, le=3600, description="Seconds between two passes of the weekly contest cycle (0: no cycle here)."
@@ -446,6 +475,17 @@ class Settings(BaseSettings):
     )
     contest_submit_rate_window_s: float = Field(
         60.0, gt=0, le=86400, description="Window of the per-user contest submission rate limit."
+    )
+    contest_rejudge_rate_count: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Rejudges one contest may have per STUDYHALL_CONTEST_REJUDGE_RATE_WINDOW_S, counting "
+        "`POST .../rejudge` and problem edits that change tests or limits (each judges every submission of the "
+        "problem again); then 429. A manager fixing a problem needs one or two.",
+    )
+    contest_rejudge_rate_window_s: float = Field(
+        600.0, gt=0, le=86400, description="Window of the per-contest rejudge rate limit."
     )
 
     @field_validator("database_url", "redis_url", "jwt_secret", "metrics_token", "metrics_port", "metrics_host",

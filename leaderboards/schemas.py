@@ -58,9 +58,10 @@ class ContestIn(Input):
     prizes: list[Annotated[int, Field(ge=0, le=MAX_PRIZE)]] = Field(
         default_factory=list,
         max_length=10,
-        description="Coins for each member who solved a problem for the communities ranked 1, 2, ... (paid once, "
-        "when finalised, from a prize budget a platform admin set). Prizes need a platform admin's approval "
-        "before the contest may start.",
+        description="Coins for each member who solved a problem for the communities ranked 1, 2, ... (paid once "
+        "per placement, when finalised, from a prize budget a platform admin set: a member who solved for two "
+        "placed communities gets both prizes). Prizes need a platform admin's approval before the contest may "
+        "start.",
     )
 
     @model_validator(mode="after")
@@ -195,6 +196,9 @@ class PersonRow(BaseModel):
     community_id: uuid.UUID | None = Field(
         description="The community this row scores for: a person has one row per community they submitted for."
     )
+    community_name: str | None = Field(
+        None, description="The name of the community this row scores for (those taking part accepted to be named)."
+    )
     score: int
     solved: int
     penalty: int
@@ -217,6 +221,16 @@ class StandingsOut(BaseModel):
     scoring: Literal["icpc", "points"]
     people: list[PersonRow]
     communities: list[CommunityRow]
+
+    @model_validator(mode="after")
+    def _name_people_rows(self) -> StandingsOut:
+        """Each person row names its community from the community rows: the communities taking part, which
+        accepted to be named (all of them: a contest has at most MAX_COMMUNITIES, fewer than a push lists)."""
+        named = {c.community_id: c.name for c in self.communities}
+        for person in self.people:
+            if person.community_name is None and person.community_id is not None:
+                person.community_name = named.get(person.community_id)
+        return self
 
 
 class StandingsQuery(Query):

@@ -270,6 +270,13 @@ class Contests:
         submission_id = new_id()
         async with self.core.transaction() as tx:
             await self._admit(tx.conn, user)
+            # Judged with the tests stored when it is: an edit waits for this insert (and then judges it again),
+            # or this reads the edit's tests.
+            now_stored = await tx.conn.fetchrow(
+                "SELECT id, tests, cpu_ms, memory_kb FROM contest_problems WHERE id = $1 FOR SHARE", problem_id
+            )
+            if now_stored is not None and now_stored != problem:
+                request = self._judge_request(body, now_stored)
             await tx.conn.execute(
                 "INSERT INTO contest_submissions (id, contest_id, problem_id, user_id, community_id, language, source,"
                 " submitted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -300,9 +307,19 @@ class Contests:
             )
 
     def _spawn(
-        self, submission_id: uuid.UUID, contest_id: uuid.UUID, user_id: uuid.UUID, request: JudgeRequest, runner: Any
+        self,
+        submission_id: uuid.UUID,
+        contest_id: uuid.UUID,
+        user_id: uuid.UUID,
+        request: JudgeRequest,
+        runner: Any,
+        *,
+        rev: int = 0,
+        turn: str | None = None,
     ) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._judge(submission_id, contest_id, user_id, request, runner))
+        """Judge a submission in a task of its own; ``rev`` is its judging revision (only that one's verdict
+        is stored), ``turn`` whose turn it takes in the fair gate (its author's, or a whole rejudge's)."""
+        task = asyncio.create_task(self._judge(submission_id, contest_id, user_id, request, runner, rev, turn))
         self._judging.add(task)
         self._pending.add(submission_id)
 
@@ -335,13 +352,20 @@ class Contests:
         return request
 
     async def _judge(
-        self, submission_id: uuid.UUID, contest_id: uuid.UUID, user_id: uuid.UUID, request: JudgeRequest, runner: Any
+        self,
+        submission_id: uuid.UUID,
+        contest_id: uuid.UUID,
+        user_id: uuid.UUID,
+        request: JudgeRequest,
+        runner: Any,
+        rev: int = 0,
+        turn: str | None = None,
     ) -> None:
         verdict, passed, total = "internal_error", 0, len(request.tests)
         # The job's user decides its turn here and in the runner's own queue: one author's submissions
         # never keep other authors' (in any contest) waiting behind them.
         context = {"user_id": str(user_id), "contest_id": str(contest_id), "submission_id": str(submission_id)}
-        async with self._gate.place(context["user_id"]):
+        async with self._gate.place(turn or context["user_id"]):
             for attempt in range(1200):
                 try:
                     result = await (await runner.submit(request, context)).result
@@ -355,7 +379,7 @@ class Contests:
                 except Exception:
                     log.exception("judging submission %s failed", submission_id)
                     break
-        await store.record_verdict(self.core.pool, submission_id, verdict, passed, total)
+        await store.record_verdict(self.core.pool, submission_id, verdict, passed, total, rev)
         self.live.touch(contest_id)
 
     async def submission(self, user: Principal, contest_id: uuid.UUID, submission_id: uuid.UUID) -> SubmissionOut:
@@ -383,19 +407,22 @@ class Contests:
         )
         return [store.submission_out(r, contest) for r in rows]
 
-    async def judge_stale(self, older_than: datetime) -> int:
+    async def judge_stale(self, older_than: datetime, stale_s: float = 300.0) -> int:
         """Judge again submissions still without a verdict since before ``older_than`` whose judging this node
-        does not hold (their node stopped mid-judging). Judging one twice is harmless: same program, same
-        verdict. Returns how many went back to the judge."""
+        does not hold (their node stopped mid-judging); one sent back by a rejudge, ``stale_s`` seconds after it
+        was (server clock). Judging one twice is harmless: same program, same verdict, and only the latest
+        judging revision's is stored. Returns how many went back to the judge."""
         if self.executions is None or self.executions.runner.unavailable is not None:
             return 0
         rows = await self.core.pool.fetch(
-            "SELECT s.id, s.contest_id, s.user_id, s.language, s.source, p.tests, p.cpu_ms, p.memory_kb"
+            "SELECT s.id, s.contest_id, s.user_id, s.language, s.source, s.judge_rev, p.tests, p.cpu_ms, p.memory_kb"
             " FROM contest_submissions s JOIN contest_problems p ON p.id = s.problem_id"
             " JOIN contests c ON c.id = s.contest_id"
             " WHERE s.verdict IS NULL AND NOT s.disqualified AND s.submitted_at < $1 AND c.finalised_at IS NULL"
+            " AND (s.queued_at IS NULL OR s.queued_at < now() - make_interval(secs => $2))"
             " ORDER BY s.submitted_at LIMIT 500",
             older_than,
+            stale_s,
         )
         count = 0
         for row in rows:
@@ -404,9 +431,12 @@ class Contests:
             try:
                 request = self._judge_request(SubmissionIn(language=row["language"], source=row["source"]), row)
             except AppError:
-                await store.record_verdict(self.core.pool, row["id"], "internal_error", 0, len(row["tests"]))
+                await store.record_verdict(
+                    self.core.pool, row["id"], "internal_error", 0, len(row["tests"]), row["judge_rev"]
+                )
                 continue
-            self._spawn(row["id"], row["contest_id"], row["user_id"], request, self.executions.runner)
+            self._spawn(row["id"], row["contest_id"], row["user_id"], request, self.executions.runner,
+                        rev=row["judge_rev"])  # fmt: skip
             count += 1
         return count
 
@@ -417,32 +447,6 @@ class Contests:
         await self.live.idle()
 
     # --- admin actions ----------------------------------------------------------------------------
-
-    async def rejudge(self, user: Principal, contest_id: uuid.UUID, problem_id: uuid.UUID) -> int:
-        """Judge every submission of a problem again (after fixing its tests); standings follow as verdicts land."""
-        contest = await self.contest(contest_id)
-        if not await self.can_manage(user, contest):
-            raise forbidden("only the contest's managers may rejudge")
-        runner = self._runner()
-        async with self.core.transaction() as tx:
-            problem = await tx.conn.fetchrow(
-                "SELECT id, tests, cpu_ms, memory_kb FROM contest_problems WHERE id = $1 AND contest_id = $2",
-                problem_id,
-                contest_id,
-            )
-            if problem is None:
-                raise not_found("problem")
-            rows = await tx.conn.fetch(
-                "UPDATE contest_submissions SET verdict = NULL, passed = NULL, total = NULL, judged_at = NULL"
-                " WHERE problem_id = $1 RETURNING id, user_id, language, source",
-                problem_id,
-            )
-            await audit(tx, user.id, "contest.rejudge", "contest_problem", problem_id, submissions=len(rows))
-        self.live.touch(contest_id)
-        for row in rows:
-            request = self._judge_request(SubmissionIn(language=row["language"], source=row["source"]), problem)
-            self._spawn(row["id"], contest_id, row["user_id"], request, runner)
-        return len(rows)
 
     async def disqualify(
         self, user: Principal, contest_id: uuid.UUID, submission_id: uuid.UUID, reason: str
@@ -562,7 +566,8 @@ class Contests:
     # --- finalising and the all-time ranking ------------------------------------------------------
 
     async def finalise(self, user: Principal, contest_id: uuid.UUID) -> ContestOut:
-        """End the contest for good: unfreeze, record each community's result once, update all-time."""
+        """End the contest for good: unfreeze, record each community's result once, pay its prizes (in the
+        same transaction), update all-time."""
         contest = await self.contest(contest_id)
         if not await self.can_manage(user, contest):
             raise forbidden("only the contest's managers may finalise it")
@@ -594,6 +599,8 @@ class Contests:
             )
             await tx.conn.execute("UPDATE contests SET finalised_at = now() WHERE id = $1", contest_id)
             await audit(tx, actor_id, "contest.finalise", "contest", contest_id)
+            # Prizes are paid with the results they follow from, or the payout is blocked (the cycle retries).
+            await prizes.award_in(tx, contest_id)
         await self.refresh_alltime()
         self.live.touch(contest_id)
         return True

@@ -222,12 +222,17 @@ async def attempts_changed(
     return changed, removed, {str(r["user_id"]): r["display_name"] for r in rows if r["user_id"] is not None}
 
 
-async def record_verdict(pool: Pool, submission_id: uuid.UUID, verdict: str, passed: int, total: int) -> Any:
+async def record_verdict(
+    pool: Pool, submission_id: uuid.UUID, verdict: str, passed: int, total: int, rev: int = 0
+) -> Any:
+    """Store a verdict judged at revision ``rev``; nothing if the submission was sent back since (a rejudge
+    after an edit: the newer judging stores its own). The contest's id, or None when nothing was stored."""
     return await pool.fetchval(
         "UPDATE contest_submissions SET verdict = $2, passed = $3, total = $4, judged_at = now()"
-        " WHERE id = $1 RETURNING contest_id",
+        " WHERE id = $1 AND judge_rev = $5 RETURNING contest_id",
         submission_id,
         verdict,
         passed,
         total,
+        rev,
     )

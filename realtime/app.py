@@ -19,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from collab_ide import console as collab_console
 from collab_ide import handlers as collab_handlers
 from core_api import assignments, auth, communities, courses, enrollments, executions, notifications, progress, users
 from core_api.context import CORE, Bus, Core
@@ -28,6 +29,7 @@ from core_api.events import Events
 from core_api.http import CLIENT_ADDR, Api
 from core_api.settings import Settings
 from leaderboards import cycle as contest_cycle
+from leaderboards import editing as contest_editing
 from leaderboards import handlers as contest_handlers
 from leaderboards import prizes as contest_prizes
 from leaderboards import wallet as contest_wallet
@@ -70,8 +72,11 @@ API = Api.combine(
     contest_cycle.api,
     contest_wallet.api,
     contest_prizes.api,  # prize approval and budgets (platform admins)
+    contest_editing.api,  # managers edit problems and rejudge
 )
-EVENTS = Events.combine(room_handlers.events, room_chat.events, watch_handlers.events, contest_handlers.events)
+EVENTS = Events.combine(
+    room_handlers.events, room_chat.events, watch_handlers.events, contest_handlers.events, collab_console.events
+)
 OPENAPI = web.AppKey("openapi", dict)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

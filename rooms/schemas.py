@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
 
 from core_api.context import PageQuery
 from core_api.http import Input
@@ -73,8 +73,17 @@ class RoomMemberOut(BaseModel):
 
 
 class InviteIn(Input):
-    user_id: uuid.UUID
+    user_id: uuid.UUID | None = Field(None, description="Who to invite; or give `email` instead.")
+    email: str | None = Field(
+        None, min_length=1, max_length=254, description="The invitee's account email (any case), instead of `user_id`."
+    )
     role: Literal["member", "moderator"] = Field("member", description="`moderator` only when the host invites.")
+
+    @model_validator(mode="after")
+    def _one_invitee(self) -> InviteIn:
+        if (self.user_id is None) == (self.email is None):
+            raise ValueError("give exactly one of user_id and email")
+        return self
 
 
 class RoomRoleIn(Input):

@@ -24,7 +24,7 @@ from core_api.context import (
 )
 from core_api.courses import visible_course
 from core_api.db import Connection, Record
-from core_api.errors import conflict, forbidden, invalid, not_found
+from core_api.errors import AppError, ErrorCode, conflict, forbidden, invalid, not_found
 from core_api.http import Principal
 from rooms.access import (
     ROOM_COLUMNS,
@@ -187,23 +187,29 @@ async def invite(core: Core, user: Principal, room_id: uuid.UUID, body: InviteIn
         if body.role == "moderator" and not user.is_admin and (acting is None or acting["role"] != "host"):
             raise forbidden("only the host can invite moderators")
         require_open(room)
-        if not await tx.conn.fetchval("SELECT 1 FROM users WHERE id = $1", body.user_id):
-            raise not_found("user")
-        existing = await membership(tx.conn, room_id, body.user_id)
+        if body.email is not None:
+            invitee = await tx.conn.fetchval("SELECT id FROM users WHERE lower(email) = lower($1)", body.email.strip())
+            if invitee is None:
+                raise AppError(ErrorCode.NOT_FOUND, "no account has this email")
+        else:
+            invitee = await tx.conn.fetchval("SELECT id FROM users WHERE id = $1", body.user_id)
+            if invitee is None:
+                raise not_found("user")
+        existing = await membership(tx.conn, room_id, invitee)
         if existing is not None:
             if existing["banned_at"] is not None:
-                raise conflict("this user is banned from the room", user_id=str(body.user_id))
-            raise conflict("this user is already a member", user_id=str(body.user_id))
+                raise conflict("this user is banned from the room", user_id=str(invitee))
+            raise conflict("this user is already a member", user_id=str(invitee))
         await tx.conn.execute(
             "INSERT INTO room_members (room_id, user_id, role, invited_by) VALUES ($1, $2, $3, $4)",
             room_id,
-            body.user_id,
+            invitee,
             body.role,
             user.id,
         )
         await notify(
             tx,
-            body.user_id,
+            invitee,
             "room_invite",
             {
                 "room_id": str(room_id),
@@ -214,7 +220,7 @@ async def invite(core: Core, user: Principal, room_id: uuid.UUID, body: InviteIn
                 "invited_by_name": user.display_name,
             },
         )
-        return await _find_member(tx.conn, room_id, body.user_id)
+        return await _find_member(tx.conn, room_id, invitee)
 
 
 async def set_role(

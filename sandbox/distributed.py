@@ -12,6 +12,12 @@ nodes. Both sides speak through Redis:
 
 Celery keeps no results (``task_ignore_result``); the result channel carries them to whoever waits.
 A node that restarts stops waiting, but the worker's hooks still store and push the result.
+
+Input typed into an interactive run (:mod:`sandbox.console`) goes the same way, on any node: the node
+appends it to the job's Redis list ``studyhall-sandbox-input:<job id>`` (counting the bytes against the
+run's limit in Redis, so that several nodes together cannot pass it), and the worker running the job
+pops from that list into the run's feed until the job ends. Input sent before a worker took the job
+waits in the list; the keys expire an hour after the last input.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 from redis.exceptions import RedisError
 
+from sandbox.console import InputFeed, InputRefusal, InputRefused
 from sandbox.languages import LanguageInfo, installed_languages
 from sandbox.models import JudgeRequest, JudgeResult, Limits, RunRequest, RunResult
 from sandbox.runner import (
@@ -50,6 +57,9 @@ log = logging.getLogger(__name__)
 TASK = "studyhall.sandbox.execute"
 QUEUE = "studyhall-sandbox"
 RESULTS_CHANNEL = "studyhall-sandbox-results"
+INPUT_KEY = "studyhall-sandbox-input:{}"
+INPUT_TTL_S = 3600
+_DATA, _EOF = b"D", b"E"  # an input list item: one of these, then the bytes
 T = TypeVar("T")
 
 
@@ -176,6 +186,27 @@ class CeleryRunner(WaitForResult):
         future.add_done_callback(lambda _: self._waiting.pop(job.id, None))
         return Submitted(job, future)
 
+    async def send_input(self, job_id: str, data: bytes, eof: bool, max_total: int) -> None:
+        key = INPUT_KEY.format(job_id)
+        try:
+            if await self._redis.exists(f"{key}:eof"):
+                raise InputRefused(InputRefusal.CLOSED, "the run's input is closed (EOF was sent)")
+            total = await self._redis.incrby(f"{key}:bytes", len(data))
+            if total > max_total:
+                await self._redis.decrby(f"{key}:bytes", len(data))
+                raise InputRefused(
+                    InputRefusal.TOO_LARGE, f"a run takes at most {max_total} bytes of typed input in all"
+                )
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(key, (_EOF if eof else _DATA) + data)
+                if eof:
+                    pipe.set(f"{key}:eof", b"1", ex=INPUT_TTL_S)
+                for name in (key, f"{key}:bytes"):
+                    pipe.expire(name, INPUT_TTL_S)
+                await pipe.execute()
+        except (OSError, RedisError) as exc:
+            raise SandboxUnavailable(f"cannot reach the job queue's Redis: {exc}") from None
+
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
@@ -226,9 +257,18 @@ class WorkerHost:
         assert self.runner is not None
         assert self._redis is not None
         job = decode_job(payload)
+        relay: asyncio.Task[None] | None = None
         try:
             submitted = await self.runner.submit(job.request, job.context, job_id=job.id)
-            result = await submitted.result
+            feed = self.runner.input_feed(job.id)
+            if feed is not None:
+                relay = asyncio.create_task(self._relay_input(job.id, feed))
+            try:
+                result = await submitted.result
+            finally:
+                if relay is not None:
+                    relay.cancel()
+                    await asyncio.gather(relay, return_exceptions=True)
         except (QueueFull, SandboxUnavailable, ValueError) as exc:
             log.error("sandbox job %s could not run: %s", job.id, exc)
             result = failed_result(job.request, f"the worker could not run the program: {exc}")
@@ -238,6 +278,29 @@ class WorkerHost:
                 log.exception("the job hook failed for job %s", job.id)
         message = {"id": job.id, "kind": payload["kind"], "result": result.model_dump(mode="json")}
         await self._redis.publish(RESULTS_CHANNEL, json.dumps(message))
+
+    async def _relay_input(self, job_id: str, feed: InputFeed) -> None:
+        """Move the input nodes send for the job (its Redis list) into its feed, until the job ends."""
+        assert self._redis is not None
+        key = INPUT_KEY.format(job_id)
+        try:
+            while not feed.ended:
+                try:
+                    item = await self._redis.blpop([key], timeout=1)  # type: ignore[misc]
+                except (OSError, RedisError) as exc:
+                    log.warning("could not read the input of job %s: %s", job_id, exc)
+                    await asyncio.sleep(1)
+                    continue
+                if item is None:
+                    continue
+                raw: bytes = item[1]
+                try:
+                    feed.feed(raw[1:], eof=raw[:1] == _EOF)
+                except InputRefused:
+                    return  # ended, or closed: whatever else comes cannot reach the program
+        finally:
+            with contextlib.suppress(OSError, RedisError):
+                await asyncio.shield(self._redis.delete(key, f"{key}:bytes"))
 
     def stop(self) -> None:
         async def close() -> None:

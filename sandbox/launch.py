@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from sandbox.console import InputFeed
 from sandbox.models import Limits
 
 WORK = "/work"
@@ -40,6 +41,8 @@ class Phase:
     # Called with ("stdout" | "stderr", bytes) as the program writes (within the output cap), on the
     # event loop: whoever wants to show output live (a workspace's Run) buffers and sends it.
     on_output: Callable[[str, bytes], None] | None = field(default=None, compare=False)
+    # An interactive run's input (a console): stdin is then a pipe filled from this feed, and ``stdin`` unused.
+    stdin_feed: InputFeed | None = field(default=None, compare=False)
 
 
 def rlimits(phase: Phase) -> list[tuple[str, int, int]]:
@@ -102,17 +105,28 @@ def parse_report(raw: bytes, wall_s: float) -> Report:
     return Report(wait_status=None, wall_ms=round(wall_s * 1000))
 
 
-def send_go(ctrl: socket.socket, phase: Phase) -> None:
-    """Hand init the command, with the run's stdin as a memfd (a regular file: seekable, no pipe to feed)."""
-    stdin = os.memfd_create("stdin", os.MFD_CLOEXEC)
+def send_go(ctrl: socket.socket, phase: Phase) -> int | None:
+    """Hand init the command, with the run's stdin as a memfd (a regular file: seekable, no pipe to feed),
+    or for an interactive run (``stdin_feed``) as the read end of a pipe whose write end is returned."""
+    writer: int | None = None
+    if phase.stdin_feed is not None:
+        stdin, writer = os.pipe2(os.O_CLOEXEC)
+    else:
+        stdin = os.memfd_create("stdin", os.MFD_CLOEXEC)
     try:
-        view = memoryview(phase.stdin)
-        while view:
-            view = view[os.write(stdin, view) :]
-        os.lseek(stdin, 0, os.SEEK_SET)
+        if writer is None:
+            view = memoryview(phase.stdin)
+            while view:
+                view = view[os.write(stdin, view) :]
+            os.lseek(stdin, 0, os.SEEK_SET)
         ctrl.sendmsg([go_message(phase)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, stdin.to_bytes(4, "little"))])
+    except BaseException:
+        if writer is not None:
+            os.close(writer)
+        raise
     finally:
         os.close(stdin)
+    return writer
 
 
 def bwrap_argv(bwrap: str, slot_dir: Path, init: Path, shm_bytes: int) -> list[str]:

@@ -131,6 +131,11 @@ class RunRequest(_Program):
     """Run a program once with the given standard input."""
 
     stdin: str = Field("", max_length=MAX_STDIN_CHARS)
+    interactive: bool = Field(
+        False,
+        description="Keep standard input open after `stdin`: input sent while the program runs reaches it, "
+        "until it is closed (EOF) or the program ends.",
+    )
 
 
 class TestCase(_Frozen):

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sandbox import cgroups, host
+from sandbox.console import InputFeed, InputRefusal, InputRefused
 from sandbox.core import InvalidRequest, case_verdict, classify, compile_failed, lowered, overall_verdict
 from sandbox.fair import FairGate
 from sandbox.languages import LANGUAGES, Language, LanguageInfo, installed_ids, installed_languages
@@ -155,6 +156,12 @@ class Runner(Protocol):
 
     async def languages(self) -> list[LanguageInfo]: ...
 
+    async def send_input(self, job_id: str, data: bytes, eof: bool, max_total: int) -> None:
+        """Feed an interactive run's standard input (``eof``: then close it), wherever the job runs; raise
+        :class:`~sandbox.console.InputRefused` if it cannot take it (ended, input closed, ``max_total``
+        bytes fed already). Input sent before the job starts waits for it."""
+        ...
+
     def validate(self, request: Request) -> None:
         """Raise :class:`~sandbox.core.InvalidRequest` if the request can never run here."""
         ...
@@ -245,6 +252,7 @@ class LocalRunner(WaitForResult):
         self._admitted = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._languages: list[LanguageInfo] | None = None
+        self._inputs: dict[str, InputFeed] = {}  # the interactive runs admitted and not finished, by job id
         self._tree: cgroups.CgroupTree | None = None
         self._pool_dir: Path | None = None
         self._init_dir: Path | None = None
@@ -291,8 +299,21 @@ class LocalRunner(WaitForResult):
         job = Job(id=job_id or uuid.uuid4().hex, request=request, context=dict(context or {}))
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._admitted += 1
+        if isinstance(request, RunRequest) and request.interactive:
+            self._inputs[job.id] = InputFeed(request.stdin.encode())
         self._own(self._execute_job(job, lang, files, limits, future))
         return Submitted(job, future)
+
+    def input_feed(self, job_id: str) -> InputFeed | None:
+        """The input of an interactive job admitted here and not finished (what a worker relays into)."""
+        return self._inputs.get(job_id)
+
+    async def send_input(self, job_id: str, data: bytes, eof: bool, max_total: int) -> None:
+        feed = self._inputs.get(job_id)
+        if feed is None:
+            raise InputRefused(InputRefusal.FINISHED, "the run has finished")
+        feed.max_total = max_total
+        feed.feed(data, eof)
 
     async def close(self) -> None:
         """Stop every run (their sandboxes are killed), then remove the slots' mounts and cgroups."""
@@ -411,9 +432,11 @@ class LocalRunner(WaitForResult):
                         # Hooks with an ``output(job, stream, data)`` method see the run's output live.
                         listener = getattr(self.hooks, "output", None)
                         on_output = (lambda stream, data: listener(job, stream, data)) if listener else None
-                        result = await self._run(slot, lang, files, limits, job.request, on_output)
+                        feed = self._inputs.get(job.id)
+                        result = await self._run(slot, lang, files, limits, job.request, on_output, feed)
             except SandboxUnavailable as exc:
                 result = failed_result(job.request, str(exc))
+            self._end_input(job)
             await self._hook(self.hooks.finished(job, result), job)
             if not future.done():
                 future.set_result(result)
@@ -425,7 +448,13 @@ class LocalRunner(WaitForResult):
             if not future.done():
                 future.set_exception(exc)
         finally:
+            self._end_input(job)
             self._admitted -= 1
+
+    def _end_input(self, job: Job) -> None:
+        feed = self._inputs.pop(job.id, None)
+        if feed is not None:
+            feed.end()
 
     async def _hook(self, call: Awaitable[None], job: Job) -> None:
         try:
@@ -480,6 +509,27 @@ class LocalRunner(WaitForResult):
             slot, Phase(argv=argv, limits=self.config.compile_limits, env=lang.env), then_more=True
         )
 
+    def _syntax_suspected(self, lang: Language, files: list[SourceFile], run: PhaseResult) -> list[str]:
+        """The files to syntax-check when an interpreted program's run failed mentioning a syntax error.
+
+        The check runs only then: a second sandbox before every run would double a hello-world's time.
+        The check on the files as handed in decides, so a program that merely prints "SyntaxError" and
+        fails (or raises one from ``eval``) stays a runtime error.
+        """
+        if lang.check_argv is None or run.status != Status.RUNTIME_ERROR:
+            return []
+        if not any(marker in run.stderr for marker in lang.syntax_markers):
+            return []
+        return lang.checked_sources([f.path for f in files])
+
+    async def _check(self, slot: Slot, lang: Language, files: list[SourceFile], paths: list[str]) -> PhaseResult:
+        """Check the sources' syntax (``lang.check_argv``) in a fresh sandbox, on the files as handed in."""
+        assert lang.check_argv is not None
+        slot.reset_files()
+        slot.write_files(files)
+        phase = Phase(argv=lang.check_argv(paths), limits=self.config.compile_limits, env=lang.env)
+        return await self._phase(slot, phase)
+
     def _run_phase(
         self,
         lang: Language,
@@ -488,15 +538,26 @@ class LocalRunner(WaitForResult):
         stdin: str,
         wanted: str | None = None,
         on_output: Callable[[str, bytes], None] | None = None,
+        feed: InputFeed | None = None,
+        *,
+        live: bool = False,
     ) -> Phase:
+        """``live``: a run whose output is shown as written and kept if a limit kills it, so the program's
+        stdout is not left in its own buffer (see :class:`~sandbox.languages.Language`)."""
         entry = lang.entry([f.path for f in files], wanted)
+        argv = lang.run_argv(entry, limits)
+        env = lang.env
+        if live:
+            argv = [*lang.live_prefix, *argv]
+            env = {**env, **lang.live_env}
         return Phase(
-            argv=lang.run_argv(entry, limits),
+            argv=argv,
             limits=limits,
             stdin=stdin.encode(),
-            env=lang.env,
+            env=env,
             address_space_limit=lang.address_space_limit,
             on_output=on_output,
+            stdin_feed=feed,
         )
 
     async def _run(
@@ -507,14 +568,19 @@ class LocalRunner(WaitForResult):
         limits: Limits,
         request: RunRequest,
         on_output: Callable[[str, bytes], None] | None = None,
+        feed: InputFeed | None = None,
     ) -> RunResult:
         slot.write_files(files)
         compiled = await self._compile(slot, lang, files)
         if compiled is not None and compiled.status != Status.OK:
             return RunResult(**compile_failed(compiled).model_dump(), compile=compiled)
-        run = await self._phase(
-            slot, self._run_phase(lang, files, limits, request.stdin, request.entry, on_output), lang.oom_markers
-        )
+        phase = self._run_phase(lang, files, limits, request.stdin, request.entry, on_output, feed, live=True)
+        run = await self._phase(slot, phase, lang.oom_markers)
+        suspected = self._syntax_suspected(lang, files, run)
+        if suspected:
+            checked = await self._check(slot, lang, files, suspected)
+            if checked.status != Status.OK:  # the program should never have run: as a compile error
+                return RunResult(**compile_failed(checked).model_dump(), compile=checked)
         return RunResult(**run.model_dump(), compile=compiled)
 
     async def _judge(
@@ -528,6 +594,7 @@ class LocalRunner(WaitForResult):
             return JudgeResult(verdict=Verdict(failed.status.value), passed=0, total=total, compile=failed, cases=[])
         binary = (slot.work / "main").read_bytes() if compiled is not None else None
         cases: list[CaseResult] = []
+        syntax_ok = False  # the syntax check ran and passed: no need to run it again
         for index, test in enumerate(request.tests):
             if request.stop_at_first_failure and any(c.verdict != Verdict.ACCEPTED for c in cases):
                 cases.append(CaseResult(index=index, verdict=Verdict.SKIPPED, run=None))
@@ -543,6 +610,15 @@ class LocalRunner(WaitForResult):
                 lang.oom_markers,
                 then_more=index + 1 < total,
             )
+            suspected = [] if syntax_ok else self._syntax_suspected(lang, files, run)
+            if suspected:
+                checked = await self._check(slot, lang, files, suspected)
+                if checked.status != Status.OK:
+                    failed = compile_failed(checked)
+                    return JudgeResult(
+                        verdict=Verdict(failed.status.value), passed=0, total=total, compile=failed, cases=[]
+                    )
+                syntax_ok = True
             cases.append(CaseResult(index=index, verdict=case_verdict(run, test.expected_output), run=run))
         passed = sum(c.verdict == Verdict.ACCEPTED for c in cases)
         return JudgeResult(verdict=overall_verdict(cases), passed=passed, total=total, compile=compiled, cases=cases)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.cgroups import Mark, SlotCgroup
+from sandbox.console import pump
 from sandbox.core import Outcome
 from sandbox.host import SandboxUser
 from sandbox.launch import Phase, Stop, parse_report, send_go
@@ -343,9 +344,12 @@ class Slot:
         err = OutputCapture(
             loop, sandbox.stderr, limits.output_bytes, overflow, (lambda b: listen("stderr", b)) if listen else None
         )
+        feeding: asyncio.Future[None] | None = None
         try:
             mark = cgroup.prepare(limits.memory_kb * 1024, limits.processes + 1)  # + init
-            send_go(sandbox.ctrl, phase)
+            writer = send_go(sandbox.ctrl, phase)
+            if writer is not None and phase.stdin_feed is not None:
+                feeding = asyncio.ensure_future(pump(phase.stdin_feed, writer))
             started = time.monotonic()
             stop, raw_report = await self._supervise(sandbox, cgroup, limits, mark, overflow, started)
             wall_s = time.monotonic() - started
@@ -358,6 +362,9 @@ class Slot:
                     await asyncio.gather(out.closed.wait(), err.closed.wait())
             usage = cgroup.measure(mark)
         finally:
+            if feeding is not None:
+                feeding.cancel()  # closes the pipe's write end
+                await asyncio.gather(feeding, return_exceptions=True)
             out.stop()
             err.stop()
             await self._destroy(sandbox)

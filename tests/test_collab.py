@@ -217,15 +217,20 @@ async def test_a_read_only_member_gets_the_document_but_its_updates_are_refused_
     await r.wait_until(lambda: r.text("main.py").startswith("EVIL # ok\n") or r.text("main.py").startswith("# ok\n"))
     probe = await join(clients, api, ws["id"], alice)
     assert "EVIL" not in probe.text("main.py") and probe.text("main.py").startswith("# ok\n")
-    # Live changes of access: read → edit lets updates through; withdrawn access closes with 4403.
-    await ok(api, "PUT", f"/workspaces/{ws['id']}/members/{reader.id}", alice, json={"access": "edit"})
-    r.edit("greet.py", 0, insert="# now allowed\n")
-    await a.wait_until(lambda: a.text("greet.py").startswith("# now allowed\n"))
-    await ok(api, "DELETE", f"/workspaces/{ws['id']}/members/{reader.id}", alice, 204)
-    assert (await r.wait_closed())[0] == 4403
     await api.app[DOCUMENTS].flush()
     stored = await DocumentLog(api.app[CORE].pool).load(uuid.UUID(ws["id"]))
     assert stored is not None and "EVIL" not in files_of(stored.doc)["main.py"]
+    # Live changes of access: read → edit lets updates through. The reader's next update continues
+    # from its refused edit, which the server does not have: the connection holds it and asks the
+    # client for what it lacks (sync step 1); the answer brings it (the member's text to keep now).
+    await ok(api, "PUT", f"/workspaces/{ws['id']}/members/{reader.id}", alice, json={"access": "edit"})
+    r.edit("greet.py", 0, insert="# now allowed\n")
+    await a.wait_until(lambda: a.text("greet.py").startswith("# now allowed\n"))
+    r.edit("greet.py", 0, insert="# and more\n")
+    await a.wait_until(lambda: a.text("greet.py").startswith("# and more\n# now allowed\n"))
+    # Withdrawn access closes with 4403.
+    await ok(api, "DELETE", f"/workspaces/{ws['id']}/members/{reader.id}", alice, 204)
+    assert (await r.wait_closed())[0] == 4403
 
 
 # --- durability ----------------------------------------------------------------------------------

@@ -173,3 +173,32 @@ async def test_js_and_python_editors_typing_at_once_converge(node: str, servers:
     for editor in js:
         assert await editor.text_becomes("notes.txt", final) == final
     assert all(token in final for token in tokens)
+
+
+async def test_offline_edits_reach_everyone_when_the_official_client_reconnects(
+    node: str, servers: Servers, editors: list[Any]
+) -> None:
+    """Edits made offline, and typing that goes out while the client reconnects (before its sync step 2
+    brings the offline ones), all arrive: the server holds what comes early instead of refusing it."""
+    owner = servers.user()
+    ws = await create_workspace(servers.url, owner, files={"notes.txt": ""}, entry="notes.txt")
+    js = await js_editor(node, editors, servers.url, ws["id"], owner.token)
+    await js.wait_for("synced")
+    py = await py_client(editors, servers.url, ws["id"], owner.token)
+    js.send("offline")
+    await js.wait_for("offline")
+    js.send("type", file="notes.txt", prefix="OFF-", count=40, every_ms=0)
+    await js.wait_for("typed")
+    for i in range(20):
+        py.type_token("notes.txt", f"P{i}.", i * 3)
+    mark = len(js.events)
+    js.send("online")
+    js.send("type", file="notes.txt", prefix="ON-", count=40, every_ms=1)  # at once, while it reconnects
+    await js.wait_for("typed", after=mark)
+    tokens = {f"OFF-{i}." for i in range(40)} | {f"ON-{i}." for i in range(40)} | {f"P{i}." for i in range(20)}
+    total = sum(len(t) for t in tokens)
+    await py.wait_until(lambda: len(py.text("notes.txt")) == total, within=60)
+    final = py.text("notes.txt")
+    assert all(token in final for token in tokens)
+    assert await js.text_becomes("notes.txt", final) == final
+    assert js.of("connection_close") == [], "the server closed the official client"

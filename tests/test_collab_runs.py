@@ -134,3 +134,167 @@ async def test_who_may_run_and_what_is_refused(rapi: ApiClient) -> None:
         assert done["run_id"] == run["id"]
     finally:
         await tab.close()
+
+
+async def start_interactive(api: ApiClient, workspace_id: str, actor: Actor, **body: Any) -> dict[str, Any]:
+    run: dict[str, Any] = await ok(
+        api, "POST", f"/workspaces/{workspace_id}/runs", actor, 202, json={"interactive": True, **body}
+    )
+    return run
+
+
+async def test_output_arrives_as_printed_and_the_program_reads_what_is_typed(
+    rapi: ApiClient, editors: list[YClient]
+) -> None:
+    """A ticker (Python with plain print, no flush; C++ with std::cout) prints each line after reading one
+    line typed into its console: each line reaches the room while the program still runs, before the next
+    is typed, and the run ends only at EOF."""
+    host, member = await rapi.user(), await rapi.user()
+    room = await make_room(rapi, host, member)
+    python = await ok(rapi, "POST", "/workspaces", host, 201, json={"name": "P", "language": "python", "room_id": room})
+    cpp = await ok(rapi, "POST", "/workspaces", host, 201, json={"name": "C", "language": "cpp", "room_id": room})
+    watcher = await open_tab(rapi, member)
+    outputs: asyncio.Queue[Any] = asyncio.Queue()
+    finished: asyncio.Queue[Any] = asyncio.Queue()
+    watcher.sio.on("run:output", outputs.put)
+    watcher.sio.on("run:finished", finished.put)
+    ticker = {
+        python["id"]: (
+            "main.py",
+            "import sys\nprint('tick 0')\nfor line in sys.stdin:\n    print('tick', line.strip())\n",
+        ),
+        cpp["id"]: (
+            "main.cpp",
+            '#include <iostream>\n#include <string>\nint main() {\n  std::cout << "tick 0\\n";\n'
+            '  std::string line;\n  while (std::getline(std::cin, line)) std::cout << "tick " << line << "\\n";\n}\n',
+        ),
+    }
+    try:
+        await watcher.join(room)
+        for workspace_id, (path, source) in ticker.items():
+            await edit_to(rapi, editors, workspace_id, host, path, source)
+            run = await start_interactive(rapi, workspace_id, member)
+            got = ""
+            for n in range(1, 4):
+                while f"tick {n - 1}\n" not in got:
+                    out = await asyncio.wait_for(outputs.get(), WAIT_S)
+                    assert out["run_id"] == run["id"] and out["stream"] == "stdout", out
+                    got += out["text"]
+                assert finished.empty()  # still running, waiting for the next line
+                now = await ok(rapi, "GET", f"/workspaces/{workspace_id}/runs/{run['id']}", host)
+                assert now["execution"]["state"] == "running"
+                await watcher.ok("run:input", {"workspace_id": workspace_id, "run_id": run["id"], "data": f"{n}\n"})
+            await watcher.ok("run:input", {"workspace_id": workspace_id, "run_id": run["id"], "eof": True})
+            done = await asyncio.wait_for(finished.get(), WAIT_S)
+            assert done["run_id"] == run["id"]
+            assert done["execution"]["status"] == "ok", done
+            assert done["execution"]["stdout"] == "tick 0\ntick 1\ntick 2\ntick 3\n"
+            while not outputs.empty():
+                got += outputs.get_nowait()["text"]
+            assert got == done["execution"]["stdout"]
+    finally:
+        await watcher.close()
+
+
+@pytest.fixture
+async def console_api(aiohttp_client: Any, database_url: str, tmp_path: Path, sandbox_machine: None) -> ApiClient:
+    """Runs that last (wall 20 s) and a rate limit no quick test sequence reaches."""
+    settings = make_settings(
+        database_url, tmp_path, sandbox_workers=2, sandbox_wall_ms=20000, sandbox_cpu_ms=3000, run_input_per_s=1000
+    )
+    return ApiClient(await aiohttp_client(create_app(settings)))
+
+
+async def test_who_may_type_into_a_run_and_what_is_refused(console_api: ApiClient, editors: list[YClient]) -> None:
+    rapi = console_api
+    owner, reader, stranger = await rapi.user(), await rapi.user(), await rapi.user()
+    ws = await ok(rapi, "POST", "/workspaces", owner, 201, json={"name": "P", "language": "python"})
+    other = await ok(rapi, "POST", "/workspaces", owner, 201, json={"name": "Q", "language": "python"})
+    await ok(rapi, "PUT", f"/workspaces/{ws['id']}/members/{reader.id}", owner, json={"access": "read"})
+    await edit_to(rapi, editors, ws["id"], owner, "main.py", "import sys\nprint(len(sys.stdin.read()))\n")
+    tabs = {who.id: await open_tab(rapi, who) for who in (owner, reader, stranger)}
+    try:
+        run = await start_interactive(rapi, ws["id"], owner)
+        ref = {"workspace_id": ws["id"], "run_id": run["id"]}
+        await tabs[reader.id].fails("run:input", {**ref, "data": "x"}, "forbidden")
+        await tabs[stranger.id].fails("run:input", {**ref, "data": "x"}, "not_found")
+        await tabs[owner.id].fails("run:input", {**ref, "workspace_id": other["id"], "data": "x"}, "not_found")
+        await tabs[owner.id].fails("run:input", {**ref, "data": "x" * 4097}, "payload_too_large")
+        await tabs[owner.id].fails("run:input", {**ref, "data": 5}, "invalid_input")
+        await tabs[owner.id].fails("run:input", {"run_id": run["id"]}, "invalid_input")
+        # At most run_input_total_bytes (here 64 KiB) in all.
+        for _ in range(16):
+            await tabs[owner.id].ok("run:input", {**ref, "data": "y" * 4096})
+        message = await tabs[owner.id].fails("run:input", {**ref, "data": "z"}, "payload_too_large")
+        assert "in all" in message
+        await tabs[owner.id].ok("run:input", {**ref, "eof": True})
+        await tabs[owner.id].fails("run:input", {**ref, "data": ""}, "conflict")  # closed
+        for _ in range(WAIT_S * 20):
+            now = await ok(rapi, "GET", f"/workspaces/{ws['id']}/runs/{run['id']}", owner)
+            if now["execution"]["state"] == "finished":
+                break
+            await asyncio.sleep(0.05)
+        assert (now["execution"]["status"], now["execution"]["stdout"]) == ("ok", "65536\n"), now
+        message = await tabs[owner.id].fails("run:input", {**ref, "data": "late\n"}, "conflict")
+        assert "finished" in message
+    finally:
+        for tab in tabs.values():
+            await tab.close()
+
+
+async def test_run_input_is_rate_limited_per_connection(
+    aiohttp_client: Any, database_url: str, tmp_path: Path, sandbox_machine: None
+) -> None:
+    settings = make_settings(database_url, tmp_path, sandbox_workers=1, run_input_per_s=0.001)
+    api = ApiClient(await aiohttp_client(create_app(settings)))
+    owner = await api.user()
+    ws = await ok(api, "POST", "/workspaces", owner, 201, json={"name": "P", "language": "python"})
+    tab = await open_tab(api, owner)
+    try:
+        run = await ok(api, "POST", f"/workspaces/{ws['id']}/runs?wait=true", owner, json={})
+        ref = {"workspace_id": ws["id"], "run_id": run["id"]}
+        await tab.fails("run:input", {**ref, "data": "x"}, "conflict")  # the one event allowed: too late
+        await tab.fails("run:input", {**ref, "data": "x"}, "rate_limited")
+    finally:
+        await tab.close()
+
+
+async def test_a_cpp_workspace_is_created_and_runs(rapi: ApiClient) -> None:
+    owner = await rapi.user()
+    templates = await ok(rapi, "GET", "/workspaces/templates", owner)
+    assert "cpp" in [t["language"] for t in templates["items"]]
+    ws = await ok(rapi, "POST", "/workspaces", owner, 201, json={"name": "C++", "language": "cpp"})
+    assert ws["language"] == "cpp" and ws["entry"] == "main.cpp"
+    run = await ok(rapi, "POST", f"/workspaces/{ws['id']}/runs?wait=true", owner, json={})
+    assert run["execution"]["status"] == "ok", run
+    assert run["execution"]["stdout"] == "Hello, studyhall!\n"
+
+
+async def test_a_syntax_error_in_a_workspace_run_is_a_compile_error(rapi: ApiClient, editors: list[YClient]) -> None:
+    owner = await rapi.user()
+    ws = await ok(rapi, "POST", "/workspaces", owner, 201, json={"name": "P", "language": "python"})
+    await edit_to(rapi, editors, ws["id"], owner, "main.py", "print('never')\nprint(\n")
+    run = await ok(rapi, "POST", f"/workspaces/{ws['id']}/runs?wait=true", owner, json={})
+    execution = run["execution"]
+    assert execution["status"] == "compile_error", execution
+    assert execution["stdout"] == ""  # nothing ran
+    assert "SyntaxError" in execution["compile"]["stderr"] and "main.py" in execution["compile"]["stderr"]
+
+
+async def test_a_workspace_run_stopped_by_a_limit_keeps_what_it_printed(
+    rapi: ApiClient, editors: list[YClient]
+) -> None:
+    owner = await rapi.user()
+    ws = await ok(rapi, "POST", "/workspaces", owner, 201, json={"name": "P", "language": "python"})
+    tab = await open_tab(rapi, owner)
+    outputs: asyncio.Queue[Any] = asyncio.Queue()
+    tab.sio.on("run:output", outputs.put)
+    try:
+        await edit_to(rapi, editors, ws["id"], owner, "main.py", "print('start')\nwhile True: pass\n")
+        run = await ok(rapi, "POST", f"/workspaces/{ws['id']}/runs?wait=true", owner, json={})
+        execution = run["execution"]
+        assert (execution["status"], execution["stdout"]) == ("time_limit_exceeded", "start\n"), execution
+        out = await asyncio.wait_for(outputs.get(), WAIT_S)
+        assert (out["run_id"], out["stream"], out["text"]) == (run["id"], "stdout", "start\n")
+    finally:
+        await tab.close()

@@ -205,6 +205,18 @@ async def test_a_scripted_contest_yields_the_standings_computed_by_hand(api: Api
     assert [(e["score"], e["penalty"]) for e in mine_rows] == [(3, 130), (3, 360)]
 
 
+async def test_a_python_syntax_error_is_a_free_compile_error(api: ApiClient, sandbox_machine: None) -> None:
+    """As DOMjudge: the submission is compiled (py_compile) first, so a syntax error costs no penalty."""
+    people, contest, clock = await setup_war(api)
+    alice = people["alice"]
+    broken = await submit(api, clock, contest, alice, "A", 10, "print(int(input()) +\n", "python")
+    assert broken["verdict"] == "compile_error"
+    solved = await submit(api, clock, contest, alice, "A", 30, A_OK, "python")
+    assert solved["verdict"] == "accepted"
+    standings = await ok(api, "GET", f"/contests/{contest['id']}/standings", alice)
+    assert table(standings)[0] == ("alice", 1, 1, 30)  # 30 minutes, no 20 for the syntax error
+
+
 @pytest.fixture
 async def unlimited_api(aiohttp_client: Any, database_url: str, tmp_path: Path) -> ApiClient:
     """Without the per-user limits on submissions (tests/test_contest_abuse.py tests those): four people

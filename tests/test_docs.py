@@ -34,14 +34,14 @@ def test_the_configuration_reference_is_generated_from_the_settings_model() -> N
         assert f"`{ENV_PREFIX}{name.upper()}`" in written
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_relative_link_leads_somewhere(page: Path) -> None:
+@pytest.mark.parametrize("doc", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_leads_somewhere(doc: Path) -> None:
     broken = []
-    for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+    for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
         if re.match(r"^[a-z]+:", target):
             continue  # http(s), mailto: not checked here
         path, _, anchor = target.partition("#")
-        dest = (page.parent / path).resolve() if path else page
+        dest = (doc.parent / path).resolve() if path else doc
         if not dest.exists() or (anchor and dest.suffix == ".md" and anchor not in anchors(dest)):
             broken.append(target)
-    assert not broken, f"{page.name}: links to nowhere: {broken}"
+    assert not broken, f"{doc.name}: links to nowhere: {broken}"

@@ -191,3 +191,53 @@ async def test_missing_cgroups_make_a_required_sandbox_not_ready(
     body = await resp.json()
     assert resp.status == 503 and body["status"] == "not_ready"
     assert "cgroups are missing" in body["checks"]["sandbox"]
+
+
+@pytest.mark.parametrize(
+    ("language", "source", "status"),
+    [
+        ("python", "print('start')\nwhile True: pass\n", "time_limit_exceeded"),
+        ("python", "print('start')\nhog = []\nwhile True: hog.append(bytearray(1 << 20))\n", "memory_limit_exceeded"),
+        ("c", '#include <stdio.h>\nint main(void){ printf("start\\n"); for (;;); }\n', "time_limit_exceeded"),
+        ("cpp", '#include <iostream>\nint main(){ std::cout << "start" << "\\n"; for (;;); }\n', "time_limit_exceeded"),
+        ("javascript", "console.log('start');\nfor (;;);\n", "time_limit_exceeded"),
+    ],
+)
+async def test_output_printed_before_a_limit_kill_is_kept(
+    sapi: ApiClient, language: str, source: str, status: str
+) -> None:
+    me = await sapi.user()
+    body = {"language": language, "source": source, "limits": {"cpu_ms": 1000, "memory_kb": 65536}}
+    got, done = await sapi.call("POST", "/executions?wait=true", me, json=body)
+    assert got == 200, done
+    assert (done["status"], done["stdout"]) == (status, "start\n"), done
+
+
+@pytest.mark.parametrize(
+    ("language", "files", "where"),
+    [
+        ("python", {"main.py": "import util\nprint('never')\n", "util.py": "def f(:\n    pass\n"}, "util.py"),
+        ("javascript", {"main.js": "console.log('never');\nfunction (\n"}, "main.js"),
+    ],
+)
+async def test_a_syntax_error_is_a_compile_error(
+    sapi: ApiClient, language: str, files: dict[str, str], where: str
+) -> None:
+    me = await sapi.user()
+    program = {"language": language, "files": [{"path": p, "content": c} for p, c in files.items()]}
+    got, done = await sapi.call("POST", "/executions?wait=true", me, json=program)
+    assert got == 200, done
+    assert done["status"] == "compile_error" and done["stdout"] == "", done
+    assert done["message"].startswith("compilation failed") and where in done["compile"]["stderr"], done
+    judged = {**program, "tests": [{"stdin": "", "expected_output": "never"}]}
+    got, done = await sapi.call("POST", "/executions?wait=true", me, json=judged)
+    assert got == 200, done
+    assert (done["judge"]["verdict"], done["judge"]["cases"]) == ("compile_error", []), done
+    # A program that runs is not checked; one that only says "SyntaxError" (or raises it from eval) and
+    # fails is checked and stays a runtime error.
+    ok_source = "console.log('ok')" if language == "javascript" else "print('ok')"
+    got, done = await sapi.call("POST", "/executions?wait=true", me, json={"language": language, "source": ok_source})
+    assert (done["status"], done["stdout"], done["compile"]) == ("ok", "ok\n", None), done
+    fake = "eval('(')"
+    got, done = await sapi.call("POST", "/executions?wait=true", me, json={"language": language, "source": fake})
+    assert done["status"] == "runtime_error" and "SyntaxError" in done["stderr"], done

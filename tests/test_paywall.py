@@ -115,3 +115,17 @@ async def test_a_priced_course_lists_its_lectures_to_all_but_plays_them_only_for
     assert (await ok(api, "GET", f"/lectures/{lectures[0]['id']}", buyer))["media_url"] is None
     await ok(api, "PUT", f"/courses/{course['id']}/price", teacher, json={"coins": 0})
     assert (await ok(api, "GET", f"/lectures/{lectures[0]['id']}", outsider))["media_url"] == lectures[0]["media_url"]
+
+
+async def test_a_course_shows_its_price_up_front_in_the_catalogue_and_on_its_page(api: ApiClient) -> None:
+    teacher, learner = await api.user("instructor"), await api.user()
+    course, _ = await priced_course(api, teacher)
+    free = await ok(api, "POST", "/courses", teacher, json={"title": "Free algorithms"})
+    page = await ok(api, "GET", f"/courses/{course['id']}", learner)
+    assert page["price_coins"] == PRICE  # a learner sees what it costs before trying to buy it
+    mine = await ok(api, "GET", "/courses", teacher, params={"mine": "true"})
+    listed = {c["id"]: c["price_coins"] for c in mine["items"]}
+    assert listed == {course["id"]: PRICE, free["id"]: None}
+    # Made free again: no price.
+    await ok(api, "PUT", f"/courses/{course['id']}/price", teacher, json={"coins": 0})
+    assert (await ok(api, "GET", f"/courses/{course['id']}", learner))["price_coins"] is None

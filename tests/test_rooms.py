@@ -212,6 +212,20 @@ async def test_invites_roles_and_handing_over_the_host(api: ApiClient) -> None:
     status, _ = await api.call("POST", f"/rooms/{rid}/invite", host, json={"user_id": str(uuid.uuid4())})
     assert status == 404
 
+    # By email (any case), as the web app invites: the same rules.
+    invitee = await api.user()
+    by_email = await ok(api, "POST", f"/rooms/{rid}/invite", mod, 201, json={"email": invitee.email.upper()})
+    assert by_email["user_id"] == invitee.id and by_email["role"] == "member"
+    status, body = await api.call("POST", f"/rooms/{rid}/invite", mod, json={"email": invitee.email})
+    assert status == 409, body
+    status, body = await api.call("POST", f"/rooms/{rid}/invite", host, json={"email": "nobody@example.com"})
+    assert status == 404 and body["error"]["message"] == "no account has this email"
+    status, _ = await api.call("POST", f"/rooms/{rid}/invite", member, json={"email": other.email})
+    assert status == 403
+    for bad in ({}, {"user_id": other.id, "email": other.email}, {"email": ""}, {"email": 5}, {"email": "x" * 300}):
+        status, body = await api.call("POST", f"/rooms/{rid}/invite", host, json=bad)
+        assert status == 400 and body["error"]["code"] == "invalid_input", (bad, body)
+
     notes = await ok(api, "GET", "/me/notifications", member)
     invite = next(n for n in notes["items"] if n["kind"] == "room_invite")
     assert invite["payload"]["room_id"] == rid and invite["payload"]["invited_by"] == mod.id
@@ -228,7 +242,7 @@ async def test_invites_roles_and_handing_over_the_host(api: ApiClient) -> None:
     await ok(api, "PUT", f"/rooms/{rid}/members/{mod.id}", host, json={"role": "host"})
     members = await ok(api, "GET", f"/rooms/{rid}/members", mod)
     roles = {m["user_id"]: m["role"] for m in members["items"]}
-    assert roles == {host.id: "moderator", mod.id: "host", member.id: "moderator"}
+    assert roles == {host.id: "moderator", mod.id: "host", member.id: "moderator", invitee.id: "member"}
     status, _ = await api.call("PUT", f"/rooms/{rid}/members/{member.id}", host, json={"role": "member"})
     assert status == 403  # the former host no longer decides
     await ok(api, "PUT", f"/rooms/{rid}/members/{member.id}", mod, json={"role": "member"})

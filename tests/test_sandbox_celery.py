@@ -30,6 +30,7 @@ import redis
 
 from sandbox.distributed import QUEUE
 from tests.nodes import ROOT, Node, connect, node_env, redis_url, register, rest, stop_pid, wait_fanout
+from tests.yclient import YClient
 
 pytestmark = pytest.mark.usefixtures("sandbox_machine")
 
@@ -142,6 +143,36 @@ async def test_jobs_wait_for_a_worker_then_results_reach_the_requester(
             assert (out["stream"], out["text"]) == ("stdout", run["execution"]["stdout"])
             done = await client.inbox.wait_for("run:finished", lambda e: e["run_id"] == run["id"], within=30)
             assert done["execution"]["stdout"] == run["execution"]["stdout"]
+
+            # An interactive Run on a worker: its first line arrives while it waits for input, and what is
+            # typed through node a (the run was started through node b) reaches it over Redis.
+            editor = YClient()
+            try:
+                await editor.connect(b.url, ws["id"], users[0].token)
+                await editor.wait_synced()
+                program = "print('name?')\nprint('hello', input())\n"
+                editor.edit("main.py", 0, delete=len(editor.text("main.py")), insert=program)
+                size = len(program.encode())
+                for _ in range(200):  # until the server holds the edit
+                    status, listed = await rest(b.url, "GET", f"/workspaces/{ws['id']}/files", users[0])
+                    if {"path": "main.py", "size": size} in listed["items"]:
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                await editor.close()
+            status, console = await rest(
+                b.url, "POST", f"/workspaces/{ws['id']}/runs", users[0], json={"interactive": True}
+            )  # fmt: skip
+            assert status == 202, console
+            first = await client.inbox.wait_for("run:output", lambda e: e["run_id"] == console["id"], within=30)
+            assert first["text"] == "name?\n"
+            assert not [e for e in client.inbox.of("run:finished") if e["run_id"] == console["id"]]
+            ack = await client.ask("run:input", {"workspace_id": ws["id"], "run_id": console["id"], "data": "ada\n"})
+            assert ack == {"ok": True}, ack
+            done = await client.inbox.wait_for("run:finished", lambda e: e["run_id"] == console["id"], within=30)
+            assert (done["execution"]["status"], done["execution"]["stdout"]) == ("ok", "name?\nhello ada\n"), done
+            ack = await client.ask("run:input", {"workspace_id": ws["id"], "run_id": console["id"], "data": "x"})
+            assert (ack["ok"], ack["error"]["code"]) == (False, "conflict")
         finally:
             assert stop_pid(worker.proc, signal.SIGTERM) == 0, worker.log.read_text()[-3000:]
     finally:

@@ -52,10 +52,12 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Browser tests run last: Playwright's sync API keeps an event loop running in the main thread from
     its first use to the end of the session, and the asyncio tests (pytest-asyncio) cannot start theirs
-    beside it."""
+    beside it. ``trylast``: after pytest's own reordering by parametrized fixtures, which would otherwise
+    pull browser tests next to any other test that shares a session-scoped parameter."""
     here = Path(__file__).resolve().parent
     items.sort(key=lambda item: here in Path(str(item.path)).resolve().parents)
 

@@ -3,6 +3,7 @@
 // Commands (one JSON object per line on stdin):
 //   {"cmd": "connect", "url": "ws://host:port/yjs", "room": "<workspace id>", "token": "..."}
 //   {"cmd": "switch", "url": "..."}         the URL the provider uses from its next (re)connection on
+//   {"cmd": "offline"} / {"cmd": "online"}  provider.disconnect() / provider.connect() (edits meanwhile stay local)
 //   {"cmd": "replay", "trace": "file.json.gz", "file": "path"}   a trace, one transaction per txn
 //   {"cmd": "type", "file": "path", "prefix": "J", "count": 100, "every_ms": 5}   unique tokens "J<i>."
 //   {"cmd": "insert", "file": "path", "pos": 0, "text": "..."}
@@ -14,6 +15,7 @@
 //                                            every listed client's user.name is the one given (null: no state)
 //   {"cmd": "exit"}
 // Events on stdout, one JSON object per line: status, synced, closed {code, reason}, denied {reason},
+// connection_close {code} (every close by the server, also those it reconnects after),
 // replayed {txns}, typed {count}, inserted, report, error {message}.
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
@@ -55,10 +57,18 @@ const commands = {
     provider.on('status', ({ status }) => say('status', { status }))
     provider.on('sync', (synced) => { if (synced) say('synced') })
     provider.on('closed', ({ code, reason }) => say('closed', { code, reason }))
+    provider.on('connection-close', (event) => { if (event) say('connection_close', { code: event.code }) })
     provider.awareness.setLocalStateField('user', { name: 'js editor' })
   },
   switch ({ url }) {
     provider.serverUrl = url
+  },
+  offline () {
+    provider.disconnect()
+    say('offline')
+  },
+  online () {
+    provider.connect()
   },
   replay ({ trace, file }) {
     const data = JSON.parse(gunzipSync(readFileSync(trace)).toString('utf8'))

@@ -40,7 +40,17 @@ export class ApiError extends Error {
 
 /** A message for anything a view caught: an ApiError's own, or a generic one (never a blank screen). */
 export function messageOf(error: unknown): string {
-  if (error instanceof ApiError) return error.message;
+  if (error instanceof ApiError) return error.message + fieldErrors(error.details);
   if (error instanceof Error && error.message) return `Something went wrong: ${error.message}`;
   return "Something went wrong. Please try again.";
+}
+
+/** The fields a refused body names (`details.fields: [{loc, msg}]`, core_api/http.py), as " (title: …; …)". */
+function fieldErrors(details: Record<string, unknown>): string {
+  const fields = details["fields"];
+  if (!Array.isArray(fields)) return "";
+  const parts = fields
+    .filter((f): f is { loc: unknown; msg: unknown } => typeof f === "object" && f !== null)
+    .map((f) => `${String(f.loc)}: ${String(f.msg)}`);
+  return parts.length ? ` (${parts.join("; ")})` : "";
 }

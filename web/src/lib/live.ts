@@ -80,6 +80,10 @@ export class LiveConnection {
       },
       reconnectionDelay: 500,
       reconnectionDelayMax: 5000,
+      // Straight to a websocket (one round trip instead of the polling handshake first); polling is still
+      // tried when a websocket cannot be opened (a proxy that refuses upgrades).
+      transports: ["websocket", "polling"],
+      tryAllTransports: true,
     });
     this.socket = socket;
     socket.on("connect", () => this.handleConnect(socket));

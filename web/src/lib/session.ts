@@ -41,10 +41,16 @@ api.onSignedOut = (reason) => {
 };
 
 async function startSession(): Promise<void> {
-  const user = await api.get<User>("/me");
+  live.start(); // connect while /me is read: a room screen can join as soon as it shows
+  let user: User;
+  try {
+    user = await api.get<User>("/me");
+  } catch (error) {
+    live.stop();
+    throw error;
+  }
   meStore.set(user);
   phaseStore.set("signed-in");
-  live.start();
   // The bell's count; a failure here shows 0 rather than blocking the app.
   notifications.start().catch(() => {});
 }

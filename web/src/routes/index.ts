@@ -10,7 +10,25 @@ export const routes: readonly RouteDef[] = [
   { path: "/register", title: "Create account", access: "guest", load: () => import("./auth/Register.svelte") },
   { path: "/profile", title: "Profile", load: () => import("./auth/Profile.svelte") },
   { path: "/courses", title: "Courses", load: () => import("./courses/CoursesPage.svelte") },
+  // Courses (docs/web.md, "The course screens"): learners' pages, the player, and the instructor's.
+  { path: "/courses/:id", title: "Course", load: () => import("./courses/CoursePage.svelte") },
+  { path: "/courses/:id/edit", title: "Edit course", load: () => import("./courses/CourseEditor.svelte") },
+  { path: "/courses/:id/learners", title: "Learners", load: () => import("./courses/LearnersPage.svelte") },
+  { path: "/courses/:id/lectures/:lid", title: "Lecture", load: () => import("./courses/LecturePage.svelte") },
+  {
+    path: "/courses/:id/assignments/:aid",
+    title: "Assignment",
+    load: () => import("./courses/AssignmentPage.svelte"),
+  },
+  { path: "/certificates", title: "Certificates", load: () => import("./courses/CertificatesPage.svelte") },
+  {
+    path: "/certificates/:code",
+    title: "Certificate",
+    access: "anyone",
+    load: () => import("./courses/CertificateCheck.svelte"),
+  },
   { path: "/rooms", title: "Rooms", load: () => import("./rooms/RoomsPage.svelte") },
+  { path: "/rooms/:id", title: "Room", load: () => import("./rooms/RoomPage.svelte") },
   { path: "/workspaces", title: "Workspaces", load: () => import("./workspaces/WorkspacesPage.svelte") },
   { path: "/contests", title: "Contests", load: () => import("./contests/ContestsPage.svelte") },
 ];

@@ -1,0 +1,47 @@
+import { describe, expect, it } from "vitest";
+
+import { ApiClient } from "../src/lib/api";
+import { courseProgress, verifyCertificate } from "../src/lib/courses";
+import { ApiError } from "../src/lib/errors";
+import { memoryStore } from "../src/lib/tokens";
+
+/** A client signed in against a stand-in server that answers every call with `status` and `body`. */
+async function clientAnswering(status: number, body: unknown) {
+  const seen: { url: string; auth: string | null }[] = [];
+  const fetcher: typeof fetch = async (input, init) => {
+    const url = String(input);
+    const headers = (init?.headers ?? {}) as Record<string, string>;
+    seen.push({ url, auth: headers["Authorization"] ?? null });
+    const answer = (s: number, b: unknown) =>
+      new Response(JSON.stringify(b), { status: s, headers: { "content-type": "application/json" } });
+    if (url.endsWith("/auth/login"))
+      return answer(200, { access_token: "a1", refresh_token: "r1", token_type: "bearer", expires_in: 900 });
+    return answer(status, body);
+  };
+  const api = new ApiClient({ store: memoryStore(), fetch: fetcher });
+  await api.login("ada@example.com", "pw");
+  return { api, seen };
+}
+
+describe("courseProgress", () => {
+  it("is null for a learner who is not enrolled (the server's 403), so the page offers to enrol", async () => {
+    const { api } = await clientAnswering(403, {
+      error: { code: "forbidden", message: "you are not enrolled in this course" },
+    });
+    await expect(courseProgress(api, "c1")).resolves.toBeNull();
+  });
+
+  it("passes any other failure on, to be shown as its message", async () => {
+    const { api } = await clientAnswering(404, { error: { code: "not_found", message: "course not found" } });
+    await expect(courseProgress(api, "c1")).rejects.toThrow(ApiError);
+    await expect(courseProgress(api, "c1")).rejects.toThrow("course not found");
+  });
+});
+
+describe("verifyCertificate", () => {
+  it("asks without a token (the page is public) and escapes the code", async () => {
+    const { api, seen } = await clientAnswering(200, { code: "a/b", valid: true });
+    await verifyCertificate(api, "a/b");
+    expect(seen.at(-1)).toEqual({ url: "/api/v1/certificates/a%2Fb", auth: null });
+  });
+});
