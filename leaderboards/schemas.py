@@ -193,7 +193,9 @@ class PersonRow(BaseModel):
     rank: int
     user_id: uuid.UUID
     display_name: str
-    community_id: uuid.UUID | None
+    community_id: uuid.UUID | None = Field(
+        description="The community this row scores for: a person has one row per community they submitted for."
+    )
     community_name: str | None = Field(
         None, description="The name of the community this row scores for (those taking part accepted to be named)."
     )
@@ -247,6 +249,11 @@ class BoardEntry(BaseModel):
         description="The person's display name, or the community's name (null for a private community you "
         "cannot see that never accepted to take part in a contest)."
     )
+    community_id: uuid.UUID | None = Field(
+        None,
+        description="On a board of people: the community this row scores for (a person has one row per "
+        "community they submitted for). Null on boards of communities.",
+    )
     score: int
     penalty: int
 
@@ -256,5 +263,8 @@ class BoardOut(BaseModel):
 
 
 class MyRankOut(BaseModel):
-    me: BoardEntry | None
-    community: BoardEntry | None
+    me: BoardEntry | None = Field(description="Your best row (its `community_id` says which community it is for).")
+    community: BoardEntry | None = Field(description="The community of your best row.")
+    rows: list[BoardEntry] = Field(
+        default_factory=list, description="Each of your rows, one per community you submitted for, best first."
+    )

@@ -18,7 +18,6 @@ import logging
 import math
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -34,19 +33,16 @@ from leaderboards import core as scoring
 from leaderboards.board import Board
 from leaderboards.live import Coalescer, Gate, Ready
 from leaderboards.schemas import (
-    BoardEntry,
     BoardOut,
-    CellOut,
-    CommunityRow,
     ContestIn,
     ContestOut,
     MyRankOut,
-    PersonRow,
     ProblemIn,
     StandingsOut,
     SubmissionIn,
     SubmissionOut,
 )
+from leaderboards.standings import Computed, LiveStandings, board_entry, board_key, push_payload
 from sandbox.core import InvalidRequest
 from sandbox.fair import FairGate
 from sandbox.models import JudgeRequest, Limits, LimitsIn, TestCase
@@ -55,8 +51,6 @@ from sandbox.runner import QueueFull, SandboxUnavailable
 log = logging.getLogger(__name__)
 
 UPDATE_EVENT = "leaderboard:update"
-PUSH_PEOPLE = 100  # rows of each list in a live push (the full standings are at GET .../standings)
-PUSH_COMMUNITIES = 100
 ALLTIME_KEY = "alltime:communities"
 Clock = Callable[[], datetime]
 
@@ -67,56 +61,6 @@ def utcnow() -> datetime:
 
 def contest_room(contest_id: uuid.UUID, view: str = "public") -> str:
     return f"contest:{contest_id}" + (":jury" if view == "jury" else "")
-
-
-def board_key(contest_id: uuid.UUID, kind: str, view: str) -> str:
-    return f"contest:{contest_id}:{kind}:{view}"
-
-
-@dataclass
-class Computed:
-    """One view's standings as scoring left them; :meth:`out` makes the API's model of (the first rows of) them."""
-
-    contest_id: uuid.UUID
-    view: scoring.View
-    rules: scoring.Rules
-    order: list[str]
-    people: list[scoring.Standing]
-    groups: list[scoring.Standing]
-    frozen: bool
-
-    def out(self, people: int | None = None, communities: int | None = None) -> StandingsOut:
-        return StandingsOut(
-            contest_id=self.contest_id,
-            view=self.view,
-            frozen=self.frozen,
-            scoring=self.rules.scoring,
-            people=[
-                PersonRow(
-                    rank=p.rank, user_id=uuid.UUID(p.id), display_name=p.name,
-                    community_id=uuid.UUID(p.community_id) if p.community_id else None,
-                    score=p.score, solved=p.solved, penalty=p.penalty,
-                    problems=[
-                        CellOut(problem_id=uuid.UUID(c.problem_id), solved=c.solved, minute=c.minute,
-                                rejected=c.rejected, pending=c.pending, first_to_solve=c.first_to_solve)
-                        for pid in self.order if (c := p.cells.get(pid)) is not None
-                    ],
-                )
-                for p in self.people[:people]
-            ],
-            communities=[
-                CommunityRow(rank=g.rank, community_id=uuid.UUID(g.id), name=g.name, score=g.score, solved=g.solved,
-                             penalty=g.penalty)
-                for g in self.groups[:communities]
-            ],
-        )  # fmt: skip
-
-
-def push_payload(computed: Computed) -> dict[str, Any]:
-    """A live push: the first rows of each list (only those become models; the boards hold everyone)."""
-    data = computed.out(PUSH_PEOPLE, PUSH_COMMUNITIES).model_dump(mode="json")
-    data["people_total"], data["communities_total"] = len(computed.people), len(computed.groups)
-    return data
 
 
 async def require_organizer(conn: Connection, user: Principal, organizer_id: uuid.UUID | None, doing: str) -> None:
@@ -175,6 +119,11 @@ class Contests:
         self.transport = transport
         self.clock = clock
         self.live = Coalescer(self.refresh, interval_s, gate)
+        # This node's standings of the contests it pushes, updated from the submissions changed since.
+        self.standings_live = LiveStandings(
+            core.pool, board, recheck_s=core.settings.contest_standings_recheck_s,
+            keep=core.settings.contest_standings_contests,
+        )  # fmt: skip
         self._judging: set[asyncio.Task[None]] = set()
         self._pending: set[uuid.UUID] = set()  # submissions this node is judging
         # At most this many of the node's submissions are with the judge at once (the rest of the runner's
@@ -555,34 +504,25 @@ class Contests:
         return await self.compute(contest, view)
 
     async def refresh(self, contest_id: uuid.UUID, ready: Ready | None = None) -> None:
-        """Recompute both views from one read of Postgres, push each as soon as it is computed (public
-        first, once ``ready`` allows: the coalescer's interval), then rewrite the boards."""
-        compute = await self._reader(await self.contest(contest_id))
-        computed_views: list[Computed] = []
+        """Bring this node's standings of the contest up to date (:class:`LiveStandings`: the submissions
+        changed since its last read), push each view (public first, once ``ready`` allows: the coalescer's
+        interval), then write what changed to the boards."""
+        state = await self.standings_live.current(contest_id, self.clock())
         for view in ("public", "jury"):
-            computed = compute(view)
-            payload = push_payload(computed)  # before ready(): the interval is kept between the emits themselves
-            if ready is not None and not computed_views:
+            payload = push_payload(state.computed(view))  # before ready(): the interval is kept between the emits
+            if ready is not None and view == "public":
                 await ready()
             await self.transport.emit(UPDATE_EVENT, payload, to=contest_room(contest_id, view))
-            computed_views.append(computed)
-        for computed in computed_views:
-            await self.board.replace(
-                board_key(contest_id, "users", computed.view),
-                {p.id: scoring.board_score(p.score, p.penalty) for p in computed.people},
-            )
-            await self.board.replace(
-                board_key(contest_id, "communities", computed.view),
-                {g.id: scoring.board_score(g.score, g.penalty) for g in computed.groups},
-            )
+        await self.standings_live.write_boards(contest_id)
 
     async def snapshot(self, contest: Record, view: scoring.View) -> dict[str, Any]:
         """What ``leaderboard:update`` carries, now (the answer to ``contest:subscribe``)."""
-        return push_payload((await self.compute_views(contest, (view,)))[0])
+        return push_payload((await self.standings_live.current(contest["id"], self.clock())).computed(view))
 
     async def _ensure_board(self, contest_id: uuid.UUID, key: str) -> None:
         if not await self.board.exists(key):  # after a restart, or a Redis flush: rebuild from Postgres
-            await self.refresh(contest_id)
+            await self.standings_live.current(contest_id, self.clock())
+            await self.standings_live.write_boards(contest_id, whole=True)
 
     async def _names(self, contest_id: uuid.UUID, kind: str, ids: list[str]) -> dict[str, str]:
         """Display names of people, or names of the communities that accepted to take part."""
@@ -595,27 +535,32 @@ class Contests:
         key = board_key(contest_id, kind, "public")
         await self._ensure_board(contest_id, key)
         entries = await self.board.top(key, limit)
-        names = await self._names(contest_id, kind, [e.member for e in entries])
-        return BoardOut(items=[_entry(e, names) for e in entries])
+        names = await self._names(contest_id, kind, [e.member.partition(":")[0] for e in entries])
+        return BoardOut(items=[board_entry(e, names) for e in entries])
 
     async def my_rank(self, user: Principal, contest_id: uuid.UUID) -> MyRankOut:
+        """The caller's rows (one per community they submitted for), best first, and their best row's community."""
         await self.contest(contest_id)
         key = board_key(contest_id, "users", "public")
         await self._ensure_board(contest_id, key)
-        me = await self.board.rank(key, str(user.id))
-        community = None
-        community_id = await self.core.pool.fetchval(
-            "SELECT community_id FROM contest_submissions WHERE contest_id = $1 AND user_id = $2"
-            " ORDER BY submitted_at LIMIT 1",
+        communities = await self.core.pool.fetch(
+            "SELECT DISTINCT community_id FROM contest_submissions WHERE contest_id = $1 AND user_id = $2"
+            " AND NOT disqualified",
             contest_id,
             user.id,
         )
-        if community_id is not None:
-            community = await self.board.rank(board_key(contest_id, "communities", "public"), str(community_id))
-        people = await self._names(contest_id, "users", [me.member] if me else [])
+        rows = [await self.board.rank(key, f"{user.id}:{r['community_id']}") for r in communities]
+        mine = sorted((e for e in rows if e is not None), key=lambda e: (e.rank, e.member))
+        community = None
+        if mine:
+            best = mine[0].member.partition(":")[2]
+            community = await self.board.rank(board_key(contest_id, "communities", "public"), best)
+        people = await self._names(contest_id, "users", [str(user.id)] if mine else [])
         groups = await self._names(contest_id, "communities", [community.member] if community else [])
         return MyRankOut(
-            me=_entry(me, people) if me else None, community=_entry(community, groups) if community else None
+            me=board_entry(mine[0], people) if mine else None,
+            community=board_entry(community, groups) if community else None,
+            rows=[board_entry(e, people) for e in mine],
         )
 
     # --- finalising and the all-time ranking ------------------------------------------------------
@@ -674,7 +619,7 @@ class Contests:
             await self.refresh_alltime()
         entries = await self.board.top(ALLTIME_KEY, limit)
         names = await store.shown_community_names(self.core.pool, user.id, user.is_admin, [e.member for e in entries])
-        return BoardOut(items=[_entry(e, names) for e in entries])
+        return BoardOut(items=[board_entry(e, names) for e in entries])
 
     async def close(self) -> None:
         """Stop judging (unjudged submissions stay pending in Postgres) and pushing."""
@@ -682,8 +627,3 @@ class Contests:
             task.cancel()
         await asyncio.gather(*self._judging, return_exceptions=True)
         await self.live.close()
-
-
-def _entry(e: Any, names: dict[str, str]) -> BoardEntry:
-    score, penalty = scoring.split_board_score(e.value)
-    return BoardEntry(rank=e.rank, id=uuid.UUID(e.member), name=names.get(e.member), score=score, penalty=penalty)
