@@ -151,6 +151,11 @@ def test_four_viewers_stay_within_100_ms_after_play_and_after_a_seek(
     assert_in_step(pages)
     assert max(aligned(pages)) < played_to + 45
 
+    # A viewer's player stumbles (a jump of 300 ms, as after a stall): the correction brings it back.
+    viewers[1].evaluate("() => { document.querySelector('video').currentTime += 0.3; }")
+    wait_for(lambda: spread(pages) > 0.2, "the stumble seen")
+    assert_in_step(pages)
+
     # The host's sync report lists the four connections.
     host.get_by_role("button", name="Sync report").click()
     report = host.get_by_role("table", name="Sync report")
