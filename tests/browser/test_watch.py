@@ -24,7 +24,7 @@ from aiohttp import web
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import WEB_DIST, OpenPage, User, WebServer, log_in, rest
-from tests.browser.test_courses import _ffmpeg
+from tests.browser.test_courses import _ffmpeg, rest_course
 from tests.conftest import make_settings
 
 CLIP_S = 90.0
@@ -171,6 +171,9 @@ def test_four_viewers_stay_within_100_ms_after_play_and_after_a_seek(
     host.screenshot(path=str(screenshots / "watch-host-desktop.png"), full_page=True)
     viewers[2].screenshot(path=str(screenshots / "watch-viewer-phone.png"), full_page=True)
 
+    # The phone viewer's page does not scroll sideways.
+    assert viewers[2].evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+
     # Pausing stops everyone at the same frame.
     host.get_by_role("button", name="Pause").click()
     wait_for(lambda: all(s[2] for s in samples(pages)), "every video paused")
@@ -184,3 +187,13 @@ def test_four_viewers_stay_within_100_ms_after_play_and_after_a_seek(
     expect(viewers[1].get_by_role("button", name="Play", exact=True)).to_be_disabled()
     viewers[0].get_by_role("button", name="Play", exact=True).click()
     assert_in_step(pages, rounds=3)
+
+    # A course lecture goes on the playlist by its page's address (the server fills in URL and title).
+    course = rest_course(server, server.user("Lena Lecturer", role="instructor"), f"Optics {uuid.uuid4().hex[:4]}")
+    status, lectures = rest(server.url, "GET", f"/courses/{course['id']}/lectures", token=users[1].token())
+    assert status == 200, lectures
+    items = lectures["items"] if isinstance(lectures, dict) else lectures
+    viewers[0].get_by_label("Video address").fill(f"{server.url}/courses/{course['id']}/lectures/{items[0]['id']}")
+    viewers[0].get_by_role("button", name="Add to queue").click()
+    for page in pages:
+        expect(page.get_by_role("list", name="Playlist")).to_contain_text("Getting started")
