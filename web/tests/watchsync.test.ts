@@ -233,3 +233,96 @@ it("a late joiner with a skewed clock on a slow link converges, follows a rate c
     client.stop();
   }
 });
+
+// --- WatchSync against a stand-in server: commands, versions, missed broadcasts, a held start ---------
+
+class Recorder implements WatchLink {
+  emitted: [string, Record<string, unknown>][] = [];
+  handlers = new Map<string, (data: unknown) => void>();
+  constructor(
+    public state: WatchState,
+    public beatVersion = state.version,
+  ) {}
+  async emit<T extends Ack = Ack>(event: string, data: unknown): Promise<T> {
+    const body = data as Record<string, unknown>;
+    this.emitted.push([event, body]);
+    const now = real();
+    if (event === "watch:heartbeat") return { ok: true, received_at: now, server_time: now, version: this.beatVersion } as T;
+    if (event === "watch:sync") return { ok: true, state: this.state, tuning: { burst: 1, burst_interval_s: 0 } } as T;
+    this.state = { ...this.state, version: this.state.version + 1, cause: event };
+    return { ok: true, state: this.state } as T;
+  }
+  on<T>(event: string, handler: (data: T) => void): () => void {
+    this.handlers.set(event, handler as (data: unknown) => void);
+    return () => this.handlers.delete(event);
+  }
+  count(event: string): number {
+    return this.emitted.filter(([e]) => e === event).length;
+  }
+}
+
+const real = () => performance.timeOrigin / 1000 + performance.now() / 1000;
+
+function pausedAt(position: number, version = 1): WatchState {
+  const s = new SlowServer(real).state;
+  return { ...s, version, playing: false, position, server_time: real() };
+}
+
+describe("WatchSync", () => {
+  it("sends commands based on the version held, and ignores an older state", async () => {
+    const link = new Recorder(pausedAt(12));
+    const player = new SimPlayer(0);
+    const client = new WatchSync(link, "r", player, real);
+    await client.start();
+    try {
+      await eventually(() => Math.abs(player.shown() - 12) < 0.01 && player.media !== null);
+      await client.command("watch:seek", { position: 30 });
+      const seek = link.emitted.find(([e]) => e === "watch:seek")![1];
+      expect(seek).toEqual({ room_id: "r", position: 30, version: 1 });
+      expect(client.version).toBe(2);
+      link.handlers.get("watch:state")!({ ...pausedAt(99, 1) }); // an echo of an old state
+      expect(client.version).toBe(2);
+      link.handlers.get("watch:state")!({ ...pausedAt(5, 9), room_id: "another room" });
+      expect(client.version).toBe(2);
+    } finally {
+      client.stop();
+    }
+  });
+
+  it("asks for the state again when a heartbeat says a broadcast was missed", async () => {
+    const link = new Recorder(pausedAt(3));
+    const client = new WatchSync(link, "r", new SimPlayer(0), real);
+    await client.start();
+    try {
+      expect(link.count("watch:sync")).toBe(1);
+      link.state = pausedAt(40, 7);
+      link.beatVersion = 7;
+      await client.heartbeat();
+      expect(link.count("watch:sync")).toBe(2);
+      expect(client.version).toBe(7);
+      const beat = link.emitted.filter(([e]) => e === "watch:heartbeat").at(-1)![1];
+      expect(beat).toMatchObject({ room_id: "r", playing: false, version: 1 });
+      expect(typeof beat.offset).toBe("number"); // the clock is synced by then: offset and rtt go along
+    } finally {
+      client.stop();
+    }
+  });
+
+  it("holds a start scheduled in the future at its position, then starts on the instant", async () => {
+    const start = real() + 0.4;
+    const held = { ...pausedAt(20, 2), playing: true, server_time: start, rate_before: 0 };
+    const link = new Recorder(held);
+    const player = new SimPlayer(0);
+    const client = new WatchSync(link, "r", player, real);
+    await client.start();
+    try {
+      await eventually(() => Math.abs(player.shown() - 20) < 0.01);
+      expect(player.playing).toBe(false);
+      await eventually(() => player.playing, 2000);
+      expect(real()).toBeGreaterThanOrEqual(start - 0.01);
+      await eventually(() => Math.abs(player.shown() - targetPosition(held, real())) < 0.03);
+    } finally {
+      client.stop();
+    }
+  });
+});
