@@ -247,10 +247,10 @@ class Recorder implements WatchLink {
     const body = data as Record<string, unknown>;
     this.emitted.push([event, body]);
     const now = real();
-    if (event === "watch:heartbeat") return { ok: true, received_at: now, server_time: now, version: this.beatVersion } as T;
-    if (event === "watch:sync") return { ok: true, state: this.state, tuning: { burst: 1, burst_interval_s: 0 } } as T;
+    if (event === "watch:heartbeat") return { ok: true, received_at: now, server_time: now, version: this.beatVersion } as unknown as T;
+    if (event === "watch:sync") return { ok: true, state: this.state, tuning: { burst: 1, burst_interval_s: 0 } } as unknown as T;
     this.state = { ...this.state, version: this.state.version + 1, cause: event };
-    return { ok: true, state: this.state } as T;
+    return { ok: true, state: this.state } as unknown as T;
   }
   on<T>(event: string, handler: (data: T) => void): () => void {
     this.handlers.set(event, handler as (data: unknown) => void);
