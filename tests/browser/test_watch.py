@@ -197,3 +197,18 @@ def test_four_viewers_stay_within_100_ms_after_play_and_after_a_seek(
     viewers[0].get_by_role("button", name="Add to queue").click()
     for page in pages:
         expect(page.get_by_role("list", name="Playlist")).to_contain_text("Getting started")
+
+    # A ready check: the play waits until everyone present has said they are ready, then starts for all.
+    host.get_by_role("button", name="Pause").click()
+    wait_for(lambda: all(s[2] for s in samples(pages)), "every video paused again")
+    host.get_by_label("Wait for").select_option(label="everyone")
+    host.get_by_role("button", name="Set ready check").click()
+    expect(viewers[2].get_by_role("button", name="I'm ready")).to_be_visible()
+    host.get_by_role("button", name="Play", exact=True).click()
+    expect(host.get_by_role("button", name="Waiting…")).to_be_visible()
+    expect(viewers[0].get_by_text("The play waits for the ready check.")).to_be_visible()
+    for page in pages:
+        assert page.evaluate(SAMPLE)[2], "a video started before everyone was ready"
+        page.get_by_role("button", name="I'm ready").click()
+    expect(host.get_by_role("button", name="Pause")).to_be_visible()
+    assert_in_step(pages, rounds=3)
