@@ -130,6 +130,13 @@ def test_four_viewers_stay_within_100_ms_after_play_and_after_a_seek(
     expect(viewers[0].get_by_role("button", name="Play", exact=True)).to_be_disabled()
     expect(viewers[0].get_by_text("the room's host and moderators control the player")).to_be_visible()
 
+    # A refusal is shown as the server's message.
+    host.get_by_label("Video address").fill("javascript:alert(1)")
+    host.get_by_role("button", name="Play now").click()
+    refusal = host.get_by_role("region", name="Watch party").get_by_role("alert")
+    expect(refusal).to_contain_text("url")
+    expect(host.get_by_label("Video address")).to_have_value("javascript:alert(1)")  # kept to correct
+
     # The host puts the clip up and plays it.
     host.get_by_label("Video address").fill(f"{server.url}/test-media/pattern.mp4")
     host.get_by_label("Title").fill("Test pattern")
