@@ -448,17 +448,44 @@ class Settings(BaseSettings):
     contest_push_interval_s: float = Field(
         0.5, gt=0, le=60, description="Least time between two `leaderboard:update` pushes of one contest."
     )
+    contest_standings_recheck_s: float = Field(
+        300.0,
+        ge=1,
+        le=86400,
+        description="Each node keeps the standings of the contests it pushes in memory and applies only the "
+        "submissions changed since its last read. After this many seconds it rebuilds them from every "
+        "submission instead, at the next push (a consistency check: a difference is logged). They are also "
+        "rebuilt when the contest's rules, problems or taking-part communities change and when its freeze starts.",
+    )
+    contest_standings_contests: int = Field(
+        64,
+        ge=1,
+        le=10_000,
+        description="Contests whose standings one node keeps in memory; the least recently used beyond this "
+        "are dropped (and rebuilt from Postgres when next needed).",
+    )
     contest_submit_rate_count: int = Field(
         10,
         ge=1,
         le=10_000,
         description="Contest submissions one user may make per STUDYHALL_CONTEST_SUBMIT_RATE_WINDOW_S, over all "
-        "contests; then 429. Every submission is stored and re-read for each standings push, so this bounds "
-        "what one contestant adds to a contest's cost. Submissions waiting for the judge also count against "
-        "STUDYHALL_SANDBOX_PER_USER, together with the user's executions.",
+        "contests; then 429. Every submission is stored and held in each node's standings of the contest, so "
+        "this bounds what one contestant adds to a contest's cost. Submissions waiting for the judge also count "
+        "against STUDYHALL_SANDBOX_PER_USER, together with the user's executions.",
     )
     contest_submit_rate_window_s: float = Field(
         60.0, gt=0, le=86400, description="Window of the per-user contest submission rate limit."
+    )
+    contest_rejudge_rate_count: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Rejudges one contest may have per STUDYHALL_CONTEST_REJUDGE_RATE_WINDOW_S, counting "
+        "`POST .../rejudge` and problem edits that change tests or limits (each judges every submission of the "
+        "problem again); then 429. A manager fixing a problem needs one or two.",
+    )
+    contest_rejudge_rate_window_s: float = Field(
+        600.0, gt=0, le=86400, description="Window of the per-contest rejudge rate limit."
     )
 
     @field_validator("database_url", "redis_url", "jwt_secret", "metrics_token", "metrics_port", "metrics_host",

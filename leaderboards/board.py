@@ -2,9 +2,10 @@
 
 Two implementations of :class:`Board`, chosen once at start-up by :func:`open_board`, answering alike:
 
-- :class:`LocalBoard`: one process, a dictionary per key, sorted on write.
+- :class:`LocalBoard`: one process, a dictionary and a sorted list per key.
 - :class:`RedisBoard`: one sorted set per key, shared by every node; a key is replaced as a whole
-  (written under a temporary name, then renamed), so a reader never sees half a board.
+  (written under a temporary name, then renamed), so a reader never sees half a board, or changed
+  member by member (``update``: one ``ZADD`` and one ``ZREM`` in a transaction).
 
 A member's value is :func:`leaderboards.core.board_score` (score first, then penalty). Equal values
 share a rank: a member's rank is one more than the number of members with a strictly greater value.
@@ -13,12 +14,12 @@ Among equal values, top-N lists members in descending id order (Redis' ``ZREVRAN
 
 from __future__ import annotations
 
-import bisect
 import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
 import redis.asyncio as aioredis
+from sortedcontainers import SortedList
 
 from core_api.settings import Settings
 
@@ -32,6 +33,10 @@ class Entry:
 
 class Board(Protocol):
     async def replace(self, key: str, values: dict[str, float]) -> None: ...
+
+    async def update(self, key: str, values: dict[str, float], removed: list[str]) -> bool:
+        """Set some members' values and remove others; ``False`` (nothing done) if the key does not exist."""
+        ...
 
     async def exists(self, key: str) -> bool: ...
 
@@ -54,32 +59,50 @@ class LocalBoard:
     """An in-process board (embedded mode)."""
 
     def __init__(self) -> None:
-        self._keys: dict[str, list[tuple[str, float]]] = {}
         self._values: dict[str, dict[str, float]] = {}
-        self._ascending: dict[str, list[float]] = {}  # for ranks by bisection
+        self._sorted: dict[str, SortedList[tuple[float, str]]] = {}  # ascending (value, member)
+        self._ascending: dict[str, SortedList[float]] = {}  # for ranks by bisection
 
     async def replace(self, key: str, values: dict[str, float]) -> None:
         self._values[key] = dict(values)
-        self._keys[key] = sorted(values.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
-        self._ascending[key] = sorted(values.values())
+        self._sorted[key] = SortedList((v, m) for m, v in values.items())
+        self._ascending[key] = SortedList(values.values())
+
+    async def update(self, key: str, values: dict[str, float], removed: list[str]) -> bool:
+        if key not in self._values:
+            return False
+        mine, ordered, ascending = self._values[key], self._sorted[key], self._ascending[key]
+        for member in [*values, *removed]:
+            old = mine.pop(member, None)
+            if old is not None:
+                ordered.remove((old, member))
+                ascending.remove(old)
+        for member, value in values.items():
+            mine[member] = value
+            ordered.add((value, member))
+            ascending.add(value)
+        return True
 
     async def exists(self, key: str) -> bool:
-        return key in self._keys
+        return key in self._values
 
     async def rank(self, key: str, member: str) -> Entry | None:
         value = self._values.get(key, {}).get(member)
         if value is None:
             return None
         ascending = self._ascending[key]
-        above = len(ascending) - bisect.bisect_right(ascending, value)
+        above = len(ascending) - ascending.bisect_right(value)
         return Entry(member, value, above + 1)
 
     async def top(self, key: str, n: int) -> list[Entry]:
-        return _ranked(self._keys.get(key, [])[:n], 0)
+        ordered = self._sorted.get(key)
+        if not ordered or n <= 0:
+            return []
+        return _ranked([(m, v) for v, m in reversed(ordered[-n:])], 0)
 
     async def close(self) -> None:
-        self._keys.clear()
         self._values.clear()
+        self._sorted.clear()
         self._ascending.clear()
 
 
@@ -105,6 +128,21 @@ class RedisBoard:
             pipe.rename(temp, target)
             pipe.delete(target + ":empty")
             await pipe.execute()
+
+    async def update(self, key: str, values: dict[str, float], removed: list[str]) -> bool:
+        target = self._key(key)
+        if not await self.exists(key):
+            return False
+        if not values and not removed:
+            return True
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if values:
+                pipe.zadd(target, values)
+                pipe.delete(target + ":empty")
+            if removed:
+                pipe.zrem(target, *removed)
+            await pipe.execute()
+        return True
 
     async def exists(self, key: str) -> bool:
         target = self._key(key)

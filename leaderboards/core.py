@@ -12,8 +12,10 @@ The rules (DOMjudge / ICPC):
 - First to solve: the earliest accepted attempt of each problem among the attempts this view can see.
 - Freeze: in the public view of a contest that is not finalised, every attempt made at or after the
   freeze time shows as pending (its result hidden); the jury view and a finalised contest show all.
-- A community's score is the sum of its members' scores and its penalty the sum of their penalties (a
-  member is counted for the community they submitted for); it ranks by the same rule as people.
+- Each attempt scores for the community it names: standings have one row per (person, community), scored
+  from that person's attempts for that community alone (a member of two communities who submits for both
+  has two rows, and a problem solved for one is not solved for the other). A community's score is the
+  sum of its rows' scores and its penalty the sum of their penalties; it ranks by the same rule as rows.
 """
 
 from __future__ import annotations
@@ -85,13 +87,55 @@ def hides(rules: Rules, view: View, attempt: Attempt) -> bool:
     )  # fmt: skip
 
 
+def row_order(row: Standing) -> tuple[int, int, str, str, str]:
+    """Where a row sorts: score (higher first), penalty (lower first), then name, id and community only
+    to be stable."""
+    return (-row.score, row.penalty, row.name, row.id, row.community_id or "")
+
+
 def rank_rows(rows: list[Standing]) -> list[Standing]:
     """Sort by score, then penalty, and give equal (score, penalty) the same rank."""
-    rows.sort(key=lambda s: (-s.score, s.penalty, s.name, s.id))
+    rows.sort(key=row_order)
     for i, row in enumerate(rows):
         same = i > 0 and (rows[i - 1].score, rows[i - 1].penalty) == (row.score, row.penalty)
         row.rank = rows[i - 1].rank if same else i + 1
     return rows
+
+
+def attempt_order(attempt: Attempt) -> tuple[datetime, str]:
+    """The order attempts are scored in: when they were made, then id."""
+    return (attempt.submitted_at, attempt.id)
+
+
+def solves(rules: Rules, view: View, attempt: Attempt) -> bool:
+    """Whether ``attempt`` solves its problem if nothing before it in its cell did (accepted and visible)."""
+    return attempt.verdict == ACCEPTED and not hides(rules, view, attempt)
+
+
+def score_cell(rules: Rules, view: View, problem_id: str, attempts: list[Attempt]) -> Cell:
+    """One row's standing on one problem from its attempts on it, in :func:`attempt_order`
+    (``first_to_solve`` is for the caller to set: it depends on every row)."""
+    cell = Cell(problem_id)
+    for a in attempts:
+        if a.verdict is None or hides(rules, view, a):
+            cell.pending += 1
+        elif a.verdict == ACCEPTED:
+            cell.solved, cell.minute, cell.solved_by = True, a.minute, a.id
+            break  # attempts after the solve do not count
+        elif a.verdict not in FREE_VERDICTS:
+            cell.rejected += 1
+    return cell
+
+
+def total(rules: Rules, row: Standing) -> None:
+    """A row's score, solved count and penalty from its cells."""
+    row.score = row.solved = row.penalty = 0
+    for cell in row.cells.values():
+        if cell.solved:
+            assert cell.minute is not None
+            row.solved += 1
+            row.score += 1 if rules.scoring == "icpc" else rules.points.get(cell.problem_id, 0)
+            row.penalty += cell.minute + rules.penalty_minutes * cell.rejected
 
 
 def standings(
@@ -100,36 +144,28 @@ def standings(
     attempts: list[Attempt],
     names: dict[str, str],
 ) -> list[Standing]:
-    """People's standings from their attempts (in any order), for ``view``; ``names`` maps user id to name."""
-    people: dict[str, Standing] = {}
-    first: dict[str, Attempt] = {}
-    for a in sorted(attempts, key=lambda a: (a.submitted_at, a.id)):
-        if a.user_id not in people:
-            people[a.user_id] = Standing(a.user_id, names.get(a.user_id, ""), community_id=a.community_id)
-        person = people[a.user_id]
-        cell = person.cells.setdefault(a.problem_id, Cell(a.problem_id))
-        if cell.solved:
-            continue
-        if a.verdict is None or hides(rules, view, a):
-            cell.pending += 1
-        elif a.verdict == ACCEPTED:
-            cell.solved, cell.minute, cell.solved_by = True, a.minute, a.id
-            first.setdefault(a.problem_id, a)
-        elif a.verdict not in FREE_VERDICTS:
-            cell.rejected += 1
-    for person in people.values():
-        for cell in person.cells.values():
-            if cell.solved:
-                assert cell.minute is not None
-                person.solved += 1
-                person.score += 1 if rules.scoring == "icpc" else rules.points.get(cell.problem_id, 0)
-                person.penalty += cell.minute + rules.penalty_minutes * cell.rejected
-                cell.first_to_solve = first[cell.problem_id].id == cell.solved_by
-    return rank_rows(list(people.values()))
+    """Standings from attempts (in any order), for ``view``: one row per (person, community) that has
+    attempts, each scored from the attempts naming that community; ``names`` maps user id to name.
+    This full recompute is the definition; :mod:`leaderboards.tally` keeps the same answer up to date."""
+    cells: dict[tuple[str, str], dict[str, list[Attempt]]] = {}
+    for a in sorted(attempts, key=attempt_order):
+        cells.setdefault((a.user_id, a.community_id), {}).setdefault(a.problem_id, []).append(a)
+    first: dict[str, str] = {}  # problem id -> the earliest solving attempt's id
+    for a in sorted((a for a in attempts if solves(rules, view, a)), key=attempt_order, reverse=True):
+        first[a.problem_id] = a.id
+    rows = []
+    for (user_id, community_id), by_problem in cells.items():
+        row = Standing(user_id, names.get(user_id, ""), community_id=community_id)
+        for problem_id, mine in by_problem.items():
+            cell = row.cells[problem_id] = score_cell(rules, view, problem_id, mine)
+            cell.first_to_solve = cell.solved and first.get(problem_id) == cell.solved_by
+        total(rules, row)
+        rows.append(row)
+    return rank_rows(rows)
 
 
 def community_standings(people: list[Standing], communities: dict[str, str]) -> list[Standing]:
-    """Communities' standings: each one's members summed (``communities`` maps id to name, all taking part)."""
+    """Communities' standings: each one's rows summed (``communities`` maps id to name, all taking part)."""
     rows = {cid: Standing(cid, name) for cid, name in communities.items()}
     for person in people:
         row = rows.get(person.community_id or "")

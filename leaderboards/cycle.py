@@ -8,12 +8,12 @@
 - judging again what a stopped node left without a verdict for 5 minutes;
 - freezing needs no step: the public board freezes at ``freeze_at`` by itself;
 - finalising: every contest past its end with no submission waiting for the judge
-  (:meth:`~leaderboards.service.Contests.finalise_contest`, itself once-only);
-- paying: for a finalised contest not yet paid, each member who solved at least one problem for a
-  community ranked ``r`` gets ``prizes[r - 1]`` coins (ties share the rank, so both are paid), from the
-  contest's prize budget, in the same transaction that marks the contest paid; each payment also has a
-  unique ledger ref (:mod:`leaderboards.prizes`: approval, budgets, and a payout the budget cannot cover,
-  which waits and is tried again on the next pass).
+  (:meth:`~leaderboards.service.Contests.finalise_contest`, itself once-only), which pays the prizes in
+  its own transaction: each member who solved at least one problem for a community ranked ``r`` gets
+  ``prizes[r - 1]`` coins (ties share the rank, so both are paid; a member who scored for two placed
+  communities is paid for each), from the contest's prize budget; each payment has a unique ledger ref;
+- paying again: a finalised contest whose payout was blocked (the budget could not cover it,
+  :mod:`leaderboards.prizes`) is tried again on every pass until it is paid.
 
 A template offering prizes opens no war until a platform admin approved them; its wars carry that
 approval. Its communities take part in its wars once their admins accepted (:mod:`leaderboards.consent`).
@@ -148,10 +148,11 @@ class Cycle:
         )  # fmt: skip
 
     async def tick(self, now: datetime) -> dict[str, int]:
-        """One pass of the cycle; returns how many wars it opened, finalised and paid."""
+        """One pass of the cycle; returns how many wars it opened and finalised (paying their prizes), and how many
+        blocked payouts it paid."""
         opened = finalised = paid = 0
         # Submissions whose node stopped while judging them would keep their contest from finalising.
-        await self.contests.judge_stale(now - STALE_JUDGING)
+        await self.contests.judge_stale(now - STALE_JUDGING, STALE_JUDGING.total_seconds())
         # A template whose prizes wait for an admin (or were rejected) opens no war.
         for template in await self.core.pool.fetch(
             "SELECT * FROM contest_templates WHERE active AND approval IN ('not_needed', 'approved')"

@@ -31,7 +31,6 @@ from leaderboards.schemas import (
     DisqualifyIn,
     InvitationOut,
     MyRankOut,
-    RejudgeOut,
     StandingsOut,
     StandingsQuery,
     SubmissionIn,
@@ -126,14 +125,6 @@ async def get_my_contest_rank(call: Call) -> MyRankOut:
            tag=TAG, response=ContestOut, errors=[403, 409])  # fmt: skip
 async def post_contest_finalise(call: Call) -> ContestOut:
     return await contests_of(call).finalise(call.me, call.params["contest_id"])
-
-
-@api.route("POST", "/contests/{contest_id}/problems/{problem_id}/rejudge",
-           summary="Judge every submission of a problem again (managers)", tag=TAG, response=RejudgeOut,
-           status=202, errors=[403, 503])  # fmt: skip
-async def post_contest_rejudge(call: Call) -> RejudgeOut:
-    count = await contests_of(call).rejudge(call.me, call.params["contest_id"], call.params["problem_id"])
-    return RejudgeOut(submissions=count)
 
 
 @api.route("POST", "/contests/{contest_id}/submissions/{submission_id}/disqualify",

@@ -2,11 +2,13 @@
 
 Whoever changes a contest's standings calls :meth:`Coalescer.touch`. The first touch starts one task
 for that contest; touches arriving meanwhile only mark the contest dirty, so a burst of verdicts becomes
-one push, and a verdict after a push is never lost: the task runs again. The task starts the refresh
-(read Postgres, compute the standings) a little before the interval since the last push ends, by as
-long as refreshes have been taking, and the refresh waits for :data:`Ready` before it emits: so pushes
-go out one interval apart under steady load, and a verdict waits for the interval, not for the
-interval plus a computation.
+one push, and a verdict after a push is never lost: the task runs again. The first change after a quiet
+interval is pushed at once (leading edge); changes during the interval go out together when it ends.
+The task starts the refresh (bring the standings up to date) a little before the interval since the
+last push ends, by as long as refreshes have been taking (their smoothed mean plus four smoothed
+deviations, as TCP times a round trip), and the refresh waits for :data:`Ready`
+before it emits: so pushes go out one interval apart under steady load, and a verdict waits for the
+interval, not for the interval plus a computation.
 
 With several nodes, an optional :class:`Gate` (a Redis key set with ``NX PX interval`` right before a
 push) makes the limit hold across the cluster: a node that loses the race waits for the key to expire.
@@ -55,20 +57,42 @@ class RedisGate:
 
 
 class Coalescer:
-    """Per-contest refresh tasks, owned here and cancelled by :meth:`close`."""
+    """Per-contest refresh tasks, owned here and cancelled by :meth:`close`.
 
-    def __init__(self, refresh: Refresh, interval_s: float = 0.5, gate: Gate | None = None) -> None:
+    Args:
+        refresh: brings a contest's standings up to date and pushes them, awaiting ``ready`` first.
+        interval_s: least time between two pushes of one contest (0.5 s).
+        gate: the cluster-wide limit (Redis), if any.
+        clock: monotonic seconds; ``sleep``: waits that many seconds (tests pass virtual ones).
+    """
+
+    def __init__(
+        self,
+        refresh: Refresh,
+        interval_s: float = 0.5,
+        gate: Gate | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.refresh = refresh
         self.interval_s = interval_s
         self.gate = gate
+        self.clock = clock
+        self.sleep = sleep
         self._dirty: set[uuid.UUID] = set()
+        self._since: dict[uuid.UUID, float] = {}  # when the contest's oldest change not yet being pushed came
+        self.allowed_at: dict[uuid.UUID, float] = {}  # when the rule allowed the contest's latest push
         self._last: dict[uuid.UUID, float] = {}  # when the contest's last push went out (monotonic)
-        self._compute_s: dict[uuid.UUID, float] = {}  # how long a refresh takes to be ready to push
+        # How long a refresh takes to be ready to push: a smoothed mean and deviation, as TCP estimates a
+        # round trip (RFC 6298); the refresh starts mean + 4 deviations early, so a slow one is rarely late.
+        self._compute_s: dict[uuid.UUID, tuple[float, float]] = {}
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
         self.pushes = 0
 
     def touch(self, contest_id: uuid.UUID) -> None:
         self._dirty.add(contest_id)
+        self._since.setdefault(contest_id, self.clock())
         if contest_id not in self._tasks:
             self._tasks[contest_id] = asyncio.create_task(self._run(contest_id))
 
@@ -81,23 +105,34 @@ class Coalescer:
         try:
             while contest_id in self._dirty:
                 # Start computing early enough that the push is ready when the interval allows it.
-                lead = self._compute_s.get(contest_id, 0.0)
-                wait = self._last.get(contest_id, float("-inf")) + self.interval_s - lead - time.monotonic()
+                mean, dev = self._compute_s.get(contest_id, (0.0, 0.0))
+                lead = min(mean + 4 * dev, self.interval_s)
+                wait = self._last.get(contest_id, float("-inf")) + self.interval_s - lead - self.clock()
                 if wait > 0:
-                    await asyncio.sleep(wait)
+                    await self.sleep(wait)
                 self._dirty.discard(contest_id)
-                started = time.monotonic()
+                since = self._since.pop(contest_id, self.clock())
+                started = self.clock()
 
-                async def ready(started: float = started) -> None:
-                    took = time.monotonic() - started
+                async def ready(started: float = started, since: float = since) -> None:
+                    took = self.clock() - started
                     before = self._compute_s.get(contest_id)
-                    self._compute_s[contest_id] = took if before is None else 0.7 * before + 0.3 * took
-                    left = self._last.get(contest_id, float("-inf")) + self.interval_s - time.monotonic()
+                    if before is None:
+                        self._compute_s[contest_id] = (took, took / 2)
+                    else:
+                        mean, dev = before
+                        self._compute_s[contest_id] = (
+                            0.875 * mean + 0.125 * took,
+                            0.75 * dev + 0.25 * abs(took - mean),
+                        )
+                    allowed = max(since, self._last.get(contest_id, float("-inf")) + self.interval_s)
+                    left = allowed - self.clock()
                     if left > 0:
-                        await asyncio.sleep(left)
+                        await self.sleep(left)
                     if self.gate is not None:
                         await self.gate.wait_turn(contest_id, self.interval_s)
-                    self._last[contest_id] = time.monotonic()
+                    self._last[contest_id] = self.clock()
+                    self.allowed_at[contest_id] = allowed
 
                 try:
                     await self.refresh(contest_id, ready)
@@ -105,7 +140,7 @@ class Coalescer:
                 except Exception:
                     log.exception("could not refresh the boards of contest %s", contest_id)
                 if self._last.get(contest_id, float("-inf")) < started:  # failed before pushing: back off
-                    self._last[contest_id] = time.monotonic()
+                    self._last[contest_id] = self.clock()
         finally:
             self._tasks.pop(contest_id, None)
 

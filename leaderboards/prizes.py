@@ -13,13 +13,18 @@ Coins are a currency, so only platform admins decide how many come into being:
   (``PUT /communities/{id}/prize-budget``, ``/contests/{id}/prize-budget``,
   ``/contest-templates/{id}/prize-budget`` with ``{coins, note?}``: an entry naming the admin, and an
   audit entry); admins and the organizer's admins read it (``GET``, with its latest entries).
-- **Paying** (the weekly cycle, once a contest is finalised): the prizes due are added up and taken from
-  the budget in the transaction that credits the winners, the budget's row locked. If the budget holds
-  less, or there is none, nothing is paid: the contest shows ``payout.state: blocked`` and why, its
-  organizer is told once, and the next pass tries again (once an admin has topped the budget up). A
-  budget's balance can never go below zero (a CHECK), whatever runs at once. Each credit names the
-  contest, the budget and the approving admin (``wallet_entries``; a CHECK refuses a prize credit that
-  does not), and the budget's ``award`` entry names the contest.
+- **Paying** (in the transaction that finalises the contest; the weekly cycle retries a blocked payout):
+  the prizes due are added up and taken from the budget in the transaction that credits the winners,
+  the budget's row locked. If the budget holds less, or there is none, nothing is paid: the contest shows
+  ``payout.state: blocked`` and why, its organizer is told once, and the next pass tries again (once an
+  admin has topped the budget up). A budget's balance can never go below zero (a CHECK), whatever runs at
+  once. Each credit names the contest, the budget and the approving admin (``wallet_entries``; a CHECK
+  refuses a prize credit that does not), and the budget's ``award`` entry names the contest.
+- **One prize per placement.** Scoring is per (person, community): a member who solved problems for two
+  communities helped each of them, so they are paid once for each placement (ledger ref
+  ``award:<contest>:<community>:<user>``), and told of each payment (``contest_award``, naming the
+  community) in the same transaction, only for a credit that was written: what a winner is told is what
+  the ledger holds. The budget is charged exactly what was credited.
 """
 
 from __future__ import annotations
@@ -242,21 +247,33 @@ async def set_budget(core: Core, admin: Principal, scope: Scope, owner_id: uuid.
 @dataclass(frozen=True)
 class Payment:
     user_id: uuid.UUID
+    community_id: uuid.UUID
+    community_name: str
     rank: int
     coins: int
 
+    def ref(self, contest_id: uuid.UUID) -> str:
+        """The ledger ref: one credit per contest, community and member, however often paying runs."""
+        return f"award:{contest_id}:{self.community_id}:{self.user_id}"
+
 
 async def _winners(conn: Connection, contest_id: uuid.UUID, prizes: list[int]) -> list[Payment]:
-    """Each member who solved a problem (not disqualified) for a community ranked r gets ``prizes[r - 1]``."""
+    """Each member who solved a problem (not disqualified) for a community ranked r gets ``prizes[r - 1]``,
+    once per such community."""
     rows = await conn.fetch(
-        "SELECT DISTINCT r.rank, s.user_id FROM contest_results r JOIN contest_submissions s"
+        "SELECT DISTINCT r.rank, r.community_id, c.name, s.user_id FROM contest_results r"
+        " JOIN communities c ON c.id = r.community_id JOIN contest_submissions s"
         " ON s.contest_id = r.contest_id AND s.community_id = r.community_id"
         " AND s.verdict = 'accepted' AND NOT s.disqualified"
-        " WHERE r.contest_id = $1 AND r.rank <= $2 ORDER BY r.rank, s.user_id",
+        " WHERE r.contest_id = $1 AND r.rank <= $2 ORDER BY r.rank, r.community_id, s.user_id",
         contest_id,
         len(prizes),
     )
-    return [Payment(r["user_id"], r["rank"], prizes[r["rank"] - 1]) for r in rows if prizes[r["rank"] - 1] > 0]
+    return [
+        Payment(r["user_id"], r["community_id"], r["name"], r["rank"], prizes[r["rank"] - 1])
+        for r in rows
+        if prizes[r["rank"] - 1] > 0
+    ]
 
 
 async def _settle(tx: Tx, contest: Record, note: str | None, **details: object) -> int:
@@ -275,60 +292,81 @@ async def _block(tx: Tx, contest: Record, why: str) -> int:
 
 
 async def award(core: Core, contest_id: uuid.UUID) -> int:
-    """Pay a finalised contest's prizes once, from its budget; 1 if this call settled them, 0 if not (not
-    finalised, settled already, or blocked: the budget cannot pay, and the contest says why)."""
+    """Pay a finalised contest's prizes once, from its budget, in a transaction of its own (the cycle's
+    retry of a blocked payout); see :func:`award_in`."""
     async with core.transaction() as tx:
-        contest = await tx.conn.fetchrow(
-            "SELECT id, title, created_by, organizer_id, template_id, prizes, approval, approved_by, awarded_at,"
-            " award_note, finalised_at FROM contests WHERE id = $1 FOR UPDATE",
-            contest_id,
+        return await award_in(tx, contest_id)
+
+
+async def award_in(tx: Tx, contest_id: uuid.UUID) -> int:
+    """Pay a finalised contest's prizes once, from its budget, in ``tx`` (the finalising transaction);
+    1 if this call settled them, 0 if not (not finalised, settled already, or blocked: the budget cannot
+    pay, and the contest says why)."""
+    contest = await tx.conn.fetchrow(
+        "SELECT id, title, created_by, organizer_id, template_id, prizes, approval, approved_by, awarded_at,"
+        " award_note, finalised_at FROM contests WHERE id = $1 FOR UPDATE",
+        contest_id,
+    )
+    if contest is None or contest["awarded_at"] is not None or contest["finalised_at"] is None:
+        return 0
+    prizes: list[int] = list(contest["prizes"])
+    if not needs_approval(prizes):
+        return await _settle(tx, contest, None, winners=0)
+    if contest["approval"] != "approved":
+        return await _settle(tx, contest, "Not paid: its prizes were never approved.", winners=0)
+    payments = await _winners(tx.conn, contest_id, prizes)
+    total = sum(p.coins for p in payments)
+    if total == 0:
+        return await _settle(tx, contest, None, winners=0)
+    if contest["approved_by"] is None:
+        return await _block(tx, contest, "The admin who approved its prizes no longer exists: approve them again.")
+    budget = await tx.conn.fetchrow(
+        "SELECT id, balance FROM prize_budgets WHERE contest_id = $1 OR template_id = $2 OR community_id = $3"
+        " ORDER BY contest_id IS NULL, template_id IS NULL LIMIT 1 FOR UPDATE",
+        contest_id,
+        contest["template_id"],
+        contest["organizer_id"],
+    )
+    if budget is None:
+        return await _block(
+            tx,
+            contest,
+            f"Its prizes come to {total} coins and there is no prize budget to pay "
+            "them from: a platform admin sets one for the contest or its organizing community.",
         )
-        if contest is None or contest["awarded_at"] is not None or contest["finalised_at"] is None:
-            return 0
-        prizes: list[int] = list(contest["prizes"])
-        if not needs_approval(prizes):
-            return await _settle(tx, contest, None, winners=0)
-        if contest["approval"] != "approved":
-            return await _settle(tx, contest, "Not paid: its prizes were never approved.", winners=0)
-        payments = await _winners(tx.conn, contest_id, prizes)
-        total = sum(p.coins for p in payments)
-        if total == 0:
-            return await _settle(tx, contest, None, winners=0)
-        if contest["approved_by"] is None:
-            return await _block(tx, contest, "The admin who approved its prizes no longer exists: approve them again.")
-        budget = await tx.conn.fetchrow(
-            "SELECT id, balance FROM prize_budgets WHERE contest_id = $1 OR template_id = $2 OR community_id = $3"
-            " ORDER BY contest_id IS NULL, template_id IS NULL LIMIT 1 FOR UPDATE",
-            contest_id,
-            contest["template_id"],
-            contest["organizer_id"],
-        )
-        if budget is None:
-            return await _block(
-                tx,
-                contest,
-                f"Its prizes come to {total} coins and there is no prize budget to pay "
-                "them from: a platform admin sets one for the contest or its organizing community.",
-            )
-        if budget["balance"] < total:
-            return await _block(tx, contest, f"Its prizes come to {total} coins and its prize budget holds "
-                                f"{budget['balance']}: paid as soon as a platform admin raises it.")  # fmt: skip
+    if budget["balance"] < total:
+        return await _block(tx, contest, f"Its prizes come to {total} coins and its prize budget holds "
+                            f"{budget['balance']}: paid as soon as a platform admin raises it.")  # fmt: skip
+    source = wallet.Source(contest_id=contest_id, budget_id=budget["id"], approved_by=contest["approved_by"])
+    paid: list[Payment] = []
+    for p in payments:
+        reason = f"rank {p.rank} for {p.community_name} in {contest['title']}"
+        if not await wallet.credit(tx, p.user_id, p.coins, reason, p.ref(contest_id), source):
+            continue  # credited before: neither paid nor told again
+        paid.append(p)
+        # In the same transaction as the credit: a winner is told exactly what the ledger holds, once.
+        told = {"contest_id": str(contest_id), "title": contest["title"], "rank": p.rank, "coins": p.coins,
+                "community_id": str(p.community_id), "community_name": p.community_name}  # fmt: skip
+        await notify(tx, p.user_id, "contest_award", told)
+    coins = sum(p.coins for p in paid)
+    if coins:
         left = await tx.conn.fetchval(
-            "UPDATE prize_budgets SET balance = balance - $2 WHERE id = $1 RETURNING balance", budget["id"], total
+            "UPDATE prize_budgets SET balance = balance - $2 WHERE id = $1 RETURNING balance", budget["id"], coins
         )
         await tx.conn.execute(
             "INSERT INTO prize_budget_entries (id, budget_id, kind, amount, balance_after, contest_id, note, ref)"
             " VALUES ($1, $2, 'award', $3, $4, $5, $6, $7)",
-            new_id(), budget["id"], -total, left, contest_id, f"prizes of {contest['title']}", f"award:{contest_id}",
+            new_id(), budget["id"], -coins, left, contest_id, f"prizes of {contest['title']}", f"award:{contest_id}",
         )  # fmt: skip
-        source = wallet.Source(contest_id=contest_id, budget_id=budget["id"], approved_by=contest["approved_by"])
-        for p in payments:
-            reason = f"rank {p.rank} in {contest['title']}"
-            await wallet.credit(tx, p.user_id, p.coins, reason, f"award:{contest_id}:{p.user_id}", source)
-            # In the same transaction as the payment, so a winner is told exactly once.
-            told = {"contest_id": str(contest_id), "title": contest["title"], "rank": p.rank, "coins": p.coins}
-            await notify(tx, p.user_id, "contest_award", told)
-        return await _settle(tx, contest, None, winners=len(payments), coins=total, budget_id=str(budget["id"]))
+    return await _settle(
+        tx,
+        contest,
+        None,
+        winners=len({p.user_id for p in paid}),
+        payments=len(paid),
+        coins=coins,
+        budget_id=str(budget["id"]),
+    )
 
 
 # --- REST ---------------------------------------------------------------------------------------------------

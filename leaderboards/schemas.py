@@ -58,9 +58,10 @@ class ContestIn(Input):
     prizes: list[Annotated[int, Field(ge=0, le=MAX_PRIZE)]] = Field(
         default_factory=list,
         max_length=10,
-        description="Coins for each member who solved a problem for the communities ranked 1, 2, ... (paid once, "
-        "when finalised, from a prize budget a platform admin set). Prizes need a platform admin's approval "
-        "before the contest may start.",
+        description="Coins for each member who solved a problem for the communities ranked 1, 2, ... (paid once "
+        "per placement, when finalised, from a prize budget a platform admin set: a member who solved for two "
+        "placed communities gets both prizes). Prizes need a platform admin's approval before the contest may "
+        "start.",
     )
 
     @model_validator(mode="after")
@@ -192,7 +193,12 @@ class PersonRow(BaseModel):
     rank: int
     user_id: uuid.UUID
     display_name: str
-    community_id: uuid.UUID | None
+    community_id: uuid.UUID | None = Field(
+        description="The community this row scores for: a person has one row per community they submitted for."
+    )
+    community_name: str | None = Field(
+        None, description="The name of the community this row scores for (those taking part accepted to be named)."
+    )
     score: int
     solved: int
     penalty: int
@@ -216,6 +222,16 @@ class StandingsOut(BaseModel):
     people: list[PersonRow]
     communities: list[CommunityRow]
 
+    @model_validator(mode="after")
+    def _name_people_rows(self) -> StandingsOut:
+        """Each person row names its community from the community rows: the communities taking part, which
+        accepted to be named (all of them: a contest has at most MAX_COMMUNITIES, fewer than a push lists)."""
+        named = {c.community_id: c.name for c in self.communities}
+        for person in self.people:
+            if person.community_name is None and person.community_id is not None:
+                person.community_name = named.get(person.community_id)
+        return self
+
 
 class StandingsQuery(Query):
     view: Literal["public", "jury"] = Field("public", description="`jury` (managers only) shows everything.")
@@ -233,6 +249,11 @@ class BoardEntry(BaseModel):
         description="The person's display name, or the community's name (null for a private community you "
         "cannot see that never accepted to take part in a contest)."
     )
+    community_id: uuid.UUID | None = Field(
+        None,
+        description="On a board of people: the community this row scores for (a person has one row per "
+        "community they submitted for). Null on boards of communities.",
+    )
     score: int
     penalty: int
 
@@ -242,5 +263,8 @@ class BoardOut(BaseModel):
 
 
 class MyRankOut(BaseModel):
-    me: BoardEntry | None
-    community: BoardEntry | None
+    me: BoardEntry | None = Field(description="Your best row (its `community_id` says which community it is for).")
+    community: BoardEntry | None = Field(description="The community of your best row.")
+    rows: list[BoardEntry] = Field(
+        default_factory=list, description="Each of your rows, one per community you submitted for, best first."
+    )

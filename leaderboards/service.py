@@ -18,7 +18,6 @@ import logging
 import math
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -34,19 +33,16 @@ from leaderboards import core as scoring
 from leaderboards.board import Board
 from leaderboards.live import Coalescer, Gate, Ready
 from leaderboards.schemas import (
-    BoardEntry,
     BoardOut,
-    CellOut,
-    CommunityRow,
     ContestIn,
     ContestOut,
     MyRankOut,
-    PersonRow,
     ProblemIn,
     StandingsOut,
     SubmissionIn,
     SubmissionOut,
 )
+from leaderboards.standings import Computed, LiveStandings, board_entry, board_key, push_payload
 from sandbox.core import InvalidRequest
 from sandbox.fair import FairGate
 from sandbox.models import JudgeRequest, Limits, LimitsIn, TestCase
@@ -55,8 +51,6 @@ from sandbox.runner import QueueFull, SandboxUnavailable
 log = logging.getLogger(__name__)
 
 UPDATE_EVENT = "leaderboard:update"
-PUSH_PEOPLE = 100  # rows of each list in a live push (the full standings are at GET .../standings)
-PUSH_COMMUNITIES = 100
 ALLTIME_KEY = "alltime:communities"
 Clock = Callable[[], datetime]
 
@@ -67,56 +61,6 @@ def utcnow() -> datetime:
 
 def contest_room(contest_id: uuid.UUID, view: str = "public") -> str:
     return f"contest:{contest_id}" + (":jury" if view == "jury" else "")
-
-
-def board_key(contest_id: uuid.UUID, kind: str, view: str) -> str:
-    return f"contest:{contest_id}:{kind}:{view}"
-
-
-@dataclass
-class Computed:
-    """One view's standings as scoring left them; :meth:`out` makes the API's model of (the first rows of) them."""
-
-    contest_id: uuid.UUID
-    view: scoring.View
-    rules: scoring.Rules
-    order: list[str]
-    people: list[scoring.Standing]
-    groups: list[scoring.Standing]
-    frozen: bool
-
-    def out(self, people: int | None = None, communities: int | None = None) -> StandingsOut:
-        return StandingsOut(
-            contest_id=self.contest_id,
-            view=self.view,
-            frozen=self.frozen,
-            scoring=self.rules.scoring,
-            people=[
-                PersonRow(
-                    rank=p.rank, user_id=uuid.UUID(p.id), display_name=p.name,
-                    community_id=uuid.UUID(p.community_id) if p.community_id else None,
-                    score=p.score, solved=p.solved, penalty=p.penalty,
-                    problems=[
-                        CellOut(problem_id=uuid.UUID(c.problem_id), solved=c.solved, minute=c.minute,
-                                rejected=c.rejected, pending=c.pending, first_to_solve=c.first_to_solve)
-                        for pid in self.order if (c := p.cells.get(pid)) is not None
-                    ],
-                )
-                for p in self.people[:people]
-            ],
-            communities=[
-                CommunityRow(rank=g.rank, community_id=uuid.UUID(g.id), name=g.name, score=g.score, solved=g.solved,
-                             penalty=g.penalty)
-                for g in self.groups[:communities]
-            ],
-        )  # fmt: skip
-
-
-def push_payload(computed: Computed) -> dict[str, Any]:
-    """A live push: the first rows of each list (only those become models; the boards hold everyone)."""
-    data = computed.out(PUSH_PEOPLE, PUSH_COMMUNITIES).model_dump(mode="json")
-    data["people_total"], data["communities_total"] = len(computed.people), len(computed.groups)
-    return data
 
 
 async def require_organizer(conn: Connection, user: Principal, organizer_id: uuid.UUID | None, doing: str) -> None:
@@ -175,6 +119,11 @@ class Contests:
         self.transport = transport
         self.clock = clock
         self.live = Coalescer(self.refresh, interval_s, gate)
+        # This node's standings of the contests it pushes, updated from the submissions changed since.
+        self.standings_live = LiveStandings(
+            core.pool, board, recheck_s=core.settings.contest_standings_recheck_s,
+            keep=core.settings.contest_standings_contests,
+        )  # fmt: skip
         self._judging: set[asyncio.Task[None]] = set()
         self._pending: set[uuid.UUID] = set()  # submissions this node is judging
         # At most this many of the node's submissions are with the judge at once (the rest of the runner's
@@ -321,6 +270,13 @@ class Contests:
         submission_id = new_id()
         async with self.core.transaction() as tx:
             await self._admit(tx.conn, user)
+            # Judged with the tests stored when it is: an edit waits for this insert (and then judges it again),
+            # or this reads the edit's tests.
+            now_stored = await tx.conn.fetchrow(
+                "SELECT id, tests, cpu_ms, memory_kb FROM contest_problems WHERE id = $1 FOR SHARE", problem_id
+            )
+            if now_stored is not None and now_stored != problem:
+                request = self._judge_request(body, now_stored)
             await tx.conn.execute(
                 "INSERT INTO contest_submissions (id, contest_id, problem_id, user_id, community_id, language, source,"
                 " submitted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -351,9 +307,19 @@ class Contests:
             )
 
     def _spawn(
-        self, submission_id: uuid.UUID, contest_id: uuid.UUID, user_id: uuid.UUID, request: JudgeRequest, runner: Any
+        self,
+        submission_id: uuid.UUID,
+        contest_id: uuid.UUID,
+        user_id: uuid.UUID,
+        request: JudgeRequest,
+        runner: Any,
+        *,
+        rev: int = 0,
+        turn: str | None = None,
     ) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._judge(submission_id, contest_id, user_id, request, runner))
+        """Judge a submission in a task of its own; ``rev`` is its judging revision (only that one's verdict
+        is stored), ``turn`` whose turn it takes in the fair gate (its author's, or a whole rejudge's)."""
+        task = asyncio.create_task(self._judge(submission_id, contest_id, user_id, request, runner, rev, turn))
         self._judging.add(task)
         self._pending.add(submission_id)
 
@@ -386,13 +352,20 @@ class Contests:
         return request
 
     async def _judge(
-        self, submission_id: uuid.UUID, contest_id: uuid.UUID, user_id: uuid.UUID, request: JudgeRequest, runner: Any
+        self,
+        submission_id: uuid.UUID,
+        contest_id: uuid.UUID,
+        user_id: uuid.UUID,
+        request: JudgeRequest,
+        runner: Any,
+        rev: int = 0,
+        turn: str | None = None,
     ) -> None:
         verdict, passed, total = "internal_error", 0, len(request.tests)
         # The job's user decides its turn here and in the runner's own queue: one author's submissions
         # never keep other authors' (in any contest) waiting behind them.
         context = {"user_id": str(user_id), "contest_id": str(contest_id), "submission_id": str(submission_id)}
-        async with self._gate.place(context["user_id"]):
+        async with self._gate.place(turn or context["user_id"]):
             for attempt in range(1200):
                 try:
                     result = await (await runner.submit(request, context)).result
@@ -406,7 +379,7 @@ class Contests:
                 except Exception:
                     log.exception("judging submission %s failed", submission_id)
                     break
-        await store.record_verdict(self.core.pool, submission_id, verdict, passed, total)
+        await store.record_verdict(self.core.pool, submission_id, verdict, passed, total, rev)
         self.live.touch(contest_id)
 
     async def submission(self, user: Principal, contest_id: uuid.UUID, submission_id: uuid.UUID) -> SubmissionOut:
@@ -434,19 +407,22 @@ class Contests:
         )
         return [store.submission_out(r, contest) for r in rows]
 
-    async def judge_stale(self, older_than: datetime) -> int:
+    async def judge_stale(self, older_than: datetime, stale_s: float = 300.0) -> int:
         """Judge again submissions still without a verdict since before ``older_than`` whose judging this node
-        does not hold (their node stopped mid-judging). Judging one twice is harmless: same program, same
-        verdict. Returns how many went back to the judge."""
+        does not hold (their node stopped mid-judging); one sent back by a rejudge, ``stale_s`` seconds after it
+        was (server clock). Judging one twice is harmless: same program, same verdict, and only the latest
+        judging revision's is stored. Returns how many went back to the judge."""
         if self.executions is None or self.executions.runner.unavailable is not None:
             return 0
         rows = await self.core.pool.fetch(
-            "SELECT s.id, s.contest_id, s.user_id, s.language, s.source, p.tests, p.cpu_ms, p.memory_kb"
+            "SELECT s.id, s.contest_id, s.user_id, s.language, s.source, s.judge_rev, p.tests, p.cpu_ms, p.memory_kb"
             " FROM contest_submissions s JOIN contest_problems p ON p.id = s.problem_id"
             " JOIN contests c ON c.id = s.contest_id"
             " WHERE s.verdict IS NULL AND NOT s.disqualified AND s.submitted_at < $1 AND c.finalised_at IS NULL"
+            " AND (s.queued_at IS NULL OR s.queued_at < now() - make_interval(secs => $2))"
             " ORDER BY s.submitted_at LIMIT 500",
             older_than,
+            stale_s,
         )
         count = 0
         for row in rows:
@@ -455,9 +431,12 @@ class Contests:
             try:
                 request = self._judge_request(SubmissionIn(language=row["language"], source=row["source"]), row)
             except AppError:
-                await store.record_verdict(self.core.pool, row["id"], "internal_error", 0, len(row["tests"]))
+                await store.record_verdict(
+                    self.core.pool, row["id"], "internal_error", 0, len(row["tests"]), row["judge_rev"]
+                )
                 continue
-            self._spawn(row["id"], row["contest_id"], row["user_id"], request, self.executions.runner)
+            self._spawn(row["id"], row["contest_id"], row["user_id"], request, self.executions.runner,
+                        rev=row["judge_rev"])  # fmt: skip
             count += 1
         return count
 
@@ -468,32 +447,6 @@ class Contests:
         await self.live.idle()
 
     # --- admin actions ----------------------------------------------------------------------------
-
-    async def rejudge(self, user: Principal, contest_id: uuid.UUID, problem_id: uuid.UUID) -> int:
-        """Judge every submission of a problem again (after fixing its tests); standings follow as verdicts land."""
-        contest = await self.contest(contest_id)
-        if not await self.can_manage(user, contest):
-            raise forbidden("only the contest's managers may rejudge")
-        runner = self._runner()
-        async with self.core.transaction() as tx:
-            problem = await tx.conn.fetchrow(
-                "SELECT id, tests, cpu_ms, memory_kb FROM contest_problems WHERE id = $1 AND contest_id = $2",
-                problem_id,
-                contest_id,
-            )
-            if problem is None:
-                raise not_found("problem")
-            rows = await tx.conn.fetch(
-                "UPDATE contest_submissions SET verdict = NULL, passed = NULL, total = NULL, judged_at = NULL"
-                " WHERE problem_id = $1 RETURNING id, user_id, language, source",
-                problem_id,
-            )
-            await audit(tx, user.id, "contest.rejudge", "contest_problem", problem_id, submissions=len(rows))
-        self.live.touch(contest_id)
-        for row in rows:
-            request = self._judge_request(SubmissionIn(language=row["language"], source=row["source"]), problem)
-            self._spawn(row["id"], contest_id, row["user_id"], request, runner)
-        return len(rows)
 
     async def disqualify(
         self, user: Principal, contest_id: uuid.UUID, submission_id: uuid.UUID, reason: str
@@ -551,34 +504,25 @@ class Contests:
         return await self.compute(contest, view)
 
     async def refresh(self, contest_id: uuid.UUID, ready: Ready | None = None) -> None:
-        """Recompute both views from one read of Postgres, push each as soon as it is computed (public
-        first, once ``ready`` allows: the coalescer's interval), then rewrite the boards."""
-        compute = await self._reader(await self.contest(contest_id))
-        computed_views: list[Computed] = []
+        """Bring this node's standings of the contest up to date (:class:`LiveStandings`: the submissions
+        changed since its last read), push each view (public first, once ``ready`` allows: the coalescer's
+        interval), then write what changed to the boards."""
+        state = await self.standings_live.current(contest_id, self.clock())
         for view in ("public", "jury"):
-            computed = compute(view)
-            payload = push_payload(computed)  # before ready(): the interval is kept between the emits themselves
-            if ready is not None and not computed_views:
+            payload = push_payload(state.computed(view))  # before ready(): the interval is kept between the emits
+            if ready is not None and view == "public":
                 await ready()
             await self.transport.emit(UPDATE_EVENT, payload, to=contest_room(contest_id, view))
-            computed_views.append(computed)
-        for computed in computed_views:
-            await self.board.replace(
-                board_key(contest_id, "users", computed.view),
-                {p.id: scoring.board_score(p.score, p.penalty) for p in computed.people},
-            )
-            await self.board.replace(
-                board_key(contest_id, "communities", computed.view),
-                {g.id: scoring.board_score(g.score, g.penalty) for g in computed.groups},
-            )
+        await self.standings_live.write_boards(contest_id)
 
     async def snapshot(self, contest: Record, view: scoring.View) -> dict[str, Any]:
         """What ``leaderboard:update`` carries, now (the answer to ``contest:subscribe``)."""
-        return push_payload((await self.compute_views(contest, (view,)))[0])
+        return push_payload((await self.standings_live.current(contest["id"], self.clock())).computed(view))
 
     async def _ensure_board(self, contest_id: uuid.UUID, key: str) -> None:
         if not await self.board.exists(key):  # after a restart, or a Redis flush: rebuild from Postgres
-            await self.refresh(contest_id)
+            await self.standings_live.current(contest_id, self.clock())
+            await self.standings_live.write_boards(contest_id, whole=True)
 
     async def _names(self, contest_id: uuid.UUID, kind: str, ids: list[str]) -> dict[str, str]:
         """Display names of people, or names of the communities that accepted to take part."""
@@ -591,33 +535,39 @@ class Contests:
         key = board_key(contest_id, kind, "public")
         await self._ensure_board(contest_id, key)
         entries = await self.board.top(key, limit)
-        names = await self._names(contest_id, kind, [e.member for e in entries])
-        return BoardOut(items=[_entry(e, names) for e in entries])
+        names = await self._names(contest_id, kind, [e.member.partition(":")[0] for e in entries])
+        return BoardOut(items=[board_entry(e, names) for e in entries])
 
     async def my_rank(self, user: Principal, contest_id: uuid.UUID) -> MyRankOut:
+        """The caller's rows (one per community they submitted for), best first, and their best row's community."""
         await self.contest(contest_id)
         key = board_key(contest_id, "users", "public")
         await self._ensure_board(contest_id, key)
-        me = await self.board.rank(key, str(user.id))
-        community = None
-        community_id = await self.core.pool.fetchval(
-            "SELECT community_id FROM contest_submissions WHERE contest_id = $1 AND user_id = $2"
-            " ORDER BY submitted_at LIMIT 1",
+        communities = await self.core.pool.fetch(
+            "SELECT DISTINCT community_id FROM contest_submissions WHERE contest_id = $1 AND user_id = $2"
+            " AND NOT disqualified",
             contest_id,
             user.id,
         )
-        if community_id is not None:
-            community = await self.board.rank(board_key(contest_id, "communities", "public"), str(community_id))
-        people = await self._names(contest_id, "users", [me.member] if me else [])
+        rows = [await self.board.rank(key, f"{user.id}:{r['community_id']}") for r in communities]
+        mine = sorted((e for e in rows if e is not None), key=lambda e: (e.rank, e.member))
+        community = None
+        if mine:
+            best = mine[0].member.partition(":")[2]
+            community = await self.board.rank(board_key(contest_id, "communities", "public"), best)
+        people = await self._names(contest_id, "users", [str(user.id)] if mine else [])
         groups = await self._names(contest_id, "communities", [community.member] if community else [])
         return MyRankOut(
-            me=_entry(me, people) if me else None, community=_entry(community, groups) if community else None
+            me=board_entry(mine[0], people) if mine else None,
+            community=board_entry(community, groups) if community else None,
+            rows=[board_entry(e, people) for e in mine],
         )
 
     # --- finalising and the all-time ranking ------------------------------------------------------
 
     async def finalise(self, user: Principal, contest_id: uuid.UUID) -> ContestOut:
-        """End the contest for good: unfreeze, record each community's result once, update all-time."""
+        """End the contest for good: unfreeze, record each community's result once, pay its prizes (in the
+        same transaction), update all-time."""
         contest = await self.contest(contest_id)
         if not await self.can_manage(user, contest):
             raise forbidden("only the contest's managers may finalise it")
@@ -649,6 +599,8 @@ class Contests:
             )
             await tx.conn.execute("UPDATE contests SET finalised_at = now() WHERE id = $1", contest_id)
             await audit(tx, actor_id, "contest.finalise", "contest", contest_id)
+            # Prizes are paid with the results they follow from, or the payout is blocked (the cycle retries).
+            await prizes.award_in(tx, contest_id)
         await self.refresh_alltime()
         self.live.touch(contest_id)
         return True
@@ -667,7 +619,7 @@ class Contests:
             await self.refresh_alltime()
         entries = await self.board.top(ALLTIME_KEY, limit)
         names = await store.shown_community_names(self.core.pool, user.id, user.is_admin, [e.member for e in entries])
-        return BoardOut(items=[_entry(e, names) for e in entries])
+        return BoardOut(items=[board_entry(e, names) for e in entries])
 
     async def close(self) -> None:
         """Stop judging (unjudged submissions stay pending in Postgres) and pushing."""
@@ -675,8 +627,3 @@ class Contests:
             task.cancel()
         await asyncio.gather(*self._judging, return_exceptions=True)
         await self.live.close()
-
-
-def _entry(e: Any, names: dict[str, str]) -> BoardEntry:
-    score, penalty = scoring.split_board_score(e.value)
-    return BoardEntry(rank=e.rank, id=uuid.UUID(e.member), name=names.get(e.member), score=score, penalty=penalty)

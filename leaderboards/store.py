@@ -41,6 +41,36 @@ async def communities_of(conn: Connection | Pool, contest_id: uuid.UUID) -> list
     return [CommunityRef(id=r["id"], name=r["name"]) for r in rows]
 
 
+async def contest_state(
+    conn: Connection | Pool, contest_id: uuid.UUID
+) -> tuple[int, Record, Rules, dict[str, str]] | None:
+    """In one statement: the oldest transaction still running (``pg_snapshot_xmin``, where the next read of
+    changed submissions starts: :func:`attempts_changed`), the contest, its scoring rules and the communities
+    taking part (id to name); ``None`` if there is no such contest."""
+    row = await conn.fetchrow(
+        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon,"
+        " ARRAY(SELECT p.id::text FROM contest_problems p WHERE p.contest_id = $1 ORDER BY p.ordinal) AS problem_ids,"
+        " ARRAY(SELECT p.points FROM contest_problems p WHERE p.contest_id = $1 ORDER BY p.ordinal) AS points,"
+        " ARRAY(SELECT cc.community_id::text FROM contest_communities cc WHERE cc.contest_id = $1"
+        "  AND cc.state = 'accepted' ORDER BY cc.community_id) AS community_ids,"
+        " ARRAY(SELECT m.name FROM contest_communities cc JOIN communities m ON m.id = cc.community_id"
+        "  WHERE cc.contest_id = $1 AND cc.state = 'accepted' ORDER BY cc.community_id) AS community_names,"
+        f" {', '.join('c.' + c.strip() for c in CONTEST_COLUMNS.split(','))}"
+        " FROM contests c WHERE c.id = $1",
+        contest_id,
+    )
+    if row is None:
+        return None
+    rules = Rules(
+        scoring=row["scoring"],
+        penalty_minutes=row["penalty_minutes"],
+        points=dict(zip(row["problem_ids"], row["points"], strict=True)),
+        freeze_at=row["freeze_at"],
+        finalised=row["finalised_at"] is not None,
+    )
+    return row["horizon"], row, rules, dict(zip(row["community_ids"], row["community_names"], strict=True))
+
+
 async def submissions_in_flight(conn: Connection, user_id: uuid.UUID) -> int:
     """The user's submissions waiting for the judge (for ``STUDYHALL_SANDBOX_PER_USER``, with executions);
     one left by a stopped node stops counting after as long as an execution would."""
@@ -148,6 +178,18 @@ def rules_of(contest: Record, problems: list[Record]) -> Rules:
     )
 
 
+def _attempt(contest: Record, r: Record) -> Attempt:
+    return Attempt(
+        id=str(r["id"]),
+        problem_id=str(r["problem_id"]),
+        user_id=str(r["user_id"]),
+        community_id=str(r["community_id"]),
+        submitted_at=r["submitted_at"],
+        minute=minute_of(contest, r["submitted_at"]),
+        verdict=r["verdict"],
+    )
+
+
 async def attempts_of(conn: Connection | Pool, contest: Record) -> tuple[list[Attempt], dict[str, str]]:
     """Every counted (not disqualified) attempt of the contest, and the display names of their authors."""
     rows = await conn.fetch(
@@ -156,27 +198,41 @@ async def attempts_of(conn: Connection | Pool, contest: Record) -> tuple[list[At
         " WHERE s.contest_id = $1 AND NOT s.disqualified",
         contest["id"],
     )
-    attempts = [
-        Attempt(
-            id=str(r["id"]),
-            problem_id=str(r["problem_id"]),
-            user_id=str(r["user_id"]),
-            community_id=str(r["community_id"]),
-            submitted_at=r["submitted_at"],
-            minute=minute_of(contest, r["submitted_at"]),
-            verdict=r["verdict"],
-        )
-        for r in rows
-    ]
-    return attempts, {str(r["user_id"]): r["display_name"] for r in rows}
+    return [_attempt(contest, r) for r in rows], {str(r["user_id"]): r["display_name"] for r in rows}
 
 
-async def record_verdict(pool: Pool, submission_id: uuid.UUID, verdict: str, passed: int, total: int) -> Any:
+async def attempts_changed(
+    conn: Connection | Pool, contest: Record, since_xid: int
+) -> tuple[list[Attempt], list[str], dict[str, str]]:
+    """The contest's submissions written (or deleted) by transactions from ``since_xid`` on (migration
+    0018), in one statement: counted attempts as they are now, ids of the disqualified and deleted ones,
+    and the display names of the authors. ``since_xid`` is the horizon of :func:`contest_state` read
+    before the previous call: every transaction not yet visible then has an id at least that."""
+    rows = await conn.fetch(
+        "SELECT s.id, s.problem_id, s.user_id, s.community_id, s.submitted_at, s.verdict, s.disqualified,"
+        " u.display_name FROM contest_submissions s JOIN users u ON u.id = s.user_id"
+        " WHERE s.contest_id = $1 AND s.changed_xid >= $2"
+        " UNION ALL SELECT t.submission_id, NULL, NULL, NULL, NULL, NULL, true, NULL"
+        " FROM contest_submission_tombstones t WHERE t.contest_id = $1 AND t.changed_xid >= $2",
+        contest["id"],
+        since_xid,
+    )
+    changed = [_attempt(contest, r) for r in rows if not r["disqualified"]]
+    removed = [str(r["id"]) for r in rows if r["disqualified"]]
+    return changed, removed, {str(r["user_id"]): r["display_name"] for r in rows if r["user_id"] is not None}
+
+
+async def record_verdict(
+    pool: Pool, submission_id: uuid.UUID, verdict: str, passed: int, total: int, rev: int = 0
+) -> Any:
+    """Store a verdict judged at revision ``rev``; nothing if the submission was sent back since (a rejudge
+    after an edit: the newer judging stores its own). The contest's id, or None when nothing was stored."""
     return await pool.fetchval(
         "UPDATE contest_submissions SET verdict = $2, passed = $3, total = $4, judged_at = now()"
-        " WHERE id = $1 RETURNING contest_id",
+        " WHERE id = $1 AND judge_rev = $5 RETURNING contest_id",
         submission_id,
         verdict,
         passed,
         total,
+        rev,
     )

@@ -1,7 +1,7 @@
 """Coins: an append-only wallet ledger, prizes paid into it, and course enrollments bought with it.
 
 Every change is a new ``wallet_entries`` row (the table refuses updates and deletes); a balance is the sum
-of the user's entries. Each entry has a unique ``ref`` (``award:<contest>:<user>``,
+of the user's entries. Each entry has a unique ``ref`` (``award:<contest>:<community>:<user>``,
 ``enroll:<course>:<user>``), so an award or a purchase happens at most once however often it is tried.
 Coins come into being only as prizes paid from a prize budget (:mod:`leaderboards.prizes`), and every
 credit says so: its ``source`` names the contest, the budget and the admin who approved the prizes.

@@ -29,6 +29,7 @@ from core_api.events import Events
 from core_api.http import CLIENT_ADDR, Api
 from core_api.settings import Settings
 from leaderboards import cycle as contest_cycle
+from leaderboards import editing as contest_editing
 from leaderboards import handlers as contest_handlers
 from leaderboards import prizes as contest_prizes
 from leaderboards import wallet as contest_wallet
@@ -71,6 +72,7 @@ API = Api.combine(
     contest_cycle.api,
     contest_wallet.api,
     contest_prizes.api,  # prize approval and budgets (platform admins)
+    contest_editing.api,  # managers edit problems and rejudge
 )
 EVENTS = Events.combine(
     room_handlers.events, room_chat.events, watch_handlers.events, contest_handlers.events, collab_console.events

@@ -118,11 +118,12 @@ async def test_approved_prizes_are_paid_from_the_budget_and_never_beyond_it(
     budget = await ok(api, "PUT", f"/communities/{x}/prize-budget", admin, json={"coins": 500, "note": "season"})
     assert budget["balance"] == 500 and budget["entries"][0]["actor_id"] == admin.id
     contests, cycle = api.app[CONTESTS], api.app[CYCLE]
-    for war in wars:
-        assert await contests.finalise_contest(uuid.UUID(war["id"]), None)
-    # Both paid at once from one budget: exactly one fits.
-    paid = await asyncio.gather(*(cycle.award(uuid.UUID(w["id"])) for w in wars))
+    # Both finalised (and so paid) at once from one budget: exactly one fits.
+    finalised = await asyncio.gather(*(contests.finalise_contest(uuid.UUID(w["id"]), None) for w in wars))
+    assert finalised == [True, True]
+    paid = [int((await ok(api, "GET", f"/contests/{w['id']}", organizer))["payout"]["state"] == "paid") for w in wars]
     assert sorted(paid) == [0, 1]
+    assert [await cycle.award(uuid.UUID(w["id"])) for w in wars] == [0, 0]  # nothing more to pay yet
     assert sorted([await wallet_of(api, alice), await wallet_of(api, bob)]) == [0, 300]
     assert (await ok(api, "GET", f"/communities/{x}/prize-budget", organizer))["balance"] == 200
     blocked = next(w for w, p in zip(wars, paid, strict=True) if p == 0)

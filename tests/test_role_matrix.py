@@ -329,6 +329,7 @@ ROWS: list[Row] = [
     Row("POST", "/contests/{ended}/finalise", only(200, 403, *STAFF)),
     Row("GET", "/leaderboards/communities", everyone(200)),
     Row("POST", "/contests/{contest}/problems/{problem}/rejudge", only(EXECUTION_ADMITTED, 403, *STAFF)),
+    Row("PATCH", "/contests/{contest}/problems/{problem}", only(200, 403, *STAFF), {"title": "Fixed"}),
     Row("POST", "/contests/{contest}/submissions/{csub}/disqualify", only(200, 403, *STAFF), {"reason": "copied"}),
     Row("POST", "/contest-templates", only(201, 403, *STAFF), lambda ids: new_template(ids)),
     Row("GET", "/contest-templates", everyone(200)),
