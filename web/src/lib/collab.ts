@@ -50,13 +50,16 @@ export function openDocument(api: ApiClient, workspaceId: string, origin = locat
 
   const connect = async (): Promise<void> => {
     timer = null;
+    // Already (being) connected: an attempt started while offline may end after another one succeeded.
+    const busy = (): boolean => closed || provider.wsconnected || provider.wsconnecting;
+    if (busy()) return;
     try {
       const { ticket } = await api.post<{ ticket: string }>("/auth/ws-ticket");
-      if (closed) return;
+      if (busy()) return;
       provider.params = { ticket };
       provider.connect();
     } catch (error) {
-      if (closed) return;
+      if (busy()) return;
       status.set({ state: "reconnecting" });
       if ((error as { status?: number }).status === 401) {
         status.set({ state: "refused", message: messageOf(error) });
@@ -73,10 +76,16 @@ export function openDocument(api: ApiClient, workspaceId: string, origin = locat
       status.set({ state: "connected" });
     }
   });
-  provider.on("sync", (isSynced: boolean) => synced.set(isSynced));
+  provider.on("sync", (isSynced: boolean) => {
+    synced.set(isSynced);
+    // Synced with the server: connected, whatever an attempt that failed while offline said meanwhile.
+    if (isSynced && provider.wsconnected) status.set({ state: "connected" });
+  });
   provider.on("connection-close", (event) => {
     if (closed) return;
-    provider.disconnect(); // cancel y-websocket's retry with the spent ticket
+    // Cancel y-websocket's retry with the spent ticket (not `provider.disconnect()`: called from this
+    // event, which y-websocket emits before it lets go of the socket, that would close it again and recurse).
+    provider.shouldConnect = false;
     const code = event?.code ?? 0;
     const refused = REFUSED[code];
     if (refused !== undefined && code !== 4413) {
@@ -86,6 +95,22 @@ export function openDocument(api: ApiClient, workspaceId: string, origin = locat
     status.set({ state: everConnected ? "reconnecting" : "connecting" });
     if (timer === null) timer = setTimeout(() => void connect(), backoff.next());
   });
+  // The browser knows the network is gone before the socket does: stop at once (edits stay in the Y.Doc) and
+  // come back as soon as it is back, without waiting out the backoff.
+  const offline = (): void => {
+    if (closed) return;
+    status.set({ state: "reconnecting" });
+    provider.disconnect();
+  };
+  const online = (): void => {
+    if (closed || provider.wsconnected) return;
+    if (timer !== null) clearTimeout(timer);
+    backoff.reset();
+    void connect();
+  };
+  const browser = typeof window !== "undefined" ? window : null;
+  browser?.addEventListener("offline", offline);
+  browser?.addEventListener("online", online);
   void connect();
 
   return {
@@ -96,6 +121,8 @@ export function openDocument(api: ApiClient, workspaceId: string, origin = locat
     synced,
     destroy() {
       closed = true;
+      browser?.removeEventListener("offline", offline);
+      browser?.removeEventListener("online", online);
       if (timer !== null) clearTimeout(timer);
       provider.destroy();
       doc.destroy();

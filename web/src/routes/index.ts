@@ -30,6 +30,8 @@ export const routes: readonly RouteDef[] = [
   { path: "/rooms", title: "Rooms", load: () => import("./rooms/RoomsPage.svelte") },
   { path: "/rooms/:id", title: "Room", load: () => import("./rooms/RoomPage.svelte") },
   { path: "/workspaces", title: "Workspaces", load: () => import("./workspaces/WorkspacesPage.svelte") },
+  // The workspace: files, the collaborative editor (CodeMirror loaded on demand), runs (docs/web.md).
+  { path: "/workspaces/:id", title: "Workspace", load: () => import("./workspaces/WorkspacePage.svelte") },
   { path: "/contests", title: "Contests", load: () => import("./contests/ContestsPage.svelte") },
 ];
 
