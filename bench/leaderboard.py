@@ -212,7 +212,7 @@ class Server:
         line = (await asyncio.wait_for(self.proc.stdout.readline(), 120)).decode().split()
         assert line and line[0] == "READY", line
         self.port, self.control_port = int(line[1]), int(line[2])
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.control_port)
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.control_port, limit=1 << 26)
         return self
 
     async def ask(self, what: str) -> bytes:
@@ -304,6 +304,12 @@ async def verdicts_and_pushes(
         k = bisect.bisect_left(starts, t)
         if k < len(starts):
             to_push.extend(r[k] - t for r in received if len(r) > k)
+    # Where the server-added time goes: the push ready after the interval allowed it (its refresh started too
+    # late for how long it took), the wait past the allowed moment (the event loop busy; the Redis gate), the
+    # hand-over itself (the public payload written to every socket, or published to Redis).
+    late = [max(0.0, c - a) for (c, _), a in zip(data["ready"], allowed, strict=False)]
+    overshoot = [r - max(c, a) for (c, r), a in zip(data["ready"], allowed, strict=False)]
+    handover = [e - r for (_, r), e in zip(data["ready"], emitted, strict=False)]
     # Garbage collections that paused the server between a push being allowed and its emit.
     in_push = [d for s, d, _ in data["gcs"] for a, e in pushes if a <= s <= e]
     label = "full recompute (before)" if mode == "full" else "incremental (now)"
@@ -311,6 +317,9 @@ async def verdicts_and_pushes(
         label += ", gc.freeze() after a build"
     lines = [
         row(f"{label}: push allowed → public push handed to Socket.IO (server-added, per push)", added),
+        row(f"{label}: … of which the push was ready after the interval allowed it", late),
+        row(f"{label}: … of which past the allowed moment (or ready) until ready() returned (loop, gate)", overshoot),
+        row(f"{label}: … of which the hand-over to Socket.IO (emit)", handover),
         row(f"{label}: push allowed → received (per subscriber)", allowed_to_received),
         row(f"{label}: public push handed to Socket.IO → received (fan-out)", fanout),
         row(f"{label}: verdict stored → push received", to_push),

@@ -61,6 +61,7 @@ class Probe:
         self.pushes: list[tuple[float, float]] = []  # (allowed, public push handed to Socket.IO)
         self.refresh_starts: list[float] = []
         self.work_cpu: list[float] = []  # CPU of this thread from the refresh's start to the push being ready
+        self.ready: list[tuple[float, float]] = []  # the push ready (ready() called), and allowed (it returned)
         self.stored: list[float] = []
         self.gcs: list[tuple[float, float, int]] = []  # (start, seconds, generation)
         self.freezes = 0
@@ -90,7 +91,9 @@ class Probe:
             async def timed_ready() -> None:
                 self.refresh_starts.append(start)
                 self.work_cpu.append(time.thread_time() - cpu)
+                called = time.monotonic()
                 await ready()
+                self.ready.append((called, time.monotonic()))
 
             await inner(cid, timed_ready)
             if self.freeze and contests.standings_live.builds != builds:
@@ -127,6 +130,7 @@ class Probe:
             elif kind == "DUMP":
                 data = {
                     "pushes": self.pushes, "refresh_starts": self.refresh_starts, "work_cpu": self.work_cpu,
+                    "ready": self.ready,
                     "stored": self.stored, "gcs": self.gcs, "freezes": self.freezes,
                     "builds": self.app[CONTESTS].standings_live.builds,
                 }  # fmt: skip
