@@ -52,6 +52,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -285,6 +286,8 @@ async def verdicts_and_pushes(
         assert await server.ask("IDLE") == b"OK\n"
         load_after = os.getloadavg()
         data = json.loads(await server.ask("DUMP"))
+        if args.raw:
+            Path(args.raw, f"{mode}.json").write_text(json.dumps(data))  # noqa: ASYNC240 (a bench, once)
         deadline = time.monotonic() + 10
         # Polling is fine here: a benchmark waiting for its last deliveries, not a test synchronising.
         while time.monotonic() < deadline and any(len(r) < len(data["pushes"]) for r in received):  # noqa: ASYNC110
@@ -432,6 +435,7 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=500)
     parser.add_argument("--modes", default="full,incremental", help="pushes made by: full (before), incremental")
     parser.add_argument("--reads", type=int, default=500, help="REST reads of each kind, per mode")
+    parser.add_argument("--raw", help="a directory to write each mode's server measurements to (JSON)")
     parser.add_argument("--gc-freeze", action="store_true", help="the server calls gc.freeze() after a standings build")
     parser.add_argument("--preload", type=int, nargs="*", default=[4000, 40000],
                         help="attempts already in the contest for the refresh-alone measures")  # fmt: skip

@@ -65,6 +65,7 @@ class Probe:
         self.stored: list[float] = []
         self.gcs: list[tuple[float, float, int]] = []  # (start, seconds, generation)
         self.freezes = 0
+        self._frozen_at = 0
         self._gc_start = 0.0
         self._judging: set[asyncio.Task[None]] = set()
 
@@ -86,7 +87,6 @@ class Probe:
 
         async def refresh(cid: uuid.UUID, ready: Any) -> None:
             start, cpu = time.monotonic(), time.thread_time()
-            builds = contests.standings_live.builds
 
             async def timed_ready() -> None:
                 self.refresh_starts.append(start)
@@ -96,8 +96,11 @@ class Probe:
                 self.ready.append((called, time.monotonic()))
 
             await inner(cid, timed_ready)
-            if self.freeze and contests.standings_live.builds != builds:
-                gc.freeze()  # the standings just built live on: the collector need not walk them again
+            if self.freeze and contests.standings_live.builds != self._frozen_at:
+                # The standings built since (on a subscriber's arrival, or here) live on: the collector need
+                # not walk them again.
+                gc.freeze()
+                self._frozen_at = contests.standings_live.builds
                 self.freezes += 1
 
         live.refresh = refresh
