@@ -4,42 +4,50 @@ Usage::
 
     STUDYHALL_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test [STUDYHALL_REDIS_URL=redis://...] \\
         .venv/bin/python -m bench.leaderboard [--seconds 20] [--rate 200] [--subscribers 500] \\
-        [--modes full,incremental] [--reads 2000]
+        [--modes full,incremental] [--reads 500] [--gc-freeze]
 
-Bounded: about 2 × ``--seconds`` plus a minute of setup and reads.
+Bounded: about 2 × ``--seconds`` plus two minutes of setup, refreshes alone and reads.
 
 Part 1 (board reads): 100,000 members in 1,000 communities written to the in-process board and (with
 ``STUDYHALL_REDIS_URL``) to Redis sorted sets; then 5,000 rank reads of random members and 5,000 top-100
 reads, one after another, each timed.
 
-Part 2 (live pushes): the whole app (``create_app``, real Postgres, Socket.IO on 127.0.0.1) runs in this
-process with 500 Socket.IO subscribers (:mod:`bench.lightclient`, raw websockets) to a contest of 1,000
-communities and 100,000 members. Verdicts arrive at ``--rate`` per second for ``--seconds``, once per mode,
-each into a fresh contest, in the same run: ``full`` pushes as main did before issue 13 (every attempt
-read and scored again for each push, boards replaced whole: :func:`full_refresh`), ``incremental`` as
-now (this node's standings updated from the submissions changed since its last read, boards changed
-member by member). **Simulated**: the sandbox. Two cores cannot judge 200 programs a second (a sandboxed
-Python run costs ~36 ms), so each verdict is stored exactly as the judge's completion does
-(``store.record_verdict`` then the coalescer's ``touch``) without running a program. Everything after
-that is the real path. Clients and server share this process and its two cores, so the latencies are an
-upper bound.
+Part 2 (the server's work for one push, alone): an app in this process with nothing else in its event
+loop; a contest already holding N judged attempts gets the 100 verdicts 200/s brings in 500 ms, then one
+refresh is timed; 40 times, for the old full recompute (:func:`full_refresh`) and the incremental one.
 
-Reported per mode: (a) server-added, per push: from the moment the coalescing allowed the push (500 ms
-after the previous one, or the verdict itself after a quiet interval: the coalescer's ``allowed_at``) to
-the public push having been emitted (handed to Socket.IO: written to this node's sockets, or published
-to Redis when scaled); (b) the same to each subscriber
-receiving it; (c) from the emit to each subscriber receiving it (fan-out); (d) from a verdict being stored
-to a subscriber receiving the first push that includes it (the 500 ms coalescing is part of this by
-design). Then REST ``GET /contests/{id}/board?limit=100`` and ``/board/me`` through the server.
+Part 3 (live pushes, as a deployment sees them): three processes. The server (``bench.pushlive server``:
+``create_app``, real Postgres, Socket.IO on 127.0.0.1) alone in its process and event loop; ``--subscribers``
+Socket.IO clients (:mod:`bench.lightclient`, raw websockets) in this process, subscribed to a contest of
+1,000 communities and 100,000 members; verdicts at ``--rate`` per second for ``--seconds`` from a third
+process (``bench.pushlive generator``: it stores the submission, as the submit request does, and hands
+it to the server, which completes it as the judge does: ``store.record_verdict`` then the coalescer's
+``touch``). **Simulated**: the sandbox's run (two cores cannot judge 200 programs a second; a sandboxed
+Python run costs ~36 ms). Once per mode, each with a fresh server and contest: ``full`` pushes as main
+did before issue 13, ``incremental`` as now.
+
+Reported per mode, with the machine's load average: (a) **server-added**, per push, taken inside the
+server by the hook behind ``studyhall_leaderboard_push_added_seconds``: from the moment the coalescing
+allowed the push (500 ms after the previous one, or the verdict itself after a quiet interval: the
+coalescer's ``allowed_at``) to the public push handed to Socket.IO (written to this node's sockets, or
+published to Redis when scaled); (b) the same to each subscriber receiving it; (c) from the hand-over to
+each subscriber receiving it (fan-out); (d) from a verdict being stored to a subscriber receiving the first
+push that includes it (the 500 ms coalescing is part of this by design); the CPU of the server's loop
+for each refresh; garbage collections (``gc.callbacks``) inside (a), and all of them. All processes time
+on ``CLOCK_MONOTONIC``. Then REST ``GET /contests/{id}/board?limit=100`` and ``/board/me`` through the
+server. ``--gc-freeze``: the server calls ``gc.freeze()`` after each standings build.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
+import json
 import os
 import platform
 import random
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -52,11 +60,11 @@ import asyncpg
 from aiohttp import web
 
 from bench.lightclient import LightClient, connect
+from bench.pushlive import METRICS_TOKEN, server_settings
 from bench.rest import _admin_sql
-from core_api.auth import AUTH
+from core_api.auth import Tokens
 from core_api.context import CORE
-from core_api.settings import load_settings
-from leaderboards import store
+from core_api.db import migrate
 from leaderboards.board import Board, LocalBoard, RedisBoard
 from leaderboards.core import board_score
 from leaderboards.handlers import CONTESTS
@@ -75,7 +83,9 @@ def pct(data: list[float], q: float) -> float:
 
 def row(label: str, data: list[float]) -> str:
     ms = [d * 1000 for d in data]
-    return f"| {label} | {len(ms):,} | {pct(ms, 0.5):.2f} | {pct(ms, 0.99):.2f} | {max(ms):.2f} |"
+    if not ms:
+        return f"| {label} | 0 | | | | |"
+    return f"| {label} | {len(ms):,} | {pct(ms, 0.5):.2f} | {pct(ms, 0.95):.2f} | {pct(ms, 0.99):.2f} | {max(ms):.2f} |"
 
 
 async def timed(fn: Callable[[], Awaitable[Any]], n: int) -> list[float]:
@@ -172,6 +182,8 @@ async def full_refresh(contests: Contests, contest_id: uuid.UUID, ready: Ready |
         if ready is not None and not done:
             await ready()
         await contests.transport.emit(UPDATE_EVENT, payload, to=contest_room(contest_id, view))
+        if ready is not None and not done:
+            contests.live.pushed(contest_id)
         done.append(computed)
     for computed in done:
         await contests.board.replace(
@@ -184,115 +196,163 @@ async def full_refresh(contests: Contests, contest_id: uuid.UUID, ready: Ready |
         )
 
 
+class Server:
+    """``python -m bench.pushlive server``: the app alone in a process of its own (see there)."""
+
+    def __init__(self, database_url: str, mode: str, gc_freeze: bool) -> None:
+        self.args = ["--database-url", database_url, "--mode", mode] + (["--gc-freeze"] if gc_freeze else [])
+        self.proc: asyncio.subprocess.Process | None = None
+        self.port = self.control_port = 0
+
+    async def __aenter__(self) -> Server:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.pushlive", "server", *self.args,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        line = (await asyncio.wait_for(self.proc.stdout.readline(), 120)).decode().split()
+        assert line and line[0] == "READY", line
+        self.port, self.control_port = int(line[1]), int(line[2])
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.control_port, limit=1 << 26)
+        return self
+
+    async def ask(self, what: str) -> bytes:
+        self.writer.write(what.encode() + b"\n")
+        await self.writer.drain()
+        return await self.reader.readline()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.writer.close()
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 30)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def scrape_push_added(port: int) -> str:
+    """The server's own histogram, ``studyhall_leaderboard_push_added_seconds``: its count and sum."""
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+        async with http.get(f"http://127.0.0.1:{port}/metrics", headers=headers) as resp:
+            text = await resp.text()
+    found = {}
+    for line in text.splitlines():
+        for part in ("count", "sum"):
+            if line.startswith(f"studyhall_leaderboard_push_added_seconds_{part} "):
+                found[part] = float(line.split()[1])
+    return f"count {found.get('count', 0):.0f}, sum {found.get('sum', 0):.3f} s"
+
+
 async def verdicts_and_pushes(
     args: argparse.Namespace,
-    app: web.Application,
-    clients: list[LightClient],
-    received: list[list[float]],
+    database_url: str,
+    tokens: Tokens,
     contest_id: uuid.UUID,
     problem_id: uuid.UUID,
     users: list[uuid.UUID],
     mode: str,
 ) -> list[str]:
-    """Verdicts at ``--rate`` for ``--seconds`` into one contest whose subscribers are ``clients``; the
-    contest's pushes made by ``mode`` (``full``: the old full recompute; ``incremental``: this node's
-    standings brought up to date from the submissions changed since). Returns the table's rows."""
-    pool, contests = app[CORE].pool, app[CONTESTS]
-    refresh_starts: list[float] = []
-    emits: list[float] = []  # public push handed to Socket.IO (its emit called)
-    emitted: list[float] = []  # ... and returned (handed to Socket.IO; with Redis: published)
-    allowed: list[float] = []  # when the interval allowed that push (the coalescer's clock is perf_counter)
-    work: list[float] = []  # refresh start → public payload ready (read, score, build the push)
-    work_cpu: list[float] = []  # the event loop's CPU time meanwhile (this refresh's, and any task run between)
-    inner_emit, original = contests.transport.emit, contests.live.refresh
-    inner_refresh = (lambda cid, ready: full_refresh(contests, cid, ready)) if mode == "full" else original
+    """The server alone in its process (``mode``: ``full``, the old full recompute, or ``incremental``),
+    ``--subscribers`` Socket.IO clients in this process, verdicts at ``--rate`` for ``--seconds`` from a
+    third process. Returns the table's rows."""
+    received: list[list[float]] = [[] for _ in range(args.subscribers)]
+    async with Server(database_url, mode, args.gc_freeze) as server:
+        clients: list[LightClient] = []
+        for i in range(args.subscribers):
 
-    async def refresh(cid: uuid.UUID, ready: Any) -> None:
-        start, cpu = time.perf_counter(), time.thread_time()
-        refresh_starts.append(start)
+            def on_event(raw: bytes, mine: list[float] = received[i]) -> None:
+                if b"leaderboard:update" in raw[:40]:
+                    mine.append(time.monotonic())
 
-        async def timed_ready() -> None:
-            work.append(time.perf_counter() - start)
-            work_cpu.append(time.thread_time() - cpu)
-            await ready()
-
-        await inner_refresh(cid, timed_ready)
-
-    async def emit(event: str, data: Any, *, to: str | list[str], skip_sid: str | list[str] | None = None) -> None:
-        public = to == f"contest:{contest_id}"
-        if public:
-            emits.append(time.perf_counter())
-            allowed.append(contests.live.allowed_at[contest_id])
-        await inner_emit(event, data, to=to, skip_sid=skip_sid)
-        if public:
-            emitted.append(time.perf_counter())
-
-    contests.live.refresh = refresh
-    contests.live.clock = time.perf_counter
-    contests.transport.emit = emit  # type: ignore[method-assign]
-    for client in clients:
-        ack = await client.call("contest:subscribe", {"contest_id": str(contest_id)})
-        assert ack.get("ok"), ack
-    for r in received:
-        r.clear()
-    rng = random.Random(2)
-    verdict_times: list[float] = []
-    interval = 1 / args.rate
-    load_before = os.getloadavg()[0]
-    try:
-        started = time.perf_counter()
-        for n in range(int(args.rate * args.seconds)):
-            due = started + n * interval
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            user = users[rng.randrange(MEMBERS)]
-            sub = uuid.uuid4()
-            await pool.execute(
-                "INSERT INTO contest_submissions (id, contest_id, problem_id, user_id, community_id, language,"
-                " source, submitted_at) SELECT $1, $2, $3, $4, community_id, 'python', 'x', now()"
-                " FROM community_members WHERE user_id = $4",
-                sub, contest_id, problem_id, user,
-            )  # fmt: skip
-            await store.record_verdict(pool, sub, rng.choice(["accepted", "wrong_answer"]), 1, 1)
-            verdict_times.append(time.perf_counter())
-            contests.live.touch(contest_id)
-        took = time.perf_counter() - started
-        await contests.live.idle()
-        deadline = time.perf_counter() + 10
-        # Polling is fine here: a benchmark waiting for its last deliveries, not a test synchronising.
-        while time.perf_counter() < deadline and any(len(r) < len(emits) for r in received):  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-    finally:
-        contests.transport.emit = inner_emit  # type: ignore[method-assign]
-        contests.live.refresh = original
+            token = tokens.issue(users[i], "student")
+            clients.append(await connect("127.0.0.1", server.port, token, on_event=on_event))
         for client in clients:
-            await client.call("contest:unsubscribe", {"contest_id": str(contest_id)})
-    fanout = [r[k] - emits[k] for r in received for k in range(min(len(r), len(emits)))]
-    to_push: list[float] = []
-    for t in verdict_times:
-        k = next((i for i, s in enumerate(refresh_starts) if s >= t), None)
-        if k is not None:
-            to_push.extend(r[k] - t for r in received if len(r) > k)
-    added = [e - a for e, a in zip(emitted, allowed, strict=True)]
+            ack = await client.call("contest:subscribe", {"contest_id": str(contest_id)})
+            assert ack.get("ok"), ack
+        await asyncio.sleep(1)  # the snapshot's build done, the first answers delivered
+        for r in received:
+            r.clear()
+        load_before = os.getloadavg()
+        generator = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.pushlive", "generator", "--database-url", database_url,
+            "--control-port", str(server.control_port), "--contest", str(contest_id), "--problem", str(problem_id),
+            "--rate", str(args.rate), "--seconds", str(args.seconds), stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await generator.communicate()
+        sent = json.loads(out)
+        assert await server.ask("IDLE") == b"OK\n"
+        load_after = os.getloadavg()
+        data = json.loads(await server.ask("DUMP"))
+        if args.raw:
+            Path(args.raw, f"{mode}.json").write_text(json.dumps(data))  # noqa: ASYNC240 (a bench, once)
+        deadline = time.monotonic() + 10
+        # Polling is fine here: a benchmark waiting for its last deliveries, not a test synchronising.
+        while time.monotonic() < deadline and any(len(r) < len(data["pushes"]) for r in received):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        histogram = await scrape_push_added(server.port)
+        reads = await rest_reads(server.port, tokens.issue(users[0], "student"), contest_id, args.reads)
+        for client in clients:
+            client.close()
+    pushes: list[tuple[float, float]] = data["pushes"]
+    allowed, emitted = [a for a, _ in pushes], [e for _, e in pushes]
+    added = [e - a for a, e in pushes]
+    starts = data["refresh_starts"]
+    fanout = [r[k] - emitted[k] for r in received for k in range(min(len(r), len(emitted)))]
     allowed_to_received = [r[k] - allowed[k] for r in received for k in range(min(len(r), len(allowed)))]
+    to_push: list[float] = []
+    for t in data["stored"]:
+        k = bisect.bisect_left(starts, t)
+        if k < len(starts):
+            to_push.extend(r[k] - t for r in received if len(r) > k)
+    # Where the server-added time goes: the push ready after the interval allowed it (its refresh started too
+    # late for how long it took), the wait past the allowed moment (the event loop busy; the Redis gate), the
+    # hand-over itself (the public payload written to every socket, or published to Redis).
+    late = [max(0.0, c - a) for (c, _), a in zip(data["ready"], allowed, strict=False)]
+    overshoot = [r - max(c, a) for (c, r), a in zip(data["ready"], allowed, strict=False)]
+    handover = [e - r for (_, r), e in zip(data["ready"], emitted, strict=False)]
+    # Garbage collections that paused the server between a push being allowed and its emit.
+    in_push = [d for s, d, _ in data["gcs"] for a, e in pushes if a <= s <= e]
     label = "full recompute (before)" if mode == "full" else "incremental (now)"
+    if args.gc_freeze:
+        label += ", gc.freeze() after a build"
     lines = [
-        row(f"{label}: push allowed → public push emitted (server-added, per push)", added),
+        row(f"{label}: push allowed → public push handed to Socket.IO (server-added, per push)", added),
+        row(f"{label}: … of which the push was ready after the interval allowed it", late),
+        row(f"{label}: … of which past the allowed moment (or ready) until ready() returned (loop, gate)", overshoot),
+        row(f"{label}: … of which the hand-over to Socket.IO (emit)", handover),
         row(f"{label}: push allowed → received (per subscriber)", allowed_to_received),
-        row(f"{label}: push emitted → received (fan-out)", fanout),
+        row(f"{label}: public push handed to Socket.IO → received (fan-out)", fanout),
         row(f"{label}: verdict stored → push received", to_push),
-        row(f"{label}: refresh work before the push (read, score, build the public push)", work),
-        row(f"{label}: the same, CPU time of the event loop", work_cpu),
+        row(f"{label}: refresh start → push ready, CPU of the server's event loop", data["work_cpu"]),
+        row(f"{label}: garbage collections inside allowed → emitted", in_push),
+        row(f"{label}: every garbage collection of the server", [d for _, d, _ in data["gcs"]]),
+        f"| {label}: {len(pushes)} pushes, {sent['sent']:,} verdicts in {sent['took']:.1f} s"
+        f" ({sent['sent'] / sent['took']:.0f}/s, asked {args.rate:g}/s); server's histogram {histogram};"
+        f" standings builds {data['builds']}, gc.freeze() {data['freezes']}; load average (1, 5, 15 min)"
+        f" {' '.join(f'{x:.1f}' for x in load_before)} → {' '.join(f'{x:.1f}' for x in load_after)}"
+        " | | | | | |",
     ]
-    spent = sum(e - s for s, e in zip(refresh_starts, emits, strict=False)) / max(1, len(emits))
-    lines.append(
-        f"| {label}: {len(emits)} pushes for {len(verdict_times):,} verdicts in {took:.1f} s"
-        f" ({len(verdict_times) / took:.0f}/s, asked {args.rate:g}/s); refresh start →"
-        f" public emit (including the wait for the interval) mean {spent * 1000:.1f} ms; load average"
-        f" {load_before:.1f} → {os.getloadavg()[0]:.1f} | | | | |"
-    )
-    return lines
+    return lines + [row(f"{label}: {what}", data) for what, data in reads]
+
+
+async def rest_reads(port: int, token: str, contest_id: uuid.UUID, n: int) -> list[tuple[str, list[float]]]:
+    """REST reads through the server (auth, the contest row, then the board), after the verdicts."""
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {token}"}
+        base = f"http://127.0.0.1:{port}/api/v1/contests/{contest_id}"
+
+        async def get(path: str) -> None:
+            async with http.get(base + path, headers=headers) as resp:
+                assert resp.status == 200, await resp.text()
+                await resp.read()
+
+        return [
+            ("REST GET /board?limit=100", await timed(lambda: get("/board?limit=100"), n)),
+            ("REST GET /board/me", await timed(lambda: get("/board/me"), n)),
+        ]
 
 
 async def refresh_alone(
@@ -339,57 +399,32 @@ async def refresh_alone(
 
 
 async def live(args: argparse.Namespace, database_url: str) -> list[str]:
-    settings = load_settings(
-        database_url=database_url, data_dir=Path("/tmp/studyhall-bench-lb"), jwt_secret="bench-" + "x" * 40,
-        sandbox_executor="local", contest_cycle_s=0, db_pool_max=10, log_level="WARNING",
-    )  # fmt: skip
-    app = create_app(settings)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    await migrate(database_url)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     lines: list[str] = []
     try:
-        pool = app[CORE].pool
         admin = uuid.uuid4()
         await pool.execute(
             "INSERT INTO users (id, email, display_name, password_hash, role) VALUES ($1, 'a@b.c', 'A', 'x', 'admin')",
             admin,
         )
         users, communities = await populate(pool, admin)
-        for preload in args.preload:
-            lines += await refresh_alone(app, admin, users, communities, preload)
-        received: list[list[float]] = [[] for _ in range(args.subscribers)]
-        clients: list[LightClient] = []
-        tokens = app[AUTH].tokens
-        for i in range(args.subscribers):
-
-            def on_event(raw: bytes, mine: list[float] = received[i]) -> None:
-                if b"leaderboard:update" in raw[:40]:
-                    mine.append(time.perf_counter())
-
-            clients.append(await connect("127.0.0.1", port, tokens.issue(users[i], "student"), on_event=on_event))
-        contest_id = uuid.uuid4()
+        if args.preload:
+            # The refresh alone: an app in this process (no subscribers, nothing else in its loop).
+            app = create_app(server_settings(database_url), run_migrations=False)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            try:
+                for preload in args.preload:
+                    lines += await refresh_alone(app, admin, users, communities, preload)
+            finally:
+                await runner.cleanup()
+        tokens = Tokens(server_settings(database_url).jwt_key(), 3600)
         for mode in args.modes.split(","):
             contest_id, problem_id = await new_contest(pool, admin, communities)
-            lines += await verdicts_and_pushes(args, app, clients, received, contest_id, problem_id, users, mode)
-        for c in clients:
-            c.close()
-        # REST reads through the server (auth, the contest row, then the board), of the last contest.
-        async with aiohttp.ClientSession() as http:
-            headers = {"Authorization": f"Bearer {tokens.issue(users[0], 'student')}"}
-            base = f"http://127.0.0.1:{port}/api/v1/contests/{contest_id}"
-
-            async def get(path: str) -> None:
-                async with http.get(base + path, headers=headers) as resp:
-                    assert resp.status == 200, await resp.text()
-                    await resp.read()
-
-            lines.append(row("REST GET /board?limit=100", await timed(lambda: get("/board?limit=100"), args.reads)))
-            lines.append(row("REST GET /board/me", await timed(lambda: get("/board/me"), args.reads)))
+            lines += await verdicts_and_pushes(args, database_url, tokens, contest_id, problem_id, users, mode)
     finally:
-        await runner.cleanup()
+        await pool.close()
     return lines
 
 
@@ -399,14 +434,17 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--subscribers", type=int, default=500)
     parser.add_argument("--modes", default="full,incremental", help="pushes made by: full (before), incremental")
-    parser.add_argument("--reads", type=int, default=2000, help="REST reads of each kind")
+    parser.add_argument("--reads", type=int, default=500, help="REST reads of each kind, per mode")
+    parser.add_argument("--raw", help="a directory to write each mode's server measurements to (JSON)")
+    parser.add_argument("--gc-freeze", action="store_true", help="the server calls gc.freeze() after a standings build")
     parser.add_argument("--preload", type=int, nargs="*", default=[4000, 40000],
                         help="attempts already in the contest for the refresh-alone measures")  # fmt: skip
     args = parser.parse_args()
     server_url = os.environ["STUDYHALL_DATABASE_URL"]
     print(f"# studyhall leaderboard benchmark — {platform.node()}, {os.cpu_count()} CPUs,"
           f" {time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
-    print("\n| measure | samples | p50 ms | p99 ms | max ms |\n| --- | ---: | ---: | ---: | ---: |")
+    print(f"load average (1, 5, 15 min) at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("\n| measure | samples | p50 ms | p95 ms | p99 ms | max ms |\n| --- | ---: | ---: | ---: | ---: | ---: |")
     for line in asyncio.run(board_reads(os.environ.get("STUDYHALL_REDIS_URL"))):
         print(line)
     name = f"studyhall_bench_{uuid.uuid4().hex[:8]}"

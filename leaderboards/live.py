@@ -63,6 +63,8 @@ class Coalescer:
         refresh: brings a contest's standings up to date and pushes them, awaiting ``ready`` first.
         interval_s: least time between two pushes of one contest (0.5 s).
         gate: the cluster-wide limit (Redis), if any.
+        observe: given, for each push, the seconds from the interval allowing it to the public push having
+            been handed to the transport (:meth:`pushed`): what the server adds (a Prometheus histogram).
         clock: monotonic seconds; ``sleep``: waits that many seconds (tests pass virtual ones).
     """
 
@@ -72,12 +74,14 @@ class Coalescer:
         interval_s: float = 0.5,
         gate: Gate | None = None,
         *,
+        observe: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.refresh = refresh
         self.interval_s = interval_s
         self.gate = gate
+        self.observe = observe
         self.clock = clock
         self.sleep = sleep
         self._dirty: set[uuid.UUID] = set()
@@ -95,6 +99,12 @@ class Coalescer:
         self._since.setdefault(contest_id, self.clock())
         if contest_id not in self._tasks:
             self._tasks[contest_id] = asyncio.create_task(self._run(contest_id))
+
+    def pushed(self, contest_id: uuid.UUID) -> None:
+        """Called by the refresh right after the contest's public push was handed to the transport."""
+        allowed = self.allowed_at.get(contest_id)
+        if self.observe is not None and allowed is not None:
+            self.observe(max(0.0, self.clock() - allowed))
 
     async def idle(self) -> None:
         """Wait until every pending refresh has run (tests, shutdown)."""

@@ -513,6 +513,8 @@ class Contests:
             if ready is not None and view == "public":
                 await ready()
             await self.transport.emit(UPDATE_EVENT, payload, to=contest_room(contest_id, view))
+            if ready is not None and view == "public":
+                self.live.pushed(contest_id)
         await self.standings_live.write_boards(contest_id)
 
     async def snapshot(self, contest: Record, view: scoring.View) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -19,13 +19,17 @@ from leaderboards.service import Contests, utcnow
 from realtime.sockets import SOCKETS
 
 
-async def run_contests(settings: Settings, app: web.Application) -> AsyncIterator[None]:
+async def run_contests(
+    settings: Settings, app: web.Application, *, observe_push: Callable[[float], None] | None = None
+) -> AsyncIterator[None]:
+    """``observe_push``: given what the server added to each push (``studyhall_leaderboard_push_added_seconds``)."""
     board = open_board(settings)
     gate: Gate | None = RedisGate(settings.redis_url.get_secret_value()) if settings.redis_url else None
     sockets = app[SOCKETS]
     service = Contests(
         app[CORE], app.get(EXECUTIONS), board, sockets, gate=gate, interval_s=settings.contest_push_interval_s
     )
+    service.live.observe = observe_push
     app[CONTESTS] = service
     sockets.services[SESSION_KEY] = service
     cycle = Cycle(service)

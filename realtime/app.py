@@ -97,6 +97,12 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+        self.push_added = Histogram(
+            "studyhall_leaderboard_push_added_seconds",
+            "Group wars: from the 500 ms interval allowing a contest's push to its public push handed to Socket.IO",
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
         self.pool_size = Gauge("studyhall_db_pool_connections", "Open database connections", registry=self.registry)
         self.pool_idle = Gauge("studyhall_db_pool_idle", "Idle database connections", registry=self.registry)
 
@@ -414,7 +420,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app.cleanup_ctx.append(watch_parties)
     app.cleanup_ctx.append(functools.partial(run_sandbox, settings))
     # Group wars after the sandbox (they judge with it), so they stop judging before it closes.
-    app.cleanup_ctx.append(functools.partial(run_contests, settings))
+    app.cleanup_ctx.append(functools.partial(run_contests, settings, observe_push=app[METRICS].push_added.observe))
     app.cleanup_ctx.append(metrics_listener)
     app[SOCKETS] = SocketServer(app, settings, EVENTS)
     engine, gate = app[SOCKETS].sio.eio, app[SOCKETS].gate

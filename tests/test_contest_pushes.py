@@ -18,6 +18,7 @@ from leaderboards.board import LocalBoard, RedisBoard
 from leaderboards.core import board_score
 from leaderboards.handlers import CONTESTS
 from leaderboards.live import Coalescer, Ready
+from realtime.app import METRICS
 from tests.chat_helpers import server_url
 from tests.conftest import ApiClient
 from tests.contest_helpers import A_OK, A_WRONG, B_OK, B_WRONG, START, at, community_with, contest_body, ok
@@ -126,6 +127,28 @@ async def test_a_burst_is_pushed_at_most_once_per_interval_per_contest_and_nothi
     await coalescer.close()
 
 
+async def test_what_the_server_adds_to_a_push_is_timed_from_when_the_interval_allowed_it() -> None:
+    vt = VirtualTime()
+    added: list[float] = []
+    contest = uuid.uuid4()
+    coalescer: Coalescer
+
+    async def refresh(contest_id: uuid.UUID, ready: Ready) -> None:
+        await ready()
+        await vt.sleep(0.03)  # building and handing over the push
+        coalescer.pushed(contest_id)
+
+    coalescer = Coalescer(refresh, 0.5, observe=added.append, clock=vt.clock, sleep=vt.sleep)
+    await vt.run_until(10.0)
+    coalescer.touch(contest)  # leading edge: allowed at once, at 10.0
+    await vt.run_until(10.2)
+    coalescer.touch(contest)  # inside the interval: allowed at 10.5, whenever the refresh started
+    await vt.run_until(11.0)
+    assert [round(a, 6) for a in added] == [0.03, 0.03]
+    assert coalescer.allowed_at[contest] == 10.5
+    await coalescer.close()
+
+
 # --- boards changed member by member --------------------------------------------------------------------
 
 
@@ -206,6 +229,9 @@ async def test_every_push_equals_the_full_recompute(api: ApiClient, sandbox_mach
         await ok(api, "POST", path, people[who], json={"language": "python", "source": source,
                                                          "community_id": community})  # fmt: skip
     await check("judged")
+    # Each public push is timed once by the server, from the interval allowing it to its hand-over to Socket.IO.
+    samples = api.app[METRICS].registry.get_sample_value("studyhall_leaderboard_push_added_seconds_count")
+    assert samples == len(pushed["public"]) > 0
     assert contests.standings_live.builds == 2  # built once, again when the freeze started; else change by change
     subs = await ok(api, "GET", f"/contests/{cid}/submissions?everyone=true", owner)
     first_ok = next(s for s in subs["items"] if s["user_id"] == people[0].id and s["verdict"] == "accepted")
