@@ -63,6 +63,7 @@ class RoomListQuery(PageQuery):
     community_id: uuid.UUID | None = Field(None, description="Only rooms of this community.")
     kind: RoomKind | None = Field(None, description="Only rooms of this kind.")
     include_archived: bool = Field(False, description="Also list archived rooms.")
+    mine: bool = Field(False, description="Only rooms the caller is a member of (not banned from).")
 
 
 class RoomMemberOut(BaseModel):

@@ -97,6 +97,7 @@ async def list_rooms(core: Core, user: Principal, query: RoomListQuery) -> Page[
               AND ($6::text IS NULL OR r.kind = $6)
               AND ($7 OR r.archived_at IS NULL)
               AND {visible_sql("$1", "$8")}
+              AND (NOT $9 OR (m.user_id IS NOT NULL AND m.banned_at IS NULL))
             ORDER BY r.created_at, r.id LIMIT $4""",
         user.id,
         at,
@@ -106,6 +107,7 @@ async def list_rooms(core: Core, user: Principal, query: RoomListQuery) -> Page[
         query.kind,
         query.include_archived,
         user.is_admin,
+        query.mine,
     )
     return page_of(rows, query.limit, room_out)
 

@@ -193,6 +193,28 @@ async def test_room_list_pages_and_filters(api: ApiClient) -> None:
     assert made[0]["id"] in {r["id"] for r in everything["items"]}
 
 
+async def test_mine_lists_only_the_rooms_one_is_a_member_of(api: ApiClient) -> None:
+    """On a busy server the rooms one belongs to must not hide behind everyone's public rooms (the web app's
+    "Your rooms")."""
+    alice, bob = await api.user(), await api.user()
+    public = await new_room(api, alice)
+    private = await new_room(api, alice, "private")
+    bobs = await new_room(api, bob)
+    for _ in range(3):
+        await new_room(api, await api.user())  # other people's public rooms, visible to both
+    await ok(api, "POST", f"/rooms/{private['id']}/invite", alice, 201, json={"user_id": bob.id})
+
+    mine = await ok(api, "GET", "/rooms?mine=true&limit=100", bob)
+    assert [r["id"] for r in mine["items"]] == [private["id"], bobs["id"]]
+    assert all(r["my_role"] is not None for r in mine["items"])
+    theirs = await ok(api, "GET", "/rooms?mine=true&limit=100", alice)
+    assert [r["id"] for r in theirs["items"]] == [public["id"], private["id"]]
+    everything = await ok(api, "GET", "/rooms?limit=100", bob)
+    assert public["id"] in {r["id"] for r in everything["items"]}
+    status, _ = await api.call("GET", "/rooms?mine=perhaps", bob)
+    assert status == 400
+
+
 async def test_invites_roles_and_handing_over_the_host(api: ApiClient) -> None:
     host, mod, member, guest, other = [await api.user() for _ in range(5)]
     room = await new_room(api, host, "private")
