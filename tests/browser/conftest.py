@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,3 +215,44 @@ def signed_in_page(open_page: OpenPage, web_server: WebServer) -> SignedInPage:
         return page, user
 
     return make
+
+
+def ffmpeg() -> str:
+    """ffmpeg, installed with apt-get when missing and allowed (root on Debian), as scripts/test installs it."""
+    found = shutil.which("ffmpeg")
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+
+        def apt(*args: str) -> int:
+            done = subprocess.run(["apt-get", *args], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return done.returncode
+
+        if apt("install", "-y", "-qq", "ffmpeg") != 0:
+            apt("update", "-qq")
+            apt("install", "-y", "-qq", "ffmpeg")
+        found = shutil.which("ffmpeg")
+    if found is None:
+        _unavailable("no ffmpeg to make the test videos: install it with `apt-get install -y ffmpeg`")
+    assert found is not None
+    return found
+
+
+def media_server(database_url: str, tmp_path_factory: pytest.TempPathFactory, media: Path) -> WebServer:
+    """A started studyhall app that also serves the files under ``media`` at ``/test-media/``, from its own
+    origin (the app's CSP plays media only from there) and with byte ranges (``FileResponse``), as media hosts
+    do: Chromium cannot seek in a file served without them."""
+    settings = make_settings(database_url, tmp_path_factory.mktemp("web"), web_dir=WEB_DIST)
+    app_server = WebServer(settings)
+
+    @web.middleware
+    async def test_media(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path.startswith("/test-media/"):
+            path = (media / request.path.removeprefix("/test-media/")).resolve()
+            if media in path.parents and path.is_file():
+                return web.FileResponse(path)
+        return await handler(request)
+
+    app_server.app.middlewares.append(test_media)
+    app_server.start()
+    return app_server

@@ -10,64 +10,41 @@ Content-Security-Policy plays media from its origin or https), with byte ranges,
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from playwright.sync_api import Locator, Page, Response, expect
 
 from tests.browser.conftest import (
-    WEB_DIST,
     OpenPage,
     SignedInPage,
     User,
     WebServer,
-    _unavailable,
+    ffmpeg,
     log_in,
+    media_server,
     rest,
 )
-from tests.conftest import make_settings
 
 PLAIN_S = 12.0  # the MP4 lecture's length
 HLS_S = 6.0  # the HLS lecture's length
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 
-def _ffmpeg() -> str:
-    """ffmpeg, installed with apt-get when missing and allowed (root on Debian), as scripts/test installs Chromium."""
-    found = shutil.which("ffmpeg")
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-
-        def apt(*args: str) -> int:
-            done = subprocess.run(["apt-get", *args], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            return done.returncode
-
-        if apt("install", "-y", "-qq", "ffmpeg") != 0:
-            apt("update", "-qq")
-            apt("install", "-y", "-qq", "ffmpeg")
-        found = shutil.which("ffmpeg")
-    if found is None:
-        _unavailable("no ffmpeg to make the lecture videos: install it with `apt-get install -y ffmpeg`")
-    assert found is not None
-    return found
-
-
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 12 s MP4 and a 6 s HLS playlist (three 2 s segments), H.264 test patterns."""
-    ffmpeg = _ffmpeg()
+    ffmpeg_bin = ffmpeg()
     root = tmp_path_factory.mktemp("media")
     (root / "hls").mkdir()
     video = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "15"]
 
     def pattern(seconds: float) -> list[str]:
-        return [ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+        return [ffmpeg_bin, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
                 f"testsrc=size=320x180:rate=15:duration={seconds:g}"]  # fmt: skip
 
     subprocess.run([*pattern(PLAIN_S), *video, "-movflags", "+faststart", str(root / "plain.mp4")], check=True)
@@ -82,21 +59,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory, media: Path) -> Iterator[WebServer]:
     """A studyhall app that also serves the test's media at /test-media/ (with Range, as media hosts do)."""
-    settings = make_settings(database_url, tmp_path_factory.mktemp("web"), web_dir=WEB_DIST)
-    app_server = WebServer(settings)
-
-    @web.middleware
-    async def test_media(
-        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        if request.path.startswith("/test-media/"):
-            path = (media / request.path.removeprefix("/test-media/")).resolve()
-            if media in path.parents and path.is_file():
-                return web.FileResponse(path)
-        return await handler(request)
-
-    app_server.app.middlewares.append(test_media)
-    app_server.start()
+    app_server = media_server(database_url, tmp_path_factory, media)
     yield app_server
     app_server.stop()
 

@@ -15,17 +15,15 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import WEB_DIST, OpenPage, User, WebServer, log_in, rest
-from tests.browser.test_courses import _ffmpeg, rest_course
-from tests.conftest import make_settings
+from tests.browser.conftest import OpenPage, User, WebServer, ffmpeg, log_in, media_server, rest
+from tests.browser.test_courses import rest_course
 
 CLIP_S = 90.0
 WITHIN_S = 0.1
@@ -39,10 +37,10 @@ SAMPLE = """() => {
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 90 s H.264 test pattern (320×180, 15 fps), short keyframe interval so that seeks land quickly."""
-    ffmpeg = _ffmpeg()
+    ffmpeg_bin = ffmpeg()
     root = tmp_path_factory.mktemp("watch-media")
     subprocess.run(
-        [ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+        [ffmpeg_bin, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
          f"testsrc=size=320x180:rate=15:duration={CLIP_S:g}", "-c:v", "libx264", "-preset", "ultrafast",
          "-pix_fmt", "yuv420p", "-g", "15", "-movflags", "+faststart", str(root / "pattern.mp4")],
         check=True,
@@ -53,21 +51,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory, clip: Path) -> Iterator[WebServer]:
     """A studyhall app that also serves the clip at /test-media/ (FileResponse answers byte ranges)."""
-    settings = make_settings(database_url, tmp_path_factory.mktemp("web"), web_dir=WEB_DIST)
-    app_server = WebServer(settings)
-
-    @web.middleware
-    async def test_media(
-        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        if request.path.startswith("/test-media/"):
-            path = (clip / request.path.removeprefix("/test-media/")).resolve()
-            if clip in path.parents and path.is_file():
-                return web.FileResponse(path)
-        return await handler(request)
-
-    app_server.app.middlewares.append(test_media)
-    app_server.start()
+    app_server = media_server(database_url, tmp_path_factory, clip)
     yield app_server
     app_server.stop()
 
