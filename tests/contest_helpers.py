@@ -17,6 +17,17 @@ B_OK = "print(int(input()) * 2)\n"
 B_WRONG = "print(int(input()) + 1)\n"
 C_BROKEN = "int main( {"
 
+
+class Clock:
+    """The contests' clock, set by the test (``clock.now = at(15)``)."""
+
+    def __init__(self, now: datetime = START) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
 PROBLEMS = [
     {
         "title": "Sum",

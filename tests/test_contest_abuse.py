@@ -24,18 +24,10 @@ from core_api.db import bundled_migrations, migrate
 from leaderboards.cycle import CYCLE
 from leaderboards.handlers import CONTESTS
 from tests.conftest import Actor, ApiClient
-from tests.contest_helpers import PROBLEMS, api_with, at, community_with, contest_body, ok
+from tests.contest_helpers import PROBLEMS, Clock, api_with, at, community_with, contest_body, ok
 
 TRIVIAL = {"title": "Three", "tests": [{"stdin": "", "expected_output": "3"}], "cpu_ms": 1000}
 PRINT_3 = "print(3)\n"
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 async def wallet_of(api: ApiClient, who: Actor) -> int:

@@ -12,8 +12,7 @@ from core_api.context import CORE
 from leaderboards.cycle import CYCLE
 from leaderboards.handlers import CONTESTS
 from tests.conftest import Actor, ApiClient
-from tests.contest_helpers import A_OK, B_OK, api_with, at, community_with, contest_body, ok
-from tests.test_contests import Clock
+from tests.contest_helpers import A_OK, B_OK, Clock, api_with, at, community_with, contest_body, ok
 
 
 async def awards_of(api: ApiClient, who: Actor) -> list[tuple[int, int, str]]:

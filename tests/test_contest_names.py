@@ -10,8 +10,7 @@ from typing import Any
 from core_api.context import CORE
 from leaderboards.handlers import CONTESTS
 from tests.conftest import Actor, ApiClient
-from tests.contest_helpers import at, contest_body, ok
-from tests.test_contests import Clock
+from tests.contest_helpers import Clock, at, contest_body, ok
 
 TRIVIAL = {"title": "Three", "tests": [{"stdin": "", "expected_output": "3"}], "cpu_ms": 1000}
 

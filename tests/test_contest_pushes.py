@@ -21,7 +21,7 @@ from leaderboards.live import Coalescer, Ready
 from realtime.app import METRICS
 from tests.chat_helpers import server_url
 from tests.conftest import ApiClient
-from tests.contest_helpers import A_OK, A_WRONG, B_OK, B_WRONG, START, at, community_with, contest_body, ok
+from tests.contest_helpers import A_OK, A_WRONG, B_OK, B_WRONG, Clock, at, community_with, contest_body, ok
 from tests.nodes import redis_url
 
 
@@ -171,14 +171,6 @@ async def test_board_updates_answer_alike_in_redis_and_in_process() -> None:
 
 
 # --- over a real server -----------------------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> Any:
-        return self.now
 
 
 def cut(standings: dict[str, Any]) -> dict[str, Any]:

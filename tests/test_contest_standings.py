@@ -3,20 +3,11 @@ the boards, ``/board/me`` and the all-time ranking (issue 13). Judged by the rea
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from leaderboards.handlers import CONTESTS
 from tests.conftest import Actor, ApiClient
-from tests.contest_helpers import A_OK, B_OK, START, at, community_with, contest_body, ok
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.contest_helpers import A_OK, B_OK, Clock, at, community_with, contest_body, ok
 
 
 async def submit_for(

@@ -7,7 +7,6 @@ import asyncio
 import itertools
 import time
 import uuid
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from tests.contest_helpers import (
     B_OK,
     B_WRONG,
     C_BROKEN,
-    START,
+    Clock,
     api_with,
     at,
     community_with,
@@ -101,14 +100,6 @@ async def same_answers(redis_board: RedisBoard, local: LocalBoard) -> None:
 
 
 # --- over REST, judged by the sandbox ------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 async def setup_war(api: ApiClient) -> tuple[dict[str, Actor], dict[str, Any], Clock]:
