@@ -4,7 +4,7 @@ Usage::
 
     STUDYHALL_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test [STUDYHALL_REDIS_URL=redis://...] \\
         .venv/bin/python -m bench.leaderboard [--seconds 20] [--rate 200] [--subscribers 500] \\
-        [--modes full,incremental] [--reads 500] [--gc-freeze]
+        [--modes full,incremental] [--reads 500] [--no-gc-freeze]
 
 Bounded: about 2 × ``--seconds`` plus two minutes of setup, refreshes alone and reads.
 
@@ -35,7 +35,8 @@ each subscriber receiving it (fan-out); (d) from a verdict being stored to a sub
 push that includes it (the 500 ms coalescing is part of this by design); the CPU of the server's loop
 for each refresh; garbage collections (``gc.callbacks``) inside (a), and all of them. All processes time
 on ``CLOCK_MONOTONIC``. Then REST ``GET /contests/{id}/board?limit=100`` and ``/board/me`` through the
-server. ``--gc-freeze``: the server calls ``gc.freeze()`` after each standings build.
+server. The server settles its heap as deployed (``gc.freeze()`` after start-up and after a standings build,
+core_api/heap.py); ``--no-gc-freeze`` runs it with ``STUDYHALL_GC_FREEZE=false`` for comparison.
 """
 
 from __future__ import annotations
@@ -200,7 +201,7 @@ class Server:
     """``python -m bench.pushlive server``: the app alone in a process of its own (see there)."""
 
     def __init__(self, database_url: str, mode: str, gc_freeze: bool) -> None:
-        self.args = ["--database-url", database_url, "--mode", mode] + (["--gc-freeze"] if gc_freeze else [])
+        self.args = ["--database-url", database_url, "--mode", mode] + ([] if gc_freeze else ["--no-gc-freeze"])
         self.proc: asyncio.subprocess.Process | None = None
         self.port = self.control_port = 0
 
@@ -259,7 +260,7 @@ async def verdicts_and_pushes(
     ``--subscribers`` Socket.IO clients in this process, verdicts at ``--rate`` for ``--seconds`` from a
     third process. Returns the table's rows."""
     received: list[list[float]] = [[] for _ in range(args.subscribers)]
-    async with Server(database_url, mode, args.gc_freeze) as server:
+    async with Server(database_url, mode, not args.no_gc_freeze) as server:
         clients: list[LightClient] = []
         for i in range(args.subscribers):
 
@@ -316,8 +317,8 @@ async def verdicts_and_pushes(
     # Garbage collections that paused the server between a push being allowed and its emit.
     in_push = [d for s, d, _ in data["gcs"] for a, e in pushes if a <= s <= e]
     label = "full recompute (before)" if mode == "full" else "incremental (now)"
-    if args.gc_freeze:
-        label += ", gc.freeze() after a build"
+    if args.no_gc_freeze:
+        label += ", STUDYHALL_GC_FREEZE=false"
     lines = [
         row(f"{label}: push allowed → public push handed to Socket.IO (server-added, per push)", added),
         row(f"{label}: … of which the push was ready after the interval allowed it", late),
@@ -331,7 +332,7 @@ async def verdicts_and_pushes(
         row(f"{label}: every garbage collection of the server", [d for _, d, _ in data["gcs"]]),
         f"| {label}: {len(pushes)} pushes, {sent['sent']:,} verdicts in {sent['took']:.1f} s"
         f" ({sent['sent'] / sent['took']:.0f}/s, asked {args.rate:g}/s); server's histogram {histogram};"
-        f" standings builds {data['builds']}, gc.freeze() {data['freezes']}; load average (1, 5, 15 min)"
+        f" standings builds {data['builds']}, heap settles {data['settles']}; load average (1, 5, 15 min)"
         f" {' '.join(f'{x:.1f}' for x in load_before)} → {' '.join(f'{x:.1f}' for x in load_after)}"
         " | | | | | |",
     ]
@@ -436,7 +437,7 @@ def main() -> None:
     parser.add_argument("--modes", default="full,incremental", help="pushes made by: full (before), incremental")
     parser.add_argument("--reads", type=int, default=500, help="REST reads of each kind, per mode")
     parser.add_argument("--raw", help="a directory to write each mode's server measurements to (JSON)")
-    parser.add_argument("--gc-freeze", action="store_true", help="the server calls gc.freeze() after a standings build")
+    parser.add_argument("--no-gc-freeze", action="store_true", help="the server without gc.freeze() (core_api/heap.py)")
     parser.add_argument("--preload", type=int, nargs="*", default=[4000, 40000],
                         help="attempts already in the contest for the refresh-alone measures")  # fmt: skip
     args = parser.parse_args()

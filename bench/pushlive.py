@@ -34,6 +34,7 @@ import asyncpg
 from aiohttp import web
 
 from core_api.context import CORE
+from core_api.heap import HEAP
 from core_api.settings import load_settings
 from leaderboards import store
 from leaderboards.handlers import CONTESTS
@@ -43,29 +44,26 @@ METRICS_TOKEN = "bench-metrics-" + "m" * 40
 JWT_SECRET = "bench-" + "x" * 40
 
 
-def server_settings(database_url: str) -> Any:
+def server_settings(database_url: str, gc_freeze: bool = True) -> Any:
     return load_settings(
         database_url=database_url, data_dir=Path("/tmp/studyhall-bench-lb"), jwt_secret=JWT_SECRET,
         sandbox_executor="local", contest_cycle_s=0, db_pool_max=10, log_level="WARNING",
-        metrics_token=METRICS_TOKEN,
+        metrics_token=METRICS_TOKEN, gc_freeze=gc_freeze,
     )  # fmt: skip
 
 
 class Probe:
     """What the server process records for the benchmark (the production code is not changed by it)."""
 
-    def __init__(self, app: web.Application, mode: str, freeze: bool) -> None:
+    def __init__(self, app: web.Application, mode: str) -> None:
         self.app = app
         self.mode = mode
-        self.freeze = freeze
         self.pushes: list[tuple[float, float]] = []  # (allowed, public push handed to Socket.IO)
         self.refresh_starts: list[float] = []
         self.work_cpu: list[float] = []  # CPU of this thread from the refresh's start to the push being ready
         self.ready: list[tuple[float, float]] = []  # the push ready (ready() called), and allowed (it returned)
         self.stored: list[float] = []
         self.gcs: list[tuple[float, float, int]] = []  # (start, seconds, generation)
-        self.freezes = 0
-        self._frozen_at = 0
         self._gc_start = 0.0
         self._judging: set[asyncio.Task[None]] = set()
 
@@ -96,12 +94,6 @@ class Probe:
                 self.ready.append((called, time.monotonic()))
 
             await inner(cid, timed_ready)
-            if self.freeze and contests.standings_live.builds != self._frozen_at:
-                # The standings built since (on a subscriber's arrival, or here) live on: the collector need
-                # not walk them again.
-                gc.freeze()
-                self._frozen_at = contests.standings_live.builds
-                self.freezes += 1
 
         live.refresh = refresh
         gc.callbacks.append(self._on_gc)
@@ -134,7 +126,7 @@ class Probe:
                 data = {
                     "pushes": self.pushes, "refresh_starts": self.refresh_starts, "work_cpu": self.work_cpu,
                     "ready": self.ready,
-                    "stored": self.stored, "gcs": self.gcs, "freezes": self.freezes,
+                    "stored": self.stored, "gcs": self.gcs, "settles": HEAP.stats.settles,
                     "builds": self.app[CONTESTS].standings_live.builds,
                 }  # fmt: skip
                 writer.write(json.dumps(data).encode() + b"\n")
@@ -143,13 +135,13 @@ class Probe:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    app = create_app(server_settings(args.database_url), run_migrations=False)
+    app = create_app(server_settings(args.database_url, not args.no_gc_freeze), run_migrations=False)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    probe = Probe(app, args.mode, args.gc_freeze)
+    probe = Probe(app, args.mode)
     probe.install()
     control = await asyncio.start_server(probe.control, "127.0.0.1", 0)
     control_port = control.sockets[0].getsockname()[1]
@@ -197,7 +189,7 @@ def main() -> None:
     server = roles.add_parser("server")
     server.add_argument("--database-url", required=True)
     server.add_argument("--mode", choices=("full", "incremental"), default="incremental")
-    server.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after a standings build")
+    server.add_argument("--no-gc-freeze", action="store_true", help="STUDYHALL_GC_FREEZE=false (core_api/heap.py)")
     gen = roles.add_parser("generator")
     gen.add_argument("--database-url", required=True)
     gen.add_argument("--control-port", type=int, required=True)

@@ -215,6 +215,28 @@ class Settings(BaseSettings):
     )
     metrics_host: str | None = Field(None, description="Address of the metrics listener (default: STUDYHALL_HOST).")
 
+    # --- the garbage collector (core_api/heap.py) ---
+    gc_freeze: bool = Field(
+        True,
+        description="Keep long-lived objects (the app after start-up, contests' in-memory standings after a "
+        "build) out of the garbage collector's full collections with `gc.freeze()`: without it a node holding a "
+        "large contest pauses 100-300 ms now and then (bench/RESULTS.md). Off: the collector's defaults.",
+    )
+    gc_settle_min_interval_s: float = Field(
+        60.0,
+        ge=0,
+        le=86400,
+        description="Least time between two settles (a collection of the unfrozen objects, then a freeze) asked "
+        "for by a standings build.",
+    )
+    gc_full_every_s: float = Field(
+        3600.0,
+        ge=0,
+        le=7 * 86400,
+        description="Every this many seconds the frozen objects are unfrozen, collected whole (one full pause, "
+        "freeing cycles that became garbage after they were frozen) and frozen again; 0: never.",
+    )
+
     # --- rights on open connections (realtime/rights.py) ---
     rights_recheck_s: float = Field(
         60.0,

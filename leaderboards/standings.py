@@ -19,6 +19,7 @@ from typing import Any
 
 from core_api.db import Pool
 from core_api.errors import not_found
+from core_api.heap import request_settle
 from leaderboards import core as scoring
 from leaderboards import store
 from leaderboards.board import Board, Entry
@@ -204,6 +205,7 @@ class LiveStandings:
             await asyncio.sleep(0)
         fresh = ContestStandings(contest_id, rules, order, communities, frozen, horizon, tallies, self.monotonic())
         self.builds += 1
+        request_settle()  # the standings live on: keep them out of full collections (core_api/heap.py)
         if state is not None and same:  # a recheck: the incremental standings should have been the same
             for view, tally in state.tallies.items():
                 if _scores(tally) != _scores(tallies[view]):

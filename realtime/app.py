@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import hmac
 import logging
 import time
@@ -26,6 +27,7 @@ from core_api.context import CORE, Bus, Core
 from core_api.db import create_pool, migrate
 from core_api.errors import AppError, ErrorCode
 from core_api.events import Events
+from core_api.heap import HEAP
 from core_api.http import CLIENT_ADDR, Api
 from core_api.settings import Settings
 from leaderboards import cycle as contest_cycle
@@ -439,4 +441,37 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
     mount_webapp(app, settings)  # the web app at / (realtime/webapp.py): last, it takes the paths left over
+    app.cleanup_ctx.append(functools.partial(keep_heap, settings))  # last: settles what the start-up made
     return app
+
+
+async def keep_heap(settings: Settings, app: web.Application) -> AsyncIterator[None]:
+    """Garbage collections timed into ``studyhall_gc_pause_seconds``; with ``gc_freeze`` the heap is settled
+    once started and when asked (core_api/heap.py)."""
+    pauses = Histogram(
+        "studyhall_gc_pause_seconds",
+        "Garbage collections of this process (the event loop waits for each), by generation",
+        ["generation"],
+        registry=app[METRICS].registry,
+        buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+    )
+    Gauge("studyhall_gc_frozen_objects", "Objects gc.freeze() keeps out of collections", registry=app[METRICS].registry
+          ).set_function(gc.get_freeze_count)  # fmt: skip
+    started = 0.0
+
+    def timed(phase: str, info: dict[str, Any]) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.perf_counter()
+        else:
+            pauses.labels(str(info["generation"])).observe(time.perf_counter() - started)
+
+    gc.callbacks.append(timed)
+    if settings.gc_freeze:
+        HEAP.start(min_interval_s=settings.gc_settle_min_interval_s, full_every_s=settings.gc_full_every_s)
+    try:
+        yield
+    finally:
+        if settings.gc_freeze:
+            await HEAP.stop()
+        gc.callbacks.remove(timed)

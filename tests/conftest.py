@@ -107,6 +107,9 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         # Lectures played up to 1000x faster than real time count as watched, so that tests need not sit
         # through them (tests/learning_helpers.py); tests of the rule itself use the real default.
         "progress_max_rate": 1000.0,
+        # One test process starts hundreds of apps: settling the heap at each start (a full collection) would
+        # only slow the suite. tests/test_heap.py turns it on; the server processes tests start keep it on.
+        "gc_freeze": False,
     }
     values.update(overrides)
     return load_settings(**values)
