@@ -314,6 +314,12 @@ async def verdicts_and_pushes(
     late = [max(0.0, c - a) for (c, _), a in zip(data["ready"], allowed, strict=False)]
     overshoot = [r - max(c, a) for (c, r), a in zip(data["ready"], allowed, strict=False)]
     handover = [e - r for (_, r), e in zip(data["ready"], emitted, strict=False)]
+    # The hand-over's parts: the frame written to this node's sockets (wall and CPU), and the Redis publish (from
+    # sending it to Redis's reply, the event loop serving others meanwhile): the first of each inside it.
+    windows = [(r, e) for (_, r), e in zip(data["ready"], emitted, strict=False)]
+    local_wall = [b - a for r, e in windows for a, b, _ in data["local"] if r <= a <= e][: len(windows)]
+    local_cpu = [c for r, e in windows for a, _, c in data["local"] if r <= a <= e][: len(windows)]
+    publish = [b - a for r, e in windows for a, b in data["published"] if r <= a <= e][: len(windows)]
     # Garbage collections that paused the server between a push being allowed and its emit.
     in_push = [d for s, d, _ in data["gcs"] for a, e in pushes if a <= s <= e]
     label = "full recompute (before)" if mode == "full" else "incremental (now)"
@@ -324,6 +330,9 @@ async def verdicts_and_pushes(
         row(f"{label}: … of which the push was ready after the interval allowed it", late),
         row(f"{label}: … of which past the allowed moment (or ready) until ready() returned (loop, gate)", overshoot),
         row(f"{label}: … of which the hand-over to Socket.IO (emit)", handover),
+        row(f"{label}: … … the frame written to this node's 500 sockets (wall)", local_wall),
+        row(f"{label}: … … the frame written to this node's 500 sockets (CPU)", local_cpu),
+        row(f"{label}: … … the Redis publish, sent → Redis replied", publish),
         row(f"{label}: push allowed → received (per subscriber)", allowed_to_received),
         row(f"{label}: public push handed to Socket.IO → received (fan-out)", fanout),
         row(f"{label}: verdict stored → push received", to_push),

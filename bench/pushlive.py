@@ -39,6 +39,7 @@ from core_api.settings import load_settings
 from leaderboards import store
 from leaderboards.handlers import CONTESTS
 from realtime.app import create_app
+from realtime.sockets import SOCKETS
 
 METRICS_TOKEN = "bench-metrics-" + "m" * 40
 JWT_SECRET = "bench-" + "x" * 40
@@ -64,6 +65,8 @@ class Probe:
         self.ready: list[tuple[float, float]] = []  # the push ready (ready() called), and allowed (it returned)
         self.stored: list[float] = []
         self.gcs: list[tuple[float, float, int]] = []  # (start, seconds, generation)
+        self.local: list[tuple[float, float, float]] = []  # leaderboard emits' local delivery: start, end, CPU
+        self.published: list[tuple[float, float]] = []  # their Redis publish: start, end
         self._gc_start = 0.0
         self._judging: set[asyncio.Task[None]] = set()
 
@@ -71,6 +74,26 @@ class Probe:
         from bench.leaderboard import full_refresh
 
         contests = self.app[CONTESTS]
+        manager = self.app[SOCKETS].sio.manager
+        emit_here, publish = manager.emit_here, getattr(manager, "_publish", None)
+
+        async def timed_emit_here(event: str, *args: Any, **kwargs: Any) -> None:
+            start, cpu = time.monotonic(), time.thread_time()
+            await emit_here(event, *args, **kwargs)
+            if event == "leaderboard:update":
+                self.local.append((start, time.monotonic(), time.thread_time() - cpu))
+
+        async def timed_publish(message: Any) -> Any:
+            start = time.monotonic()
+            try:
+                return await publish(message)  # type: ignore[misc]  # set only when the manager has it
+            finally:
+                if isinstance(message, dict) and message.get("event") == "leaderboard:update":
+                    self.published.append((start, time.monotonic()))
+
+        manager.emit_here = timed_emit_here
+        if publish is not None:
+            manager._publish = timed_publish
         live = contests.live
         metric = live.observe
 
@@ -125,8 +148,8 @@ class Probe:
             elif kind == "DUMP":
                 data = {
                     "pushes": self.pushes, "refresh_starts": self.refresh_starts, "work_cpu": self.work_cpu,
-                    "ready": self.ready,
-                    "stored": self.stored, "gcs": self.gcs, "settles": HEAP.stats.settles,
+                    "ready": self.ready, "stored": self.stored, "gcs": self.gcs, "local": self.local,
+                    "published": self.published, "settles": HEAP.stats.settles,
                     "builds": self.app[CONTESTS].standings_live.builds,
                 }  # fmt: skip
                 writer.write(json.dumps(data).encode() + b"\n")
