@@ -276,6 +276,8 @@ async def verdicts_and_pushes(
         await asyncio.sleep(1)  # the snapshot's build done, the first answers delivered
         for r in received:
             r.clear()
+        if args.nice:  # the subscribers (this process) and the verdicts (a child) yield the CPU to the server
+            os.setpriority(os.PRIO_PROCESS, 0, args.nice)
         load_before = os.getloadavg()
         generator = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.pushlive", "generator", "--database-url", database_url,
@@ -284,6 +286,8 @@ async def verdicts_and_pushes(
         )  # fmt: skip
         out, _ = await generator.communicate()
         sent = json.loads(out)
+        if args.nice:  # back to 0 (root may) for the next mode's server, which would inherit it
+            os.setpriority(os.PRIO_PROCESS, 0, 0)
         assert await server.ask("IDLE") == b"OK\n"
         load_after = os.getloadavg()
         data = json.loads(await server.ask("DUMP"))
@@ -325,6 +329,8 @@ async def verdicts_and_pushes(
     label = "full recompute (before)" if mode == "full" else "incremental (now)"
     if args.no_gc_freeze:
         label += ", STUDYHALL_GC_FREEZE=false"
+    if args.nice:
+        label += f", load generators at nice {args.nice}"
     lines = [
         row(f"{label}: push allowed → public push handed to Socket.IO (server-added, per push)", added),
         row(f"{label}: … of which the push was ready after the interval allowed it", late),
@@ -446,6 +452,9 @@ def main() -> None:
     parser.add_argument("--modes", default="full,incremental", help="pushes made by: full (before), incremental")
     parser.add_argument("--reads", type=int, default=500, help="REST reads of each kind, per mode")
     parser.add_argument("--raw", help="a directory to write each mode's server measurements to (JSON)")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="niceness the subscribers and the verdict generator take once connected (the server"
+                        " keeps 0), as if they ran on other machines")  # fmt: skip
     parser.add_argument("--no-gc-freeze", action="store_true", help="the server without gc.freeze() (core_api/heap.py)")
     parser.add_argument("--preload", type=int, nargs="*", default=[4000, 40000],
                         help="attempts already in the contest for the refresh-alone measures")  # fmt: skip
