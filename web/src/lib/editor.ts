@@ -1,15 +1,16 @@
 /**
- * The collaborative editor: CodeMirror 6 bound to one file's `Y.Text` with the official `y-codemirror.next`
+ * The code editors: CodeMirror 6 bound to one file's `Y.Text` with the official `y-codemirror.next`
  * (shared text, undo of one's own edits, and everyone's cursors and selections from Yjs awareness, each
- * with its user's name and colour). Imported with `import()` by the workspace screen only, so CodeMirror is
- * in no other page's load (docs/web.md, "The workspace screen").
+ * with its user's name and colour) for workspaces, and a plain one (`openCodeEditor`) for a contest's
+ * submission. Imported with `import()` by those screens only, so CodeMirror is in no other page's load
+ * (docs/web.md, "The workspace screen", "The contest screens").
  */
 import { cpp } from "@codemirror/lang-cpp";
 import { javascript } from "@codemirror/lang-javascript";
 import { python } from "@codemirror/lang-python";
-import { defaultKeymap } from "@codemirror/commands";
+import { defaultKeymap, history, historyKeymap } from "@codemirror/commands";
 import { bracketMatching, defaultHighlightStyle, indentOnInput, syntaxHighlighting } from "@codemirror/language";
-import { EditorState, type Extension } from "@codemirror/state";
+import { Compartment, EditorState, type Extension } from "@codemirror/state";
 import {
   drawSelection,
   EditorView,
@@ -44,8 +45,10 @@ const theme = EditorView.theme({
   ".cm-ySelectionInfo": { opacity: "1", fontFamily: "system-ui, sans-serif", fontSize: "0.75rem", top: "-1.15em" },
 });
 
-function language(path: string): Extension {
-  switch (languageOf(path)) {
+type LanguageName = ReturnType<typeof languageOf>;
+
+function language(name: LanguageName): Extension {
+  switch (name) {
     case "python":
       return python();
     case "javascript":
@@ -74,7 +77,7 @@ export function openEditor(parent: HTMLElement, text: Y.Text, awareness: Awarene
       bracketMatching(),
       highlightActiveLine(),
       keymap.of(defaultKeymap),
-      language(options.path),
+      language(languageOf(options.path)),
       theme,
       EditorView.lineWrapping,
       EditorView.contentAttributes.of({
@@ -92,6 +95,62 @@ export function openEditor(parent: HTMLElement, text: Y.Text, awareness: Awarene
     destroy() {
       view.destroy();
       undoManager.destroy();
+    },
+  };
+}
+
+export interface CodeEditorOptions {
+  /** The text it starts with. */
+  doc: string;
+  language: LanguageName;
+  /** Called with the whole text after every change. */
+  onChange: (text: string) => void;
+  /** The content element's accessible name. */
+  label: string;
+}
+
+export interface CodeEditor {
+  view: EditorView;
+  /** Another language's highlighting, keeping the text. */
+  setLanguage(name: LanguageName): void;
+  destroy(): void;
+}
+
+/** A plain editor (no shared document), with the same small setup and its own undo history. */
+export function openCodeEditor(parent: HTMLElement, options: CodeEditorOptions): CodeEditor {
+  const languageSlot = new Compartment();
+  const view = new EditorView({
+    parent,
+    state: EditorState.create({
+      doc: options.doc,
+      extensions: [
+        lineNumbers(),
+        highlightActiveLineGutter(),
+        highlightSpecialChars(),
+        history(),
+        drawSelection(),
+        indentOnInput(),
+        syntaxHighlighting(defaultHighlightStyle, { fallback: true }),
+        bracketMatching(),
+        highlightActiveLine(),
+        keymap.of([...defaultKeymap, ...historyKeymap]),
+        languageSlot.of(language(options.language)),
+        theme,
+        EditorView.lineWrapping,
+        EditorView.contentAttributes.of({ "aria-label": options.label }),
+        EditorView.updateListener.of((update) => {
+          if (update.docChanged) options.onChange(update.state.doc.toString());
+        }),
+      ],
+    }),
+  });
+  return {
+    view,
+    setLanguage(name) {
+      view.dispatch({ effects: languageSlot.reconfigure(language(name)) });
+    },
+    destroy() {
+      view.destroy();
     },
   };
 }
