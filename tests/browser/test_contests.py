@@ -108,6 +108,9 @@ def test_a_submission_in_one_tab_moves_the_standings_in_another_and_pays_into_th
         page.get_by_role("navigation", name="Main").get_by_role("link", name="Contests").click()
         page.get_by_role("link", name="Friday war").first.click()
         expect(page.get_by_role("heading", level=1)).to_have_text("Friday war")
+    # The editor (CodeMirror) loads with a problem page only: Bo never opens one.
+    bo_scripts: list[str] = []
+    bo_page.on("request", lambda request: bo_scripts.append(request.url))
     bo_standings = bo_page.get_by_role("table", name="Standings")
     bo_rows = bo_standings.locator("tbody tr")
     expect(bo_rows).to_have_count(1)
@@ -130,8 +133,19 @@ def test_a_submission_in_one_tab_moves_the_standings_in_another_and_pays_into_th
     expect(ada_row).to_contain_text(larks["name"])
     expect(ada_row.get_by_role("cell").first).to_have_text(RANK_1)
 
-    # Ada solves B too: she ranks up, above Bo, on Bo's board.
+    # Ada solves B too: she ranks up, above Bo, on Bo's board. What she types is kept while she looks away.
     ada_page.get_by_role("link", name="Friday war").click()
+    problem_b = next(p for p in contest["problems"] if p["label"] == "B")
+    ada_page.get_by_role("link", name=f"B. {problem_b['title']}").click()
+    ada_page.get_by_role("textbox", name="Editor").click()
+    ada_page.keyboard.type("print(")
+    ada_page.get_by_role("link", name="Friday war").click()
+    expect(ada_page.get_by_role("table", name="Standings")).to_be_visible()
+    ada_page.go_back()
+    expect(ada_page.get_by_role("textbox", name="Editor")).to_have_text("print(")
+    ada_page.get_by_role("textbox", name="Editor").press("Control+a")
+    ada_page.keyboard.press("Delete")
+    ada_page.go_back()
     submit_in_browser(ada_page, contest, "B", DOUBLE_OK, larks["name"])
     expect(verdict).to_contain_text("Accepted")
     expect(bo_rows.first).to_contain_text("Ada Lovelace")
@@ -139,6 +153,7 @@ def test_a_submission_in_one_tab_moves_the_standings_in_another_and_pays_into_th
     expect(bo_rows.nth(1).get_by_role("cell").first).to_have_text(re.compile(r"^\s*2\b"))
     expect(bo_rows.nth(1)).to_contain_text("Bo Chen")
     assert bo_page.evaluate("window.__notReloaded") is True
+    assert not [url for url in bo_scripts if "/assets/editor-" in url], bo_scripts
     bo_page.screenshot(path=str(screenshots / "contest-desktop.png"), full_page=True)
 
     # The communities' view, by keyboard: the tab after "People".

@@ -6,6 +6,8 @@ import {
   countdown,
   duration,
   followContest,
+  readDraft,
+  writeDraft,
   StandingsFeed,
   SubmissionsWatch,
   verdictText,
@@ -246,5 +248,34 @@ describe("words", () => {
     );
     expect(duration(3 * 86_400_000 + 2 * 3_600_000)).toBe("3 d 2 h");
     expect(duration(-5)).toBe("0 s");
+  });
+});
+
+describe("drafts", () => {
+  const memory = (): Storage => {
+    const map = new Map<string, string>();
+    return {
+      get length() {
+        return map.size;
+      },
+      clear: () => map.clear(),
+      getItem: (k) => map.get(k) ?? null,
+      key: (i) => [...map.keys()][i] ?? null,
+      removeItem: (k) => void map.delete(k),
+      setItem: (k, v) => void map.set(k, v),
+    };
+  };
+
+  it("keeps the code and language per problem, forgets an emptied one, and survives garbage", () => {
+    const storage = memory();
+    expect(readDraft("k1", "p1", storage)).toBeNull();
+    writeDraft("k1", "p1", { language: "cpp", source: "int main() {}" }, storage);
+    expect(readDraft("k1", "p1", storage)).toEqual({ language: "cpp", source: "int main() {}" });
+    expect(readDraft("k1", "p2", storage)).toBeNull();
+    writeDraft("k1", "p1", { language: "cpp", source: "" }, storage);
+    expect(storage.length).toBe(0);
+    storage.setItem("studyhall.draft.k1.p1", "{not json");
+    expect(readDraft("k1", "p1", storage)).toBeNull();
+    expect(readDraft("k1", "p1", null)).toBeNull();
   });
 });

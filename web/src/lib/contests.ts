@@ -484,3 +484,43 @@ export class SubmissionsWatch {
     }, this.pollMs);
   }
 }
+
+// --- drafts --------------------------------------------------------------------------------------
+
+export interface Draft {
+  language: string;
+  source: string;
+}
+
+const draftKey = (contestId: string, problemId: string): string => `studyhall.draft.${contestId}.${problemId}`;
+
+/** The code typed for a problem in this tab (sessionStorage: kept across reloads, gone with the tab). */
+export function readDraft(contestId: string, problemId: string, storage: Storage | null = sessionStore()): Draft | null {
+  try {
+    const raw = storage?.getItem(draftKey(contestId, problemId));
+    if (!raw) return null;
+    const value = JSON.parse(raw) as Partial<Draft>;
+    return typeof value.language === "string" && typeof value.source === "string"
+      ? { language: value.language, source: value.source }
+      : null;
+  } catch {
+    return null;
+  }
+}
+
+export function writeDraft(contestId: string, problemId: string, draft: Draft, storage: Storage | null = sessionStore()): void {
+  try {
+    if (draft.source === "") storage?.removeItem(draftKey(contestId, problemId));
+    else storage?.setItem(draftKey(contestId, problemId), JSON.stringify(draft));
+  } catch {
+    // storage full or disabled: the draft lives in the page only
+  }
+}
+
+function sessionStore(): Storage | null {
+  try {
+    return typeof sessionStorage === "undefined" ? null : sessionStorage;
+  } catch {
+    return null;
+  }
+}
