@@ -111,6 +111,8 @@ def test_a_submission_in_one_tab_moves_the_standings_in_another_and_pays_into_th
     # The editor (CodeMirror) loads with a problem page only: Bo never opens one.
     bo_scripts: list[str] = []
     bo_page.on("request", lambda request: bo_scripts.append(request.url))
+    ada_scripts: list[str] = []
+    ada_page.on("request", lambda request: ada_scripts.append(request.url))
     bo_standings = bo_page.get_by_role("table", name="Standings")
     bo_rows = bo_standings.locator("tbody tr")
     expect(bo_rows).to_have_count(1)
@@ -153,7 +155,10 @@ def test_a_submission_in_one_tab_moves_the_standings_in_another_and_pays_into_th
     expect(bo_rows.nth(1).get_by_role("cell").first).to_have_text(re.compile(r"^\s*2\b"))
     expect(bo_rows.nth(1)).to_contain_text("Bo Chen")
     assert bo_page.evaluate("window.__notReloaded") is True
-    assert not [url for url in bo_scripts if "/assets/editor-" in url], bo_scripts
+    assert not [url for url in bo_scripts if "/assets/editor-" in url or "/assets/codemirror-" in url], bo_scripts
+    # Ada's problem page loaded CodeMirror, but not the workspace's collaborative editor or Yjs.
+    assert [url for url in ada_scripts if "/assets/codemirror-" in url], ada_scripts
+    assert not [url for url in ada_scripts if "/assets/editor-" in url or "/assets/WorkspacePage-" in url], ada_scripts
     bo_page.screenshot(path=str(screenshots / "contest-desktop.png"), full_page=True)
 
     # The communities' view, by keyboard: the tab after "People".
