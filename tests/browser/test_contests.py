@@ -217,6 +217,14 @@ def test_a_frozen_board_says_so_at_phone_width_and_a_refusal_is_shown_as_its_mes
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
     page.screenshot(path=str(screenshots / "contest-frozen-phone.png"), full_page=True)
 
+    # Offline, Cy misses Dee's next submission; back online, the board has it (subscribed again at the reconnect).
+    page.context.set_offline(True)
+    expect(page.get_by_role("status").filter(has_text="Reconnecting…")).to_be_visible()
+    solve_over_rest(web_server, contest, dee, "B", DOUBLE_OK)
+    page.context.set_offline(False)
+    expect(page.get_by_role("status").filter(has_text="Reconnecting…")).to_have_count(0)
+    expect(row.get_by_role("cell", name="B: 1 pending (frozen)")).to_have_text("?1")
+
     # A submission the server refuses (a language it does not know) is shown as the server's message.
     page.get_by_role("link", name="B. Double").click()
     page.get_by_role("textbox", name="Editor").click()
