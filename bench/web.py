@@ -62,8 +62,8 @@ ROOM_TARGET_S = 1.0
 PASSWORD = "bench web password"
 WEB_ASSETS = Path(__file__).resolve().parents[1] / "web" / "dist" / "assets"
 # Chunks that must never be part of a first load: the lecture player's route and hls.js (web/src/routes/courses);
-# the workspace route and the editor (CodeMirror, web/src/lib/editor.ts).
-ON_DEMAND = ("LecturePage", "hls.light", "WorkspacePage", "editor")
+# the workspace route and the editors (CodeMirror, web/src/lib/codemirror.ts; y-codemirror.next, web/src/lib/editor.ts).
+ON_DEMAND = ("LecturePage", "hls.light", "WorkspacePage", "editor", "codemirror")
 
 
 @dataclass

@@ -13,7 +13,8 @@ first holds that many ``Q``s (a MutationObserver on CodeMirror's content). Both 
 latency is the difference: the key through CodeMirror and y-codemirror into Yjs, y-websocket to the server, the
 server's forward to the other socket, and Yjs into the other editor. The target (issue 14) is p95 < 100 ms.
 
-Also: the editor's chunk (CodeMirror, ``editor-*.js``) and the workspace route are not loaded by ``/login``.
+Also: the editor's chunks (CodeMirror, ``codemirror-*.js``; y-codemirror.next, ``editor-*.js``) and the workspace
+route are not loaded by ``/login``.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def main() -> None:
         f"# a key in one browser to the character in the other, {len(ms)} keys: median {statistics.median(ms):.1f} ms,"
         f" p95 {p95:.1f} ms, min {ms[0]:.1f} ms, max {ms[-1]:.1f} ms — target p95 < {TARGET_MS:.0f} ms: {verdict}"
     )
-    editor = [u for u in login_scripts if "/editor-" in u or "/WorkspacePage-" in u]
+    editor = [u for u in login_scripts if any(f"/{name}-" in u for name in ("editor", "codemirror", "WorkspacePage"))]
     print(f"# /login's first load: {len(login_scripts)} scripts; the editor's chunks among them: {editor or 'none'}")
     if hasattr(os, "getloadavg"):
         print(f"# load average after the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")

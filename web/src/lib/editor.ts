@@ -1,28 +1,16 @@
 /**
  * The collaborative editor: CodeMirror 6 bound to one file's `Y.Text` with the official `y-codemirror.next`
  * (shared text, undo of one's own edits, and everyone's cursors and selections from Yjs awareness, each
- * with its user's name and colour). Imported with `import()` by the workspace screen only, so CodeMirror is
- * in no other page's load (docs/web.md, "The workspace screen").
+ * with its user's name and colour), on the setup of `lib/codemirror.ts`. Imported with `import()` by the
+ * workspace screen only, so CodeMirror and Yjs are in no other page's load (docs/web.md, "The workspace screen").
  */
-import { cpp } from "@codemirror/lang-cpp";
-import { javascript } from "@codemirror/lang-javascript";
-import { python } from "@codemirror/lang-python";
 import { defaultKeymap } from "@codemirror/commands";
-import { bracketMatching, defaultHighlightStyle, indentOnInput, syntaxHighlighting } from "@codemirror/language";
-import { EditorState, type Extension } from "@codemirror/state";
-import {
-  drawSelection,
-  EditorView,
-  highlightActiveLine,
-  highlightActiveLineGutter,
-  highlightSpecialChars,
-  keymap,
-  lineNumbers,
-} from "@codemirror/view";
+import { keymap } from "@codemirror/view";
 import { yCollab } from "y-codemirror.next";
 import type { Awareness } from "y-protocols/awareness";
 import * as Y from "yjs";
 
+import { EditorState, EditorView, language, setup } from "./codemirror";
 import { languageOf } from "./workspaces";
 
 export interface EditorOptions {
@@ -35,48 +23,15 @@ export interface FileEditor {
   destroy(): void;
 }
 
-const theme = EditorView.theme({
-  "&": { border: "1px solid var(--border)", borderRadius: "var(--radius)", background: "var(--surface)" },
-  "&.cm-focused": { outline: "3px solid var(--focus)", outlineOffset: "2px" },
-  ".cm-scroller": { fontFamily: "ui-monospace, SFMono-Regular, Menlo, Consolas, monospace", minHeight: "16rem" },
-  ".cm-content": { minHeight: "16rem" },
-  // Everyone's name stays on their cursor (y-codemirror.next shows it only on hover by default).
-  ".cm-ySelectionInfo": { opacity: "1", fontFamily: "system-ui, sans-serif", fontSize: "0.75rem", top: "-1.15em" },
-});
-
-function language(path: string): Extension {
-  switch (languageOf(path)) {
-    case "python":
-      return python();
-    case "javascript":
-      return javascript();
-    case "cpp":
-      return cpp();
-    default:
-      return [];
-  }
-}
-
 /** An editor of `text` in `parent`; readers get a read-only one (their awareness still shows their cursor). */
 export function openEditor(parent: HTMLElement, text: Y.Text, awareness: Awareness, options: EditorOptions): FileEditor {
   const undoManager = new Y.UndoManager(text);
   const state = EditorState.create({
     doc: text.toString(),
     extensions: [
-      // A small setup (no autocompletion, search or lint: the chunk stays small). Tab is not bound, so it
-      // moves the focus on (keyboard users are never trapped); undo is y-codemirror's (one's own edits).
-      lineNumbers(),
-      highlightActiveLineGutter(),
-      highlightSpecialChars(),
-      drawSelection(),
-      indentOnInput(),
-      syntaxHighlighting(defaultHighlightStyle, { fallback: true }),
-      bracketMatching(),
-      highlightActiveLine(),
+      ...setup(),
       keymap.of(defaultKeymap),
-      language(options.path),
-      theme,
-      EditorView.lineWrapping,
+      language(languageOf(options.path)),
       EditorView.contentAttributes.of({
         "aria-label": "Editor",
         "aria-readonly": options.readOnly ? "true" : "false",

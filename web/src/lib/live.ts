@@ -67,6 +67,11 @@ export class LiveConnection {
     return this.stateStore;
   }
 
+  /** Whether the connection is up right now. */
+  get connected(): boolean {
+    return this.socket?.connected ?? false;
+  }
+
   /** Opens the connection (no-op when open); call once signed in. */
   start(): void {
     if (this.socket !== null) return;

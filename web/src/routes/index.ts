@@ -32,7 +32,12 @@ export const routes: readonly RouteDef[] = [
   { path: "/workspaces", title: "Workspaces", load: () => import("./workspaces/WorkspacesPage.svelte") },
   // The workspace: files, the collaborative editor (CodeMirror loaded on demand), runs (docs/web.md).
   { path: "/workspaces/:id", title: "Workspace", load: () => import("./workspaces/WorkspacePage.svelte") },
+  // Contests (docs/web.md, "The contest screens"): the contest, a problem with its editor, the boards, the wallet.
   { path: "/contests", title: "Contests", load: () => import("./contests/ContestsPage.svelte") },
+  { path: "/contests/:id", title: "Contest", load: () => import("./contests/ContestPage.svelte") },
+  { path: "/contests/:id/problems/:pid", title: "Problem", load: () => import("./contests/ProblemPage.svelte") },
+  { path: "/leaderboards", title: "All-time community board", load: () => import("./contests/AllTimePage.svelte") },
+  { path: "/wallet", title: "Wallet", load: () => import("./contests/WalletPage.svelte") },
 ];
 
 export const notFound: RouteDef = {
