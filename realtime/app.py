@@ -34,6 +34,8 @@ from leaderboards import handlers as contest_handlers
 from leaderboards import prizes as contest_prizes
 from leaderboards import wallet as contest_wallet
 from leaderboards.wiring import run_contests
+from live import handlers as live_handlers
+from live.wiring import run_live
 from realtime.bus import RedisBusRelay, bus_channel
 from realtime.engine import SessionGate
 from realtime.jobs import run_sandbox
@@ -73,6 +75,7 @@ API = Api.combine(
     contest_wallet.api,
     contest_prizes.api,  # prize approval and budgets (platform admins)
     contest_editing.api,  # managers edit problems and rejudge
+    live_handlers.api,  # live sessions (live/): the schedule
 )
 EVENTS = Events.combine(
     room_handlers.events, room_chat.events, watch_handlers.events, contest_handlers.events, collab_console.events
@@ -421,6 +424,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app.cleanup_ctx.append(functools.partial(run_sandbox, settings))
     # Group wars after the sandbox (they judge with it), so they stop judging before it closes.
     app.cleanup_ctx.append(functools.partial(run_contests, settings, observe_push=app[METRICS].push_added.observe))
+    app.cleanup_ctx.append(functools.partial(run_live, settings))  # live sessions: schedule reminders, the SFU
     app.cleanup_ctx.append(metrics_listener)
     app[SOCKETS] = SocketServer(app, settings, EVENTS)
     engine, gate = app[SOCKETS].sio.eio, app[SOCKETS].gate
