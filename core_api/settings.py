@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "STUDYHALL_"
@@ -32,6 +32,15 @@ def default_data_dir() -> Path:
     xdg = os.environ.get("XDG_DATA_HOME")
     base = Path(xdg) if xdg else Path.home() / ".local" / "share"
     return base / "studyhall"
+
+
+class IceServer(BaseModel):
+    """A STUN or TURN server for WebRTC (the browser's ``RTCIceServer``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    urls: str = Field(pattern=r"^(stun|stuns|turn|turns):", max_length=500)
+    username: str | None = Field(None, max_length=200)
+    credential: str | None = Field(None, max_length=200)
 
 
 class ConfigError(Exception):
@@ -542,6 +551,12 @@ class Settings(BaseSettings):
         le=60,
         description="Least time between two keyframe requests (PLI) the SFU forwards to one publisher, however "
         "many viewers ask.",
+    )
+    ice_servers: tuple[IceServer, ...] = Field(
+        (),
+        description='STUN/TURN servers for live sessions, as JSON: `[{"urls": "turn:turn.example.com:3478", '
+        '"username": "u", "credential": "p"}]`. The server\'s peers and the clients (told in the '
+        "`live:join` answer) use them; empty: host candidates only (same network, or a public address).",
     )
     live_negotiation_timeout_s: float = Field(
         10.0, gt=0, le=120, description="Longest the server spends answering one offer (ICE gathering included)."

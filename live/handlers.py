@@ -6,12 +6,29 @@ publish, subscribe, raise a hand, invite, mute and stop).
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping, MutableMapping
+from typing import Any, cast
+
 from aiohttp import web
 
 from core_api.context import Page, core_of
+from core_api.errors import AppError, ErrorCode
+from core_api.events import Connection, EventCall, Events
 from core_api.http import Api, Call
 from live.schedule import Schedule
-from live.schemas import LiveSessionIn, LiveSessionOut, LiveSessionQuery
+from live.schemas import (
+    HandIn,
+    LiveSessionIn,
+    LiveSessionOut,
+    LiveSessionQuery,
+    MuteIn,
+    OfferIn,
+    SessionRef,
+    StopIn,
+    UserAction,
+)
+from live.signalling import JOINED, LiveNode
 
 api = Api()
 TAG = "live"
@@ -81,3 +98,82 @@ async def get_live_session(call: Call) -> LiveSessionOut:
 )
 async def post_live_session_cancel(call: Call) -> LiveSessionOut:
     return await schedule_of(call).cancel(call.me, call.params["session_id"])
+
+
+# --- Socket.IO -----------------------------------------------------------------------------------
+
+events = Events()
+NODE = "live.node"
+"""Session key under which the server hands every connection the app's :class:`LiveNode`."""
+
+
+def node_of(session: Mapping[str, Any]) -> LiveNode:
+    node = session.get(NODE)
+    if node is None:
+        raise AppError(ErrorCode.UNAVAILABLE, "this server carries no live sessions")
+    return cast(LiveNode, node)
+
+
+def joined_of(session: MutableMapping[str, Any]) -> set[uuid.UUID]:
+    joined: set[uuid.UUID] = session.setdefault(JOINED, set())
+    return joined
+
+
+@events.on("live:join", SessionRef)
+async def on_live_join(call: EventCall) -> dict[str, Any]:
+    return await node_of(call.session).join(call, call.payload.session_id)
+
+
+@events.on("live:leave", SessionRef)
+async def on_live_leave(call: EventCall) -> None:
+    await node_of(call.session).leave(call.sid, joined_of(call.session), call.payload.session_id)
+
+
+@events.on("live:start", SessionRef)
+async def on_live_start(call: EventCall) -> dict[str, Any]:
+    return await node_of(call.session).start(call, call.payload.session_id)
+
+
+@events.on("live:publish", OfferIn)
+async def on_live_publish(call: EventCall) -> dict[str, Any]:
+    return await node_of(call.session).publish(call, call.payload.session_id, call.payload.sdp)
+
+
+@events.on("live:subscribe", OfferIn)
+async def on_live_subscribe(call: EventCall) -> dict[str, Any]:
+    return await node_of(call.session).subscribe(call, call.payload.session_id, call.payload.sdp)
+
+
+@events.on("live:hand", HandIn)
+async def on_live_hand(call: EventCall) -> dict[str, Any]:
+    return await node_of(call.session).hand(call, call.payload.session_id, call.payload.raised)
+
+
+@events.on("live:invite", UserAction)
+async def on_live_invite(call: EventCall) -> dict[str, Any]:
+    return await node_of(call.session).invite(call, call.payload.session_id, call.payload.user_id)
+
+
+@events.on("live:mute", MuteIn)
+async def on_live_mute(call: EventCall) -> dict[str, Any]:
+    p = call.payload
+    return await node_of(call.session).mute(call, p.session_id, p.user_id, p.kind)
+
+
+@events.on("live:stop", StopIn)
+async def on_live_stop(call: EventCall) -> dict[str, Any]:
+    return await node_of(call.session).stop(call, call.payload.session_id, call.payload.user_id)
+
+
+@events.disconnected
+async def on_live_disconnect(conn: Connection) -> None:
+    node = conn.session.get(NODE)
+    if node is not None and conn.session.get(JOINED):
+        await cast(LiveNode, node).leave_all(conn.sid, joined_of(conn.session))
+
+
+@events.rights_changed
+async def on_live_rights_changed(conn: Connection) -> None:
+    node = conn.session.get(NODE)
+    if node is not None and conn.session.get(JOINED):
+        await cast(LiveNode, node).recheck(conn.sid, conn.user, joined_of(conn.session))
