@@ -89,9 +89,10 @@ async def get_live_session(call: Call) -> LiveSessionOut:
 @api.route(
     "POST",
     "/live-sessions/{session_id}/cancel",
-    summary="Cancel a live session before it ends",
+    summary="Cancel a live session before it goes live",
     description="The session's host, whoever scheduled it, room members of the scheduling role, or an admin. "
-    "Its audience gets a `live_session_cancelled` notification; cancelling twice, or an ended session, is 409.",
+    "Its audience gets a `live_session_cancelled` notification; cancelling twice, or a session that went live "
+    "(its host ends it with `live:stop`), is 409.",
     tag=TAG,
     response=LiveSessionOut,
     errors=[403, 409],

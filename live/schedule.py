@@ -9,7 +9,7 @@ Rules (the one place they live):
   way (an admin, a room member of that role, or the course's instructor).
 - Reading a session or a room's list needs only to see the room; a room one may not see is ``not_found``.
 - Cancelling: the session's host, whoever scheduled it, a room member of the scheduling role, or an admin;
-  only before the session ended (and not twice: ``conflict``).
+  only before the session went live (and not twice: ``conflict``).
 - Abuse limits: ``STUDYHALL_LIVE_SCHEDULE_RATE_COUNT`` per ``..._WINDOW_S`` per user (``rate_limited``),
   ``STUDYHALL_LIVE_MAX_UPCOMING_PER_ROOM`` sessions not yet over per room (``conflict``), start no more than
   ``STUDYHALL_LIVE_MAX_AHEAD_DAYS`` ahead, length at most ``STUDYHALL_LIVE_MAX_DURATION_MINUTES``.
@@ -275,6 +275,8 @@ class Schedule:
                 raise conflict("the session is already cancelled")
             if row["ended_at"] is not None:
                 raise conflict("the session has already ended")
+            if row["went_live_at"] is not None:
+                raise conflict("the session is live: its host ends it (live:stop)")
             await tx.conn.execute(
                 "UPDATE live_sessions SET cancelled_at = $2, cancelled_by = $3 WHERE id = $1",
                 session_id, self.clock(), user.id,

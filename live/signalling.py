@@ -233,7 +233,9 @@ class LiveNode:
         row = await self._row(call.user, session_id)
         if not await self._may_run(call.user, row):
             raise forbidden("only the session's host or the room's hosts may start it")
-        row = await self.schedule.mark(session_id, "went_live_at")
+        if row["cancelled_at"] is not None or row["ended_at"] is not None:
+            raise conflict("the live session is over" if row["ended_at"] else "the live session was cancelled")
+        await self.schedule.mark(session_id, "went_live_at")
         session.status = "live"
         await self._announce(session)
         return {"state": session.state()}

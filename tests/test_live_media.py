@@ -122,12 +122,15 @@ async def test_a_raised_hand_is_invited_to_speak_and_then_publishes(api: ApiClie
         assert all(t["muted"] for t in muted["state"]["publishers"][0]["tracks"])
         stopped = await host_tab.ok("live:stop", {"session_id": session_id, "user_id": learner.id})
         assert stopped["state"]["publishers"] == [] and stopped["state"]["speakers"] == []
-        # Ending the session: it is over for everyone, and stored as ended.
+        # A live session is not cancelled: its host ends it, and then it is over for everyone, stored as ended.
+        status, answer = await api.call("POST", f"/live-sessions/{session_id}/cancel", host)
+        assert status == 409 and "live" in answer["error"]["message"]
         ended = await host_tab.ok("live:stop", {"session_id": session_id})
         assert ended["state"]["status"] == "ended"
         status, row = await api.call("GET", f"/live-sessions/{session_id}", learner)
         assert status == 200 and row["status"] == "ended"
         await learner_tab.fails("live:join", {"session_id": session_id}, "conflict")
+        await host_tab.fails("live:start", {"session_id": session_id}, "conflict")
     finally:
         for p in peers:
             await p.close()
@@ -302,3 +305,31 @@ async def test_a_publisher_that_vanishes_is_dropped_and_viewers_are_told(api: Ap
         await publisher.close()
         await viewer.close()
         await member_tab.close()
+
+
+async def test_a_member_banned_from_the_room_loses_the_session_at_once(api: ApiClient) -> None:
+    host, member = await api.user("instructor"), await api.user()
+    room, session_id = await live_room(api, host, member)
+    host_tab, member_tab = await live_tab(api, host), await live_tab(api, member)
+    ref = {"session_id": session_id}
+    publisher, viewer = Publisher(host_tab, session_id), Viewer(member_tab, session_id)
+    try:
+        for tab in (host_tab, member_tab):
+            await tab.ok("live:join", ref)
+        await host_tab.ok("live:start", ref)
+        await publisher.publish()
+        await viewer.subscribe()
+        await viewer.frame("video")
+        host_tab.drain("live:state")
+        await host_tab.join(room)
+        await host_tab.ok("chat:ban", {"room_id": room, "user_id": member.id, "on": True})
+        while (await host_tab.next("live:state"))["viewers"]:
+            pass
+        live = node(api).sessions[uuid.UUID(session_id)]
+        assert uuid.UUID(member.id) not in {u.id for u in live.members.values()} and live.viewers == {}
+        await member_tab.fails("live:join", ref, "forbidden")
+    finally:
+        await publisher.close()
+        await viewer.close()
+        for tab in (host_tab, member_tab):
+            await tab.close()

@@ -160,14 +160,13 @@ async def test_the_reminder_goes_out_once_before_the_start_whichever_nodes_run_i
                                      json={"title": "Soon", "starts_at": starts.isoformat()})  # fmt: skip
     assert status == 201
     lead = timedelta(seconds=settings.live_reminder_lead_s)
-    early = [Schedule(api.app[CORE], lambda: starts - lead - timedelta(minutes=1))]
-    assert await early[0].remind_due() == 0  # not yet within the lead
-    assert await notes(api, member, "live_session_starting") == []
+    # (The database is shared with other tests: their sessions may be reminded by these passes too.)
+    await Schedule(api.app[CORE], lambda: starts - lead - timedelta(minutes=1)).remind_due()
+    assert await notes(api, member, "live_session_starting") == []  # not yet within the lead
     # Within the lead, two nodes' passes (and a second pass) race: one reminder per person.
     at = starts - lead + timedelta(seconds=5)
     nodes = [Schedule(api.app[CORE], lambda: at), Schedule(other_node.app[CORE], lambda: at)]
-    sent = await asyncio.gather(*(n.remind_due() for n in nodes), nodes[0].remind_due())
-    assert sorted(sent) == [0, 0, 1]
+    await asyncio.gather(*(n.remind_due() for n in nodes), nodes[0].remind_due())
     for who in (member, host):  # the reminder goes to the host too
         (note,) = await notes(api, who, "live_session_starting")
         assert note["payload"]["session_id"] == session["id"]
@@ -181,10 +180,10 @@ async def test_cancelled_and_finished_sessions_are_not_reminded(api: ApiClient) 
     _, session = await api.call("POST", f"/rooms/{room}/live-sessions", host,
                                 json={"title": "Off", "starts_at": starts.isoformat()})  # fmt: skip
     await api.call("POST", f"/live-sessions/{session['id']}/cancel", host)
-    assert await Schedule(api.app[CORE], lambda: starts).remind_due() == 0
+    await Schedule(api.app[CORE], lambda: starts).remind_due()
     # A session whose planned end has passed is not reminded either.
     later = starts + timedelta(hours=2)
     await api.call("POST", f"/rooms/{room}/live-sessions", host, json={"title": "Past", "starts_at": starts.isoformat(),
                                                                          "duration_minutes": 10})  # fmt: skip
-    assert await Schedule(api.app[CORE], lambda: later).remind_due() == 0
+    await Schedule(api.app[CORE], lambda: later).remind_due()
     assert await notes(api, member, "live_session_starting") == []
