@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 ENV_PREFIX = "STUDYHALL_"
 _ORIGIN = re.compile(r"https?://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
@@ -702,3 +702,7 @@ def load_settings(**overrides: Any) -> Settings:
             msg = err["msg"].removeprefix("Value error, ")
             problems.append(f"{name}: {msg}" if loc else msg)
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+    except SettingsError as exc:  # a structured setting (STUDYHALL_ICE_SERVERS) that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = ENV_PREFIX + field.group(1).upper() if field else "a setting"
+        raise ConfigError(f"invalid configuration: {name}: not valid JSON") from None

@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from core_api.context import CORE
-from core_api.settings import Settings
+from core_api.settings import ConfigError, Settings, load_settings
 from live.handlers import SCHEDULE
 from live.schedule import Schedule
 from realtime.app import create_app
@@ -187,3 +189,14 @@ async def test_cancelled_and_finished_sessions_are_not_reminded(api: ApiClient) 
                                                                          "duration_minutes": 10})  # fmt: skip
     await Schedule(api.app[CORE], lambda: later).remind_due()
     assert await notes(api, member, "live_session_starting") == []
+
+
+def test_a_bad_ice_server_setting_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    for value in ("nope", '[{"urls": "http://stun.example.com"}]', '[{"urls": "stun:x", "extra": 1}]'):
+        monkeypatch.setenv("STUDYHALL_ICE_SERVERS", value)
+        with pytest.raises(ConfigError, match="STUDYHALL_ICE_SERVERS"):
+            load_settings()
+    monkeypatch.setenv(
+        "STUDYHALL_ICE_SERVERS", '[{"urls": "turn:turn.example.com:3478", "username": "u", "credential": "p"}]'
+    )
+    assert load_settings().ice_servers[0].urls == "turn:turn.example.com:3478"
