@@ -100,7 +100,7 @@ class ReceiverTap:
         except Exception:  # a forwarding bug must not break the publisher's receiver
             log.exception("could not forward a frame")
 
-    def get(self, block: bool = True, timeout: float | None = None) -> None:
+    def get(self, block: bool = True, timeout: float | None = None) -> tuple[RTCRtpCodecParameters, Any] | None:
         self._stopped.wait()
         return None
 
