@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from live.sfu import ReceiverTap
 from live.signalling import LiveNode
 from realtime.app import create_app
 from realtime.sockets import SOCKETS
+from tests.chat_helpers import make_room
 from tests.conftest import ApiClient, make_settings
 from tests.live_helpers import Publisher, Viewer, live_room, live_tab
 
@@ -333,3 +335,23 @@ async def test_a_member_banned_from_the_room_loses_the_session_at_once(api: ApiC
         await viewer.close()
         for tab in (host_tab, member_tab):
             await tab.close()
+
+
+async def test_members_in_the_room_hear_of_a_new_session_at_once(api: ApiClient) -> None:
+    host, member = await api.user("instructor"), await api.user()
+    room = await make_room(api, host, member)
+    tab = await live_tab(api, member)
+    try:
+        await tab.join(room)
+        starts = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        status, session = await api.call("POST", f"/rooms/{room}/live-sessions", host,
+                                         json={"title": "Tonight", "starts_at": starts})  # fmt: skip
+        assert status == 201
+        announced = await tab.next("live:session")
+        assert announced["id"] == session["id"] and announced["status"] == "scheduled"
+        note = await tab.next("notification:new")
+        assert note["kind"] == "live_session_scheduled" and note["payload"]["title"] == "Tonight"
+        await api.call("POST", f"/live-sessions/{session['id']}/cancel", host)
+        assert (await tab.next("live:session"))["status"] == "cancelled"
+    finally:
+        await tab.close()
