@@ -533,6 +533,13 @@ class Settings(BaseSettings):
         description="Subscribers (viewer connections) one node's SFU carries across all its sessions; one more is "
         "refused with `unavailable` rather than degrading everyone's stream (see bench/RESULTS.md).",
     )
+    live_max_publishers_per_session: int = Field(
+        4,
+        ge=1,
+        le=100,
+        description="People publishing at once in one live session (the host and invited speakers); one more "
+        "`live:publish` answers `conflict` until someone stops.",
+    )
     live_max_sdp_bytes: int = Field(
         16_384, ge=1024, le=262_144, description="Largest SDP offer accepted by `live:publish` / `live:subscribe`."
     )

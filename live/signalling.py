@@ -10,7 +10,8 @@ Who may do what (the rules; ``runner`` = the session's host or scheduler, a room
 
 - ``live:join``: an active member of the session's room (joined, not banned); not after it ended.
 - ``live:start``: a runner; makes the session ``live`` (``went_live_at``).
-- ``live:publish``: a runner, or a member a runner invited to speak (``live:invite``); only while live.
+- ``live:publish``: a runner, or a member a runner invited to speak (``live:invite``); only while live;
+  at most ``STUDYHALL_LIVE_MAX_PUBLISHERS_PER_SESSION`` at once (``conflict``).
 - ``live:subscribe``: anyone who joined, while live; refused with ``unavailable`` once this node carries
   ``STUDYHALL_LIVE_MAX_VIEWERS_PER_NODE`` viewers.
 - ``live:hand``: anyone who joined. ``live:invite``: a runner. ``live:mute``: a runner, or oneself.
@@ -253,6 +254,9 @@ class LiveNode:
             raise invalid(f"publish at most one audio and {MAX_VIDEO_TRACKS} video tracks (camera, screen)")
         self._signal_allowed(call.session)
         async with self._lock(session_id):
+            others = len(session.publishers) - (call.user.id in session.publishers)
+            if others >= self.settings.live_max_publishers_per_session:
+                raise conflict(f"{others} people are publishing already (the most at once); ask one to stop")
             await self._drop_publisher(session, call.user.id)
             pc = self._peer()
             publisher = Publisher(call.user, call.sid, pc)

@@ -244,7 +244,10 @@ async def test_joining_and_leaving_fifty_times_leaks_no_thread_or_peer(
 async def test_negotiations_are_rate_limited_and_viewers_capped_per_node(
     aiohttp_client: Any, database_url: str, tmp_path: Path
 ) -> None:
-    api = await app_with(aiohttp_client, database_url, tmp_path, live_signal_rate_count=2, live_max_viewers_per_node=1)
+    api = await app_with(
+        aiohttp_client, database_url, tmp_path, live_signal_rate_count=2, live_max_viewers_per_node=1,
+        live_max_publishers_per_session=1,
+    )  # fmt: skip
     host, alice, bob = await api.user("instructor"), await api.user(), await api.user()
     _, session_id = await live_room(api, host, alice, bob)
     tabs = [await live_tab(api, who) for who in (host, alice, bob)]
@@ -270,6 +273,14 @@ async def test_negotiations_are_rate_limited_and_viewers_capped_per_node(
         await tabs[1].ok("live:subscribe", offer)
         await tabs[1].fails("live:subscribe", offer, "rate_limited")
         assert node(api).viewer_count == 1
+        # One publisher at a time here: an invited speaker waits until the host stops.
+        await tabs[0].ok("live:invite", {**ref, "user_id": bob.id})
+        speaker = Publisher(tabs[2], session_id, video=False)
+        peers.append(speaker)
+        speaker.pc.addTransceiver(speaker.tracks[0], direction="sendonly")
+        await speaker.pc.setLocalDescription(await speaker.pc.createOffer())
+        message = await tabs[2].fails("live:publish", {**ref, "sdp": speaker.pc.localDescription.sdp}, "conflict")
+        assert "publishing already" in message
     finally:
         for p in peers:
             await p.close()

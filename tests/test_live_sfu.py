@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from live.sfu import QUEUE_FRAMES, Feed, ReceiverTap, is_keyframe
+from live.sfu import QUEUE_FRAMES, Feed, ReceiverTap, forward_keyframe_requests, is_keyframe
 
 KEY = b"\x10\x02\x00\x9d\x01\x2a"  # a VP8 frame tag with the P bit clear: a keyframe
 DELTA = b"\x31\x02\x00"  # P bit set: an interframe
@@ -120,3 +120,19 @@ def test_the_tap_ends_the_decoder_thread_without_decoding() -> None:
     tap.put(None)  # the receiver stops
     worker.join(timeout=5)
     assert not worker.is_alive() and answers == [None] and [f.data for f in got] == [KEY]
+
+
+async def test_a_viewers_keyframe_request_reaches_the_publisher() -> None:
+    receiver = FakeReceiver()
+    feed = feed_of(receiver)
+
+    class Sender:  # aiortc's RTCRtpSender calls this on a PLI or FIR from its viewer
+        def _send_keyframe(self) -> None:
+            raise AssertionError("a forwarding sender has no encoder to ask")
+
+    sender = Sender()
+    forward_keyframe_requests(sender, feed)  # type: ignore[arg-type]
+    sender._send_keyframe()
+    await asyncio.wait_for(receiver.sent.wait(), 5)
+    assert receiver.plis == [1234] and feed.keyframe_requests == 1
+    feed.close()
