@@ -12,8 +12,8 @@ import secrets
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 ENV_PREFIX = "STUDYHALL_"
 _ORIGIN = re.compile(r"https?://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
@@ -32,6 +32,15 @@ def default_data_dir() -> Path:
     xdg = os.environ.get("XDG_DATA_HOME")
     base = Path(xdg) if xdg else Path.home() / ".local" / "share"
     return base / "studyhall"
+
+
+class IceServer(BaseModel):
+    """A STUN or TURN server for WebRTC (the browser's ``RTCIceServer``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    urls: str = Field(pattern=r"^(stun|stuns|turn|turns):", max_length=500)
+    username: str | None = Field(None, max_length=200)
+    credential: str | None = Field(None, max_length=200)
 
 
 class ConfigError(Exception):
@@ -510,6 +519,78 @@ class Settings(BaseSettings):
         600.0, gt=0, le=86400, description="Window of the per-contest rejudge rate limit."
     )
 
+    # --- live sessions (live/; see docs/live.md) ---
+    live_schedule_room_role: Literal["host", "moderator"] = Field(
+        "moderator",
+        description="Lowest room role that may schedule, cancel and host live sessions in a room (platform admins "
+        "always may; the instructor who owns the session's course may too).",
+    )
+    live_schedule_rate_count: int = Field(
+        20, ge=1, le=10_000, description="Live sessions one user may schedule per rate window; more answer 429."
+    )
+    live_schedule_rate_window_s: float = Field(
+        3600.0, gt=0, le=86400, description="Window of the per-user live-session scheduling rate limit."
+    )
+    live_max_upcoming_per_room: int = Field(
+        50, ge=1, le=10_000, description="Most scheduled (not cancelled, not yet ended) live sessions one room holds."
+    )
+    live_max_ahead_days: int = Field(366, ge=1, le=3660, description="How far ahead a live session may be scheduled.")
+    live_max_duration_minutes: int = Field(
+        480, ge=1, le=1440, description="Longest planned duration of a live session."
+    )
+    live_reminder_lead_s: float = Field(
+        600.0,
+        ge=0,
+        le=7 * 86400,
+        description="The `live_session_starting` reminder goes to the room's members and the course's learners "
+        "this long before a session starts (once, whichever node sends it).",
+    )
+    live_reminder_cycle_s: float = Field(
+        30.0, ge=0, le=3600, description="Seconds between two passes of the reminder loop (0: no loop on this node)."
+    )
+    live_max_viewers_per_node: int = Field(
+        50,
+        ge=1,
+        le=100_000,
+        description="Subscribers (viewer connections) one node's SFU carries across all its sessions; one more is "
+        "refused with `unavailable` rather than degrading everyone's stream (see bench/RESULTS.md).",
+    )
+    live_max_publishers_per_session: int = Field(
+        4,
+        ge=1,
+        le=100,
+        description="People publishing at once in one live session (the host and invited speakers); one more "
+        "`live:publish` answers `conflict` until someone stops.",
+    )
+    live_max_sdp_bytes: int = Field(
+        16_384, ge=1024, le=262_144, description="Largest SDP offer accepted by `live:publish` / `live:subscribe`."
+    )
+    live_signal_rate_count: int = Field(
+        20,
+        ge=1,
+        le=10_000,
+        description="`live:publish` / `live:subscribe` negotiations one connection may start per window.",
+    )
+    live_signal_rate_window_s: float = Field(
+        10.0, gt=0, le=3600, description="Window of the per-connection live negotiation rate limit."
+    )
+    live_keyframe_interval_s: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="Least time between two keyframe requests (PLI) the SFU forwards to one publisher, however "
+        "many viewers ask.",
+    )
+    ice_servers: tuple[IceServer, ...] = Field(
+        (),
+        description='STUN/TURN servers for live sessions, as JSON: `[{"urls": "turn:turn.example.com:3478", '
+        '"username": "u", "credential": "p"}]`. The server\'s peers and the clients (told in the '
+        "`live:join` answer) use them; empty: host candidates only (same network, or a public address).",
+    )
+    live_negotiation_timeout_s: float = Field(
+        10.0, gt=0, le=120, description="Longest the server spends answering one offer (ICE gathering included)."
+    )
+
     @field_validator("database_url", "redis_url", "jwt_secret", "metrics_token", "metrics_port", "metrics_host",
                      mode="before")  # fmt: skip
     @classmethod
@@ -650,3 +731,7 @@ def load_settings(**overrides: Any) -> Settings:
             msg = err["msg"].removeprefix("Value error, ")
             problems.append(f"{name}: {msg}" if loc else msg)
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+    except SettingsError as exc:  # a structured setting (STUDYHALL_ICE_SERVERS) that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = ENV_PREFIX + field.group(1).upper() if field else "a setting"
+        raise ConfigError(f"invalid configuration: {name}: not valid JSON") from None

@@ -36,6 +36,10 @@ from leaderboards import handlers as contest_handlers
 from leaderboards import prizes as contest_prizes
 from leaderboards import wallet as contest_wallet
 from leaderboards.wiring import run_contests
+from live import handlers as live_handlers
+from live.sfu import check_aiortc
+from live.signalling import LiveNode
+from live.wiring import run_live
 from realtime.bus import RedisBusRelay, bus_channel
 from realtime.engine import SessionGate
 from realtime.jobs import run_sandbox
@@ -75,9 +79,15 @@ API = Api.combine(
     contest_wallet.api,
     contest_prizes.api,  # prize approval and budgets (platform admins)
     contest_editing.api,  # managers edit problems and rejudge
+    live_handlers.api,  # live sessions (live/): the schedule
 )
 EVENTS = Events.combine(
-    room_handlers.events, room_chat.events, watch_handlers.events, contest_handlers.events, collab_console.events
+    room_handlers.events,
+    room_chat.events,
+    watch_handlers.events,
+    contest_handlers.events,
+    collab_console.events,
+    live_handlers.events,
 )
 OPENAPI = web.AppKey("openapi", dict)
 
@@ -410,6 +420,16 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
             await node.close()
             await board.close()
 
+    async def live_sessions(app: web.Application) -> AsyncIterator[None]:
+        # Live sessions' WebRTC peers on this node (live/signalling.py, live/sfu.py): closed before Socket.IO.
+        check_aiortc()
+        node = LiveNode(app[CORE], app[SOCKETS], settings)
+        app[SOCKETS].services[live_handlers.NODE] = node
+        try:
+            yield
+        finally:
+            await node.close()
+
     # Closed in reverse: the sandbox stops its runs first (finishing their executions while the pool
     # and Socket.IO still work), then watch parties, then presence withdraws (and announces) before
     # Socket.IO stops, all before the pool.
@@ -420,9 +440,11 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app.cleanup_ctx.append(rights)
     app.cleanup_ctx.append(presence)
     app.cleanup_ctx.append(watch_parties)
+    app.cleanup_ctx.append(live_sessions)
     app.cleanup_ctx.append(functools.partial(run_sandbox, settings))
     # Group wars after the sandbox (they judge with it), so they stop judging before it closes.
     app.cleanup_ctx.append(functools.partial(run_contests, settings, observe_push=app[METRICS].push_added.observe))
+    app.cleanup_ctx.append(functools.partial(run_live, settings))  # live sessions: schedule reminders, the SFU
     app.cleanup_ctx.append(metrics_listener)
     app[SOCKETS] = SocketServer(app, settings, EVENTS)
     engine, gate = app[SOCKETS].sio.eio, app[SOCKETS].gate

@@ -123,6 +123,8 @@ async def build_world(api: ApiClient) -> World:
     prized = await ok("POST", "/contests", owner, json={**war, "prizes": [10], "starts_at": now.isoformat(),
                                                         "ends_at": (now + timedelta(hours=1)).isoformat()})  # fmt: skip
     template = await ok("POST", "/contest-templates", owner, json=new_template({"community": community["id"]}))
+    # Live sessions: the owner (the room's host) schedules one in the community room.
+    live = await ok("POST", f"/rooms/{room['id']}/live-sessions", owner, json=new_live_session({}))
     csub = uuid.uuid4()
     await api.app[CORE].pool.execute(
         "INSERT INTO contest_submissions (id, contest_id, problem_id, user_id, community_id, language, source,"
@@ -157,6 +159,7 @@ async def build_world(api: ApiClient) -> World:
             "csub": str(csub),
             "prized": prized["id"],
             "template": template["id"],
+            "live": live["id"],
         },
     )
 
@@ -176,6 +179,10 @@ def new_contest(ids: dict[str, str]) -> dict[str, Any]:
         "starts_at": now.isoformat(), "ends_at": (now + timedelta(hours=1)).isoformat(),
         "problems": [{"title": "P", "tests": [{"stdin": "", "expected_output": "1"}]}],
     }  # fmt: skip
+
+
+def new_live_session(ids: dict[str, str]) -> dict[str, Any]:
+    return {"title": "Live", "starts_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}
 
 
 def new_template(ids: dict[str, str]) -> dict[str, Any]:
@@ -285,6 +292,11 @@ ROWS: list[Row] = [
     ),
     Row("PUT", "/rooms/{room}/members/{learner}", only(200, 404, *STAFF, learner=403), {"role": "moderator"}),
     Row("POST", "/rooms/{room}/archive", only(200, 404, *STAFF, learner=403)),
+    # live sessions (live/): room hosts schedule and cancel, whoever sees the room reads
+    Row("POST", "/rooms/{room}/live-sessions", only(201, 404, *STAFF, learner=403), new_live_session),
+    Row("GET", "/rooms/{room}/live-sessions", only(200, 404, "learner", *STAFF)),
+    Row("GET", "/live-sessions/{live}", only(200, 404, "learner", *STAFF)),
+    Row("POST", "/live-sessions/{live}/cancel", only(200, 404, *STAFF, learner=403)),
     # workspaces (ws: in the community room, the learner a member of the room with an explicit grant)
     Row("GET", "/workspaces/templates", everyone(200)),
     Row("POST", "/workspaces", everyone(201), {"name": "Mine", "language": "python"}),
@@ -381,6 +393,7 @@ _TEMPLATE_NAMES = {
     "csub": "submission_id",
     "prized": "contest_id",
     "template": "template_id",
+    "live": "session_id",
 }
 
 
