@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 
-import { auditQuery, describeDetails } from "../src/lib/admin";
+import { auditHref, auditQuery, describeDetails, peopleOf } from "../src/lib/admin";
 import { cleanName, nameProblem } from "../src/lib/profile";
 
 describe("the audit log's filters", () => {
@@ -31,5 +31,19 @@ describe("display names before they are sent", () => {
     expect(nameProblem("Ada\u200bLovelace")).toMatch(/invisible/);
     expect(nameProblem("---")).toMatch(/letter or digit/);
     expect(nameProblem("Ada Lovelace")).toBeNull();
+  });
+});
+
+describe("the audit page's address and names", () => {
+  it("keeps a filter in the address", () => {
+    expect(auditHref({ actor_id: "", action: "" })).toBe("/admin/audit");
+    expect(auditHref({ actor_id: " u1 ", action: "user.renamed" })).toBe("/admin/audit?actor_id=u1&action=user.renamed");
+  });
+
+  it("names actors and users targeted, each once", () => {
+    const entry = (actor: string | null, kind: string, target: string) => ({
+      id: target, actor_id: actor, action: "a", target_kind: kind, target_id: target, details: {}, created_at: "",
+    });
+    expect(peopleOf([entry("a", "user", "b"), entry("a", "community", "c"), entry(null, "user", "a")])).toEqual(["a", "b"]);
   });
 });

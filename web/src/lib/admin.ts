@@ -72,3 +72,23 @@ export function describeDetails(details: Record<string, unknown>): string {
     .map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : String(v)}`)
     .join(", ");
 }
+
+/** The accounts an audit page names (actors, and targets that are users), each once. */
+export function peopleOf(entries: readonly AuditEntry[]): string[] {
+  const ids: string[] = [];
+  for (const e of entries) {
+    if (e.actor_id) ids.push(e.actor_id);
+    if (e.target_kind === "user") ids.push(e.target_id);
+  }
+  return [...new Set(ids)];
+}
+
+/** The address of the audit page showing `filter` (empty fields left out). */
+export function auditHref(filter: AuditFilter): string {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(filter)) {
+    if (typeof value === "string" && value.trim()) params.set(key, value.trim());
+  }
+  const search = params.toString();
+  return `/admin/audit${search ? `?${search}` : ""}`;
+}

@@ -33,6 +33,12 @@ export const routes: readonly RouteDef[] = [
   // The workspace: files, the collaborative editor (CodeMirror loaded on demand), runs (docs/web.md).
   { path: "/workspaces/:id", title: "Workspace", load: () => import("./workspaces/WorkspacePage.svelte") },
   { path: "/contests", title: "Contests", load: () => import("./contests/ContestsPage.svelte") },
+  // Communities: join, members and their roles (docs/web.md, "The community screens").
+  { path: "/communities", title: "Communities", load: () => import("./communities/CommunitiesPage.svelte") },
+  { path: "/communities/:id", title: "Community", load: () => import("./communities/CommunityPage.svelte") },
+  // Administration (platform admins): roles and the audit log.
+  { path: "/admin", title: "Administration", load: () => import("./admin/RolesPage.svelte") },
+  { path: "/admin/audit", title: "Audit log", load: () => import("./admin/AuditPage.svelte") },
 ];
 
 export const notFound: RouteDef = {
