@@ -21,6 +21,7 @@ from core_api.context import (
     Core,
     Page,
     PageQuery,
+    SearchText,
     Tx,
     audit,
     core_of,
@@ -80,7 +81,7 @@ class CommunityOut(BaseModel):
 
 class CommunityListQuery(PageQuery):
     mine: bool = Field(False, description="Only communities the caller belongs to.")
-    q: str | None = Field(
+    q: SearchText | None = Field(
         None, min_length=1, max_length=80, description="Only communities whose name contains this (any case)."
     )
 

@@ -9,10 +9,22 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from core_api.auth import ROLES, Role, UserOut, account, user_out
-from core_api.context import Core, Page, PageQuery, audit, core_of, decode_cursor, notify, page_of, rights_changed
+from core_api.context import (
+    Core,
+    Page,
+    PageQuery,
+    SearchText,
+    audit,
+    core_of,
+    decode_cursor,
+    notify,
+    page_of,
+    rights_changed,
+)
 from core_api.db import Record
 from core_api.errors import forbidden, invalid, not_found
 from core_api.http import Api, Call, Input, Principal
+from core_api.timestamps import Timestamp
 
 api = Api()
 
@@ -22,7 +34,7 @@ class RoleIn(Input):
 
 
 class UserListQuery(PageQuery):
-    q: str | None = Field(
+    q: SearchText | None = Field(
         None,
         min_length=1,
         max_length=254,
@@ -32,15 +44,15 @@ class UserListQuery(PageQuery):
 
 class AuditQuery(PageQuery):
     actor_id: uuid.UUID | None = Field(None, description="Only actions by this user.")
-    action: str | None = Field(
+    action: SearchText | None = Field(
         None,
         min_length=1,
         max_length=64,
         description="Only this action (`user.role_granted`), or those starting "
         "with it and a dot (`community` for every `community.*`).",
     )
-    since: datetime | None = Field(None, description="Only entries at or after this time (ISO 8601).")
-    until: datetime | None = Field(None, description="Only entries before this time (ISO 8601).")
+    since: Timestamp | None = Field(None, description="Only entries at or after this time (ISO 8601, with a timezone).")
+    until: Timestamp | None = Field(None, description="Only entries before this time (ISO 8601, with a timezone).")
 
 
 class AuditEntry(BaseModel):

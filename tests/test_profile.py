@@ -12,9 +12,11 @@ import pytest
 
 from core_api.context import CORE
 from core_api.profile import clean_display_name
+from leaderboards.handlers import CONTESTS
 from realtime.app import create_app
 from tests.chat_helpers import OpenTab, make_room, tabs  # noqa: F401 (fixture)
 from tests.conftest import Actor, ApiClient, make_settings
+from tests.contest_helpers import Clock, at, community_with, contest_body, ok
 
 
 def unique(prefix: str) -> str:
@@ -214,7 +216,15 @@ async def test_the_audit_log_filters_by_actor_action_and_time(api: ApiClient) ->
     assert page["items"] == []
     status, page = await api.call("GET", "/audit", admin, params={"action": "user.renam"})
     assert status == 200 and all(e["action"] != "user.renamed" for e in page["items"])
-    for bad in ({"actor_id": "nope"}, {"since": "yesterday"}, {"since": at, "until": at}, {"action": "x" * 65}):
+    for bad in (
+        {"actor_id": "nope"},
+        {"since": "yesterday"},
+        {"since": at, "until": at},
+        {"action": "x" * 65},
+        {"action": "user\x00"},
+        {"until": "0189-09-19T13:19:43+11:54"},
+        {"since": "2026-01-01T00:00:00"},  # no timezone
+    ):
         status, answer = await api.call("GET", "/audit", admin, params=bad)
         assert status == 400, (bad, answer)
     status, _ = await api.call("GET", "/audit", ada)
@@ -229,3 +239,37 @@ async def test_admins_find_accounts_by_email_or_name(api: ApiClient) -> None:
     assert status == 200 and [u["id"] for u in page["items"]] == [ada.id]
     status, page = await api.call("GET", "/users", admin, params={"q": "_%"})
     assert ada.id in [u["id"] for u in page["items"]] and len(page["items"]) < 50
+    for path in ("/users", "/communities"):
+        status, answer = await api.call("GET", path, admin, params={"q": "a\x00"})
+        assert status == 400, (path, answer)
+
+
+async def test_contest_standings_show_the_new_name(api: ApiClient) -> None:
+    organizer, ada = await api.user(name=unique("Organizer")), await api.user(name=unique("Ada"))
+    home = await community_with(api, organizer, unique("Home"), [ada])
+    clock = Clock()
+    clock.now = at(-10)
+    api.app[CONTESTS].clock = clock
+    problem = {"title": "Three", "tests": [{"stdin": "", "expected_output": "3"}], "cpu_ms": 1000}
+    contest = await ok(
+        api, "POST", "/contests", organizer, json=contest_body([home], organizer=home, problems=[problem])
+    )
+    await api.app[CORE].pool.execute(
+        "INSERT INTO contest_submissions (id, contest_id, problem_id, user_id, community_id, language, source,"
+        " submitted_at, verdict, passed, total, judged_at) VALUES ($1, $2, $3, $4, $5, 'python', 'print(3)', $6,"
+        " 'accepted', 1, 1, now())",
+        uuid.uuid4(), uuid.UUID(contest["id"]), uuid.UUID(contest["problems"][0]["id"]), uuid.UUID(ada.id),
+        uuid.UUID(home), at(5),
+    )  # fmt: skip
+    clock.now = at(20)
+
+    async def names() -> set[str]:
+        await api.app[CONTESTS].refresh(uuid.UUID(contest["id"]))
+        standings = await ok(api, "GET", f"/contests/{contest['id']}/standings", organizer)
+        return {p["display_name"] for p in standings["people"]}
+
+    before = await names()
+    new = unique("Countess")
+    assert (await rename(api, ada, new))[0] == 200
+    after = await names()
+    assert new in after and not (before & after), (before, after)
