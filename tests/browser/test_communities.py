@@ -66,6 +66,7 @@ def test_a_learner_joins_a_community_and_its_owner_manages_the_members(
     found.get_by_role("button", name=f"Join {name}").click()
     expect(found).to_contain_text("3 members · you: member")
     expect(found.get_by_role("button", name=f"Join {name}")).to_have_count(0)
+    expect(learner_page.get_by_role("list", name="Your communities")).to_contain_text(name)
     learner_page.screenshot(path=str(screenshots / "communities-list.png"))
     found.get_by_role("link", name=name).click()
     expect(learner_page.get_by_role("heading", name=name, level=1)).to_be_visible()
