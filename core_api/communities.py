@@ -21,6 +21,7 @@ from core_api.context import (
     Core,
     Page,
     PageQuery,
+    SearchText,
     Tx,
     audit,
     core_of,
@@ -80,6 +81,9 @@ class CommunityOut(BaseModel):
 
 class CommunityListQuery(PageQuery):
     mine: bool = Field(False, description="Only communities the caller belongs to.")
+    q: SearchText | None = Field(
+        None, min_length=1, max_length=80, description="Only communities whose name contains this (any case)."
+    )
 
 
 class MemberOut(BaseModel):
@@ -208,6 +212,7 @@ async def list_communities(core: Core, user: Principal, query: CommunityListQuer
                 WHERE ($2::timestamptz IS NULL OR (c.created_at, c.id) > ($2, $3))) c
             WHERE CASE WHEN $5 THEN c.my_role IS NOT NULL
                        ELSE c.visibility = 'public' OR c.my_role IS NOT NULL OR $6 END
+              AND ($7::text IS NULL OR strpos(lower(c.name), lower($7)) > 0)
             ORDER BY c.created_at, c.id LIMIT $4""",
         user.id,
         at,
@@ -215,6 +220,7 @@ async def list_communities(core: Core, user: Principal, query: CommunityListQuer
         query.limit + 1,
         query.mine,
         user.is_admin,
+        query.q,
     )
     return page_of(rows, query.limit, community_out)
 

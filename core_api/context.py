@@ -20,10 +20,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from core_api.db import Connection, Pool, Record
 from core_api.errors import invalid
@@ -124,6 +124,16 @@ def new_id() -> uuid.UUID:
 # --- pagination ----------------------------------------------------------------------------------
 
 T = TypeVar("T")
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+SearchText = Annotated[str, AfterValidator(_no_nul)]
+"""Text a client searches by, in a query string (Postgres text cannot hold NUL; set the lengths with Field)."""
 
 
 class PageQuery(Query):

@@ -84,6 +84,13 @@ class Settings(BaseSettings):
         50, ge=1, description="Failed logins per client address within the window before rate limiting."
     )
     login_window_s: int = Field(900, ge=1, description="Window for the login failure counters.")
+    display_name_changes_per_day: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="How many times a user may change their display name (PATCH /me) in any 24 hours; more "
+        "answer 429 (`rate_limited`, with Retry-After). Each change is in the audit log.",
+    )
     db_pool_min: int = Field(2, ge=1, description="Postgres pool: connections kept open.")
     db_pool_max: int = Field(20, ge=1, description="Postgres pool: most connections.")
     argon2_time_cost: int = Field(2, ge=1, description="argon2id iterations.")

@@ -6,19 +6,53 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from core_api.auth import ROLES, Role, UserOut, account, user_out
-from core_api.context import Core, Page, PageQuery, audit, core_of, decode_cursor, notify, page_of, rights_changed
+from core_api.context import (
+    Core,
+    Page,
+    PageQuery,
+    SearchText,
+    audit,
+    core_of,
+    decode_cursor,
+    notify,
+    page_of,
+    rights_changed,
+)
 from core_api.db import Record
 from core_api.errors import forbidden, invalid, not_found
 from core_api.http import Api, Call, Input, Principal
+from core_api.timestamps import Timestamp
 
 api = Api()
 
 
 class RoleIn(Input):
     role: Role
+
+
+class UserListQuery(PageQuery):
+    q: SearchText | None = Field(
+        None,
+        min_length=1,
+        max_length=254,
+        description="Only accounts whose email or display name contains this (any case).",
+    )
+
+
+class AuditQuery(PageQuery):
+    actor_id: uuid.UUID | None = Field(None, description="Only actions by this user.")
+    action: SearchText | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Only this action (`user.role_granted`), or those starting "
+        "with it and a dot (`community` for every `community.*`).",
+    )
+    since: Timestamp | None = Field(None, description="Only entries at or after this time (ISO 8601, with a timezone).")
+    until: Timestamp | None = Field(None, description="Only entries before this time (ISO 8601, with a timezone).")
 
 
 class AuditEntry(BaseModel):
@@ -59,14 +93,22 @@ async def grant_role(core: Core, actor: Principal, user_id: uuid.UUID, role: str
     return row
 
 
-async def list_accounts(core: Core, query: PageQuery) -> Page[UserOut]:
+def _like(text: str) -> str:
+    """``text`` as a LIKE pattern matching itself anywhere."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+async def list_accounts(core: Core, query: UserListQuery) -> Page[UserOut]:
     at, ident = decode_cursor(query.cursor)
     rows = await core.pool.fetch(
         "SELECT id, email, display_name, role, created_at FROM users"
-        " WHERE $1::timestamptz IS NULL OR (created_at, id) > ($1, $2) ORDER BY created_at, id LIMIT $3",
+        " WHERE ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2))"
+        " AND ($4::text IS NULL OR email ILIKE $4 OR display_name ILIKE $4)"
+        " ORDER BY created_at, id LIMIT $3",
         at,
         ident,
         query.limit + 1,
+        _like(query.q) if query.q else None,
     )
     return page_of(rows, query.limit, user_out)
 
@@ -80,14 +122,24 @@ async def read_account(core: Core, actor: Principal, user_id: uuid.UUID) -> Reco
     return row
 
 
-async def list_audit_log(core: Core, query: PageQuery) -> Page[AuditEntry]:
+async def list_audit_log(core: Core, query: AuditQuery) -> Page[AuditEntry]:
     at, ident = decode_cursor(query.cursor)
+    if query.since is not None and query.until is not None and query.since >= query.until:
+        raise invalid("since must be before until")
     rows = await core.pool.fetch(
         "SELECT id, actor_id, action, target_kind, target_id, details, created_at FROM audit_log"
-        " WHERE $1::timestamptz IS NULL OR (created_at, id) < ($1, $2) ORDER BY created_at DESC, id DESC LIMIT $3",
+        " WHERE ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2))"
+        " AND ($4::uuid IS NULL OR actor_id = $4)"
+        " AND ($5::text IS NULL OR action = $5 OR starts_with(action, $5 || '.'))"
+        " AND ($6::timestamptz IS NULL OR created_at >= $6) AND ($7::timestamptz IS NULL OR created_at < $7)"
+        " ORDER BY created_at DESC, id DESC LIMIT $3",
         at,
         ident,
         query.limit + 1,
+        query.actor_id,
+        query.action,
+        query.since,
+        query.until,
     )
     return page_of(rows, query.limit, _audit_out)
 
@@ -98,7 +150,7 @@ async def list_audit_log(core: Core, query: PageQuery) -> Page[AuditEntry]:
     summary="List accounts (admin)",
     tag="users",
     roles=["admin"],
-    query=PageQuery,
+    query=UserListQuery,
     response=Page[UserOut],
 )
 async def list_users(call: Call) -> Page[UserOut]:
@@ -129,9 +181,10 @@ async def set_user_role(call: Call) -> UserOut:
     "GET",
     "/audit",
     summary="The audit log of privileged actions, newest first (admin)",
+    description="Filters combine: `actor_id`, `action` (exact, or a prefix before a dot), `since` and `until`.",
     tag="users",
     roles=["admin"],
-    query=PageQuery,
+    query=AuditQuery,
     response=Page[AuditEntry],
 )
 async def list_audit(call: Call) -> Page[AuditEntry]:

@@ -22,7 +22,18 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from collab_ide import console as collab_console
 from collab_ide import handlers as collab_handlers
-from core_api import assignments, auth, communities, courses, enrollments, executions, notifications, progress, users
+from core_api import (
+    assignments,
+    auth,
+    communities,
+    courses,
+    enrollments,
+    executions,
+    notifications,
+    profile,
+    progress,
+    users,
+)
 from core_api.context import CORE, Bus, Core
 from core_api.db import create_pool, migrate
 from core_api.errors import AppError, ErrorCode
@@ -64,6 +75,7 @@ VERSION = "0.1.0"
 API = Api.combine(
     auth.api,
     users.api,
+    profile.api,
     courses.api,
     enrollments.api,
     progress.api,

@@ -42,14 +42,15 @@ log = logging.getLogger(__name__)
 
 MAX_PACKET_BYTES = 256 * 1024  # above the largest valid payload, so oversized strings get an error ack
 ME_CHANGED = "me:changed"
-"""s→c ``{id, email, display_name, role}``: the connection's account changed (a new platform role) and the
-connection now acts with it."""
+"""s→c ``{id, email, display_name, role}``: the connection's account changed (a new platform role, or a new
+display name) and the connection now acts with it."""
 _SEEN = "realtime.rights_seen"
 """Session key: how many rights events for the user this connection has been told of."""
 _READ = "realtime.rights_read"
 """Session key: the value of :data:`_SEEN` when the session's account was last read."""
 _TOLD_ROLE = "realtime.told_role"
-"""Session key: the platform role the client last heard of (at the handshake, or in ``me:changed``)."""
+"""Session key: the platform role and display name the client last heard of (at the handshake, or in
+``me:changed``)."""
 # Binary attachments one Socket.IO packet may announce. Events here carry JSON (a binary one is answered
 # invalid_input), so a few are plenty; python-socketio alone would wait for up to 10^10 of them.
 MAX_ATTACHMENTS = 8
@@ -219,7 +220,13 @@ class SocketServer:
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
         if eio_sid is not None:
             self.gate.authenticated(eio_sid)  # no longer counted or timed as an anonymous session
-        self.sessions[sid] = {**self.services, "user": user, _SEEN: seen, _READ: 0, _TOLD_ROLE: user.role}
+        self.sessions[sid] = {
+            **self.services,
+            "user": user,
+            _SEEN: seen,
+            _READ: 0,
+            _TOLD_ROLE: (user.role, user.display_name),
+        }
         self.sids_by_user.setdefault(user.id, set()).add(sid)
         await self.sio.enter_room(sid, f"user:{user.id}")
         conn = self._connection(sid)
@@ -379,8 +386,8 @@ class SocketServer:
                     await hook(conn)
                 except Exception:
                     log.exception("rights hook failed for %s", sid)
-            if session[_TOLD_ROLE] != user.role:
-                session[_TOLD_ROLE] = user.role
+            if session[_TOLD_ROLE] != (user.role, user.display_name):
+                session[_TOLD_ROLE] = (user.role, user.display_name)
                 data = {"id": str(user.id), "email": user.email, "display_name": user.display_name, "role": user.role}
                 await self.emit(ME_CHANGED, data, to=sid)
 

@@ -60,6 +60,11 @@ JOIN_HOOKS = "rooms.join_hooks"
 """Session key: ``async (call, room) -> None`` callables run after a connection joined a room (other
 packages register them through the server's services: watch parties send a joiner the player state)."""
 _CLOSED = "rooms.closed"
+_NAME = "rooms.display_name"
+"""Session key: the display name the rooms this connection joined last heard for its user."""
+RENAMED_EVENT = "room:renamed"
+"""s→c ``{room_id, user: {id, display_name}}``: someone present in the room changed their display name
+(``PATCH /me``); clients show the new name for that user id from now on."""
 
 
 def presence_of(session: Mapping[str, Any]) -> Presence:
@@ -214,6 +219,7 @@ async def join(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
     upto = await call.transport.enter_room_at(call.sid, socket_room(key), committed)
     joined_rooms(call.session).add(key)
     messages = await _history_up_to(call, room_id, messages, upto)
+    call.session[_NAME] = call.user.display_name
     rev = await presence.enter(key, call.sid, me)
     snapshot = await presence.snapshot(key)
     announcer = announcer_of(call.session)
@@ -229,7 +235,7 @@ async def join(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
             await hook(call, view)
         except Exception:
             log.exception("a room:join hook failed for room %s", key)
-    listed = snapshot.users[: call.core.settings.presence_list_max]
+    listed = await current_names(call, snapshot.users[: call.core.settings.presence_list_max])
     return {
         "room": view.model_dump(mode="json"),
         "members": [m.to_json() for m in listed],
@@ -237,6 +243,20 @@ async def join(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
         "presence_rev": snapshot.rev,
         "messages": messages,
     }
+
+
+async def current_names(call: EventCall, users: list[PresentUser]) -> list[PresentUser]:
+    """The users with their display names as stored now (presence keeps the name each joined with; a
+    rename since then is read here, by id), ordered by name."""
+    if not users:
+        return users
+    async with call.core.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT id::text, display_name FROM users WHERE id = ANY($1::uuid[])", [u.id for u in users]
+        )
+    names = {r["id"]: r["display_name"] for r in rows}
+    renamed = [PresentUser(id=u.id, display_name=names.get(u.id, u.display_name)) for u in users]
+    return sorted(renamed, key=lambda u: (u.display_name.casefold(), u.id))
 
 
 async def _history_up_to(
@@ -299,6 +319,7 @@ async def recheck(conn: Connection) -> None:
     rooms = joined_rooms(conn.session)
     if not rooms:
         return
+    await _tell_rename(conn, rooms)
     lost: list[tuple[str, str]] = []
     async with conn.core.pool.acquire() as db:
         for key in list(rooms):
@@ -319,6 +340,20 @@ async def recheck(conn: Connection) -> None:
         if still_in:
             data = {"room_id": key, "reason": "access", "message": message}
             await conn.transport.emit(REMOVED_EVENT, data, to=conn.sid)
+
+
+async def _tell_rename(conn: Connection, rooms: set[str]) -> None:
+    """The user's account was re-read: if their display name changed, the rooms this connection is in hear
+    ``room:renamed`` (each of a user's connections tells its rooms; a client applies it by user id, so hearing
+    it twice changes nothing)."""
+    told = conn.session.get(_NAME)
+    name = conn.user.display_name
+    if told is None or told == name:
+        return
+    conn.session[_NAME] = name
+    user = UserRef(id=str(conn.user.id), display_name=name).model_dump(mode="json")
+    for key in list(rooms):
+        await conn.transport.emit(RENAMED_EVENT, {"room_id": key, "user": user}, to=socket_room(key))
 
 
 async def leave_all(conn: Connection) -> None:

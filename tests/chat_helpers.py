@@ -29,6 +29,8 @@ SERVER_EVENTS = (
     "chat:moderation",
     "room:kicked",
     "room:presence",
+    "room:renamed",
+    "me:changed",
     "notification:new",
 )
 WAIT_S = 10

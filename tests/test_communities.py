@@ -401,3 +401,15 @@ async def test_platform_admins_act_as_owner_everywhere(api: ApiClient) -> None:
     assert await roles_of(api, staff, community) == {owner.id: "admin", m1.id: "owner"}
     added = await add(api, staff, community, staff, "admin")
     assert added["role"] == "admin"
+
+
+async def test_communities_are_found_by_name(api: ApiClient) -> None:
+    alice, bob = await api.user(), await api.user()
+    token = uuid.uuid4().hex[:8]
+    public = await create(api, alice, name=f"Findable {token}")
+    await create(api, alice, visibility="private", name=f"Hidden findable {token}")
+    status, page = await api.call("GET", "/communities", bob, params={"q": token.upper()})
+    assert status == 200
+    assert [c["id"] for c in page["items"]] == [public["id"]]
+    status, answer = await api.call("GET", "/communities", bob, params={"q": "x" * 81})
+    assert status == 400, answer

@@ -151,3 +151,26 @@ async def test_a_bus_relay_that_lost_its_redis_subscription_comes_back_and_has_i
         for relay in relays:
             await relay.close()
         await admin.aclose()
+
+
+async def test_a_rename_on_node_b_reaches_a_room_across_both_nodes(
+    nodes: Cluster, opened: list[Client | YClient]
+) -> None:
+    ada, bo = await register(nodes.a.url), await register(nodes.b.url)
+    room = await created(nodes.b.url, bo, "/rooms", {"name": "rename", "kind": "study", "visibility": "public"})
+    ada_tab, bo_tab = await connect(nodes.a.url, ada), await connect(nodes.b.url, bo)
+    opened.extend([ada_tab, bo_tab])
+    for tab in (ada_tab, bo_tab):
+        assert (await tab.ask("room:join", {"room_id": room}))["ok"] is True
+    new = f"Countess {ada.id[:8]}"
+
+    status, body = await rest(nodes.b.url, "PATCH", "/me", ada, json={"display_name": new})
+    assert status == 200, body
+
+    renamed = await bo_tab.inbox.wait_for("room:renamed", within=REACH_S)
+    assert renamed == {"room_id": room, "user": {"id": ada.id, "display_name": new}}
+    assert (await ada_tab.inbox.wait_for("me:changed", within=REACH_S))["display_name"] == new
+    ack = await ada_tab.ask("chat:send", {"room_id": room, "body": "renamed", "client_msg_id": uuid.uuid4().hex})
+    assert ack["ok"] is True and ack["message"]["author"]["display_name"] == new, ack
+    heard = await bo_tab.inbox.wait_for("chat:message", within=WAIT_S)
+    assert heard["author"]["display_name"] == new

@@ -224,6 +224,7 @@ ROWS: list[Row] = [
     Row("POST", "/auth/logout", everyone(204, anon=204), {"refresh_token": "not-a-token"}),
     Row("POST", "/auth/ws-ticket", everyone(200)),
     Row("GET", "/me", everyone(200)),
+    Row("PATCH", "/me", everyone(200), lambda _: {"display_name": f"Renamed {uuid.uuid4().hex[:8]}"}),
     # users and audit
     Row("GET", "/users", only(200, 403, "admin")),
     Row("GET", "/users/{learner}", only(200, 403, "learner", "admin")),

@@ -67,3 +67,15 @@ describe("PresenceList: the revision merge rule", () => {
     expect(names(list)).toEqual(["Ada"]);
   });
 });
+
+describe("PresenceList: renames", () => {
+  it("shows a present user's new name, in name order, and ignores one not listed", () => {
+    const list = new PresenceList();
+    list.reset([ada, bo], 1);
+    expect(list.rename({ id: "a", display_name: "Zed" })).toBe(true);
+    expect(names(list)).toEqual(["Bo", "Zed"]);
+    expect(list.rename({ id: "a", display_name: "Zed" })).toBe(false); // heard twice (two tabs)
+    expect(list.rename({ id: "c", display_name: "Cyrus" })).toBe(false);
+    expect(names(list)).toEqual(["Bo", "Zed"]);
+  });
+});

@@ -80,6 +80,16 @@ export class PresenceList {
     return changed;
   }
 
+  /** A `room:renamed`: someone present changed their display name; returns whether the list changed.
+   * (One not listed is left alone: their next `joined`, or the next join answer, carries the name.) */
+  rename(user: PresentUser): boolean {
+    if (!isUser(user)) return false;
+    const known = this.users.get(user.id);
+    if (!known || known.display_name === user.display_name) return false;
+    this.users.set(user.id, { id: user.id, display_name: user.display_name });
+    return true;
+  }
+
   /** The people present, by name. */
   list(): PresentUser[] {
     return [...this.users.values()].sort(

@@ -179,6 +179,12 @@ export class RoomSession {
         "room:presence_batch",
         mine((e) => this.presence.applyBatch(e) && this.publishPeople()),
       ),
+      // Someone present renamed themself (PATCH /me): the people list and the @mention suggestions follow;
+      // messages already shown keep the name they were sent with until read again.
+      this.live.on<{ room_id: string; user: PresentUser }>(
+        "room:renamed",
+        mine((e) => this.presence.rename(e.user) && this.publishPeople()),
+      ),
       this.live.on<{ room_id: string; user: Author; typing: boolean }>(
         "chat:typing",
         mine((e) => this.someoneTyping(e.user, e.typing)),

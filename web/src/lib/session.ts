@@ -64,7 +64,7 @@ function stopSession(): void {
 
 /** On page load: resume the stored session, if any. Network failures leave the stored session in place. */
 export async function boot(): Promise<void> {
-  live.on<User>("me:changed", (user) => meStore.set(user)); // a role granted elsewhere shows at once
+  live.on<User>("me:changed", (user) => meStore.set(user)); // a role granted or a name changed elsewhere shows at once
   try {
     if (await api.restore()) {
       await startSession();
@@ -91,6 +91,11 @@ export async function logOut(): Promise<void> {
   await api.logout();
   noticeStore.set(null);
   stopSession();
+}
+
+/** The account as the server answered a change to it (PATCH /me); other tabs hear `me:changed`. */
+export function updateMe(user: User): void {
+  meStore.set(user);
 }
 
 export function clearNotice(): void {

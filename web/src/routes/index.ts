@@ -38,6 +38,12 @@ export const routes: readonly RouteDef[] = [
   { path: "/contests/:id/problems/:pid", title: "Problem", load: () => import("./contests/ProblemPage.svelte") },
   { path: "/leaderboards", title: "All-time community board", load: () => import("./contests/AllTimePage.svelte") },
   { path: "/wallet", title: "Wallet", load: () => import("./contests/WalletPage.svelte") },
+  // Communities: join, members and their roles (docs/web.md, "The community screens").
+  { path: "/communities", title: "Communities", load: () => import("./communities/CommunitiesPage.svelte") },
+  { path: "/communities/:id", title: "Community", load: () => import("./communities/CommunityPage.svelte") },
+  // Administration (platform admins): roles and the audit log.
+  { path: "/admin", title: "Administration", load: () => import("./admin/RolesPage.svelte") },
+  { path: "/admin/audit", title: "Audit log", load: () => import("./admin/AuditPage.svelte") },
 ];
 
 export const notFound: RouteDef = {
