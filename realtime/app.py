@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from collab_ide import console as collab_console
+from collab_ide import follow as collab_follow
 from collab_ide import handlers as collab_handlers
 from core_api import assignments, auth, communities, courses, enrollments, executions, notifications, progress, users
 from core_api.context import CORE, Bus, Core
@@ -75,7 +76,12 @@ API = Api.combine(
     contest_editing.api,  # managers edit problems and rejudge
 )
 EVENTS = Events.combine(
-    room_handlers.events, room_chat.events, watch_handlers.events, contest_handlers.events, collab_console.events
+    room_handlers.events,
+    room_chat.events,
+    watch_handlers.events,
+    contest_handlers.events,
+    collab_console.events,
+    collab_follow.events,
 )
 OPENAPI = web.AppKey("openapi", dict)
 
