@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import statistics
 import time
 import urllib.request
@@ -66,8 +67,21 @@ PASSWORD = "bench web password"
 WEB_ASSETS = Path(__file__).resolve().parents[1] / "web" / "dist" / "assets"
 # Chunks that must never be part of a first load: the lecture player's route and hls.js (web/src/routes/courses);
 # the workspace route and the editor (CodeMirror, web/src/lib/editor.ts).
-# Each editor language's CodeMirror support is a chunk of its own, loaded by the workspace that needs it.
-ON_DEMAND = ("LecturePage", "hls.light", "WorkspacePage", "editor", "lang-python", "lang-javascript", "lang-cpp")
+# The editor is CodeMirror's core (`codemirror`, shared), `editor` (the setup and y-codemirror.next) and one chunk
+# per language (`lang-*`, with the parser runtime `lezer-lr` and `codemirror-autocomplete` they share), each
+# loaded by the workspace that needs it.
+ON_DEMAND = (
+    "LecturePage",
+    "hls.light",
+    "WorkspacePage",
+    "editor",
+    "codemirror",
+    "lezer-lr",
+    "codemirror-autocomplete",
+    "lang-python",
+    "lang-javascript",
+    "lang-cpp",
+)
 
 
 @dataclass
@@ -407,7 +421,9 @@ def main() -> None:
     # from the build's own variants, and a check that no route above loaded them.
     print(f"{'on demand':<30}{'raw KB':>9}{'gzip KB':>9}{'br KB':>8}  loaded by")
     for name in ON_DEMAND:
-        for path in sorted(WEB_ASSETS.glob(f"{name}-*.js")):
+        for path in sorted(
+            p for p in WEB_ASSETS.glob(f"{name}-*.js") if re.fullmatch(rf"{name}-[\w-]{{8}}\.js", p.name)
+        ):
             sizes = [path.stat().st_size, *(path.with_name(path.name + s).stat().st_size for s in (".gz", ".br"))]
             seen = [r.route for r in rows if any(u.endswith("/" + path.name) for u in r.urls)]
             print(f"{path.name:<30}{sizes[0] / kb:>9.1f}{sizes[1] / kb:>9.1f}{sizes[2] / kb:>8.1f}  {seen or 'no'}")

@@ -237,8 +237,14 @@ def test_the_workspace_works_from_the_keyboard_with_visible_focus(
         web_server.url, "POST", "/workspaces", {"name": "Keys", "language": "python"}, user.token()
     )
     assert status == 201, workspace
+    scripts: list[str] = []
+    page.on("request", lambda r: scripts.append(r.url.rsplit("/", 1)[-1]) if r.resource_type == "script" else None)
     editor = open_workspace(page, workspace["id"])
     expect(editor).to_contain_text("greeting")
+    # Python is highlighted (its keywords get CodeMirror's token classes) with its language's chunk alone.
+    expect(editor.locator(".cm-line span").first).to_be_visible()
+    assert any(name.startswith("lang-python-") for name in scripts), scripts
+    assert not any(name.startswith(("lang-cpp-", "lang-javascript-")) for name in scripts), scripts
     editor.click()
     page.keyboard.press("Control+End")
     page.keyboard.type("# typed")

@@ -2,14 +2,13 @@
  * The collaborative editor: CodeMirror 6 bound to one file's `Y.Text` with the official `y-codemirror.next`
  * (shared text, undo of one's own edits, and everyone's cursors and selections from Yjs awareness, each
  * with its user's name and colour). Imported with `import()` by the workspace screen only, so CodeMirror is
- * in no other page's load (docs/web.md, "The workspace screen").
+ * in no other page's load (docs/web.md, "The workspace screen"). Each language's support (Python, JavaScript,
+ * C/C++) is a chunk of its own, loaded when a file of that language opens: the editor shows the text at once
+ * and highlights it once its language has arrived.
  */
-import { cpp } from "@codemirror/lang-cpp";
-import { javascript } from "@codemirror/lang-javascript";
-import { python } from "@codemirror/lang-python";
 import { defaultKeymap } from "@codemirror/commands";
 import { bracketMatching, defaultHighlightStyle, indentOnInput, syntaxHighlighting } from "@codemirror/language";
-import { EditorState, type Extension } from "@codemirror/state";
+import { Compartment, EditorState } from "@codemirror/state";
 import {
   drawSelection,
   EditorView,
@@ -23,7 +22,7 @@ import { yCollab } from "y-codemirror.next";
 import type { Awareness } from "y-protocols/awareness";
 import * as Y from "yjs";
 
-import { languageOf } from "./workspaces";
+import { languageFor } from "./languages";
 
 export interface EditorOptions {
   path: string;
@@ -44,22 +43,10 @@ const theme = EditorView.theme({
   ".cm-ySelectionInfo": { opacity: "1", fontFamily: "system-ui, sans-serif", fontSize: "0.75rem", top: "-1.15em" },
 });
 
-function language(path: string): Extension {
-  switch (languageOf(path)) {
-    case "python":
-      return python();
-    case "javascript":
-      return javascript();
-    case "cpp":
-      return cpp();
-    default:
-      return [];
-  }
-}
-
 /** An editor of `text` in `parent`; readers get a read-only one (their awareness still shows their cursor). */
 export function openEditor(parent: HTMLElement, text: Y.Text, awareness: Awareness, options: EditorOptions): FileEditor {
   const undoManager = new Y.UndoManager(text);
+  const language = new Compartment();
   const state = EditorState.create({
     doc: text.toString(),
     extensions: [
@@ -74,7 +61,7 @@ export function openEditor(parent: HTMLElement, text: Y.Text, awareness: Awarene
       bracketMatching(),
       highlightActiveLine(),
       keymap.of(defaultKeymap),
-      language(options.path),
+      language.of([]), // filled in once the language's chunk has loaded
       theme,
       EditorView.lineWrapping,
       EditorView.contentAttributes.of({
@@ -87,9 +74,17 @@ export function openEditor(parent: HTMLElement, text: Y.Text, awareness: Awarene
     ],
   });
   const view = new EditorView({ state, parent });
+  let destroyed = false;
+  languageFor(options.path).then(
+    (support) => {
+      if (!destroyed) view.dispatch({ effects: language.reconfigure(support) });
+    },
+    () => {}, // without highlighting, the file is still edited as plain text
+  );
   return {
     view,
     destroy() {
+      destroyed = true;
       view.destroy();
       undoManager.destroy();
     },
