@@ -6,7 +6,9 @@ are read from the server's copy of the document (loaded on this node, else from 
 from the client. When the program ends, wherever it ran, the room of the workspace hears ``run:output``
 (one event per non-empty stream: ``compile``, ``stdout``, ``stderr``) and then ``run:finished`` with the
 whole execution (``core_api.executions._publish_workspace_run``); a workspace outside any room sends them
-to the personal room of whoever started the run. The history of runs stays with the workspace.
+to the personal room of whoever started the run. Both also go to the workspace's run channel, which the
+members who have it open follow (``run:follow``, :mod:`collab_ide.follow`).
+The history of runs stays with the workspace.
 An ``interactive`` run reads what members type while it runs (``run:input``, :mod:`collab_ide.console`).
 """
 
@@ -19,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from collab_ide.access import workspace_row
 from collab_ide.documents import DocumentManager
+from collab_ide.follow import run_channel
 from collab_ide.service import files_now
 from core_api.context import Core, Page, PageQuery, decode_cursor, new_id, page_of
 from core_api.db import Connection, Record
@@ -102,9 +105,16 @@ async def start_run(
         )
     except ValueError as exc:
         raise invalid(f"the workspace cannot be run as it is: {exc}") from None
-    # The job carries where its live output goes: the workspace's room, or the runner's own.
+    # The job carries where its live output goes: the workspace's room, or the runner's own, and the
+    # workspace's run channel, which every member who has it open follows (collab_ide.follow).
     topic = f"room:{row['room_id']}" if row["room_id"] is not None else f"user:{user.id}"
-    live = {"run_id": str(run_id), "workspace_id": str(workspace_id), "run_topic": topic, "run_entry": entry}
+    live = {
+        "run_id": str(run_id),
+        "workspace_id": str(workspace_id),
+        "run_topic": topic,
+        "run_channel": run_channel(workspace_id),
+        "run_entry": entry,
+    }
     await executions.create(user, request, wait=wait, link=link, context=live, interactive=body.interactive)
     return await _run(core, workspace_id, run_id)
 

@@ -28,7 +28,7 @@ from collab_ide.schemas import (
 )
 from collab_ide.store import DocumentLog, starter_state
 from collab_ide.templates import TEMPLATES
-from core_api.context import Core, Page, PageQuery, audit, decode_cursor, new_id, page_of
+from core_api.context import Core, Page, PageQuery, audit, decode_cursor, new_id, page_of, rights_changed
 from core_api.db import Connection, Record
 from core_api.errors import AppError, ErrorCode, conflict, forbidden, not_found
 from core_api.http import Principal
@@ -225,6 +225,7 @@ async def remove_member(
         if deleted is None:
             raise not_found("member")
         await audit(tx, user.id, "workspace.access", "workspace", workspace_id, user_id=str(user_id), access=None)
+        rights_changed(tx, user_id)  # their connections stop following the workspace's runs (collab_ide.follow)
     await docs.access_changed(workspace_id, user_id)
 
 

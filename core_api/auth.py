@@ -389,6 +389,11 @@ class TokenPair(BaseModel):
     refresh_token: str
     token_type: Literal["bearer"] = "bearer"
     expires_in: int = Field(description="Seconds until the access token expires.")
+    user: UserOut | None = Field(
+        None,
+        description="The account the tokens are for (as `GET /me` answers), so that a client resuming a session "
+        "needs no second round trip before it can show it.",
+    )
 
 
 # --- service -------------------------------------------------------------------------------------
@@ -444,7 +449,9 @@ async def register(core: Core, auth: Auth, body: RegisterIn, role: Role = "stude
     return row
 
 
-async def _issue_pair(core: Core, auth: Auth, conn: Any, user_id: uuid.UUID, role: str, family: uuid.UUID) -> TokenPair:
+async def _issue_pair(
+    core: Core, auth: Auth, conn: Any, user_id: uuid.UUID, role: str, family: uuid.UUID, user: UserOut | None = None
+) -> TokenPair:
     refresh = secrets.token_urlsafe(32)
     await conn.execute(
         "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at) VALUES ($1, $2, $3, $4, $5)",
@@ -454,7 +461,9 @@ async def _issue_pair(core: Core, auth: Auth, conn: Any, user_id: uuid.UUID, rol
         _hash_refresh(refresh),
         datetime.now(UTC) + timedelta(seconds=core.settings.refresh_token_ttl_s),
     )
-    return TokenPair(access_token=auth.tokens.issue(user_id, role), refresh_token=refresh, expires_in=auth.tokens.ttl_s)
+    return TokenPair(
+        access_token=auth.tokens.issue(user_id, role), refresh_token=refresh, expires_in=auth.tokens.ttl_s, user=user
+    )
 
 
 async def login(core: Core, auth: Auth, email: str, password: str, address: str) -> TokenPair:
@@ -481,7 +490,8 @@ async def refresh(core: Core, auth: Auth, token: str) -> TokenPair:
     revoked_family = False
     async with core.transaction() as tx:
         row = await tx.conn.fetchrow(
-            "SELECT t.id, t.family_id, t.user_id, t.expires_at, t.spent_at, t.revoked_at, u.role"
+            "SELECT t.id, t.family_id, t.user_id, t.expires_at, t.spent_at, t.revoked_at, u.role,"
+            " u.email, u.display_name, u.created_at"
             " FROM refresh_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1 FOR UPDATE OF t",
             _hash_refresh(token),
         )
@@ -495,7 +505,14 @@ async def refresh(core: Core, auth: Auth, token: str) -> TokenPair:
             revoked_family = True
         else:
             await tx.conn.execute("UPDATE refresh_tokens SET spent_at = now() WHERE id = $1", row["id"])
-            return await _issue_pair(core, auth, tx.conn, row["user_id"], row["role"], row["family_id"])
+            user = UserOut(
+                id=row["user_id"],
+                email=row["email"],
+                display_name=row["display_name"],
+                role=row["role"],
+                created_at=row["created_at"],
+            )
+            return await _issue_pair(core, auth, tx.conn, row["user_id"], row["role"], row["family_id"], user)
     assert revoked_family
     raise unauthorized("refresh token was already used; every session from that login is now signed out")
 
@@ -613,7 +630,7 @@ async def login_account(call: Call) -> TokenPair:
 @api.route(
     "POST",
     "/auth/refresh",
-    summary="Rotate a refresh token into a new pair",
+    summary="Rotate a refresh token into a new pair (with the account, as `GET /me` answers it)",
     tag=TAG,
     auth=False,
     body=RefreshIn,

@@ -329,7 +329,7 @@ class ExecutionHooks:
         live = self._live.get(job.id)
         if live is None:
             ids = {"run_id": job.context.get("run_id", ""), "workspace_id": job.context.get("workspace_id", "")}
-            live = self._live[job.id] = LiveOutput(self.core, topic, ids)
+            live = self._live[job.id] = LiveOutput(self.core, topic, ids, _also_to(job.context))
         live.add(stream, data)
 
     async def started(self, job: Job) -> None:
@@ -358,10 +358,11 @@ class LiveOutput:
 
     INTERVAL_S = 0.1
 
-    def __init__(self, core: Core, topic: str, ids: dict[str, str]) -> None:
+    def __init__(self, core: Core, topic: str, ids: dict[str, str], also_to: list[str] | None = None) -> None:
         self.core = core
         self.topic = topic
         self.ids = ids
+        self.also_to = also_to or []
         self.pending: dict[str, list[str]] = {}
         self.decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in ("stdout", "stderr")}
         self._timer: asyncio.TimerHandle | None = None
@@ -393,7 +394,11 @@ class LiveOutput:
         for stream in ("stdout", "stderr"):
             text = "".join(pending.get(stream, ()))
             if text:
-                event = {"event": RUN_OUTPUT_EVENT, "data": {**self.ids, "stream": stream, "text": text}}
+                event = {
+                    "event": RUN_OUTPUT_EVENT,
+                    "data": {**self.ids, "stream": stream, "text": text},
+                    "also_to": self.also_to,
+                }
                 try:
                     await self.core.bus.publish(self.topic, event)
                 except Exception:
@@ -460,7 +465,8 @@ async def _store(
 
 
 def _publish_workspace_run(tx: Tx, execution: ExecutionOut, context: Mapping[str, str], streamed: bool) -> None:
-    """A workspace's Run (``collab_ide.runs``): its output and result go where its job context says.
+    """A workspace's Run (``collab_ide.runs``): its output and result go where its job context says
+    (``run_topic``, and ``run_channel`` as the payload's ``also_to``).
 
     Here rather than in ``collab_ide`` because this runs wherever the job ran, a Celery worker included,
     which loads no more of studyhall than the executions.
@@ -472,16 +478,28 @@ def _publish_workspace_run(tx: Tx, execution: ExecutionOut, context: Mapping[str
         outputs += [("compile", execution.compile.stdout + execution.compile.stderr)]
     if not streamed:  # a run that could not stream (the server stopped first, say) sends it all now
         outputs += [("stdout", execution.stdout), ("stderr", execution.stderr)]
+    also_to = _also_to(context)
     for stream, text in outputs:
         if text:
-            tx.publish(topic, {"event": RUN_OUTPUT_EVENT, "data": {**ids, "stream": stream, "text": text}})
+            data = {**ids, "stream": stream, "text": text}
+            tx.publish(topic, {"event": RUN_OUTPUT_EVENT, "data": data, "also_to": also_to})
     finished = {
         **ids,
         "entry": context["run_entry"],
         "user_id": context["user_id"],
         "execution": execution.model_dump(mode="json"),
     }
-    tx.publish(topic, {"event": RUN_FINISHED_EVENT, "data": finished})
+    tx.publish(topic, {"event": RUN_FINISHED_EVENT, "data": finished, "also_to": also_to})
+
+
+def _also_to(context: Mapping[str, str]) -> list[str]:
+    """The other Socket.IO rooms a run's events go to: the workspace's run channel (``collab_ide.follow``).
+
+    Emitted together with ``run_topic``'s room, so a connection in both hears each event once. A job
+    queued before run channels existed has none.
+    """
+    channel = context.get("run_channel")
+    return [channel] if channel else []
 
 
 # --- the service ---------------------------------------------------------------------------------

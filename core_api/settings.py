@@ -399,6 +399,12 @@ class Settings(BaseSettings):
     run_input_per_s: float = Field(
         20.0, gt=0, le=1000, description="`run:input` events one connection may send per second (bursts of as many)."
     )
+    run_follow_max: int = Field(
+        16, ge=1, le=1000, description="Workspaces whose runs one connection may follow at once (`run:follow`)."
+    )
+    run_follow_per_s: float = Field(
+        5.0, gt=0, le=1000, description="`run:follow` events one connection may send per second (bursts of as many)."
+    )
 
     # --- collaborative editing (collab_ide) ---
     collab_max_message_bytes: int = Field(

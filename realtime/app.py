@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from collab_ide import console as collab_console
+from collab_ide import follow as collab_follow
 from collab_ide import handlers as collab_handlers
 from core_api import (
     assignments,
@@ -100,6 +101,7 @@ EVENTS = Events.combine(
     contest_handlers.events,
     collab_console.events,
     live_handlers.events,
+    collab_follow.events,
 )
 OPENAPI = web.AppKey("openapi", dict)
 

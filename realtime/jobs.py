@@ -36,7 +36,7 @@ from core_api.executions import (
     sandbox_config,
 )
 from core_api.settings import Settings
-from realtime.sockets import SOCKETS, external_emitter
+from realtime.sockets import SOCKETS, external_emitter, recipients
 from sandbox import host
 from sandbox.distributed import QUEUE, CeleryRunner, WorkerHost, celery_app
 from sandbox.runner import JobHooks, LocalRunner, Runner
@@ -87,12 +87,13 @@ async def run_sandbox(settings: Settings, app: web.Application) -> AsyncIterator
 
 def _pusher(emitter: Any) -> Subscriber:
     """The worker's bus subscriber: ``{"event", "data"}`` events on ``user:``/``room:`` topics go to those
-    Socket.IO rooms on every node, through the write-only manager (the worker has no server of its own)."""
+    Socket.IO rooms (and their ``also_to`` run channels) on every node, through the write-only manager
+    (the worker has no server of its own)."""
 
     async def push(topic: str, payload: dict[str, Any]) -> None:
         event, data = payload.get("event"), payload.get("data")
         if topic.startswith(("user:", "room:")) and isinstance(event, str) and isinstance(data, dict):
-            await emitter.emit(event, data, room=topic)
+            await emitter.emit(event, data, room=recipients(topic, payload))
 
     return push
 

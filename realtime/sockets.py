@@ -400,11 +400,14 @@ class SocketServer:
           is emitted as ``name`` there (for example ``execution:finished``).
         - ``room:<id>``: ``{"event": name, "data": {...}}`` is emitted as ``name`` to the Socket.IO room
           ``room:<id>`` (for example ``room:archived``).
+
+        Either may name more Socket.IO rooms in ``"also_to"`` (a workspace's run channel,
+        ``workspace:<id>``): the event goes to all of them at once, each connection getting it once.
         """
         if topic.startswith("room:"):
             event, data = payload.get("event"), payload.get("data")
             if isinstance(event, str) and isinstance(data, dict):
-                await self.emit(event, data, to=topic)
+                await self.emit(event, data, to=recipients(topic, payload))
             else:
                 log.warning("dropped a %s event without event/data: %r", topic, sorted(payload))
             return
@@ -412,7 +415,7 @@ class SocketServer:
             return
         event, data = payload.get("event"), payload.get("data")
         if isinstance(event, str) and isinstance(data, dict):  # e.g. execution:finished
-            await self.emit(event, data, to=topic)
+            await self.emit(event, data, to=recipients(topic, payload))
             return
         kind = payload.get("type")
         if kind == "notification":
@@ -423,6 +426,14 @@ class SocketServer:
                 {"notification_id": payload.get("notification_id"), "unread": payload.get("unread")},
                 to=topic,
             )
+
+
+def recipients(topic: str, payload: dict[str, Any]) -> str | list[str]:
+    """The Socket.IO rooms a ``{"event", "data"}`` bus event goes to: its topic's, and any ``also_to``
+    workspace run channels (only those: a bus payload never widens an event to other users' rooms)."""
+    also = payload.get("also_to")
+    extra = [r for r in also if isinstance(r, str) and r.startswith("workspace:")] if isinstance(also, list) else []
+    return [topic, *extra] if extra else topic
 
 
 SOCKETS = web.AppKey("sockets", SocketServer)

@@ -50,6 +50,9 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(api: ApiClient) -> N
     pair = await register_and_login(api, "rot@example.com")
     status, second = await api.call("POST", "/auth/refresh", json={"refresh_token": pair["refresh_token"]})
     assert status == 200 and second["refresh_token"] != pair["refresh_token"]
+    # The answer names the account as /me does (a resuming client shows it without asking /me first).
+    status, me = await api.call("GET", "/me", headers={"Authorization": f"Bearer {second['access_token']}"})
+    assert status == 200 and second["user"] == me
     # The first token is spent: presenting it again is a theft signal.
     status, body = await api.call("POST", "/auth/refresh", json={"refresh_token": pair["refresh_token"]})
     assert status == 401 and body["error"]["code"] == "unauthorized"

@@ -102,6 +102,37 @@ def test_two_people_type_in_one_file_and_see_each_others_text_cursor_and_runs(
     expect(outputs[1]).to_contain_text("Hello, Bo!")
 
 
+def test_a_run_in_a_workspace_outside_any_room_streams_into_every_members_tab(
+    signed_in_page: SignedInPage, web_server: WebServer, screenshots: Path
+) -> None:
+    ada_page, ada = signed_in_page(name="Ada Lovelace")
+    rae_page, rae = signed_in_page(name="Rae Reader")
+    body = {"name": "Solo project", "language": "python", "files": {"main.py": PROGRAM}}
+    status, workspace = rest(web_server.url, "POST", "/workspaces", body, ada.token())
+    assert status == 201 and workspace["room_id"] is None, workspace
+    status, member = rest(
+        web_server.url, "PUT", f"/workspaces/{workspace['id']}/members/{rae.id}", {"access": "read"}, ada.token()
+    )
+    assert status == 200, member
+    open_workspace(ada_page, workspace["id"])
+    open_workspace(rae_page, workspace["id"])
+
+    # Ada runs it with the console open: the prompt streams into the reader's tab too, then the verdict.
+    ada_page.get_by_label("Keep input open (console)").check()
+    ada_page.get_by_role("button", name="Run").click()
+    outputs = [page.get_by_role("region", name="Output") for page in (ada_page, rae_page)]
+    for output in outputs:
+        expect(output).to_contain_text("Your name?")
+        expect(output).to_contain_text("Running…")
+    ada_page.get_by_label("Console input").fill("Rae")
+    ada_page.keyboard.press("Enter")
+    for output in outputs:
+        expect(output).to_contain_text("Hello, Rae!")
+        expect(output).to_contain_text("Finished (exit code 0")
+        expect(output).to_contain_text("by Ada Lovelace")
+    rae_page.screenshot(path=str(screenshots / "workspace-run-follower.png"), full_page=True)
+
+
 def test_a_reader_sees_the_code_and_cursors_but_cannot_edit_or_run(
     signed_in_page: SignedInPage, web_server: WebServer, screenshots: Path
 ) -> None:
@@ -206,8 +237,14 @@ def test_the_workspace_works_from_the_keyboard_with_visible_focus(
         web_server.url, "POST", "/workspaces", {"name": "Keys", "language": "python"}, user.token()
     )
     assert status == 201, workspace
+    scripts: list[str] = []
+    page.on("request", lambda r: scripts.append(r.url.rsplit("/", 1)[-1]) if r.resource_type == "script" else None)
     editor = open_workspace(page, workspace["id"])
     expect(editor).to_contain_text("greeting")
+    # Python is highlighted (its keywords get CodeMirror's token classes) with its language's chunk alone.
+    expect(editor.locator(".cm-line span").first).to_be_visible()
+    assert any(name.startswith("lang-python-") for name in scripts), scripts
+    assert not any(name.startswith(("lang-cpp-", "lang-javascript-")) for name in scripts), scripts
     editor.click()
     page.keyboard.press("Control+End")
     page.keyboard.type("# typed")

@@ -42,7 +42,8 @@ class FakeServer {
       if (!this.refreshTokens.delete(refresh_token)) {
         return json(401, { error: { code: "unauthorized", message: "refresh token is invalid" } });
       }
-      return json(200, this.issue());
+      const user = { id: "u1", email: "a@example.com", display_name: "Ada", role: "student" };
+      return json(200, { ...this.issue(), user });
     }
     if (url.endsWith("/auth/login")) return json(200, this.issue());
     if (url.endsWith("/auth/logout")) return json(204, null);
@@ -69,6 +70,7 @@ describe("ApiClient token refresh", () => {
     expect(await api.restore()).toBe(true);
     expect(api.accessToken).toBe("a1");
     expect(store.read()).toBe("r1");
+    expect(api.user?.display_name).toBe("Ada"); // the refresh answer names the account: no /me needed
   });
 
   it("refreshes once on a 401 and repeats the call", async () => {

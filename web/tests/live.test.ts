@@ -109,6 +109,29 @@ describe("LiveConnection", () => {
     expect(socket().authSent).toEqual([{ token: "a1" }, { token: "a9" }]);
   });
 
+  it("opens while the token is fetched, and sends the token once it has arrived (then at once again)", async () => {
+    const tokens = { accessToken: null as string | null, refresh: async () => true };
+    let socket: FakeSocket | null = null;
+    const live = new LiveConnection(tokens, (options) => {
+      socket = new FakeSocket(options.auth as (cb: (data: object) => void) => void);
+      return socket;
+    });
+    let arrive: (ok: boolean) => void = () => {};
+    const restoring = new Promise<boolean>((resolve) => (arrive = resolve));
+    live.start(restoring);
+    const opened = socket as unknown as FakeSocket;
+    opened.handshake(); // the websocket is open before the refresh has answered
+    await flush();
+    expect(opened.authSent).toEqual([]);
+    tokens.accessToken = "fresh";
+    arrive(true);
+    await flush();
+    expect(opened.authSent).toEqual([{ token: "fresh" }]);
+    tokens.accessToken = "later";
+    opened.handshake(); // a reconnect does not wait again
+    expect(opened.authSent).toEqual([{ token: "fresh" }, { token: "later" }]);
+  });
+
   it("refreshes once when the handshake is refused as unauthorized, then connects again", async () => {
     const { live, tokens, socket } = setUp();
     socket().handshake(); // sent a1

@@ -18,6 +18,8 @@ export interface TokenPair {
   refresh_token: string;
   token_type: string;
   expires_in: number;
+  /** The account (the refresh answer carries it; the login answer may not). */
+  user?: User | null;
 }
 
 export interface User {
@@ -55,6 +57,7 @@ export interface ApiOptions {
 
 export class ApiClient {
   private access: string | null = null;
+  private account: User | null = null;
   private refreshing: Promise<boolean> | null = null;
   private readonly base: string;
   private readonly fetcher: typeof fetch;
@@ -82,6 +85,11 @@ export class ApiClient {
   /** The current access token, for the Socket.IO handshake and websocket tickets. */
   get accessToken(): string | null {
     return this.access;
+  }
+
+  /** The account the last token pair was issued for, when its answer named it (saves a `GET /me`). */
+  get user(): User | null {
+    return this.account;
   }
 
   /** Whether a refresh token is stored (a session may be restored without asking for a password). */
@@ -187,6 +195,7 @@ export class ApiClient {
 
   private accept(pair: TokenPair): void {
     this.access = pair.access_token;
+    this.account = pair.user ?? null;
     this.store.write(pair.refresh_token);
     this.signedInStore.set(true);
   }
@@ -195,6 +204,7 @@ export class ApiClient {
   private forget(reason: string): void {
     const had = this.access !== null;
     this.access = null;
+    this.account = null;
     this.signedInStore.set(false);
     if (had) this.onSignedOut(reason);
   }

@@ -1,13 +1,11 @@
 /**
  * CodeMirror 6 as the app's code editors share it: a small setup (no autocompletion, search or lint, so the
- * chunk stays small), the look, syntax highlighting for Python, JavaScript and C/C++, and `openCodeEditor`, a
- * plain editor (no shared document) for a contest's submission. `lib/editor.ts` builds the workspace's
+ * chunk stays small), the look, and `openCodeEditor`, a plain editor (no shared document) for a contest's
+ * submission. Syntax highlighting for Python, JavaScript and C/C++ comes per language from `lib/languages/`
+ * (a chunk each, loaded when needed: the text shows at once and is highlighted once its language arrives). `lib/editor.ts` builds the workspace's
  * collaborative editor on the same setup. Imported with `import()` by those screens only, so CodeMirror is in
  * no other page's load (docs/web.md, "The workspace screen", "The contest screens").
  */
-import { cpp } from "@codemirror/lang-cpp";
-import { javascript } from "@codemirror/lang-javascript";
-import { python } from "@codemirror/lang-python";
 import { defaultKeymap, history, historyKeymap } from "@codemirror/commands";
 import { bracketMatching, defaultHighlightStyle, indentOnInput, syntaxHighlighting } from "@codemirror/language";
 import { Compartment, EditorState, type Extension } from "@codemirror/state";
@@ -21,9 +19,10 @@ import {
   lineNumbers,
 } from "@codemirror/view";
 
-export { EditorState, EditorView };
+import { type LanguageName, languageSupport } from "./languages";
 
-export type LanguageName = "python" | "javascript" | "cpp" | "text";
+export { EditorState, EditorView };
+export type { LanguageName };
 
 export const theme = EditorView.theme({
   "&": { border: "1px solid var(--border)", borderRadius: "var(--radius)", background: "var(--surface)" },
@@ -33,19 +32,6 @@ export const theme = EditorView.theme({
   // Everyone's name stays on their cursor (y-codemirror.next shows it only on hover by default).
   ".cm-ySelectionInfo": { opacity: "1", fontFamily: "system-ui, sans-serif", fontSize: "0.75rem", top: "-1.15em" },
 });
-
-export function language(name: LanguageName): Extension {
-  switch (name) {
-    case "python":
-      return python();
-    case "javascript":
-      return javascript();
-    case "cpp":
-      return cpp();
-    default:
-      return [];
-  }
-}
 
 /**
  * The editing setup both editors use. Tab is not bound, so it moves the focus on (keyboard users are never
@@ -94,7 +80,7 @@ export function openCodeEditor(parent: HTMLElement, options: CodeEditorOptions):
         ...setup(),
         history(),
         keymap.of([...defaultKeymap, ...historyKeymap]),
-        languageSlot.of(language(options.language)),
+        languageSlot.of([]), // filled in once the language's chunk has loaded
         EditorView.contentAttributes.of({ "aria-label": options.label }),
         EditorView.updateListener.of((update) => {
           if (update.docChanged) options.onChange(update.state.doc.toString());
@@ -102,12 +88,23 @@ export function openCodeEditor(parent: HTMLElement, options: CodeEditorOptions):
       ],
     }),
   });
+  let destroyed = false;
+  let wanted = options.language;
+  const apply = (name: LanguageName): void => {
+    wanted = name;
+    languageSupport(name).then(
+      (support) => {
+        if (!destroyed && wanted === name) view.dispatch({ effects: languageSlot.reconfigure(support) });
+      },
+      () => {}, // without highlighting, the text is still edited as plain text
+    );
+  };
+  apply(options.language);
   return {
     view,
-    setLanguage(name) {
-      view.dispatch({ effects: languageSlot.reconfigure(language(name)) });
-    },
+    setLanguage: apply,
     destroy() {
+      destroyed = true;
       view.destroy();
     },
   };

@@ -72,16 +72,26 @@ export class LiveConnection {
     return this.socket?.connected ?? false;
   }
 
-  /** Opens the connection (no-op when open); call once signed in. */
-  start(): void {
+  /**
+   * Opens the connection (no-op when open); call once signed in, or with `tokenReady` while the access token is
+   * still being fetched: the websocket then opens meanwhile, and the handshake sends the token once it settles
+   * (a page load's refresh and websocket connect overlap instead of following each other).
+   */
+  start(tokenReady?: Promise<unknown>): void {
     if (this.socket !== null) return;
     this.everConnected = false;
     this.refreshedSince = false;
     this.stateStore.set("connecting");
+    let ready = tokenReady;
     const socket = this.factory({
       auth: (cb: (data: object) => void) => {
-        this.sentToken = this.tokens.accessToken;
-        cb({ token: this.sentToken });
+        const send = (): void => {
+          this.sentToken = this.tokens.accessToken;
+          cb({ token: this.sentToken });
+        };
+        if (ready === undefined) return send();
+        void ready.then(send, send); // a failed restore stops the connection (session.ts) or is refused
+        ready = undefined; // reconnects send the token they have
       },
       reconnectionDelay: 500,
       reconnectionDelayMax: 5000,

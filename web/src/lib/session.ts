@@ -44,7 +44,8 @@ async function startSession(): Promise<void> {
   live.start(); // connect while /me is read: a room screen can join as soon as it shows
   let user: User;
   try {
-    user = await api.get<User>("/me");
+    // A resumed session's refresh answer names the account: no /me round trip before the first screen.
+    user = api.user ?? (await api.get<User>("/me"));
   } catch (error) {
     live.stop();
     throw error;
@@ -62,15 +63,27 @@ function stopSession(): void {
   phaseStore.set("signed-out");
 }
 
-/** On page load: resume the stored session, if any. Network failures leave the stored session in place. */
+/**
+ * On page load: resume the stored session, if any. Network failures leave the stored session in place.
+ *
+ * The round trips overlap: the websocket opens while the refresh token is exchanged (its handshake sends the
+ * new access token as soon as there is one), and the refresh answer names the account, so the first screen
+ * shows without a `/me` after it (docs/web.md, "Sessions").
+ */
 export async function boot(): Promise<void> {
   live.on<User>("me:changed", (user) => meStore.set(user)); // a role granted or a name changed elsewhere shows at once
   try {
-    if (await api.restore()) {
-      await startSession();
-      return;
+    if (api.hasStoredSession()) {
+      const restoring = api.restore();
+      live.start(restoring);
+      if (await restoring) {
+        await startSession();
+        return;
+      }
+      live.stop();
     }
   } catch (error) {
+    live.stop();
     noticeStore.set((error as Error).message);
   }
   phaseStore.set("signed-out");

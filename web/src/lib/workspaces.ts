@@ -4,6 +4,7 @@
  * folds the live `run:output` / `run:finished` events and the REST answers into one view of each run.
  */
 import type { ApiClient, Page } from "./api";
+import type { LiveConnection } from "./live";
 
 export type Access = "edit" | "read";
 
@@ -69,6 +70,26 @@ export const startRun = (
   id: string,
   body: { stdin: string; interactive?: boolean; entry?: string },
 ): Promise<Run> => api.post<Run>(`/workspaces/${encodeURIComponent(id)}/runs`, body);
+
+/** `run:unfollowed`: the user may no longer see the workspace, so its runs are no longer heard. */
+export interface UnfollowedEvent {
+  workspace_id: string;
+  reason: string;
+  message: string;
+}
+
+/**
+ * Joins the workspace's run channel (`run:follow`): this connection then hears `run:output` and `run:finished`
+ * of every run of the workspace, whoever starts it. Rejects with the server's refusal.
+ */
+export async function followRuns(live: Pick<LiveConnection, "emit">, workspaceId: string): Promise<void> {
+  await live.emit("run:follow", { workspace_id: workspaceId });
+}
+
+/** Leaves the workspace's run channel (best effort: a closed connection has left it anyway). */
+export function unfollowRuns(live: Pick<LiveConnection, "emit">, workspaceId: string): void {
+  live.emit("run:unfollow", { workspace_id: workspaceId }).catch(() => {});
+}
 
 const SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/;
 
