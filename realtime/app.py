@@ -27,6 +27,7 @@ from core_api.context import CORE, Bus, Core
 from core_api.db import create_pool, migrate
 from core_api.errors import AppError, ErrorCode
 from core_api.events import Events
+from core_api.grading import handlers as grading_handlers
 from core_api.heap import HEAP
 from core_api.http import CLIENT_ADDR, Api
 from core_api.settings import Settings
@@ -64,6 +65,7 @@ API = Api.combine(
     enrollments.api,
     progress.api,
     assignments.api,
+    grading_handlers.api,  # quizzes and the gradebook (core_api/grading/)
     communities.api,
     notifications.api,
     room_handlers.api,
