@@ -28,6 +28,7 @@ from core_api.db import create_pool, migrate
 from core_api.errors import AppError, ErrorCode
 from core_api.events import Events
 from core_api.grading import handlers as grading_handlers
+from core_api.grading.service import run_grading
 from core_api.heap import HEAP
 from core_api.http import CLIENT_ADDR, Api
 from core_api.settings import Settings
@@ -423,6 +424,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app.cleanup_ctx.append(presence)
     app.cleanup_ctx.append(watch_parties)
     app.cleanup_ctx.append(functools.partial(run_sandbox, settings))
+    app.cleanup_ctx.append(run_grading)  # quizzes judge code answers with the sandbox's runner
     # Group wars after the sandbox (they judge with it), so they stop judging before it closes.
     app.cleanup_ctx.append(functools.partial(run_contests, settings, observe_push=app[METRICS].push_added.observe))
     app.cleanup_ctx.append(metrics_listener)

@@ -233,6 +233,16 @@ async def test_questions_and_options_are_shuffled_per_attempt_and_stable_on_relo
     assert orders[0] != orders[1]  # two of 10! orders
 
 
+async def test_a_quiz_may_show_learners_only_their_score(api: ApiClient) -> None:
+    owner, course_id, (learner,) = await course_with(api)
+    quiz = await make_quiz(api, owner, course_id, results_visible=False)
+    attempt = await start(api, learner, quiz["id"])
+    graded = await submit(api, learner, attempt["id"], right_answers(quiz))
+    assert graded["score"] == 6.5 and graded["results"] is None
+    status, seen = await api.call("GET", f"/attempts/{attempt['id']}", owner)
+    assert status == 200 and len(seen["results"]) == 5  # staff see every question's result
+
+
 # --- the answer key stays on the server -----------------------------------------------------------
 
 
@@ -487,7 +497,8 @@ async def test_garbage_and_oversized_quizzes_are_refused_with_clear_messages(tig
         ({q["single"]["id"]: "not-an-option"}, "option ids"),
         ({q["multiple"]["id"]: q["multiple"]["key"]["correct"] * 2}, "listed twice"),
         ({q["true_false"]["id"]: "yes"}, "true or false"),
-        ({q["numeric"]["id"]: True}, "finite number"),
+        ({q["numeric"]["id"]: True}, "give a number"),
+        ({q["numeric"]["id"]: 10**400}, "finite number"),
         ({q["short"]["id"]: "x" * 201}, "longer than 200"),
         ({str(uuid.uuid4()): 1}, "no question"),
     ]:

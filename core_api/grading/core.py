@@ -199,10 +199,11 @@ def _answer_problem(q: Question, answer: Any, settings: Settings) -> str | None:
         if len(answer) > settings.quiz_max_text_chars:
             return f"longer than {settings.quiz_max_text_chars} characters"
     elif kind == "numeric":
-        if isinstance(answer, bool) or not isinstance(answer, int | float) or not math.isfinite(answer):
-            return "give a finite number"
-        if abs(answer) > 1e15:
-            return "out of range"
+        if isinstance(answer, bool) or not isinstance(answer, int | float):
+            return "give a number"
+        # Compared before isfinite(): an integer too large for a float would make it raise.
+        if abs(answer) > 1e15 or not math.isfinite(answer):
+            return "give a finite number between -1e15 and 1e15"
     elif kind == "code":
         if not isinstance(answer, str):
             return "give the program's source as a string"

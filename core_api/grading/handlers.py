@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from core_api.context import Page, PageQuery, core_of
-from core_api.executions import EXECUTIONS
+from core_api.context import Page, PageQuery
 from core_api.grading.core import gradebook_csv
 from core_api.grading.schemas import (
     AnswersIn,
@@ -16,7 +15,7 @@ from core_api.grading.schemas import (
     QuizStatsOut,
     SubmitIn,
 )
-from core_api.grading.service import Grading
+from core_api.grading.service import GRADING, Grading
 from core_api.http import Api, Call, Download, Reply
 
 api = Api()
@@ -30,7 +29,7 @@ _LEARNER_SAFE = (
 
 
 def grading(call: Call) -> Grading:
-    return Grading(core_of(call), call.request.app.get(EXECUTIONS))
+    return call.request.app[GRADING]
 
 
 @api.route(

@@ -17,14 +17,17 @@ import asyncio
 import logging
 import math
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
-from core_api.context import Core, Page, PageQuery, decode_cursor, new_id, page_of
+from aiohttp import web
+
+from core_api.context import CORE, Core, Page, PageQuery, decode_cursor, new_id, page_of
 from core_api.courses import owned_course, visible_course
 from core_api.db import Connection, Record
 from core_api.enrollments import enrollment_of, is_staff
 from core_api.errors import AppError, ErrorCode, conflict, forbidden, invalid, not_found
-from core_api.executions import Executions
+from core_api.executions import EXECUTIONS, Executions
 from core_api.grading import core, store
 from core_api.grading.core import CodeOutcome, Question
 from core_api.grading.schemas import (
@@ -41,6 +44,7 @@ from core_api.grading.schemas import (
 )
 from core_api.http import Principal
 from sandbox.core import InvalidRequest
+from sandbox.fair import FairGate
 from sandbox.models import JudgeRequest, TestCase
 from sandbox.runner import QueueFull, SandboxUnavailable
 
@@ -71,12 +75,18 @@ def attempt_out(attempt: Record, quiz: Record, staff: bool) -> AttemptOut:
 
 
 class Grading:
-    """Quizzes and the gradebook of one app; ``executions`` (its runner) judges code answers."""
+    """Quizzes and the gradebook of one app; ``executions`` (its runner) judges code answers.
+
+    Code answers take at most half the node's sandbox workers at once (at least one), let in by turns
+    between learners (:class:`~sandbox.fair.FairGate`, as contests judge), so a burst of quiz submissions
+    never keeps executions and contest submissions from the pool, nor one learner the others.
+    """
 
     def __init__(self, core_: Core, executions: Executions | None) -> None:
         self.core = core_
         self.settings = core_.settings
         self.executions = executions
+        self._gate = FairGate(max(1, core_.settings.sandbox_workers // 2))
 
     # --- access --------------------------------------------------------------------------------
 
@@ -292,7 +302,7 @@ class Grading:
     async def _judge(
         self, questions: list[Question], answers: dict[str, Any], user_id: uuid.UUID
     ) -> dict[str, CodeOutcome]:
-        """The judge's outcome for each answered code question (all judged at once)."""
+        """The judge's outcome for each answered code question."""
         todo = [q for q in questions if q["kind"] == "code" and core.is_answered(q, answers.get(q["id"]))]
         if not todo:
             return {}
@@ -303,8 +313,9 @@ class Grading:
                 ErrorCode.UNAVAILABLE, f"code answers cannot be judged now ({why}); submit again later",
                 {"retry_after_s": 60},
             )  # fmt: skip
-        outcomes = await asyncio.gather(*(self._judge_one(runner, q, answers[q["id"]], user_id) for q in todo))
-        return {q["id"]: outcome for q, outcome in zip(todo, outcomes, strict=True)}
+        # One after another: a quiz of many code questions takes one place in the runner's queue at a time,
+        # leaving the rest of the pool (shared with executions and contests) to everyone else.
+        return {q["id"]: await self._judge_one(runner, q, answers[q["id"]], user_id) for q in todo}
 
     async def _judge_one(self, runner: Any, q: Question, source: str, user_id: uuid.UUID) -> CodeOutcome:
         tests = [TestCase(**t) for t in q["key"]["tests"]]
@@ -315,15 +326,16 @@ class Grading:
             log.info("a quiz code answer cannot be judged: %s", exc)
             return CodeOutcome("invalid", 0, len(tests))
         context = {"user_id": str(user_id), "quiz_question": q["id"]}
-        for attempt in range(1200):
-            try:
-                result = await (await runner.submit(request, context)).result
-                return CodeOutcome(str(result.verdict), result.passed, result.total)
-            except QueueFull:
-                await asyncio.sleep(min(0.5, 0.02 * (attempt + 1)))  # the pool is shared with executions
-            except SandboxUnavailable as exc:
-                raise AppError(ErrorCode.UNAVAILABLE, f"code answers cannot be judged now: {exc}",
-                               {"retry_after_s": 60}) from None  # fmt: skip
+        async with self._gate.place(context["user_id"]):
+            for attempt in range(1200):
+                try:
+                    result = await (await runner.submit(request, context)).result
+                    return CodeOutcome(str(result.verdict), result.passed, result.total)
+                except QueueFull:
+                    await asyncio.sleep(min(0.5, 0.02 * (attempt + 1)))  # the pool is shared with executions
+                except SandboxUnavailable as exc:
+                    raise AppError(ErrorCode.UNAVAILABLE, f"code answers cannot be judged now: {exc}",
+                                   {"retry_after_s": 60}) from None  # fmt: skip
         raise AppError(ErrorCode.UNAVAILABLE, "the judge is too busy; submit again later", {"retry_after_s": 10})
 
     async def settle(self, **where: uuid.UUID | None) -> None:
@@ -404,3 +416,12 @@ class Grading:
             rows=rows,
             max_total=sum(c["max_points"] for c in columns),
         )
+
+
+GRADING = web.AppKey("grading", Grading)
+
+
+async def run_grading(app: web.Application) -> AsyncIterator[None]:
+    """The app's :class:`Grading` (a ``cleanup_ctx`` after the sandbox's, whose runner it judges with)."""
+    app[GRADING] = Grading(app[CORE], app.get(EXECUTIONS))
+    yield
