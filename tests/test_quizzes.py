@@ -211,6 +211,23 @@ async def test_past_the_time_limit_the_saved_answers_are_graded(api: ApiClient) 
     assert (await start(api, other, quiz["id"]))["number"] == 2
 
 
+async def test_closing_a_quiz_early_ends_the_attempts_in_progress(api: ApiClient) -> None:
+    owner, course_id, (learner,) = await course_with(api)
+    quiz = await make_quiz(api, owner, course_id)
+    tf = key_of(quiz)["true_false"]["id"]
+    attempt = await start(api, learner, quiz["id"])
+    assert attempt["deadline_at"] is None  # no time limit, no close
+    status, _ = await api.call("PUT", f"/attempts/{attempt['id']}/answers", learner, json={"answers": {tf: True}})
+    assert status == 200
+    closed = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    status, _ = await api.call("PATCH", f"/quizzes/{quiz['id']}", owner, json={"closes_at": closed})
+    assert status == 200
+    status, body = await api.call("PUT", f"/attempts/{attempt['id']}/answers", learner, json={"answers": {tf: False}})
+    assert status == 409 and "time is up" in body["error"]["message"]
+    status, seen = await api.call("GET", f"/attempts/{attempt['id']}", learner)
+    assert (seen["state"], seen["finished_by"], seen["score"]) == ("submitted", "deadline", 1.0)
+
+
 async def test_questions_and_options_are_shuffled_per_attempt_and_stable_on_reload(api: ApiClient) -> None:
     owner, course_id, learners = await course_with(api, learners=2)
     questions = [choice("single", [0], n=6) | {"prompt": f"Q{i}"} for i in range(10)]
@@ -517,6 +534,9 @@ async def test_garbage_and_oversized_quizzes_are_refused_with_clear_messages(tig
     tf = {"answers": {q["true_false"]["id"]: True}}
     statuses = [(await api.call("PUT", answers, learner, json=tf))[0] for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
+    # The submit's own answers are taken even so (submitting happens once).
+    graded = await submit(api, learner, attempt["id"], {q["true_false"]["id"]: True, q["numeric"]["id"]: 0})
+    assert graded["answers"] == {q["true_false"]["id"]: True, q["numeric"]["id"]: 0} and graded["score"] == 1.0
     status, body = await api.call("GET", f"/attempts/{uuid.uuid4()}", learner)
     assert status == 404
     status, body = await api.call("GET", "/quizzes/not-a-uuid", learner)

@@ -80,7 +80,8 @@ async def get_quiz(call: Call) -> QuizOut:
     "/quizzes/{quiz_id}",
     summary="Change a quiz's settings (course owner, admin)",
     description="Title, description, time limit, attempts allowed, open and close times, whether results are "
-    "shown. A new time limit or closing time applies to attempts started afterwards.",
+    "shown. A new time limit applies to attempts started afterwards; a closing time also ends attempts in "
+    "progress by then.",
     tag=TAG_QUIZ,
     body=QuizPatch,
     response=QuizOut,

@@ -108,7 +108,7 @@ class QuizPatch(Input):
     time_limit_s: int | None = Field(None, ge=10, le=7 * 86400, description="Applies to attempts started later.")
     attempts_allowed: int | None = Field(None, ge=1, le=10_000)
     opens_at: Timestamp | None = None
-    closes_at: Timestamp | None = Field(None, description="Applies to attempts started later.")
+    closes_at: Timestamp | None = Field(None, description="Also ends attempts in progress by then.")
     results_visible: bool | None = None
 
 
@@ -167,7 +167,10 @@ class AttemptOut(BaseModel):
     number: int = Field(description="1 for a learner's first attempt at the quiz, and so on.")
     state: Literal["in_progress", "submitted"]
     started_at: datetime
-    deadline_at: datetime | None = Field(description="Answers saved after this (plus a short grace) are refused.")
+    deadline_at: datetime | None = Field(
+        description="The earlier of start + time limit and the quiz's close; answers saved after this (plus a short "
+        "grace) are refused."
+    )
     saved_at: datetime | None
     submitted_at: datetime | None
     finished_by: Literal["learner", "deadline"] | None = Field(

@@ -18,6 +18,7 @@ import logging
 import math
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -60,6 +61,13 @@ def quiz_key_out(row: Record) -> QuizKeyOut:
     return QuizKeyOut(**quiz_out(row).model_dump(), questions=[core.question_with_key(q) for q in row["questions"]])
 
 
+def deadline_of(attempt: Record, quiz: Record) -> datetime | None:
+    """When an attempt ends: its own deadline (fixed at its start), or the quiz's closing time if the
+    instructor has moved it earlier since."""
+    times = [t for t in (attempt["deadline_at"], quiz["closes_at"]) if t is not None]
+    return min(times) if times else None
+
+
 def attempt_out(attempt: Record, quiz: Record, staff: bool) -> AttemptOut:
     questions = core.arrange(quiz["questions"], attempt["seed"], quiz["shuffle_questions"], quiz["shuffle_options"])
     results = attempt["results"]
@@ -68,10 +76,22 @@ def attempt_out(attempt: Record, quiz: Record, staff: bool) -> AttemptOut:
     return AttemptOut(
         id=attempt["id"], quiz_id=attempt["quiz_id"], user_id=attempt["user_id"], number=attempt["number"],
         state="in_progress" if attempt["submitted_at"] is None else "submitted", started_at=attempt["started_at"],
-        deadline_at=attempt["deadline_at"], saved_at=attempt["saved_at"], submitted_at=attempt["submitted_at"],
+        deadline_at=deadline_of(attempt, quiz), saved_at=attempt["saved_at"], submitted_at=attempt["submitted_at"],
         finished_by=attempt["finished_by"], questions=questions, answers=attempt["answers"], score=attempt["score"],
         max_points=quiz["max_points"], results=[QuestionResultOut(**r) for r in results] if results else None,
     )  # fmt: skip
+
+
+class TimeUp(AppError):
+    """An attempt's deadline has passed: its answers can no longer change."""
+
+    def __init__(self, deadline: datetime | None) -> None:
+        when = deadline.isoformat() if deadline else "passed"
+        super().__init__(
+            ErrorCode.CONFLICT,
+            f"time is up: this attempt's deadline was {when}; submit it to have it graded with the answers "
+            "saved by then",
+        )
 
 
 class Grading:
@@ -208,7 +228,7 @@ class Grading:
             now = await conn.fetchval("SELECT now()")
             mine = await store.attempts_of(conn, quiz_id, user.id)
             for attempt in mine:
-                if attempt["submitted_at"] is None and not self._expired(attempt, now):
+                if attempt["submitted_at"] is None and not self._expired(attempt, quiz, now):
                     return attempt_out(attempt, quiz, False), False
             if quiz["opens_at"] is not None and now < quiz["opens_at"]:
                 raise conflict(
@@ -229,26 +249,25 @@ class Grading:
             )  # fmt: skip
         return attempt_out(attempt, quiz, False), True
 
-    def _expired(self, attempt: Record, now: Any) -> bool:
-        deadline = attempt["deadline_at"]
+    def _expired(self, attempt: Record, quiz: Record, now: datetime) -> bool:
+        deadline = deadline_of(attempt, quiz)
         return deadline is not None and (now - deadline).total_seconds() > self.settings.quiz_deadline_grace_s
 
-    async def save(self, user: Principal, attempt_id: uuid.UUID, answers: dict[str, Any]) -> AttemptOut:
-        """Merge answers into an attempt in progress: 409 once submitted or past its deadline, 429 past
-        ``quiz_save_rate_count`` saves in the window."""
+    async def save(
+        self, user: Principal, attempt_id: uuid.UUID, answers: dict[str, Any], *, limited: bool = True
+    ) -> AttemptOut:
+        """Merge answers into an attempt in progress: 409 once submitted or past its deadline (:class:`TimeUp`),
+        429 past ``quiz_save_rate_count`` saves in the window (unless not ``limited``: the submit's own)."""
         async with self.core.transaction() as tx:
             attempt, quiz, _ = await self._attempt(tx.conn, user, attempt_id, lock=True)
             if attempt["user_id"] != user.id:
                 raise forbidden("only the attempt's author may answer it")
             if attempt["submitted_at"] is not None:
                 raise conflict("this attempt is already submitted")
-            if self._expired(attempt, await tx.conn.fetchval("SELECT now()")):
-                raise conflict(
-                    f"time is up: this attempt's deadline was {attempt['deadline_at'].isoformat()}; submit it to "
-                    "have it graded with the answers saved by then"
-                )
+            if self._expired(attempt, quiz, await tx.conn.fetchval("SELECT now()")):
+                raise TimeUp(deadline_of(attempt, quiz))
             window = self.settings.quiz_save_rate_window_s
-            if await store.save_count(tx.conn, attempt_id, window) >= self.settings.quiz_save_rate_count:
+            if limited and await store.save_count(tx.conn, attempt_id, window) >= self.settings.quiz_save_rate_count:
                 raise AppError(
                     ErrorCode.RATE_LIMITED,
                     f"answers of one attempt may be saved {self.settings.quiz_save_rate_count} times per "
@@ -268,9 +287,12 @@ class Grading:
                 raise forbidden("only the attempt's author may submit it")
             if attempt["submitted_at"] is not None:
                 return attempt_out(attempt, quiz, staff)
-            late = self._expired(attempt, await conn.fetchval("SELECT now()"))
+            late = self._expired(attempt, quiz, await conn.fetchval("SELECT now()"))
         if answers and not late:
-            await self.save(user, attempt_id, answers)
+            try:
+                await self.save(user, attempt_id, answers, limited=False)
+            except TimeUp:
+                late = True  # the deadline passed meanwhile: graded with what was saved by then
         graded = await self._grade(attempt_id, "deadline" if late else "learner")
         return attempt_out(graded, quiz, staff)
 
@@ -354,7 +376,7 @@ class Grading:
     async def attempt(self, user: Principal, attempt_id: uuid.UUID) -> AttemptOut:
         async with self.core.pool.acquire() as conn:
             attempt, quiz, staff = await self._attempt(conn, user, attempt_id)
-            if attempt["submitted_at"] is None and self._expired(attempt, await conn.fetchval("SELECT now()")):
+            if attempt["submitted_at"] is None and self._expired(attempt, quiz, await conn.fetchval("SELECT now()")):
                 await self.settle(quiz_id=quiz["id"], user_id=attempt["user_id"])
                 attempt, quiz, staff = await self._attempt(conn, user, attempt_id)
         return attempt_out(attempt, quiz, staff)

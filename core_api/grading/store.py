@@ -155,10 +155,11 @@ async def expired_attempts(
     conn: Connection, grace_s: float, *, quiz_id: uuid.UUID | None = None, course_id: uuid.UUID | None = None,
     user_id: uuid.UUID | None = None,
 ) -> list[uuid.UUID]:  # fmt: skip
-    """Unsubmitted attempts whose deadline (and grace) has passed, of one quiz or of a course's quizzes."""
+    """Unsubmitted attempts whose deadline (their own, or the quiz's close if earlier) and grace have passed,
+    of one quiz, a course's quizzes, or one learner's."""
     rows = await conn.fetch(
         """SELECT a.id FROM quiz_attempts a JOIN quizzes q ON q.id = a.quiz_id
-           WHERE a.submitted_at IS NULL AND a.deadline_at + make_interval(secs => $1) < now()
+           WHERE a.submitted_at IS NULL AND least(a.deadline_at, q.closes_at) + make_interval(secs => $1) < now()
              AND ($2::uuid IS NULL OR a.quiz_id = $2) AND ($3::uuid IS NULL OR q.course_id = $3)
              AND ($4::uuid IS NULL OR a.user_id = $4)
            ORDER BY a.started_at LIMIT 1000""",
