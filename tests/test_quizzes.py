@@ -4,6 +4,7 @@ sandbox, per-question statistics and the gradebook (JSON and CSV) equal to what 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -131,6 +132,23 @@ async def test_a_quiz_is_taken_twice_within_its_limits_and_refused_the_third_tim
     assert status == 409 and "all 2 attempts" in refused["error"]["message"]
     status, mine = await api.call("GET", f"/quizzes/{quiz['id']}/attempts", learner)
     assert [a["score"] for a in mine["items"]] == [6.5, 0.0]
+
+
+async def test_concurrent_starts_and_submits_make_one_attempt_graded_once(api: ApiClient) -> None:
+    owner, course_id, (learner,) = await course_with(api)
+    quiz = await make_quiz(api, owner, course_id, attempts_allowed=1)
+    starts = await asyncio.gather(*(api.call("POST", f"/quizzes/{quiz['id']}/attempts", learner) for _ in range(6)))
+    assert sorted(status for status, _ in starts) == [200] * 5 + [201]
+    (attempt_id,) = {attempt["id"] for _, attempt in starts}
+    answers = right_answers(quiz)
+    submits = await asyncio.gather(
+        *(api.call("POST", f"/attempts/{attempt_id}/submit", learner, json={"answers": answers}) for _ in range(4))
+    )
+    assert {(status, body["score"], body["submitted_at"]) for status, body in submits} == {
+        (200, 6.5, submits[0][1]["submitted_at"])
+    }
+    status, mine = await api.call("GET", f"/quizzes/{quiz['id']}/attempts", learner)
+    assert status == 200 and len(mine["items"]) == 1
 
 
 async def test_answers_are_graded_by_kind_on_the_server(api: ApiClient) -> None:
