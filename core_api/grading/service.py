@@ -94,6 +94,11 @@ class TimeUp(AppError):
         )
 
 
+class AlreadySubmitted(AppError):
+    def __init__(self) -> None:
+        super().__init__(ErrorCode.CONFLICT, "this attempt is already submitted")
+
+
 class Grading:
     """Quizzes and the gradebook of one app; ``executions`` (its runner) judges code answers.
 
@@ -263,7 +268,7 @@ class Grading:
             if attempt["user_id"] != user.id:
                 raise forbidden("only the attempt's author may answer it")
             if attempt["submitted_at"] is not None:
-                raise conflict("this attempt is already submitted")
+                raise AlreadySubmitted()
             if self._expired(attempt, quiz, await tx.conn.fetchval("SELECT now()")):
                 raise TimeUp(deadline_of(attempt, quiz))
             window = self.settings.quiz_save_rate_window_s
@@ -293,6 +298,8 @@ class Grading:
                 await self.save(user, attempt_id, answers, limited=False)
             except TimeUp:
                 late = True  # the deadline passed meanwhile: graded with what was saved by then
+            except AlreadySubmitted:
+                pass  # a concurrent submit graded it first: answered below with its grade
         graded = await self._grade(attempt_id, "deadline" if late else "learner")
         return attempt_out(graded, quiz, staff)
 
@@ -373,12 +380,20 @@ class Grading:
 
     # --- reading attempts ------------------------------------------------------------------------
 
+    # Reads settle expired attempts first, holding no connection meanwhile (grading takes its own, and
+    # judging may take a while): a request never holds one connection while waiting for another.
+
     async def attempt(self, user: Principal, attempt_id: uuid.UUID) -> AttemptOut:
         async with self.core.pool.acquire() as conn:
             attempt, quiz, staff = await self._attempt(conn, user, attempt_id)
-            if attempt["submitted_at"] is None and self._expired(attempt, quiz, await conn.fetchval("SELECT now()")):
-                await self.settle(quiz_id=quiz["id"], user_id=attempt["user_id"])
-                attempt, quiz, staff = await self._attempt(conn, user, attempt_id)
+            expired = attempt["submitted_at"] is None and self._expired(
+                attempt, quiz, await conn.fetchval("SELECT now()")
+            )
+        if not expired:
+            return attempt_out(attempt, quiz, staff)
+        await self.settle(quiz_id=quiz["id"], user_id=attempt["user_id"])
+        async with self.core.pool.acquire() as conn:
+            attempt, quiz, staff = await self._attempt(conn, user, attempt_id)
         return attempt_out(attempt, quiz, staff)
 
     async def attempts(self, user: Principal, quiz_id: uuid.UUID, query: PageQuery) -> Page[AttemptOut]:
@@ -388,7 +403,8 @@ class Grading:
             quiz, course = await self._quiz(conn, user, quiz_id)
             staff = is_staff(course, user)
             only = None if staff else user.id
-            await self.settle(quiz_id=quiz_id, user_id=only)
+        await self.settle(quiz_id=quiz_id, user_id=only)
+        async with self.core.pool.acquire() as conn:
             rows = await store.attempts_page(conn, quiz_id, only, at, ident, query.limit + 1)
         return page_of(rows, query.limit, lambda r: attempt_out(r, quiz, staff), time_key="started_at")
 
@@ -399,7 +415,8 @@ class Grading:
             quiz, course = await self._quiz(conn, user, quiz_id)
             if not is_staff(course, user):
                 raise forbidden("only the course owner or an admin may see a quiz's statistics")
-            await self.settle(quiz_id=quiz_id)
+        await self.settle(quiz_id=quiz_id)
+        async with self.core.pool.acquire() as conn:
             rows = await store.submitted(conn, quiz_id)
         attempts = [(r["answers"], r["results"]) for r in rows]
         return QuizStatsOut(
@@ -412,7 +429,8 @@ class Grading:
         assignment's latest graded submission."""
         async with self.core.pool.acquire() as conn:
             await owned_course(conn, user, course_id)
-            await self.settle(course_id=course_id)
+        await self.settle(course_id=course_id)
+        async with self.core.pool.acquire() as conn:
             columns, learners, scores = await store.gradebook_rows(conn, course_id)
         place = {c["id"]: i for i, c in enumerate(columns)}
         by_user: dict[uuid.UUID, list[float | None]] = {r["id"]: [None] * len(columns) for r in learners}
