@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from core_api.auth import AUTH
 from core_api.context import CORE
+from core_api.demo import demo_id, load_demo
 from realtime.app import create_app
 from tests.conftest import Actor, ApiClient, make_settings
 
@@ -276,6 +278,17 @@ async def test_a_quiz_may_show_learners_only_their_score(api: ApiClient) -> None
     assert graded["score"] == 6.5 and graded["results"] is None
     status, seen = await api.call("GET", f"/attempts/{attempt['id']}", owner)
     assert status == 200 and len(seen["results"]) == 5  # staff see every question's result
+
+
+async def test_the_demo_course_has_a_quiz_its_students_can_take(api: ApiClient) -> None:
+    async with api.app[CORE].pool.acquire() as conn:
+        demo = await load_demo(conn, api.app[AUTH].passwords)
+    token = api.app[AUTH].tokens.issue(demo.user_ids["student1"], "student")
+    student = Actor(str(demo.user_ids["student1"]), "demo-student1@example.com", "", "student", token)
+    status, quizzes = await api.call("GET", f"/courses/{demo.course_id}/quizzes", student)
+    assert status == 200 and [q["id"] for q in quizzes["items"]] == [str(demo_id("quiz"))]
+    attempt = await start(api, student, str(demo_id("quiz")))
+    assert len(attempt["questions"]) == 4 and not leaks(attempt)
 
 
 # --- the answer key stays on the server -----------------------------------------------------------
