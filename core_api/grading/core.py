@@ -278,14 +278,15 @@ def question_stats(
     questions: Sequence[Question], attempts: Sequence[tuple[dict[str, Any], list[dict[str, Any]]]]
 ) -> list[QuestionStatOut]:
     """Per question over submitted attempts, given as (answers, results) pairs."""
+    graded = [(answers, {r["question_id"]: r for r in results}) for answers, results in attempts]
     out = []
     for q in questions:
         qid = q["id"]
         answered = correct = 0
         points = 0.0
         chosen: dict[str, int] = {}
-        for answers, results in attempts:
-            result = next((r for r in results if r["question_id"] == qid), None)
+        for answers, by_question in graded:
+            result = by_question.get(qid)
             if result is None or not result["answered"]:
                 continue
             answered += 1
