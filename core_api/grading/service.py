@@ -417,7 +417,8 @@ class Grading:
                 raise forbidden("only the course owner or an admin may see a quiz's statistics")
         await self.settle(quiz_id=quiz_id)
         async with self.core.pool.acquire() as conn:
-            rows = await store.submitted(conn, quiz_id)
+            counted = [q["id"] for q in quiz["questions"] if q["kind"] in ("single", "multiple", "true_false")]
+            rows = await store.submitted(conn, quiz_id, counted)
         attempts = [(r["answers"], r["results"]) for r in rows]
         return QuizStatsOut(
             quiz_id=quiz_id, attempts=len(rows), learners=len({r["user_id"] for r in rows}),

@@ -168,11 +168,15 @@ async def expired_attempts(
     return [r["id"] for r in rows]
 
 
-async def submitted(conn: Connection, quiz_id: uuid.UUID) -> list[Record]:
+async def submitted(conn: Connection, quiz_id: uuid.UUID, answers_of: list[str]) -> list[Record]:
+    """A quiz's submitted attempts: who, the results, and only the answers to the questions ``answers_of``
+    (the choice questions, whose options are counted: code answers would only weigh on memory)."""
     rows: list[Record] = await conn.fetch(
-        "SELECT user_id, answers, results FROM quiz_attempts WHERE quiz_id = $1 AND submitted_at IS NOT NULL",
-        quiz_id,
-    )
+        """SELECT user_id, results, (SELECT coalesce(jsonb_object_agg(key, value), '{}'::jsonb)
+                                     FROM jsonb_each(answers) WHERE key = ANY($2::text[])) AS answers
+           FROM quiz_attempts WHERE quiz_id = $1 AND submitted_at IS NOT NULL""",
+        quiz_id, answers_of,
+    )  # fmt: skip
     return rows
 
 
