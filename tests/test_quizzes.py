@@ -15,6 +15,7 @@ import pytest
 from core_api.auth import AUTH
 from core_api.context import CORE
 from core_api.demo import demo_id, load_demo
+from core_api.grading.service import GRADING
 from realtime.app import create_app
 from tests.conftest import Actor, ApiClient, make_settings
 
@@ -410,6 +411,21 @@ async def test_a_code_question_is_judged_by_the_real_sandbox(sapi: ApiClient) ->
     assert (result["verdict"], result["passed"], result["points"], graded["score"]) == ("accepted", 2, 4.0, 4.0)
     status, book = await sapi.call("GET", f"/courses/{course_id}/gradebook", owner)
     assert book["rows"][0]["scores"] == [4.0]  # the best attempt
+
+
+async def test_without_a_judge_a_code_answer_waits_and_the_rest_still_grade(api: ApiClient) -> None:
+    owner, course_id, (learner, other) = await course_with(api, learners=2)
+    quiz = await make_quiz(api, owner, course_id, questions=every_kind())
+    code, tf = key_of(quiz)["code"]["id"], key_of(quiz)["true_false"]["id"]
+    api.app[GRADING].executions = None  # as on a node that cannot run sandboxes
+    attempt = await start(api, learner, quiz["id"])
+    status, body = await api.call("POST", f"/attempts/{attempt['id']}/submit", learner, json={"answers": {code: "x"}})
+    assert status == 503 and "submit again later" in body["error"]["message"], body
+    status, seen = await api.call("GET", f"/attempts/{attempt['id']}", learner)
+    assert seen["state"] == "in_progress" and seen["answers"] == {code: "x"}  # nothing lost
+    theirs = await start(api, other, quiz["id"])
+    graded = await submit(api, other, theirs["id"], {tf: True, code: "   "})  # a blank program is not judged
+    assert graded["score"] == 1.0
 
 
 # --- statistics and the gradebook --------------------------------------------------------------------
