@@ -30,6 +30,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Collaborative editing", ("collab_",)),
     ("Group wars (contests and coins)", ("contest_",)),
     ("Courses and progress", ("course_", "progress_", "lecture_", "certificate_")),
+    ("Quizzes and the gradebook", ("quiz_",)),
 )
 
 # Defaults that depend on the machine: shown as what they mean, not as this machine's value.

@@ -1,4 +1,4 @@
-"""Demo data for ``studyhall serve --demo``: accounts of every role, a published course, a community.
+"""Demo data for ``studyhall serve --demo``: accounts of every role, a published course with a quiz, a community.
 
 Loading is idempotent: rows have fixed ids or natural keys and are inserted only when missing, under
 an advisory lock so two nodes starting with ``--demo`` at once do not race. Existing accounts are left
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from core_api.auth import Passwords
 from core_api.db import Connection
+from core_api.grading.core import max_points, stored_question
+from core_api.grading.schemas import QuizIn
 
 DEMO_LOCK_ID = 0x5348_4445_4D4F  # "SHDEMO"
 _NS = uuid.uuid5(uuid.NAMESPACE_URL, "https://studyhall.invalid/demo")
@@ -46,6 +48,29 @@ LECTURES = (
     ("Big Buck Bunny", _SAMPLES + "BigBuckBunny.mp4", 596.5),
     ("Elephants Dream", _SAMPLES + "ElephantsDream.mp4", 653.8),
     ("Sintel", _SAMPLES + "Sintel.mp4", 888.0),
+)
+
+DEMO_QUIZ = QuizIn.model_validate(
+    {
+        "title": "Open movies: a warm-up quiz",
+        "attempts_allowed": 3,
+        "time_limit_s": 600,
+        "shuffle_options": True,
+        "questions": [
+            {"kind": "true_false", "prompt": "Big Buck Bunny is a rabbit.", "answer": True},
+            {
+                "kind": "single",
+                "prompt": "Who made these open movies?",
+                "options": [
+                    {"text": "The Blender Foundation", "correct": True},
+                    {"text": "A film school"},
+                    {"text": "Nobody knows"},
+                ],
+            },
+            {"kind": "short", "prompt": "Name the girl looking for her dragon.", "accepted": ["Sintel"]},
+            {"kind": "numeric", "prompt": "How many open movies does this course show?", "answer": 3},
+        ],
+    }
 )
 
 
@@ -108,6 +133,21 @@ async def load_demo(conn: Connection, passwords: Passwords) -> DemoData:
                 student,
                 course_id,
             )
+
+        questions = [stored_question(q) for q in DEMO_QUIZ.questions]
+        await conn.execute(
+            "INSERT INTO quizzes (id, course_id, title, time_limit_s, attempts_allowed, shuffle_options, questions,"
+            " max_points, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+            demo_id("quiz"),
+            course_id,
+            DEMO_QUIZ.title,
+            DEMO_QUIZ.time_limit_s,
+            DEMO_QUIZ.attempts_allowed,
+            DEMO_QUIZ.shuffle_options,
+            questions,
+            max_points(questions),
+            ids["instructor"],
+        )
 
         await conn.execute(
             "INSERT INTO communities (id, name, description, visibility, created_by)"

@@ -531,6 +531,48 @@ class Settings(BaseSettings):
     contest_rejudge_rate_window_s: float = Field(
         600.0, gt=0, le=86400, description="Window of the per-contest rejudge rate limit."
     )
+    quiz_max_questions: int = Field(
+        100, ge=1, le=1000, description="Most questions in one quiz; a quiz with more is refused (400)."
+    )
+    quiz_max_options: int = Field(
+        10, ge=2, le=100, description="Most options of one multiple-choice question (at least two are needed)."
+    )
+    quiz_max_text_chars: int = Field(
+        5000,
+        ge=100,
+        le=100_000,
+        description="Longest text of a quiz question's prompt, an option, an accepted short answer, a code "
+        "question's starter code, and a learner's short answer (characters).",
+    )
+    quiz_max_accepted: int = Field(20, ge=1, le=1000, description="Most accepted answers of a short-answer question.")
+    quiz_max_code_tests: int = Field(
+        20,
+        ge=1,
+        le=100,
+        description="Most test cases of a code question; each answer to it runs once per case in the sandbox.",
+    )
+    quiz_max_code_chars: int = Field(
+        50_000, ge=100, le=512 * 1024, description="Longest answer to a code question (characters of source)."
+    )
+    quiz_max_attempts_allowed: int = Field(
+        50, ge=1, le=10_000, description="Most attempts an instructor may allow a learner at one quiz."
+    )
+    quiz_save_rate_count: int = Field(
+        120,
+        ge=1,
+        le=100_000,
+        description="Times one attempt's answers may be saved per STUDYHALL_QUIZ_SAVE_RATE_WINDOW_S; then 429.",
+    )
+    quiz_save_rate_window_s: float = Field(
+        60.0, gt=0, le=86400, description="Window of the per-attempt answer-saving rate limit."
+    )
+    quiz_deadline_grace_s: float = Field(
+        2.0,
+        ge=0,
+        le=300,
+        description="Answers saved up to this long after an attempt's deadline (time limit or the quiz closing) "
+        "are still taken, for the network's delay; later ones are refused (409).",
+    )
 
     # --- live sessions (live/; see docs/live.md) ---
     live_schedule_room_role: Literal["host", "moderator"] = Field(

@@ -39,6 +39,8 @@ from core_api.context import CORE, Bus, Core
 from core_api.db import create_pool, migrate
 from core_api.errors import AppError, ErrorCode
 from core_api.events import Events
+from core_api.grading import handlers as grading_handlers
+from core_api.grading.service import run_grading
 from core_api.heap import HEAP
 from core_api.http import CLIENT_ADDR, Api
 from core_api.settings import Settings
@@ -81,6 +83,7 @@ API = Api.combine(
     enrollments.api,
     progress.api,
     assignments.api,
+    grading_handlers.api,  # quizzes and the gradebook (core_api/grading/)
     communities.api,
     notifications.api,
     room_handlers.api,
@@ -456,6 +459,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app.cleanup_ctx.append(watch_parties)
     app.cleanup_ctx.append(live_sessions)
     app.cleanup_ctx.append(functools.partial(run_sandbox, settings))
+    app.cleanup_ctx.append(run_grading)  # quizzes judge code answers with the sandbox's runner
     # Group wars after the sandbox (they judge with it), so they stop judging before it closes.
     app.cleanup_ctx.append(functools.partial(run_contests, settings, observe_push=app[METRICS].push_added.observe))
     app.cleanup_ctx.append(functools.partial(run_live, settings))  # live sessions: schedule reminders, the SFU

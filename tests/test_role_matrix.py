@@ -59,6 +59,8 @@ async def build_world(api: ApiClient) -> World:
         json={"title": "A", "description": "", "due_at": "2099-01-01T00:00:00Z", "max_points": 10.0},
     )
     submission = await ok("POST", f"/assignments/{assignment['id']}/submissions", learner, json={"body": "x"})
+    quiz = await ok("POST", f"/courses/{course['id']}/quizzes", owner, json=new_quiz({}))
+    attempt = await ok("POST", f"/quizzes/{quiz['id']}/attempts", learner)
     # A certificate: a one-lecture course the learner completes.
     short = await ok("POST", "/courses", owner, json={"title": "Short"})
     short_lecture = await ok("POST", f"/courses/{short['id']}/lectures", owner, json={**VIDEO, "duration_s": 1.0})
@@ -141,6 +143,8 @@ async def build_world(api: ApiClient) -> World:
             "lecture": lecture["id"],
             "assignment": assignment["id"],
             "submission": submission["id"],
+            "quiz": quiz["id"],
+            "attempt": attempt["id"],
             "cert": certs["items"][0]["code"],
             "community": community["id"],
             "private": private["id"],
@@ -166,6 +170,10 @@ async def build_world(api: ApiClient) -> World:
 
 def unique_email(ids: dict[str, str]) -> dict[str, Any]:
     return {"email": f"m-{uuid.uuid4().hex[:10]}@example.com", "password": "long-password", "display_name": "M"}
+
+
+def new_quiz(ids: dict[str, str]) -> dict[str, Any]:
+    return {"title": "Q", "attempts_allowed": 2, "questions": [{"kind": "true_false", "prompt": "?", "answer": True}]}
 
 
 def new_community(ids: dict[str, str]) -> dict[str, Any]:
@@ -265,6 +273,20 @@ ROWS: list[Row] = [
     Row("GET", "/assignments/{assignment}/submissions", only(200, 403, "learner", *STAFF)),
     Row("GET", "/submissions/{submission}", only(200, 403, "learner", *STAFF)),
     Row("PUT", "/submissions/{submission}/grade", only(200, 403, *STAFF), {"grade": 7.0}),
+    # quizzes and the gradebook (the learner has an attempt in progress: starting again answers it)
+    Row("POST", "/courses/{course}/quizzes", only(201, 403, *STAFF), new_quiz),
+    Row("GET", "/courses/{course}/quizzes", only(200, 403, "learner", *STAFF)),
+    Row("GET", "/quizzes/{quiz}", only(200, 403, "learner", *STAFF)),
+    Row("PATCH", "/quizzes/{quiz}", only(200, 403, *STAFF), {"title": "Q2"}),
+    Row("GET", "/quizzes/{quiz}/questions", only(200, 403, *STAFF)),
+    Row("POST", "/quizzes/{quiz}/attempts", only(200, 403, "learner")),
+    Row("GET", "/quizzes/{quiz}/attempts", only(200, 403, "learner", *STAFF)),
+    Row("GET", "/quizzes/{quiz}/stats", only(200, 403, *STAFF)),
+    Row("GET", "/attempts/{attempt}", only(200, 403, "learner", *STAFF)),
+    Row("PUT", "/attempts/{attempt}/answers", only(200, 403, "learner"), {"answers": {}}),
+    Row("POST", "/attempts/{attempt}/submit", only(200, 403, "learner"), {}),
+    Row("GET", "/courses/{course}/gradebook", only(200, 403, *STAFF)),
+    Row("GET", "/courses/{course}/gradebook.csv", only(200, 403, *STAFF)),
     # communities
     Row("GET", "/communities", everyone(200)),
     Row("POST", "/communities", everyone(201), new_community),
@@ -376,6 +398,8 @@ _TEMPLATE_NAMES = {
     "lecture": "lecture_id",
     "assignment": "assignment_id",
     "submission": "submission_id",
+    "quiz": "quiz_id",
+    "attempt": "attempt_id",
     "cert": "code",
     "community": "community_id",
     "private": "community_id",
