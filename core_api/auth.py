@@ -31,6 +31,7 @@ from core_api.context import CORE, Core, core_of, new_id
 from core_api.db import Record
 from core_api.errors import AppError, ErrorCode, conflict, unauthorized
 from core_api.http import Api, Call, Input, Principal
+from core_api.names import clean_display_name
 from core_api.settings import Settings
 from core_api.tickets import LocalSpent, RedisSpent, TicketOut, Tickets
 
@@ -369,10 +370,7 @@ class RegisterIn(Input):
     @field_validator("display_name")
     @classmethod
     def _visible_name(cls, value: str) -> str:
-        value = value.strip()
-        if not value or not value.isprintable():
-            raise ValueError("must be printable and not blank")
-        return value
+        return clean_display_name(value)  # NFKC, trimmed, no invisible or control characters (core_api/names.py)
 
 
 class LoginIn(Input):

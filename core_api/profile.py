@@ -29,7 +29,6 @@ with until the screen reads them again; @mentions resolve against current names 
 from __future__ import annotations
 
 import math
-import unicodedata
 from datetime import UTC, datetime, timedelta
 
 from pydantic import Field, field_validator
@@ -39,36 +38,12 @@ from core_api.context import Core, audit, core_of, rights_changed
 from core_api.db import Record
 from core_api.errors import AppError, ErrorCode, conflict, unauthorized
 from core_api.http import Api, Call, Input, Principal
+from core_api.names import MAX_LENGTH, clean_display_name
 
 api = Api()
 
-MAX_LENGTH = 80
-MAX_MARKS = 2
 RENAME_ACTION = "user.renamed"
 _WINDOW = timedelta(days=1)
-# Characters that draw nothing (or only space) but are not in the categories refused below.
-_INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180e\u2800\u3164\uffa0")
-_REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
-
-
-def clean_display_name(value: str) -> str:
-    """The display name as stored: NFKC, trimmed, single spaces; ``ValueError`` saying what is wrong."""
-    name = " ".join(unicodedata.normalize("NFKC", value).split())
-    if not name:
-        raise ValueError("must not be blank")
-    if len(name) > MAX_LENGTH:
-        raise ValueError(f"must be at most {MAX_LENGTH} characters")
-    marks = 0
-    for ch in name:
-        category = unicodedata.category(ch)
-        if category in _REFUSED_CATEGORIES or ch in _INVISIBLE:
-            raise ValueError(f"must not contain control or invisible characters (U+{ord(ch):04X})")
-        marks = marks + 1 if category.startswith("M") else 0
-        if marks > MAX_MARKS:
-            raise ValueError(f"at most {MAX_MARKS} combining marks on one character")
-    if not any(unicodedata.category(ch)[0] in "LN" for ch in name):
-        raise ValueError("must contain a letter or a digit")
-    return name
 
 
 class ProfilePatch(Input):

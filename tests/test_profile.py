@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from core_api.context import CORE
-from core_api.profile import clean_display_name
+from core_api.names import clean_display_name
 from leaderboards.handlers import CONTESTS
 from realtime.app import create_app
 from tests.chat_helpers import OpenTab, make_room, tabs  # noqa: F401 (fixture)
@@ -68,6 +68,25 @@ def test_names_are_normalised(raw: str, clean: str) -> None:
 def test_bad_names_are_refused(raw: str) -> None:
     with pytest.raises(ValueError, match=r"must|at most"):
         clean_display_name(raw)
+
+
+async def test_registration_applies_the_same_checks_but_allows_a_shared_name(api: ApiClient) -> None:
+    """An account cannot start with an invisible or bidirectional character either; two people may share a
+    name at sign-up (only a change of name is refused when confusable: core_api/names.py says why)."""
+    for bad in ("Ada\u202eecalevoL", "Ada\u200bLovelace", "---"):
+        status, body = await api.call(
+            "POST", "/auth/register",
+            json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough pass", "display_name": bad},
+        )  # fmt: skip
+        assert status == 400 and body["error"]["details"]["fields"], (bad, body)
+    name = unique("Sam Lee")
+    for _ in range(2):
+        status, body = await api.call(
+            "POST", "/auth/register",
+            json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough pass",
+                  "display_name": f" {name}  "},
+        )  # fmt: skip
+        assert status == 201 and body["display_name"] == name, body
 
 
 async def test_a_user_renames_themself_and_it_is_audited(api: ApiClient) -> None:
