@@ -36,6 +36,8 @@ from leaderboards import handlers as contest_handlers
 from leaderboards import prizes as contest_prizes
 from leaderboards import wallet as contest_wallet
 from leaderboards.wiring import run_contests
+from media import uploads as media_uploads
+from media.wiring import run_media
 from realtime.bus import RedisBusRelay, bus_channel
 from realtime.engine import SessionGate
 from realtime.jobs import run_sandbox
@@ -157,7 +159,8 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     # The last entry is the one our proxy wrote (the address it saw); earlier ones are the client's to invent,
     # and per-address limits (logins, registrations) must not be dodged by sending a made-up header.
     request[CLIENT_ADDR] = forwarded.split(",")[-1].strip() if forwarded else (request.remote or "unknown")
-    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+    streams = getattr(request.match_info.handler, "streams_body", False)  # tus PATCH: streamed to storage
+    if request.content_length is not None and request.content_length > settings.max_body_bytes and not streams:
         return _error_response(
             AppError(ErrorCode.PAYLOAD_TOO_LARGE, f"request body is larger than {settings.max_body_bytes} bytes")
         )
@@ -423,6 +426,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app.cleanup_ctx.append(functools.partial(run_sandbox, settings))
     # Group wars after the sandbox (they judge with it), so they stop judging before it closes.
     app.cleanup_ctx.append(functools.partial(run_contests, settings, observe_push=app[METRICS].push_added.observe))
+    app.cleanup_ctx.append(functools.partial(run_media, settings))  # uploads (tus) and media jobs
     app.cleanup_ctx.append(metrics_listener)
     app[SOCKETS] = SocketServer(app, settings, EVENTS)
     engine, gate = app[SOCKETS].sio.eio, app[SOCKETS].gate
@@ -436,6 +440,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     # Collaborative editing: /yjs/{workspace_id} and the document manager (closed before the pool).
     collab_handlers.mount(app, settings, app[SOCKETS].node_id, app[METRICS].registry)
     API.mount(app, auth.authenticate)
+    media_uploads.mount(app)  # tus at /api/v1/uploads (headers and raw bytes: not in the OpenAPI table)
     app.router.add_get("/api/v1/openapi.json", openapi_view)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
