@@ -409,6 +409,9 @@ class Settings(BaseSettings):
         le=3600,
         description="A running job's claim lasts this long unless its runner renews it; then another may take it.",
     )
+    media_jobs_per_user: int = Field(
+        3, ge=1, le=1000, description="Media jobs one user may have queued or running at once; past it, 429."
+    )
     media_job_attempts: int = Field(3, ge=1, le=20, description="Times a job is tried before it is failed.")
     media_ffmpeg: str = Field("ffmpeg", min_length=1, description="The ffmpeg program (name on PATH or path).")
     media_ffprobe: str = Field("ffprobe", min_length=1, description="The ffprobe program (name on PATH or path).")

@@ -1,5 +1,5 @@
-"""The app's media services for as long as it runs: storage, uploads, and the sweep that expires
-unfinished uploads."""
+"""The app's media services for as long as it runs: storage, uploads (and the sweep that expires
+unfinished ones), and the in-process job runner."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from aiohttp import web
 
 from core_api.context import CORE
 from core_api.settings import Settings
+from media import video
+from media.jobs import JOBS, JobRunner
 from media.storage import LocalStorage, Storage
 from media.uploads import UPLOADS, Uploads
 
@@ -37,14 +39,18 @@ async def _sweep(uploads: Uploads, every_s: float) -> None:
 
 
 async def run_media(settings: Settings, app: web.Application) -> AsyncIterator[None]:
-    """A ``cleanup_ctx``: the uploads service and its sweep."""
+    """A ``cleanup_ctx``: the uploads service and its sweep, and the in-process job runner."""
     storage = open_storage(settings)
     uploads = Uploads(app[CORE], storage)
     app[UPLOADS] = uploads
+    runner = JobRunner(app[CORE], storage, {video.KIND: video.transcode_lecture})
+    app[JOBS] = runner
     sweeper = asyncio.create_task(_sweep(uploads, settings.media_sweep_s))
+    runner.start()
     try:
         yield
     finally:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+        await runner.close()

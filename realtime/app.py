@@ -36,7 +36,9 @@ from leaderboards import handlers as contest_handlers
 from leaderboards import prizes as contest_prizes
 from leaderboards import wallet as contest_wallet
 from leaderboards.wiring import run_contests
+from media import jobs as media_jobs
 from media import uploads as media_uploads
+from media import video as media_video
 from media.wiring import run_media
 from realtime.bus import RedisBusRelay, bus_channel
 from realtime.engine import SessionGate
@@ -77,6 +79,8 @@ API = Api.combine(
     contest_wallet.api,
     contest_prizes.api,  # prize approval and budgets (platform admins)
     contest_editing.api,  # managers edit problems and rejudge
+    media_jobs.api,  # background jobs (media/): state, progress, cancel
+    media_video.api,  # lecture video to an HLS ladder
 )
 EVENTS = Events.combine(
     room_handlers.events, room_chat.events, watch_handlers.events, contest_handlers.events, collab_console.events
