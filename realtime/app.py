@@ -37,6 +37,7 @@ from leaderboards import prizes as contest_prizes
 from leaderboards import wallet as contest_wallet
 from leaderboards.wiring import run_contests
 from media import jobs as media_jobs
+from media import playback as media_playback
 from media import uploads as media_uploads
 from media import video as media_video
 from media.wiring import run_media
@@ -445,6 +446,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     collab_handlers.mount(app, settings, app[SOCKETS].node_id, app[METRICS].registry)
     API.mount(app, auth.authenticate)
     media_uploads.mount(app)  # tus at /api/v1/uploads (headers and raw bytes: not in the OpenAPI table)
+    media_playback.mount(app)  # HLS ladders at /api/v1/media/{job_id}/..., behind the lecture's paywall
     app.router.add_get("/api/v1/openapi.json", openapi_view)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

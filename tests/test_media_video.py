@@ -214,3 +214,44 @@ async def test_a_job_is_claimed_once_and_retried_after_its_runner_dies(api: ApiC
     assert (job["state"], job["attempts"]) == ("succeeded", 2)
     assert not (stale / "half-written.ts").exists()
     assert sorted(p.name for p in stale.iterdir()) == ["120p", "master.m3u8", "poster.jpg"]
+
+
+async def test_the_ladder_plays_only_for_those_allowed_to_watch_the_lecture(api: ApiClient, tmp_path: Path) -> None:
+    from tests.test_paywall import give_coins
+
+    teacher, buyer, stranger = await api.user("instructor"), await api.user(), await api.user()
+    lecture_id = await lecture(api, teacher)
+    upload_id = await upload(api, teacher, make_video(tmp_path / "p.mp4", 320, 240, seconds=7))
+    _, job = await api.call("POST", f"/lectures/{lecture_id}/media", teacher, json={"upload_id": upload_id})
+    done = await finished(api, teacher, job["id"])
+    _, lec = await api.call("GET", f"/lectures/{lecture_id}", teacher)
+    course_id = lec["course_id"]
+    assert (await api.call("POST", f"/courses/{course_id}/publish", teacher))[0] == 200
+    assert (await api.call("PUT", f"/courses/{course_id}/price", teacher, json={"coins": 10}))[0] == 200
+    await give_coins(api, buyer, 10)
+    assert (await api.call("POST", f"/courses/{course_id}/buy", buyer))[0] == 201
+
+    base = f"/api/v1/media/{job['id']}"
+    out = api.app[JOBS].storage.output_dir(uuid.UUID(job["id"]))
+    files = ["master.m3u8", "poster.jpg", "240p/index.m3u8"] + [f"240p/{p.name}" for p in (out / "240p").glob("*.ts")]
+    assert len(files) == 5  # two 6 s segments of a 7 s video
+    types = {"m3u8": "application/vnd.apple.mpegurl", "ts": "video/mp2t", "jpg": "image/jpeg"}
+    for who in (teacher, buyer):
+        for name in files:
+            resp = await api.http.get(f"{base}/{name}", headers=who.headers)
+            assert resp.status == 200, (who.role, name)
+            assert resp.content_type == types[name.rsplit(".", 1)[1]]
+    # A learner who has not bought the course: no playlist, no segment, and no URL from REST either.
+    for name in files:
+        resp = await api.http.get(f"{base}/{name}", headers=stranger.headers)
+        assert resp.status == 403, name
+        assert (await api.http.get(f"{base}/{name}")).status == 401
+    _, seen = await api.call("GET", f"/lectures/{lecture_id}", stranger)
+    assert seen["media_url"] is None and seen["locked"] is True
+    assert done["result"]["master_url"].endswith(f"{base}/master.m3u8")
+    # Range requests (players seek within segments); paths outside the ladder are not found.
+    first = files[3]
+    part = await api.http.get(f"{base}/{first}", headers={**buyer.headers, "Range": "bytes=0-187"})
+    assert part.status == 206 and len(await part.read()) == 188
+    for bad in ("secret.txt", "240p/segment_1.ts", "240p/index.m3u8.bak", "in.mp4"):
+        assert (await api.http.get(f"{base}/{bad}", headers=teacher.headers)).status == 404, bad
