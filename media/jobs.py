@@ -248,13 +248,12 @@ class JobRunner:
             task = asyncio.create_task(run_job(self.core, self.storage, self.kinds, job_id, self.id))
             self._running[job_id] = task
             try:
-                await task
+                await task  # cancelling this worker cancels the job too
             except asyncio.CancelledError:
-                if not task.cancelled():  # this worker is stopping (the app is): stop the job too
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-                    raise
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # this worker is stopping (the app is)
+                # only the job was cancelled (DELETE /jobs/{id}): take the next one
             except Exception:
                 log.exception("job %s crashed its runner", job_id)
             finally:

@@ -154,7 +154,6 @@ async def test_too_large_is_413_at_creation_and_past_the_length(
     over = await create(api, teacher, 6_000)
     assert over.status == 413
     assert "quota" in (await over.json())["error"]["message"]
-    # A body larger than the ordinary request limit (1 MiB) is fine when the upload is that large.
 
 
 async def test_a_body_larger_than_the_request_limit_streams_in(api: ApiClient) -> None:

@@ -255,3 +255,71 @@ async def test_the_ladder_plays_only_for_those_allowed_to_watch_the_lecture(api:
     assert part.status == 206 and len(await part.read()) == 188
     for bad in ("secret.txt", "240p/segment_1.ts", "240p/index.m3u8.bak", "in.mp4"):
         assert (await api.http.get(f"{base}/{bad}", headers=teacher.headers)).status == 404, bad
+
+
+async def slow_transcode(
+    aiohttp_client: Any, database_url: str, tmp_path: Path
+) -> tuple[ApiClient, Actor, str, str, int]:
+    """An app whose "ffmpeg" reports a little progress, then works for ten minutes (it would outlive the test),
+    and a lecture video job of it caught transcoding: (api, owner, lecture id, job id, ffmpeg's pid)."""
+    from realtime.app import create_app
+    from tests.conftest import make_settings
+
+    pidfile = tmp_path / "ffmpeg.pid"
+    fake = tmp_path / "slow-ffmpeg"
+    fake.write_text(
+        f'#!/bin/sh\necho $$ > "{pidfile}"\necho out_time_us=500000\necho progress=continue\nexec sleep 600\n'
+    )
+    fake.chmod(0o755)
+    settings = make_settings(database_url, tmp_path / "data", media_ffmpeg=str(fake))
+    api = ApiClient(await aiohttp_client(create_app(settings)))
+    teacher = await api.user("instructor")
+    lecture_id = await lecture(api, teacher)
+    upload_id = await upload(api, teacher, make_video(tmp_path / "e.mp4", 160, 120, seconds=2))
+    _, job = await api.call("POST", f"/lectures/{lecture_id}/media", teacher, json={"upload_id": upload_id})
+    for _ in range(300):
+        _, seen = await api.call("GET", f"/jobs/{job['id']}", teacher)
+        if seen["stage"] == "transcode" and await asyncio.to_thread(pidfile.exists):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"the transcode never started: {seen}")
+    return api, teacher, lecture_id, job["id"], int(pidfile.read_text())
+
+
+async def gone(path: Path) -> bool:
+    for _ in range(200):
+        if not await asyncio.to_thread(path.exists):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_cancelling_a_running_transcode_stops_ffmpeg_and_removes_its_output(
+    aiohttp_client: Any, database_url: str, tmp_path: Path
+) -> None:
+    api, teacher, lecture_id, job_id, pid = await slow_transcode(aiohttp_client, database_url, tmp_path)
+    status, cancelled = await api.call("DELETE", f"/jobs/{job_id}", teacher)
+    assert (status, cancelled["state"]) == (200, "cancelled")
+    assert await gone(Path(f"/proc/{pid}")), "ffmpeg still runs after the job was cancelled"
+    assert await gone(api.app[JOBS].storage.output_dir(uuid.UUID(job_id))), "the partial output is still there"
+    _, lec = await api.call("GET", f"/lectures/{lecture_id}", teacher)
+    assert lec["media_kind"] == "video"
+    # The runner goes on with the next job.
+    assert api.app[JOBS]._tasks and not any(t.done() for t in api.app[JOBS]._tasks)
+
+
+async def test_a_node_stopping_mid_transcode_stops_ffmpeg_and_requeues_the_job(
+    aiohttp_client: Any, database_url: str, tmp_path: Path
+) -> None:
+    import asyncpg
+
+    api, _, _, job_id, pid = await slow_transcode(aiohttp_client, database_url, tmp_path)
+    await api.http.close()  # the app shuts down (SIGTERM)
+    assert not await asyncio.to_thread(Path(f"/proc/{pid}").exists), "ffmpeg outlived its node"
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow("SELECT state, claimed_by FROM jobs WHERE id = $1", uuid.UUID(job_id))
+    finally:
+        await conn.close()
+    assert (row["state"], row["claimed_by"]) == ("queued", None)  # another node (or this one restarted) takes it
