@@ -177,7 +177,12 @@ async def run_job(
             job_id, runner_id,
         )  # fmt: skip
         return
-    ended = await _end(core, row, runner_id, "succeeded", result=finish.result, apply=finish.apply)
+    try:
+        ended = await _end(core, row, runner_id, "succeeded", result=finish.result, apply=finish.apply)
+    except JobFailed as exc:  # what the job was for is gone (a deleted lecture): rolled back, and failed
+        await storage.remove_output(ctx.id)
+        await _end(core, row, runner_id, "failed", error=str(exc))
+        return
     if ended is None:
         await _cleanup_if_over(core, storage, ctx.id)
     elif finish.after is not None:

@@ -183,10 +183,12 @@ async def transcode_lecture(ctx: JobContext) -> Finish:
     }  # fmt: skip
 
     async def apply(conn: Connection) -> None:
-        await conn.execute(
-            "UPDATE lectures SET media_kind = 'hls', media_url = $2, duration_s = $3 WHERE id = $1",
+        updated = await conn.fetchval(
+            "UPDATE lectures SET media_kind = 'hls', media_url = $2, duration_s = $3 WHERE id = $1 RETURNING id",
             lecture_id, result["master_url"], info.duration_s,
         )  # fmt: skip
+        if updated is None:
+            raise JobFailed("the lecture was deleted while its video was being processed")
         await conn.execute("DELETE FROM uploads WHERE id = $1", upload_id)
 
     async def after() -> None:

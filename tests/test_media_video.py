@@ -323,3 +323,20 @@ async def test_a_node_stopping_mid_transcode_stops_ffmpeg_and_requeues_the_job(
     finally:
         await conn.close()
     assert (row["state"], row["claimed_by"]) == ("queued", None)  # another node (or this one restarted) takes it
+
+
+async def test_a_lecture_deleted_mid_job_fails_the_job_and_leaves_no_output(api: ApiClient, tmp_path: Path) -> None:
+    teacher = await api.user("instructor")
+    lecture_id = await lecture(api, teacher)
+    await lecture(api, teacher)  # (so that the course keeps one)
+    upload_id = await upload(api, teacher, make_video(tmp_path / "f.mp4", 160, 120, seconds=1))
+    core, runner = api.app[CORE], api.app[JOBS]
+    job_id = await core.pool.fetchval(
+        "INSERT INTO jobs (id, kind, owner_id, params) VALUES ($1, 'lecture_video', $2, $3) RETURNING id",
+        uuid.uuid4(), uuid.UUID(teacher.id), {"lecture_id": lecture_id, "upload_id": upload_id},
+    )  # fmt: skip
+    assert (await api.call("DELETE", f"/lectures/{lecture_id}", teacher))[0] == 204
+    await run_job(core, runner.storage, runner.kinds, job_id, uuid.uuid4())
+    _, job = await api.call("GET", f"/jobs/{job_id}", teacher)
+    assert (job["state"], job["error"]) == ("failed", "the lecture was deleted while its video was being processed")
+    assert not runner.storage.output_dir(job_id).exists()
