@@ -283,12 +283,16 @@ class JobRunner:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        # What this node was running goes back to the queue at once, for another node or the next start.
-        await self.core.pool.execute(
-            """UPDATE jobs SET state = 'queued', claimed_by = NULL, lease_until = NULL
-               WHERE claimed_by = $1 AND state = 'running'""",
-            self.id,
-        )
+        # What this node was running goes back to the queue at once, for another node or the next start
+        # (if the database cannot be reached now, the jobs' leases run out and the sweep retries them).
+        try:
+            await self.core.pool.execute(
+                """UPDATE jobs SET state = 'queued', claimed_by = NULL, lease_until = NULL
+                   WHERE claimed_by = $1 AND state = 'running'""",
+                self.id,
+            )
+        except Exception as exc:
+            log.warning("media: could not hand this node's running jobs back to the queue: %s", exc)
 
 
 JOBS = web.AppKey("media_jobs", JobRunner)
