@@ -396,6 +396,9 @@ class Settings(BaseSettings):
         ge=1024,
         description="Bytes of uploads one user may hold at once (finished and unfinished); past it, 413.",
     )
+    media_uploads_per_user: int = Field(
+        100, ge=1, le=100_000, description="Uploads one user may hold at once (finished and unfinished); past it, 429."
+    )
     media_upload_expiry_s: int = Field(
         86400, ge=60, description="An unfinished upload untouched this long is deleted (tus `Upload-Expires`)."
     )

@@ -4,7 +4,7 @@
   else, even an admin, gets 404 for it).
 - Limits: ``Upload-Length`` up to ``STUDYHALL_MEDIA_UPLOAD_MAX_BYTES`` (tus ``Tus-Max-Size``, default
   2 GiB), and the uploads a user holds at once add up to at most ``STUDYHALL_MEDIA_QUOTA_BYTES``; past
-  either, 413. A PATCH body is streamed to storage in chunks, never held in memory, whatever its size
+  either, 413. A user holds at most ``STUDYHALL_MEDIA_UPLOADS_PER_USER`` uploads (429 past it). A PATCH body is streamed to storage in chunks, never held in memory, whatever its size
   (the request body limit ``STUDYHALL_MAX_BODY_BYTES`` does not apply to it).
 - One PATCH at a time per upload: the writer holds a lease in the row (another gets 409). The offset
   recorded in Postgres is the authority: a PATCH writes from there (cutting whatever a dropped request
@@ -99,9 +99,16 @@ class Uploads:
         async with self.core.transaction() as tx:
             # One creation at a time per user, so that two at once cannot both fit the quota.
             await tx.conn.execute("SELECT pg_advisory_xact_lock(hashtext('media-quota:' || $1::uuid::text))", user.id)
-            held = int(
-                await tx.conn.fetchval("SELECT coalesce(sum(length), 0) FROM uploads WHERE owner_id = $1", user.id)
+            counts = await tx.conn.fetchrow(
+                "SELECT count(*) AS n, coalesce(sum(length), 0) AS held FROM uploads WHERE owner_id = $1", user.id
             )
+            assert counts is not None
+            held, most = int(counts["held"]), self.settings.media_uploads_per_user
+            if counts["n"] >= most:
+                raise AppError(
+                    ErrorCode.RATE_LIMITED,
+                    f"you hold {counts['n']} uploads (at most {most}): finish or delete some first",
+                )
             if held + length > quota:
                 raise AppError(
                     ErrorCode.PAYLOAD_TOO_LARGE,

@@ -156,6 +156,19 @@ async def test_too_large_is_413_at_creation_and_past_the_length(
     assert "quota" in (await over.json())["error"]["message"]
 
 
+async def test_a_user_holds_a_bounded_number_of_uploads(aiohttp_client: Any, database_url: str, tmp_path: Path) -> None:
+    from realtime.app import create_app
+
+    api = ApiClient(await aiohttp_client(create_app(make_settings(database_url, tmp_path, media_uploads_per_user=2))))
+    teacher = await api.user("instructor")
+    first = await created(api, teacher, 0)  # empty uploads take no quota, but still count
+    await created(api, teacher, 0)
+    over = await create(api, teacher, 0)
+    assert over.status == 429
+    assert (await api.http.delete(first, headers=tus_headers(teacher))).status == 204
+    await created(api, teacher, 0)
+
+
 async def test_a_body_larger_than_the_request_limit_streams_in(api: ApiClient) -> None:
     teacher = await api.user("instructor")
     size = 3 * 1024 * 1024  # three times STUDYHALL_MAX_BODY_BYTES
