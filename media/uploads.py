@@ -4,9 +4,10 @@
   else, even an admin, gets 404 for it).
 - Limits: ``Upload-Length`` up to ``STUDYHALL_MEDIA_UPLOAD_MAX_BYTES`` (tus ``Tus-Max-Size``, default
   2 GiB), and the uploads a user holds at once add up to at most ``STUDYHALL_MEDIA_QUOTA_BYTES``; past
-  either, 413. A user holds at most ``STUDYHALL_MEDIA_UPLOADS_PER_USER`` uploads (429 past it). A PATCH body is streamed to storage in chunks, never held in memory, whatever its size
-  (the request body limit ``STUDYHALL_MAX_BODY_BYTES`` does not apply to it).
-- One PATCH at a time per upload: the writer holds a lease in the row (another gets 409). The offset
+  either, 413. A user holds at most ``STUDYHALL_MEDIA_UPLOADS_PER_USER`` uploads (429 past it). A PATCH
+  body is streamed to storage in chunks, never held in memory, whatever its size (the request body limit
+  ``STUDYHALL_MAX_BODY_BYTES`` does not apply to it).
+- One PATCH at a time per upload: the writer holds a lease in the row (another gets 423). The offset
   recorded in Postgres is the authority: a PATCH writes from there (cutting whatever a dropped request
   half-wrote past it), and when it ends, however it ends, the bytes that reached storage are recorded.
 - Expiry: an unfinished upload untouched for ``STUDYHALL_MEDIA_UPLOAD_EXPIRY_S`` is deleted by the sweep
