@@ -17,8 +17,9 @@ ENV PYTHONUNBUFFERED=1 \
 
 # The sandbox's bubblewrap and its languages: Debian's python3 (/usr/bin/python3, not this image's
 # /usr/local one), node, gcc and g++. Only the worker service runs programs; see docker-compose.yml.
+# ffmpeg (with ffprobe): the app nodes transcode lecture videos (media/video.py).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends bubblewrap python3 nodejs gcc g++ libc6-dev \
+    && apt-get install -y --no-install-recommends bubblewrap python3 nodejs gcc g++ libc6-dev ffmpeg \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src

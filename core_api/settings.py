@@ -406,6 +406,47 @@ class Settings(BaseSettings):
         5.0, gt=0, le=1000, description="`run:follow` events one connection may send per second (bursts of as many)."
     )
 
+    # --- uploads and background jobs (media) ---
+    media_dir: Path | None = Field(
+        None, description="Where uploads and transcoded media are stored (default: `<STUDYHALL_DATA_DIR>/media`)."
+    )
+    media_upload_max_bytes: int = Field(
+        2 * 1024**3, ge=1024, description="Largest upload (tus `Tus-Max-Size`); a larger `Upload-Length` gets 413."
+    )
+    media_quota_bytes: int = Field(
+        20 * 1024**3,
+        ge=1024,
+        description="Bytes of uploads one user may hold at once (finished and unfinished); past it, 413.",
+    )
+    media_uploads_per_user: int = Field(
+        100, ge=1, le=100_000, description="Uploads one user may hold at once (finished and unfinished); past it, 429."
+    )
+    media_upload_expiry_s: int = Field(
+        86400, ge=60, description="An unfinished upload untouched this long is deleted (tus `Upload-Expires`)."
+    )
+    media_sweep_s: float = Field(
+        60.0, gt=0, le=3600, description="How often expired uploads are removed and abandoned jobs picked up again."
+    )
+    media_workers: int = Field(1, ge=1, le=64, description="Media jobs (transcodes) one node runs at once.")
+    media_job_lease_s: float = Field(
+        60.0,
+        ge=5,
+        le=3600,
+        description="A running job's claim lasts this long unless its runner renews it; then another may take it.",
+    )
+    media_jobs_per_user: int = Field(
+        3, ge=1, le=1000, description="Media jobs one user may have queued or running at once; past it, 429."
+    )
+    media_job_attempts: int = Field(3, ge=1, le=20, description="Times a job is tried before it is failed.")
+    media_ffmpeg: str = Field("ffmpeg", min_length=1, description="The ffmpeg program (name on PATH or path).")
+    media_ffprobe: str = Field("ffprobe", min_length=1, description="The ffprobe program (name on PATH or path).")
+    media_ffmpeg_threads: int = Field(
+        0, ge=0, le=64, description="Threads one transcode may use (0: ffmpeg chooses, usually one per core)."
+    )
+    media_max_duration_s: float = Field(
+        6 * 3600.0, gt=0, description="Longest video accepted for a lecture; longer ones fail at the probe."
+    )
+
     # --- collaborative editing (collab_ide) ---
     collab_max_message_bytes: int = Field(
         1024 * 1024,
@@ -728,6 +769,11 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when studyhall runs its own Postgres from the data directory."""
         return self.database_url is None
+
+    @property
+    def media_root(self) -> Path:
+        """STUDYHALL_MEDIA_DIR, or ``media`` in the data directory."""
+        return self.media_dir if self.media_dir is not None else self.data_dir / "media"
 
     @property
     def sandbox_on_celery(self) -> bool:

@@ -54,6 +54,11 @@ from live import handlers as live_handlers
 from live.sfu import check_aiortc
 from live.signalling import LiveNode
 from live.wiring import run_live
+from media import jobs as media_jobs
+from media import playback as media_playback
+from media import uploads as media_uploads
+from media import video as media_video
+from media.wiring import run_media
 from realtime.bus import RedisBusRelay, bus_channel
 from realtime.engine import SessionGate
 from realtime.jobs import run_sandbox
@@ -96,6 +101,8 @@ API = Api.combine(
     contest_prizes.api,  # prize approval and budgets (platform admins)
     contest_editing.api,  # managers edit problems and rejudge
     live_handlers.api,  # live sessions (live/): the schedule
+    media_jobs.api,  # background jobs (media/): state, progress, cancel
+    media_video.api,  # lecture video to an HLS ladder
 )
 EVENTS = Events.combine(
     room_handlers.events,
@@ -184,7 +191,8 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     # The last entry is the one our proxy wrote (the address it saw); earlier ones are the client's to invent,
     # and per-address limits (logins, registrations) must not be dodged by sending a made-up header.
     request[CLIENT_ADDR] = forwarded.split(",")[-1].strip() if forwarded else (request.remote or "unknown")
-    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+    streams = getattr(request.match_info.handler, "streams_body", False)  # tus PATCH: streamed to storage
+    if request.content_length is not None and request.content_length > settings.max_body_bytes and not streams:
         return _error_response(
             AppError(ErrorCode.PAYLOAD_TOO_LARGE, f"request body is larger than {settings.max_body_bytes} bytes")
         )
@@ -463,6 +471,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     # Group wars after the sandbox (they judge with it), so they stop judging before it closes.
     app.cleanup_ctx.append(functools.partial(run_contests, settings, observe_push=app[METRICS].push_added.observe))
     app.cleanup_ctx.append(functools.partial(run_live, settings))  # live sessions: schedule reminders, the SFU
+    app.cleanup_ctx.append(functools.partial(run_media, settings))  # uploads (tus) and media jobs
     app.cleanup_ctx.append(metrics_listener)
     app[SOCKETS] = SocketServer(app, settings, EVENTS)
     engine, gate = app[SOCKETS].sio.eio, app[SOCKETS].gate
@@ -476,6 +485,8 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     # Collaborative editing: /yjs/{workspace_id} and the document manager (closed before the pool).
     collab_handlers.mount(app, settings, app[SOCKETS].node_id, app[METRICS].registry)
     API.mount(app, auth.authenticate)
+    media_uploads.mount(app)  # tus at /api/v1/uploads (headers and raw bytes: not in the OpenAPI table)
+    media_playback.mount(app)  # HLS ladders at /api/v1/media/{job_id}/..., behind the lecture's paywall
     app.router.add_get("/api/v1/openapi.json", openapi_view)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -135,9 +135,22 @@ async def build_world(api: ApiClient) -> World:
         csub, uuid.UUID(contest["id"]), uuid.UUID(contest["problems"][0]["id"]), uuid.UUID(learner.id),
         uuid.UUID(community["id"]),
     )  # fmt: skip
+    # Media: a finished (empty) upload of the owner's, and a job of theirs that another runner holds.
+    upload, job = uuid.uuid4(), uuid.uuid4()
+    await api.app[CORE].pool.execute(
+        "INSERT INTO uploads (id, owner_id, length, received, completed_at) VALUES ($1, $2, 0, 0, now())",
+        upload, uuid.UUID(owner.id),
+    )  # fmt: skip
+    await api.app[CORE].pool.execute(
+        "INSERT INTO jobs (id, kind, owner_id, state, claimed_by, lease_until) VALUES ($1, 'lecture_video', $2,"
+        " 'running', $3, now() + interval '1 hour')",
+        job, uuid.UUID(owner.id), uuid.uuid4(),
+    )  # fmt: skip
     return World(
         actors=actors,
         ids={
+            "upload": str(upload),
+            "job": str(job),
             "course": course["id"],
             "draft": draft["id"],
             "lecture": lecture["id"],
@@ -390,9 +403,19 @@ ROWS: list[Row] = [
     Row("GET", "/me/wallet", everyone(200)),
     Row("PUT", "/courses/{course}/price", only(200, 403, *STAFF), {"coins": 5}),
     Row("POST", "/courses/{course}/buy", everyone(409)),  # a free course is enrolled in, not bought
+    # media: jobs are their owner's (and admins'); a lecture's video comes from its owner's own upload
+    Row("GET", "/jobs/{job}", only(200, 404, *STAFF)),
+    Row("DELETE", "/jobs/{job}", only(200, 404, *STAFF)),
+    Row(
+        "POST",
+        "/lectures/{lecture}/media",
+        only(202, 404, "owner", stranger=403, learner=403),  # an upload is only its owner's: admin's is 404
+        lambda ids: {"upload_id": ids["upload"]},
+    ),
 ]
 
 _TEMPLATE_NAMES = {
+    "job": "job_id",
     "course": "course_id",
     "draft": "course_id",
     "lecture": "lecture_id",

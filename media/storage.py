@@ -1,0 +1,136 @@
+"""Where media bytes live: one small interface, a local directory behind it (``STUDYHALL_MEDIA_DIR``).
+
+An S3-compatible store (aioboto3, MinIO in compose) is the next implementation of :class:`Storage`; it is
+not built yet. Every method is async so that a remote store fits the same calls; the local one does its
+file work in a thread, never on the event loop.
+
+Layout under the root::
+
+    uploads/<upload id>          the bytes of an upload (tus), appended in order
+    outputs/<job id>/...         what a job made (an HLS ladder, a poster); replaced whole on a retry
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterable
+from pathlib import Path
+from typing import Protocol
+
+WRITE_BATCH = 1 << 20
+"""Bytes gathered before one write to the file (each write is one thread hop)."""
+
+
+class Storage(Protocol):
+    """Upload bytes and job outputs (see the module docstring for the layout)."""
+
+    async def upload_size(self, upload_id: uuid.UUID) -> int:
+        """Bytes stored so far for the upload (0 if none)."""
+        ...
+
+    async def append(self, upload_id: uuid.UUID, offset: int, chunks: AsyncIterable[bytes], limit: int) -> int:
+        """Write ``chunks`` at ``offset`` (the current size), at most ``limit`` bytes; return the new size.
+
+        Raises :class:`TooMuchData` once the chunks go past ``limit`` (what came before stays)."""
+        ...
+
+    async def remove_upload(self, upload_id: uuid.UUID) -> None: ...
+
+    def upload_path(self, upload_id: uuid.UUID) -> Path:
+        """A local path to the upload's bytes (for ffmpeg); remote stores download it first (not built)."""
+        ...
+
+    async def fresh_output_dir(self, job_id: uuid.UUID) -> Path:
+        """An empty directory for a job's output (anything an earlier attempt left is removed)."""
+        ...
+
+    def output_dir(self, job_id: uuid.UUID) -> Path: ...
+
+    async def remove_output(self, job_id: uuid.UUID) -> None: ...
+
+
+class TooMuchData(Exception):
+    """More bytes arrived than the upload may hold."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the body goes past the upload's length (kept the first {size} bytes)")
+        self.size = size
+
+
+class LocalStorage:
+    """:class:`Storage` in a local directory (created on first use, mode 0700)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _dir(self, name: str) -> Path:
+        path = self.root / name
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return path
+
+    def upload_path(self, upload_id: uuid.UUID) -> Path:
+        return self.root / "uploads" / str(upload_id)
+
+    def output_dir(self, job_id: uuid.UUID) -> Path:
+        return self.root / "outputs" / str(job_id)
+
+    async def upload_size(self, upload_id: uuid.UUID) -> int:
+        try:
+            return (await asyncio.to_thread(self.upload_path(upload_id).stat)).st_size
+        except FileNotFoundError:
+            return 0
+
+    async def append(self, upload_id: uuid.UUID, offset: int, chunks: AsyncIterable[bytes], limit: int) -> int:
+        await asyncio.to_thread(self._dir, "uploads")
+        path = self.upload_path(upload_id)
+        fd = await asyncio.to_thread(os.open, path, os.O_WRONLY | os.O_CREAT, 0o600)
+        size = offset
+        try:
+            # Cut what a dropped request half-wrote past the recorded offset: the client resends it.
+            await asyncio.to_thread(os.ftruncate, fd, offset)
+            pending: list[bytes] = []
+            pending_len = 0
+            try:
+                async for chunk in chunks:
+                    if size + pending_len + len(chunk) > limit:
+                        pending.append(chunk[: limit - size - pending_len])
+                        raise TooMuchData(limit)
+                    pending.append(chunk)
+                    pending_len += len(chunk)
+                    if pending_len >= WRITE_BATCH:
+                        size += await asyncio.to_thread(_write_all, fd, size, pending)
+                        pending, pending_len = [], 0
+            finally:  # what arrived is kept, even when the connection dropped mid-body
+                if pending:
+                    size += await asyncio.to_thread(_write_all, fd, size, pending)
+        finally:
+            await asyncio.to_thread(os.close, fd)
+        return size
+
+    async def remove_upload(self, upload_id: uuid.UUID) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(self.upload_path(upload_id).unlink)
+
+    async def fresh_output_dir(self, job_id: uuid.UUID) -> Path:
+        await self.remove_output(job_id)
+        path = self.output_dir(job_id)
+        await asyncio.to_thread(path.mkdir, 0o700, True, False)
+        return path
+
+    async def remove_output(self, job_id: uuid.UUID) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.output_dir(job_id), True)
+
+
+def _write_all(fd: int, at: int, chunks: list[bytes]) -> int:
+    written = 0
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            n = os.pwrite(fd, view, at + written)
+            written += n
+            view = view[n:]
+    return written

@@ -1,0 +1,56 @@
+"""The app's media services for as long as it runs: storage, uploads (and the sweep that expires
+unfinished ones), and the in-process job runner."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from core_api.context import CORE
+from core_api.settings import Settings
+from media import video
+from media.jobs import JOBS, JobRunner
+from media.storage import LocalStorage, Storage
+from media.uploads import UPLOADS, Uploads
+
+log = logging.getLogger(__name__)
+
+STORAGE = web.AppKey("media_storage", LocalStorage)
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The configured store: a local directory (S3-compatible stores are not built yet)."""
+    return LocalStorage(settings.media_root)
+
+
+async def _sweep(uploads: Uploads, every_s: float) -> None:
+    while True:
+        try:
+            gone = await uploads.sweep()
+            if gone:
+                log.info("media: removed %d expired unfinished uploads", gone)
+        except Exception:
+            log.exception("media: the upload sweep failed; trying again later")
+        await asyncio.sleep(every_s)
+
+
+async def run_media(settings: Settings, app: web.Application) -> AsyncIterator[None]:
+    """A ``cleanup_ctx``: the uploads service and its sweep, and the in-process job runner."""
+    storage = open_storage(settings)
+    uploads = Uploads(app[CORE], storage)
+    app[UPLOADS] = uploads
+    runner = JobRunner(app[CORE], storage, {video.KIND: video.transcode_lecture})
+    app[JOBS] = runner
+    sweeper = asyncio.create_task(_sweep(uploads, settings.media_sweep_s))
+    runner.start()
+    try:
+        yield
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        await runner.close()
