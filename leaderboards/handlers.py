@@ -74,7 +74,7 @@ async def post_contest(call: Call) -> ContestOut:
     return await contests_of(call).create(call.me, call.body)
 
 
-@api.route("GET", "/contests", summary="Contests, latest first", tag=TAG, query=ContestListQuery,
+@api.route("GET", "/contests", summary="Contests, the running ones first", tag=TAG, query=ContestListQuery,
            response=ContestList)  # fmt: skip
 async def get_contests(call: Call) -> ContestList:
     return ContestList(items=await contests_of(call).recent(call.me, call.query.limit, call.query.approval))

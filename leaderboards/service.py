@@ -226,10 +226,12 @@ class Contests:
 
     async def recent(self, user: Principal, limit: int, approval: str | None = None) -> list[ContestOut]:
         rows = await self.core.pool.fetch(
+            # Running contests first (what a learner opens the list for), then the rest, latest start first.
             f"SELECT {store.CONTEST_COLUMNS} FROM contests WHERE ($2::text IS NULL OR approval = $2)"
-            " ORDER BY starts_at DESC, id LIMIT $1",
+            " ORDER BY (starts_at <= $3 AND ends_at > $3) DESC, starts_at DESC, id LIMIT $1",
             limit,
             approval,
+            self.clock(),
         )
         return [await self._out(user, r) for r in rows]
 

@@ -23,7 +23,7 @@ from core_api.context import CORE
 from core_api.db import bundled_migrations, migrate
 from leaderboards.cycle import CYCLE
 from leaderboards.handlers import CONTESTS
-from tests.conftest import Actor, ApiClient
+from tests.conftest import Actor, ApiClient, _with_database
 from tests.contest_helpers import PROBLEMS, Clock, api_with, at, community_with, contest_body, ok
 
 TRIVIAL = {"title": "Three", "tests": [{"stdin": "", "expected_output": "3"}], "cpu_ms": 1000}
@@ -396,7 +396,7 @@ async def test_the_migration_repairs_what_was_stored_before(
     name = f"studyhall_test_{uuid.uuid4().hex[:10]}"
     admin_conn = await asyncpg.connect(server_url)
     await admin_conn.execute(f'CREATE DATABASE "{name}"')
-    url = server_url.rsplit("/", 1)[0] + "/" + name
+    url = _with_database(server_url, name)
     try:
         await migrate(url, [m for m in bundled_migrations() if m.version < 10])
         conn = await asyncpg.connect(url)

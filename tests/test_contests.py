@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import time
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from tests.contest_helpers import (
     B_OK,
     B_WRONG,
     C_BROKEN,
+    START,
     Clock,
     api_with,
     at,
@@ -283,3 +285,26 @@ async def test_subscribers_get_coalesced_leaderboard_updates(api: ApiClient, san
         assert (await sio.call("contest:unsubscribe", {"contest_id": contest["id"]}, timeout=10))["ok"] is True
     finally:
         await sio.disconnect()
+
+
+async def test_the_contest_list_shows_the_running_contests_first(api: ApiClient) -> None:
+    """A learner opens the list for what is on now: a running contest comes before ones that start later.
+    (Ten years after the other tests' contests, so that the shared database's others do not crowd the page.)"""
+    base = START + timedelta(days=3650)
+    owner = await api.user("instructor", name="org")
+    x = await community_with(api, owner, "X", [])
+
+    def body(title: str, starts: datetime) -> dict[str, Any]:
+        b = contest_body([x], organizer=x, title=title)
+        b.pop("freeze_at", None)
+        return {**b, "starts_at": starts.isoformat(), "ends_at": (starts + timedelta(hours=5)).isoformat()}
+
+    running = await ok(api, "POST", "/contests", owner, json=body("Now", base))
+    upcoming = await ok(api, "POST", "/contests", owner, json=body("Later", base + timedelta(days=30)))
+    api.app[CONTESTS].clock = clock = Clock()
+    clock.now = base + timedelta(minutes=10)
+    ids = [c["id"] for c in (await ok(api, "GET", "/contests?limit=200", owner))["items"]]
+    assert ids.index(running["id"]) < ids.index(upcoming["id"])
+    clock.now = base + timedelta(days=1)  # the first one has ended: the latest start first again
+    ids = [c["id"] for c in (await ok(api, "GET", "/contests?limit=200", owner))["items"]]
+    assert ids.index(upcoming["id"]) < ids.index(running["id"])
