@@ -58,6 +58,7 @@ class ListQuery(Query):
 
 class ContestListQuery(ListQuery):
     approval: Approval | None = Field(None, description="Only contests whose prizes are in this state of approval.")
+    mine: bool = Field(False, description="Only contests one of the caller's communities takes part in (accepted).")
 
 
 class SubmissionsQuery(Query):
@@ -77,7 +78,8 @@ async def post_contest(call: Call) -> ContestOut:
 @api.route("GET", "/contests", summary="Contests, the running ones first", tag=TAG, query=ContestListQuery,
            response=ContestList)  # fmt: skip
 async def get_contests(call: Call) -> ContestList:
-    return ContestList(items=await contests_of(call).recent(call.me, call.query.limit, call.query.approval))
+    query = call.query
+    return ContestList(items=await contests_of(call).recent(call.me, query.limit, query.approval, mine=query.mine))
 
 
 @api.route("GET", "/contests/{contest_id}", summary="One contest and its problems", tag=TAG, response=ContestOut)

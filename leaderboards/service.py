@@ -224,14 +224,22 @@ class Contests:
     async def get(self, user: Principal, contest_id: uuid.UUID) -> ContestOut:
         return await self._out(user, await self.contest(contest_id))
 
-    async def recent(self, user: Principal, limit: int, approval: str | None = None) -> list[ContestOut]:
+    async def recent(
+        self, user: Principal, limit: int, approval: str | None = None, *, mine: bool = False
+    ) -> list[ContestOut]:
         rows = await self.core.pool.fetch(
-            # Running contests first (what a learner opens the list for), then the rest, latest start first.
+            # Running contests first (what a learner opens the list for), then the rest, latest start first;
+            # ``mine``: only those one of the user's communities takes part in.
             f"SELECT {store.CONTEST_COLUMNS} FROM contests WHERE ($2::text IS NULL OR approval = $2)"
+            " AND (NOT $4 OR EXISTS (SELECT 1 FROM contest_communities cc JOIN community_members m"
+            " ON m.community_id = cc.community_id AND m.user_id = $5"
+            " WHERE cc.contest_id = contests.id AND cc.state = 'accepted'))"
             " ORDER BY (starts_at <= $3 AND ends_at > $3) DESC, starts_at DESC, id LIMIT $1",
             limit,
             approval,
             self.clock(),
+            mine,
+            user.id,
         )
         return [await self._out(user, r) for r in rows]
 

@@ -287,8 +287,9 @@ async def test_subscribers_get_coalesced_leaderboard_updates(api: ApiClient, san
         await sio.disconnect()
 
 
-async def test_the_contest_list_shows_the_running_contests_first(api: ApiClient) -> None:
-    """A learner opens the list for what is on now: a running contest comes before ones that start later.
+async def test_the_contest_list_shows_the_running_contests_first_and_mine_on_request(api: ApiClient) -> None:
+    """A learner opens the list for what is on now: a running contest comes before ones that start later;
+    ``mine=true`` keeps those of the caller's communities.
     (Ten years after the other tests' contests, so that the shared database's others do not crowd the page.)"""
     base = START + timedelta(days=3650)
     owner = await api.user("instructor", name="org")
@@ -308,3 +309,9 @@ async def test_the_contest_list_shows_the_running_contests_first(api: ApiClient)
     clock.now = base + timedelta(days=1)  # the first one has ended: the latest start first again
     ids = [c["id"] for c in (await ok(api, "GET", "/contests?limit=200", owner))["items"]]
     assert ids.index(upcoming["id"]) < ids.index(running["id"])
+    # "Your contests": those one of the caller's communities takes part in, for its members only.
+    stranger = await api.user(name="stranger")
+    mine = [c["id"] for c in (await ok(api, "GET", "/contests?mine=true&limit=200", owner))["items"]]
+    assert running["id"] in mine and upcoming["id"] in mine
+    theirs = [c["id"] for c in (await ok(api, "GET", "/contests?mine=true&limit=200", stranger))["items"]]
+    assert running["id"] not in theirs and upcoming["id"] not in theirs

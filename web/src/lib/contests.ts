@@ -144,8 +144,9 @@ export interface MyCommunity {
 
 const path = encodeURIComponent;
 
-export const listContests = async (api: ApiClient): Promise<Contest[]> =>
-  (await api.get<{ items: Contest[] }>("/contests", { limit: 50 })).items;
+/** Contests, the running ones first; `mine`: only those one of the user's communities takes part in. */
+export const listContests = async (api: ApiClient, mine = false): Promise<Contest[]> =>
+  (await api.get<{ items: Contest[] }>("/contests", mine ? { limit: 50, mine: true } : { limit: 50 })).items;
 
 export const getContest = (api: ApiClient, id: string): Promise<Contest> => api.get<Contest>(`/contests/${path(id)}`);
 
