@@ -124,6 +124,9 @@ class Server:
 
     def __init__(self, database_url: str | None, extra_env: dict[str, str] | None = None) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="studyhall-bench-")
+        # Traversable by the embedded PostgreSQL's own user (the server refuses a data dir it cannot reach;
+        # mkdtemp makes the directory private). The data dir inside keeps its own permissions.
+        os.chmod(self.tmp.name, 0o755)
         self.extra_env = extra_env or {}
         self.log = Path(self.tmp.name) / "server.log"
         self.port = free_port()
