@@ -184,6 +184,32 @@ async def announce_changes(announcer: Announcer, changes: list[PresenceChange]) 
         await announcer.change(change.room_id, change.user, change.state, change.rev)
 
 
+_TURNS = "room_turns"
+
+
+def _turn(session: MutableMapping[str, Any], key: str) -> asyncio.Lock:
+    """One connection's joins and leaves of one room, one at a time and in the order they came.
+
+    python-socketio runs each event in a task of its own, so a ``room:leave`` and the ``room:join`` right after
+    it (a screen closed and opened again: the browser's back button) would otherwise interleave, and the leave,
+    finishing last, would take the connection out of the room it had just joined (out of the Socket.IO room and
+    the people present, with the screen showing the room). Events start in the order they arrived, and an
+    ``asyncio.Lock`` is taken in the order asked for, so taking it first thing keeps that order."""
+    turns: dict[str, asyncio.Lock] = session.setdefault(_TURNS, {})
+    lock = turns.get(key)
+    if lock is None:
+        lock = turns[key] = asyncio.Lock()
+    return lock
+
+
+def _done_with_turn(session: MutableMapping[str, Any], key: str, lock: asyncio.Lock) -> None:
+    """Forget a room's lock once nobody holds or waits for it (a connection that joins and leaves many rooms
+    keeps no lock per room)."""
+    turns: dict[str, asyncio.Lock] = session.get(_TURNS, {})
+    if turns.get(key) is lock and not lock.locked():
+        del turns[key]
+
+
 async def join(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
     """Join a room: become a member if need be, enter it, announce the user, answer with the room,
     the users present and the last messages.
@@ -191,6 +217,16 @@ async def join(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
     Raises ``not_found`` for a room the caller may not see, ``forbidden`` when banned and ``conflict``
     when the room is archived.
     """
+    key = str(room_id)
+    lock = _turn(call.session, key)
+    try:
+        async with lock:
+            return await _join(call, room_id)
+    finally:
+        _done_with_turn(call.session, key, lock)
+
+
+async def _join(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
     async with call.core.transaction() as tx:
         room, member = await visible_room(tx.conn, call.user, room_id)
         if room["visibility"] == "community" and room["community_id"] is not None:
@@ -276,6 +312,16 @@ async def leave(call: EventCall, room_id: uuid.UUID) -> None:
 
     Leaving a room one is not in is a no-op, but a room the caller may not see is still ``not_found``.
     """
+    key = str(room_id)
+    lock = _turn(call.session, key)
+    try:
+        async with lock:
+            await _leave(call, room_id)
+    finally:
+        _done_with_turn(call.session, key, lock)
+
+
+async def _leave(call: EventCall, room_id: uuid.UUID) -> None:
     key = str(room_id)
     rooms = joined_rooms(call.session)
     if key not in rooms:
