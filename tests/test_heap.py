@@ -75,19 +75,22 @@ async def test_asks_are_deferred_merged_and_spaced(heap: None) -> None:
     h.request()  # not enabled: nothing
     assert h._pending is None
     h.start(min_interval_s=60, full_every_s=0, defer_s=0.01)
+    loop = asyncio.get_running_loop()
     try:
         assert h.stats.settles == 1
         h.request()
+        first = h._pending
         h.request()  # one settle for both
-        assert h._pending is not None
-        now[0] += 61
-        await asyncio.sleep(0.01)  # the pending one was scheduled 60 s out (the last settle was just now)
-        assert h.stats.settles == 1
-        h._pending.cancel()
+        assert first is not None and h._pending is first
+        assert first.when() - loop.time() > 59  # 60 s after the last settle, which was just now
+        first.cancel()
         h._pending = None
+        now[0] += 61
         h.request()  # the interval has passed: only the short deferral
-        await asyncio.sleep(0.05)
-        assert h.stats.settles == 2
+        assert h._pending is not None and h._pending.when() - loop.time() <= 0.01
+        h._pending.cancel()
+        h._settle_pending()  # what the timer does when it is due
+        assert h.stats.settles == 2 and h._pending is None
     finally:
         await h.stop()
 
