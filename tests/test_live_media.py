@@ -18,7 +18,7 @@ from live.sfu import ReceiverTap
 from live.signalling import LiveNode
 from realtime.app import create_app
 from realtime.sockets import SOCKETS
-from tests.chat_helpers import make_room
+from tests.chat_helpers import Tab, make_room
 from tests.conftest import ApiClient, make_settings
 from tests.live_helpers import Publisher, Viewer, live_room, live_tab
 
@@ -293,6 +293,16 @@ async def _offer_of(viewer: Viewer) -> Any:
     return viewer.pc.localDescription
 
 
+async def watching(host_tab: Tab, member_tab: Tab, ref: dict[str, str], publisher: Publisher, viewer: Viewer) -> None:
+    """Both in the session, the host live and publishing, the member's viewer showing the host's picture."""
+    for tab in (host_tab, member_tab):
+        await tab.ok("live:join", ref)
+    await host_tab.ok("live:start", ref)
+    await publisher.publish()
+    await viewer.subscribe()
+    await viewer.frame("video")
+
+
 async def test_a_publisher_that_vanishes_is_dropped_and_viewers_are_told(api: ApiClient) -> None:
     host, member = await api.user("instructor"), await api.user()
     _, session_id = await live_room(api, host, member)
@@ -300,12 +310,7 @@ async def test_a_publisher_that_vanishes_is_dropped_and_viewers_are_told(api: Ap
     ref = {"session_id": session_id}
     publisher, viewer = Publisher(host_tab, session_id), Viewer(member_tab, session_id)
     try:
-        for tab in (host_tab, member_tab):
-            await tab.ok("live:join", ref)
-        await host_tab.ok("live:start", ref)
-        await publisher.publish()
-        await viewer.subscribe()
-        await viewer.frame("video")
+        await watching(host_tab, member_tab, ref, publisher, viewer)
         member_tab.drain("live:state")
         await host_tab.close()  # the host's tab goes away without a word
         while (state := await member_tab.next("live:state"))["publishers"]:
@@ -327,12 +332,7 @@ async def test_a_member_banned_from_the_room_loses_the_session_at_once(api: ApiC
     ref = {"session_id": session_id}
     publisher, viewer = Publisher(host_tab, session_id), Viewer(member_tab, session_id)
     try:
-        for tab in (host_tab, member_tab):
-            await tab.ok("live:join", ref)
-        await host_tab.ok("live:start", ref)
-        await publisher.publish()
-        await viewer.subscribe()
-        await viewer.frame("video")
+        await watching(host_tab, member_tab, ref, publisher, viewer)
         host_tab.drain("live:state")
         await host_tab.join(room)
         await host_tab.ok("chat:ban", {"room_id": room, "user_id": member.id, "on": True})
