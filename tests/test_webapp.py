@@ -22,9 +22,9 @@ BROTLI = b"brotli variant of the script"
 def write_build(root: Path) -> None:
     (root / "assets").mkdir(parents=True)
     (root / "index.html").write_bytes(INDEX)
-    (root / "index.html.gz").write_bytes(gzip.compress(INDEX))
+    (root / "index.html.gz").write_bytes(gzip.compress(INDEX, mtime=0))
     (root / "assets" / "index-1a2b3c.js").write_bytes(SCRIPT)
-    (root / "assets" / "index-1a2b3c.js.gz").write_bytes(gzip.compress(SCRIPT))
+    (root / "assets" / "index-1a2b3c.js.gz").write_bytes(gzip.compress(SCRIPT, mtime=0))
     (root / "assets" / "index-1a2b3c.js.br").write_bytes(BROTLI)
     (root / "assets" / "logo-9f8e7d.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
     (root / "favicon.svg").write_bytes(b"<svg xmlns='http://www.w3.org/2000/svg'/>")
@@ -57,9 +57,9 @@ async def test_hashed_assets_are_immutable_and_sent_precompressed_by_accept_enco
     url = "/assets/index-1a2b3c.js"
     cases = {
         "gzip, deflate, br, zstd": ("br", BROTLI),
-        "gzip": ("gzip", gzip.compress(SCRIPT)),
-        "br;q=0, gzip": ("gzip", gzip.compress(SCRIPT)),
-        "gzip;q=0.5, br;q=0.2": ("gzip", gzip.compress(SCRIPT)),
+        "gzip": ("gzip", gzip.compress(SCRIPT, mtime=0)),
+        "br;q=0, gzip": ("gzip", gzip.compress(SCRIPT, mtime=0)),
+        "gzip;q=0.5, br;q=0.2": ("gzip", gzip.compress(SCRIPT, mtime=0)),
         "*": ("br", BROTLI),
         "identity": (None, SCRIPT),
         "": (None, SCRIPT),
