@@ -54,6 +54,8 @@ class LightClient(asyncio.Protocol):
         self._upgraded = False
         self._fragments: list[bytes] = []
         self._fragment_compressed = False
+        self.compressed_received = 0  # messages that arrived compressed
+        self.extensions_answer = ""  # the server's Sec-WebSocket-Extensions, as it answered
         loop = asyncio.get_running_loop()
         self.connected: asyncio.Future[dict[str, Any]] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -103,6 +105,7 @@ class LightClient(asyncio.Protocol):
             for line in head[1:]:
                 name, _, value = line.partition(":")
                 if name.strip().lower() == "sec-websocket-extensions" and "permessage-deflate" in value:
+                    self.extensions_answer = value.strip()
                     self.deflate_accepted = True
                     self._inflate = zlib.decompressobj(-15)
             self._upgraded = True
@@ -136,6 +139,7 @@ class LightClient(asyncio.Protocol):
             payload = b"".join([*self._fragments, payload])
             self._fragments = []
         if self._fragment_compressed:
+            self.compressed_received += 1
             payload = self._inflate.decompress(payload + b"\x00\x00\xff\xff")
         self._packet(payload)
 
@@ -184,6 +188,15 @@ class LightClient(asyncio.Protocol):
             self.transport.write(_client_frame(payload))
 
     # --- API -------------------------------------------------------------------------------------
+
+    def send_compressed(self, payload: bytes) -> None:
+        """Send one Engine.IO packet as a compressed message (RFC 7692; deflate must have been accepted)."""
+        c = zlib.compressobj(6, zlib.DEFLATED, -15)
+        body = c.compress(payload) + c.flush(zlib.Z_SYNC_FLUSH)
+        frame = bytearray(_client_frame(body.removesuffix(b"\x00\x00\xff\xff")))
+        frame[0] |= 0x40  # RSV1: this message is compressed
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(bytes(frame))
 
     def emit(self, event: str, data: Any) -> None:
         """Send an event without asking for an ack."""

@@ -168,8 +168,21 @@ class Settings(BaseSettings):
     )
     ws_deflate: bool = Field(
         False,
-        description="Accept per-message deflate on Socket.IO websockets (costs CPU and memory per client; "
-        "see docs/fanout.md).",
+        description="Per-message deflate on Socket.IO websockets through python-engineio's stock path, with "
+        "context takeover (costs CPU and about 135 KB per client; see docs/fanout.md). Off: deflate is "
+        "negotiated without context takeover and large messages share one compressed frame "
+        "(`STUDYHALL_WS_COMPRESS_MIN_BYTES`).",
+    )
+    ws_compress_min_bytes: int = Field(
+        1024,
+        ge=0,
+        le=16 * 1024 * 1024,
+        description="Socket.IO websockets that negotiate per-message deflate (browsers do) get messages of at "
+        "least this many bytes compressed, without context takeover: a room emit is compressed once and the "
+        "same frame goes to every such connection. Smaller messages go out as they are. 0 declines deflate.",
+    )
+    ws_compress_level: int = Field(
+        1, ge=1, le=9, description="zlib level of those compressed messages (1: fastest; 9: smallest)."
     )
     ws_max_buffer: int = Field(
         8 * 1024 * 1024,

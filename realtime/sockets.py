@@ -109,7 +109,13 @@ class SocketServer:
             engineio_logger=False,
             gate=self.gate,
         )
-        self.direct = DirectSockets(settings.ws_max_buffer, settings.ws_max_fragments)
+        self.direct = DirectSockets(
+            settings.ws_max_buffer,
+            settings.ws_max_fragments,
+            compress_min=settings.ws_compress_min_bytes,
+            compress_level=settings.ws_compress_level,
+            inflate_limit=MAX_PACKET_BYTES,
+        )
         # chat:message in seq order on this node (realtime/ordered.py); the app names the event and its store.
         self.ordered = OrderedRooms(
             lambda event, room, data: manager.emit_here(event, data, "/", room),
