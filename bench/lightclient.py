@@ -152,7 +152,12 @@ class LightClient(asyncio.Protocol):
         if self._fragment_compressed:
             self.compressed_received += 1
             if self.inflate_head:
-                payload = zlib.decompressobj(-15).decompress(payload, self.inflate_head)
+                inflater = zlib.decompressobj(-15)
+                head = inflater.decompress(payload, self.inflate_head)
+                if head.startswith(b"42"):  # an event: its head names it
+                    payload = head
+                else:  # an ack or anything else: all of it
+                    payload = head + inflater.decompress(inflater.unconsumed_tail + b"\x00\x00\xff\xff")
             else:
                 payload = self._inflate.decompress(payload + b"\x00\x00\xff\xff")
         self._packet(payload)
