@@ -533,6 +533,17 @@ async def end_sessions(
     return len(ids)
 
 
+async def ended_sessions(core: Core, session_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these sessions have ended (signed out, revoked, expired or gone)."""
+    if not session_ids:
+        return set()
+    live = await core.pool.fetch(
+        "SELECT id FROM sessions WHERE id = ANY($1::uuid[]) AND revoked_at IS NULL AND expires_at > now()",
+        list(session_ids),
+    )
+    return session_ids - {r["id"] for r in live}
+
+
 async def login(core: Core, auth: Auth, email: str, password: str, address: str, user_agent: str = "") -> TokenPair:
     account_key = email.strip().lower()
     wait = max(await auth.by_account.retry_after(account_key), await auth.by_address.retry_after(address))

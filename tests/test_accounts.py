@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import socketio
 from aiosmtpd.controller import Controller
 
 from core_api.context import CORE
 from core_api.mail import MAILER
 from realtime.app import create_app
+from tests.chat_helpers import WAIT_S, server_url
 from tests.conftest import Actor, ApiClient, make_settings
 
 NEW_PASSWORD = "a brand new passphrase"
@@ -263,3 +265,28 @@ async def test_with_an_smtp_url_the_link_goes_through_the_mail_server(
         "POST", "/auth/password-reset/confirm", json={"token": token, "new_password": NEW_PASSWORD}
     )
     assert status == 204
+
+
+async def test_ending_a_session_closes_its_open_socket_io_connections(api: ApiClient) -> None:
+    user = await api.user()
+    here, there = await sign_in(api, user, agent="here"), await sign_in(api, user, agent="there")
+    ended = asyncio.Event()
+    theirs = socketio.AsyncClient(reconnection=False)
+    theirs.on("disconnect", lambda *_: ended.set())
+    mine = socketio.AsyncClient(reconnection=False)
+    await theirs.connect(server_url(api), auth={"token": there["access_token"]}, transports=["websocket"])
+    await mine.connect(server_url(api), auth={"token": here["access_token"]}, transports=["websocket"])
+    try:
+        _, listed = await api.call("GET", "/me/sessions", headers=bearer(here))
+        (other,) = [s["id"] for s in listed["items"] if s["user_agent"] == "there"]
+        status, _ = await api.call("DELETE", f"/me/sessions/{other}", headers=bearer(here))
+        assert status == 204
+        await asyncio.wait_for(ended.wait(), WAIT_S)  # closed by the server, not at its next reconnect
+        assert mine.connected
+        # And it cannot come back with that session's token.
+        again = socketio.AsyncClient(reconnection=False)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await again.connect(server_url(api), auth={"token": there["access_token"]}, transports=["websocket"])
+    finally:
+        await mine.disconnect()
+        await theirs.disconnect()

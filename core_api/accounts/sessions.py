@@ -8,7 +8,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from core_api.auth import TAG, end_sessions
-from core_api.context import Core, audit, core_of
+from core_api.context import Core, audit, core_of, rights_changed
 from core_api.errors import not_found
 from core_api.http import Api, Call, Principal
 
@@ -48,12 +48,15 @@ async def end_one(core: Core, user: Principal, session_id: uuid.UUID) -> None:
         if not await end_sessions(tx.conn, user.id, only=session_id):
             raise not_found("no such session of yours (or it has already ended)")
         await audit(tx, user.id, "session.ended", "session", session_id)
+        rights_changed(tx, user.id)  # its open Socket.IO connections are closed
 
 
 async def end_others(core: Core, user: Principal) -> int:
     async with core.transaction() as tx:
         ended = await end_sessions(tx.conn, user.id, keep=user.session_id)
         await audit(tx, user.id, "session.ended_others", "user", user.id, ended=ended)
+        if ended:
+            rights_changed(tx, user.id)
     return ended
 
 
