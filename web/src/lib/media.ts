@@ -121,7 +121,7 @@ export async function uploadFile(
  */
 export function followJob(
   api: ApiClient,
-  live: LiveConnection,
+  live: Pick<LiveConnection, "on">,
   job: Job,
   onUpdate: (job: Job) => void,
   pollMs = 3000,
