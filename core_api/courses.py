@@ -415,7 +415,8 @@ async def post_publish(call: Call) -> CourseOut:
     tag=TAG,
     description="Everyone who may see the course gets every lecture's title and duration. Of a priced course, "
     "only learners enrolled in it, its owner and admins get `media_url`; everyone else gets `media_url: null`, "
-    "`locked: true` and `locked_reason`.",
+    "`locked: true` and `locked_reason`. The URLs of studyhall's own HLS ladders are signed for the caller "
+    "(`media_url_expires_at`, see `GET /lectures/{id}`).",
     response=LectureList,
 )
 async def get_lectures(call: Call) -> LectureList:
@@ -442,7 +443,10 @@ async def post_lecture(call: Call) -> LectureOut:
     "/lectures/{lecture_id}",
     summary="One lecture",
     tag=TAG,
-    description="`media_url` is null (and `locked` true) for a lecture of a priced course you are not enrolled in.",
+    description="`media_url` is null (and `locked` true) for a lecture of a priced course you are not enrolled in. "
+    "A video studyhall serves itself (an HLS ladder made from an upload) comes with a playback URL signed for you "
+    "alone (`?token=`, no Authorization header needed) that works until `media_url_expires_at`; read the lecture "
+    "again for a fresh one (docs/media.md).",
     response=LectureOut,
 )
 async def get_lecture(call: Call) -> LectureOut:

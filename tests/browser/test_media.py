@@ -127,6 +127,7 @@ def test_an_instructor_uploads_a_video_and_a_learner_plays_it(
     expect(processing).to_be_visible(timeout=SLOW)
     expect(desk.get_by_text("Transcoding…")).to_be_visible(timeout=SLOW)
     desk.screenshot(path=screenshots / "lecture-video-processing-desktop.png", full_page=True)
+    desk.get_by_role("region", name="Lectures").screenshot(path=screenshots / "lecture-video-processing-panel.png")
     expect(desk.get_by_text("Video ready: the lecture now plays it.")).to_be_visible(timeout=SLOW)
     expect(lectures.get_by_role("listitem").first).to_contain_text("HLS")
     desk.screenshot(path=screenshots / "lecture-video-ready-desktop.png", full_page=True)
