@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -204,3 +207,84 @@ def test_an_upload_cut_by_a_reload_resumes_and_a_file_that_is_not_a_video_says_w
     desk.screenshot(path=screenshots / "lecture-video-failed-desktop.png", full_page=True)
     lecture = call(server, teacher, "GET", f"/courses/{course_id}/lectures")["items"][0]
     assert lecture["media_kind"] == "hls"  # still the ladder made before
+
+
+def rest_upload(server: WebServer, user: User, path: Path) -> str:
+    """A tus upload of ``path`` from the test itself (creation, then one PATCH); the upload's id."""
+    token = user.token()
+    data = path.read_bytes()
+    tus = {"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {token}"}
+    create = urllib.request.Request(
+        server.url + "/api/v1/uploads", method="POST", headers={**tus, "Upload-Length": str(len(data))}
+    )
+    with urllib.request.urlopen(create, timeout=10) as resp:
+        location = resp.headers["Location"]
+    patch = urllib.request.Request(
+        urllib.parse.urljoin(server.url, location),
+        data=data,
+        method="PATCH",
+        headers={**tus, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+    )
+    with urllib.request.urlopen(patch, timeout=30) as resp:
+        assert resp.status == 204
+    return str(location.rsplit("/", 1)[1])
+
+
+def media_requests(into: list[Request]) -> Callable[[Request], None]:
+    """A ``request`` listener keeping the page's requests for the ladder's files."""
+
+    def keep(request: Request) -> None:
+        if "/api/v1/media/" in request.url:
+            into.append(request)
+
+    return keep
+
+
+def test_a_watch_party_plays_an_uploaded_lecture_with_each_viewers_own_signed_url(
+    server: WebServer, open_page: OpenPage, videos: dict[str, Path], screenshots: Path
+) -> None:
+    teacher = server.user("Mira Host", role="instructor")
+    learner = server.user("Noor Viewer")
+    course_id = course_with_lecture(server, teacher, "Party lecture")
+    lecture_id = call(server, teacher, "GET", f"/courses/{course_id}/lectures")["items"][0]["id"]
+    upload_id = rest_upload(server, teacher, videos["clip"])
+    job = call(server, teacher, "POST", f"/lectures/{lecture_id}/media", {"upload_id": upload_id})
+    deadline = time.monotonic() + SLOW / 1000
+    while job["state"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)  # polling a background job from the test's thread (no event to wait on here)
+        job = call(server, teacher, "GET", f"/jobs/{job['id']}")
+    assert job["state"] == "succeeded", job
+    call(server, learner, "POST", f"/courses/{course_id}/enroll")
+    room = call(server, teacher, "POST", "/rooms", {"name": "Lecture night", "kind": "watch", "visibility": "public"})
+
+    pages: dict[str, Page] = {}
+    requests: dict[str, list[Request]] = {}
+    for user in (teacher, learner):
+        page = open_page(server=server)
+        log_in(page, user)
+        seen: list[Request] = []
+        page.on("request", media_requests(seen))
+        page.goto(f"/rooms/{room['id']}")
+        expect(page.locator("video")).to_have_count(1)
+        pages[user.id], requests[user.id] = page, seen
+
+    # The host puts the lecture up by its page's address; each viewer's player plays it with their own URL.
+    host = pages[teacher.id]
+    host.get_by_label("Video address").fill(f"{server.url}/courses/{course_id}/lectures/{lecture_id}")
+    host.get_by_role("button", name="Play now").click()
+    for page in pages.values():
+        expect(page.get_by_role("list", name="Playlist")).to_contain_text("Party lecture")
+        wait_for_video(page, "readyState", 1)
+    for page in pages.values():  # started muted (no click on the viewer's page), as browsers allow
+        page.locator("video").evaluate("v => { v.muted = true; }")
+    host.get_by_role("button", name="Play", exact=True).click()
+    for page in pages.values():
+        wait_for_video(page, "videoWidth", 1)
+        wait_for_video(page, "currentTime", 1.0)
+    pages[learner.id].screenshot(path=screenshots / "watch-uploaded-lecture-desktop.png", full_page=True)
+    for user in (teacher, learner):
+        assert requests[user.id], user.display_name
+        for request in requests[user.id]:
+            token = urllib.parse.parse_qs(urllib.parse.urlsplit(request.url).query)["token"][0]
+            assert token.startswith(uuid.UUID(user.id).hex + "."), (user.display_name, request.url)
+            assert "authorization" not in request.headers
