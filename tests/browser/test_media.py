@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, Request, expect
+from playwright.sync_api import Page, Request, Response, Route, expect
 
+from core_api.context import CORE
 from tests.browser.conftest import OpenPage, User, WebServer, ffmpeg, log_in, rest
 
 # Transcoding takes a few seconds on a small, shared machine; uploads are throttled on purpose.
@@ -163,6 +164,52 @@ def test_an_instructor_uploads_a_video_and_a_learner_plays_it(
         assert "token=" in request.url and "authorization" not in request.headers, request.url
     width = page.locator("video").evaluate("v => v.videoWidth")
     assert width == 640  # the 360p rung of a 640x360 source
+
+    # A learner whose URL expires mid-lecture (from its second segment on, the server refuses that URL's token
+    # with 403, as it does once it has expired): the player reads the lecture again for a fresh URL and plays on.
+    late = server.user("Eve Returner")
+    call(server, late, "POST", f"/courses/{course_id}/enroll")
+    again = open_page(server=server)
+    log_in(again, late)
+    # The URL the page is given: a genuine token of this learner, with an expiry of its own (so that the renewed
+    # one differs from it whenever it is made).
+    job_id = uuid.UUID(lecture["media_url"].split("/api/v1/media/")[1].split("/")[0])
+    first = [server.app[CORE].playback.token(job_id, uuid.UUID(late.id), int(time.time()) + 7 * 86400)]
+
+    def given(route: Route) -> None:
+        answer = route.fetch()
+        body = answer.json()
+        for item in body["items"]:
+            item["media_url"] = item["media_url"].split("?")[0] + f"?token={first[0]}"
+        route.fulfill(response=answer, json=body)
+
+    again.route(f"**/api/v1/courses/{course_id}/lectures", given)
+    refused: list[str] = []
+
+    def expiring(route: Route) -> None:
+        url = route.request.url
+        token = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).get("token", [""])[0]
+        if token == first[0] and "/segment_" in url and not url.split("?")[0].endswith("segment_00000.ts"):
+            refused.append(url)
+            body = '{"error": {"code": "forbidden", "message": "the playback token has expired"}}'
+            route.fulfill(status=403, content_type="application/json", body=body)
+        else:
+            route.continue_()
+
+    again.route("**/api/v1/media/**", expiring)
+    fresh: list[Response] = []
+    again.on("response", lambda r: fresh.append(r) if "/segment_00001.ts" in r.url and r.status == 200 else None)
+    with again.expect_response(lambda r: r.url.endswith(f"/api/v1/lectures/{lecture['id']}")) as renewed:
+        again.goto(f"/courses/{course_id}/lectures/{lecture['id']}")
+        plays(again)
+    assert refused and renewed.value.status == 200
+    wait_for_video(again, "currentTime", 7.0)  # past the first segment (0 s to 6 s)
+    # The refused segment came with the renewed URL's token (for the same learner), not the expired one's.
+    renewed_token = urllib.parse.parse_qs(urllib.parse.urlsplit(renewed.value.json()["media_url"]).query)["token"][0]
+    assert renewed_token != first[0] and renewed_token.startswith(uuid.UUID(late.id).hex + ".")
+    assert [r for r in fresh if f"token={renewed_token}" in r.url], [r.url for r in fresh]
+    expect(again.get_by_role("alert")).to_have_count(0)
+    again.screenshot(path=screenshots / "lecture-hls-renewed-desktop.png")
 
 
 def test_an_upload_cut_by_a_reload_resumes_and_a_file_that_is_not_a_video_says_why(

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
 import type { ApiClient } from "../src/lib/api";
-import { followJob, stageLabel, uploadMessage, type Job } from "../src/lib/media";
+import { followJob, PlaybackToken, RENEW_EVERY_MS, stageLabel, uploadMessage, type Job } from "../src/lib/media";
 
 const job = (over: Partial<Job> = {}): Job => ({
   id: "j1",
@@ -92,5 +92,55 @@ describe("stageLabel", () => {
     expect(stageLabel(job({ state: "queued", stage: null }))).toBe("Waiting for a worker");
     expect(stageLabel(job())).toBe("Transcoding");
     expect(stageLabel(job({ stage: "poster" }))).toBe("Making the poster");
+  });
+});
+
+describe("PlaybackToken", () => {
+  const MASTER = "http://127.0.0.1:8080/api/v1/media/j1/master.m3u8?token=u1.100.old";
+  const opened = (token: PlaybackToken, url: string): string[] => {
+    const calls: string[] = [];
+    token.xhrSetup({ open: (_m: string, u: string) => calls.push(u) } as unknown as XMLHttpRequest, url);
+    return calls;
+  };
+
+  it("sends every request of a signed URL with the current token, and leaves other URLs alone", () => {
+    const token = new PlaybackToken(MASTER, () => Promise.resolve(null));
+    token.token = "u1.200.new";
+    expect(opened(token, "http://127.0.0.1:8080/api/v1/media/j1/360p/segment_00001.ts?token=u1.100.old")).toEqual([
+      "http://127.0.0.1:8080/api/v1/media/j1/360p/segment_00001.ts?token=u1.200.new",
+    ]);
+    expect(opened(token, "https://cdn.example.com/x/seg1.ts")).toEqual([]); // hls.js opens it as it is
+    const elsewhere = new PlaybackToken("https://cdn.example.com/x/index.m3u8", () => Promise.resolve(null));
+    expect(elsewhere.token).toBeNull();
+    expect(opened(elsewhere, "https://cdn.example.com/x/seg1.ts?token=theirs")).toEqual([]);
+  });
+
+  it("renews a refused token once per 30 s, restarting hls.js only when it had given up", async () => {
+    let now = 1_000_000;
+    const renew = vi.fn().mockResolvedValue("http://127.0.0.1:8080/api/v1/media/j1/master.m3u8?token=u1.300.fresh");
+    const token = new PlaybackToken(MASTER, renew, () => now);
+    const restart = vi.fn();
+    expect(token.refused({ fatal: false, response: { code: 404 } }, restart)).toBe(false); // not a refusal
+    expect(token.refused({ fatal: false, response: { code: 403 } }, restart)).toBe(true);
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(token.token).toBe("u1.300.fresh");
+    expect(restart).not.toHaveBeenCalled(); // hls.js retries the segment itself
+    // Refused again right after a renewal: not renewed again (the player shows the error).
+    now += 1000;
+    expect(token.refused({ fatal: true, response: { code: 403 } }, restart)).toBe(false);
+    expect(renew).toHaveBeenCalledTimes(1);
+    now += RENEW_EVERY_MS;
+    expect(token.refused({ fatal: true, response: { code: 403 } }, restart)).toBe(true);
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(restart).toHaveBeenCalledTimes(1);
+  });
+
+  it("keeps the token when the lecture can no longer be played", async () => {
+    const token = new PlaybackToken(MASTER, () => Promise.resolve(null));
+    expect(token.refused({ fatal: true, response: { code: 403 } }, () => {})).toBe(true);
+    await Promise.resolve();
+    expect(token.token).toBe("u1.100.old");
   });
 });

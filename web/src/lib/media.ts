@@ -160,3 +160,72 @@ export function stageLabel(job: Job): string {
   if (job.state === "queued") return "Waiting for a worker";
   return names[job.stage ?? ""] ?? "Processing";
 }
+
+/** What this module needs of an hls.js error event. */
+export interface PlayerError {
+  fatal: boolean;
+  response?: { code?: number } | null;
+}
+
+export const RENEW_EVERY_MS = 30_000;
+
+/**
+ * Keeps the token of a signed playback URL (docs/media.md, "Playback and the paywall") fresh for hls.js: give
+ * `xhrSetup` to hls.js's config, which sends every playlist and segment request with the current token; pass
+ * each hls.js error to `refused`. When the server refuses the token (403: it expired during a long pause, or
+ * access changed) `renew` is asked for a fresh URL of the lecture (at most every 30 s) and the next requests
+ * carry its token; hls.js retries the segment on its own, and `restart` is called when it had given up.
+ * A URL without a token (a video hosted elsewhere) is left alone.
+ */
+export class PlaybackToken {
+  token: string | null;
+  private renewedAt = -Infinity;
+
+  constructor(
+    url: string,
+    private readonly renew: () => Promise<string | null>,
+    private readonly now: () => number = () => Date.now(),
+  ) {
+    this.token = tokenOf(url);
+  }
+
+  /** hls.js's `xhrSetup`: opens the request itself when the URL carries a token, with the current one. */
+  readonly xhrSetup = (xhr: XMLHttpRequest, url: string): void => {
+    if (this.token === null) return;
+    const target = new URL(url, base());
+    if (!target.searchParams.has("token")) return;
+    target.searchParams.set("token", this.token);
+    xhr.open("GET", target.toString(), true);
+  };
+
+  /** True when the error is a refused token being renewed (the player shows no error for it). */
+  refused(error: PlayerError, restart: () => void): boolean {
+    if (this.token === null || error.response?.code !== 403) return false;
+    if (this.now() - this.renewedAt < RENEW_EVERY_MS) return false; // renewed just now and still refused
+    this.renewedAt = this.now();
+    void this.renew().then(
+      (fresh) => {
+        const token = fresh === null ? null : tokenOf(fresh);
+        if (token === null) return;
+        this.token = token;
+        if (error.fatal) restart();
+      },
+      () => {
+        // the next refusal (after RENEW_EVERY_MS) tries again
+      },
+    );
+    return true;
+  }
+}
+
+function tokenOf(url: string): string | null {
+  try {
+    return new URL(url, base()).searchParams.get("token");
+  } catch {
+    return null;
+  }
+}
+
+function base(): string {
+  return globalThis.location?.href ?? "http://localhost/";
+}

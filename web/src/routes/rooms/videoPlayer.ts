@@ -8,6 +8,7 @@
  * signed URL of it (docs/media.md, "Playback and the paywall").
  */
 import { messageOf } from "../../lib/errors";
+import { PlaybackToken } from "../../lib/media";
 import type { Media, Player } from "../../lib/watchsync";
 
 const SEEK_GIVE_UP_MS = 3000;
@@ -63,8 +64,12 @@ export class VideoElementPlayer implements Player {
           else this.onError("This browser cannot play HLS video.");
           return;
         }
-        const hls = new Hls();
+        // A signed URL's token is renewed when refused (lib/media.ts); any other URL is left alone.
+        const renew = ours ? () => this.signedUrl!(media.lecture_id!) : () => Promise.resolve(null);
+        const token = new PlaybackToken(src, renew);
+        const hls = new Hls({ xhrSetup: token.xhrSetup });
         hls.on(Hls.Events.ERROR, (_event, data) => {
+          if (token.refused(data, () => hls.startLoad(el.currentTime))) return;
           if (data.fatal) this.onError(`The video could not be played (${data.details}).`);
         });
         hls.loadSource(src);
