@@ -208,3 +208,25 @@ async def test_a_watch_party_hands_the_ladder_to_entitled_viewers_only(
     # The state's URL alone plays nothing: no credentials, 401; the stranger's, 403.
     assert (await api.http.get(local(master))).status == 401
     assert (await api.http.get(local(master), headers=stranger.headers)).status == 403
+
+
+def test_every_uri_of_a_playlist_carries_the_token() -> None:
+    from media.playback import with_token
+
+    playlist = (
+        '#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-MAP:URI="init.mp4"\n'
+        '#EXT-X-KEY:METHOD=AES-128,URI="key.bin?v=2",IV=0x1\n#EXTINF:6.0,\nsegment_00000.ts\n\n'
+        "#EXTINF:1.0,\n  segment_00001.ts  \n#EXT-X-ENDLIST\n"
+    )
+    assert with_token(playlist, "u.1.s").splitlines() == [
+        "#EXTM3U",
+        "#EXT-X-VERSION:7",
+        '#EXT-X-MAP:URI="init.mp4?token=u.1.s"',
+        '#EXT-X-KEY:METHOD=AES-128,URI="key.bin?v=2&token=u.1.s",IV=0x1',
+        "#EXTINF:6.0,",
+        "segment_00000.ts?token=u.1.s",
+        "",
+        "#EXTINF:1.0,",
+        "segment_00001.ts?token=u.1.s",
+        "#EXT-X-ENDLIST",
+    ]
