@@ -495,6 +495,13 @@ class Settings(BaseSettings):
     media_max_duration_s: float = Field(
         6 * 3600.0, gt=0, description="Longest video accepted for a lecture; longer ones fail at the probe."
     )
+    media_playback_token_s: int = Field(
+        900,
+        ge=30,
+        le=7 * 86400,
+        description="A signed playback URL of a lecture's video works this long plus the lecture's duration after "
+        "it was handed out (then the player asks for the lecture again); its token is bound to the user and video.",
+    )
 
     # --- collaborative editing (collab_ide) ---
     collab_max_message_bytes: int = Field(
