@@ -618,7 +618,9 @@ _USER_COLUMNS = "id, email, display_name, role, created_at"
 
 async def account(core: Core, user_id: uuid.UUID) -> Record | None:
     """One account as the API shows it (no password hash)."""
-    row: Record | None = await core.pool.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id)
+    row: Record | None = await core.pool.fetchrow(
+        f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1 AND deleted_at IS NULL", user_id
+    )
     return row
 
 
@@ -631,13 +633,17 @@ def _principal(row: Record) -> Principal:
 
 async def current_principal(core: Core, user_id: uuid.UUID) -> Principal | None:
     """The user as stored now; None when the account no longer exists."""
-    row = await core.pool.fetchrow(f"SELECT {_PRINCIPAL_COLUMNS} FROM users WHERE id = $1", user_id)
+    row = await core.pool.fetchrow(
+        f"SELECT {_PRINCIPAL_COLUMNS} FROM users WHERE id = $1 AND deleted_at IS NULL", user_id
+    )
     return _principal(row) if row is not None else None
 
 
 async def current_principals(core: Core, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, Principal]:
     """Several users as stored now, by id (accounts that no longer exist are missing)."""
-    rows = await core.pool.fetch(f"SELECT {_PRINCIPAL_COLUMNS} FROM users WHERE id = ANY($1::uuid[])", user_ids)
+    rows = await core.pool.fetch(
+        f"SELECT {_PRINCIPAL_COLUMNS} FROM users WHERE id = ANY($1::uuid[]) AND deleted_at IS NULL", user_ids
+    )
     return {row["id"]: _principal(row) for row in rows}
 
 
@@ -655,7 +661,7 @@ async def principal_for(core: Core, auth: Auth, token: str) -> Principal:
         return principal
     row = await core.pool.fetchrow(
         f"SELECT {_PRINCIPAL_COLUMNS}, (SELECT s.revoked_at IS NULL AND s.expires_at > now() FROM sessions s"
-        " WHERE s.id = $2 AND s.user_id = u.id) AS live FROM users u WHERE u.id = $1",
+        " WHERE s.id = $2 AND s.user_id = u.id) AS live FROM users u WHERE u.id = $1 AND u.deleted_at IS NULL",
         user_id,
         session,
     )

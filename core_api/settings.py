@@ -140,6 +140,15 @@ class Settings(BaseSettings):
     sessions_listed_max: int = Field(
         100, ge=1, le=10_000, description="Most sessions `GET /me/sessions` lists (the most recently used)."
     )
+    data_export_max_rows: int = Field(
+        200_000,
+        ge=100,
+        le=10_000_000,
+        description="Most rows of one table a data export includes (it says when a table was cut).",
+    )
+    data_exports_per_day: int = Field(
+        3, ge=1, le=100, description="Data exports one user may ask for in any 24 hours (then 429 with Retry-After)."
+    )
     smtp_url: SecretStr | None = Field(
         None,
         description="Mail server for outgoing email (password resets): `smtp://user:password@host:587` (STARTTLS "

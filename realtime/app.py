@@ -46,6 +46,8 @@ from core_api.grading.service import run_grading
 from core_api.heap import HEAP
 from core_api.http import CLIENT_ADDR, Api
 from core_api.mail import MAILER, Mailer
+from core_api.privacy import erase as privacy_erase
+from core_api.privacy import export as privacy_export
 from core_api.settings import Settings
 from leaderboards import cycle as contest_cycle
 from leaderboards import editing as contest_editing
@@ -89,6 +91,8 @@ API = Api.combine(
     profile.api,
     account_sessions.api,  # the caller's sessions, password change and reset (core_api/accounts/)
     account_passwords.api,
+    privacy_export.api,  # the caller's data: export (a job) and account deletion (core_api/privacy/)
+    privacy_erase.api,
     courses.api,
     enrollments.api,
     progress.api,

@@ -259,6 +259,10 @@ ROWS: list[Row] = [
     Row("DELETE", "/me/sessions/{session}", only(204, 404, "learner")),
     Row("POST", "/me/password", everyone(400), {"current_password": "not it", "new_password": "long enough new"}),
     Row("POST", "/auth/password-reset", everyone(202, anon=202), {"email": "nobody@example.com"}),
+    # the caller's data (core_api/privacy/): an export is theirs alone; deleting needs the password
+    Row("POST", "/me/exports", everyone(202)),
+    Row("GET", "/me/exports/{job}/download", everyone(404)),  # the owner's lecture job: not an export of anyone's
+    Row("DELETE", "/me", everyone(400), {"password": "not the password"}),
     Row(
         "POST",
         "/auth/password-reset/confirm",
