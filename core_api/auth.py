@@ -28,7 +28,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel, EmailStr, Field, field_validator
 
-from core_api.context import CORE, Core, core_of, new_id
+from core_api.context import CORE, Core, audit, core_of, new_id
 from core_api.db import Record
 from core_api.errors import AppError, ErrorCode, conflict, unauthorized
 from core_api.http import Api, Call, Input, Principal
@@ -557,12 +557,18 @@ async def login(core: Core, auth: Auth, email: str, password: str, address: str,
     if not await auth.passwords.verify(user["password_hash"] if user else None, password):
         await auth.by_account.fail(account_key)
         await auth.by_address.fail(address)
+        # Audited for the account it names (none for an unknown address: nothing about it to protect).
+        if user is not None:
+            async with core.transaction() as tx:
+                await audit(tx, None, "user.login_failed", "user", user["id"], address=address)
         raise unauthorized("wrong email or password")
     assert user is not None
     await auth.by_account.clear(account_key)
     async with core.transaction() as tx:
         session = {"user_agent": user_agent, "address": address}
-        return await _issue_pair(core, auth, tx.conn, user["id"], user["role"], new_id(), new_session=session)
+        family = new_id()
+        await audit(tx, user["id"], "user.login", "session", family, address=address)
+        return await _issue_pair(core, auth, tx.conn, user["id"], user["role"], family, new_session=session)
 
 
 async def refresh(core: Core, auth: Auth, token: str) -> TokenPair:

@@ -149,6 +149,12 @@ class Settings(BaseSettings):
     data_exports_per_day: int = Field(
         3, ge=1, le=100, description="Data exports one user may ask for in any 24 hours (then 429 with Retry-After)."
     )
+    teacher_reapply_after_s: int = Field(
+        7 * 86400, ge=0, le=365 * 86400, description="How long after a rejected application to teach one may reapply."
+    )
+    teacher_application_notify_max: int = Field(
+        20, ge=0, le=1000, description="Admins notified of a new application to teach (the longest-standing first)."
+    )
     smtp_url: SecretStr | None = Field(
         None,
         description="Mail server for outgoing email (password resets): `smtp://user:password@host:587` (STARTTLS "

@@ -49,6 +49,7 @@ from core_api.mail import MAILER, Mailer
 from core_api.privacy import erase as privacy_erase
 from core_api.privacy import export as privacy_export
 from core_api.settings import Settings
+from core_api.teaching import applications as teacher_applications
 from leaderboards import cycle as contest_cycle
 from leaderboards import editing as contest_editing
 from leaderboards import handlers as contest_handlers
@@ -93,6 +94,7 @@ API = Api.combine(
     account_passwords.api,
     privacy_export.api,  # the caller's data: export (a job) and account deletion (core_api/privacy/)
     privacy_erase.api,
+    teacher_applications.api,  # learners apply to teach, admins decide (core_api/teaching/)
     courses.api,
     enrollments.api,
     progress.api,

@@ -146,6 +146,10 @@ async def build_world(api: ApiClient) -> World:
         " 'running', $3, now() + interval '1 hour')",
         job, uuid.UUID(owner.id), uuid.uuid4(),
     )  # fmt: skip
+    # The learner's application to teach, pending.
+    application = await ok(
+        "POST", "/teacher-applications", learner, json={"qualifications": "Years of tutoring in maths and physics."}
+    )
     # A session of the learner's (a sign-in), which only the learner may end.
     signed_in = await ok("POST", "/auth/login", learner, json={"email": learner.email, "password": learner.password})
     session = await api.app[CORE].pool.fetchval(
@@ -156,6 +160,7 @@ async def build_world(api: ApiClient) -> World:
         actors=actors,
         ids={
             "session": str(session),
+            "application": application["id"],
             "upload": str(upload),
             "job": str(job),
             "course": course["id"],
@@ -263,6 +268,17 @@ ROWS: list[Row] = [
     Row("POST", "/me/exports", everyone(202)),
     Row("GET", "/me/exports/{job}/download", everyone(404)),  # the owner's lecture job: not an export of anyone's
     Row("DELETE", "/me", everyone(400), {"password": "not the password"}),
+    # applying to teach (core_api/teaching/): learners apply, admins decide
+    Row(
+        "POST",
+        "/teacher-applications",
+        everyone(201, learner=409, instructor=409, owner=409, admin=409),
+        {"qualifications": "A decade of teaching calculus to first-year students."},
+    ),
+    Row("GET", "/me/teacher-applications", everyone(200)),
+    Row("GET", "/teacher-applications", only(200, 403, "admin")),
+    Row("POST", "/teacher-applications/{application}/withdraw", only(200, 404, "learner")),
+    Row("POST", "/teacher-applications/{application}/decision", only(200, 403, "admin"), {"decision": "reject"}),
     Row(
         "POST",
         "/auth/password-reset/confirm",
@@ -466,6 +482,7 @@ _TEMPLATE_NAMES = {
     "template": "template_id",
     "live": "session_id",
     "session": "session_id",
+    "application": "application_id",
 }
 
 

@@ -47,6 +47,8 @@ REGISTRY: tuple[Personal, ...] = (
     Personal("submissions", "user_id", "delete"),
     Personal("submissions", "graded_by", "keep", "a grade given to someone else stays theirs", export=False),
     Personal("quiz_attempts", "user_id", "delete"),
+    Personal("teacher_applications", "user_id", "delete"),
+    Personal("teacher_applications", "decided_by", "keep", "an admin's decision on someone else", export=False),
     Personal(
         "chat_messages",
         "author_id",
