@@ -57,6 +57,7 @@ export const routes: readonly RouteDef[] = [
   // Administration (platform admins): roles and the audit log.
   { path: "/admin", title: "Administration", load: () => import("./admin/RolesPage.svelte") },
   { path: "/admin/audit", title: "Audit log", load: () => import("./admin/AuditPage.svelte") },
+  { path: "/admin/teachers", title: "Applications to teach", load: () => import("./admin/TeachersPage.svelte") },
 ];
 
 export const notFound: RouteDef = {
