@@ -372,11 +372,27 @@ class UserOut(BaseModel):
     display_name: str
     role: Role
     created_at: datetime
+    bio: str = Field("", description="What the user says about themselves (`PATCH /me {bio}`).")
+    avatar_url: str | None = Field(
+        None, description="The user's picture (`PUT /me/avatar`), a 256x256 PNG; null when they have none."
+    )
+
+
+def avatar_url(user_id: uuid.UUID, version: int | None) -> str | None:
+    """Where a user's picture is served; the version makes a new picture a new URL (caches stay right)."""
+    return f"/api/v1/users/{user_id}/avatar?v={version}" if version is not None else None
 
 
 def user_out(r: Record) -> UserOut:
+    keys = set(r.keys())
     return UserOut(
-        id=r["id"], email=r["email"], display_name=r["display_name"], role=r["role"], created_at=r["created_at"]
+        id=r["id"],
+        email=r["email"],
+        display_name=r["display_name"],
+        role=r["role"],
+        created_at=r["created_at"],
+        bio=r["bio"] if "bio" in keys else "",
+        avatar_url=avatar_url(r["id"], r["avatar_version"]) if "avatar_version" in keys else None,
     )
 
 
@@ -576,7 +592,7 @@ async def refresh(core: Core, auth: Auth, token: str) -> TokenPair:
     async with core.transaction() as tx:
         row = await tx.conn.fetchrow(
             "SELECT t.id, t.family_id, t.user_id, t.expires_at, t.spent_at, t.revoked_at, u.role,"
-            " u.email, u.display_name, u.created_at"
+            " u.email, u.display_name, u.created_at, u.bio, u.avatar_version"
             " FROM refresh_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1 FOR UPDATE OF t",
             _hash_refresh(token),
         )
@@ -599,6 +615,8 @@ async def refresh(core: Core, auth: Auth, token: str) -> TokenPair:
                 display_name=row["display_name"],
                 role=row["role"],
                 created_at=row["created_at"],
+                bio=row["bio"],
+                avatar_url=avatar_url(row["user_id"], row["avatar_version"]),
             )
             return await _issue_pair(core, auth, tx.conn, row["user_id"], row["role"], row["family_id"], user)
     assert revoked_family
@@ -619,7 +637,7 @@ async def logout(core: Core, token: str) -> None:
         )
 
 
-_USER_COLUMNS = "id, email, display_name, role, created_at"
+_USER_COLUMNS = "id, email, display_name, role, created_at, bio, avatar_version"
 
 
 async def account(core: Core, user_id: uuid.UUID) -> Record | None:

@@ -155,6 +155,17 @@ class Settings(BaseSettings):
     teacher_application_notify_max: int = Field(
         20, ge=0, le=1000, description="Admins notified of a new application to teach (the longest-standing first)."
     )
+    avatar_max_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest profile picture accepted (also capped by STUDYHALL_MAX_BODY_BYTES).",
+    )
+    avatar_changes_per_hour: int = Field(10, ge=1, le=1000, description="Profile picture changes per user per hour.")
+    avatar_encoders: int = Field(2, ge=1, le=64, description="Profile pictures re-encoded at once per node (ffmpeg).")
+    avatar_encode_timeout_s: float = Field(
+        10.0, gt=0, le=120, description="Longest ffmpeg may take to re-encode one profile picture."
+    )
     smtp_url: SecretStr | None = Field(
         None,
         description="Mail server for outgoing email (password resets): `smtp://user:password@host:587` (STARTTLS "

@@ -35,6 +35,7 @@ from core_api import (
     progress,
     users,
 )
+from core_api.accounts import avatar as account_avatar
 from core_api.accounts import passwords as account_passwords
 from core_api.accounts import sessions as account_sessions
 from core_api.context import CORE, Bus, Core
@@ -92,6 +93,7 @@ API = Api.combine(
     profile.api,
     account_sessions.api,  # the caller's sessions, password change and reset (core_api/accounts/)
     account_passwords.api,
+    account_avatar.api,
     privacy_export.api,  # the caller's data: export (a job) and account deletion (core_api/privacy/)
     privacy_erase.api,
     teacher_applications.api,  # learners apply to teach, admins decide (core_api/teaching/)
@@ -499,6 +501,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     collab_handlers.mount(app, settings, app[SOCKETS].node_id, app[METRICS].registry)
     API.mount(app, auth.authenticate)
     media_uploads.mount(app)  # tus at /api/v1/uploads (headers and raw bytes: not in the OpenAPI table)
+    account_avatar.mount(app)  # profile pictures at /api/v1/users/{user_id}/avatar (a PNG)
     media_playback.mount(app)  # HLS ladders at /api/v1/media/{job_id}/..., behind the lecture's paywall
     app.router.add_get("/api/v1/openapi.json", openapi_view)
     app.router.add_get("/healthz", healthz)

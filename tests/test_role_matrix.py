@@ -268,6 +268,9 @@ ROWS: list[Row] = [
     Row("POST", "/me/exports", everyone(202)),
     Row("GET", "/me/exports/{job}/download", everyone(404)),  # the owner's lecture job: not an export of anyone's
     Row("DELETE", "/me", everyone(400), {"password": "not the password"}),
+    Row("PUT", "/me/avatar", everyone(400), {"not": "a picture"}),
+    Row("DELETE", "/me/avatar", everyone(200)),
+    Row("GET", "/users/{learner}/profile", everyone(200)),
     # applying to teach (core_api/teaching/): learners apply, admins decide
     Row(
         "POST",

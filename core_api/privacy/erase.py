@@ -80,7 +80,7 @@ async def delete_account(core: Core, call: Call, body: DeleteAccountIn) -> None:
                 await tx.conn.execute(f'DELETE FROM "{entry.table}" WHERE "{entry.column}" = $1', user.id)
         await tx.conn.execute(
             "UPDATE users SET email = 'deleted-' || id || '@deleted.invalid', display_name = $2,"
-            " password_hash = '!', role = 'student', deleted_at = now() WHERE id = $1",
+            " password_hash = '!', role = 'student', bio = '', avatar_version = NULL, deleted_at = now() WHERE id = $1",
             user.id,
             DELETED_NAME,
         )
