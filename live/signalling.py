@@ -39,7 +39,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
 from core_api.context import Core
@@ -178,7 +178,12 @@ class LiveNode:
         servers = [RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
                    for s in self.settings.ice_servers]  # fmt: skip
         # An explicit list, even empty: aiortc would otherwise add a public STUN server of its own.
-        return RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        # max-bundle: every section on the first section's transport. With aiortc's default ("balanced"), a
+        # second video section is put on the first video's transport when created, and BUNDLE led by an audio
+        # section then moves only the first video: a browser's offer of microphone, camera, screen left the
+        # screen's receiver on a discarded transport and its packets decoded as the camera's.
+        config = RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        return RTCPeerConnection(config)
 
     def _lock(self, session_id: uuid.UUID) -> asyncio.Lock:
         return self._locks.setdefault(session_id, asyncio.Lock())
