@@ -6,7 +6,8 @@ A host schedules a session from a live room's page and opens its live room; two 
 separate browser contexts) wait in the lobby with its countdown; the host presses "Go live" and both viewers'
 ``<video>`` elements show moving video (``videoWidth > 0`` and ``getVideoPlaybackQuality().totalVideoFrames``
 growing) with the host's microphone in the same stream; a viewer raises a hand and the host sees it with
-"Invite … to speak"; the host shares the screen (a second video in every viewer's page); a third viewer past
+"Invite … to speak", which lets them publish their camera too (seen by the host and the other viewer); the host
+shares the screen (a second video in every viewer's page); a third viewer past
 the node's viewer limit is refused with the server's message; the host's "Stop" ends the session for everyone
 and the attendance lists the three who joined.
 """
@@ -56,8 +57,9 @@ def media_browser(browser_type: BrowserType, browser_type_launch_args: dict[str,
 
 @pytest.fixture(scope="module")
 def live_server(start_server: Callable[..., WebServer]) -> WebServer:
-    # Two viewers on this node at most: the third is refused (the limit's clear error, in the page).
-    return start_server(live_max_viewers_per_node=2)
+    # Three subscribers on this node at most (two viewers, and the host once someone else speaks): the fourth
+    # is refused (the limit's clear error, in the page).
+    return start_server(live_max_viewers_per_node=3)
 
 
 @pytest.fixture
@@ -153,6 +155,17 @@ def test_the_host_goes_live_and_two_viewers_watch_moving_video(
         moving(page, camera)
     host.screenshot(path=str(screenshots / "live-host.png"))
     viewers[0].screenshot(path=str(screenshots / "live-viewer-screen.png"))
+
+    # The host invites the raised hand; the speaker's camera reaches the host (who subscribes now) and the
+    # other viewer.
+    hands.get_by_role("button", name=f"Invite {viewer_users[0].display_name} to speak").click()
+    viewers[0].get_by_role("button", name="Start speaking", exact=True).click()
+    expect(viewers[0].get_by_role("button", name="Stop speaking", exact=True)).to_be_visible()
+    speaker = f"{viewer_users[0].display_name}'s camera"
+    moving(host, speaker)
+    moving(viewers[1], speaker)
+    moving(viewers[0], screen)  # the speaker still sees the host
+    viewers[1].screenshot(path=str(screenshots / "live-viewer-speaker.png"))
 
     # A third viewer is past this node's viewer limit: refused with the server's words, not a broken page.
     late = media_page(viewer_users[2])

@@ -110,6 +110,22 @@ export function gathered(pc: RTCPeerConnection, timeoutMs = GATHER_TIMEOUT_MS): 
   });
 }
 
+/** The codecs the server forwards (VP8 with RTX, Opus: live/sfu.py). Offering only these keeps a browser's
+ * offer small: Chrome lists some twenty video codecs per section, and five sections passed the server's
+ * `STUDYHALL_LIVE_MAX_SDP_BYTES` (16 KB by default). */
+const FORWARDED_CODECS: Record<string, string[]> = { video: ["video/vp8", "video/rtx"], audio: ["audio/opus"] };
+
+/** Restricts a transceiver to the forwarded codecs (a browser without `setCodecPreferences` offers all). */
+export function preferForwardedCodecs(transceiver: RTCRtpTransceiver, kind: string): void {
+  const wanted = FORWARDED_CODECS[kind] ?? [];
+  try {
+    const codecs = (RTCRtpReceiver.getCapabilities(kind)?.codecs ?? []).filter((c) => wanted.includes(c.mimeType.toLowerCase()));
+    if (codecs.length > 0) transceiver.setCodecPreferences(codecs);
+  } catch {
+    // not supported here: the server picks VP8/Opus from the full list
+  }
+}
+
 /** What is published, as a key: a change means the viewer subscribes again. Own tracks count too (the
  * server offers every track in order, the subscriber's own included). */
 export function publishedKey(state: LiveState | null): string {
@@ -378,9 +394,9 @@ export class LiveRoom {
     const audio = camera?.getAudioTracks()[0];
     const video = camera?.getVideoTracks()[0];
     const shared = screen?.getVideoTracks()[0];
-    if (camera && audio) pc.addTransceiver(audio, { direction: "sendonly", streams: [camera] });
-    if (camera && video) pc.addTransceiver(video, { direction: "sendonly", streams: [camera] });
-    if (screen && shared) pc.addTransceiver(shared, { direction: "sendonly", streams: [screen] });
+    if (camera && audio) preferForwardedCodecs(pc.addTransceiver(audio, { direction: "sendonly", streams: [camera] }), "audio");
+    if (camera && video) preferForwardedCodecs(pc.addTransceiver(video, { direction: "sendonly", streams: [camera] }), "video");
+    if (screen && shared) preferForwardedCodecs(pc.addTransceiver(shared, { direction: "sendonly", streams: [screen] }), "video");
     try {
       await pc.setLocalDescription(await pc.createOffer());
       await gathered(pc);
@@ -458,7 +474,9 @@ export class LiveRoom {
     if (!state || !key || this.stopped || key === this.viewKey) return;
     const pc = this.media.peer({ iceServers: this.iceServers });
     // One receiving section per published track, in the server's order (it matches them by kind, in order).
-    for (const p of state.publishers) for (const t of p.tracks) pc.addTransceiver(t.kind, { direction: "recvonly" });
+    for (const p of state.publishers) {
+      for (const t of p.tracks) preferForwardedCodecs(pc.addTransceiver(t.kind, { direction: "recvonly" }), t.kind);
+    }
     const received = new Map<string, MediaStreamTrack>();
     pc.addEventListener("track", (e) => {
       if (e.transceiver.mid !== null) received.set(e.transceiver.mid, e.track);
