@@ -113,7 +113,8 @@ class Attendance:
         """The session ended at ``at``: every stretch still open ends then."""
         async with self.core.pool.acquire() as conn:
             await conn.execute(
-                "UPDATE live_attendance SET left_at = greatest(joined_at, $2) WHERE session_id = $1 AND left_at IS NULL",
+                "UPDATE live_attendance SET left_at = greatest(joined_at, $2)"
+                " WHERE session_id = $1 AND left_at IS NULL",
                 session_id, at,
             )  # fmt: skip
 
@@ -161,12 +162,11 @@ class Attendance:
             stretches = by_user.get(p["user_id"], [])
             open_ = any(s.left_at is None for s in stretches)
             last: Any = None if open_ else max((s.left_at for s in stretches if s.left_at), default=None)
-            items.append(
-                AttendeeOut(
-                    user=HostRef(id=p["user_id"], display_name=p["display_name"]),
-                    first_joined_at=p["first_joined_at"], last_left_at=last,
-                    present_s=round(present_seconds(stretches, now), 3), stretches=stretches,
-                )  # fmt: skip
-            )
+            attendee = AttendeeOut(
+                user=HostRef(id=p["user_id"], display_name=p["display_name"]),
+                first_joined_at=p["first_joined_at"], last_left_at=last,
+                present_s=round(present_seconds(stretches, now), 3), stretches=stretches,
+            )  # fmt: skip
+            items.append(attendee)
         cursor = encode_cursor(people[-1]["first_joined_at"], people[-1]["user_id"]) if more and people else None
         return Page[AttendeeOut](items=items, next_cursor=cursor)
