@@ -8,7 +8,9 @@ server's complete answer in the ack.
 Who may do what (the rules; ``runner`` = the session's host or scheduler, a room member of
 ``STUDYHALL_LIVE_SCHEDULE_ROOM_ROLE`` or higher, the course's instructor in the room, or an admin):
 
-- ``live:join``: an active member of the session's room (joined, not banned); not after it ended.
+- ``live:join``: an active member of the session's room (joined, not banned); not after it ended. Each new
+  join opens an attendance stretch (:mod:`live.attendance`), closed by the leave, the disconnect or the end;
+  a connection joins at most ``STUDYHALL_LIVE_JOIN_RATE_COUNT`` times per ``..._WINDOW_S``.
 - ``live:start``: a runner; makes the session ``live`` (``went_live_at``).
 - ``live:publish``: a runner, or a member a runner invited to speak (``live:invite``); only while live;
   at most ``STUDYHALL_LIVE_MAX_PUBLISHERS_PER_SESSION`` at once (``conflict``).

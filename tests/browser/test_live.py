@@ -6,10 +6,10 @@ A host schedules a session from a live room's page and opens its live room; two 
 separate browser contexts) wait in the lobby with its countdown; the host presses "Go live" and both viewers'
 ``<video>`` elements show moving video (``videoWidth > 0`` and ``getVideoPlaybackQuality().totalVideoFrames``
 growing) with the host's microphone in the same stream; a viewer raises a hand and the host sees it with
-"Invite … to speak", which lets them publish their camera too (seen by the host and the other viewer); the host
-shares the screen (a second video in every viewer's page); a third viewer past
-the node's viewer limit is refused with the server's message; the host's "Stop" ends the session for everyone
-and the attendance lists the three who joined.
+"Invite … to speak"; the host shares the screen (a second moving video in every viewer's page); the host invites
+the raised hand, and the speaker's camera reaches the host and the other viewer; a viewer past the node's viewer
+limit is refused with the server's message; the host's "Stop" ends the session in every page and the attendance
+lists the four who joined.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ describe("LiveRoom", () => {
     socket.push("live:invited", { session_id: SESSION, by: HOST });
     expect(get(room.invited)).toBe(true);
     expect(get(room.notice)).toMatch(/Hana invited you to speak/);
-    socket.push("live:state", state({ session_id: "another" , status: "ended" }));
+    socket.push("live:state", state({ session_id: "another", status: "ended" }));
     expect(get(room.phase)).toBe("joined"); // another session's state is not ours
     socket.push("live:state", state({ status: "ended" }));
     expect(get(room.phase)).toBe("ended");
