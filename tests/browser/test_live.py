@@ -6,10 +6,10 @@ A host schedules a session from a live room's page and opens its live room; two 
 separate browser contexts) wait in the lobby with its countdown; the host presses "Go live" and both viewers'
 ``<video>`` elements show moving video (``videoWidth > 0`` and ``getVideoPlaybackQuality().totalVideoFrames``
 growing) with the host's microphone in the same stream; a viewer raises a hand and the host sees it with
-"Invite … to speak"; the host shares the screen (a second moving video in every viewer's page); the host invites
-the raised hand, and the speaker's camera reaches the host and the other viewer; a viewer past the node's viewer
-limit is refused with the server's message; the host's "Stop" ends the session in every page and the attendance
-lists the four who joined.
+"Invite … to speak"; the host shares the screen (a second moving video in every viewer's page); the host
+invites the raised hand, and the speaker's camera reaches the host and the other viewer, until the host stops
+them; a viewer past the node's viewer limit is refused with the server's message; the host's "Stop" ends the
+session in every page and the attendance lists the four who joined.
 """
 
 from __future__ import annotations
@@ -166,6 +166,13 @@ def test_the_host_goes_live_and_two_viewers_watch_moving_video(
     moving(viewers[1], speaker)
     moving(viewers[0], screen)  # the speaker still sees the host
     viewers[1].screenshot(path=str(screenshots / "live-viewer-speaker.png"))
+
+    # The host stops the speaker: their camera leaves the other viewer's page, their own devices go off.
+    host.get_by_role("button", name=f"Stop {viewer_users[0].display_name}", exact=True).click()
+    expect(viewers[1].locator(f'video[aria-label="{speaker}"]')).to_have_count(0)
+    expect(viewers[0].get_by_role("button", name="Stop speaking", exact=True)).to_have_count(0)
+    expect(viewers[0].locator('video[aria-label="You (camera preview)"]')).to_have_count(0)
+    moving(viewers[1], camera)  # the host carries on
 
     # A third viewer is past this node's viewer limit: refused with the server's words, not a broken page.
     late = media_page(viewer_users[2])

@@ -373,6 +373,22 @@ export class LiveRoom {
     });
   }
 
+  /** Host: stop forwarding a speaker's tracks (until they publish again). */
+  mute(user: LiveUser): Promise<void> {
+    return this.run(`Muting ${user.display_name} failed`, async () => {
+      const ack = await this.socket.emit<Ack & { state: LiveState }>("live:mute", { session_id: this.sessionId, user_id: user.id, kind: "all" });
+      this.applyState(ack.state);
+    });
+  }
+
+  /** Host: end a speaker's publishing (and their invitation). */
+  stopSpeaker(user: LiveUser): Promise<void> {
+    return this.run(`Stopping ${user.display_name} failed`, async () => {
+      const ack = await this.socket.emit<Ack & { state: LiveState }>("live:stop", { session_id: this.sessionId, user_id: user.id });
+      this.applyState(ack.state);
+    });
+  }
+
   /** Runs an action: one at a time, its refusal shown (and the previous one cleared). */
   private async run(what: string, action: () => Promise<void>): Promise<void> {
     this.busyStore.set(true);
