@@ -182,6 +182,12 @@ def test_the_host_goes_live_and_two_viewers_watch_moving_video(
     expect(late.get_by_role("button", name="Try again", exact=True)).to_be_visible()
     late.screenshot(path=str(screenshots / "live-viewer-refused.png"))
 
+    # At phone width the viewer's page stacks (no sideways scrolling) and the video still plays.
+    viewers[1].set_viewport_size({"width": 360, "height": 740})
+    moving(viewers[1], screen)
+    assert viewers[1].evaluate("() => document.documentElement.scrollWidth") <= 360
+    viewers[1].screenshot(path=str(screenshots / "live-viewer-phone.png"), full_page=True)
+
     # Stop: the session ends for everyone; the host's attendance lists who joined.
     host.get_by_role("button", name="Stop", exact=True).click()
     for page in [host, *viewers]:
