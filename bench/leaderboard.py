@@ -4,7 +4,7 @@ Usage::
 
     STUDYHALL_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test [STUDYHALL_REDIS_URL=redis://...] \\
         .venv/bin/python -m bench.leaderboard [--seconds 20] [--rate 200] [--subscribers 500] \\
-        [--modes full,incremental] [--reads 500] [--no-gc-freeze]
+        [--modes full,incremental] [--offers deflate,plain] [--reads 500] [--no-gc-freeze]
 
 Bounded: about 2 × ``--seconds`` plus two minutes of setup, refreshes alone and reads.
 
@@ -24,7 +24,10 @@ process (``bench.pushlive generator``: it stores the submission, as the submit r
 it to the server, which completes it as the judge does: ``store.record_verdict`` then the coalescer's
 ``touch``). **Simulated**: the sandbox's run (two cores cannot judge 200 programs a second; a sandboxed
 Python run costs ~36 ms). Once per mode, each with a fresh server and contest: ``full`` pushes as main
-did before issue 13, ``incremental`` as now.
+did before issue 13, ``incremental`` as now; and per ``--offers``: subscribers that offer per-message deflate
+as browsers do (``deflate``: the server then writes one shared compressed frame to them; the subscribers inflate
+only the first 64 bytes of each push, enough to see its name, as a stand-in for clients on other machines) or
+that offer nothing (``plain``: the uncompressed frame).
 
 Reported per mode, with the machine's load average: (a) **server-added**, per push, taken inside the
 server by the hook behind ``studyhall_leaderboard_push_added_seconds``: from the moment the coalescing
@@ -255,6 +258,7 @@ async def verdicts_and_pushes(
     problem_id: uuid.UUID,
     users: list[uuid.UUID],
     mode: str,
+    offer: str = "deflate",
 ) -> list[str]:
     """The server alone in its process (``mode``: ``full``, the old full recompute, or ``incremental``),
     ``--subscribers`` Socket.IO clients in this process, verdicts at ``--rate`` for ``--seconds`` from a
@@ -269,7 +273,10 @@ async def verdicts_and_pushes(
                     mine.append(time.monotonic())
 
             token = tokens.issue(users[i], "student")
-            clients.append(await connect("127.0.0.1", server.port, token, on_event=on_event))
+            deflate = offer == "deflate"
+            client = await connect("127.0.0.1", server.port, token, on_event=on_event, deflate=deflate, inflate_head=64)
+            assert client.deflate_accepted == deflate
+            clients.append(client)
         for client in clients:
             ack = await client.call("contest:subscribe", {"contest_id": str(contest_id)})
             assert ack.get("ok"), ack
@@ -327,6 +334,7 @@ async def verdicts_and_pushes(
     # Garbage collections that paused the server between a push being allowed and its emit.
     in_push = [d for s, d, _ in data["gcs"] for a, e in pushes if a <= s <= e]
     label = "full recompute (before)" if mode == "full" else "incremental (now)"
+    label += ", subscribers offer deflate" if offer == "deflate" else ", subscribers offer no deflate"
     if args.no_gc_freeze:
         label += ", STUDYHALL_GC_FREEZE=false"
     if args.nice:
@@ -336,8 +344,8 @@ async def verdicts_and_pushes(
         row(f"{label}: … of which the push was ready after the interval allowed it", late),
         row(f"{label}: … of which past the allowed moment (or ready) until ready() returned (loop, gate)", overshoot),
         row(f"{label}: … of which the hand-over to Socket.IO (emit)", handover),
-        row(f"{label}: … … the frame written to this node's 500 sockets (wall)", local_wall),
-        row(f"{label}: … … the frame written to this node's 500 sockets (CPU)", local_cpu),
+        row(f"{label}: … … the frame written to this node's {args.subscribers} sockets (wall)", local_wall),
+        row(f"{label}: … … the frame written to this node's {args.subscribers} sockets (CPU)", local_cpu),
         row(f"{label}: … … the Redis publish, sent → Redis replied", publish),
         row(f"{label}: push allowed → received (per subscriber)", allowed_to_received),
         row(f"{label}: public push handed to Socket.IO → received (fan-out)", fanout),
@@ -437,8 +445,11 @@ async def live(args: argparse.Namespace, database_url: str) -> list[str]:
                 await runner.cleanup()
         tokens = Tokens(server_settings(database_url).jwt_key(), 3600)
         for mode in args.modes.split(","):
-            contest_id, problem_id = await new_contest(pool, admin, communities)
-            lines += await verdicts_and_pushes(args, database_url, tokens, contest_id, problem_id, users, mode)
+            for offer in args.offers.split(","):
+                contest_id, problem_id = await new_contest(pool, admin, communities)
+                lines += await verdicts_and_pushes(
+                    args, database_url, tokens, contest_id, problem_id, users, mode, offer
+                )
     finally:
         await pool.close()
     return lines
@@ -450,6 +461,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--subscribers", type=int, default=500)
     parser.add_argument("--modes", default="full,incremental", help="pushes made by: full (before), incremental")
+    parser.add_argument("--offers", default="deflate,plain",
+                        help="subscribers offer: deflate (as browsers do), plain (nothing); a run each")  # fmt: skip
     parser.add_argument("--reads", type=int, default=500, help="REST reads of each kind, per mode")
     parser.add_argument("--raw", help="a directory to write each mode's server measurements to (JSON)")
     parser.add_argument("--nice", type=int, default=0,

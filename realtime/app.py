@@ -35,6 +35,8 @@ from core_api import (
     progress,
     users,
 )
+from core_api.accounts import passwords as account_passwords
+from core_api.accounts import sessions as account_sessions
 from core_api.context import CORE, Bus, Core
 from core_api.db import create_pool, migrate
 from core_api.errors import AppError, ErrorCode
@@ -43,6 +45,7 @@ from core_api.grading import handlers as grading_handlers
 from core_api.grading.service import run_grading
 from core_api.heap import HEAP
 from core_api.http import CLIENT_ADDR, Api
+from core_api.mail import MAILER, Mailer
 from core_api.settings import Settings
 from leaderboards import cycle as contest_cycle
 from leaderboards import editing as contest_editing
@@ -84,6 +87,8 @@ API = Api.combine(
     auth.api,
     users.api,
     profile.api,
+    account_sessions.api,  # the caller's sessions, password change and reset (core_api/accounts/)
+    account_passwords.api,
     courses.api,
     enrollments.api,
     progress.api,
@@ -327,6 +332,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app[METRICS] = Metrics()
     app[OPENAPI] = openapi_document()
     app[auth.AUTH] = auth.Auth(settings)
+    app[MAILER] = Mailer(settings)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         if run_migrations:
@@ -344,6 +350,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
         finally:
             if relay is not None:
                 await relay.close()
+            await app[MAILER].close()
             await pool.close()
             await app[auth.AUTH].close()
 

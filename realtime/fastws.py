@@ -22,11 +22,20 @@ without changing a byte on the wire:
   to each recipient's transport in one loop. Recipients still on HTTP long-polling (or with per-message
   deflate, see below) get the packet through Engine.IO's own queue, one after the other, no tasks.
 
-Per-message deflate is declined by default (``STUDYHALL_WS_DEFLATE=false``): a compressed frame differs
-per connection (each has its own deflate context), so it cannot be shared; accepting it made every
-delivery cost about 30% more CPU and every connection about 135 KB more memory for chat-sized messages
-that barely compress. Node's ``socket.io`` declines it by default too. With the setting on, connections
-that negotiate deflate use python-engineio's stock path.
+Per-message deflate (RFC 7692) is taken **without context takeover** in both directions: the server
+answers a client's ``permessage-deflate`` offer with ``server_no_context_takeover;
+client_no_context_takeover``, so every compressed message stands alone. That makes a compressed frame
+the same for every connection: a room emit of at least ``STUDYHALL_WS_COMPRESS_MIN_BYTES`` (1 KB) is
+compressed once and that one frame is written to every connection that negotiated deflate (a
+leaderboard push of ~45 KB leaves as ~5 KB: a tenth of the bytes to write, once per subscriber), and a
+connection keeps no compressor or inflater between messages (no memory per connection; a
+context-keeping deflate cost about 135 KB per connection and 30% more CPU per chat-sized delivery).
+Smaller messages, the chat and presence traffic, go out uncompressed (each message says whether it is
+compressed). What a client sends compressed is inflated in bounded steps: never more than the Engine.IO
+packet limit per message, so a small "deflate bomb" costs its sender the connection (1009) and the
+server at most one packet's worth of inflating. ``STUDYHALL_WS_COMPRESS_MIN_BYTES=0`` declines deflate.
+``STUDYHALL_WS_DEFLATE=true`` instead hands deflating connections to python-engineio's stock path
+(context takeover, per-connection frames).
 
 This relies on python-engineio internals (``AsyncSocket`` attributes and its upgrade handshake), on
 aiohttp's request handler letting go of a connection (``transport`` cleared, ``connection_lost``) and on
@@ -46,6 +55,7 @@ import hashlib
 import logging
 import struct
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +67,8 @@ from socketio import packet as sio_packet
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, Message, Ping, TextMessage
+from wsproto.extensions import Extension
+from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 
 from realtime.ordered import OrderedRooms
 
@@ -66,16 +78,143 @@ _OP_TEXT = 0x1
 _OP_BINARY = 0x2
 
 
-def ws_frame(payload: bytes, opcode: int = _OP_TEXT) -> bytes:
-    """One complete, unmasked (server → client), uncompressed websocket frame."""
+def ws_frame(payload: bytes, opcode: int = _OP_TEXT, compressed: bool = False) -> bytes:
+    """One complete, unmasked (server → client) websocket frame; ``compressed`` sets RSV1 (RFC 7692)."""
     n = len(payload)
+    first = 0xC0 | opcode if compressed else 0x80 | opcode
     if n < 126:
-        header = struct.pack("!BB", 0x80 | opcode, n)
+        header = struct.pack("!BB", first, n)
     elif n < 65536:
-        header = struct.pack("!BBH", 0x80 | opcode, 126, n)
+        header = struct.pack("!BBH", first, 126, n)
     else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+        header = struct.pack("!BBQ", first, 127, n)
     return header + payload
+
+
+_SYNC_TAIL = b"\x00\x00\xff\xff"
+
+
+def deflate_frame(payload: bytes, opcode: int = _OP_TEXT, level: int = 1) -> bytes | None:
+    """``payload`` as one compressed frame that any permessage-deflate peer decodes (RFC 7692, 7.2.1:
+    a raw DEFLATE stream ended by a sync flush, its last four bytes taken off), with no reference to an
+    earlier message; None when compressing does not make it smaller.
+
+    The window and the compressor's memory are sized to the message (a 256 KB compressor costs more to
+    set up than a 1 KB message takes to compress); a smaller window is always valid for the peer.
+    """
+    n = len(payload)
+    bits = min(15, max(9, n.bit_length()))
+    c = zlib.compressobj(level, zlib.DEFLATED, -bits, 8 if n > 16384 else 5)
+    body = c.compress(payload) + c.flush(zlib.Z_SYNC_FLUSH)
+    if body.endswith(_SYNC_TAIL):
+        body = body[:-4]
+    if len(body) >= n:
+        return None
+    return ws_frame(body, opcode, compressed=True)
+
+
+_DEFLATE = "permessage-deflate"
+DEFLATE_ANSWER = (
+    b"Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"
+)
+
+
+def takes_deflate(offers: list[str]) -> bool:
+    """Whether one of a client's ``permessage-deflate`` offers (RFC 7692, section 7.1) can be accepted as
+    this server accepts it: no context takeover either way, and a server window of 15 bits. An offer with
+    an unknown or repeated parameter, or a bad value, is declined; so is one that limits the server's
+    window (the shared frames are made once for every connection)."""
+    for offer in ",".join(offers).split(","):
+        name, *params = (part.strip() for part in offer.split(";"))
+        if name.lower() != _DEFLATE:
+            continue
+        seen: set[str] = set()
+        for param in params:
+            key, eq, value = param.partition("=")
+            key, value = key.strip().lower(), value.strip().strip('"')
+            if key in seen:
+                break
+            seen.add(key)
+            if key in ("server_no_context_takeover", "client_no_context_takeover"):
+                if eq:
+                    break
+            elif key == "client_max_window_bits":
+                if eq and not (value.isdigit() and 8 <= int(value) <= 15):
+                    break
+            elif key == "server_max_window_bits":
+                if value != "15":
+                    break
+            else:
+                break
+        else:
+            return True
+    return False
+
+
+class BoundedInflate(Extension):
+    """wsproto's side of per-message deflate as negotiated here: each compressed message inflated on
+    its own (``client_no_context_takeover``), and never to more than ``limit`` bytes, checked as it
+    inflates (wsproto's own extension inflates whatever arrives in one call, so a few KB of zeros could
+    become gigabytes before a size check).
+
+    Between messages it holds nothing: a parser with it goes back to the pool like any other.
+    """
+
+    name = _DEFLATE
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._compressed: bool | None = None  # the message being received: compressed, plain, none
+        self._control = False  # the frame being received is a control frame
+        self._inflater: Any = None
+        self._out = 0
+
+    def enabled(self) -> bool:
+        return True
+
+    def offer(self) -> bool:
+        return False  # server side only
+
+    def at_rest(self) -> bool:
+        return self._compressed is None
+
+    def frame_inbound_header(
+        self, proto: FrameDecoder | FrameProtocol, opcode: Opcode, rsv: RsvBits, payload_length: int
+    ) -> CloseReason | RsvBits:
+        self._control = opcode.iscontrol()
+        if self._control or opcode is Opcode.CONTINUATION:
+            # RSV1 marks a message's first frame only (RFC 7692, 6.1)
+            return CloseReason.PROTOCOL_ERROR if rsv.rsv1 else RsvBits(False, False, False)
+        self._compressed = rsv.rsv1
+        self._out = 0
+        self._inflater = zlib.decompressobj(-15) if rsv.rsv1 else None
+        return RsvBits(True, False, False)
+
+    def _inflate(self, data: bytes) -> bytes | CloseReason:
+        left = self.limit - self._out
+        try:
+            out: bytes = self._inflater.decompress(data, left + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        self._out += len(out)
+        if self._out > self.limit or self._inflater.unconsumed_tail:
+            return CloseReason.MESSAGE_TOO_BIG
+        return out
+
+    def frame_inbound_payload_data(self, proto: FrameDecoder | FrameProtocol, data: bytes) -> bytes | CloseReason:
+        if self._control or not self._compressed or not data:
+            return data
+        return self._inflate(data)
+
+    def frame_inbound_complete(self, proto: FrameDecoder | FrameProtocol, fin: bool) -> bytes | CloseReason | None:
+        if self._control or not fin:
+            return None
+        compressed, self._compressed = self._compressed, None
+        if not compressed:
+            return None
+        out = self._inflate(_SYNC_TAIL)
+        self._inflater = None
+        return out
 
 
 def frame_header(buf: bytes | bytearray, pos: int) -> tuple[int, int, int, int] | None:
@@ -100,11 +239,16 @@ def frame_header(buf: bytes | bytearray, pos: int) -> tuple[int, int, int, int] 
     return b0, b1, length, start
 
 
-def eio_frame(pkt: eio_packet.Packet) -> bytes:
+def eio_payload(pkt: eio_packet.Packet) -> tuple[bytes, int]:
+    """An Engine.IO packet's bytes and the websocket opcode that carries them."""
     encoded = pkt.encode()
     if isinstance(encoded, bytes):
-        return ws_frame(encoded, _OP_BINARY)
-    return ws_frame(encoded.encode(), _OP_TEXT)
+        return encoded, _OP_BINARY
+    return encoded.encode(), _OP_TEXT
+
+
+def eio_frame(pkt: eio_packet.Packet) -> bytes:
+    return ws_frame(*eio_payload(pkt))
 
 
 class _Drained:
@@ -150,24 +294,50 @@ class DirectSockets:
     pings are still judged by python-engineio's own service task.
     """
 
-    def __init__(self, max_buffer: int, max_fragments: int = 64) -> None:
+    def __init__(
+        self,
+        max_buffer: int,
+        max_fragments: int = 64,
+        *,
+        compress_min: int = 0,
+        compress_level: int = 1,
+        inflate_limit: int = 1 << 20,
+    ) -> None:
         self.max_buffer = max_buffer
         self.max_fragments = max_fragments
+        self.compress_min = compress_min  # 0: deflate declined
+        self.compress_level = compress_level
+        self.inflate_limit = inflate_limit
         self._parsers: list[WSConnection] = []  # frame parsers at rest, for whichever connection needs one
+        self._inflating: list[WSConnection] = []  # the same, for connections that negotiated deflate
         self.by_eio_sid: dict[str, DirectWebSocket] = {}
         self.slow_consumers_cut = 0
         # Sessions being closed after their connection ended, and polling sessions moving over (the upgrade).
         self.closing: set[asyncio.Future[Any]] = set()
         self._pinger: asyncio.Task[None] | None = None
 
-    def get_parser(self) -> WSConnection:
+    def get_parser(self, deflate: bool = False) -> WSConnection:
         """A frame parser at rest: from the pool, or a new one."""
+        if deflate:
+            if self._inflating:
+                return self._inflating.pop()
+            return WSConnection(ConnectionType.SERVER, extensions=[BoundedInflate(self.inflate_limit)])
         return self._parsers.pop() if self._parsers else WSConnection(ConnectionType.SERVER)
 
-    def put_parser(self, ws: WSConnection) -> None:
-        """Keep a parser at rest for the next connection that receives a frame (the pool is bounded)."""
-        if len(self._parsers) < _POOLED_PARSERS:
-            self._parsers.append(ws)
+    def put_parser(self, ws: WSConnection, deflate: bool = False) -> None:
+        """Keep a parser at rest for the next connection that receives a frame (the pools are bounded)."""
+        pool = self._inflating if deflate else self._parsers
+        if len(pool) < _POOLED_PARSERS:
+            pool.append(ws)
+
+    def frame(self, pkt: eio_packet.Packet, deflate: bool) -> bytes:
+        """``pkt`` as the frame one connection gets: compressed if it negotiated deflate and is large."""
+        payload, opcode = eio_payload(pkt)
+        if deflate and self.compress_min and len(payload) >= self.compress_min:
+            frame = deflate_frame(payload, opcode, self.compress_level)
+            if frame is not None:
+                return frame
+        return ws_frame(payload, opcode)
 
     def attach(self, ws: DirectWebSocket) -> None:
         self.by_eio_sid[ws.socket.sid] = ws
@@ -249,7 +419,7 @@ def close_frame(code: int, reason: str = "") -> bytes:
 # Two looks into wsproto's frame decoder, each with a safe answer should a later wsproto move it.
 
 
-def _at_rest(ws: WSConnection) -> bool:
+def _at_rest(ws: WSConnection, deflate: bool = False) -> bool:
     """Whether ``ws`` holds no part of a frame or message, so that any connection may use it next."""
     try:
         proto = ws._proto
@@ -259,6 +429,7 @@ def _at_rest(ws: WSConnection) -> bool:
             and decoder.header is None
             and len(decoder.buffer) == 0
             and proto._message_decoder.opcode is None
+            and (not deflate or all(ext.at_rest() for ext in proto.extensions if isinstance(ext, BoundedInflate)))
         )
     except AttributeError:
         return False  # keep the parser
@@ -304,6 +475,7 @@ class DirectWebSocket(asyncio.Protocol):
         "_waiter",
         "_worker",
         "_ws",
+        "deflate",
         "registry",
         "server",
         "socket",
@@ -323,6 +495,7 @@ class DirectWebSocket(asyncio.Protocol):
         self._pending: collections.deque[str | bytes] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None  # the upgrade handshake waiting for a message
+        self.deflate = False  # per-message deflate negotiated (without context takeover)
 
     async def __call__(self, environ: dict[str, Any]) -> web.StreamResponse:
         request: web.Request = environ["aiohttp.request"]
@@ -340,9 +513,12 @@ class DirectWebSocket(asyncio.Protocol):
         environ.clear()
         environ.update(kept)
         tail: bytes = bytes(getattr(protocol, "_message_tail", b"") or b"")
+        self.deflate = bool(self.registry.compress_min) and takes_deflate(
+            request.headers.getall("Sec-WebSocket-Extensions", [])
+        )
         transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n" + (DEFLATE_ANSWER if self.deflate else b"") + b"\r\n"
         )
         transport.set_protocol(self)
         self.transport = transport
@@ -371,7 +547,7 @@ class DirectWebSocket(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         ws = self._ws
         if ws is None:
-            ws = self._ws = self.registry.get_parser()
+            ws = self._ws = self.registry.get_parser(self.deflate)
         ws.receive_data(data)
         self._consume()
 
@@ -428,10 +604,10 @@ class DirectWebSocket(asyncio.Protocol):
             return
         if self._pending is None or len(self._pending) <= _MAX_PENDING:
             transport.resume_reading()
-        if self._parts is None and _at_rest(ws):
+        if self._parts is None and _at_rest(ws, self.deflate):
             # Between messages the parser holds nothing of this connection: it goes back to the shared pool.
             self._ws = None
-            self.registry.put_parser(ws)
+            self.registry.put_parser(ws, self.deflate)
 
     def _part(self, event: Message[Any]) -> bool:
         """One frame (or the part of one that arrived) of a message; False if the connection ended."""
@@ -562,7 +738,7 @@ class DirectWebSocket(asyncio.Protocol):
             return
         if socket.closed or not await socket.check_ping_timeout():
             return
-        self.write(eio_frame(pkt))
+        self.write(self.registry.frame(pkt, self.deflate))
 
     # --- the Engine.IO websocket session -----------------------------------------------------------
 
@@ -618,7 +794,7 @@ class DirectWebSocket(asyncio.Protocol):
             socket.queue.task_done()
             if pkt is None:  # the session is being torn down
                 return False
-            self.write(eio_frame(pkt))
+            self.write(self.registry.frame(pkt, self.deflate))
         if self.transport is None or self.transport.is_closing():
             return False
         socket.send = self.send_packet
@@ -698,7 +874,11 @@ class FastEmit(socketio.AsyncManager):  # type: ignore[misc]
             await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs)
             return
         pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
-        frame = eio_frame(pkt)
+        payload, opcode = eio_payload(pkt)
+        frame = ws_frame(payload, opcode)
+        # A large message is compressed once, for all the connections that negotiated deflate.
+        big = direct.compress_min and len(payload) >= direct.compress_min
+        deflated: bytes | None = None
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
         by_eio_sid = direct.by_eio_sid
         queued: list[str] = []
@@ -709,7 +889,12 @@ class FastEmit(socketio.AsyncManager):  # type: ignore[misc]
             if ws is None:
                 queued.append(eio_sid)
             elif not ws.socket.closed:
-                ws.write(frame)
+                if big and ws.deflate:
+                    if deflated is None:
+                        deflated = deflate_frame(payload, opcode, direct.compress_level) or frame
+                    ws.write(deflated)
+                else:
+                    ws.write(frame)
         for eio_sid in queued:
             await self.server._send_eio_packet(eio_sid, pkt)
 

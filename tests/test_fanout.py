@@ -2,7 +2,7 @@
 
 The fast path must be invisible to clients: the same packets, in the same order, to websocket and
 long-polling clients alike. These tests also pin what it adds: a client that stops reading is cut off
-instead of growing the server's memory, per-message deflate is declined unless enabled, and large rooms
+instead of growing the server's memory, the stock per-message deflate path still works, and large rooms
 get their presence changes in batches.
 """
 
@@ -92,19 +92,18 @@ async def test_a_client_that_stops_reading_is_cut_off_and_the_others_carry_on(
         await fine.close()
 
 
-async def test_per_message_deflate_is_declined_unless_enabled(
+async def test_the_stock_deflate_path_keeps_its_context_when_enabled(
     api: ApiClient, aiohttp_client: Any, database_url: str, tmp_path: Path
 ) -> None:
+    """``STUDYHALL_WS_DEFLATE=true``: python-engineio's path, with context takeover (the default, shared
+    deflate without context takeover, is tests/test_ws_deflate.py's)."""
     user = await api.user()
-    offered = await connect("127.0.0.1", _port(api), user.token, deflate=True)
-    assert not offered.deflate_accepted
-    offered.close()
-
     deflating = ApiClient(await aiohttp_client(create_app(make_settings(database_url, tmp_path, ws_deflate=True))))
     got: list[bytes] = []
     client = await connect("127.0.0.1", _port(deflating), user.token, deflate=True, on_event=got.append)
     try:
         assert client.deflate_accepted
+        assert "no_context_takeover" not in client.extensions_answer
         await deflating.app[SOCKETS].emit("note", {"text": "squeezed " * 50}, to=f"user:{user.id}")
         for _ in range(100):
             if got:

@@ -109,6 +109,11 @@ def test_chat_with_socket_io_client(node: str, server: LiveServer) -> None:
     report = run_check(node, "chat", STUDYHALL_URL=server.url, STUDYHALL_TOKEN=user.token, STUDYHALL_ROOM_ID=room["id"])
     assert report["checks"]["seq"] == 1
     assert report["checks"]["history"] == 1
+    # The ws package under socket.io-client offers per-message deflate; the server takes it without
+    # context takeover, and a 3 KB message went both ways compressed and came back whole.
+    assert report["checks"]["long"] > 3000
+    for extensions in report["checks"]["extensions"]:
+        assert extensions == ["client_no_context_takeover", "server_no_context_takeover"]
 
 
 def test_a_watch_party_with_socket_io_client(node: str, server: LiveServer) -> None:

@@ -62,25 +62,34 @@ class Answer:
 class RawSocket:
     """A websocket to ``/socket.io/?EIO=4&transport=websocket`` spoken by hand."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes = b"") -> None:
         self.reader = reader
         self.writer = writer
+        self.head = head  # the server's answer to the upgrade request
 
     @classmethod
-    async def open(cls, port: int) -> RawSocket:
+    async def open(cls, port: int, extensions: str | None = None) -> RawSocket:
+        """Connect; ``extensions``: a ``Sec-WebSocket-Extensions`` offer to make."""
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        offer = f"Sec-WebSocket-Extensions: {extensions}\r\n".encode() if extensions is not None else b""
         writer.write(
             b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            + offer
+            + b"\r\n"
         )
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT_S)
         assert head.startswith(b"HTTP/1.1 101"), head
-        sock = cls(reader, writer)
+        sock = cls(reader, writer, head)
         opcode, opened = await sock.next_frame()
         assert (opcode, opened[:1]) == (TEXT, b"0"), opened  # Engine.IO's OPEN
         return sock
 
     async def next_frame(self) -> tuple[int, bytes]:
+        return (await self.next_frame_raw())[1:]
+
+    async def next_frame_raw(self) -> tuple[int, int, bytes]:
+        """The next frame as (first byte: FIN, RSV and opcode; opcode; payload)."""
         async with asyncio.timeout(WAIT_S):
             b0, b1 = await self.reader.readexactly(2)
             n = b1 & 0x7F
@@ -88,7 +97,7 @@ class RawSocket:
                 (n,) = struct.unpack("!H", await self.reader.readexactly(2))
             elif n == 127:
                 (n,) = struct.unpack("!Q", await self.reader.readexactly(8))
-            return b0 & 0x0F, await self.reader.readexactly(n)
+            return b0, b0 & 0x0F, await self.reader.readexactly(n)
 
     def send(self, *frames: bytes) -> None:
         self.writer.write(b"".join(frames))

@@ -151,6 +151,20 @@ async function chat() {
   const invalid = await ask(sender, "chat:send", { room_id: roomId, body: 42 });
   if (invalid?.ok !== false || invalid.error?.code !== "invalid_input") fail("chat:send with a bad body", invalid);
   checks.history = history.messages.length;
+
+  // A long message both ways: the ws package compresses what it sends from 1 KB on (engine.io-client's
+  // default), and the server sends its broadcast compressed to connections that negotiated deflate.
+  const long = Array.from({ length: 120 }, (_, i) => `line ${i} of a long message`).join("\n");
+  const heardLong = next(listener, "chat:message", (m) => m?.room_id === roomId && m?.body === long);
+  const sentLong = await ask(sender, "chat:send", { room_id: roomId, body: long, client_msg_id: `${clientMsgId}-long` });
+  if (sentLong?.ok !== true || sentLong.message?.body !== long) fail("a long chat:send", sentLong);
+  const longHeard = await heardLong;
+  if (longHeard.id !== sentLong.message.id) fail("the long chat:message", longHeard);
+  checks.long = long.length;
+  checks.extensions = [sender, listener].map((s) => {
+    const deflate = s.io.engine.transport.ws?._extensions?.["permessage-deflate"]; // what ws agreed to
+    return deflate ? Object.keys(deflate.params).sort() : null;
+  });
   return checks;
 }
 
