@@ -768,6 +768,23 @@ class Settings(BaseSettings):
     live_negotiation_timeout_s: float = Field(
         10.0, gt=0, le=120, description="Longest the server spends answering one offer (ICE gathering included)."
     )
+    live_join_rate_count: int = Field(
+        60,
+        ge=1,
+        le=100_000,
+        description="`live:join`s one connection may make per STUDYHALL_LIVE_JOIN_RATE_WINDOW_S (each records "
+        "attendance in Postgres); more answer `rate_limited`.",
+    )
+    live_join_rate_window_s: float = Field(
+        60.0, gt=0, le=3600, description="Window of the per-connection `live:join` rate limit."
+    )
+    live_attendance_max_intervals: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="Stretches of presence stored per person per live session; past it a join reopens the "
+        "person's latest stretch instead of adding one (the time between counts as present).",
+    )
 
     @field_validator("database_url", "redis_url", "jwt_secret", "metrics_token", "metrics_port", "metrics_host",
                      "smtp_url", "mail_dir", mode="before")  # fmt: skip

@@ -374,6 +374,7 @@ ROWS: list[Row] = [
     Row("POST", "/rooms/{room}/live-sessions", only(201, 404, *STAFF, learner=403), new_live_session),
     Row("GET", "/rooms/{room}/live-sessions", only(200, 404, "learner", *STAFF)),
     Row("GET", "/live-sessions/{live}", only(200, 404, "learner", *STAFF)),
+    Row("GET", "/live-sessions/{live}/attendance", only(200, 404, *STAFF, learner=403)),
     Row("POST", "/live-sessions/{live}/cancel", only(200, 404, *STAFF, learner=403)),
     # workspaces (ws: in the community room, the learner a member of the room with an explicit grant)
     Row("GET", "/workspaces/templates", everyone(200)),

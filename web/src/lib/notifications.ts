@@ -114,6 +114,12 @@ export function describe(n: Notification): string {
       const who = typeof by?.display_name === "string" ? by.display_name : "Someone";
       return `${who} mentioned you: “${text("excerpt")}”`;
     }
+    case "live_session_scheduled":
+      return `Live session scheduled: ${text("title")}, ${new Date(text("starts_at")).toLocaleString()}.`;
+    case "live_session_starting":
+      return `Live session starting soon: ${text("title")}.`;
+    case "live_session_cancelled":
+      return `Live session cancelled: ${text("title")}.`;
     case "room_role_changed":
       return `Your role in the room ${text("room_name") || "a room"} is now ${text("role")}.`;
     case "teacher_application":

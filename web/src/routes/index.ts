@@ -42,6 +42,8 @@ export const routes: readonly RouteDef[] = [
   },
   { path: "/rooms", title: "Rooms", load: () => import("./rooms/RoomsPage.svelte") },
   { path: "/rooms/:id", title: "Room", load: () => import("./rooms/RoomPage.svelte") },
+  // The live room of a scheduled session (docs/web.md, "The live room"): lobby, go live, watch, raise hand.
+  { path: "/live/:id", title: "Live session", load: () => import("./live/LivePage.svelte") },
   { path: "/workspaces", title: "Workspaces", load: () => import("./workspaces/WorkspacesPage.svelte") },
   // The workspace: files, the collaborative editor (CodeMirror loaded on demand), runs (docs/web.md).
   { path: "/workspaces/:id", title: "Workspace", load: () => import("./workspaces/WorkspacePage.svelte") },
