@@ -91,6 +91,7 @@ REGISTRY: tuple[Personal, ...] = (
     Personal("contest_rejudges", "actor_id", "keep", "the record of a rejudge", export=False),
     Personal("prize_budget_entries", "actor_id", "keep", "the prize budget's ledger", export=False),
     Personal("live_sessions", "host_id", "keep", "a session's history for its attendees"),
+    Personal("live_attendance", "user_id", "delete"),
     Personal("live_sessions", "created_by", "keep", "a session's history for its attendees", export=False),
     Personal("live_sessions", "cancelled_by", "keep", "a session's history", export=False),
     Personal("quizzes", "created_by", "keep", "learners keep the quizzes they took"),
