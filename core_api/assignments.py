@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from core_api.announcements.fanout import notify_learners
 from core_api.context import Core, Page, PageQuery, audit, core_of, decode_cursor, new_id, notify, page_of
 from core_api.courses import owned_course, visible_course
 from core_api.db import Connection, Record
@@ -110,7 +111,7 @@ async def require_participant(conn: Connection, user: Principal, course: Record)
 
 async def create_assignment(core: Core, user: Principal, course_id: uuid.UUID, body: AssignmentIn) -> Record:
     async with core.transaction() as tx:
-        await owned_course(tx.conn, user, course_id)
+        course = await owned_course(tx.conn, user, course_id)
         row = await tx.conn.fetchrow(
             f"""INSERT INTO assignments (id, course_id, title, description, due_at, max_points)
                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_ASSIGNMENT_COLUMNS}""",
@@ -121,7 +122,10 @@ async def create_assignment(core: Core, user: Principal, course_id: uuid.UUID, b
             body.due_at,
             body.max_points,
         )
-    assert row is not None
+        assert row is not None
+        payload = {"course_id": str(course_id), "course_title": course["title"], "assignment_id": str(row["id"]),
+                   "title": body.title, "due_at": body.due_at.isoformat()}  # fmt: skip
+        await notify_learners(tx, course_id, "new_assignment", payload)
     return row
 
 
@@ -169,7 +173,11 @@ async def update_assignment(core: Core, user: Principal, assignment_id: uuid.UUI
             body.due_at,
             body.max_points,
         )
-    assert row is not None
+        assert row is not None
+        if body.due_at is not None:  # a new deadline gets its own reminders
+            await tx.conn.execute(
+                "DELETE FROM reminder_claims WHERE item_kind = 'assignment' AND item_id = $1", assignment_id
+            )
     return row
 
 

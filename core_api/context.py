@@ -88,9 +88,14 @@ class Tx:
 
     conn: Connection
     events: list[tuple[str, dict[str, Any], bool]] = field(default_factory=list)
+    mails: list[tuple[str, str, str]] = field(default_factory=list)  # (to, subject, text), sent after commit
 
     def publish(self, topic: str, payload: dict[str, Any], *, every_node: bool = False) -> None:
         self.events.append((topic, payload, every_node))
+
+    def mail(self, to: str, subject: str, text: str) -> None:
+        """Send an email once the transaction commits (in the background; nothing if it rolls back)."""
+        self.mails.append((to, subject, text))
 
 
 @dataclass
@@ -98,6 +103,7 @@ class Core:
     settings: Settings
     pool: Pool
     bus: Bus
+    mailer: Any = None  # core_api.mail.Mailer: what Tx.mail hands its messages to after commit
 
     @cached_property
     def playback(self) -> PlaybackSigner:
@@ -115,6 +121,9 @@ class Core:
             yield tx
         for topic, payload, every_node in tx.events:
             await self.bus.publish(topic, payload, every_node=every_node)
+        if tx.mails and self.mailer is not None:
+            for to, subject, text in tx.mails:
+                self.mailer.send_later(to, subject, text)
 
 
 CORE = web.AppKey("core", Core)

@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from core_api.announcements.fanout import notify_learners
 from core_api.context import Core, Page, PageQuery, audit, core_of, decode_cursor, new_id, page_of
 from core_api.db import Connection, Record
 from core_api.errors import AppError, conflict, invalid, not_found
@@ -260,7 +261,7 @@ async def publish_course(core: Core, user: Principal, course_id: uuid.UUID) -> R
 
 async def add_lecture(core: Core, user: Principal, course_id: uuid.UUID, body: LectureIn) -> Record:
     async with core.transaction() as tx:
-        await owned_course(tx.conn, user, course_id, lock=True)
+        course = await owned_course(tx.conn, user, course_id, lock=True)
         count = await lecture_count(tx.conn, course_id)
         position = count if body.position is None else min(body.position, count)
         # Make room: the lectures at and after the new one move down by one.
@@ -280,6 +281,10 @@ async def add_lecture(core: Core, user: Principal, course_id: uuid.UUID, body: L
         )
         await tx.conn.execute("UPDATE courses SET updated_at = now() WHERE id = $1", course_id)
         assert row is not None
+        if course["status"] == "published":  # a draft's lectures are news to nobody yet
+            payload = {"course_id": str(course_id), "course_title": course["title"], "lecture_id": str(row["id"]),
+                       "title": row["title"]}  # fmt: skip
+            await notify_learners(tx, course_id, "new_lecture", payload)
         return row
 
 

@@ -166,6 +166,17 @@ class Settings(BaseSettings):
     avatar_encode_timeout_s: float = Field(
         10.0, gt=0, le=120, description="Longest ffmpeg may take to re-encode one profile picture."
     )
+    announcements_per_hour: int = Field(
+        10, ge=1, le=1000, description="Announcements one course may post per hour (each reaches every learner)."
+    )
+    reminder_cycle_s: float = Field(
+        60.0, ge=0, le=3600, description="How often each node runs the deadline reminder pass; 0 turns it off."
+    )
+    reminder_leads_s: list[int] = Field(
+        [86400, 3600],
+        max_length=10,
+        description="How long before a deadline learners are reminded, in seconds (JSON list; 24 h and 1 h).",
+    )
     smtp_url: SecretStr | None = Field(
         None,
         description="Mail server for outgoing email (password resets): `smtp://user:password@host:587` (STARTTLS "

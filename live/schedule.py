@@ -31,6 +31,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from core_api.announcements.fanout import notify_users
 from core_api.context import Core, Page, Tx, audit, decode_cursor, new_id, page_of
 from core_api.db import Connection, Record
 from core_api.errors import AppError, ErrorCode, conflict, forbidden, invalid, not_found
@@ -221,7 +222,7 @@ class Schedule:
             assert row is not None
             await audit(tx, user.id, "live_session.schedule", "live_session", session_id, room_id=str(room_id))
             to = [u for u in await recipients(conn, room_id, course_id) if u != user.id]
-            await notify_many(tx, to, "live_session_scheduled", _payload(row))
+            await notify_users(tx, to, "live_session_scheduled", _payload(row), preference="live_session")
             announce_session(tx, row)
         return session_out(row)
 
@@ -321,7 +322,7 @@ class Schedule:
                     row = await load_session(tx.conn, claim["id"])
                     assert row is not None
                     to = await recipients(tx.conn, row["room_id"], row["course_id"])
-                    await notify_many(tx, to, "live_session_starting", _payload(row))
+                    await notify_users(tx, to, "live_session_starting", _payload(row), preference="live_session")
             reminded += len(claimed)
             if len(claimed) < REMIND_BATCH:
                 return reminded

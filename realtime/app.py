@@ -38,6 +38,9 @@ from core_api import (
 from core_api.accounts import avatar as account_avatar
 from core_api.accounts import passwords as account_passwords
 from core_api.accounts import sessions as account_sessions
+from core_api.announcements import posts as announcement_posts
+from core_api.announcements import preferences as notification_preferences
+from core_api.announcements.reminders import Reminders
 from core_api.context import CORE, Bus, Core
 from core_api.db import create_pool, migrate
 from core_api.errors import AppError, ErrorCode
@@ -94,6 +97,8 @@ API = Api.combine(
     account_sessions.api,  # the caller's sessions, password change and reset (core_api/accounts/)
     account_passwords.api,
     account_avatar.api,
+    notification_preferences.api,  # what each user is told about (core_api/announcements/)
+    announcement_posts.api,
     privacy_export.api,  # the caller's data: export (a job) and account deletion (core_api/privacy/)
     privacy_erase.api,
     teacher_applications.api,  # learners apply to teach, admins decide (core_api/teaching/)
@@ -346,7 +351,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
         if run_migrations:
             await migrate(dsn)
         pool = await create_pool(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
-        app[CORE] = Core(settings=settings, pool=pool, bus=Bus())
+        app[CORE] = Core(settings=settings, pool=pool, bus=Bus(), mailer=app[MAILER])
         app[CORE].bus.subscribe(app[SOCKETS].on_bus_event)
         relay = None
         try:
@@ -474,6 +479,19 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     # and Socket.IO still work), then watch parties, then presence withdraws (and announces) before
     # Socket.IO stops, all before the pool.
     app.on_shutdown.append(hang_up_websockets)
+
+    async def deadline_reminders(app: web.Application) -> AsyncIterator[None]:
+        task = None
+        if settings.reminder_cycle_s > 0:
+            task = asyncio.create_task(Reminders(app[CORE]).run(settings.reminder_cycle_s))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(sockets)
     app.cleanup_ctx.append(chat_order)
@@ -483,6 +501,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app.cleanup_ctx.append(live_sessions)
     app.cleanup_ctx.append(functools.partial(run_sandbox, settings))
     app.cleanup_ctx.append(run_grading)  # quizzes judge code answers with the sandbox's runner
+    app.cleanup_ctx.append(deadline_reminders)  # core_api/announcements/reminders.py, once-only across nodes
     # Group wars after the sandbox (they judge with it), so they stop judging before it closes.
     app.cleanup_ctx.append(functools.partial(run_contests, settings, observe_push=app[METRICS].push_added.observe))
     app.cleanup_ctx.append(functools.partial(run_live, settings))  # live sessions: schedule reminders, the SFU

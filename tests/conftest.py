@@ -104,6 +104,8 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "contest_cycle_s": 0,
         # No live-session reminder loop either: tests call Schedule.remind_due with their own clock.
         "live_reminder_cycle_s": 0,
+        # Nor deadline reminders: tests call Reminders.tick with their own clock.
+        "reminder_cycle_s": 0,
         # Every test client registers from 127.0.0.1 (tests of the registration limit set their own).
         "register_max_per_address": 1_000_000,
         # Lectures played up to 1000x faster than real time count as watched, so that tests need not sit

@@ -271,6 +271,15 @@ ROWS: list[Row] = [
     Row("PUT", "/me/avatar", everyone(400), {"not": "a picture"}),
     Row("DELETE", "/me/avatar", everyone(200)),
     Row("GET", "/users/{learner}/profile", everyone(200)),
+    Row("GET", "/me/notification-preferences", everyone(200)),
+    Row("PUT", "/me/notification-preferences", everyone(200), {"kinds": {"new_lecture": {"email": True}}}),
+    Row(
+        "POST",
+        "/courses/{course}/announcements",
+        only(201, 403, *STAFF, stranger=403, learner=403),
+        {"title": "Heads up", "body": "Read chapter 2."},
+    ),
+    Row("GET", "/courses/{course}/announcements", only(200, 403, "learner", *STAFF)),
     # applying to teach (core_api/teaching/): learners apply, admins decide
     Row(
         "POST",

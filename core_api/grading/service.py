@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from core_api.announcements.fanout import notify_learners
 from core_api.context import CORE, Core, Page, PageQuery, decode_cursor, new_id, page_of
 from core_api.courses import owned_course, visible_course
 from core_api.db import Connection, Record
@@ -160,10 +161,14 @@ class Grading:
         questions = [core.stored_question(q) for q in body.questions]
         fields = body.model_dump(exclude={"questions"})
         async with self.core.transaction() as tx:
-            await owned_course(tx.conn, user, course_id)
+            course = await owned_course(tx.conn, user, course_id)
             row = await store.insert_quiz(
                 tx.conn, new_id(), course_id, fields, questions, core.max_points(questions), user.id
             )
+            closes = row["closes_at"].isoformat() if row["closes_at"] else None
+            payload = {"course_id": str(course_id), "course_title": course["title"], "quiz_id": str(row["id"]),
+                       "title": row["title"], "closes_at": closes}  # fmt: skip
+            await notify_learners(tx, course_id, "new_quiz", payload)
         return quiz_key_out(row)
 
     def _check_language(self, index: int, language: str, tests: list[TestCase]) -> None:

@@ -41,6 +41,8 @@ REGISTRY: tuple[Personal, ...] = (
     Personal("refresh_tokens", "user_id", "delete"),
     Personal("password_resets", "user_id", "delete"),
     Personal("notifications", "user_id", "delete"),
+    Personal("notification_preferences", "user_id", "delete"),
+    Personal("announcements", "author_id", "keep", "learners keep the course's announcements"),
     Personal("enrollments", "user_id", "delete"),
     Personal("lecture_progress", "user_id", "delete"),
     Personal("watch_clocks", "user_id", "delete"),
@@ -101,6 +103,7 @@ REGISTRY: tuple[Personal, ...] = (
 # Columns that look personal by name but are not (checked by tests/test_privacy.py, with the reason).
 NOT_PERSONAL: dict[tuple[str, str], str] = {
     ("jobs", "claimed_by"): "the id of the runner (a process) holding the job",
+    ("notification_preferences", "email"): "whether to send email (a yes or no), not an address",
     ("quiz_attempts", "finished_by"): "how an attempt ended: submitted, or the time limit",
     ("communities", "name"): "a community's name",
     ("rooms", "name"): "a room's name",
