@@ -35,6 +35,7 @@ from core_api import (
     progress,
     users,
 )
+from core_api.catalog import handlers as catalog_handlers
 from core_api.context import CORE, Bus, Core
 from core_api.db import create_pool, migrate
 from core_api.errors import AppError, ErrorCode
@@ -43,6 +44,7 @@ from core_api.grading import handlers as grading_handlers
 from core_api.grading.service import run_grading
 from core_api.heap import HEAP
 from core_api.http import CLIENT_ADDR, Api
+from core_api.learners import handlers as learners_handlers
 from core_api.settings import Settings
 from leaderboards import cycle as contest_cycle
 from leaderboards import editing as contest_editing
@@ -85,7 +87,9 @@ API = Api.combine(
     users.api,
     profile.api,
     courses.api,
+    catalog_handlers.api,  # unpublish, archive, delete, prerequisites (core_api/catalog/)
     enrollments.api,
+    learners_handlers.api,  # learners' progress for instructors, "continue" (core_api/learners/)
     progress.api,
     assignments.api,
     grading_handlers.api,  # quizzes and the gradebook (core_api/grading/)
