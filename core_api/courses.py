@@ -274,21 +274,24 @@ async def list_courses(core: Core, user: Principal, query: CourseListQuery) -> P
     tags = normalise_tags(
         query.tag, max_tags=settings.course_max_tags, max_length=settings.course_tag_max_length, field="tag"
     )
-    args: list[object] = [at, ident, query.limit + 1, user.id]
+    args: list[object] = [at, ident, query.limit + 1]
+
+    def param(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
     where = ["($1::timestamptz IS NULL OR (c.created_at, c.id) > ($1, $2))"]
     where.append("c.deleted_at IS NOT NULL" if query.deleted else "c.deleted_at IS NULL")
     if query.mine:
-        where.append("c.owner_id = $4")
+        where.append(f"c.owner_id = {param(user.id)}")
     elif not user.is_admin:
-        where.append("(c.status = 'published' OR c.owner_id = $4)")
+        where.append(f"(c.status = 'published' OR c.owner_id = {param(user.id)})")
     if category is not None:
-        args.append(category)
-        where.append(f"c.category = ${len(args)}")
+        where.append(f"c.category = {param(category)}")
     if tags:
         # Courses holding every asked tag: found through the tag index, not by scanning the catalogue.
-        args.append(tags)
         where.append(
-            f"c.id IN (SELECT t.course_id FROM course_tags t WHERE t.tag = ANY(${len(args)}::text[])"
+            f"c.id IN (SELECT t.course_id FROM course_tags t WHERE t.tag = ANY({param(tags)}::text[])"
             f" GROUP BY t.course_id HAVING count(*) = {len(tags)})"
         )
     rows = await core.pool.fetch(
