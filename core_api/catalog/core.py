@@ -90,7 +90,7 @@ def restored_status(status: str, archived_from: str | None) -> str:
 def check_writable(status: str) -> None:
     """An archived course is read-only: its content, price, tags and prerequisites stay as they are."""
     if status == "archived":
-        raise conflict("this course is archived and read-only: restore it (POST /courses/{id}/restore) to change it")
+        raise conflict("this course is archived and read-only: restore it to change it")
 
 
 def enrollment_closed_reason(status: str) -> str | None:
@@ -109,6 +109,6 @@ def delete_refusal(enrolled: int) -> str | None:
         return None
     learners = "learner is" if enrolled == 1 else "learners are"
     return (
-        f"{enrolled} {learners} enrolled in this course: archive it instead (POST /courses/{{id}}/archive), "
+        f"{enrolled} {learners} enrolled in this course, so it cannot be deleted: archive it instead, "
         "which keeps it for them, read-only and out of the catalogue"
     )
