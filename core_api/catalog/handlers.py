@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from core_api.catalog import service
-from core_api.catalog.schemas import PrerequisitesIn
+from core_api.catalog.schemas import CourseOut, PrerequisitesIn
 from core_api.context import core_of
-from core_api.courses import TAG, CourseOut, course_out
+from core_api.courses import TAG, course_out
 from core_api.http import Api, Call, Reply
 
 api = Api()
