@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from core_api.catalog import store as catalog_store
 from core_api.catalog.core import check_publish, check_writable, normalise_category, normalise_label, normalise_tags
+from core_api.catalog.limits import check_rate
 from core_api.catalog.schemas import CourseIn, CourseListQuery, CourseOut, CoursePatch
 from core_api.context import Core, Page, audit, core_of, decode_cursor, new_id, page_of
 from core_api.db import Connection, Record
@@ -285,6 +286,7 @@ async def publish_course(core: Core, user: Principal, course_id: uuid.UUID) -> R
         course = await owned_course(tx.conn, user, course_id, lock=True)
         if not check_publish(course["status"]):
             return course
+        await check_rate(tx, core, user)
         if course["lecture_count"] == 0:
             raise conflict("a course needs at least one lecture before it can be published")
         await tx.conn.execute(

@@ -335,6 +335,14 @@ class Settings(BaseSettings):
         le=100,
         description="Most prerequisite courses one course may require; more answer 400.",
     )
+    course_changes_per_hour: int = Field(
+        120,
+        ge=1,
+        le=100_000,
+        description="Course lifecycle and prerequisite changes (unpublish, publish again, archive, restore, delete, "
+        "prerequisites) one owner may make in any hour, counted from the audit log (so across nodes); more answer "
+        "429 (`rate_limited`, with Retry-After). Admins are not limited.",
+    )
     continue_max_items: int = Field(
         20,
         ge=1,

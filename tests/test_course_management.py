@@ -528,3 +528,26 @@ async def test_continue_lists_unfinished_courses_by_last_activity_with_where_to_
     assert (await api.call("GET", "/me/continue?limit=0", learner))[0] == 400
     assert (await ok(api, "GET", "/me/continue", teacher))["items"] == []
     assert (await api.call("GET", "/me/continue"))[0] == 401
+
+
+async def test_course_changes_are_rate_limited_per_owner_from_the_audit_log(
+    aiohttp_client: Any, database_url: str, tmp_path: Path
+) -> None:
+    app = create_app(make_settings(database_url, tmp_path, course_changes_per_hour=3))
+    api = ApiClient(await aiohttp_client(app))
+    teacher, admin = await api.user("instructor"), await api.user("admin")
+    course, _ = await course_with(api, teacher, "Busy")  # publishing counts: 1
+    other, _ = await course_with(api, teacher, "Other", publish=False)
+    cid = course["id"]
+    await ok(api, "POST", f"/courses/{cid}/unpublish", teacher)  # 2
+    await ok(api, "POST", f"/courses/{cid}/unpublish", teacher)  # a no-op changes nothing and is not counted
+    await ok(api, "POST", f"/courses/{cid}/publish", teacher)  # 3
+    resp = await api.http.post(f"/api/v1/courses/{cid}/archive", headers=teacher.headers)
+    assert resp.status == 429
+    assert 1 <= int(resp.headers["Retry-After"]) <= 3600
+    assert (await resp.json())["error"]["code"] == "rate_limited"
+    status, _ = await api.call("PUT", f"/courses/{other['id']}/prerequisites", teacher, json={"course_ids": [cid]})
+    assert status == 429  # per owner, not per course
+    assert (await ok(api, "GET", f"/courses/{cid}", teacher))["status"] == "published"
+    # Admins are not limited.
+    assert (await ok(api, "POST", f"/courses/{cid}/archive", admin))["status"] == "archived"

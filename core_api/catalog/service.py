@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 from core_api.catalog import core, store
+from core_api.catalog.limits import check_rate
 from core_api.context import Core, audit
 from core_api.courses import owned_course, visible_course, writable_course
 from core_api.db import Record
@@ -17,6 +18,7 @@ async def unpublish(app: Core, user: Principal, course_id: uuid.UUID) -> Record:
     """Out of the catalogue and closed to new enrollments and purchases; enrolled learners keep it."""
     async with app.transaction() as tx:
         course = await owned_course(tx.conn, user, course_id, lock=True)
+        await check_rate(tx, app, user)
         if not core.check_unpublish(course["status"]):
             return course
         await store.set_status(tx.conn, course_id, "unpublished", None)
@@ -28,6 +30,7 @@ async def archive(app: Core, user: Principal, course_id: uuid.UUID) -> Record:
     """Read-only, out of the catalogue, closed to new enrollments; enrolled learners keep viewing it."""
     async with app.transaction() as tx:
         course = await owned_course(tx.conn, user, course_id, lock=True)
+        await check_rate(tx, app, user)
         if not core.check_archive(course["status"]):
             return course
         await store.set_status(tx.conn, course_id, "archived", course["status"])
@@ -39,6 +42,7 @@ async def restore(app: Core, user: Principal, course_id: uuid.UUID) -> Record:
     """An archived course back to the status it had when archived."""
     async with app.transaction() as tx:
         course = await owned_course(tx.conn, user, course_id, lock=True)
+        await check_rate(tx, app, user)
         status = core.restored_status(course["status"], course["archived_from"])
         await store.set_status(tx.conn, course_id, status, None)
         await audit(tx, user.id, "course.restored", "course", course_id, title=course["title"], status=status)
@@ -50,6 +54,7 @@ async def delete(app: Core, user: Principal, course_id: uuid.UUID) -> None:
     Enrollments are made holding the course row shared, so none slips in between the count and the delete."""
     async with app.transaction() as tx:
         course = await owned_course(tx.conn, user, course_id, lock=True)
+        await check_rate(tx, app, user)
         if course["deleted_at"] is not None:
             return  # an admin deleting again
         enrolled = await store.enrolled_count(tx.conn, course_id)
@@ -83,6 +88,7 @@ async def set_prerequisites(app: Core, user: Principal, course_id: uuid.UUID, ra
     async with app.transaction() as tx:
         await tx.conn.execute("SELECT pg_advisory_xact_lock($1)", store.PREREQUISITES_LOCK)
         course = await writable_course(tx.conn, user, course_id)
+        await check_rate(tx, app, user)
         found = {r["id"]: r for r in await store.courses_by_id(tx.conn, ids)}
         unusable = [
             str(i)
