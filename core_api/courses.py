@@ -457,7 +457,7 @@ async def patch_course(call: Call) -> CourseOut:
     tag=TAG,
     description="Idempotent. An archived course is restored (`POST .../restore`) before it can be published (409).",
     response=CourseOut,
-    errors=[403, 409],
+    errors=[403, 409, 429],
 )
 async def post_publish(call: Call) -> CourseOut:
     return course_out(await publish_course(core_of(call), call.me, call.params["course_id"]))

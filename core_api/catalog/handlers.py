@@ -19,7 +19,7 @@ api = Api()
     description="It stops taking enrollments and purchases (409 for newcomers); learners already enrolled keep "
     "seeing it, its lectures and their progress. `POST .../publish` puts it back. Idempotent; audited.",
     response=CourseOut,
-    errors=[403, 409],
+    errors=[403, 409, 429],
 )
 async def post_unpublish(call: Call) -> CourseOut:
     return course_out(await service.unpublish(core_of(call), call.me, call.params["course_id"]))
@@ -34,7 +34,7 @@ async def post_unpublish(call: Call) -> CourseOut:
     "to itself, its lectures, price and prerequisites (409); learners enrolled keep viewing it and their "
     "progress. Idempotent; audited.",
     response=CourseOut,
-    errors=[403],
+    errors=[403, 429],
 )
 async def post_archive(call: Call) -> CourseOut:
     return course_out(await service.archive(core_of(call), call.me, call.params["course_id"]))
@@ -47,7 +47,7 @@ async def post_archive(call: Call) -> CourseOut:
     tag=TAG,
     description="409 when the course is not archived. Audited.",
     response=CourseOut,
-    errors=[403, 409],
+    errors=[403, 409, 429],
 )
 async def post_restore(call: Call) -> CourseOut:
     return course_out(await service.restore(core_of(call), call.me, call.params["course_id"]))
@@ -61,7 +61,7 @@ async def post_restore(call: Call) -> CourseOut:
     description="Afterwards only admins see it (`GET /courses?deleted=true`); for everyone else it is 404. Refused "
     "with 409 `conflict` (`details.enrolled`) while learners are enrolled: archive it instead. Audited.",
     status=204,
-    errors=[403, 409],
+    errors=[403, 409, 429],
 )
 async def delete_course(call: Call) -> Reply:
     await service.delete(core_of(call), call.me, call.params["course_id"])
@@ -79,7 +79,7 @@ async def delete_course(call: Call) -> Reply:
     "(`details.missing`). Audited.",
     body=PrerequisitesIn,
     response=CourseOut,
-    errors=[403, 409],
+    errors=[403, 409, 429],
 )
 async def put_prerequisites(call: Call) -> CourseOut:
     return course_out(
