@@ -8,6 +8,7 @@ descended from that login) is revoked and the caller gets 401.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import ipaddress
 import math
@@ -27,7 +28,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel, EmailStr, Field, field_validator
 
-from core_api.context import CORE, Core, core_of, new_id
+from core_api.context import CORE, Core, audit, core_of, new_id
 from core_api.db import Record
 from core_api.errors import AppError, ErrorCode, conflict, unauthorized
 from core_api.http import Api, Call, Input, Principal
@@ -116,13 +117,20 @@ class Tokens:
         self._key = key
         self.ttl_s = ttl_s
 
-    def issue(self, user_id: uuid.UUID, role: str) -> str:
+    def issue(self, user_id: uuid.UUID, role: str, session: uuid.UUID | None = None) -> str:
+        """An access token; ``session`` (the sign-in, ``sessions.id``) makes it end with that session."""
         now = int(time.time())
         claims = {"sub": str(user_id), "role": role, "typ": "access", "iat": now, "exp": now + self.ttl_s}
+        if session is not None:
+            claims["sid"] = str(session)
         return jwt.encode(claims, self._key, algorithm=JWT_ALGORITHM)
 
     def verify(self, token: str) -> uuid.UUID:
         """The user id of a valid access token; raises ``unauthorized`` otherwise."""
+        return self.claims(token)[0]
+
+    def claims(self, token: str) -> tuple[uuid.UUID, uuid.UUID | None]:
+        """The user id and the session (None for a token that names none) of a valid access token."""
         try:
             claims = jwt.decode(token, self._key, algorithms=[JWT_ALGORITHM], options={"require": ["exp", "sub"]})
         except jwt.ExpiredSignatureError:
@@ -132,7 +140,8 @@ class Tokens:
         if claims.get("typ") != "access":
             raise unauthorized("access token is invalid")
         try:
-            return uuid.UUID(str(claims["sub"]))
+            session = claims.get("sid")
+            return uuid.UUID(str(claims["sub"])), uuid.UUID(str(session)) if session is not None else None
         except ValueError:
             raise unauthorized("access token is invalid") from None
 
@@ -315,6 +324,11 @@ class Auth:
         self.by_address: LoginLimiter
         self.registrations: LoginLimiter
         register_limit, register_window = settings.register_max_per_address, settings.register_window_s
+        reset_window = settings.password_reset_window_s
+        resets_by_address = (settings.password_reset_max_per_address, reset_window)
+        resets_by_account = (settings.password_reset_max_per_account, reset_window)
+        self.resets_by_address: LoginLimiter
+        self.resets_by_account: LoginLimiter
         self.tickets: Tickets
         if settings.redis_url is not None:
             import redis.asyncio as aioredis
@@ -328,12 +342,16 @@ class Auth:
             self.by_account = RedisLimiter(self._redis, space + ":account:", account_limit, window)
             self.by_address = RedisLimiter(self._redis, space + ":address:", address_limit, window)
             self.registrations = RedisLimiter(self._redis, space + ":register:", register_limit, register_window)
+            self.resets_by_address = RedisLimiter(self._redis, space + ":reset-address:", *resets_by_address)
+            self.resets_by_account = RedisLimiter(self._redis, space + ":reset-account:", *resets_by_account)
             spent = RedisSpent(self._redis, f"studyhall:ws-ticket:{deployment}:")
             self.tickets = Tickets(settings.jwt_key(), settings.ws_ticket_ttl_s, spent)
         else:
             self.by_account = LocalLimiter(account_limit, settings.login_window_s)
             self.by_address = LocalLimiter(address_limit, settings.login_window_s)
             self.registrations = LocalLimiter(register_limit, register_window)
+            self.resets_by_address = LocalLimiter(*resets_by_address)
+            self.resets_by_account = LocalLimiter(*resets_by_account)
             self.tickets = Tickets(settings.jwt_key(), settings.ws_ticket_ttl_s, LocalSpent())
 
     async def close(self) -> None:
@@ -448,23 +466,85 @@ async def register(core: Core, auth: Auth, body: RegisterIn, role: Role = "stude
 
 
 async def _issue_pair(
-    core: Core, auth: Auth, conn: Any, user_id: uuid.UUID, role: str, family: uuid.UUID, user: UserOut | None = None
+    core: Core,
+    auth: Auth,
+    conn: Any,
+    user_id: uuid.UUID,
+    role: str,
+    family: uuid.UUID,
+    user: UserOut | None = None,
+    *,
+    new_session: dict[str, str] | None = None,
 ) -> TokenPair:
+    """A new token pair in ``family`` (the session); ``new_session`` (its user agent and address) starts one."""
     refresh = secrets.token_urlsafe(32)
+    expires = datetime.now(UTC) + timedelta(seconds=core.settings.refresh_token_ttl_s)
+    if new_session is not None:
+        await conn.execute(
+            "INSERT INTO sessions (id, user_id, expires_at, user_agent, address) VALUES ($1, $2, $3, $4, $5)",
+            family,
+            user_id,
+            expires,
+            new_session.get("user_agent", "")[:SESSION_AGENT_MAX],
+            new_session.get("address", "")[:64],
+        )
+    else:
+        await conn.execute("UPDATE sessions SET last_used_at = now(), expires_at = $2 WHERE id = $1", family, expires)
     await conn.execute(
         "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at) VALUES ($1, $2, $3, $4, $5)",
         new_id(),
         family,
         user_id,
         _hash_refresh(refresh),
-        datetime.now(UTC) + timedelta(seconds=core.settings.refresh_token_ttl_s),
+        expires,
     )
     return TokenPair(
-        access_token=auth.tokens.issue(user_id, role), refresh_token=refresh, expires_in=auth.tokens.ttl_s, user=user
+        access_token=auth.tokens.issue(user_id, role, family),
+        refresh_token=refresh,
+        expires_in=auth.tokens.ttl_s,
+        user=user,
     )
 
 
-async def login(core: Core, auth: Auth, email: str, password: str, address: str) -> TokenPair:
+SESSION_AGENT_MAX = 300  # characters of a User-Agent kept to name a session
+
+
+async def end_sessions(
+    conn: Any, user_id: uuid.UUID, *, only: uuid.UUID | None = None, keep: uuid.UUID | None = None
+) -> int:
+    """End a user's sessions (one: ``only``; else all but ``keep``): their refresh tokens stop working and so do
+    the access tokens that name them, at the next request. Returns how many were ended."""
+    ended = await conn.fetch(
+        "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL"
+        " AND ($2::uuid IS NULL OR id = $2) AND ($3::uuid IS NULL OR id <> $3) RETURNING id",
+        user_id,
+        only,
+        keep,
+    )
+    ids = [r["id"] for r in ended]
+    if ids:
+        await conn.execute(
+            "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = ANY($1::uuid[]) AND revoked_at IS NULL", ids
+        )
+    if only is None and keep is None:  # every session: tokens of families from before sessions were kept too
+        await conn.execute(
+            "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL", user_id
+        )
+    return len(ids)
+
+
+async def ended_sessions(core: Core, session_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these sessions have ended (signed out, revoked, expired or gone)."""
+    if not session_ids:
+        return set()
+    live = await core.pool.fetch(
+        "SELECT id FROM sessions WHERE id = ANY($1::uuid[]) AND revoked_at IS NULL AND expires_at > now()",
+        list(session_ids),
+    )
+    return session_ids - {r["id"] for r in live}
+
+
+async def login(core: Core, auth: Auth, email: str, password: str, address: str, user_agent: str = "") -> TokenPair:
     account_key = email.strip().lower()
     wait = max(await auth.by_account.retry_after(account_key), await auth.by_address.retry_after(address))
     if wait > 0:
@@ -477,11 +557,18 @@ async def login(core: Core, auth: Auth, email: str, password: str, address: str)
     if not await auth.passwords.verify(user["password_hash"] if user else None, password):
         await auth.by_account.fail(account_key)
         await auth.by_address.fail(address)
+        # Audited for the account it names (none for an unknown address: nothing about it to protect).
+        if user is not None:
+            async with core.transaction() as tx:
+                await audit(tx, None, "user.login_failed", "user", user["id"], address=address)
         raise unauthorized("wrong email or password")
     assert user is not None
     await auth.by_account.clear(account_key)
     async with core.transaction() as tx:
-        return await _issue_pair(core, auth, tx.conn, user["id"], user["role"], new_id())
+        session = {"user_agent": user_agent, "address": address}
+        family = new_id()
+        await audit(tx, user["id"], "user.login", "session", family, address=address)
+        return await _issue_pair(core, auth, tx.conn, user["id"], user["role"], family, new_session=session)
 
 
 async def refresh(core: Core, auth: Auth, token: str) -> TokenPair:
@@ -499,6 +586,9 @@ async def refresh(core: Core, auth: Auth, token: str) -> TokenPair:
             await tx.conn.execute(
                 "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
                 row["family_id"],
+            )
+            await tx.conn.execute(
+                "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", row["family_id"]
             )
             revoked_family = True
         else:
@@ -522,6 +612,11 @@ async def logout(core: Core, token: str) -> None:
             " (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
             _hash_refresh(token),
         )
+        await tx.conn.execute(
+            "UPDATE sessions SET revoked_at = now() WHERE revoked_at IS NULL AND id ="
+            " (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
+            _hash_refresh(token),
+        )
 
 
 _USER_COLUMNS = "id, email, display_name, role, created_at"
@@ -529,7 +624,9 @@ _USER_COLUMNS = "id, email, display_name, role, created_at"
 
 async def account(core: Core, user_id: uuid.UUID) -> Record | None:
     """One account as the API shows it (no password hash)."""
-    row: Record | None = await core.pool.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id)
+    row: Record | None = await core.pool.fetchrow(
+        f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1 AND deleted_at IS NULL", user_id
+    )
     return row
 
 
@@ -542,13 +639,17 @@ def _principal(row: Record) -> Principal:
 
 async def current_principal(core: Core, user_id: uuid.UUID) -> Principal | None:
     """The user as stored now; None when the account no longer exists."""
-    row = await core.pool.fetchrow(f"SELECT {_PRINCIPAL_COLUMNS} FROM users WHERE id = $1", user_id)
+    row = await core.pool.fetchrow(
+        f"SELECT {_PRINCIPAL_COLUMNS} FROM users WHERE id = $1 AND deleted_at IS NULL", user_id
+    )
     return _principal(row) if row is not None else None
 
 
 async def current_principals(core: Core, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, Principal]:
     """Several users as stored now, by id (accounts that no longer exist are missing)."""
-    rows = await core.pool.fetch(f"SELECT {_PRINCIPAL_COLUMNS} FROM users WHERE id = ANY($1::uuid[])", user_ids)
+    rows = await core.pool.fetch(
+        f"SELECT {_PRINCIPAL_COLUMNS} FROM users WHERE id = ANY($1::uuid[]) AND deleted_at IS NULL", user_ids
+    )
     return {row["id"]: _principal(row) for row in rows}
 
 
@@ -558,10 +659,23 @@ async def principal_for(core: Core, auth: Auth, token: str) -> Principal:
     The token's ``role`` claim is never trusted: the role is read from the account on every request, so
     a demotion applies to the very next request however long the token still lives.
     """
-    principal = await current_principal(core, auth.tokens.verify(token))
-    if principal is None:
+    user_id, session = auth.tokens.claims(token)
+    if session is None:  # a token from before sessions (or made by a test): valid until it expires
+        principal = await current_principal(core, user_id)
+        if principal is None:
+            raise unauthorized("account no longer exists")
+        return principal
+    row = await core.pool.fetchrow(
+        f"SELECT {_PRINCIPAL_COLUMNS}, (SELECT s.revoked_at IS NULL AND s.expires_at > now() FROM sessions s"
+        " WHERE s.id = $2 AND s.user_id = u.id) AS live FROM users u WHERE u.id = $1 AND u.deleted_at IS NULL",
+        user_id,
+        session,
+    )
+    if row is None:
         raise unauthorized("account no longer exists")
-    return principal
+    if not row["live"]:
+        raise unauthorized("this session was signed out; sign in again")
+    return dataclasses.replace(_principal(row), session_id=session)
 
 
 async def principal_from_url(core: Core, auth: Auth, query: Mapping[str, str]) -> Principal:
@@ -622,7 +736,8 @@ async def register_account(call: Call) -> UserOut:
     errors=[401, 429, 503],
 )
 async def login_account(call: Call) -> TokenPair:
-    return await login(core_of(call), call.request.app[AUTH], call.body.email, call.body.password, call.remote)
+    agent = call.request.headers.get("User-Agent", "")
+    return await login(core_of(call), call.request.app[AUTH], call.body.email, call.body.password, call.remote, agent)
 
 
 @api.route(

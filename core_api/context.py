@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 from aiohttp import web
@@ -28,6 +29,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from core_api.db import Connection, Pool, Record
 from core_api.errors import invalid
 from core_api.http import Call, Query
+from core_api.media_urls import PlaybackSigner
 from core_api.settings import Settings
 from core_api.timestamps import check_timestamp
 
@@ -96,6 +98,11 @@ class Core:
     settings: Settings
     pool: Pool
     bus: Bus
+
+    @cached_property
+    def playback(self) -> PlaybackSigner:
+        """Signs and checks the playback URLs of the HLS ladders this server serves (core_api/media_urls.py)."""
+        return PlaybackSigner(self.settings)
 
     @asynccontextmanager
     async def transaction(self, conn: Connection | None = None) -> AsyncIterator[Tx]:

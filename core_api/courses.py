@@ -19,7 +19,7 @@ Categories and tags are normalised by :mod:`core_api.catalog.core`; the catalogu
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -32,6 +32,7 @@ from core_api.context import Core, Page, audit, core_of, decode_cursor, new_id, 
 from core_api.db import Connection, Record
 from core_api.errors import AppError, conflict, forbidden, invalid, not_found
 from core_api.http import Api, Call, Input, Principal, Reply
+from core_api.media_urls import unsigned
 from core_api.paywall import OPEN, MediaAccess, media_access
 from core_api.rbac import require_owner_or_admin, require_role
 
@@ -86,6 +87,11 @@ class LectureOut(BaseModel):
         "the lecture is listed but not playable until you buy the course.",
     )
     locked_reason: str | None = Field(None, description="Why the lecture is locked and how to open it.")
+    media_url_expires_at: datetime | None = Field(
+        None,
+        description="When `media_url` stops working: set for a video studyhall serves itself (an HLS ladder made "
+        "from an upload), whose URL carries a playback token for you alone; read the lecture again for a fresh one.",
+    )
 
 
 class LectureList(BaseModel):
@@ -110,10 +116,13 @@ def course_out(r: Record) -> CourseOut:
     return CourseOut(**dict(r))
 
 
-def lecture_out(r: Record, access: MediaAccess = OPEN) -> LectureOut:
-    if not access.locked:
-        return LectureOut(**dict(r))
-    return LectureOut(**{**dict(r), "media_url": None, "locked": True, "locked_reason": access.reason})
+def lecture_out(core: Core, user: Principal, r: Record, access: MediaAccess = OPEN) -> LectureOut:
+    """A lecture as ``user`` sees it: a locked one without its media URL; a ladder this server serves with a
+    playback URL signed for them (core_api/media_urls.py)."""
+    if access.locked:
+        return LectureOut(**{**dict(r), "media_url": None, "locked": True, "locked_reason": access.reason})
+    signed = core.playback.sign(r["media_url"], user.id, float(r["duration_s"] or 0), datetime.now(UTC))
+    return LectureOut(**{**dict(r), "media_url": signed.url, "media_url_expires_at": signed.expires_at})
 
 
 def can_view(course: Record, user: Principal, *, enrolled: bool) -> bool:
@@ -182,7 +191,7 @@ async def read_lecture(core: Core, user: Principal, lecture_id: uuid.UUID) -> Le
     async with core.pool.acquire() as conn:
         lecture, course = await visible_lecture(conn, user, lecture_id)
         access = await media_access(conn, user, course)
-    return lecture_out(lecture, access)
+    return lecture_out(core, user, lecture, access)
 
 
 async def list_lectures(core: Core, user: Principal, course_id: uuid.UUID) -> list[LectureOut]:
@@ -193,7 +202,7 @@ async def list_lectures(core: Core, user: Principal, course_id: uuid.UUID) -> li
             f"SELECT {_LECTURE_COLUMNS} FROM lectures WHERE course_id = $1 ORDER BY position, created_at, id",
             course_id,
         )
-    return [lecture_out(r, access) for r in rows]
+    return [lecture_out(core, user, r, access) for r in rows]
 
 
 async def list_courses(core: Core, user: Principal, query: CourseListQuery) -> Page[CourseOut]:
@@ -314,7 +323,7 @@ async def add_lecture(core: Core, user: Principal, course_id: uuid.UUID, body: L
             position,
             body.title,
             body.media_kind,
-            body.media_url,
+            body.media_url if body.media_url is None else unsigned(core.settings, body.media_url),
             body.duration_s,
         )
         await tx.conn.execute("UPDATE courses SET updated_at = now() WHERE id = $1", course_id)
@@ -340,7 +349,7 @@ async def update_lecture(core: Core, user: Principal, lecture_id: uuid.UUID, bod
             lecture_id,
             body.title,
             body.media_kind,
-            body.media_url,
+            body.media_url if body.media_url is None else unsigned(core.settings, body.media_url),
             body.duration_s,
             position,
         )
@@ -470,7 +479,8 @@ async def post_publish(call: Call) -> CourseOut:
     tag=TAG,
     description="Everyone who may see the course gets every lecture's title and duration. Of a priced course, "
     "only learners enrolled in it, its owner and admins get `media_url`; everyone else gets `media_url: null`, "
-    "`locked: true` and `locked_reason`.",
+    "`locked: true` and `locked_reason`. The URLs of studyhall's own HLS ladders are signed for the caller "
+    "(`media_url_expires_at`, see `GET /lectures/{id}`).",
     response=LectureList,
 )
 async def get_lectures(call: Call) -> LectureList:
@@ -488,7 +498,8 @@ async def get_lectures(call: Call) -> LectureList:
     errors=[403],
 )
 async def post_lecture(call: Call) -> LectureOut:
-    return lecture_out(await add_lecture(core_of(call), call.me, call.params["course_id"], call.body))
+    core = core_of(call)
+    return lecture_out(core, call.me, await add_lecture(core, call.me, call.params["course_id"], call.body))
 
 
 @api.route(
@@ -496,7 +507,10 @@ async def post_lecture(call: Call) -> LectureOut:
     "/lectures/{lecture_id}",
     summary="One lecture",
     tag=TAG,
-    description="`media_url` is null (and `locked` true) for a lecture of a priced course you are not enrolled in.",
+    description="`media_url` is null (and `locked` true) for a lecture of a priced course you are not enrolled in. "
+    "A video studyhall serves itself (an HLS ladder made from an upload) comes with a playback URL signed for you "
+    "alone (`?token=`, no Authorization header needed) that works until `media_url_expires_at`; read the lecture "
+    "again for a fresh one (docs/media.md).",
     response=LectureOut,
 )
 async def get_lecture(call: Call) -> LectureOut:
@@ -515,7 +529,8 @@ async def get_lecture(call: Call) -> LectureOut:
 async def patch_lecture(call: Call) -> LectureOut:
     if not call.body.model_fields_set:
         raise invalid("nothing to change")
-    return lecture_out(await update_lecture(core_of(call), call.me, call.params["lecture_id"], call.body))
+    core = core_of(call)
+    return lecture_out(core, call.me, await update_lecture(core, call.me, call.params["lecture_id"], call.body))
 
 
 @api.route(

@@ -58,6 +58,7 @@ class Principal:
     role: str
     email: str
     display_name: str
+    session_id: uuid.UUID | None = None  # the sign-in the access token belongs to (``sessions``), if it names one
 
     @property
     def is_admin(self) -> bool:

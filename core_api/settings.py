@@ -117,6 +117,57 @@ class Settings(BaseSettings):
     register_window_s: int = Field(
         3600, ge=1, le=7 * 86400, description="Sliding window of STUDYHALL_REGISTER_MAX_PER_ADDRESS, in seconds."
     )
+    password_reset_ttl_s: int = Field(
+        3600, ge=60, le=7 * 86400, description="How long a password reset link works (it works once)."
+    )
+    password_reset_max_per_address: int = Field(
+        10,
+        ge=1,
+        le=1_000_000,
+        description="Password reset requests one client address (an IPv6 client's /64) may make within "
+        "STUDYHALL_PASSWORD_RESET_WINDOW_S; past that 429 with Retry-After (counted in Redis when scaled).",
+    )
+    password_reset_max_per_account: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="Reset emails one account is sent within STUDYHALL_PASSWORD_RESET_WINDOW_S; requests past "
+        "that get the same answer as any other but send nothing (no mailbox flooding, no account enumeration).",
+    )
+    password_reset_window_s: int = Field(
+        3600, ge=1, le=7 * 86400, description="Sliding window of the two password reset limits, in seconds."
+    )
+    sessions_listed_max: int = Field(
+        100, ge=1, le=10_000, description="Most sessions `GET /me/sessions` lists (the most recently used)."
+    )
+    data_export_max_rows: int = Field(
+        200_000,
+        ge=100,
+        le=10_000_000,
+        description="Most rows of one table a data export includes (it says when a table was cut).",
+    )
+    data_exports_per_day: int = Field(
+        3, ge=1, le=100, description="Data exports one user may ask for in any 24 hours (then 429 with Retry-After)."
+    )
+    teacher_reapply_after_s: int = Field(
+        7 * 86400, ge=0, le=365 * 86400, description="How long after a rejected application to teach one may reapply."
+    )
+    teacher_application_notify_max: int = Field(
+        20, ge=0, le=1000, description="Admins notified of a new application to teach (the longest-standing first)."
+    )
+    smtp_url: SecretStr | None = Field(
+        None,
+        description="Mail server for outgoing email (password resets): `smtp://user:password@host:587` (STARTTLS "
+        "when offered) or `smtps://user:password@host:465` (TLS). Unset: messages are written to "
+        "STUDYHALL_MAIL_DIR as .eml files instead (development).",
+    )
+    mail_from: str = Field(
+        "studyhall <no-reply@studyhall.invalid>", max_length=320, description="The From header of outgoing email."
+    )
+    mail_dir: Path | None = Field(
+        None, description="Where email is written when STUDYHALL_SMTP_URL is unset; default `<data dir>/mail`."
+    )
+    smtp_timeout_s: float = Field(20.0, gt=0, le=300, description="Longest wait for the mail server, per message.")
     presence_ttl_s: float = Field(
         10.0,
         ge=0.5,
@@ -501,6 +552,13 @@ class Settings(BaseSettings):
     media_max_duration_s: float = Field(
         6 * 3600.0, gt=0, description="Longest video accepted for a lecture; longer ones fail at the probe."
     )
+    media_playback_token_s: int = Field(
+        900,
+        ge=30,
+        le=7 * 86400,
+        description="A signed playback URL of a lecture's video works this long plus the lecture's duration after "
+        "it was handed out (then the player asks for the lecture again); its token is bound to the user and video.",
+    )
 
     # --- collaborative editing (collab_ide) ---
     collab_max_message_bytes: int = Field(
@@ -743,7 +801,7 @@ class Settings(BaseSettings):
     )
 
     @field_validator("database_url", "redis_url", "jwt_secret", "metrics_token", "metrics_port", "metrics_host",
-                     mode="before")  # fmt: skip
+                     "smtp_url", "mail_dir", mode="before")  # fmt: skip
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -753,6 +811,13 @@ class Settings(BaseSettings):
     def _postgres_scheme(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith(("postgres://", "postgresql://")):
             raise ValueError("must start with postgresql:// or postgres://")
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("smtp://", "smtps://")):
+            raise ValueError("must start with smtp:// or smtps://")
         return value
 
     @field_validator("redis_url")

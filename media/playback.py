@@ -4,26 +4,36 @@
 ``<rung>/segment_NNNNN.ts`` of a succeeded lecture video job whose ladder the lecture still uses. Each
 request is checked like the lecture's media URL in REST (core_api/paywall.py): the caller must see the
 course, and a priced course's lectures play only for enrolled learners, its owner and admins; anyone else
-gets 404 (not visible) or 403 (locked, saying how to open it). Range requests and content types come from
-aiohttp's ``FileResponse``.
+gets 404 (not visible) or 403 (locked, saying how to open it).
 
-Credentials: the ``Authorization: Bearer`` header (hls.js sends it with ``xhrSetup``). Signed, expiring
-URLs that a plain ``<video>`` or hls.js can fetch without headers, and nginx ``X-Accel-Redirect``, are not
-built yet (docs/media.md).
+Credentials, either of:
+
+- ``?token=`` — the signed, expiring playback token of the lecture's media URL as REST hands it to those
+  allowed to play it (core_api/media_urls.py). The token names its user, whose access is checked as above
+  on every request; a malformed, forged, expired or other ladder's token is 403. Playlists are served with
+  the token added to every URI in them, so a player that sends no headers (hls.js, ``<video>``) carries it
+  to each variant playlist and segment.
+- ``Authorization: Bearer`` — an access token (API clients, hls.js with ``xhrSetup``).
+
+Range requests on segments and the poster come from aiohttp's ``FileResponse``; playlists are small
+and rewritten per token, so they are always sent whole. Everything is ``Cache-Control: private``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 import uuid
 
 from aiohttp import web
 
-from core_api.auth import authenticate
+from core_api.auth import authenticate, current_principal
 from core_api.context import CORE
 from core_api.courses import visible_lecture
 from core_api.errors import AppError, forbidden, not_found
-from core_api.http import PREFIX
+from core_api.http import PREFIX, Principal
+from core_api.media_urls import TOKEN_PARAM, TokenRefused
 from core_api.paywall import media_access
 from media.jobs import JOBS
 from media.video import KIND
@@ -32,8 +42,44 @@ _FILE = re.compile(r"(master\.m3u8|poster\.jpg|[0-9]{2,4}p/(index\.m3u8|segment_
 _TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".ts": "video/mp2t", ".jpg": "image/jpeg"}
 
 
+_URI_ATTR = re.compile(r'URI="([^"]*)"')
+
+
+def with_token(playlist: str, token: str) -> str:
+    """The playlist with ``token`` added to every URI in it: the variant playlists or segments on their own
+    lines, and ``URI="..."`` attributes (keys, init segments, alternate renditions)."""
+    param = f"{TOKEN_PARAM}={token}"
+
+    def signed(uri: str) -> str:
+        return f"{uri}{'&' if '?' in uri else '?'}{param}" if uri else uri
+
+    lines = []
+    for line in playlist.splitlines():
+        if line.startswith("#"):
+            line = _URI_ATTR.sub(lambda m: f'URI="{signed(m.group(1))}"', line)
+        elif line.strip():
+            line = signed(line.strip())
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+async def viewer(request: web.Request, job_id: uuid.UUID) -> tuple[Principal, str | None]:
+    """Who is asking, by the playback token in the URL or else the Bearer header; and the token, if any."""
+    token = request.query.get(TOKEN_PARAM)
+    if token is None:
+        return await authenticate(request), None
+    core = request.app[CORE]
+    try:
+        user_id = core.playback.verify(token, job_id, time.time())
+    except TokenRefused as refused:
+        raise forbidden(str(refused)) from None
+    user = await current_principal(core, user_id)
+    if user is None:
+        raise forbidden("the playback token's account no longer exists")
+    return user, token
+
+
 async def serve_media(request: web.Request) -> web.StreamResponse:
-    user = await authenticate(request)
     name = request.match_info["file"]
     try:
         job_id = uuid.UUID(request.match_info["job_id"])
@@ -41,6 +87,7 @@ async def serve_media(request: web.Request) -> web.StreamResponse:
         raise not_found("media") from None
     if not _FILE.fullmatch(name):
         raise not_found("media")
+    user, token = await viewer(request, job_id)
     core = request.app[CORE]
     async with core.pool.acquire() as conn:
         job = await conn.fetchrow(
@@ -59,6 +106,13 @@ async def serve_media(request: web.Request) -> web.StreamResponse:
         raise forbidden(access.reason or "you may not play this lecture")
     path = request.app[JOBS].storage.output_dir(job_id) / name
     suffix = "." + name.rsplit(".", 1)[1]
+    if suffix == ".m3u8" and token is not None:
+        try:
+            text = await asyncio.to_thread(path.read_text)
+        except FileNotFoundError:
+            raise not_found("media") from None
+        headers = {"Cache-Control": "private, max-age=60"}
+        return web.Response(text=with_token(text, token), content_type=_TYPES[suffix], headers=headers)
     # Private: behind the access check, so shared caches must not keep it; segments never change.
     cache = "private, max-age=86400, immutable" if suffix in (".ts", ".jpg") else "private, max-age=60"
     return web.FileResponse(path, headers={"Content-Type": _TYPES[suffix], "Cache-Control": cache})

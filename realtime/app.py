@@ -36,6 +36,8 @@ from core_api import (
     users,
 )
 from core_api.catalog import handlers as catalog_handlers
+from core_api.accounts import passwords as account_passwords
+from core_api.accounts import sessions as account_sessions
 from core_api.context import CORE, Bus, Core
 from core_api.db import create_pool, migrate
 from core_api.errors import AppError, ErrorCode
@@ -45,7 +47,11 @@ from core_api.grading.service import run_grading
 from core_api.heap import HEAP
 from core_api.http import CLIENT_ADDR, Api
 from core_api.learners import handlers as learners_handlers
+from core_api.mail import MAILER, Mailer
+from core_api.privacy import erase as privacy_erase
+from core_api.privacy import export as privacy_export
 from core_api.settings import Settings
+from core_api.teaching import applications as teacher_applications
 from leaderboards import cycle as contest_cycle
 from leaderboards import editing as contest_editing
 from leaderboards import handlers as contest_handlers
@@ -86,6 +92,11 @@ API = Api.combine(
     auth.api,
     users.api,
     profile.api,
+    account_sessions.api,  # the caller's sessions, password change and reset (core_api/accounts/)
+    account_passwords.api,
+    privacy_export.api,  # the caller's data: export (a job) and account deletion (core_api/privacy/)
+    privacy_erase.api,
+    teacher_applications.api,  # learners apply to teach, admins decide (core_api/teaching/)
     courses.api,
     catalog_handlers.api,  # unpublish, archive, delete, prerequisites (core_api/catalog/)
     enrollments.api,
@@ -331,6 +342,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app[METRICS] = Metrics()
     app[OPENAPI] = openapi_document()
     app[auth.AUTH] = auth.Auth(settings)
+    app[MAILER] = Mailer(settings)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         if run_migrations:
@@ -348,6 +360,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
         finally:
             if relay is not None:
                 await relay.close()
+            await app[MAILER].close()
             await pool.close()
             await app[auth.AUTH].close()
 

@@ -17,6 +17,7 @@ each connection out of whatever it may no longer follow (:meth:`SocketServer.app
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import uuid
@@ -27,7 +28,7 @@ import socketio
 from aiohttp import web
 from pydantic import ValidationError
 
-from core_api.auth import AUTH, current_principal, principal_for
+from core_api.auth import AUTH, current_principal, ended_sessions, principal_for
 from core_api.context import CORE
 from core_api.errors import AppError, ErrorCode
 from core_api.events import Connection, EventCall, Events, EventSpec
@@ -305,11 +306,15 @@ class SocketServer:
         seen = session[_SEEN]
         if seen != session[_READ]:
             # The user's rights changed since the account was read: act with what is stored now.
-            fresh = await current_principal(self.app[CORE], session["user"].id)
+            held: Principal = session["user"]
+            fresh = await current_principal(self.app[CORE], held.id)
             if fresh is None:
                 await self.disconnect(sid)
                 return error_ack(ErrorCode.UNAUTHORIZED, "the account no longer exists")
-            session["user"], session[_READ] = fresh, seen
+            if held.session_id is not None and await ended_sessions(self.app[CORE], {held.session_id}):
+                await self.disconnect(sid)
+                return error_ack(ErrorCode.UNAUTHORIZED, "this session was signed out; sign in again")
+            session["user"], session[_READ] = dataclasses.replace(fresh, session_id=held.session_id), seen
         user: Principal = session["user"]
         try:
             return await self._run(spec, sid, session, user, data)
@@ -375,16 +380,21 @@ class SocketServer:
         change stays stale, so its next event reads the account again. A client whose role changed hears
         ``me:changed`` (once the hooks ran).
         """
-        for sid in list(self.sids_by_user.get(user_id, ())):
+        sids = list(self.sids_by_user.get(user_id, ()))
+        # Connections made with a session's token end with it (signed out elsewhere, a password change).
+        signed_in = {s["user"].session_id for sid in sids if (s := self.sessions.get(sid)) and s["user"].session_id}
+        ended = await ended_sessions(self.app[CORE], signed_in) if principal is not None else set()
+        for sid in sids:
             session = self.sessions.get(sid)
             if session is None:
                 continue
-            if principal is None:
+            if principal is None or session["user"].session_id in ended:
                 await self.disconnect(sid)
                 continue
             mark = marks.get(sid)
             if mark is not None and mark >= session[_READ]:  # else its own read (an event's, the handshake's) is newer
-                session["user"], session[_READ] = principal, mark
+                held = session["user"].session_id
+                session["user"], session[_READ] = dataclasses.replace(principal, session_id=held), mark
             user: Principal = session["user"]
             conn = Connection(sid, user, self.app[CORE], self, session)
             for hook in self.events.on_rights_changed:

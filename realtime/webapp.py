@@ -9,6 +9,8 @@ What a browser gets (docs/web.md, "Serving"):
 - ``index.html`` with ``Cache-Control: no-cache`` (revalidated by ETag), for ``/`` and for every client
   route (``/login``, ``/rooms/…``, any path whose last segment has no dot), so a reload or a shared link
   opens the right screen. A missing asset (under ``/assets/`` or with a dot in its name) is a 404.
+- ``/api/v1/docs``: the API reference for people, Swagger UI on ``/api/v1/openapi.json`` (the build's
+  ``api-docs/``, copied from the ``swagger-ui-dist`` package by web/scripts/apidocs.mjs: no CDN).
 - ``/api``, ``/socket.io``, ``/yjs``, ``/healthz``, ``/readyz`` and ``/metrics`` are never answered here
   (the route's pattern leaves them out), so they keep their meaning, their 404s and their 405s.
 - Without a built app, pages answer 503 with how to build it.
@@ -40,6 +42,7 @@ RESERVED = ("api", "socket.io", "yjs", "healthz", "readyz", "metrics")
 ROUTE = r"/{path:(?!(?:" + "|".join(p.replace(".", r"\.") for p in RESERVED) + r")(?:/|$)).*}"
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+API_DOCS = "api-docs/index.html"
 REVALIDATE = "no-cache"
 # The app loads nothing from elsewhere (no CDN); media and HLS playlists may live on other https hosts.
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -241,6 +244,19 @@ class WebApp:
         page = asset is None or key == "index.html"
         return self._send(request, asset or assets["index.html"], page)
 
+    async def api_docs(self, request: web.Request) -> web.StreamResponse:
+        """``/api/v1/docs``: Swagger UI (the build's ``api-docs/``, web/scripts/apidocs.mjs) on the served
+        OpenAPI document."""
+        asset = (await self.assets()).get(API_DOCS)
+        if asset is None:
+            return web.Response(
+                text=NOT_BUILT.format(root=self.root),
+                status=503,
+                content_type="text/html",
+                headers={"Cache-Control": "no-store", **PAGE_HEADERS},
+            )
+        return self._send(request, asset, page=True)
+
     def _send(self, request: web.Request, asset: Asset, page: bool) -> web.Response:
         encoding = asset.pick(request.headers.get("Accept-Encoding", ""))
         variant = asset.variants[encoding]
@@ -264,6 +280,7 @@ def mount(app: web.Application, settings: Settings) -> WebApp:
     """Serve the built web app at ``/``; call after every other route is added (it takes what they leave)."""
     webapp = WebApp(settings.web_dir or default_web_dir())
     app[WEBAPP] = webapp
+    app.router.add_get("/api/v1/docs", webapp.api_docs)
     app.router.add_get(ROUTE, webapp.handle)
     if not webapp.built():
         log.warning("the web app is not built (no %s): / explains how to build it", webapp.root / "index.html")

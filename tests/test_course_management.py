@@ -56,9 +56,22 @@ async def catalogue(api: ApiClient, actor: Actor, query: str = "") -> list[str]:
             return found
 
 
+LIFECYCLE = [
+    "course.published",
+    "course.unpublished",
+    "course.archived",
+    "course.restored",
+    "course.deleted",
+    "course.prerequisites",
+]
+
+
 async def audit_actions(api: ApiClient, course_id: str) -> list[str]:
     rows = await api.app[CORE].pool.fetch(
-        "SELECT action FROM audit_log WHERE target_kind = 'course' AND target_id = $1 ORDER BY created_at", course_id
+        "SELECT action FROM audit_log WHERE target_kind = 'course' AND target_id = $1"
+        " AND action = ANY($2::text[]) ORDER BY created_at",
+        course_id,
+        LIFECYCLE,
     )
     return [r["action"] for r in rows]
 

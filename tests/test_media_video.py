@@ -111,9 +111,9 @@ async def test_a_video_becomes_the_lectures_hls_ladder_with_live_progress(api: A
     rung = (out / "360p" / "index.m3u8").read_text()
     assert "#EXTINF:6.000000," in rung and rung.count("#EXTINF") == 2  # 6 s segments: 6 + 2
     assert (out / "poster.jpg").stat().st_size > 0
-    # The lecture now points at the master playlist; the upload is consumed.
+    # The lecture now points at the master playlist (signed for whoever reads it); the upload is consumed.
     status, lec = await api.call("GET", f"/lectures/{lecture_id}", teacher)
-    assert (lec["media_kind"], lec["media_url"]) == ("hls", result["master_url"])
+    assert lec["media_kind"] == "hls" and lec["media_url"].startswith(result["master_url"] + "?token=")
     assert abs(lec["duration_s"] - 8) < 0.5
     head = await api.http.head(f"/api/v1/uploads/{upload_id}", headers={**TUS, **teacher.headers})
     assert head.status == 404

@@ -146,9 +146,21 @@ async def build_world(api: ApiClient) -> World:
         " 'running', $3, now() + interval '1 hour')",
         job, uuid.UUID(owner.id), uuid.uuid4(),
     )  # fmt: skip
+    # The learner's application to teach, pending.
+    application = await ok(
+        "POST", "/teacher-applications", learner, json={"qualifications": "Years of tutoring in maths and physics."}
+    )
+    # A session of the learner's (a sign-in), which only the learner may end.
+    signed_in = await ok("POST", "/auth/login", learner, json={"email": learner.email, "password": learner.password})
+    session = await api.app[CORE].pool.fetchval(
+        "SELECT id FROM sessions WHERE user_id = $1::uuid ORDER BY created_at DESC LIMIT 1", learner.id
+    )
+    assert signed_in["access_token"] and session is not None
     return World(
         actors=actors,
         ids={
+            "session": str(session),
+            "application": application["id"],
             "upload": str(upload),
             "job": str(job),
             "course": course["id"],
@@ -246,6 +258,33 @@ ROWS: list[Row] = [
     Row("POST", "/auth/ws-ticket", everyone(200)),
     Row("GET", "/me", everyone(200)),
     Row("PATCH", "/me", everyone(200), lambda _: {"display_name": f"Renamed {uuid.uuid4().hex[:8]}"}),
+    # the caller's sessions and password (core_api/accounts/)
+    Row("GET", "/me/sessions", everyone(200)),
+    Row("DELETE", "/me/sessions", everyone(200)),
+    Row("DELETE", "/me/sessions/{session}", only(204, 404, "learner")),
+    Row("POST", "/me/password", everyone(400), {"current_password": "not it", "new_password": "long enough new"}),
+    Row("POST", "/auth/password-reset", everyone(202, anon=202), {"email": "nobody@example.com"}),
+    # the caller's data (core_api/privacy/): an export is theirs alone; deleting needs the password
+    Row("POST", "/me/exports", everyone(202)),
+    Row("GET", "/me/exports/{job}/download", everyone(404)),  # the owner's lecture job: not an export of anyone's
+    Row("DELETE", "/me", everyone(400), {"password": "not the password"}),
+    # applying to teach (core_api/teaching/): learners apply, admins decide
+    Row(
+        "POST",
+        "/teacher-applications",
+        everyone(201, learner=409, instructor=409, owner=409, admin=409),
+        {"qualifications": "A decade of teaching calculus to first-year students."},
+    ),
+    Row("GET", "/me/teacher-applications", everyone(200)),
+    Row("GET", "/teacher-applications", only(200, 403, "admin")),
+    Row("POST", "/teacher-applications/{application}/withdraw", only(200, 404, "learner")),
+    Row("POST", "/teacher-applications/{application}/decision", only(200, 403, "admin"), {"decision": "reject"}),
+    Row(
+        "POST",
+        "/auth/password-reset/confirm",
+        everyone(400, anon=400),
+        {"token": "made-up", "new_password": "long enough new"},
+    ),
     # users and audit
     Row("GET", "/users", only(200, 403, "admin")),
     Row("GET", "/users/{learner}", only(200, 403, "learner", "admin")),
@@ -451,6 +490,8 @@ _TEMPLATE_NAMES = {
     "prized": "contest_id",
     "template": "template_id",
     "live": "session_id",
+    "session": "session_id",
+    "application": "application_id",
 }
 
 

@@ -10,7 +10,8 @@ const backend = process.env.STUDYHALL_URL ?? "http://127.0.0.1:8080";
 function sharedChunkName(chunk: { name: string; moduleIds: readonly string[] }): string {
   // Svelte's component runtime, shared by the app's chunk and the screens' (named after its first file otherwise).
   if (chunk.moduleIds.some((id) => id.includes("/node_modules/svelte/src/internal/client/render"))) return "svelte";
-  if (chunk.name !== "dist" && chunk.name !== "index") return chunk.name;
+  // A package's browser build (`tus-js-client/lib.esm/browser/index.js`) is named after the package too.
+  if (!["dist", "index", "browser"].includes(chunk.name)) return chunk.name;
   if (chunk.moduleIds.some((id) => id.includes("/node_modules/@codemirror/view/"))) return "codemirror";
   const match = chunk.moduleIds
     .map((id) => /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(id)?.[1])

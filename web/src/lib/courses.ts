@@ -84,6 +84,8 @@ export interface Lecture {
   created_at: string;
   locked: boolean;
   locked_reason: string | null;
+  /** When `media_url` stops working: set for a video studyhall serves (its URL is signed for this user). */
+  media_url_expires_at?: string | null;
 }
 
 export interface Enrollment {

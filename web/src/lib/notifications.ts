@@ -116,6 +116,13 @@ export function describe(n: Notification): string {
     }
     case "room_role_changed":
       return `Your role in the room ${text("room_name") || "a room"} is now ${text("role")}.`;
+    case "teacher_application":
+      return `${text("display_name") || "Someone"} applied to teach.`;
+    case "teacher_application_decided": {
+      const note = text("note");
+      const verdict = text("state") === "approved" ? "approved: you can now teach" : "turned down";
+      return `Your application to teach was ${verdict}.` + (note ? ` “${note}”` : "");
+    }
     default:
       return n.kind.replace(/_/g, " ").replace(/^./, (c) => c.toUpperCase()) + ".";
   }

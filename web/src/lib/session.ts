@@ -111,6 +111,11 @@ export function updateMe(user: User): void {
   meStore.set(user);
 }
 
+/** Show ``message`` on the login page (after a password reset, say). */
+export function showNotice(message: string): void {
+  noticeStore.set(message);
+}
+
 export function clearNotice(): void {
   noticeStore.set(null);
 }

@@ -9,6 +9,19 @@ export const routes: readonly RouteDef[] = [
   { path: "/login", title: "Log in", access: "guest", load: () => import("./auth/Login.svelte") },
   { path: "/register", title: "Create account", access: "guest", load: () => import("./auth/Register.svelte") },
   { path: "/profile", title: "Profile", load: () => import("./auth/Profile.svelte") },
+  {
+    path: "/forgot-password",
+    title: "Forgot password",
+    access: "guest",
+    load: () => import("./auth/ForgotPassword.svelte"),
+  },
+  // The emailed link's page: open to anyone (a signed-in user who follows it is signed out once it is used).
+  {
+    path: "/reset-password",
+    title: "Choose a new password",
+    access: "anyone",
+    load: () => import("./auth/ResetPassword.svelte"),
+  },
   { path: "/courses", title: "Courses", load: () => import("./courses/CoursesPage.svelte") },
   // Courses (docs/web.md, "The course screens"): learners' pages, the player, and the instructor's.
   { path: "/courses/:id", title: "Course", load: () => import("./courses/CoursePage.svelte") },
@@ -44,6 +57,7 @@ export const routes: readonly RouteDef[] = [
   // Administration (platform admins): roles and the audit log.
   { path: "/admin", title: "Administration", load: () => import("./admin/RolesPage.svelte") },
   { path: "/admin/audit", title: "Audit log", load: () => import("./admin/AuditPage.svelte") },
+  { path: "/admin/teachers", title: "Applications to teach", load: () => import("./admin/TeachersPage.svelte") },
 ];
 
 export const notFound: RouteDef = {

@@ -2,11 +2,17 @@
  * The watch party's `Player` (lib/watchsync.ts) over one `<video>` element: the browser's own player for
  * plain files, hls.js (imported on demand, its own chunk) for HLS. A browser that refuses to start sound
  * without a click is answered by starting muted (`onMuted` tells the screen, which offers "Unmute").
+ *
+ * A lecture whose video studyhall serves itself (an HLS ladder at /api/v1/media/) is named in the party's
+ * state without credentials (one state goes to every viewer): `signedUrl` asks REST for this viewer's own
+ * signed URL of it (docs/media.md, "Playback and the paywall").
  */
 import { messageOf } from "../../lib/errors";
+import { PlaybackToken } from "../../lib/media";
 import type { Media, Player } from "../../lib/watchsync";
 
 const SEEK_GIVE_UP_MS = 3000;
+const MEDIA_PATH = "/api/v1/media/";
 
 export class VideoElementPlayer implements Player {
   private detach: (() => void) | null = null;
@@ -16,6 +22,7 @@ export class VideoElementPlayer implements Player {
     private readonly el: HTMLVideoElement,
     private readonly onError: (message: string | null) => void,
     private readonly onMuted: () => void,
+    private readonly signedUrl?: (lectureId: string) => Promise<string | null>,
   ) {}
 
   position(): number {
@@ -43,19 +50,29 @@ export class VideoElementPlayer implements Player {
       el.src = url;
       return;
     }
-    import("hls.js/light")
-      .then(({ default: Hls }) => {
+    const ours = media.lecture_id && this.signedUrl && new URL(url, location.href).pathname.startsWith(MEDIA_PATH);
+    const source = ours ? this.signedUrl!(media.lecture_id!) : Promise.resolve(url);
+    Promise.all([import("hls.js/light"), source])
+      .then(([{ default: Hls }, src]) => {
         if (no !== this.loadNo) return;
+        if (!src) {
+          this.onError("You may not play this lecture.");
+          return;
+        }
         if (!Hls.isSupported()) {
-          if (el.canPlayType("application/vnd.apple.mpegurl")) el.src = url;
+          if (el.canPlayType("application/vnd.apple.mpegurl")) el.src = src;
           else this.onError("This browser cannot play HLS video.");
           return;
         }
-        const hls = new Hls();
+        // A signed URL's token is renewed when refused (lib/media.ts); any other URL is left alone.
+        const renew = ours ? () => this.signedUrl!(media.lecture_id!) : () => Promise.resolve(null);
+        const token = new PlaybackToken(src, renew);
+        const hls = new Hls({ xhrSetup: token.xhrSetup });
         hls.on(Hls.Events.ERROR, (_event, data) => {
+          if (token.refused(data, () => hls.startLoad(el.currentTime))) return;
           if (data.fatal) this.onError(`The video could not be played (${data.details}).`);
         });
-        hls.loadSource(url);
+        hls.loadSource(src);
         hls.attachMedia(el);
         this.detach = () => hls.destroy();
       })
