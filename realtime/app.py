@@ -35,9 +35,9 @@ from core_api import (
     progress,
     users,
 )
-from core_api.catalog import handlers as catalog_handlers
 from core_api.accounts import passwords as account_passwords
 from core_api.accounts import sessions as account_sessions
+from core_api.catalog import handlers as catalog_handlers
 from core_api.context import CORE, Bus, Core
 from core_api.db import create_pool, migrate
 from core_api.errors import AppError, ErrorCode
