@@ -163,7 +163,7 @@ def test_the_owner_tags_unpublishes_archives_and_cannot_delete_a_course_with_lea
     page.get_by_role("button", name="Unpublish course").click()
     expect(page.get_by_text("This course is unpublished")).to_be_visible()
     page.get_by_role("button", name="Archive course").click()
-    expect(page.get_by_text("This course is archived")).to_be_visible()
+    expect(page.get_by_text("This course is archived: read-only")).to_be_visible()
     page.get_by_role("button", name="Delete course").click()
     page.get_by_role("button", name="Delete for good").click()
     expect(page.get_by_role("alert")).to_contain_text("archive it instead")
