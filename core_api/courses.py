@@ -9,6 +9,11 @@ playlist with a duration.
 lectures' titles and durations, but only those entitled to play them — learners enrolled in it (who
 bought it), its owner and admins — get the media URL. Others get ``media_url: null`` with ``locked``
 and a reason (:mod:`core_api.paywall`, whose rule watch parties apply too).
+
+**Lifecycle** (the transitions are :mod:`core_api.catalog`'s): a published course can be *unpublished*
+(out of the catalogue, closed to new enrollments) or *archived* (the same, and read-only); learners
+enrolled in either keep seeing it. A *deleted* course (soft: ``deleted_at``) is seen by admins only.
+Categories and tags are normalised by :mod:`core_api.catalog.core`; the catalogue filters by them.
 """
 
 from __future__ import annotations
@@ -20,9 +25,13 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from core_api.announcements.fanout import notify_learners
-from core_api.context import Core, Page, PageQuery, audit, core_of, decode_cursor, new_id, page_of
+from core_api.catalog import store as catalog_store
+from core_api.catalog.core import check_publish, check_writable, normalise_category, normalise_label, normalise_tags
+from core_api.catalog.limits import check_rate
+from core_api.catalog.schemas import CourseIn, CourseListQuery, CourseOut, CoursePatch
+from core_api.context import Core, Page, audit, core_of, decode_cursor, new_id, page_of
 from core_api.db import Connection, Record
-from core_api.errors import AppError, conflict, invalid, not_found
+from core_api.errors import AppError, conflict, forbidden, invalid, not_found
 from core_api.http import Api, Call, Input, Principal, Reply
 from core_api.media_urls import unsigned
 from core_api.paywall import OPEN, MediaAccess, media_access
@@ -33,36 +42,6 @@ TAG = "courses"
 URL_PATTERN = r"^https?://[^\s]+$"
 
 # --- schemas -------------------------------------------------------------------------------------
-
-
-class CourseIn(Input):
-    title: str = Field(min_length=1, max_length=200)
-    description: str = Field("", max_length=20_000)
-
-
-class CoursePatch(Input):
-    title: str | None = Field(None, min_length=1, max_length=200)
-    description: str | None = Field(None, max_length=20_000)
-
-
-class CourseOut(BaseModel):
-    id: uuid.UUID
-    owner_id: uuid.UUID
-    title: str
-    description: str
-    status: Literal["draft", "published"]
-    lecture_count: int
-    total_duration_s: float
-    price_coins: int | None = Field(
-        None, description="The course's price in coins (buy it with `POST /courses/{id}/buy`); null when it is free."
-    )
-    created_at: datetime
-    updated_at: datetime
-    published_at: datetime | None
-
-
-class CourseListQuery(PageQuery):
-    mine: bool = Field(False, description="Only courses the caller owns (drafts included).")
 
 
 class LectureIn(Input):
@@ -123,7 +102,11 @@ class LectureList(BaseModel):
 # --- service -------------------------------------------------------------------------------------
 
 _COURSE_COLUMNS = """c.id, c.owner_id, c.title, c.description, c.status, c.created_at, c.updated_at,
-    c.published_at,
+    c.published_at, c.archived_at, c.archived_from, c.deleted_at, c.category,
+    ARRAY(SELECT t.tag FROM course_tags t WHERE t.course_id = c.id ORDER BY t.tag) AS tags,
+    coalesce((SELECT jsonb_agg(jsonb_build_object('id', r.id, 'title', r.title) ORDER BY r.title, r.id)
+              FROM course_prerequisites q JOIN courses r ON r.id = q.requires_id
+              WHERE q.course_id = c.id AND r.status = 'published' AND r.deleted_at IS NULL), '[]') AS prerequisites,
     (SELECT count(*) FROM lectures l WHERE l.course_id = c.id) AS lecture_count,
     (SELECT coalesce(sum(l.duration_s), 0) FROM lectures l WHERE l.course_id = c.id) AS total_duration_s,
     (SELECT p.coins FROM course_prices p WHERE p.course_id = c.id) AS price_coins"""
@@ -143,24 +126,48 @@ def lecture_out(core: Core, user: Principal, r: Record, access: MediaAccess = OP
     return LectureOut(**{**dict(r), "media_url": signed.url, "media_url_expires_at": signed.expires_at})
 
 
-def can_view(course: Record, user: Principal) -> bool:
-    return bool(course["status"] == "published" or course["owner_id"] == user.id or user.is_admin)
+def can_view(course: Record, user: Principal, *, enrolled: bool) -> bool:
+    """Admins see every course, deleted ones too; nobody else sees a deleted one. Published: everyone.
+    Unpublished and archived: the owner and learners enrolled in it. Drafts: the owner."""
+    if user.is_admin:
+        return True
+    if course["deleted_at"] is not None:
+        return False
+    if course["status"] == "published" or course["owner_id"] == user.id:
+        return True
+    return enrolled and course["status"] in ("unpublished", "archived")
 
 
-async def visible_course(conn: Connection, user: Principal, course_id: uuid.UUID, *, lock: bool = False) -> Record:
-    """The course if the user may see it; a draft of someone else's is reported as not found."""
+async def visible_course(
+    conn: Connection, user: Principal, course_id: uuid.UUID, *, lock: bool = False, share: bool = False
+) -> Record:
+    """The course if the user may see it; one they may not (someone else's draft, a deleted course) is
+    reported as not found. ``lock`` takes the row for update; ``share`` holds it against one (an enrollment
+    is made under ``share``, so that a concurrent unpublish, archive or delete waits for it or refuses it)."""
     row = await conn.fetchrow(
-        f"SELECT {_COURSE_COLUMNS} FROM courses c WHERE c.id = $1" + (" FOR UPDATE OF c" if lock else ""), course_id
+        f"""SELECT {_COURSE_COLUMNS},
+                   EXISTS (SELECT 1 FROM enrollments e WHERE e.course_id = c.id AND e.user_id = $2) AS enrolled
+            FROM courses c WHERE c.id = $1"""
+        + (" FOR UPDATE OF c" if lock else " FOR SHARE OF c" if share else ""),
+        course_id,
+        user.id,
     )
-    if row is None or not can_view(row, user):
+    if row is None or not can_view(row, user, enrolled=row["enrolled"]):
         raise not_found("course")
     return row
 
 
 async def owned_course(conn: Connection, user: Principal, course_id: uuid.UUID, *, lock: bool = False) -> Record:
-    """The course if the user may change it (its owner or an admin)."""
+    """The course if the user may manage it (its owner or an admin)."""
     row = await visible_course(conn, user, course_id, lock=lock)
     require_owner_or_admin(user, row["owner_id"], "course")
+    return row
+
+
+async def writable_course(conn: Connection, user: Principal, course_id: uuid.UUID) -> Record:
+    """The course, locked, if the user may change its content (owner or admin) and it is not archived."""
+    row = await owned_course(conn, user, course_id, lock=True)
+    check_writable(row["status"])
     return row
 
 
@@ -200,55 +207,96 @@ async def list_lectures(core: Core, user: Principal, course_id: uuid.UUID) -> li
 
 
 async def list_courses(core: Core, user: Principal, query: CourseListQuery) -> Page[CourseOut]:
+    """The catalogue: published courses, plus the caller's own (any status) and, for admins, every live
+    course; ``deleted`` lists deleted ones (admins). Filtered by category and tags (all must match)."""
+    settings = core.settings
     at, ident = decode_cursor(query.cursor)
+    if query.deleted and not user.is_admin:
+        raise forbidden("only admins list deleted courses")
+    category = None
+    if query.category is not None:
+        category = normalise_label(query.category, max_length=settings.course_category_max_length, field="category")
+    tags = normalise_tags(
+        query.tag, max_tags=settings.course_max_tags, max_length=settings.course_tag_max_length, field="tag"
+    )
+    args: list[object] = [at, ident, query.limit + 1]
+
+    def param(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    where = ["($1::timestamptz IS NULL OR (c.created_at, c.id) > ($1, $2))"]
+    where.append("c.deleted_at IS NOT NULL" if query.deleted else "c.deleted_at IS NULL")
+    if query.mine:
+        where.append(f"c.owner_id = {param(user.id)}")
+    elif not user.is_admin:
+        where.append(f"(c.status = 'published' OR c.owner_id = {param(user.id)})")
+    if category is not None:
+        where.append(f"c.category = {param(category)}")
+    if tags:
+        # Courses holding every asked tag: found through the tag index, not by scanning the catalogue.
+        where.append(
+            f"c.id IN (SELECT t.course_id FROM course_tags t WHERE t.tag = ANY({param(tags)}::text[])"
+            f" GROUP BY t.course_id HAVING count(*) = {len(tags)})"
+        )
     rows = await core.pool.fetch(
-        f"""SELECT {_COURSE_COLUMNS} FROM courses c
-            WHERE ($1::timestamptz IS NULL OR (c.created_at, c.id) > ($1, $2))
-              AND (CASE WHEN $4 THEN c.owner_id = $5
-                        ELSE c.status = 'published' OR c.owner_id = $5 OR $6 END)
+        f"""SELECT {_COURSE_COLUMNS} FROM courses c WHERE {" AND ".join(where)}
             ORDER BY c.created_at, c.id LIMIT $3""",
-        at,
-        ident,
-        query.limit + 1,
-        query.mine,
-        user.id,
-        user.is_admin,
+        *args,
     )
     return page_of(rows, query.limit, course_out)
 
 
+def _taxonomy(core: Core, category: str | None, tags: list[str] | None) -> tuple[str | None, list[str] | None]:
+    settings = core.settings
+    norm_tags = None
+    if tags is not None:
+        norm_tags = normalise_tags(tags, max_tags=settings.course_max_tags, max_length=settings.course_tag_max_length)
+    return normalise_category(category, max_length=settings.course_category_max_length), norm_tags
+
+
 async def create_course(core: Core, user: Principal, body: CourseIn) -> Record:
     require_role(user, "instructor", "admin")
+    category, tags = _taxonomy(core, body.category, body.tags)
     async with core.transaction() as tx:
         course_id = new_id()
         await tx.conn.execute(
-            "INSERT INTO courses (id, owner_id, title, description) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO courses (id, owner_id, title, description, category) VALUES ($1, $2, $3, $4, $5)",
             course_id,
             user.id,
             body.title,
             body.description,
+            category,
         )
+        await catalog_store.replace_tags(tx.conn, course_id, tags or [])
         return await visible_course(tx.conn, user, course_id)
 
 
 async def update_course(core: Core, user: Principal, course_id: uuid.UUID, body: CoursePatch) -> Record:
+    category, tags = _taxonomy(core, body.category, body.tags)
     async with core.transaction() as tx:
-        await owned_course(tx.conn, user, course_id, lock=True)
+        await writable_course(tx.conn, user, course_id)
         await tx.conn.execute(
             "UPDATE courses SET title = coalesce($2, title), description = coalesce($3, description),"
-            " updated_at = now() WHERE id = $1",
+            " category = CASE WHEN $4 THEN $5 ELSE category END, updated_at = now() WHERE id = $1",
             course_id,
             body.title,
             body.description,
+            "category" in body.model_fields_set,
+            category,
         )
+        if tags is not None:
+            await catalog_store.replace_tags(tx.conn, course_id, tags)
         return await visible_course(tx.conn, user, course_id)
 
 
 async def publish_course(core: Core, user: Principal, course_id: uuid.UUID) -> Record:
+    """Publish a draft, or publish again an unpublished course (archived ones are restored first)."""
     async with core.transaction() as tx:
         course = await owned_course(tx.conn, user, course_id, lock=True)
-        if course["status"] == "published":
+        if not check_publish(course["status"]):
             return course
+        await check_rate(tx, core, user)
         if course["lecture_count"] == 0:
             raise conflict("a course needs at least one lecture before it can be published")
         await tx.conn.execute(
@@ -261,7 +309,7 @@ async def publish_course(core: Core, user: Principal, course_id: uuid.UUID) -> R
 
 async def add_lecture(core: Core, user: Principal, course_id: uuid.UUID, body: LectureIn) -> Record:
     async with core.transaction() as tx:
-        course = await owned_course(tx.conn, user, course_id, lock=True)
+        course = await writable_course(tx.conn, user, course_id)
         count = await lecture_count(tx.conn, course_id)
         position = count if body.position is None else min(body.position, count)
         # Make room: the lectures at and after the new one move down by one.
@@ -292,6 +340,7 @@ async def update_lecture(core: Core, user: Principal, lecture_id: uuid.UUID, bod
     async with core.transaction() as tx:
         lecture, course = await visible_lecture(tx.conn, user, lecture_id)
         require_owner_or_admin(user, course["owner_id"], "course")
+        await writable_course(tx.conn, user, course["id"])
         position = None
         if body.position is not None:
             lecture = await _lock_lectures(tx.conn, user, lecture_id, course["id"])
@@ -335,8 +384,9 @@ async def lecture_count(conn: Connection, course_id: uuid.UUID) -> int:
 
 async def _lock_lectures(conn: Connection, user: Principal, lecture_id: uuid.UUID, course_id: uuid.UUID) -> Record:
     """Lock the course (its lectures' order changes one transaction at a time) and read the lecture again,
-    as it is now: a concurrent move may have changed its position since it was first read."""
-    await owned_course(conn, user, course_id, lock=True)
+    as it is now: a concurrent move may have changed its position since it was first read. An archived
+    course's lectures stay as they are."""
+    await writable_course(conn, user, course_id)
     lecture = await conn.fetchrow(f"SELECT {_LECTURE_COLUMNS} FROM lectures WHERE id = $1", lecture_id)
     if lecture is None:
         raise not_found("lecture")
@@ -361,7 +411,18 @@ async def _move(conn: Connection, course_id: uuid.UUID, old: int, new: int) -> N
 
 
 @api.route(
-    "GET", "/courses", summary="Courses the caller can see", tag=TAG, query=CourseListQuery, response=Page[CourseOut]
+    "GET",
+    "/courses",
+    summary="The catalogue: courses the caller can see",
+    tag=TAG,
+    description="Published courses, the caller's own (any status) and, for admins, every course not deleted; "
+    "unpublished and archived courses of others are not listed (learners enrolled in them find them in "
+    "`/me/enrollments`). `category` and `tag` (repeatable: all must match) filter; they are normalised as stored, "
+    "so `?tag=Python` finds `python`. A filter that could not be stored (too long, more than "
+    "STUDYHALL_COURSE_MAX_TAGS tags) answers 400.",
+    query=CourseListQuery,
+    response=Page[CourseOut],
+    errors=[400, 403],
 )
 async def get_courses(call: Call) -> Page[CourseOut]:
     return await list_courses(core_of(call), call.me, call.query)
@@ -391,12 +452,14 @@ async def get_course(call: Call) -> CourseOut:
     "/courses/{course_id}",
     summary="Edit a course (owner, admin)",
     tag=TAG,
+    description="Only the fields sent change; `tags` replaces the course's tags, `category: null` clears it. "
+    "An archived course is read-only (409).",
     body=CoursePatch,
     response=CourseOut,
-    errors=[403],
+    errors=[403, 409],
 )
 async def patch_course(call: Call) -> CourseOut:
-    if call.body.title is None and call.body.description is None:
+    if not call.body.model_fields_set:
         raise invalid("nothing to change")
     return course_out(await update_course(core_of(call), call.me, call.params["course_id"], call.body))
 
@@ -404,10 +467,11 @@ async def patch_course(call: Call) -> CourseOut:
 @api.route(
     "POST",
     "/courses/{course_id}/publish",
-    summary="Publish a draft course (owner, admin)",
+    summary="Publish a draft or unpublished course (owner, admin)",
     tag=TAG,
+    description="Idempotent. An archived course is restored (`POST .../restore`) before it can be published (409).",
     response=CourseOut,
-    errors=[403, 409],
+    errors=[403, 409, 429],
 )
 async def post_publish(call: Call) -> CourseOut:
     return course_out(await publish_course(core_of(call), call.me, call.params["course_id"]))

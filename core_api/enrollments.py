@@ -8,6 +8,10 @@ Who may do what:
 - A course priced in coins is bought (``POST /courses/{id}/buy``, leaderboards/wallet.py) rather than
   joined. A purchase is the wallet entry :func:`purchase_ref` names, made at most once per learner and
   course: one who paid, left and comes back is enrolled again without paying again.
+- Only a published course takes new enrollments and purchases (:func:`check_admission`): an unpublished or
+  archived one keeps the learners it has and takes no more (409), and a course's prerequisites
+  (:mod:`core_api.catalog`) must be completed — their certificates held — first (409 naming them). Its
+  owner and admins skip the prerequisites.
 - Progress and certificates belong to :mod:`core_api.progress`; recording progress needs an enrollment.
 """
 
@@ -18,6 +22,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from core_api.catalog.core import enrollment_closed_reason
+from core_api.catalog.store import missing_prerequisites
 from core_api.context import Core, Page, PageQuery, audit, core_of, decode_cursor, new_id, page_of
 from core_api.courses import owned_course, visible_course
 from core_api.db import Connection, Record
@@ -107,12 +113,30 @@ async def add_enrollment(conn: Connection, user_id: uuid.UUID, course_id: uuid.U
     return created is not None
 
 
+async def check_admission(conn: Connection, user: Principal, course: Record) -> None:
+    """May ``user``, not enrolled in ``course``, become so (for free or by buying it)? Only while it is published,
+    and once they completed its prerequisites (owner and admins skip those); 409 otherwise."""
+    reason = enrollment_closed_reason(course["status"])
+    if reason is not None:
+        raise conflict(reason, status=course["status"])
+    if is_staff(course, user):
+        return
+    missing = await missing_prerequisites(conn, user.id, course["id"])
+    if missing:
+        names = ", ".join(f"“{r['title']}”" for r in missing)
+        raise conflict(
+            f"complete the prerequisites of this course first: {names}",
+            missing=[{"id": str(r["id"]), "title": r["title"]} for r in missing],
+        )
+
+
 async def enroll(core: Core, user: Principal, course_id: uuid.UUID) -> tuple[EnrollmentOut, bool]:
     """Enroll the user; returns the enrollment and whether it is new."""
     async with core.transaction() as tx:
-        course = await visible_course(tx.conn, user, course_id)
-        if course["status"] != "published":
-            raise conflict("this course is a draft; it opens for enrollment once published")
+        # Held shared: an unpublish, archive or delete of the course waits for this enrollment (or it for them).
+        course = await visible_course(tx.conn, user, course_id, share=True)
+        if not course["enrolled"]:
+            await check_admission(tx.conn, user, course)
         # A course priced in coins (leaderboards/wallet.py) is bought, not joined for free; staff, those
         # already enrolled and those who paid for it before (and left) pass.
         priced = await tx.conn.fetchval(
@@ -179,7 +203,9 @@ async def course_enrollments(
     "POST",
     "/courses/{course_id}/enroll",
     summary="Enroll in a published course (idempotent)",
-    description="A course priced in coins answers 409 `conflict` with `details.price`: buy it with "
+    description="409 `conflict` when the course takes no new learners (a draft, unpublished or archived: "
+    "`details.status`) or the caller has not completed its prerequisites (`details.missing`: `[{id, title}]`). "
+    "A course priced in coins answers 409 `conflict` with `details.price`: buy it with "
     "`POST /courses/{course_id}/buy`. Its owner and admins, and anyone who bought it before (and left it since), "
     "enroll here without paying.",
     tag=TAG_ENROLL,

@@ -9,6 +9,7 @@ code. Handlers receive a :class:`Call` with everything already parsed and return
 from __future__ import annotations
 
 import re
+import typing
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -213,6 +214,19 @@ def _parse_params(ep: Endpoint, match_info: dict[str, str]) -> dict[str, Any]:
     return params
 
 
+def _query_values(model: type[BaseModel], request: web.Request) -> dict[str, Any]:
+    """The query string as the model takes it: a list field gets every value of a repeated key
+    (``?tag=a&tag=b``), any other field the first."""
+    values: dict[str, Any] = {}
+    for name in request.query:
+        if name in values:
+            continue
+        field = model.model_fields.get(name)
+        many = field is not None and typing.get_origin(field.annotation) is list
+        values[name] = request.query.getall(name) if many else request.query[name]
+    return values
+
+
 def _validation_details(exc: ValidationError) -> dict[str, Any]:
     return {
         "fields": [
@@ -251,7 +265,7 @@ def _make_view(ep: Endpoint, authenticate: Authenticator) -> Callable[[web.Reque
         query = None
         if ep.query is not None:
             try:
-                query = ep.query.model_validate(dict(request.query))
+                query = ep.query.model_validate(_query_values(ep.query, request))
             except ValidationError as exc:
                 raise AppError(ErrorCode.INVALID_INPUT, "query is invalid", _validation_details(exc)) from None
         body = await _read_body(ep, request) if ep.body is not None else None

@@ -381,6 +381,48 @@ class Settings(BaseSettings):
         "more (not merging with any) is not credited.",
     )
 
+    # --- course management (core_api/catalog/, core_api/learners/) ---
+    course_max_tags: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="Most tags a course may carry (after normalising and removing repeats); more answer 400. Also "
+        "the most `tag` filters one catalogue request may carry.",
+    )
+    course_tag_max_length: int = Field(
+        32,
+        ge=1,
+        le=200,
+        description="Longest tag, in characters, after normalising (trimmed, lower-case, inner whitespace "
+        "collapsed to one space); longer answers 400.",
+    )
+    course_category_max_length: int = Field(
+        48,
+        ge=1,
+        le=200,
+        description="Longest category, in characters, after normalising as tags are; longer answers 400.",
+    )
+    course_max_prerequisites: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="Most prerequisite courses one course may require; more answer 400.",
+    )
+    course_changes_per_hour: int = Field(
+        120,
+        ge=1,
+        le=100_000,
+        description="Course lifecycle and prerequisite changes (unpublish, publish again, archive, restore, delete, "
+        "prerequisites) one owner may make in any hour, counted from the audit log (so across nodes); more answer "
+        "429 (`rate_limited`, with Retry-After). Admins are not limited.",
+    )
+    continue_max_items: int = Field(
+        20,
+        ge=1,
+        le=200,
+        description="Most courses `GET /me/continue` answers with (its `limit` is capped at this).",
+    )
+
     # --- watch parties (watch_party/) ---
     watch_start_lead_s: float = Field(
         0.15,

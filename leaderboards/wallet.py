@@ -20,9 +20,9 @@ from pydantic import BaseModel, Field
 
 from core_api.context import CORE as CORE_KEY
 from core_api.context import Core, Tx, audit, new_id
-from core_api.courses import owned_course, visible_course
+from core_api.courses import visible_course, writable_course
 from core_api.db import Connection, Record
-from core_api.enrollments import add_enrollment, has_paid, purchase_ref
+from core_api.enrollments import add_enrollment, check_admission, has_paid, purchase_ref
 from core_api.errors import AppError, ErrorCode, conflict
 from core_api.http import Api, Call, Input, Principal
 
@@ -138,7 +138,7 @@ def _entry_out(r: Record) -> EntryOut:
 
 async def set_price(core: Core, user: Principal, course_id: uuid.UUID, coins: int) -> PriceOut:
     async with core.transaction() as tx:
-        await owned_course(tx.conn, user, course_id, lock=True)
+        await writable_course(tx.conn, user, course_id)  # an archived course's price stays as it is
         if coins == 0:
             await tx.conn.execute("DELETE FROM course_prices WHERE course_id = $1", course_id)
         else:
@@ -159,9 +159,9 @@ async def buy(core: Core, user: Principal, course_id: uuid.UUID) -> PurchaseOut:
     bought it, left and comes back is enrolled again without paying again.
     """
     async with core.transaction() as tx:
-        course = await visible_course(tx.conn, user, course_id)
-        if course["status"] != "published":
-            raise conflict("this course is a draft; it opens for enrollment once published")
+        course = await visible_course(tx.conn, user, course_id, share=True)
+        if not course["enrolled"]:
+            await check_admission(tx.conn, user, course)  # published, prerequisites completed
         price = await tx.conn.fetchval("SELECT coins FROM course_prices WHERE course_id = $1", course_id)
         if price is None:
             raise conflict("this course is free: enroll with POST /courses/{id}/enroll")
@@ -199,7 +199,8 @@ async def put_course_price(call: Call) -> PriceOut:
 @api.route("POST", "/courses/{course_id}/buy", summary="Enroll in a priced course, paying with coins", tag=TAG,
            description="Pays the course's price once: one who bought it, left and comes back is enrolled again "
            "without paying again (`coins_paid` 0, `paid_before` true). 409 `conflict` when already enrolled, "
-           "when the course is free or a draft, or when the balance is short.",
+           "when the course is free, takes no new learners (draft, unpublished, archived), its prerequisites are not "
+           "completed (`details.missing`), or when the balance is short.",
            response=PurchaseOut, status=201, errors=[409])  # fmt: skip
 async def post_course_buy(call: Call) -> PurchaseOut:
     return await buy(call.request.app[CORE_KEY], call.me, call.params["course_id"])

@@ -41,6 +41,7 @@ from core_api.accounts import sessions as account_sessions
 from core_api.announcements import posts as announcement_posts
 from core_api.announcements import preferences as notification_preferences
 from core_api.announcements.reminders import Reminders
+from core_api.catalog import handlers as catalog_handlers
 from core_api.context import CORE, Bus, Core
 from core_api.db import create_pool, migrate
 from core_api.errors import AppError, ErrorCode
@@ -49,6 +50,7 @@ from core_api.grading import handlers as grading_handlers
 from core_api.grading.service import run_grading
 from core_api.heap import HEAP
 from core_api.http import CLIENT_ADDR, Api
+from core_api.learners import handlers as learners_handlers
 from core_api.mail import MAILER, Mailer
 from core_api.privacy import erase as privacy_erase
 from core_api.privacy import export as privacy_export
@@ -103,7 +105,9 @@ API = Api.combine(
     privacy_erase.api,
     teacher_applications.api,  # learners apply to teach, admins decide (core_api/teaching/)
     courses.api,
+    catalog_handlers.api,  # unpublish, archive, delete, prerequisites (core_api/catalog/)
     enrollments.api,
+    learners_handlers.api,  # learners' progress for instructors, "continue" (core_api/learners/)
     progress.api,
     assignments.api,
     grading_handlers.api,  # quizzes and the gradebook (core_api/grading/)

@@ -309,6 +309,15 @@ ROWS: list[Row] = [
     Row("GET", "/courses/{draft}", only(200, 404, *STAFF)),
     Row("PATCH", "/courses/{course}", only(200, 403, *STAFF), {"title": "Renamed"}),
     Row("POST", "/courses/{draft}/publish", only(200, 404, *STAFF)),
+    # course management (core_api/catalog/): the world's course has an enrolled learner
+    Row("POST", "/courses/{course}/unpublish", only(200, 403, *STAFF)),
+    Row("POST", "/courses/{course}/archive", only(200, 403, *STAFF)),
+    Row("POST", "/courses/{course}/restore", only(409, 403, *STAFF)),  # not archived
+    Row("DELETE", "/courses/{course}", only(409, 403, *STAFF)),  # learners enrolled: archive instead
+    Row("PUT", "/courses/{course}/prerequisites", only(200, 403, *STAFF), {"course_ids": []}),
+    Row("GET", "/courses/{course}/learners", only(200, 403, *STAFF)),
+    Row("GET", "/courses/{course}/learners/{learner}/progress", only(200, 403, *STAFF)),
+    Row("GET", "/me/continue", everyone(200)),
     Row("GET", "/courses/{course}/lectures", everyone(200)),
     Row("POST", "/courses/{course}/lectures", only(201, 403, *STAFF), VIDEO),
     Row("GET", "/lectures/{lecture}", everyone(200)),

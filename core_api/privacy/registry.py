@@ -79,6 +79,7 @@ REGISTRY: tuple[Personal, ...] = (
     Personal("wallet_entries", "approved_by", "keep", "an admin's approval of someone else's entry", export=False),
     Personal("contest_submissions", "user_id", "keep", "contest results and standings others earned stay"),
     Personal("courses", "owner_id", "keep", "learners keep the courses they enrolled in"),
+    Personal("courses", "deleted_by", "keep", "the record of who deleted a course (soft)", export=False),
     Personal("rooms", "created_by", "keep", "members keep their room"),
     Personal("communities", "created_by", "keep", "members keep their community"),
     Personal("workspaces", "created_by", "keep", "members keep their workspace"),

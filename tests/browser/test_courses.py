@@ -240,7 +240,7 @@ def test_an_instructor_builds_a_course_a_learner_watches_resumes_and_earns_a_cer
     expect(page.get_by_text("Valid certificate")).to_be_visible()
     certificate_url = page.url
 
-    # The course page says so, and "Continue learning" on the home page shows the course done.
+    # The course page says so, and "Your courses" on the home page shows the course done.
     page.goto(f"/courses/{course_id}")
     expect(page.get_by_text("2 of 2 lectures completed")).to_be_visible()
     expect(page.get_by_role("list", name="Lectures").get_by_text("Completed")).to_have_count(2)

@@ -1,7 +1,14 @@
 import { describe, expect, it } from "vitest";
 
 import { ApiClient } from "../src/lib/api";
-import { courseProgress, verifyCertificate } from "../src/lib/courses";
+import {
+  courseProgress,
+  lectureLink,
+  listCourses,
+  parseTags,
+  startParam,
+  verifyCertificate,
+} from "../src/lib/courses";
 import { ApiError } from "../src/lib/errors";
 import { memoryStore } from "../src/lib/tokens";
 
@@ -43,5 +50,32 @@ describe("verifyCertificate", () => {
     const { api, seen } = await clientAnswering(200, { code: "a/b", valid: true });
     await verifyCertificate(api, "a/b");
     expect(seen.at(-1)).toEqual({ url: "/api/v1/certificates/a%2Fb", auth: null });
+  });
+});
+
+describe("the catalogue's filters", () => {
+  it("sends the category once and repeats `tag` for each tag (the server wants all of them)", async () => {
+    const { api, seen } = await clientAnswering(200, { items: [], next_cursor: null });
+    await listCourses(api, null, false, { category: "data science", tags: ["python", "ml"] });
+    expect(seen.at(-1)?.url).toBe("/api/v1/courses?limit=20&category=data+science&tag=python&tag=ml");
+    await listCourses(api, null, false, { category: "", tags: [] });
+    expect(seen.at(-1)?.url).toBe("/api/v1/courses?limit=20");
+  });
+
+  it("reads comma-separated tags, dropping blanks (the server normalises case and spaces)", () => {
+    expect(parseTags(" Python, Data  Science,, ")).toEqual(["Python", "Data  Science"]);
+    expect(parseTags("")).toEqual([]);
+  });
+});
+
+describe("continue links", () => {
+  it("open the lecture at the saved position with ?t=, and the player reads it back", () => {
+    expect(lectureLink("c 1", "l/2", 12.7)).toBe("/courses/c%201/lectures/l%2F2?t=12");
+    expect(lectureLink("c1", "l2", 0)).toBe("/courses/c1/lectures/l2");
+    expect(startParam("?t=12")).toBe(12);
+    expect(startParam("?t=-3")).toBeNull();
+    expect(startParam("?t=abc")).toBeNull();
+    expect(startParam("?t=")).toBeNull();
+    expect(startParam("")).toBeNull();
   });
 });

@@ -35,7 +35,8 @@ export interface Page<T> {
   next_cursor?: string | null;
 }
 
-export type Query = Record<string, string | number | boolean | null | undefined>;
+/** Query-string values; an array repeats its key (`{ tag: ["a", "b"] }` → `?tag=a&tag=b`). */
+export type Query = Record<string, string | number | boolean | null | undefined | readonly string[]>;
 
 export interface RequestOptions {
   body?: unknown;
@@ -239,7 +240,8 @@ export function queryString(query: Query | undefined): string {
   if (!query) return "";
   const params = new URLSearchParams();
   for (const [key, value] of Object.entries(query)) {
-    if (value !== null && value !== undefined) params.set(key, String(value));
+    if (Array.isArray(value)) for (const item of value) params.append(key, item);
+    else if (value !== null && value !== undefined) params.set(key, String(value));
   }
   const text = params.toString();
   return text ? "?" + text : "";

@@ -11,7 +11,13 @@ export interface Course {
   owner_id: string;
   title: string;
   description: string;
-  status: "draft" | "published";
+  /** `unpublished` and `archived`: out of the catalogue, no newcomers; learners enrolled keep them. */
+  status: "draft" | "published" | "unpublished" | "archived";
+  /** Normalised (trimmed, lower-case); null when none. */
+  category: string | null;
+  tags: string[];
+  /** Courses a learner must complete before enrolling (the server answers 409 naming the missing ones). */
+  prerequisites: CourseRef[];
   lecture_count: number;
   total_duration_s: number;
   /** The price in coins; null when the course is free. */
@@ -19,6 +25,51 @@ export interface Course {
   created_at: string;
   updated_at: string;
   published_at: string | null;
+  archived_at: string | null;
+  deleted_at: string | null;
+}
+
+export interface CourseRef {
+  id: string;
+  title: string;
+}
+
+/** The catalogue's filters: a category and tags (a course must carry every tag). */
+export interface CourseFilter {
+  category?: string;
+  tags?: readonly string[];
+}
+
+/** A course's learner as its owner sees them (`GET /courses/{id}/learners`). */
+export interface Learner {
+  user_id: string;
+  display_name: string;
+  enrolled_at: string;
+  completed_at: string | null;
+  completed_lectures: number;
+  total_lectures: number;
+  percent: number;
+  last_activity_at: string | null;
+}
+
+export interface LearnerProgress extends Learner {
+  course_id: string;
+  lectures: LectureProgress[];
+}
+
+/** One course to continue (`GET /me/continue`): the lecture to resume and where. */
+export interface ContinueItem {
+  course_id: string;
+  course_title: string;
+  lecture_id: string;
+  lecture_title: string;
+  lecture_position: number;
+  position_s: number;
+  duration_s: number;
+  completed_lectures: number;
+  total_lectures: number;
+  percent: number;
+  last_activity_at: string | null;
 }
 
 export interface Lecture {
@@ -143,15 +194,55 @@ export interface LectureInput {
 
 const path = encodeURIComponent;
 
-export const listCourses = (api: ApiClient, cursor: string | null, mine = false): Promise<Page<Course>> =>
-  api.get("/courses", { limit: 20, cursor, mine: mine || undefined });
+export const listCourses = (
+  api: ApiClient,
+  cursor: string | null,
+  mine = false,
+  filter: CourseFilter = {},
+): Promise<Page<Course>> =>
+  api.get("/courses", {
+    limit: 20,
+    cursor,
+    mine: mine || undefined,
+    category: filter.category || undefined,
+    tag: filter.tags?.length ? filter.tags : undefined,
+  });
 export const getCourse = (api: ApiClient, id: string): Promise<Course> => api.get(`/courses/${path(id)}`);
 export const createCourse = (api: ApiClient, title: string, description: string): Promise<Course> =>
   api.post("/courses", { title, description });
-export const updateCourse = (api: ApiClient, id: string, title: string, description: string): Promise<Course> =>
-  api.request("PATCH", `/courses/${path(id)}`, { body: { title, description } });
+export const updateCourse = (
+  api: ApiClient,
+  id: string,
+  title: string,
+  description: string,
+  taxonomy?: { category: string; tags: readonly string[] },
+): Promise<Course> =>
+  api.request("PATCH", `/courses/${path(id)}`, {
+    body: taxonomy
+      ? { title, description, category: taxonomy.category.trim() || null, tags: taxonomy.tags }
+      : { title, description },
+  });
 export const publishCourse = (api: ApiClient, id: string): Promise<Course> =>
   api.post(`/courses/${path(id)}/publish`);
+export const unpublishCourse = (api: ApiClient, id: string): Promise<Course> =>
+  api.post(`/courses/${path(id)}/unpublish`);
+export const archiveCourse = (api: ApiClient, id: string): Promise<Course> =>
+  api.post(`/courses/${path(id)}/archive`);
+export const restoreCourse = (api: ApiClient, id: string): Promise<Course> =>
+  api.post(`/courses/${path(id)}/restore`);
+/** Soft delete; the server refuses (409) while learners are enrolled. */
+export const deleteCourse = (api: ApiClient, id: string): Promise<void> =>
+  api.request("DELETE", `/courses/${path(id)}`);
+export const setPrerequisites = (api: ApiClient, id: string, courseIds: readonly string[]): Promise<Course> =>
+  api.request("PUT", `/courses/${path(id)}/prerequisites`, { body: { course_ids: courseIds } });
+
+/** "Python, Data  Science," → ["Python", "Data  Science"] (the server normalises each). */
+export function parseTags(text: string): string[] {
+  return text
+    .split(",")
+    .map((t) => t.trim())
+    .filter((t) => t.length > 0);
+}
 export const setPrice = (api: ApiClient, id: string, coins: number): Promise<{ coins: number }> =>
   api.request("PUT", `/courses/${path(id)}/price`, { body: { coins } });
 
@@ -174,8 +265,26 @@ export const buy = (api: ApiClient, courseId: string): Promise<Purchase> => api.
 export const wallet = (api: ApiClient): Promise<Wallet> => api.get("/me/wallet");
 export const myEnrollments = (api: ApiClient, cursor: string | null): Promise<Page<Enrollment>> =>
   api.get("/me/enrollments", { limit: 20, cursor });
-export const courseLearners = (api: ApiClient, courseId: string, cursor: string | null): Promise<Page<Enrollment>> =>
-  api.get(`/courses/${path(courseId)}/enrollments`, { limit: 50, cursor });
+export const courseLearners = (api: ApiClient, courseId: string, cursor: string | null): Promise<Page<Learner>> =>
+  api.get(`/courses/${path(courseId)}/learners`, { limit: 50, cursor });
+export const learnerProgress = (api: ApiClient, courseId: string, userId: string): Promise<LearnerProgress> =>
+  api.get(`/courses/${path(courseId)}/learners/${path(userId)}/progress`);
+export const continueLearning = async (api: ApiClient, limit = 5): Promise<ContinueItem[]> =>
+  (await api.get<{ items: ContinueItem[] }>("/me/continue", { limit })).items;
+
+/** The player's URL for a lecture, opening at `positionS` (the player reads `?t=`). */
+export function lectureLink(courseId: string, lectureId: string, positionS = 0): string {
+  const base = `/courses/${path(courseId)}/lectures/${path(lectureId)}`;
+  return positionS > 0 ? `${base}?t=${Math.floor(positionS)}` : base;
+}
+
+/** `?t=` of a lecture URL: seconds to start at, or null when absent or not a number. */
+export function startParam(search: string): number | null {
+  const raw = new URLSearchParams(search).get("t");
+  if (raw === null || raw.trim() === "") return null;
+  const seconds = Number(raw);
+  return Number.isFinite(seconds) && seconds >= 0 ? seconds : null;
+}
 
 /** The caller's progress in a course, or null when they are not enrolled (the server answers 403). */
 export async function courseProgress(api: ApiClient, courseId: string): Promise<CourseProgress | null> {
