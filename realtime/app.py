@@ -43,6 +43,8 @@ from core_api.errors import AppError, ErrorCode
 from core_api.events import Events
 from core_api.grading import handlers as grading_handlers
 from core_api.grading.service import run_grading
+from core_api.search import handlers as search_handlers
+from core_api.search.service import run_search
 from core_api.heap import HEAP
 from core_api.http import CLIENT_ADDR, Api
 from core_api.mail import MAILER, Mailer
@@ -94,6 +96,7 @@ API = Api.combine(
     progress.api,
     assignments.api,
     grading_handlers.api,  # quizzes and the gradebook (core_api/grading/)
+    search_handlers.api,  # search over courses, lectures, chat and users (core_api/search/)
     communities.api,
     notifications.api,
     room_handlers.api,
@@ -475,6 +478,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app.cleanup_ctx.append(live_sessions)
     app.cleanup_ctx.append(functools.partial(run_sandbox, settings))
     app.cleanup_ctx.append(run_grading)  # quizzes judge code answers with the sandbox's runner
+    app.cleanup_ctx.append(run_search)
     # Group wars after the sandbox (they judge with it), so they stop judging before it closes.
     app.cleanup_ctx.append(functools.partial(run_contests, settings, observe_push=app[METRICS].push_added.observe))
     app.cleanup_ctx.append(functools.partial(run_live, settings))  # live sessions: schedule reminders, the SFU

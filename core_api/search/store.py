@@ -1,0 +1,94 @@
+"""The SQL of each kind of search. Each query carries the kind's visibility rule itself, so no hit the
+caller may not see ever leaves Postgres:
+
+- courses: published ones, and drafts to their owner and admins (core_api/courses.py ``can_view``);
+- lectures: of those courses;
+- messages: of rooms the caller is a member of and not banned from (rooms/access.py); never deleted ones;
+- users: every user, but only admins search them (the service checks).
+
+Parameters shared by every query: ``$1`` the words, ``$2`` the prefix length, ``$3`` the caller's id, ``$4``
+whether the caller is an admin, ``$5`` how many rows, ``$6``/``$7`` the cursor's rank and id (or NULL).
+The best hits are chosen first; only they get a snippet (ts_headline reads the whole text: it is the
+costly part).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from core_api.db import Connection, Record
+from core_api.search.core import START, STOP
+from core_api.search.schemas import Kind
+
+_QUERY = "WITH q AS (SELECT search_query($1::text[], $2::int) AS q, $3::uuid AS me, $4::boolean AS admin)"
+# The characters ts_headline marks matches with are taken out of the text first.
+_CLEAN = f"E'\\u{ord(START):04X}\\u{ord(STOP):04X}'"
+_MARKS = f"StartSel=\"{START}\", StopSel=\"{STOP}\""
+_FRAGMENTS = f"'{_MARKS}, MaxWords=24, MinWords=8, MaxFragments=2, FragmentDelimiter=\" … \"'"
+_WHOLE = f"'{_MARKS}, HighlightAll=true'"
+_AFTER = "($6::real IS NULL OR (r.rank, {id}) < ($6::real, $7::uuid))"
+
+SQL: dict[Kind, str] = {
+    "courses": f"""{_QUERY},
+        hits AS (
+            SELECT c.id, c.owner_id, c.title, c.description, c.status, r.rank
+            FROM courses c CROSS JOIN q CROSS JOIN LATERAL (SELECT ts_rank_cd(c.search, q.q) AS rank) r
+            WHERE c.search @@ q.q AND (c.status = 'published' OR c.owner_id = q.me OR q.admin)
+              AND {_AFTER.format(id="c.id")}
+            ORDER BY r.rank DESC, c.id DESC LIMIT $5)
+        SELECT h.id, h.owner_id, h.title, h.status, h.rank,
+               ts_headline('english', translate(h.title || E'\\n' || h.description, {_CLEAN}, ''), q.q, {_FRAGMENTS})
+                   AS snippet
+        FROM hits h CROSS JOIN q ORDER BY h.rank DESC, h.id DESC""",
+    "lectures": f"""{_QUERY},
+        hits AS (
+            SELECT l.id, l.course_id, c.title AS course_title, l.position, l.title, r.rank
+            FROM lectures l JOIN courses c ON c.id = l.course_id
+                 CROSS JOIN q CROSS JOIN LATERAL (SELECT ts_rank_cd(l.search, q.q) AS rank) r
+            WHERE l.search @@ q.q AND (c.status = 'published' OR c.owner_id = q.me OR q.admin)
+              AND {_AFTER.format(id="l.id")}
+            ORDER BY r.rank DESC, l.id DESC LIMIT $5)
+        SELECT h.id, h.course_id, h.course_title, h.position, h.title, h.rank,
+               ts_headline('english', translate(h.title, {_CLEAN}, ''), q.q, {_WHOLE}) AS snippet
+        FROM hits h CROSS JOIN q ORDER BY h.rank DESC, h.id DESC""",
+    "messages": f"""{_QUERY},
+        hits AS (
+            SELECT m.id, m.room_id, m.seq, m.author_id, m.created_at, m.body, r.rank
+            FROM room_members rm JOIN chat_messages m ON m.room_id = rm.room_id
+                 CROSS JOIN q CROSS JOIN LATERAL (SELECT ts_rank_cd(m.search, q.q) AS rank) r
+            WHERE rm.user_id = q.me AND rm.banned_at IS NULL
+              AND m.deleted_at IS NULL AND m.search @@ q.q
+              AND {_AFTER.format(id="m.id")}
+            ORDER BY r.rank DESC, m.id DESC LIMIT $5)
+        SELECT h.id, h.room_id, ro.name AS room_name, h.seq, h.author_id, u.display_name AS author_name,
+               h.created_at, h.rank,
+               ts_headline('english', translate(h.body, {_CLEAN}, ''), q.q, {_FRAGMENTS}) AS snippet
+        FROM hits h JOIN rooms ro ON ro.id = h.room_id JOIN users u ON u.id = h.author_id CROSS JOIN q
+        ORDER BY h.rank DESC, h.id DESC""",
+    "users": f"""{_QUERY},
+        hits AS (
+            SELECT u.id, u.display_name, u.email, u.role, r.rank
+            FROM users u CROSS JOIN q CROSS JOIN LATERAL (SELECT ts_rank_cd(u.search, q.q) AS rank) r
+            WHERE q.admin AND u.search @@ q.q AND {_AFTER.format(id="u.id")}
+            ORDER BY r.rank DESC, u.id DESC LIMIT $5)
+        SELECT h.id, h.display_name, h.email, h.role, h.rank,
+               ts_headline('simple', translate(h.display_name || ' ' || h.email, {_CLEAN}, ''), q.q, {_WHOLE})
+                   AS snippet
+        FROM hits h CROSS JOIN q ORDER BY h.rank DESC, h.id DESC""",
+}
+
+
+async def search(
+    conn: Connection,
+    kind: Kind,
+    words: list[str],
+    min_prefix: int,
+    user_id: uuid.UUID,
+    admin: bool,
+    rows: int,
+    after: tuple[float, uuid.UUID] | None,
+) -> list[Record]:
+    """Up to ``rows`` hits of ``kind`` for the caller, best first, after the cursor position ``after``."""
+    rank, ident = after if after is not None else (None, None)
+    found: list[Record] = await conn.fetch(SQL[kind], words, min_prefix, user_id, admin, rows, rank, ident)
+    return found
