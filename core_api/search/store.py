@@ -25,6 +25,8 @@ _QUERY = "WITH q AS (SELECT search_query($1::text[], $2::int) AS q, $3::uuid AS 
 _CLEAN = f"E'\\u{ord(START):04X}\\u{ord(STOP):04X}'"
 _MARKS = f"StartSel=\"{START}\", StopSel=\"{STOP}\""
 _FRAGMENTS = f"'{_MARKS}, MaxWords=24, MinWords=8, MaxFragments=2, FragmentDelimiter=\" … \"'"
+# Chat messages are short: one stretch around the best match, the whole message when it is short enough.
+_SHORT = f"'{_MARKS}, MaxWords=30, MinWords=12'"
 _WHOLE = f"'{_MARKS}, HighlightAll=true'"
 _AFTER = "($6::real IS NULL OR (r.rank, {id}) < ($6::real, $7::uuid))"
 
@@ -37,8 +39,8 @@ SQL: dict[Kind, str] = {
               AND {_AFTER.format(id="c.id")}
             ORDER BY r.rank DESC, c.id DESC LIMIT $5)
         SELECT h.id, h.owner_id, h.title, h.status, h.rank,
-               ts_headline('english', translate(h.title || E'\\n' || h.description, {_CLEAN}, ''), q.q, {_FRAGMENTS})
-                   AS snippet
+               ts_headline('english', translate(coalesce(nullif(h.description, ''), h.title), {_CLEAN}, ''), q.q,
+                           {_FRAGMENTS}) AS snippet
         FROM hits h CROSS JOIN q ORDER BY h.rank DESC, h.id DESC""",
     "lectures": f"""{_QUERY},
         hits AS (
@@ -62,7 +64,7 @@ SQL: dict[Kind, str] = {
             ORDER BY r.rank DESC, m.id DESC LIMIT $5)
         SELECT h.id, h.room_id, ro.name AS room_name, h.seq, h.author_id, u.display_name AS author_name,
                h.created_at, h.rank,
-               ts_headline('english', translate(h.body, {_CLEAN}, ''), q.q, {_FRAGMENTS}) AS snippet
+               ts_headline('english', translate(h.body, {_CLEAN}, ''), q.q, {_SHORT}) AS snippet
         FROM hits h JOIN rooms ro ON ro.id = h.room_id JOIN users u ON u.id = h.author_id CROSS JOIN q
         ORDER BY h.rank DESC, h.id DESC""",
     "users": f"""{_QUERY},
