@@ -39,11 +39,50 @@ import asyncpg
 
 from bench.rest import Request, Result, Server, call, closed_loop, open_loop, print_row
 
-TERMS = (
-    "algorithm graph python matrix vector kernel lambda tensor recursion pointer compiler database index query "
-    "network socket thread process memory cache sorting hashing binary search tree heap stack queue function "
-    "variable closure iterator generator exception module package testing debugging deploy container cluster"
-).split()
+TERMS = [
+    "algorithm",
+    "graph",
+    "python",
+    "matrix",
+    "vector",
+    "kernel",
+    "lambda",
+    "tensor",
+    "recursion",
+    "pointer",
+    "compiler",
+    "database",
+    "index",
+    "query",
+    "network",
+    "socket",
+    "thread",
+    "process",
+    "memory",
+    "cache",
+    "sorting",
+    "hashing",
+    "binary",
+    "search",
+    "tree",
+    "heap",
+    "stack",
+    "queue",
+    "function",
+    "variable",
+    "closure",
+    "iterator",
+    "generator",
+    "exception",
+    "module",
+    "package",
+    "testing",
+    "debugging",
+    "deploy",
+    "container",
+    "cluster",
+    ").split(",
+]
 SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
 
 
@@ -118,7 +157,7 @@ async def generate(args: argparse.Namespace, server: Server, session: aiohttp.Cl
             )
         owner = user_ids[0]
         courses, lectures = [], []
-        for i in range(args.courses):
+        for _ in range(args.courses):
             cid = uuid.uuid4()
             courses.append((cid, owner, text(rng.randint(2, 6)).title(), text(rng.randint(30, 120)), "published"))
             lectures += [
@@ -243,6 +282,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=100.0, help="offered load of the open-loop run")
+    parser.add_argument("--keep", action="store_true", help="keep the generated database (its URL is printed)")
     parser.add_argument("--write-rows", type=int, default=2000, help="inserts per table for the write cost (0: skip)")
     args = parser.parse_args()
     database_url = os.environ.get("STUDYHALL_DATABASE_URL")
@@ -253,17 +293,22 @@ def main() -> None:
           f"{time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
     print(f"# {args.clients} clients, {args.seconds:.0f} s per run; open loop offers {args.rate:.0f} req/s; "
           "server pinned to CPU 0, load generator to CPU 1, Postgres unpinned")  # fmt: skip
-    server = Server(database_url, {"STUDYHALL_SEARCH_RATE_COUNT": "100000", "STUDYHALL_REGISTER_MAX_PER_ADDRESS": "1000000"})
+    server = Server(
+        database_url, {"STUDYHALL_SEARCH_RATE_COUNT": "100000", "STUDYHALL_REGISTER_MAX_PER_ADDRESS": "1000000"}
+    )
     server.start()
     try:
         results = asyncio.run(run(args, server))
     finally:
+        if args.keep:
+            print(f"# kept the database: {server.env['STUDYHALL_DATABASE_URL']}")
+            server.db_name = None
         server.stop()
     worst = max((r.pct(0.99) for r in results if r.mode.startswith("open")), default=float("nan"))
     verdict = "met" if worst < 50 else "NOT met"
-    print(f"# target p99 < 50 ms at {args.rate:.0f} req/s: {verdict} ({worst:.1f} ms); load now {os.getloadavg()[0]:.1f}")
-
-
+    print(
+        f"# target p99 < 50 ms at {args.rate:.0f} req/s: {verdict} ({worst:.1f} ms); load now {os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -682,8 +682,8 @@ class Settings(BaseSettings):
         3,
         ge=1,
         le=20,
-        description="Words at least this long also match as the start of a longer word (\"algo\" finds "
-        "\"algorithms\"); shorter ones match whole words only, so a one-letter query cannot match half the index.",
+        description='Words at least this long also match as the start of a longer word ("algo" finds '
+        '"algorithms"); shorter ones match whole words only, so a one-letter query cannot match half the index.',
     )
     search_max_limit: int = Field(
         50, ge=1, le=200, description="Most results of each kind in one answer (the `limit` query parameter)."
@@ -691,9 +691,7 @@ class Settings(BaseSettings):
     search_rate_count: int = Field(
         30, ge=1, le=100_000, description="Searches one user may make per STUDYHALL_SEARCH_RATE_WINDOW_S; then 429."
     )
-    search_rate_window_s: float = Field(
-        10.0, gt=0, le=86400, description="Window of the per-user search rate limit."
-    )
+    search_rate_window_s: float = Field(10.0, gt=0, le=86400, description="Window of the per-user search rate limit.")
     search_timeout_ms: int = Field(
         2000,
         ge=50,

@@ -43,11 +43,11 @@ from core_api.errors import AppError, ErrorCode
 from core_api.events import Events
 from core_api.grading import handlers as grading_handlers
 from core_api.grading.service import run_grading
-from core_api.search import handlers as search_handlers
-from core_api.search.service import run_search
 from core_api.heap import HEAP
 from core_api.http import CLIENT_ADDR, Api
 from core_api.mail import MAILER, Mailer
+from core_api.search import handlers as search_handlers
+from core_api.search.service import run_search
 from core_api.settings import Settings
 from leaderboards import cycle as contest_cycle
 from leaderboards import editing as contest_editing

@@ -87,7 +87,7 @@ async def test_messages_of_member_rooms_only_and_never_deleted_ones(api: ApiClie
     member, stranger, banned, admin = await api.user(), await api.user(), await api.user(), await api.user("admin")
     tag = word()
     async with api.app[CORE].pool.acquire() as conn:
-        m_id, s_id, b_id = (uuid.UUID(a.id) for a in (member, stranger, banned))
+        m_id, b_id = (uuid.UUID(a.id) for a in (member, banned))
         public = await add_room(conn, m_id, "public", name=f"Public {tag}")
         private = await add_room(conn, m_id, "private", name=f"Private {tag}")
         for room in (public, private):
@@ -186,7 +186,7 @@ async def test_query_syntax_is_only_words(api: ApiClient) -> None:
 
 
 async def test_searching_needs_a_signed_in_user(api: ApiClient) -> None:
-    status, out = await api.call("GET", "/search", params={"q": "python"})
+    status, _ = await api.call("GET", "/search", params={"q": "python"})
     assert status == 401
 
 
@@ -204,7 +204,9 @@ async def test_searches_per_user_are_rate_limited(aiohttp_client: Any, database_
     await search(api, other, "python")  # the limit is per user
 
 
-async def test_a_search_past_its_time_budget_answers_503(aiohttp_client: Any, database_url: str, tmp_path: Path) -> None:
+async def test_a_search_past_its_time_budget_answers_503(
+    aiohttp_client: Any, database_url: str, tmp_path: Path
+) -> None:
     from realtime.app import create_app
 
     settings = make_settings(database_url, tmp_path, search_timeout_ms=50)

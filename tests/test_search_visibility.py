@@ -117,7 +117,9 @@ async def check(url: str, world: World) -> None:
                     if published or admin or users[o] == searcher
                 }  # fmt: skip
                 ours = set(courses)
-                expected = {c for c, w in zip(courses, world.courses, strict=True) if c in mine and matches(w[2], words)}
+                expected = {
+                    c for c, w in zip(courses, world.courses, strict=True) if c in mine and matches(w[2], words)
+                }
                 assert found["courses"] & ours == expected, (role, words)
                 await _only_published(conn, found["courses"] - ours, searcher, admin)
                 expected = {
@@ -132,7 +134,13 @@ async def check(url: str, world: World) -> None:
         await conn.close()
 
 
-def _title(world: World, courses: list[uuid.UUID], course: uuid.UUID, lectures: list[tuple[uuid.UUID, uuid.UUID]], lecture: uuid.UUID) -> str:
+def _title(
+    world: World,
+    courses: list[uuid.UUID],
+    course: uuid.UUID,
+    lectures: list[tuple[uuid.UUID, uuid.UUID]],
+    lecture: uuid.UUID,
+) -> str:
     index = courses.index(course)
     of_course = [lec for c, lec in lectures if c == course]
     return world.courses[index][3][of_course.index(lecture)]

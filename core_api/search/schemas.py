@@ -30,7 +30,9 @@ class SearchQuery(Query):
         description="Comma-separated kinds to search: `courses`, `lectures`, `messages`, `users` (admins only). "
         "Default: every kind the caller may search.",
     )
-    limit: int = Field(10, ge=1, le=200, description="Most results of each kind (at most `STUDYHALL_SEARCH_MAX_LIMIT`).")
+    limit: int = Field(
+        10, ge=1, le=200, description="Most results of each kind (at most `STUDYHALL_SEARCH_MAX_LIMIT`)."
+    )
     cursor: str | None = Field(
         None,
         max_length=300,

@@ -23,7 +23,7 @@ from core_api.search.schemas import Kind
 _QUERY = "WITH q AS (SELECT search_query($1::text[], $2::int) AS q, $3::uuid AS me, $4::boolean AS admin)"
 # The characters ts_headline marks matches with are taken out of the text first.
 _CLEAN = f"E'\\u{ord(START):04X}\\u{ord(STOP):04X}'"
-_MARKS = f"StartSel=\"{START}\", StopSel=\"{STOP}\""
+_MARKS = f'StartSel="{START}", StopSel="{STOP}"'
 _FRAGMENTS = f"'{_MARKS}, MaxWords=24, MinWords=8, MaxFragments=2, FragmentDelimiter=\" … \"'"
 # Chat messages are short: one stretch around the best match, the whole message when it is short enough.
 _SHORT = f"'{_MARKS}, MaxWords=30, MinWords=12'"

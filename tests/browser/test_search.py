@@ -28,7 +28,10 @@ def test_the_search_box_finds_courses_lectures_and_messages_grouped_with_highlig
         async with web_server.app[CORE].pool.acquire() as conn:
             me, other = uuid.UUID(learner.id), uuid.UUID(teacher.id)
             course = await add_course(
-                conn, other, f"Algorithms {tag}", "Algorithmic thinking: sorting, graphs and dynamic programming, with exercises in Python."
+                conn,
+                other,
+                f"Algorithms {tag}",
+                "Algorithmic thinking: sorting, graphs and dynamic programming, with exercises in Python.",
             )
             await add_lecture(conn, course, f"Graph algorithms {tag}")
             draft = await add_course(conn, other, f"Algorithms draft {tag}", published=False)
@@ -80,7 +83,9 @@ def test_the_search_box_on_a_phone(signed_in_page: SignedInPage, web_server: Web
 
     async def world() -> None:
         async with web_server.app[CORE].pool.acquire() as conn:
-            await add_course(conn, uuid.UUID(learner.id), f"Python for data {tag}", "Python with pandas, plots and matrices.")
+            await add_course(
+                conn, uuid.UUID(learner.id), f"Python for data {tag}", "Python with pandas, plots and matrices."
+            )
 
     web_server.run(world())
     box = page.get_by_role("searchbox", name="Search", exact=True)
