@@ -218,3 +218,12 @@ async def test_a_search_past_its_time_budget_answers_503(
         status, out = await api.call("GET", "/search", learner, params={"q": "python", "kinds": "courses"})
     assert status == 503 and out["error"]["code"] == "unavailable", out
     await search(api, learner, "python", kinds="courses")  # and the next one runs
+
+
+def test_messages_are_read_room_by_room_when_that_reads_fewer() -> None:
+    from core_api.search.core import BY_ROOM_ALWAYS, read_messages_by_room
+
+    assert read_messages_by_room(BY_ROOM_ALWAYS, None)  # few messages visible: always by room
+    assert not read_messages_by_room(10_000, 20_000)  # a rarer word: the index
+    assert read_messages_by_room(10_000, 200_000)  # a frequent word or short prefix: the caller's rooms
+    assert not read_messages_by_room(10_000_000, None)

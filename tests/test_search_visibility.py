@@ -97,13 +97,21 @@ async def check(url: str, world: World) -> None:
             admin = role == "admin"
             for raw in world.queries:
                 words = core.words_of(" ".join(raw), LIMITS)
+                rooms_of_searcher, _ = await store.member_rooms(conn, searcher)
                 found = {
                     kind: {
                         r["id"]
-                        for r in await store.search(conn, kind, words, MIN_PREFIX, searcher, admin, 10_000, None)
+                        for r in await store.search(
+                            conn, kind, words, MIN_PREFIX, searcher, admin, 10_000, None, rooms_of_searcher
+                        )
                     }
                     for kind in KINDS
                 }
+                # Both ways of reading messages find the same ones.
+                by_room = await store.search(
+                    conn, "messages", words, MIN_PREFIX, searcher, admin, 10_000, None, rooms_of_searcher, by_room=True
+                )
+                assert {r["id"] for r in by_room} == found["messages"]
                 # Messages: member rooms only, not banned, never deleted; and all of those that match.
                 expected = set()
                 for mid, (r, _, body, deleted) in zip(messages, world.messages, strict=True):

@@ -53,7 +53,10 @@ BEGIN
         suffix := CASE WHEN length(w) >= min_prefix THEN ':*' ELSE '' END;
         term := to_tsquery('english'::regconfig, '''' || w || '''' || suffix);
         CONTINUE WHEN numnode(term) = 0;
-        term := term || to_tsquery('simple'::regconfig, '''' || w || '''' || suffix);
+        IF term::text <> to_tsquery('simple'::regconfig, '''' || w || '''' || suffix)::text THEN
+            -- Only when it differs: a repeated alternative would make the index look the word up twice.
+            term := term || to_tsquery('simple'::regconfig, '''' || w || '''' || suffix);
+        END IF;
         q := CASE WHEN q IS NULL THEN term ELSE q && term END;
     END LOOP;
     RETURN q;

@@ -72,9 +72,19 @@ class Search:
             raise AppError(ErrorCode.RATE_LIMITED, "too many searches; slow down", {"retry_after_s": math.ceil(wait)})
         groups: dict[str, Any] = {}
         try:
-            async with self.core.pool.acquire() as conn, conn.transaction(readonly=True):
-                # A pathological query stops here instead of holding a connection (SET LOCAL: this transaction).
-                await conn.execute(f"SET LOCAL statement_timeout = {int(self.settings.search_timeout_ms)}")
+            # One snapshot for the memberships and the messages read under them.
+            async with self.core.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+                # A pathological query stops here instead of holding a connection (SET LOCAL: this transaction);
+                # each search is planned for its own words (store.py says why).
+                timeout = int(self.settings.search_timeout_ms)
+                await conn.execute(
+                    f"SET LOCAL statement_timeout = {timeout}; SET LOCAL plan_cache_mode = force_custom_plan"
+                )
+                rooms, visible = await store.member_rooms(conn, user.id) if "messages" in kinds else ([], 0)
+                estimated = None
+                if "messages" in kinds and visible > core.BY_ROOM_ALWAYS:
+                    estimated = await store.estimated_matches(conn, words, self.settings.search_min_prefix_chars)
+                by_room = core.read_messages_by_room(visible, estimated)
                 for kind in kinds:
                     after = (position.rank, position.id) if position is not None else None
                     rows = await store.search(
@@ -86,6 +96,8 @@ class Search:
                         user.is_admin,
                         query.limit + 1,
                         after,
+                        rooms,
+                        by_room=by_room,
                     )
                     groups[kind] = _group(kind, rows, query.limit)
         except asyncpg.QueryCanceledError:
