@@ -202,12 +202,16 @@ def queries(data: Data, n: int) -> list[str]:
 def scenario(url: str, data: Data) -> Request:
     api = url + "/api/v1/search"
     qs = queries(data, 10_000)
+    failures: list[str] = []
 
     async def search(session: aiohttp.ClientSession, i: int) -> int:
         token = data.tokens[i % len(data.tokens)]
         params = {"q": qs[i % len(qs)], "limit": "10"}
         async with session.get(api, params=params, headers={"Authorization": f"Bearer {token}"}) as resp:
-            await resp.read()
+            body = await resp.read()
+            if resp.status >= 400 and not failures:
+                failures.append(f"{resp.status} {body[:300]!r}")
+                print(f"# first error: {failures[0]}", flush=True)
             return resp.status
 
     return search

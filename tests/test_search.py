@@ -227,3 +227,20 @@ def test_messages_are_read_room_by_room_when_that_reads_fewer() -> None:
     assert not read_messages_by_room(10_000, 20_000)  # a rarer word: the index
     assert read_messages_by_room(10_000, 200_000)  # a frequent word or short prefix: the caller's rooms
     assert not read_messages_by_room(10_000_000, None)
+
+
+async def test_a_member_of_busy_rooms_is_searched_through_the_index(api: ApiClient) -> None:
+    """Past BY_ROOM_ALWAYS visible messages the service asks the planner how many messages the words match
+    (core.read_messages_by_room) and, for a rare word, goes through the GIN index: same answer."""
+    from core_api.search.core import BY_ROOM_ALWAYS
+
+    member = await api.user()
+    tag = word()
+    async with api.app[CORE].pool.acquire() as conn:
+        room = await add_room(conn, uuid.UUID(member.id))
+        await add_member(conn, room, uuid.UUID(member.id))
+        hit = await add_message(conn, room, uuid.UUID(member.id), f"kernel {tag}")
+        await add_message(conn, room, uuid.UUID(member.id), f"kernel {tag}", deleted=True)
+        # The room counts as holding more messages than are read one by one (last_seq is the upper bound used).
+        await conn.execute("UPDATE rooms SET last_seq = $2 WHERE id = $1", room, BY_ROOM_ALWAYS + 1)
+    assert ids((await search(api, member, f"kern {tag}"))["messages"]) == [str(hit)]

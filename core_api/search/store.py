@@ -120,7 +120,9 @@ async def estimated_matches(conn: Connection, words: list[str], min_prefix: int)
         words,
         min_prefix,
     )
-    return float(json.loads(plan)[0]["Plan"]["Plan Rows"])
+    if isinstance(plan, str):  # a connection without the pool's json codec (core_api/db.py) answers text
+        plan = json.loads(plan)
+    return float(plan[0]["Plan"]["Plan Rows"])
 
 
 async def search(
