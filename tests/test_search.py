@@ -244,3 +244,25 @@ async def test_a_member_of_busy_rooms_is_searched_through_the_index(api: ApiClie
         # The room counts as holding more messages than are read one by one (last_seq is the upper bound used).
         await conn.execute("UPDATE rooms SET last_seq = $2 WHERE id = $1", room, BY_ROOM_ALWAYS + 1)
     assert ids((await search(api, member, f"kern {tag}"))["messages"]) == [str(hit)]
+
+
+async def test_the_rate_limit_is_shared_by_every_node_through_redis(
+    aiohttp_client: Any, database_url: str, tmp_path: Path
+) -> None:
+    from realtime.app import create_app
+    from tests.nodes import redis_url
+
+    with redis_url() as redis:
+        nodes = []
+        for n in range(2):
+            settings = make_settings(
+                database_url, tmp_path / str(n), redis_url=redis, search_rate_count=2, search_rate_window_s=60
+            )
+            nodes.append(ApiClient(await aiohttp_client(create_app(settings))))
+        first, second = nodes
+        greedy = await first.user()
+        await search(first, greedy, "python")
+        await search(second, greedy, "python")
+        for node in nodes:
+            status, out = await node.call("GET", "/search", greedy, params={"q": "python"})
+            assert status == 429 and out["error"]["code"] == "rate_limited"
