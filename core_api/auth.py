@@ -28,7 +28,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel, EmailStr, Field, field_validator
 
-from core_api.context import CORE, Core, core_of, new_id
+from core_api.context import CORE, Core, audit, core_of, new_id
 from core_api.db import Record
 from core_api.errors import AppError, ErrorCode, conflict, unauthorized
 from core_api.http import Api, Call, Input, Principal
@@ -372,11 +372,27 @@ class UserOut(BaseModel):
     display_name: str
     role: Role
     created_at: datetime
+    bio: str = Field("", description="What the user says about themselves (`PATCH /me {bio}`).")
+    avatar_url: str | None = Field(
+        None, description="The user's picture (`PUT /me/avatar`), a 256x256 PNG; null when they have none."
+    )
+
+
+def avatar_url(user_id: uuid.UUID, version: int | None) -> str | None:
+    """Where a user's picture is served; the version makes a new picture a new URL (caches stay right)."""
+    return f"/api/v1/users/{user_id}/avatar?v={version}" if version is not None else None
 
 
 def user_out(r: Record) -> UserOut:
+    keys = set(r.keys())
     return UserOut(
-        id=r["id"], email=r["email"], display_name=r["display_name"], role=r["role"], created_at=r["created_at"]
+        id=r["id"],
+        email=r["email"],
+        display_name=r["display_name"],
+        role=r["role"],
+        created_at=r["created_at"],
+        bio=r["bio"] if "bio" in keys else "",
+        avatar_url=avatar_url(r["id"], r["avatar_version"]) if "avatar_version" in keys else None,
     )
 
 
@@ -557,12 +573,18 @@ async def login(core: Core, auth: Auth, email: str, password: str, address: str,
     if not await auth.passwords.verify(user["password_hash"] if user else None, password):
         await auth.by_account.fail(account_key)
         await auth.by_address.fail(address)
+        # Audited for the account it names (none for an unknown address: nothing about it to protect).
+        if user is not None:
+            async with core.transaction() as tx:
+                await audit(tx, None, "user.login_failed", "user", user["id"], address=address)
         raise unauthorized("wrong email or password")
     assert user is not None
     await auth.by_account.clear(account_key)
     async with core.transaction() as tx:
         session = {"user_agent": user_agent, "address": address}
-        return await _issue_pair(core, auth, tx.conn, user["id"], user["role"], new_id(), new_session=session)
+        family = new_id()
+        await audit(tx, user["id"], "user.login", "session", family, address=address)
+        return await _issue_pair(core, auth, tx.conn, user["id"], user["role"], family, new_session=session)
 
 
 async def refresh(core: Core, auth: Auth, token: str) -> TokenPair:
@@ -570,7 +592,7 @@ async def refresh(core: Core, auth: Auth, token: str) -> TokenPair:
     async with core.transaction() as tx:
         row = await tx.conn.fetchrow(
             "SELECT t.id, t.family_id, t.user_id, t.expires_at, t.spent_at, t.revoked_at, u.role,"
-            " u.email, u.display_name, u.created_at"
+            " u.email, u.display_name, u.created_at, u.bio, u.avatar_version"
             " FROM refresh_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1 FOR UPDATE OF t",
             _hash_refresh(token),
         )
@@ -593,6 +615,8 @@ async def refresh(core: Core, auth: Auth, token: str) -> TokenPair:
                 display_name=row["display_name"],
                 role=row["role"],
                 created_at=row["created_at"],
+                bio=row["bio"],
+                avatar_url=avatar_url(row["user_id"], row["avatar_version"]),
             )
             return await _issue_pair(core, auth, tx.conn, row["user_id"], row["role"], row["family_id"], user)
     assert revoked_family
@@ -613,12 +637,14 @@ async def logout(core: Core, token: str) -> None:
         )
 
 
-_USER_COLUMNS = "id, email, display_name, role, created_at"
+_USER_COLUMNS = "id, email, display_name, role, created_at, bio, avatar_version"
 
 
 async def account(core: Core, user_id: uuid.UUID) -> Record | None:
     """One account as the API shows it (no password hash)."""
-    row: Record | None = await core.pool.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id)
+    row: Record | None = await core.pool.fetchrow(
+        f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1 AND deleted_at IS NULL", user_id
+    )
     return row
 
 
@@ -631,13 +657,17 @@ def _principal(row: Record) -> Principal:
 
 async def current_principal(core: Core, user_id: uuid.UUID) -> Principal | None:
     """The user as stored now; None when the account no longer exists."""
-    row = await core.pool.fetchrow(f"SELECT {_PRINCIPAL_COLUMNS} FROM users WHERE id = $1", user_id)
+    row = await core.pool.fetchrow(
+        f"SELECT {_PRINCIPAL_COLUMNS} FROM users WHERE id = $1 AND deleted_at IS NULL", user_id
+    )
     return _principal(row) if row is not None else None
 
 
 async def current_principals(core: Core, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, Principal]:
     """Several users as stored now, by id (accounts that no longer exist are missing)."""
-    rows = await core.pool.fetch(f"SELECT {_PRINCIPAL_COLUMNS} FROM users WHERE id = ANY($1::uuid[])", user_ids)
+    rows = await core.pool.fetch(
+        f"SELECT {_PRINCIPAL_COLUMNS} FROM users WHERE id = ANY($1::uuid[]) AND deleted_at IS NULL", user_ids
+    )
     return {row["id"]: _principal(row) for row in rows}
 
 
@@ -655,7 +685,7 @@ async def principal_for(core: Core, auth: Auth, token: str) -> Principal:
         return principal
     row = await core.pool.fetchrow(
         f"SELECT {_PRINCIPAL_COLUMNS}, (SELECT s.revoked_at IS NULL AND s.expires_at > now() FROM sessions s"
-        " WHERE s.id = $2 AND s.user_id = u.id) AS live FROM users u WHERE u.id = $1",
+        " WHERE s.id = $2 AND s.user_id = u.id) AS live FROM users u WHERE u.id = $1 AND u.deleted_at IS NULL",
         user_id,
         session,
     )

@@ -18,7 +18,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from core_api.context import Core, Page, PageQuery, core_of, decode_cursor, new_id, page_of
+from core_api.context import Core, Page, PageQuery, audit, core_of, decode_cursor, new_id, page_of
 from core_api.courses import owned_course, visible_course
 from core_api.db import Connection, Record
 from core_api.errors import conflict, not_found
@@ -124,6 +124,8 @@ async def enroll(core: Core, user: Principal, course_id: uuid.UUID) -> tuple[Enr
         if priced is not None and not is_staff(course, user) and not await has_paid(tx.conn, user.id, course_id):
             raise conflict(f"this course costs {priced} coins: POST /courses/{{id}}/buy", price=priced)
         created = await add_enrollment(tx.conn, user.id, course_id)
+        if created:
+            await audit(tx, user.id, "course.enrolled", "course", course_id)
         row = await tx.conn.fetchrow(
             f"{_ENROLLMENT_SELECT} WHERE e.user_id = $1 AND e.course_id = $2", user.id, course_id
         )
@@ -137,6 +139,8 @@ async def leave(core: Core, user: Principal, course_id: uuid.UUID) -> None:
         gone = await tx.conn.fetchval(
             "DELETE FROM enrollments WHERE user_id = $1 AND course_id = $2 RETURNING id", user.id, course_id
         )
+        if gone is not None:
+            await audit(tx, user.id, "course.left", "course", course_id)
     if gone is None:
         raise not_found("enrollment")
 

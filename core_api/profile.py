@@ -29,6 +29,7 @@ with until the screen reads them again; @mentions resolve against current names 
 from __future__ import annotations
 
 import math
+import unicodedata
 from datetime import UTC, datetime, timedelta
 
 from pydantic import Field, field_validator
@@ -36,7 +37,7 @@ from pydantic import Field, field_validator
 from core_api.auth import TAG, UserOut, account, user_out
 from core_api.context import Core, audit, core_of, rights_changed
 from core_api.db import Record
-from core_api.errors import AppError, ErrorCode, conflict, unauthorized
+from core_api.errors import AppError, ErrorCode, conflict, invalid, unauthorized
 from core_api.http import Api, Call, Input, Principal
 from core_api.names import MAX_LENGTH, clean_display_name
 
@@ -46,18 +47,44 @@ RENAME_ACTION = "user.renamed"
 _WINDOW = timedelta(days=1)
 
 
+BIO_MAX = 1000
+
+
+def clean_bio(value: str) -> str:
+    """NFC, trimmed, no control characters but newlines and tabs, at most :data:`BIO_MAX` characters."""
+    value = unicodedata.normalize("NFC", value).strip()
+    if any(unicodedata.category(c) in ("Cc", "Cf") and c not in "\n\t" for c in value):
+        raise ValueError("no control or invisible characters")
+    if len(value) > BIO_MAX:
+        raise ValueError(f"at most {BIO_MAX} characters")
+    return value
+
+
 class ProfilePatch(Input):
-    display_name: str = Field(
+    display_name: str | None = Field(
+        None,
         min_length=1,
         max_length=4 * MAX_LENGTH,  # before normalising; the cleaned name is checked against MAX_LENGTH
         description=f"The new display name: NFKC-normalised and trimmed, 1 to {MAX_LENGTH} characters, with a "
         "letter or digit, no control or invisible characters, not confusable with another user's current name.",
     )
 
+    bio: str | None = Field(
+        None,
+        max_length=4 * BIO_MAX,
+        description=f"What you say about yourself, shown on your profile: at most {BIO_MAX} characters (line breaks "
+        "kept; no control or invisible characters). Empty removes it.",
+    )
+
     @field_validator("display_name")
     @classmethod
-    def _clean(cls, value: str) -> str:
-        return clean_display_name(value)
+    def _clean(cls, value: str | None) -> str | None:
+        return clean_display_name(value) if value is not None else None
+
+    @field_validator("bio")
+    @classmethod
+    def _clean_bio(cls, value: str | None) -> str | None:
+        return clean_bio(value) if value is not None else None
 
 
 async def rename(core: Core, user: Principal, name: str, now: datetime | None = None) -> Record:
@@ -113,9 +140,10 @@ async def rename(core: Core, user: Principal, name: str, now: datetime | None = 
 @api.route(
     "PATCH",
     "/me",
-    summary="Change your display name",
+    summary="Change your display name and/or your bio",
     description=(
-        "Any signed-in user, for their own account. The name is normalised (NFKC, trimmed, single spaces) and "
+        "Any signed-in user, for their own account; `bio` (at most 1000 characters) is saved as it is sent. The "
+        "name is normalised (NFKC, trimmed, single spaces) and "
         f"must be 1 to {MAX_LENGTH} characters with a letter or digit and no control or invisible characters "
         "(400 `invalid_input`); a name confusably equal to another user's current display name (the same after "
         "NFKC, lower-casing and removing white space and zero-width characters) is refused with 409 `conflict`; "
@@ -134,4 +162,16 @@ async def rename(core: Core, user: Principal, name: str, now: datetime | None = 
     errors=[409, 429],
 )
 async def patch_me(call: Call) -> UserOut:
-    return user_out(await rename(core_of(call), call.me, call.body.display_name))
+    body: ProfilePatch = call.body
+    if body.display_name is None and body.bio is None:
+        raise invalid("send display_name, bio, or both")
+    core = core_of(call)
+    if body.bio is not None:
+        async with core.transaction() as tx:
+            await tx.conn.execute("UPDATE users SET bio = $2 WHERE id = $1", call.me.id, body.bio)
+    if body.display_name is not None:
+        return user_out(await rename(core, call.me, body.display_name))
+    row = await account(core, call.me.id)
+    if row is None:
+        raise unauthorized("account no longer exists")
+    return user_out(row)

@@ -140,6 +140,32 @@ class Settings(BaseSettings):
     sessions_listed_max: int = Field(
         100, ge=1, le=10_000, description="Most sessions `GET /me/sessions` lists (the most recently used)."
     )
+    data_export_max_rows: int = Field(
+        200_000,
+        ge=100,
+        le=10_000_000,
+        description="Most rows of one table a data export includes (it says when a table was cut).",
+    )
+    data_exports_per_day: int = Field(
+        3, ge=1, le=100, description="Data exports one user may ask for in any 24 hours (then 429 with Retry-After)."
+    )
+    teacher_reapply_after_s: int = Field(
+        7 * 86400, ge=0, le=365 * 86400, description="How long after a rejected application to teach one may reapply."
+    )
+    teacher_application_notify_max: int = Field(
+        20, ge=0, le=1000, description="Admins notified of a new application to teach (the longest-standing first)."
+    )
+    avatar_max_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest profile picture accepted (also capped by STUDYHALL_MAX_BODY_BYTES).",
+    )
+    avatar_changes_per_hour: int = Field(10, ge=1, le=1000, description="Profile picture changes per user per hour.")
+    avatar_encoders: int = Field(2, ge=1, le=64, description="Profile pictures re-encoded at once per node (ffmpeg).")
+    avatar_encode_timeout_s: float = Field(
+        10.0, gt=0, le=120, description="Longest ffmpeg may take to re-encode one profile picture."
+    )
     smtp_url: SecretStr | None = Field(
         None,
         description="Mail server for outgoing email (password resets): `smtp://user:password@host:587` (STARTTLS "
@@ -770,6 +796,23 @@ class Settings(BaseSettings):
     )
     live_negotiation_timeout_s: float = Field(
         10.0, gt=0, le=120, description="Longest the server spends answering one offer (ICE gathering included)."
+    )
+    live_join_rate_count: int = Field(
+        60,
+        ge=1,
+        le=100_000,
+        description="`live:join`s one connection may make per STUDYHALL_LIVE_JOIN_RATE_WINDOW_S (each records "
+        "attendance in Postgres); more answer `rate_limited`.",
+    )
+    live_join_rate_window_s: float = Field(
+        60.0, gt=0, le=3600, description="Window of the per-connection `live:join` rate limit."
+    )
+    live_attendance_max_intervals: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="Stretches of presence stored per person per live session; past it a join reopens the "
+        "person's latest stretch instead of adding one (the time between counts as present).",
     )
 
     @field_validator("database_url", "redis_url", "jwt_secret", "metrics_token", "metrics_port", "metrics_host",

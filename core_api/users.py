@@ -79,7 +79,8 @@ async def grant_role(core: Core, actor: Principal, user_id: uuid.UUID, role: str
         if before is None:
             raise not_found("user")
         row = await tx.conn.fetchrow(
-            "UPDATE users SET role = $2 WHERE id = $1 RETURNING id, email, display_name, role, created_at",
+            "UPDATE users SET role = $2 WHERE id = $1"
+            " RETURNING id, email, display_name, role, created_at, bio, avatar_version",
             user_id,
             role,
         )
@@ -101,7 +102,7 @@ def _like(text: str) -> str:
 async def list_accounts(core: Core, query: UserListQuery) -> Page[UserOut]:
     at, ident = decode_cursor(query.cursor)
     rows = await core.pool.fetch(
-        "SELECT id, email, display_name, role, created_at FROM users"
+        "SELECT id, email, display_name, role, created_at, bio, avatar_version FROM users"
         " WHERE ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2))"
         " AND ($4::text IS NULL OR email ILIKE $4 OR display_name ILIKE $4)"
         " ORDER BY created_at, id LIMIT $3",

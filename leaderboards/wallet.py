@@ -181,6 +181,7 @@ async def buy(core: Core, user: Principal, course_id: uuid.UUID) -> PurchaseOut:
         if not await add_enrollment(tx.conn, user.id, course_id):
             # Enrolled meanwhile by another request (staff enroll for free): undo the payment.
             raise AppError(ErrorCode.CONFLICT, "you are already enrolled in this course")
+        await audit(tx, user.id, "course.purchased", "course", course_id, coins=coins_paid, paid_before=paid_before)
     return PurchaseOut(course_id=course_id, coins_paid=coins_paid, balance=balance, paid_before=paid_before)
 
 

@@ -16,6 +16,7 @@ from core_api.context import Page, core_of
 from core_api.errors import AppError, ErrorCode
 from core_api.events import Connection, EventCall, Events
 from core_api.http import Api, Call
+from live.attendance import Attendance, AttendanceQuery, AttendeeOut
 from live.schedule import Schedule
 from live.schemas import (
     HandIn,
@@ -99,6 +100,25 @@ async def get_live_session(call: Call) -> LiveSessionOut:
 )
 async def post_live_session_cancel(call: Call) -> LiveSessionOut:
     return await schedule_of(call).cancel(call.me, call.params["session_id"])
+
+
+@api.route(
+    "GET",
+    "/live-sessions/{session_id}/attendance",
+    summary="Who joined a live session, from when to when",
+    description="The session's host, whoever scheduled it, room members of `STUDYHALL_LIVE_SCHEDULE_ROOM_ROLE` or "
+    "higher, the instructor of its course (even outside the room) and admins; other room members get 403, anyone "
+    "else 404. One item per person in order of first arrival: their stretches of presence (a `live:join` to its "
+    "leave or disconnect; `left_at` null while still there), `last_left_at` (null while present) and `present_s` "
+    "(overlapping stretches, e.g. two tabs, counted once). At most `STUDYHALL_LIVE_ATTENDANCE_MAX_INTERVALS` "
+    "stretches are stored per person (past it a join reopens the latest).",
+    tag=TAG,
+    query=AttendanceQuery,
+    response=Page[AttendeeOut],
+    errors=[403],
+)
+async def get_live_attendance(call: Call) -> Page[AttendeeOut]:
+    return await Attendance(core_of(call)).report(call.me, call.params["session_id"], call.query)
 
 
 # --- Socket.IO -----------------------------------------------------------------------------------

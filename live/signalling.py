@@ -8,7 +8,9 @@ server's complete answer in the ack.
 Who may do what (the rules; ``runner`` = the session's host or scheduler, a room member of
 ``STUDYHALL_LIVE_SCHEDULE_ROOM_ROLE`` or higher, the course's instructor in the room, or an admin):
 
-- ``live:join``: an active member of the session's room (joined, not banned); not after it ended.
+- ``live:join``: an active member of the session's room (joined, not banned); not after it ended. Each new
+  join opens an attendance stretch (:mod:`live.attendance`), closed by the leave, the disconnect or the end;
+  a connection joins at most ``STUDYHALL_LIVE_JOIN_RATE_COUNT`` times per ``..._WINDOW_S``.
 - ``live:start``: a runner; makes the session ``live`` (``went_live_at``).
 - ``live:publish``: a runner, or a member a runner invited to speak (``live:invite``); only while live;
   at most ``STUDYHALL_LIVE_MAX_PUBLISHERS_PER_SESSION`` at once (``conflict``).
@@ -39,7 +41,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
 from core_api.context import Core
@@ -47,6 +49,7 @@ from core_api.errors import AppError, ErrorCode, conflict, forbidden, invalid
 from core_api.events import EventCall, Transport
 from core_api.http import Principal
 from core_api.settings import Settings
+from live.attendance import Attendance
 from live.schedule import Schedule, session_out
 from live.sfu import Feed, ForwardedTrack, codec_preferences, forward_keyframe_requests
 from rooms.access import require_member
@@ -56,6 +59,7 @@ log = logging.getLogger(__name__)
 JOINED = "live.joined"
 """Session key: the ids of the live sessions this connection joined."""
 _SIGNALS = "live.signals"
+_JOINS = "live.joins"
 MAX_VIDEO_TRACKS = 2  # camera and screen share, in that order
 MAX_SUBSCRIBE_TRACKS = 32
 
@@ -91,6 +95,7 @@ class LiveSession:
     speakers: set[uuid.UUID] = field(default_factory=set)  # invited to speak
     publishers: dict[uuid.UUID, Publisher] = field(default_factory=dict)
     viewers: dict[str, Viewer] = field(default_factory=dict)  # sid → viewer (one peer per connection)
+    stretches: dict[str, uuid.UUID] = field(default_factory=dict)  # sid → its open attendance row
 
     def state(self) -> dict[str, Any]:
         return {
@@ -135,6 +140,18 @@ def parse_offer(sdp: str, max_bytes: int) -> SessionDescription:
     return description
 
 
+def _rate(session: MutableMapping[str, Any], key: str, count: int, window: float, what: str) -> None:
+    """A per-connection sliding-window limit: ``rate_limited`` past ``count`` in ``window`` seconds."""
+    times: deque[float] = session.setdefault(key, deque())
+    now = time.monotonic()
+    while times and times[0] <= now - window:
+        times.popleft()
+    if len(times) >= count:
+        wait = max(1, math.ceil(times[0] + window - now))
+        raise AppError(ErrorCode.RATE_LIMITED, f"{what}; try again in {wait} s", {"retry_after_s": wait})
+    times.append(now)
+
+
 class LiveNode:
     """Every live session this node carries (see the module doc for the rules).
 
@@ -149,6 +166,7 @@ class LiveNode:
         self.transport = transport
         self.settings = settings
         self.schedule = Schedule(core)
+        self.attendance = Attendance(core)
         self.sessions: dict[uuid.UUID, LiveSession] = {}
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
 
@@ -162,7 +180,12 @@ class LiveNode:
         servers = [RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
                    for s in self.settings.ice_servers]  # fmt: skip
         # An explicit list, even empty: aiortc would otherwise add a public STUN server of its own.
-        return RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        # max-bundle: every section on the first section's transport. With aiortc's default ("balanced"), a
+        # second video section is put on the first video's transport when created, and BUNDLE led by an audio
+        # section then moves only the first video: a browser's offer of microphone, camera, screen left the
+        # screen's receiver on a discarded transport and its packets decoded as the camera's.
+        config = RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        return RTCPeerConnection(config)
 
     def _lock(self, session_id: uuid.UUID) -> asyncio.Lock:
         return self._locks.setdefault(session_id, asyncio.Lock())
@@ -184,16 +207,8 @@ class LiveNode:
         return session
 
     def _signal_allowed(self, session: MutableMapping[str, Any]) -> None:
-        times: deque[float] = session.setdefault(_SIGNALS, deque())
-        now = time.monotonic()
-        window = self.settings.live_signal_rate_window_s
-        while times and times[0] <= now - window:
-            times.popleft()
-        if len(times) >= self.settings.live_signal_rate_count:
-            wait = max(1, math.ceil(times[0] + window - now))
-            raise AppError(ErrorCode.RATE_LIMITED, f"too many negotiations; try again in {wait} s",
-                           {"retry_after_s": wait})  # fmt: skip
-        times.append(now)
+        s = self.settings
+        _rate(session, _SIGNALS, s.live_signal_rate_count, s.live_signal_rate_window_s, "too many negotiations")
 
     async def _announce(self, session: LiveSession) -> None:
         await self.transport.emit("live:state", session.state(), to=live_room(session.id))
@@ -218,9 +233,18 @@ class LiveNode:
         if row["cancelled_at"] is not None or row["ended_at"] is not None:
             raise conflict("the live session is over" if row["ended_at"] else "the live session was cancelled")
         session = self.sessions.get(session_id)
-        if session is None:
-            status = "live" if row["went_live_at"] is not None else "scheduled"
-            session = self.sessions.setdefault(session_id, LiveSession(session_id, row["room_id"], status))
+        if session is None or call.sid not in session.members:
+            limits = self.settings
+            _rate(call.session, _JOINS, limits.live_join_rate_count, limits.live_join_rate_window_s, "too many joins")
+            stretch = await self.attendance.opened(session_id, call.user.id)
+            session = self.sessions.get(session_id)  # the await above let others in
+            if session is None:
+                status = "live" if row["went_live_at"] is not None else "scheduled"
+                session = self.sessions.setdefault(session_id, LiveSession(session_id, row["room_id"], status))
+            if call.sid in session.stretches:  # the same connection joined twice at once: one stretch
+                await self.attendance.closed([stretch])
+            else:
+                session.stretches[call.sid] = stretch
         session.members[call.sid] = call.user
         call.session.setdefault(JOINED, set()).add(session_id)
         await call.transport.enter_room(call.sid, live_room(session_id))
@@ -361,7 +385,9 @@ class LiveNode:
             raise forbidden("only the session's host or the room's hosts may stop others or end the session")
         async with self._lock(session_id):
             if user_id is None:
-                await self.schedule.mark(session_id, "ended_at")
+                ended = await self.schedule.mark(session_id, "ended_at")
+                await self.attendance.close_session(session_id, ended["ended_at"])
+                session.stretches.clear()
                 session.status = "ended"
                 for uid in list(session.publishers):
                     await self._drop_publisher(session, uid)
@@ -382,6 +408,9 @@ class LiveNode:
         if session is None:
             return
         user = session.members.pop(sid, None)
+        stretch = session.stretches.pop(sid, None)
+        if stretch is not None:
+            await self.attendance.closed([stretch])
         with contextlib.suppress(Exception):
             await self.transport.leave_room(sid, live_room(session_id))
         async with self._lock(session_id):
@@ -411,6 +440,9 @@ class LiveNode:
                 await self.leave(sid, joined, session_id)
 
     async def close(self) -> None:
+        stretches = [s for session in self.sessions.values() for s in session.stretches.values()]
+        with contextlib.suppress(Exception):  # the database may be gone already; the rows stay open then
+            await self.attendance.closed(stretches)
         for session in list(self.sessions.values()):
             for uid in list(session.publishers):
                 await self._drop_publisher(session, uid)

@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from core_api.context import CORE
+from core_api.privacy import export as data_export
 from core_api.settings import Settings
 from media import video
-from media.jobs import JOBS, JobRunner
+from media.jobs import JOBS, JobRunner, Work
 from media.storage import LocalStorage, Storage
 from media.uploads import UPLOADS, Uploads
 
@@ -43,7 +44,8 @@ async def run_media(settings: Settings, app: web.Application) -> AsyncIterator[N
     storage = open_storage(settings)
     uploads = Uploads(app[CORE], storage)
     app[UPLOADS] = uploads
-    runner = JobRunner(app[CORE], storage, {video.KIND: video.transcode_lecture})
+    kinds: dict[str, Work] = {video.KIND: video.transcode_lecture, data_export.KIND: data_export.build_export}
+    runner = JobRunner(app[CORE], storage, kinds)
     app[JOBS] = runner
     sweeper = asyncio.create_task(_sweep(uploads, settings.media_sweep_s))
     runner.start()

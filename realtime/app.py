@@ -35,6 +35,7 @@ from core_api import (
     progress,
     users,
 )
+from core_api.accounts import avatar as account_avatar
 from core_api.accounts import passwords as account_passwords
 from core_api.accounts import sessions as account_sessions
 from core_api.context import CORE, Bus, Core
@@ -46,9 +47,12 @@ from core_api.grading.service import run_grading
 from core_api.heap import HEAP
 from core_api.http import CLIENT_ADDR, Api
 from core_api.mail import MAILER, Mailer
+from core_api.privacy import erase as privacy_erase
+from core_api.privacy import export as privacy_export
 from core_api.search import handlers as search_handlers
 from core_api.search.service import run_search
 from core_api.settings import Settings
+from core_api.teaching import applications as teacher_applications
 from leaderboards import cycle as contest_cycle
 from leaderboards import editing as contest_editing
 from leaderboards import handlers as contest_handlers
@@ -91,6 +95,10 @@ API = Api.combine(
     profile.api,
     account_sessions.api,  # the caller's sessions, password change and reset (core_api/accounts/)
     account_passwords.api,
+    account_avatar.api,
+    privacy_export.api,  # the caller's data: export (a job) and account deletion (core_api/privacy/)
+    privacy_erase.api,
+    teacher_applications.api,  # learners apply to teach, admins decide (core_api/teaching/)
     courses.api,
     enrollments.api,
     progress.api,
@@ -497,6 +505,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     collab_handlers.mount(app, settings, app[SOCKETS].node_id, app[METRICS].registry)
     API.mount(app, auth.authenticate)
     media_uploads.mount(app)  # tus at /api/v1/uploads (headers and raw bytes: not in the OpenAPI table)
+    account_avatar.mount(app)  # profile pictures at /api/v1/users/{user_id}/avatar (a PNG)
     media_playback.mount(app)  # HLS ladders at /api/v1/media/{job_id}/..., behind the lecture's paywall
     app.router.add_get("/api/v1/openapi.json", openapi_view)
     app.router.add_get("/healthz", healthz)

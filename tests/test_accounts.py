@@ -290,3 +290,21 @@ async def test_ending_a_session_closes_its_open_socket_io_connections(api: ApiCl
     finally:
         await mine.disconnect()
         await theirs.disconnect()
+
+
+async def test_logins_and_failed_logins_are_audited(api: ApiClient) -> None:
+    user, admin = await api.user(), await api.user("admin")
+    status, _ = await api.call("POST", "/auth/login", json={"email": user.email, "password": "wrong guess"})
+    assert status == 401
+    await sign_in(api, user, agent="Audited browser")
+    status, page = await api.call("GET", "/audit?action=user.login_failed&limit=10", admin)
+    assert status == 200
+    failed = [e for e in page["items"] if e["target_id"] == user.id]
+    assert len(failed) == 1 and failed[0]["actor_id"] is None and failed[0]["details"]["address"] == "127.0.0.1"
+    status, page = await api.call("GET", f"/audit?actor_id={user.id}&action=user.login", admin)
+    assert [e["action"] for e in page["items"]] == ["user.login"]
+    # Unknown addresses leave no entry (nothing to protect, and no way to fill the log for free).
+    before = (await api.call("GET", "/audit?action=user.login_failed&limit=100", admin))[1]["items"]
+    await api.call("POST", "/auth/login", json={"email": "nobody-at-all@example.com", "password": "x"})
+    after = (await api.call("GET", "/audit?action=user.login_failed&limit=100", admin))[1]["items"]
+    assert len(after) == len(before)

@@ -70,6 +70,14 @@ async def test_one_who_paid_left_and_comes_back_is_enrolled_again_without_paying
     assert await balance(api, learner) == PRICE
     entries = (await ok(api, "GET", "/me/wallet", learner))["entries"]
     assert [e["amount"] for e in entries if e["amount"] < 0] == [-PRICE]
+    # The audit log has every step: purchases (with what was paid), leaving, the free enrollment.
+    admin = await api.user("admin")
+    log = (await ok(api, "GET", f"/audit?actor_id={learner.id}&action=course&limit=50", admin))["items"]
+    steps = [(e["action"], e["details"].get("coins")) for e in sorted(log, key=lambda e: e["created_at"])]
+    assert steps == [
+        ("course.purchased", PRICE), ("course.left", None), ("course.purchased", 0), ("course.left", None),
+        ("course.enrolled", None),
+    ]  # fmt: skip
 
 
 async def test_someone_who_never_paid_still_cannot_enroll_in_a_priced_course_for_free(api: ApiClient) -> None:

@@ -146,6 +146,10 @@ async def build_world(api: ApiClient) -> World:
         " 'running', $3, now() + interval '1 hour')",
         job, uuid.UUID(owner.id), uuid.uuid4(),
     )  # fmt: skip
+    # The learner's application to teach, pending.
+    application = await ok(
+        "POST", "/teacher-applications", learner, json={"qualifications": "Years of tutoring in maths and physics."}
+    )
     # A session of the learner's (a sign-in), which only the learner may end.
     signed_in = await ok("POST", "/auth/login", learner, json={"email": learner.email, "password": learner.password})
     session = await api.app[CORE].pool.fetchval(
@@ -156,6 +160,7 @@ async def build_world(api: ApiClient) -> World:
         actors=actors,
         ids={
             "session": str(session),
+            "application": application["id"],
             "upload": str(upload),
             "job": str(job),
             "course": course["id"],
@@ -259,6 +264,24 @@ ROWS: list[Row] = [
     Row("DELETE", "/me/sessions/{session}", only(204, 404, "learner")),
     Row("POST", "/me/password", everyone(400), {"current_password": "not it", "new_password": "long enough new"}),
     Row("POST", "/auth/password-reset", everyone(202, anon=202), {"email": "nobody@example.com"}),
+    # the caller's data (core_api/privacy/): an export is theirs alone; deleting needs the password
+    Row("POST", "/me/exports", everyone(202)),
+    Row("GET", "/me/exports/{job}/download", everyone(404)),  # the owner's lecture job: not an export of anyone's
+    Row("DELETE", "/me", everyone(400), {"password": "not the password"}),
+    Row("PUT", "/me/avatar", everyone(400), {"not": "a picture"}),
+    Row("DELETE", "/me/avatar", everyone(200)),
+    Row("GET", "/users/{learner}/profile", everyone(200)),
+    # applying to teach (core_api/teaching/): learners apply, admins decide
+    Row(
+        "POST",
+        "/teacher-applications",
+        everyone(201, learner=409, instructor=409, owner=409, admin=409),
+        {"qualifications": "A decade of teaching calculus to first-year students."},
+    ),
+    Row("GET", "/me/teacher-applications", everyone(200)),
+    Row("GET", "/teacher-applications", only(200, 403, "admin")),
+    Row("POST", "/teacher-applications/{application}/withdraw", only(200, 404, "learner")),
+    Row("POST", "/teacher-applications/{application}/decision", only(200, 403, "admin"), {"decision": "reject"}),
     Row(
         "POST",
         "/auth/password-reset/confirm",
@@ -351,6 +374,7 @@ ROWS: list[Row] = [
     Row("POST", "/rooms/{room}/live-sessions", only(201, 404, *STAFF, learner=403), new_live_session),
     Row("GET", "/rooms/{room}/live-sessions", only(200, 404, "learner", *STAFF)),
     Row("GET", "/live-sessions/{live}", only(200, 404, "learner", *STAFF)),
+    Row("GET", "/live-sessions/{live}/attendance", only(200, 404, *STAFF, learner=403)),
     Row("POST", "/live-sessions/{live}/cancel", only(200, 404, *STAFF, learner=403)),
     # workspaces (ws: in the community room, the learner a member of the room with an explicit grant)
     Row("GET", "/workspaces/templates", everyone(200)),
@@ -462,6 +486,7 @@ _TEMPLATE_NAMES = {
     "template": "template_id",
     "live": "session_id",
     "session": "session_id",
+    "application": "application_id",
 }
 
 

@@ -3,8 +3,10 @@ and signing other sessions out from the profile page."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
+import zipfile
 from email import message_from_bytes
 from pathlib import Path
 
@@ -101,3 +103,35 @@ def test_the_profile_changes_the_password_and_signs_other_sessions_out(
     expect(laptop.get_by_role("status").filter(has_text="Your password is changed")).to_be_visible()
     laptop.reload()  # this session stays signed in
     expect(laptop.get_by_role("heading", name="Profile")).to_be_visible()
+
+
+def test_a_user_downloads_their_data_and_deletes_their_account(
+    open_page: OpenPage, web_server: WebServer, screenshots: Path
+) -> None:
+    user = web_server.user("Leaving Lee")
+    page = open_page()
+    log_in(page, user)
+    page.goto("/profile")
+    page.get_by_role("button", name="Export my data").click()
+    download_button = page.get_by_role("button", name="Download your data")
+    expect(download_button).to_be_visible()
+    with page.expect_download() as info:
+        download_button.click()
+    archive = zipfile.ZipFile(info.value.path())
+    (me,) = json.loads(archive.read("users.json"))
+    assert me["email"] == user.email and "password_hash" not in me
+    assert "sessions" in json.loads(archive.read("manifest.json"))["tables"]
+
+    page.get_by_role("button", name="Delete account…").click()
+    page.get_by_role("textbox", name="Password", exact=True).fill("wrong password")
+    page.get_by_role("button", name="Delete my account").click()
+    expect(page.get_by_text("the password is wrong")).to_be_visible()
+    page.get_by_role("textbox", name="Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Also erase my chat messages").check()
+    page.screenshot(path=screenshots / "profile-delete-account.png", full_page=True)
+    page.get_by_role("button", name="Delete my account").click()
+    expect(page.get_by_role("status").filter(has_text="Your account was deleted")).to_be_visible()
+    page.get_by_label("Email").fill(user.email)
+    page.get_by_role("textbox", name="Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_text("wrong email or password")).to_be_visible()

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 
 import { deviceName, passwordProblem } from "../src/lib/account";
+import { applicationProblem, parseLinks } from "../src/lib/teaching";
 
 describe("passwordProblem", () => {
   it("asks for 8 characters, counted as characters, not UTF-16 units", () => {
@@ -23,5 +24,14 @@ describe("deviceName", () => {
     );
     expect(deviceName("")).toBe("Unknown device");
     expect(deviceName("curl/8.0")).toBe("curl/8.0");
+  });
+});
+
+describe("applying to teach", () => {
+  it("reads one link per line and checks them before sending", () => {
+    expect(parseLinks(" https://a.example\n\nhttps://b.example \r\n")).toEqual(["https://a.example", "https://b.example"]);
+    expect(applicationProblem("too short", [])).toMatch(/at least 20/);
+    expect(applicationProblem("I have taught physics for ten years.", ["http://x.example"])).toMatch(/https:\/\//);
+    expect(applicationProblem("I have taught physics for ten years.", ["https://x.example"])).toBeNull();
   });
 });

@@ -5,6 +5,7 @@
  * a reset (from the emailed link) ends every session, so the user signs in again with the new password.
  */
 import type { ApiClient } from "./api";
+import type { Job } from "./media";
 
 export const MIN_PASSWORD = 8;
 
@@ -61,3 +62,16 @@ export function deviceName(userAgent: string): string {
   if (browser && system) return `${browser} on ${system}`;
   return browser ?? system ?? userAgent.slice(0, 40);
 }
+
+/** Start an export of all the caller's data (a job; follow it with `followJob`). */
+export const startExport = (api: ApiClient): Promise<Job> => api.request<Job>("POST", "/me/exports");
+
+/** The finished export's zip, from its job's `result.download` (`/api/v1/me/exports/{id}/download`). */
+export function downloadExport(api: ApiClient, job: Job): Promise<Blob> {
+  const path = String(job.result?.download ?? `/api/v1/me/exports/${job.id}/download`).replace(/^\/api\/v1/, "");
+  return api.request<Blob>("GET", path, { blob: true });
+}
+
+/** Delete the account (irreversible); `eraseMessages` also erases the text of the user's chat messages. */
+export const deleteAccount = (api: ApiClient, password: string, eraseMessages: boolean): Promise<void> =>
+  api.request<void>("DELETE", "/me", { body: { password, erase_messages: eraseMessages } });

@@ -43,6 +43,8 @@ export interface RequestOptions {
   /** Send the access token (default); `false` for the sign-in endpoints. */
   auth?: boolean;
   signal?: AbortSignal;
+  /** Answer the body as a Blob (a download) instead of JSON or text. */
+  blob?: boolean;
 }
 
 export interface ApiOptions {
@@ -113,6 +115,7 @@ export class ApiClient {
     }
     if (!res.ok) throw await ApiError.fromResponse(res);
     if (res.status === 204) return undefined as T;
+    if (options.blob) return (await res.blob()) as T;
     const type = res.headers.get("content-type") ?? "";
     return (type.includes("json") ? await res.json() : await res.text()) as T;
   }

@@ -114,8 +114,21 @@ export function describe(n: Notification): string {
       const who = typeof by?.display_name === "string" ? by.display_name : "Someone";
       return `${who} mentioned you: “${text("excerpt")}”`;
     }
+    case "live_session_scheduled":
+      return `Live session scheduled: ${text("title")}, ${new Date(text("starts_at")).toLocaleString()}.`;
+    case "live_session_starting":
+      return `Live session starting soon: ${text("title")}.`;
+    case "live_session_cancelled":
+      return `Live session cancelled: ${text("title")}.`;
     case "room_role_changed":
       return `Your role in the room ${text("room_name") || "a room"} is now ${text("role")}.`;
+    case "teacher_application":
+      return `${text("display_name") || "Someone"} applied to teach.`;
+    case "teacher_application_decided": {
+      const note = text("note");
+      const verdict = text("state") === "approved" ? "approved: you can now teach" : "turned down";
+      return `Your application to teach was ${verdict}.` + (note ? ` “${note}”` : "");
+    }
     default:
       return n.kind.replace(/_/g, " ").replace(/^./, (c) => c.toUpperCase()) + ".";
   }

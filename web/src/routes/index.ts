@@ -42,6 +42,8 @@ export const routes: readonly RouteDef[] = [
   },
   { path: "/rooms", title: "Rooms", load: () => import("./rooms/RoomsPage.svelte") },
   { path: "/rooms/:id", title: "Room", load: () => import("./rooms/RoomPage.svelte") },
+  // The live room of a scheduled session (docs/web.md, "The live room"): lobby, go live, watch, raise hand.
+  { path: "/live/:id", title: "Live session", load: () => import("./live/LivePage.svelte") },
   { path: "/workspaces", title: "Workspaces", load: () => import("./workspaces/WorkspacesPage.svelte") },
   // The workspace: files, the collaborative editor (CodeMirror loaded on demand), runs (docs/web.md).
   { path: "/workspaces/:id", title: "Workspace", load: () => import("./workspaces/WorkspacePage.svelte") },
@@ -59,6 +61,7 @@ export const routes: readonly RouteDef[] = [
   // Administration (platform admins): roles and the audit log.
   { path: "/admin", title: "Administration", load: () => import("./admin/RolesPage.svelte") },
   { path: "/admin/audit", title: "Audit log", load: () => import("./admin/AuditPage.svelte") },
+  { path: "/admin/teachers", title: "Applications to teach", load: () => import("./admin/TeachersPage.svelte") },
 ];
 
 export const notFound: RouteDef = {

@@ -1,0 +1,200 @@
+"""The live room in a real browser: Chromium with its fake camera and microphone
+(``--use-fake-device-for-media-stream``) and permission prompts answered yes (``--use-fake-ui-for-media-stream``),
+against the real server and its forwarding SFU on 127.0.0.1.
+
+A host schedules a session from a live room's page and opens its live room; two viewers (separate users,
+separate browser contexts) wait in the lobby with its countdown; the host presses "Go live" and both viewers'
+``<video>`` elements show moving video (``videoWidth > 0`` and ``getVideoPlaybackQuality().totalVideoFrames``
+growing) with the host's microphone in the same stream; a viewer raises a hand and the host sees it with
+"Invite … to speak"; the host shares the screen (a second moving video in every viewer's page); the host
+invites the raised hand, and the speaker's camera reaches the host and the other viewer, until the host stops
+them; a viewer past the node's viewer limit is refused with the server's message; the host's "Stop" ends the
+session in every page and the attendance lists the four who joined.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, BrowserType, Page, expect
+
+from tests.browser.conftest import DESKTOP, User, WebServer, log_in, rest
+
+FAKE_MEDIA_ARGS = [
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    # getDisplayMedia without a picker: the whole (virtual) screen.
+    "--auto-select-desktop-capture-source=Entire screen",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+FRAMES = """(label) => {
+  const v = document.querySelector(`video[aria-label="${label}"]`);
+  if (!v) return null;
+  const s = v.srcObject;
+  return {
+    width: v.videoWidth,
+    frames: v.getVideoPlaybackQuality().totalVideoFrames,
+    paused: v.paused,
+    audio: s ? s.getAudioTracks().filter((t) => t.readyState === "live").length : 0,
+  };
+}"""
+
+
+@pytest.fixture(scope="module")
+def media_browser(browser_type: BrowserType, browser_type_launch_args: dict[str, Any]) -> Iterator[Browser]:
+    """Chromium launched with the fake media devices (the session's shared browser has none)."""
+    args = [*browser_type_launch_args.get("args", []), *FAKE_MEDIA_ARGS]
+    browser = browser_type.launch(**{**browser_type_launch_args, "args": args})
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def live_server(start_server: Callable[..., WebServer]) -> WebServer:
+    # Three subscribers on this node at most (two viewers, and the host once someone else speaks): the fourth
+    # is refused (the limit's clear error, in the page).
+    return start_server(live_max_viewers_per_node=3)
+
+
+@pytest.fixture
+def media_page(media_browser: Browser, live_server: WebServer) -> Iterator[Callable[[User], Page]]:
+    contexts: list[BrowserContext] = []
+
+    def open_(user: User) -> Page:
+        context = media_browser.new_context(base_url=live_server.url, viewport=DESKTOP)
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        log_in(page, user)
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+
+
+def wait_for(check: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
+    until = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < until, f"not reached within {seconds:g} s: {what}"
+        time.sleep(0.1)
+
+
+def moving(page: Page, label: str) -> dict[str, Any]:
+    """Waits until the labelled video has a picture and its decoded frame count grows; returns the last sample."""
+    wait_for(lambda: (s := page.evaluate(FRAMES, label)) is not None and s["width"] > 0 and s["frames"] > 0,
+             f"{label} shows a picture")  # fmt: skip
+    first = page.evaluate(FRAMES, label)
+    wait_for(lambda: page.evaluate(FRAMES, label)["frames"] >= first["frames"] + 15, f"{label} keeps moving")
+    last: dict[str, Any] = page.evaluate(FRAMES, label)
+    assert last["width"] > 0 and not last["paused"], last
+    return last
+
+
+def test_the_host_goes_live_and_two_viewers_watch_moving_video(
+    media_page: Callable[[User], Page], live_server: WebServer, screenshots: Path
+) -> None:
+    tag = uuid.uuid4().hex[:4]
+    host_user = live_server.user(f"Lena Host {tag}")
+    viewer_users = [live_server.user(f"{n} {tag}") for n in ("Mo Viewer", "Noor Viewer", "Oda Late")]
+    token = host_user.token()
+    status, room = rest(live_server.url, "POST", "/rooms",
+                        {"name": f"Lecture hall {tag}", "kind": "live", "visibility": "private"}, token)  # fmt: skip
+    assert status == 201, room
+    for v in viewer_users:
+        status, body = rest(live_server.url, "POST", f"/rooms/{room['id']}/invite", {"user_id": v.id}, token)
+        assert status == 201, body
+
+    # The host schedules from the room's page and opens the session's live room from its link.
+    host = media_page(host_user)
+    host.goto(f"/rooms/{room['id']}")
+    sessions = host.get_by_role("region", name="Live sessions")
+    sessions.get_by_label("Session title").fill(f"Signals {tag}")
+    sessions.get_by_role("button", name="Schedule", exact=True).click()
+    sessions.get_by_role("link", name=f"Signals {tag}").click()
+    expect(host.get_by_role("heading", name=f"Signals {tag}")).to_be_visible()
+    expect(host.get_by_role("timer", name="Time until the session starts")).to_contain_text("Starts in")
+
+    viewers: list[Page] = []
+    for v in viewer_users[:2]:
+        page = media_page(v)
+        page.goto(f"/rooms/{room['id']}")
+        page.get_by_role("region", name="Live sessions").get_by_role("link", name=f"Signals {tag}").click()
+        expect(page.get_by_role("timer", name="Time until the session starts")).to_contain_text("Starts in")
+        expect(page.get_by_role("button", name="Go live", exact=True)).to_have_count(0)  # viewers cannot
+        viewers.append(page)
+    viewers[0].screenshot(path=str(screenshots / "live-lobby-viewer.png"))
+
+    host.get_by_role("button", name="Go live", exact=True).click()
+    expect(host.get_by_role("button", name="Stop", exact=True)).to_be_visible()
+    moving(host, "You (camera preview)")
+    camera = f"{host_user.display_name}'s camera"
+    for page in viewers:
+        sample = moving(page, camera)
+        assert sample["audio"] == 1, sample  # the host's microphone plays with the camera
+    viewers[1].screenshot(path=str(screenshots / "live-viewer.png"))
+
+    # A raised hand reaches the host, who may invite it to speak.
+    viewers[0].get_by_role("button", name="Raise hand", exact=True).click()
+    expect(viewers[0].get_by_role("button", name="Raise hand", exact=True)).to_have_attribute("aria-pressed", "true")
+    hands = host.get_by_role("complementary", name="Raised hands")
+    expect(hands.get_by_role("button", name=f"Invite {viewer_users[0].display_name} to speak")).to_be_visible()
+
+    # The screen goes out as a second video; the camera carries on.
+    host.get_by_role("button", name="Share screen", exact=True).click()
+    expect(host.get_by_role("button", name="Stop sharing", exact=True)).to_be_visible()
+    screen = f"{host_user.display_name}'s screen"
+    for page in viewers:
+        moving(page, screen)
+        moving(page, camera)
+    host.screenshot(path=str(screenshots / "live-host.png"))
+    viewers[0].screenshot(path=str(screenshots / "live-viewer-screen.png"))
+
+    # The host invites the raised hand; the speaker's camera reaches the host (who subscribes now) and the
+    # other viewer.
+    hands.get_by_role("button", name=f"Invite {viewer_users[0].display_name} to speak").click()
+    viewers[0].get_by_role("button", name="Start speaking", exact=True).click()
+    expect(viewers[0].get_by_role("button", name="Stop speaking", exact=True)).to_be_visible()
+    speaker = f"{viewer_users[0].display_name}'s camera"
+    moving(host, speaker)
+    moving(viewers[1], speaker)
+    moving(viewers[0], screen)  # the speaker still sees the host
+    viewers[1].screenshot(path=str(screenshots / "live-viewer-speaker.png"))
+
+    # The host stops the speaker: their camera leaves the other viewer's page, their own devices go off.
+    host.get_by_role("button", name=f"Stop {viewer_users[0].display_name}", exact=True).click()
+    expect(viewers[1].locator(f'video[aria-label="{speaker}"]')).to_have_count(0)
+    expect(viewers[0].get_by_role("button", name="Stop speaking", exact=True)).to_have_count(0)
+    expect(viewers[0].locator('video[aria-label="You (camera preview)"]')).to_have_count(0)
+    moving(viewers[1], camera)  # the host carries on
+
+    # A third viewer is past this node's viewer limit: refused with the server's words, not a broken page.
+    late = media_page(viewer_users[2])
+    late.goto(f"/rooms/{room['id']}")
+    late.get_by_role("region", name="Live sessions").get_by_role("link", name=f"Signals {tag}").click()
+    expect(late.get_by_role("alert")).to_contain_text("as many viewers as it can")
+    expect(late.get_by_role("button", name="Try again", exact=True)).to_be_visible()
+    late.screenshot(path=str(screenshots / "live-viewer-refused.png"))
+
+    # At phone width the viewer's page stacks (no sideways scrolling) and the video still plays.
+    viewers[1].set_viewport_size({"width": 360, "height": 740})
+    moving(viewers[1], screen)
+    assert viewers[1].evaluate("() => document.documentElement.scrollWidth") <= 360
+    viewers[1].screenshot(path=str(screenshots / "live-viewer-phone.png"), full_page=True)
+
+    # Stop: the session ends for everyone; the host's attendance lists who joined.
+    host.get_by_role("button", name="Stop", exact=True).click()
+    for page in [host, *viewers]:
+        expect(page.get_by_role("status").filter(has_text="The live session has ended.")).to_be_visible()
+        expect(page.locator("video")).to_have_count(0)
+    host.get_by_text("Attendance", exact=True).click()
+    table = host.get_by_role("table")
+    for u in [host_user, *viewer_users]:
+        expect(table).to_contain_text(u.display_name)
+    host.screenshot(path=str(screenshots / "live-host-ended.png"))

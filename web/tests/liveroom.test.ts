@@ -1,0 +1,136 @@
+import { get, writable } from "svelte/store";
+import { describe, expect, it } from "vitest";
+
+import { ApiError } from "../src/lib/errors";
+import type { Ack, ConnectionState } from "../src/lib/live";
+import { LiveRoom, lobbyCountdown, publishedKey, type LiveState, type MediaHost, type Signalling } from "../src/lib/liveroom";
+
+const SESSION = "11111111-1111-4111-8111-111111111111";
+const ME = { id: "me", display_name: "Me" };
+const HOST = { id: "host", display_name: "Hana" };
+
+function state(over: Partial<LiveState> = {}): LiveState {
+  return { session_id: SESSION, status: "scheduled", publishers: [], hands: [], speakers: [], viewers: 0, ...over };
+}
+
+/** The Socket.IO connection as the live room uses it: answers per event, pushes server events. */
+class FakeSignalling implements Signalling {
+  readonly state = writable<ConnectionState>("connected");
+  sent: [string, unknown][] = [];
+  handlers = new Map<string, ((data: never) => void)[]>();
+  constructor(private readonly answer: (event: string, data: unknown) => Ack) {}
+
+  async emit<T extends Ack = Ack>(event: string, data: unknown): Promise<T> {
+    this.sent.push([event, data]);
+    const ack = this.answer(event, data);
+    if (!ack.ok) throw new ApiError(0, ack.error?.code ?? "internal", ack.error?.message ?? "");
+    return ack as T;
+  }
+  on<T>(event: string, handler: (data: T) => void): () => void {
+    this.handlers.set(event, [...(this.handlers.get(event) ?? []), handler as (data: never) => void]);
+    return () => {};
+  }
+  onConnect(): () => void {
+    return () => {};
+  }
+  push(event: string, data: unknown): void {
+    for (const h of this.handlers.get(event) ?? []) (h as (d: unknown) => void)(data);
+  }
+}
+
+const noMedia: MediaHost = {
+  getUserMedia: () => Promise.reject(new DOMException("denied", "NotAllowedError")),
+  getDisplayMedia: () => Promise.reject(new DOMException("denied", "NotAllowedError")),
+  peer: () => {
+    throw new Error("no peers in this test");
+  },
+};
+
+const session = { id: SESSION, room_id: "r", title: "Signals", starts_at: "2030-01-01T10:00:00Z", host: HOST, status: "scheduled" };
+const joined = (over: Partial<LiveState> = {}): Ack => ({ ok: true, session, state: state(over), may_run: false, ice_servers: [] });
+
+async function settle(): Promise<void> {
+  await new Promise((r) => setTimeout(r, 0));
+}
+
+describe("lobbyCountdown", () => {
+  const start = Date.parse("2030-01-01T10:00:00Z");
+  it("counts down minutes and seconds, hours, days", () => {
+    expect(lobbyCountdown("2030-01-01T10:00:00Z", start - 245_000)).toBe("Starts in 4 min 05 s");
+    expect(lobbyCountdown("2030-01-01T10:00:00Z", start - 2 * 3600_000 - 60_000)).toBe("Starts in 2 h 01 min 00 s");
+    expect(lobbyCountdown("2030-01-01T10:00:00Z", start - 3 * 86400_000)).toBe("Starts in 3 d 0 h 00 min");
+  });
+  it("says it waits for the host once the time has come", () => {
+    expect(lobbyCountdown("2030-01-01T10:00:00Z", start + 5000)).toMatch(/waiting for the host/);
+  });
+});
+
+describe("publishedKey", () => {
+  it("changes when what is published changes, not for hands or viewers", () => {
+    const live = state({ status: "live", publishers: [{ user: HOST, tracks: [{ kind: "video", source: "camera", muted: false }] }] });
+    expect(publishedKey(state())).toBe("");
+    const key = publishedKey(live);
+    expect(publishedKey({ ...live, hands: [ME], viewers: 9 })).toBe(key);
+    const sharing = { ...live, publishers: [{ user: HOST, tracks: [...live.publishers[0]!.tracks, { kind: "video" as const, source: "screen" as const, muted: false }] }] };
+    expect(publishedKey(sharing)).not.toBe(key);
+  });
+});
+
+describe("LiveRoom", () => {
+  it("joins, follows live:state, raises a hand and hears the invitation", async () => {
+    const socket = new FakeSignalling((event, data) => {
+      if (event === "live:join") return joined();
+      if (event === "live:hand") return { ok: true, state: state({ hands: (data as { raised: boolean }).raised ? [ME] : [] }) };
+      return { ok: true };
+    });
+    const room = new LiveRoom(socket, SESSION, ME, noMedia);
+    room.start();
+    await settle();
+    expect(get(room.phase)).toBe("joined");
+    expect(get(room.session)?.title).toBe("Signals");
+    expect(get(room.mayRun)).toBe(false);
+    await room.raiseHand(true);
+    expect(socket.sent.at(-1)).toEqual(["live:hand", { session_id: SESSION, raised: true }]);
+    expect(get(room.state)?.hands).toEqual([ME]);
+    socket.push("live:invited", { session_id: SESSION, by: HOST });
+    expect(get(room.invited)).toBe(true);
+    expect(get(room.notice)).toMatch(/Hana invited you to speak/);
+    socket.push("live:state", state({ session_id: "another", status: "ended" }));
+    expect(get(room.phase)).toBe("joined"); // another session's state is not ours
+    socket.push("live:state", state({ status: "ended" }));
+    expect(get(room.phase)).toBe("ended");
+    room.stop();
+  });
+
+  it("shows a refusal in words, and an ended session as ended", async () => {
+    const refused = new FakeSignalling(() => ({ ok: false, error: { code: "not_found", message: "live session not found" } }));
+    const room = new LiveRoom(refused, SESSION, ME, noMedia);
+    room.start();
+    await settle();
+    expect(get(room.phase)).toBe("failed");
+    expect(get(room.error)).toBe("The live session cannot be joined: live session not found");
+
+    const over = new FakeSignalling(() => ({ ok: false, error: { code: "conflict", message: "the live session is over" } }));
+    const ended = new LiveRoom(over, SESSION, ME, noMedia);
+    ended.start();
+    await settle();
+    expect(get(ended.phase)).toBe("ended");
+  });
+
+  it("tells the host when the browser refuses the camera, and publishes nothing", async () => {
+    const socket = new FakeSignalling((event) => {
+      if (event === "live:join") return { ...joined(), may_run: true };
+      if (event === "live:start") return { ok: true, state: state({ status: "live" }) };
+      return { ok: true };
+    });
+    const room = new LiveRoom(socket, SESSION, HOST, noMedia);
+    room.start();
+    await settle();
+    await room.goLive();
+    expect(get(room.error)).toBe("Going live failed: the browser was not allowed to use the camera, microphone or screen.");
+    expect(socket.sent.map(([e]) => e)).toEqual(["live:join", "live:start"]);
+    expect(get(room.local)).toBeNull();
+    room.stop();
+    expect(socket.sent.at(-1)).toEqual(["live:leave", { session_id: SESSION }]);
+  });
+});
