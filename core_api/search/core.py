@@ -107,10 +107,11 @@ def segments(marked: str) -> list[Segment]:
     return out
 
 
-# Reading one message room by room costs about four times what finding one in the GIN index costs (measured
-# over a million messages, bench/search.py): a few µs against about half a µs.
-BY_ROOM_COST = 4.0
-BY_ROOM_ALWAYS = 2_000
+# Reading the member rooms' messages costs about as much per message (an index-only scan of their vectors,
+# about 0.2-0.4 µs each) as the GIN index costs per match (0.2-0.5 µs, every match in every room), measured
+# over a million messages (bench/search.py).
+BY_ROOM_COST = 1.0
+BY_ROOM_ALWAYS = 5_000
 
 
 def read_messages_by_room(visible: int, estimated: float | None) -> bool:

@@ -44,22 +44,25 @@ _AFTER = "($6::real IS NULL OR (r.rank, {id}) < ($6::real, $7::uuid))"
 
 
 def _messages(match: str) -> str:
+    # The best hits are chosen from the id, room and vector alone (all in chat_messages_room_search, so reading
+    # room by room need not visit the table); the rest of the message is read for those only.
     return f"""{_QUERY},
         hits AS (
-            SELECT m.id, m.room_id, m.seq, m.author_id, m.created_at, m.body, r.rank
+            SELECT m.id, r.rank
             FROM chat_messages m CROSS JOIN LATERAL (SELECT ts_rank_cd(m.search, {_TSQUERY}) AS rank) r
             WHERE m.room_id = ANY($8::uuid[]) AND m.deleted_at IS NULL AND {match}
               AND {_AFTER.format(id="m.id")}
             ORDER BY r.rank DESC, m.id DESC LIMIT $5)
-        SELECT h.id, h.room_id, ro.name AS room_name, h.seq, h.author_id, u.display_name AS author_name,
-               h.created_at, h.rank,
-               ts_headline('english', translate(h.body, {_CLEAN}, ''), q.q, {_SHORT}) AS snippet
-        FROM hits h JOIN rooms ro ON ro.id = h.room_id JOIN users u ON u.id = h.author_id CROSS JOIN q
+        SELECT h.id, m.room_id, ro.name AS room_name, m.seq, m.author_id, u.display_name AS author_name,
+               m.created_at, h.rank,
+               ts_headline('english', translate(m.body, {_CLEAN}, ''), q.q, {_SHORT}) AS snippet
+        FROM hits h JOIN chat_messages m ON m.id = h.id JOIN rooms ro ON ro.id = m.room_id
+             JOIN users u ON u.id = m.author_id CROSS JOIN q
         ORDER BY h.rank DESC, h.id DESC"""
 
 
 # Messages, read room by room: the same query, but the match written as the function behind ``@@``, which no
-# index serves, so Postgres reads the member rooms' messages (their room_id index) and tests each one.
+# GIN index serves, so Postgres reads the member rooms' vectors (chat_messages_room_search) and tests each one.
 MESSAGES_BY_ROOM = _messages(f"ts_match_vq(m.search, {_TSQUERY})")
 
 
