@@ -31,6 +31,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Group wars (contests and coins)", ("contest_",)),
     ("Courses and progress", ("course_", "progress_", "lecture_", "certificate_")),
     ("Quizzes and the gradebook", ("quiz_",)),
+    ("Search", ("search_",)),
 )
 
 # Defaults that depend on the machine: shown as what they mean, not as this machine's value.

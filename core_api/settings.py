@@ -750,6 +750,35 @@ class Settings(BaseSettings):
         "are still taken, for the network's delay; later ones are refused (409).",
     )
 
+    # --- search (core_api/search/; see docs/api.md "Search") ---
+    search_max_query_chars: int = Field(
+        200, ge=10, le=1000, description="Longest search query (characters); a longer one is refused (400)."
+    )
+    search_max_words: int = Field(
+        8, ge=1, le=32, description="Most words in one search query; a query with more is refused (400)."
+    )
+    search_min_prefix_chars: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description='Words at least this long also match as the start of a longer word ("algo" finds '
+        '"algorithms"); shorter ones match whole words only, so a one-letter query cannot match half the index.',
+    )
+    search_max_limit: int = Field(
+        50, ge=1, le=200, description="Most results of each kind in one answer (the `limit` query parameter)."
+    )
+    search_rate_count: int = Field(
+        30, ge=1, le=100_000, description="Searches one user may make per STUDYHALL_SEARCH_RATE_WINDOW_S; then 429."
+    )
+    search_rate_window_s: float = Field(10.0, gt=0, le=86400, description="Window of the per-user search rate limit.")
+    search_timeout_ms: int = Field(
+        2000,
+        ge=50,
+        le=60_000,
+        description="Longest a search may run in Postgres (statement timeout); past it the search answers 503 "
+        "(`unavailable`) and the caller is told to narrow the query.",
+    )
+
     # --- live sessions (live/; see docs/live.md) ---
     live_schedule_room_role: Literal["host", "moderator"] = Field(
         "moderator",

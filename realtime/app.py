@@ -54,6 +54,8 @@ from core_api.learners import handlers as learners_handlers
 from core_api.mail import MAILER, Mailer
 from core_api.privacy import erase as privacy_erase
 from core_api.privacy import export as privacy_export
+from core_api.search import handlers as search_handlers
+from core_api.search.service import run_search
 from core_api.settings import Settings
 from core_api.teaching import applications as teacher_applications
 from leaderboards import cycle as contest_cycle
@@ -111,6 +113,7 @@ API = Api.combine(
     progress.api,
     assignments.api,
     grading_handlers.api,  # quizzes and the gradebook (core_api/grading/)
+    search_handlers.api,  # search over courses, lectures, chat and users (core_api/search/)
     communities.api,
     notifications.api,
     room_handlers.api,
@@ -506,6 +509,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app.cleanup_ctx.append(functools.partial(run_sandbox, settings))
     app.cleanup_ctx.append(run_grading)  # quizzes judge code answers with the sandbox's runner
     app.cleanup_ctx.append(deadline_reminders)  # core_api/announcements/reminders.py, once-only across nodes
+    app.cleanup_ctx.append(run_search)
     # Group wars after the sandbox (they judge with it), so they stop judging before it closes.
     app.cleanup_ctx.append(functools.partial(run_contests, settings, observe_push=app[METRICS].push_added.observe))
     app.cleanup_ctx.append(functools.partial(run_live, settings))  # live sessions: schedule reminders, the SFU

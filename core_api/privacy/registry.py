@@ -112,5 +112,6 @@ NOT_PERSONAL: dict[tuple[str, str], str] = {
     ("schema_migrations", "name"): "a migration's name",
 }
 
-# Never exported: secrets (hashes of passwords and tokens) and binary editor state.
-SECRET_COLUMNS = frozenset({"password_hash", "token_hash"})
+# Never exported: secrets (hashes of passwords and tokens), and the search index's columns (derived from the
+# exported text; core_api/search/).
+SECRET_COLUMNS = frozenset({"password_hash", "token_hash", "search"})

@@ -56,6 +56,8 @@ export const routes: readonly RouteDef[] = [
   // Communities: join, members and their roles (docs/web.md, "The community screens").
   { path: "/communities", title: "Communities", load: () => import("./communities/CommunitiesPage.svelte") },
   { path: "/communities/:id", title: "Community", load: () => import("./communities/CommunityPage.svelte") },
+  // Search (docs/web.md, "Search"): results grouped by kind, the query in the address.
+  { path: "/search", title: "Search", load: () => import("./search/SearchPage.svelte") },
   // Administration (platform admins): roles and the audit log.
   { path: "/admin", title: "Administration", load: () => import("./admin/RolesPage.svelte") },
   { path: "/admin/audit", title: "Audit log", load: () => import("./admin/AuditPage.svelte") },
