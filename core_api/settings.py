@@ -177,6 +177,9 @@ class Settings(BaseSettings):
         max_length=10,
         description="How long before a deadline learners are reminded, in seconds (JSON list; 24 h and 1 h).",
     )
+    grade_sheet_max_rows: int = Field(
+        100_000, ge=1, le=10_000_000, description="Most rows a bulk grade sheet may have (its job fails past it)."
+    )
     smtp_url: SecretStr | None = Field(
         None,
         description="Mail server for outgoing email (password resets): `smtp://user:password@host:587` (STARTTLS "

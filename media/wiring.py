@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from core_api.context import CORE
+from core_api.grading import bulk as grade_sheet
 from core_api.privacy import export as data_export
 from core_api.settings import Settings
 from media import video
@@ -44,7 +45,11 @@ async def run_media(settings: Settings, app: web.Application) -> AsyncIterator[N
     storage = open_storage(settings)
     uploads = Uploads(app[CORE], storage)
     app[UPLOADS] = uploads
-    kinds: dict[str, Work] = {video.KIND: video.transcode_lecture, data_export.KIND: data_export.build_export}
+    kinds: dict[str, Work] = {
+        video.KIND: video.transcode_lecture,
+        data_export.KIND: data_export.build_export,
+        grade_sheet.KIND: grade_sheet.run_sheet,
+    }
     runner = JobRunner(app[CORE], storage, kinds)
     app[JOBS] = runner
     sweeper = asyncio.create_task(_sweep(uploads, settings.media_sweep_s))

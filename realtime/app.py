@@ -46,6 +46,7 @@ from core_api.context import CORE, Bus, Core
 from core_api.db import create_pool, migrate
 from core_api.errors import AppError, ErrorCode
 from core_api.events import Events
+from core_api.grading import bulk as grading_bulk
 from core_api.grading import handlers as grading_handlers
 from core_api.grading.service import run_grading
 from core_api.heap import HEAP
@@ -113,6 +114,7 @@ API = Api.combine(
     progress.api,
     assignments.api,
     grading_handlers.api,  # quizzes and the gradebook (core_api/grading/)
+    grading_bulk.api,  # grade sheets applied by a job
     search_handlers.api,  # search over courses, lectures, chat and users (core_api/search/)
     communities.api,
     notifications.api,

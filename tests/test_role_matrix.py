@@ -271,6 +271,15 @@ ROWS: list[Row] = [
     Row("PUT", "/me/avatar", everyone(400), {"not": "a picture"}),
     Row("DELETE", "/me/avatar", everyone(200)),
     Row("GET", "/users/{learner}/profile", everyone(200)),
+    Row(
+        "POST",
+        "/courses/{course}/grade-uploads",
+        everyone(404, owner=202),
+        lambda ids: {"upload_id": ids["upload"], "mode": "valid_rows"},
+    ),  # the owner's upload: theirs alone
+    Row("GET", "/courses/{course}/grade-uploads/{job}/results", only(404, 403, *STAFF, stranger=403, learner=403)),
+    # search (core_api/search/): anyone signed in, each seeing only what they may
+    Row("GET", "/search", everyone(400)),  # no q: refused alike (what each finds: tests/test_search_visibility.py)
     Row("GET", "/me/notification-preferences", everyone(200)),
     Row("PUT", "/me/notification-preferences", everyone(200), {"kinds": {"new_lecture": {"email": True}}}),
     Row(
