@@ -71,6 +71,7 @@ from realtime.rights import RightsWatch
 from realtime.sockets import SOCKETS, SocketServer
 from realtime.webapp import mount as mount_webapp
 from rooms import chat as room_chat
+from rooms import dm_handlers as room_dms
 from rooms import handlers as room_handlers
 from rooms import live as room_live
 from rooms.chat_order import ChatPositions
@@ -98,6 +99,7 @@ API = Api.combine(
     notifications.api,
     room_handlers.api,
     room_chat.api,
+    room_dms.api,  # direct messages: conversations are rooms of kind dm (rooms/dms.py)
     executions.api,
     collab_handlers.api,
     contest_handlers.api,  # group wars (leaderboards/): contests, the weekly cycle, coins

@@ -8,6 +8,7 @@
 | ``chat:delete`` | ``{room_id, message_id}`` | ``message`` (the tombstone) |
 | ``chat:react`` | ``{room_id, message_id, emoji, on}`` | ``reactions``, ``rev`` |
 | ``chat:typing`` | ``{room_id, typing}`` | |
+| ``chat:read`` | ``{room_id, seq}`` | ``last_read_seq``, ``unread`` |
 | ``chat:mute`` | ``{room_id, user_id, seconds}`` | ``muted_until`` |
 | ``chat:kick`` | ``{room_id, user_id}`` | |
 | ``chat:ban`` | ``{room_id, user_id, on}`` | |
@@ -41,6 +42,7 @@ from rooms.chat_schemas import (
     KickIn,
     MuteIn,
     ReactIn,
+    ReadIn,
     SendIn,
     SlowModeIn,
     TypingIn,
@@ -60,6 +62,11 @@ async def send(call: EventCall) -> dict[str, Any]:
 @events.on("chat:history", HistoryIn)
 async def history(call: EventCall) -> dict[str, Any]:
     return await service.history(call, call.payload)
+
+
+@events.on("chat:read", ReadIn)
+async def read(call: EventCall) -> dict[str, Any]:
+    return await service.read(call, call.payload)
 
 
 @events.on("chat:edit", EditIn)

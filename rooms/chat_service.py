@@ -31,7 +31,8 @@ from core_api.settings import Settings
 from rooms import chat_core as rules
 from rooms import chat_store as store
 from rooms.access import ROOM_RANK, require_member, require_open, require_room_role, socket_room
-from rooms.chat_schemas import DeleteIn, EditIn, HistoryIn, ReactIn, SendIn, TypingIn
+from rooms.chat_schemas import DeleteIn, EditIn, HistoryIn, ReactIn, ReadIn, SendIn, TypingIn
+from rooms.dms import blocked_error, is_block_mute
 
 MAX_EMOJI_PER_MESSAGE = 32
 MEMBER_CACHE_S = 30.0
@@ -117,6 +118,8 @@ async def send(call: EventCall, data: SendIn) -> dict[str, Any]:
 
 
 def _muted(until: datetime | None, now: datetime) -> AppError | None:
+    if is_block_mute(until):
+        return blocked_error()
     left = rules.muted_for(until, now)
     if left is None or until is None:
         return None
@@ -169,6 +172,25 @@ async def history(call: EventCall, data: HistoryIn) -> dict[str, Any]:
         await require_member(conn, call.user, data.room_id)
         rows, more = await store.history(conn, data.room_id, data.before_seq, data.after_seq, data.limit)
         return {"messages": await views(conn, rows), "has_more": more}
+
+
+# --- read markers --------------------------------------------------------------------------------
+
+
+async def read(call: EventCall, data: ReadIn) -> dict[str, Any]:
+    """Move the caller's read marker of a room forward to ``data.seq``; the marker and the unread count.
+
+    The caller's other connections hear ``chat:read {room_id, last_read_seq, unread}``, so every tab
+    shows the same count.
+    """
+    async with call.core.pool.acquire() as conn:
+        row = await store.mark_read(conn, data.room_id, call.user.id, data.seq)
+        if row is None:
+            await require_member(conn, call.user, data.room_id)
+            raise not_found("room")  # deleted while we looked
+    out = {"room_id": str(data.room_id), "last_read_seq": row["last_read_seq"], "unread": row["unread"]}
+    await call.transport.emit("chat:read", out, to=f"user:{call.user.id}", skip_sid=call.sid)
+    return {"last_read_seq": row["last_read_seq"], "unread": row["unread"]}
 
 
 # --- edit, delete, react -------------------------------------------------------------------------

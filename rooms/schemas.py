@@ -15,7 +15,9 @@ from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_
 from core_api.context import PageQuery
 from core_api.http import Input
 
-RoomKind = Literal["study", "watch", "ide", "contest", "live"]
+OpenRoomKind = Literal["study", "watch", "ide", "contest", "live"]
+"""The kinds ``POST /rooms`` opens; a direct-message conversation (``dm``) is opened with ``POST /dms``."""
+RoomKind = Literal["study", "watch", "ide", "contest", "live", "dm"]
 RoomVisibility = Literal["public", "community", "private"]
 RoomRole = Literal["host", "moderator", "member"]
 PresenceState = Literal["joined", "left"]
@@ -36,7 +38,7 @@ RoomName = Annotated[
 
 class RoomIn(Input):
     name: RoomName
-    kind: RoomKind = Field(description="What the room is for: `study`, `watch`, `ide`, `contest` or `live`.")
+    kind: OpenRoomKind = Field(description="What the room is for: `study`, `watch`, `ide`, `contest` or `live`.")
     visibility: RoomVisibility = Field(
         description="`public`: every signed-in user; `community`: the community's members (needs "
         "`community_id`); `private`: invited members only."

@@ -32,6 +32,7 @@ SERVER_EVENTS = (
     "room:renamed",
     "me:changed",
     "notification:new",
+    "chat:read",
 )
 WAIT_S = 10
 

@@ -152,6 +152,8 @@ async def build_world(api: ApiClient) -> World:
         "SELECT id FROM sessions WHERE user_id = $1::uuid ORDER BY created_at DESC LIMIT 1", learner.id
     )
     assert signed_in["access_token"] and session is not None
+    # A direct-message conversation of the learner and the owner (a room of kind dm).
+    dm = await ok("POST", "/dms", learner, json={"user_ids": [owner.id]})
     return World(
         actors=actors,
         ids={
@@ -184,6 +186,7 @@ async def build_world(api: ApiClient) -> World:
             "prized": prized["id"],
             "template": template["id"],
             "live": live["id"],
+            "dm": dm["id"],
         },
     )
 
@@ -418,6 +421,14 @@ ROWS: list[Row] = [
         only(200, 403, *STAFF),
         {"accept": False},
     ),
+    # direct messages (dm: the learner's conversation with the owner; admins do not see it) and blocks
+    Row("POST", "/dms", everyone(200), lambda ids: {"user_ids": [ids["newcomer"]]}),
+    Row("GET", "/dms", everyone(200)),
+    Row("GET", "/dms/unread", everyone(200)),
+    Row("GET", "/dms/{dm}", only(200, 404, "learner", "owner")),
+    Row("GET", "/me/blocks", everyone(200)),
+    Row("PUT", "/me/blocks/{stranger}", everyone(200, stranger=400)),
+    Row("DELETE", "/me/blocks/{stranger}", everyone(404)),
     # coins
     Row("GET", "/me/wallet", everyone(200)),
     Row("PUT", "/courses/{course}/price", only(200, 403, *STAFF), {"coins": 5}),
@@ -461,6 +472,7 @@ _TEMPLATE_NAMES = {
     "prized": "contest_id",
     "template": "template_id",
     "live": "session_id",
+    "dm": "room_id",
     "session": "session_id",
 }
 
