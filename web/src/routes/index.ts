@@ -42,6 +42,8 @@ export const routes: readonly RouteDef[] = [
   },
   { path: "/rooms", title: "Rooms", load: () => import("./rooms/RoomsPage.svelte") },
   { path: "/rooms/:id", title: "Room", load: () => import("./rooms/RoomPage.svelte") },
+  // Direct messages: the conversation list; a conversation opens on the room screen (docs/direct-messages.md).
+  { path: "/messages", title: "Messages", load: () => import("./messages/MessagesPage.svelte") },
   { path: "/workspaces", title: "Workspaces", load: () => import("./workspaces/WorkspacesPage.svelte") },
   // The workspace: files, the collaborative editor (CodeMirror loaded on demand), runs (docs/web.md).
   { path: "/workspaces/:id", title: "Workspace", load: () => import("./workspaces/WorkspacePage.svelte") },
