@@ -114,6 +114,11 @@ export function describe(n: Notification): string {
       const who = typeof by?.display_name === "string" ? by.display_name : "Someone";
       return `${who} mentioned you: “${text("excerpt")}”`;
     }
+    case "dm_started": {
+      const by = p["by"] as { display_name?: unknown } | undefined;
+      const who = typeof by?.display_name === "string" ? by.display_name : "Someone";
+      return `${who} started a conversation with you.`;
+    }
     case "room_role_changed":
       return `Your role in the room ${text("room_name") || "a room"} is now ${text("role")}.`;
     default:
