@@ -41,6 +41,7 @@ from core_api.context import CORE, Bus, Core
 from core_api.db import create_pool, migrate
 from core_api.errors import AppError, ErrorCode
 from core_api.events import Events
+from core_api.forums import handlers as forum_handlers
 from core_api.grading import handlers as grading_handlers
 from core_api.grading.service import run_grading
 from core_api.heap import HEAP
@@ -97,6 +98,7 @@ API = Api.combine(
     grading_handlers.api,  # quizzes and the gradebook (core_api/grading/)
     communities.api,
     notifications.api,
+    forum_handlers.api,  # community and course forums (core_api/forums/)
     room_handlers.api,
     room_chat.api,
     room_dms.api,  # direct messages: conversations are rooms of kind dm (rooms/dms.py)
