@@ -56,6 +56,10 @@ export const routes: readonly RouteDef[] = [
   // Communities: join, members and their roles (docs/web.md, "The community screens").
   { path: "/communities", title: "Communities", load: () => import("./communities/CommunitiesPage.svelte") },
   { path: "/communities/:id", title: "Community", load: () => import("./communities/CommunityPage.svelte") },
+  // Forums (docs/forums.md): a community's or a course's board, and a topic with its threaded replies.
+  { path: "/communities/:id/forum", title: "Forum", load: () => import("./forums/CommunityForumPage.svelte") },
+  { path: "/courses/:id/forum", title: "Forum", load: () => import("./forums/CourseForumPage.svelte") },
+  { path: "/topics/:id", title: "Topic", load: () => import("./forums/TopicPage.svelte") },
   // Administration (platform admins): roles and the audit log.
   { path: "/admin", title: "Administration", load: () => import("./admin/RolesPage.svelte") },
   { path: "/admin/audit", title: "Audit log", load: () => import("./admin/AuditPage.svelte") },
