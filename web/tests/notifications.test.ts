@@ -81,6 +81,9 @@ describe("describe", () => {
     expect(describeNotification(note("d", "dm_started", { by: { display_name: "Bo" }, room_id: "r" }))).toBe(
       "Bo started a conversation with you.",
     );
+    expect(
+      describeNotification(note("e", "forum_reply", { by: { display_name: "Hal" }, title: "Loops", excerpt: "a base case" })),
+    ).toBe("Hal replied to you in “Loops”: “a base case”");
     expect(describeNotification(note("c", "contest_invitation", {}))).toBe("Contest invitation.");
   });
 });
