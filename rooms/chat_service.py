@@ -39,6 +39,7 @@ MEMBER_CACHE_S = 30.0
 """How long a connection's typing indicator trusts an earlier membership check of the room."""
 _TYPING = "chat.typing"
 _MEMBER_OK = "chat.member_ok"
+_DM_PARTICIPANTS = "chat.dm_participants"
 
 
 def user_ref(user: Principal) -> dict[str, str]:
@@ -114,7 +115,29 @@ async def send(call: EventCall, data: SendIn) -> dict[str, Any]:
             return (await views(conn, [row]))[0]
     message = rules.message_view(row)
     await call.transport.emit("chat:message", message, to=socket_room(data.room_id))
+    participants = await _dm_participants(call, data.room_id)
+    if participants:
+        # Direct messages reach their participants wherever they are (the Messages list), not only in the room.
+        event = {"room_id": str(data.room_id), "message": message}
+        await call.transport.emit("dm:message", event, to=[f"user:{p}" for p in participants])
     return message
+
+
+async def _dm_participants(call: EventCall, room_id: uuid.UUID) -> tuple[str, ...]:
+    """The participants of a direct-message room, () for any other room. A conversation's kind and
+    participants never change, so each connection reads them once per room."""
+    known: dict[str, tuple[str, ...]] = call.session.setdefault(_DM_PARTICIPANTS, {})
+    key = str(room_id)
+    if key not in known:
+        if len(known) >= 1000:
+            known.clear()
+        rows = await call.core.pool.fetch(
+            "SELECT m.user_id FROM rooms r JOIN room_members m ON m.room_id = r.id"
+            " WHERE r.id = $1 AND r.kind = 'dm' ORDER BY m.user_id",
+            room_id,
+        )
+        known[key] = tuple(str(r["user_id"]) for r in rows)
+    return known[key]
 
 
 def _muted(until: datetime | None, now: datetime) -> AppError | None:

@@ -33,6 +33,7 @@ SERVER_EVENTS = (
     "me:changed",
     "notification:new",
     "chat:read",
+    "dm:message",
 )
 WAIT_S = 10
 

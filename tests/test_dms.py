@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from core_api.settings import Settings
-from tests.chat_helpers import OpenTab, fetch, fetchval
+from tests.chat_helpers import OpenTab, fetch, fetchval, make_room
 from tests.conftest import Actor, ApiClient, make_settings
 
 MAX_PEOPLE = 4
@@ -55,6 +55,9 @@ async def test_messages_arrive_in_order_with_unread_counts_and_read_markers(api:
     assert sorted(m["seq"] for m in sent) == [1, 2, 3, 4, 5]
     delivered = [(await b.next("chat:message"))["seq"] for _ in range(5)]
     assert delivered == [1, 2, 3, 4, 5]  # live, in seq order
+    # Bob's other tab is not in the room (say, on the Messages list): it hears of each message too.
+    heard = sorted([(await b2.next("dm:message"))["message"]["seq"] for _ in range(5)])
+    assert heard == [1, 2, 3, 4, 5] and await b2.nothing_pending("chat:message")
 
     listed = (await conversations(api, bob))[room_id]
     assert (listed["unread"], listed["last_read_seq"], listed["last_seq"]) == (5, 0, 5)
@@ -112,6 +115,12 @@ async def test_a_third_user_and_an_admin_cannot_read_or_write_a_dm(api: ApiClien
         assert status == 403
     assert await fetchval(api, "SELECT count(*) FROM room_members WHERE room_id = $1", uuid.UUID(room_id)) == 2
     assert await fetchval(api, "SELECT count(*) FROM chat_messages WHERE room_id = $1", uuid.UUID(room_id)) == 1
+    # Messages of other rooms are not announced as direct messages.
+    other = await make_room(api, alice, bob)
+    a2, b3 = await tabs(alice), await tabs(bob)
+    await a2.join(other)
+    await a2.send(other, "in a study room")
+    assert await b3.nothing_pending("dm:message") and await a2.nothing_pending("dm:message")
 
 
 async def test_find_or_create_is_idempotent_under_concurrency(api: ApiClient) -> None:

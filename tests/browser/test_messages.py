@@ -59,6 +59,11 @@ def test_message_a_person_then_read_and_reply_with_unread_counts(
     send(bob_page, f"here {tag}")
     expect(messages(log).last).to_contain_text(f"here {tag}")  # live to Alice, who has it open
     alice_page.screenshot(path=str(screenshots / "messages-conversation-desktop.png"), full_page=True)
+    # Alice's Messages list follows new messages live, without a reload.
+    alice_page.get_by_role("link", name="All messages", exact=True).click()
+    alice_entry = alice_page.get_by_role("list", name="Conversations").get_by_role("listitem")
+    expect(alice_entry).to_contain_text(f"{bob.display_name}: here {tag}")
+    expect(alice_entry).not_to_contain_text("unread")  # she read it in the conversation
     bob_page.get_by_role("link", name="All messages", exact=True).click()
     entry = (
         bob_page.get_by_role("list", name="Conversations")
@@ -67,6 +72,10 @@ def test_message_a_person_then_read_and_reply_with_unread_counts(
     )
     expect(entry).to_contain_text(f"You: here {tag}")
     expect(entry).not_to_contain_text("unread")
+    enter(bob_page, dm_url.split("/rooms/")[1])
+    send(bob_page, f"still here {tag}")
+    expect(alice_entry).to_contain_text("1 unread")
+    expect(alice_entry).to_contain_text(f"{bob.display_name}: still here {tag}")
 
     # Carol, who is not in it, cannot open it, and has no conversations.
     carol_page.goto(dm_url)
