@@ -18,8 +18,9 @@ Server→client, to ``room:<id>``: ``chat:message`` (a message), ``chat:updated 
 ``chat:reactions {room_id, message_id, reactions, rev}``, ``chat:typing {room_id, user, typing}`` (not to
 the typist), ``chat:moderation {room_id, action, user_id, by, ...}``; to ``user:<id>``:
 ``room:kicked {room_id, reason}``, ``chat:read {room_id, last_read_seq, unread}`` (the reader's other
-connections) and, for direct-message rooms, ``dm:message {room_id, message}`` to every participant. A message is ``{id, room_id, seq, author: {id, display_name}, body,
-created_at, edited_at, deleted, reactions: {emoji: count}, rev}``; a deleted one has ``body: ""``,
+connections) and, for direct-message rooms, ``dm:message {room_id, message}`` to every participant.
+A message is ``{id, room_id, seq, author: {id, display_name}, body, created_at, edited_at, deleted,
+reactions: {emoji: count}, rev}``; a deleted one has ``body: ""``,
 ``deleted: true`` and no reactions. ``rev`` grows with every change of a message: keep the highest.
 ``chat:message`` reaches each connection in ``seq`` order, once (:mod:`realtime.ordered`); a client that
 reconnects asks ``chat:history`` with ``after_seq`` = the highest *contiguous* seq it holds.
