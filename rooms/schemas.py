@@ -63,7 +63,9 @@ class RoomOut(BaseModel):
 
 class RoomListQuery(PageQuery):
     community_id: uuid.UUID | None = Field(None, description="Only rooms of this community.")
-    kind: RoomKind | None = Field(None, description="Only rooms of this kind.")
+    kind: RoomKind | None = Field(
+        None, description="Only rooms of this kind. Direct-message conversations (`dm`) are listed only when asked."
+    )
     include_archived: bool = Field(False, description="Also list archived rooms.")
     mine: bool = Field(False, description="Only rooms the caller is a member of (not banned from).")
 

@@ -76,6 +76,13 @@ async def test_messages_arrive_in_order_with_unread_counts_and_read_markers(api:
     assert (await b.ok("chat:read", {"room_id": room_id, "seq": 10**9}))["last_read_seq"] == 5
     assert (await conversations(api, bob))[room_id]["unread"] == 0
 
+    # Conversations stay out of the room lists unless asked for.
+    status, mine = await api.call("GET", "/rooms?mine=true&limit=200", bob)
+    assert status == 200 and room_id not in {r["id"] for r in mine["items"]}
+    status, dms = await api.call("GET", "/rooms?kind=dm&mine=true&limit=200", bob)
+    assert [(r["id"], r["kind"], r["visibility"], r["my_role"]) for r in dms["items"]] == [
+        (room_id, "dm", "private", "member")
+    ]
     # A deleted message stops counting; a reply makes the other side's count grow.
     await b.send(room_id, "hi back")
     await b.send(room_id, "oops")
