@@ -159,8 +159,14 @@ async def test_private_community_and_course_boards_follow_membership_and_enrollm
     owners = await topic(api, draft, owner, "Welcome", "Introduce yourselves")
     assert await status_of(api, "GET", f"/topics/{owners['id']}", learner) == 403
     await ok(api, "POST", f"{draft}/enroll", learner, 201)
-    mine = await topic(api, draft, learner, "Lecture 1?", "@nobody question")
+    name = f"Kim{uuid.uuid4().hex[:6]}"
+    classmate, lookalike = await api.user(name=name), await api.user(name=name)
+    await ok(api, "POST", f"{draft}/enroll", classmate, 201)
+    mine = await topic(api, draft, learner, "Lecture 1?", f"@{name} and @nobody, question")
     assert mine["can_moderate"] is False
+    # A mention reaches the course's people (learners, owner) by name, not a namesake outside it.
+    assert await notes(api, classmate) == [("forum_mention", mine["opening"]["id"])]
+    assert await notes(api, lookalike) == []
     assert [x["id"] for x in (await ok(api, "GET", f"{draft}/topics", learner))["items"]] == [mine["id"], owners["id"]]
     # The course's owner moderates its board; another instructor may not even read it.
     assert (await ok(api, "PUT", f"/topics/{mine['id']}/pinned", owner, json={"on": True}))["pinned"] is True
