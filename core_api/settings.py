@@ -222,6 +222,29 @@ class Settings(BaseSettings):
     chat_max_body: int = Field(4000, ge=1, le=16000, description="Longest chat message (characters, once cleaned).")
     chat_rate_count: int = Field(10, ge=1, le=1000, description="Chat messages one user may send per rate window.")
     chat_rate_window_s: float = Field(10.0, gt=0, le=3600, description="Window of the per-user chat rate limit.")
+    forum_max_body: int = Field(
+        20000,
+        ge=1,
+        le=100000,
+        description="Longest forum post (characters, once cleaned), a topic's opening post included.",
+    )
+    forum_max_depth: int = Field(
+        8, ge=1, le=64, description="How deep forum replies nest (a reply to the opening post is depth 1)."
+    )
+    forum_rate_count: int = Field(
+        10, ge=1, le=10000, description="Forum posts (new topics and replies) one user may write per forum window."
+    )
+    forum_rate_window_s: float = Field(60.0, gt=0, le=86400, description="Window of the per-user forum post limit.")
+    forum_max_pinned: int = Field(10, ge=1, le=100, description="Most pinned topics on one board.")
+    dm_max_participants: int = Field(
+        8, ge=2, le=100, description="Most people in one direct-message conversation, its starter included."
+    )
+    dm_new_rate_count: int = Field(
+        20, ge=1, le=10000, description="New direct-message conversations one user may start per DM rate window."
+    )
+    dm_new_rate_window_s: float = Field(
+        3600.0, gt=0, le=86400 * 7, description="Window of the per-user limit on new direct-message conversations."
+    )
     chat_gap_wait_s: float = Field(
         0.5,
         ge=0.01,

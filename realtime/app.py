@@ -46,6 +46,7 @@ from core_api.context import CORE, Bus, Core
 from core_api.db import create_pool, migrate
 from core_api.errors import AppError, ErrorCode
 from core_api.events import Events
+from core_api.forums import handlers as forum_handlers
 from core_api.grading import bulk as grading_bulk
 from core_api.grading import handlers as grading_handlers
 from core_api.grading.service import run_grading
@@ -83,6 +84,7 @@ from realtime.rights import RightsWatch
 from realtime.sockets import SOCKETS, SocketServer
 from realtime.webapp import mount as mount_webapp
 from rooms import chat as room_chat
+from rooms import dm_handlers as room_dms
 from rooms import handlers as room_handlers
 from rooms import live as room_live
 from rooms.chat_order import ChatPositions
@@ -118,8 +120,10 @@ API = Api.combine(
     search_handlers.api,  # search over courses, lectures, chat and users (core_api/search/)
     communities.api,
     notifications.api,
+    forum_handlers.api,  # community and course forums (core_api/forums/)
     room_handlers.api,
     room_chat.api,
+    room_dms.api,  # direct messages: conversations are rooms of kind dm (rooms/dms.py)
     executions.api,
     collab_handlers.api,
     contest_handlers.api,  # group wars (leaderboards/): contests, the weekly cycle, coins

@@ -3,7 +3,8 @@
 - ``public`` rooms: any signed-in user may see and join them.
 - ``community`` rooms: members of the room's community may see and join them.
 - ``private`` rooms: only users with a membership row (invited, or the creator) see and join them.
-- Platform admins see and may join every room.
+- Platform admins see and may join every room except direct-message conversations (kind ``dm``):
+  only their participants see those (:mod:`rooms.dms`).
 - A banned member (``banned_at`` set) cannot join or act; an archived room can be read (history) but
   not joined or written to (``conflict``).
 - A room that a user may not see is reported as ``not_found``, never ``forbidden``; except to a user
@@ -50,7 +51,7 @@ async def membership(conn: Connection, room_id: uuid.UUID, user_id: uuid.UUID) -
 
 
 async def can_see(conn: Connection, user: Principal, room: Record, member: Record | None) -> bool:
-    if user.is_admin or room["visibility"] == "public":
+    if (user.is_admin and room["kind"] != "dm") or room["visibility"] == "public":
         return True
     if member is not None and member["banned_at"] is None:
         return True
@@ -70,7 +71,8 @@ def visible_sql(user_param: str, admin_param: str) -> str:
     ``user_param`` and ``admin_param`` name the query parameters holding the caller's id and admin flag.
     """
     return (
-        f"({admin_param} OR r.visibility = 'public' OR (m.user_id IS NOT NULL AND m.banned_at IS NULL)"
+        f"(({admin_param} AND r.kind <> 'dm') OR r.visibility = 'public'"
+        f" OR (m.user_id IS NOT NULL AND m.banned_at IS NULL)"
         f" OR (r.visibility = 'community' AND EXISTS (SELECT 1 FROM community_members cm"
         f" WHERE cm.community_id = r.community_id AND cm.user_id = {user_param})))"
     )

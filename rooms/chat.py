@@ -8,6 +8,7 @@
 | ``chat:delete`` | ``{room_id, message_id}`` | ``message`` (the tombstone) |
 | ``chat:react`` | ``{room_id, message_id, emoji, on}`` | ``reactions``, ``rev`` |
 | ``chat:typing`` | ``{room_id, typing}`` | |
+| ``chat:read`` | ``{room_id, seq}`` | ``last_read_seq``, ``unread`` |
 | ``chat:mute`` | ``{room_id, user_id, seconds}`` | ``muted_until`` |
 | ``chat:kick`` | ``{room_id, user_id}`` | |
 | ``chat:ban`` | ``{room_id, user_id, on}`` | |
@@ -16,8 +17,10 @@
 Server→client, to ``room:<id>``: ``chat:message`` (a message), ``chat:updated {message}``,
 ``chat:reactions {room_id, message_id, reactions, rev}``, ``chat:typing {room_id, user, typing}`` (not to
 the typist), ``chat:moderation {room_id, action, user_id, by, ...}``; to ``user:<id>``:
-``room:kicked {room_id, reason}``. A message is ``{id, room_id, seq, author: {id, display_name}, body,
-created_at, edited_at, deleted, reactions: {emoji: count}, rev}``; a deleted one has ``body: ""``,
+``room:kicked {room_id, reason}``, ``chat:read {room_id, last_read_seq, unread}`` (the reader's other
+connections) and, for direct-message rooms, ``dm:message {room_id, message}`` to every participant.
+A message is ``{id, room_id, seq, author: {id, display_name}, body, created_at, edited_at, deleted,
+reactions: {emoji: count}, rev}``; a deleted one has ``body: ""``,
 ``deleted: true`` and no reactions. ``rev`` grows with every change of a message: keep the highest.
 ``chat:message`` reaches each connection in ``seq`` order, once (:mod:`realtime.ordered`); a client that
 reconnects asks ``chat:history`` with ``after_seq`` = the highest *contiguous* seq it holds.
@@ -41,6 +44,7 @@ from rooms.chat_schemas import (
     KickIn,
     MuteIn,
     ReactIn,
+    ReadIn,
     SendIn,
     SlowModeIn,
     TypingIn,
@@ -60,6 +64,11 @@ async def send(call: EventCall) -> dict[str, Any]:
 @events.on("chat:history", HistoryIn)
 async def history(call: EventCall) -> dict[str, Any]:
     return await service.history(call, call.payload)
+
+
+@events.on("chat:read", ReadIn)
+async def read(call: EventCall) -> dict[str, Any]:
+    return await service.read(call, call.payload)
 
 
 @events.on("chat:edit", EditIn)

@@ -7,18 +7,13 @@ service passes the database's clock (one clock for every node).
 ``\\r`` become ``\\n``), surrounding whitespace is trimmed, and what is left must be 1..``max_len``
 characters long.
 
-**Mentions.** ``@name`` mentions the room members whose display name, with its whitespace removed, equals
-``name`` ignoring case; ``@[Display Name]`` does the same for names written with spaces. So "Ada
-Lovelace" is mentioned by ``@AdaLovelace``, ``@adalovelace`` or ``@[Ada Lovelace]``. The ``@`` must not
-follow a letter, digit or ``_`` (an e-mail address is not a mention); trailing ``.`` and ``-`` are not part
-of the name. Display names are not unique: every member whose name matches is mentioned. At most
-:data:`MAX_MENTIONS` distinct names per message count.
+**Mentions** are parsed by :mod:`core_api.mentions` (shared with the forums); chat mentions reach the
+room's members whose display name matches.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,13 +21,12 @@ from datetime import datetime
 from typing import Any
 
 from core_api.errors import AppError, ErrorCode, invalid
+from core_api.mentions import MAX_MENTION_LEN, MAX_MENTIONS, excerpt, mention_key, parse_mentions
 
-MAX_MENTIONS = 20
-MAX_MENTION_LEN = 64
+__all__ = ["MAX_MENTIONS", "MAX_MENTION_LEN", "excerpt", "mention_key", "parse_mentions"]
+
 TYPING_REFRESH_S = 3.0
 """A connection's repeated ``typing: true`` in one room is forwarded at most once per this many seconds."""
-
-_MENTION = re.compile(r"(?<![\w@])@(?:\[([^\]\n]{1,64})\]|([\w.\-]{1,64}))")
 
 
 # --- text ----------------------------------------------------------------------------------------
@@ -58,32 +52,6 @@ def check_token(value: str, what: str) -> str:
     if any(_is_control(ch) or ch.isspace() for ch in value):
         raise invalid(f"{what}: must not contain whitespace or control characters")
     return value
-
-
-def excerpt(body: str, length: int = 140) -> str:
-    return body if len(body) <= length else body[: length - 1] + "…"
-
-
-# --- mentions ------------------------------------------------------------------------------------
-
-
-def mention_key(name: str) -> str:
-    """What a display name is matched by: whitespace removed, lower case (the SQL uses the same rule)."""
-    return "".join(name.split()).lower()
-
-
-def parse_mentions(body: str) -> list[str]:
-    """The distinct mention keys in a body, in order of first appearance, at most :data:`MAX_MENTIONS`."""
-    keys: list[str] = []
-    for match in _MENTION.finditer(body):
-        bracketed, bare = match.group(1), match.group(2)
-        name = bracketed if bracketed is not None else bare.rstrip(".-")
-        key = mention_key(name)
-        if key and key not in keys:
-            keys.append(key)
-            if len(keys) == MAX_MENTIONS:
-                break
-    return keys
 
 
 # --- time windows --------------------------------------------------------------------------------

@@ -72,3 +72,9 @@ class BanIn(MemberRef):
 
 class SlowModeIn(RoomRef):
     seconds: int = Field(ge=0, le=SLOW_MODE_MAX_S, description="0 turns slow mode off.")
+
+
+class ReadIn(RoomRef):
+    """``chat:read``: the caller has read the room up to ``seq`` (inclusive)."""
+
+    seq: int = Field(ge=0, le=SEQ_MAX)

@@ -31,13 +31,15 @@ from core_api.settings import Settings
 from rooms import chat_core as rules
 from rooms import chat_store as store
 from rooms.access import ROOM_RANK, require_member, require_open, require_room_role, socket_room
-from rooms.chat_schemas import DeleteIn, EditIn, HistoryIn, ReactIn, SendIn, TypingIn
+from rooms.chat_schemas import DeleteIn, EditIn, HistoryIn, ReactIn, ReadIn, SendIn, TypingIn
+from rooms.dms import blocked_error, is_block_mute
 
 MAX_EMOJI_PER_MESSAGE = 32
 MEMBER_CACHE_S = 30.0
 """How long a connection's typing indicator trusts an earlier membership check of the room."""
 _TYPING = "chat.typing"
 _MEMBER_OK = "chat.member_ok"
+_DM_PARTICIPANTS = "chat.dm_participants"
 
 
 def user_ref(user: Principal) -> dict[str, str]:
@@ -113,10 +115,34 @@ async def send(call: EventCall, data: SendIn) -> dict[str, Any]:
             return (await views(conn, [row]))[0]
     message = rules.message_view(row)
     await call.transport.emit("chat:message", message, to=socket_room(data.room_id))
+    participants = await _dm_participants(call, data.room_id)
+    if participants:
+        # Direct messages reach their participants wherever they are (the Messages list), not only in the room.
+        event = {"room_id": str(data.room_id), "message": message}
+        await call.transport.emit("dm:message", event, to=[f"user:{p}" for p in participants])
     return message
 
 
+async def _dm_participants(call: EventCall, room_id: uuid.UUID) -> tuple[str, ...]:
+    """The participants of a direct-message room, () for any other room. A conversation's kind and
+    participants never change, so each connection reads them once per room."""
+    known: dict[str, tuple[str, ...]] = call.session.setdefault(_DM_PARTICIPANTS, {})
+    key = str(room_id)
+    if key not in known:
+        if len(known) >= 1000:
+            known.clear()
+        rows = await call.core.pool.fetch(
+            "SELECT m.user_id FROM rooms r JOIN room_members m ON m.room_id = r.id"
+            " WHERE r.id = $1 AND r.kind = 'dm' ORDER BY m.user_id",
+            room_id,
+        )
+        known[key] = tuple(str(r["user_id"]) for r in rows)
+    return known[key]
+
+
 def _muted(until: datetime | None, now: datetime) -> AppError | None:
+    if is_block_mute(until):
+        return blocked_error()
     left = rules.muted_for(until, now)
     if left is None or until is None:
         return None
@@ -169,6 +195,25 @@ async def history(call: EventCall, data: HistoryIn) -> dict[str, Any]:
         await require_member(conn, call.user, data.room_id)
         rows, more = await store.history(conn, data.room_id, data.before_seq, data.after_seq, data.limit)
         return {"messages": await views(conn, rows), "has_more": more}
+
+
+# --- read markers --------------------------------------------------------------------------------
+
+
+async def read(call: EventCall, data: ReadIn) -> dict[str, Any]:
+    """Move the caller's read marker of a room forward to ``data.seq``; the marker and the unread count.
+
+    The caller's other connections hear ``chat:read {room_id, last_read_seq, unread}``, so every tab
+    shows the same count.
+    """
+    async with call.core.pool.acquire() as conn:
+        row = await store.mark_read(conn, data.room_id, call.user.id, data.seq)
+        if row is None:
+            await require_member(conn, call.user, data.room_id)
+            raise not_found("room")  # deleted while we looked
+    out = {"room_id": str(data.room_id), "last_read_seq": row["last_read_seq"], "unread": row["unread"]}
+    await call.transport.emit("chat:read", out, to=f"user:{call.user.id}", skip_sid=call.sid)
+    return {"last_read_seq": row["last_read_seq"], "unread": row["unread"]}
 
 
 # --- edit, delete, react -------------------------------------------------------------------------

@@ -288,3 +288,31 @@ async def set_slow_mode(conn: Connection, room_id: uuid.UUID, seconds: int) -> N
 
 
 # --- live connections ----------------------------------------------------------------------------
+
+
+# --- read markers --------------------------------------------------------------------------------
+
+UNREAD_CAP = 1000
+
+
+async def mark_read(conn: Connection, room_id: uuid.UUID, user_id: uuid.UUID, seq: int) -> Record | None:
+    """Move the member's read marker forward to ``seq`` (never back, never past the room's last seq).
+
+    The marker and the unread count after it (others' messages, not deleted, counted up to
+    :data:`UNREAD_CAP`); None if the user is not an active member.
+    """
+    row: Record | None = await conn.fetchrow(
+        f"""WITH m AS (
+                UPDATE room_members m SET last_read_seq = greatest(m.last_read_seq, least($3, r.last_seq))
+                FROM rooms r WHERE r.id = m.room_id AND m.room_id = $1 AND m.user_id = $2 AND m.banned_at IS NULL
+                RETURNING m.last_read_seq
+            )
+            SELECT m.last_read_seq, (SELECT count(*) FROM (SELECT 1 FROM chat_messages x
+                WHERE x.room_id = $1 AND x.seq > m.last_read_seq AND x.author_id <> $2 AND x.deleted_at IS NULL
+                LIMIT {UNREAD_CAP}) u) AS unread
+            FROM m""",
+        room_id,
+        user_id,
+        seq,
+    )
+    return row

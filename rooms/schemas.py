@@ -15,7 +15,9 @@ from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_
 from core_api.context import PageQuery
 from core_api.http import Input
 
-RoomKind = Literal["study", "watch", "ide", "contest", "live"]
+OpenRoomKind = Literal["study", "watch", "ide", "contest", "live"]
+"""The kinds ``POST /rooms`` opens; a direct-message conversation (``dm``) is opened with ``POST /dms``."""
+RoomKind = Literal["study", "watch", "ide", "contest", "live", "dm"]
 RoomVisibility = Literal["public", "community", "private"]
 RoomRole = Literal["host", "moderator", "member"]
 PresenceState = Literal["joined", "left"]
@@ -36,7 +38,7 @@ RoomName = Annotated[
 
 class RoomIn(Input):
     name: RoomName
-    kind: RoomKind = Field(description="What the room is for: `study`, `watch`, `ide`, `contest` or `live`.")
+    kind: OpenRoomKind = Field(description="What the room is for: `study`, `watch`, `ide`, `contest` or `live`.")
     visibility: RoomVisibility = Field(
         description="`public`: every signed-in user; `community`: the community's members (needs "
         "`community_id`); `private`: invited members only."
@@ -61,7 +63,9 @@ class RoomOut(BaseModel):
 
 class RoomListQuery(PageQuery):
     community_id: uuid.UUID | None = Field(None, description="Only rooms of this community.")
-    kind: RoomKind | None = Field(None, description="Only rooms of this kind.")
+    kind: RoomKind | None = Field(
+        None, description="Only rooms of this kind. Direct-message conversations (`dm`) are listed only when asked."
+    )
     include_archived: bool = Field(False, description="Also list archived rooms.")
     mine: bool = Field(False, description="Only rooms the caller is a member of (not banned from).")
 

@@ -95,6 +95,7 @@ async def list_rooms(core: Core, user: Principal, query: RoomListQuery) -> Page[
             WHERE ($2::timestamptz IS NULL OR (r.created_at, r.id) > ($2, $3))
               AND ($5::uuid IS NULL OR r.community_id = $5)
               AND ($6::text IS NULL OR r.kind = $6)
+              AND (r.kind <> 'dm' OR $6::text = 'dm')
               AND ($7 OR r.archived_at IS NULL)
               AND {visible_sql("$1", "$8")}
               AND (NOT $9 OR (m.user_id IS NOT NULL AND m.banned_at IS NULL))

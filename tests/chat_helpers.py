@@ -32,6 +32,8 @@ SERVER_EVENTS = (
     "room:renamed",
     "me:changed",
     "notification:new",
+    "chat:read",
+    "dm:message",
 )
 WAIT_S = 10
 

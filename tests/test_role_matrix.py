@@ -156,6 +156,11 @@ async def build_world(api: ApiClient) -> World:
         "SELECT id FROM sessions WHERE user_id = $1::uuid ORDER BY created_at DESC LIMIT 1", learner.id
     )
     assert signed_in["access_token"] and session is not None
+    # Forums: the learner's topic in the public community with the owner's reply.
+    topic = await ok("POST", f"/communities/{community['id']}/topics", learner, json={"title": "Q", "body": "?"})
+    reply = await ok("POST", f"/topics/{topic['id']}/posts", owner, json={"body": "A"})
+    # A direct-message conversation of the learner and the owner (a room of kind dm).
+    dm = await ok("POST", "/dms", learner, json={"user_ids": [owner.id]})
     return World(
         actors=actors,
         ids={
@@ -189,6 +194,10 @@ async def build_world(api: ApiClient) -> World:
             "prized": prized["id"],
             "template": template["id"],
             "live": live["id"],
+            "dm": dm["id"],
+            "topic": topic["id"],
+            "post": topic["opening"]["id"],
+            "reply": reply["id"],
         },
     )
 
@@ -469,6 +478,29 @@ ROWS: list[Row] = [
         only(200, 403, *STAFF),
         {"accept": False},
     ),
+    # direct messages (dm: the learner's conversation with the owner; admins do not see it) and blocks
+    Row("POST", "/dms", everyone(200), lambda ids: {"user_ids": [ids["newcomer"]]}),
+    Row("GET", "/dms", everyone(200)),
+    Row("GET", "/dms/unread", everyone(200)),
+    Row("GET", "/dms/{dm}", only(200, 404, "learner", "owner")),
+    Row("GET", "/me/blocks", everyone(200)),
+    Row("PUT", "/me/blocks/{stranger}", everyone(200, stranger=400)),
+    Row("DELETE", "/me/blocks/{stranger}", everyone(404)),
+    # forums (topic: the learner's, in the public community; post: its opening post; reply: the owner's)
+    Row("GET", "/communities/{community}/topics", everyone(200)),
+    Row("GET", "/communities/{private}/topics", only(200, 404, "learner", *STAFF)),
+    Row("POST", "/communities/{community}/topics", only(201, 403, "learner", *STAFF), {"title": "T", "body": "B"}),
+    Row("GET", "/courses/{course}/topics", only(200, 403, "learner", *STAFF)),
+    Row("POST", "/courses/{course}/topics", only(201, 403, "learner", *STAFF), {"title": "T", "body": "B"}),
+    Row("GET", "/topics/{topic}", everyone(200)),
+    Row("GET", "/topics/{topic}/posts", everyone(200)),
+    Row("POST", "/topics/{topic}/posts", only(201, 403, "learner", *STAFF), {"body": "R"}),
+    Row("PATCH", "/posts/{post}", only(200, 403, "learner"), {"body": "edited"}),
+    Row("DELETE", "/posts/{post}", only(200, 403, "learner", *STAFF)),
+    Row("PUT", "/posts/{post}/vote", only(200, 403, *STAFF), {"value": 1}),
+    Row("PUT", "/topics/{topic}/accepted", only(200, 403, "learner", *STAFF), lambda ids: {"post_id": ids["reply"]}),
+    Row("PUT", "/topics/{topic}/pinned", only(200, 403, *STAFF), {"on": True}),
+    Row("PUT", "/topics/{topic}/locked", only(200, 403, *STAFF), {"on": True}),
     # coins
     Row("GET", "/me/wallet", everyone(200)),
     Row("PUT", "/courses/{course}/price", only(200, 403, *STAFF), {"coins": 5}),
@@ -512,6 +544,9 @@ _TEMPLATE_NAMES = {
     "prized": "contest_id",
     "template": "template_id",
     "live": "session_id",
+    "dm": "room_id",
+    "topic": "topic_id",
+    "post": "post_id",
     "session": "session_id",
     "application": "application_id",
 }

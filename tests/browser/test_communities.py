@@ -201,7 +201,9 @@ def test_a_rename_on_the_profile_reaches_the_others_in_a_room(
     profile.screenshot(path=str(screenshots / "profile-renamed.png"))
 
     people_here = bo_page.get_by_role("list", name="People here")
-    expect(people_here.get_by_role("listitem")).to_have_text([f"{bo.display_name} (you)", new_name])
+    expect(people_here.get_by_role("listitem")).to_contain_text([f"{bo.display_name} (you)", new_name])
+    # The "Message" button beside her follows the new name too.
+    expect(people_here.get_by_role("button", name=f"Message {new_name}", exact=True)).to_be_visible()
     # Her open room tab heard it too (the header's profile link), and her next message carries it.
     expect(ada_page.get_by_role("link", name=new_name)).to_be_visible()
     ada_page.get_by_role("textbox", name="Message").fill("hello with my new name")
@@ -211,7 +213,7 @@ def test_a_rename_on_the_profile_reaches_the_others_in_a_room(
     expect(last).to_contain_text(new_name)
     # Read again, everything shows the new name.
     bo_page.reload()
-    expect(bo_page.get_by_role("list", name="People here").get_by_role("listitem")).to_have_text(
+    expect(bo_page.get_by_role("list", name="People here").get_by_role("listitem")).to_contain_text(
         [f"{bo.display_name} (you)", new_name]
     )
     expect(bo_log.get_by_role("listitem")).to_have_count(2)

@@ -78,6 +78,12 @@ describe("describe", () => {
     expect(describeNotification(note("b", "chat_mention", { by: { display_name: "Ada" }, excerpt: "@bo look" }))).toBe(
       "Ada mentioned you: “@bo look”",
     );
+    expect(describeNotification(note("d", "dm_started", { by: { display_name: "Bo" }, room_id: "r" }))).toBe(
+      "Bo started a conversation with you.",
+    );
+    expect(
+      describeNotification(note("e", "forum_reply", { by: { display_name: "Hal" }, title: "Loops", excerpt: "a base case" })),
+    ).toBe("Hal replied to you in “Loops”: “a base case”");
     expect(describeNotification(note("c", "contest_invitation", {}))).toBe("Contest invitation.");
   });
 });

@@ -120,6 +120,18 @@ export function describe(n: Notification): string {
       return `Live session starting soon: ${text("title")}.`;
     case "live_session_cancelled":
       return `Live session cancelled: ${text("title")}.`;
+    case "dm_started": {
+      const by = p["by"] as { display_name?: unknown } | undefined;
+      const who = typeof by?.display_name === "string" ? by.display_name : "Someone";
+      return `${who} started a conversation with you.`;
+    }
+    case "forum_mention":
+    case "forum_reply": {
+      const by = p["by"] as { display_name?: unknown } | undefined;
+      const who = typeof by?.display_name === "string" ? by.display_name : "Someone";
+      const what = n.kind === "forum_reply" ? "replied to you" : "mentioned you";
+      return `${who} ${what} in “${text("title")}”: “${text("excerpt")}”`;
+    }
     case "room_role_changed":
       return `Your role in the room ${text("room_name") || "a room"} is now ${text("role")}.`;
     case "teacher_application":

@@ -429,6 +429,21 @@ export class RoomSession {
     this.live.emit("chat:typing", { room_id: this.roomId, typing }).catch(() => {});
   }
 
+  private readSent = 0;
+
+  /**
+   * Tells the server the user has read the room up to `seq` (`chat:read`), once per higher seq; the
+   * conversation list's unread counts follow it. Failures are ignored: the next message retries.
+   */
+  markRead(seq: number): void {
+    if (seq <= this.readSent) return;
+    const before = this.readSent;
+    this.readSent = seq;
+    this.live.emit("chat:read", { room_id: this.roomId, seq }).catch(() => {
+      if (this.readSent === seq) this.readSent = before;
+    });
+  }
+
   async mute(userId: string, seconds: number): Promise<void> {
     await this.live.emit("chat:mute", { room_id: this.roomId, user_id: userId, seconds });
   }

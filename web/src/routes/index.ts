@@ -44,6 +44,8 @@ export const routes: readonly RouteDef[] = [
   { path: "/rooms/:id", title: "Room", load: () => import("./rooms/RoomPage.svelte") },
   // The live room of a scheduled session (docs/web.md, "The live room"): lobby, go live, watch, raise hand.
   { path: "/live/:id", title: "Live session", load: () => import("./live/LivePage.svelte") },
+  // Direct messages: the conversation list; a conversation opens on the room screen (docs/direct-messages.md).
+  { path: "/messages", title: "Messages", load: () => import("./messages/MessagesPage.svelte") },
   { path: "/workspaces", title: "Workspaces", load: () => import("./workspaces/WorkspacesPage.svelte") },
   // The workspace: files, the collaborative editor (CodeMirror loaded on demand), runs (docs/web.md).
   { path: "/workspaces/:id", title: "Workspace", load: () => import("./workspaces/WorkspacePage.svelte") },
@@ -58,6 +60,10 @@ export const routes: readonly RouteDef[] = [
   { path: "/communities/:id", title: "Community", load: () => import("./communities/CommunityPage.svelte") },
   // Search (docs/web.md, "Search"): results grouped by kind, the query in the address.
   { path: "/search", title: "Search", load: () => import("./search/SearchPage.svelte") },
+  // Forums (docs/forums.md): a community's or a course's board, and a topic with its threaded replies.
+  { path: "/communities/:id/forum", title: "Forum", load: () => import("./forums/CommunityForumPage.svelte") },
+  { path: "/courses/:id/forum", title: "Forum", load: () => import("./forums/CourseForumPage.svelte") },
+  { path: "/topics/:id", title: "Topic", load: () => import("./forums/TopicPage.svelte") },
   // Administration (platform admins): roles and the audit log.
   { path: "/admin", title: "Administration", load: () => import("./admin/RolesPage.svelte") },
   { path: "/admin/audit", title: "Audit log", load: () => import("./admin/AuditPage.svelte") },
