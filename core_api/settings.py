@@ -180,6 +180,12 @@ class Settings(BaseSettings):
     grade_sheet_max_rows: int = Field(
         100_000, ge=1, le=10_000_000, description="Most rows a bulk grade sheet may have (its job fails past it)."
     )
+    contest_start_notice_s: int = Field(
+        3600,
+        ge=0,
+        le=7 * 86400,
+        description="How long before a contest starts its communities' members are told (once; 0: not at all).",
+    )
     smtp_url: SecretStr | None = Field(
         None,
         description="Mail server for outgoing email (password resets): `smtp://user:password@host:587` (STARTTLS "

@@ -7,6 +7,7 @@ never one who turned them off or already handed the work in.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from pathlib import Path
@@ -163,3 +164,25 @@ async def test_deadline_reminders_go_out_exactly_once_across_two_nodes(
     for _ in range(2):
         await asyncio.gather(*(r.tick() for r in at(now + timedelta(hours=19, minutes=30))))
     assert reminders(await kinds(api, keen)) == [("Later", 3600), ("Later", 86400), ("Soon", 3600)]
+
+
+async def test_members_are_told_once_that_their_contest_starts(api: ApiClient) -> None:
+    owner, member, outsider = await api.user(), await api.user(), await api.user()
+    community = await ok(api, "POST", "/communities", owner, json={"name": f"Starters {uuid.uuid4().hex[:6]}"})
+    await ok(api, "POST", f"/communities/{community['id']}/members", owner, json={"user_id": member.id})
+    pool = api.app[CORE].pool
+    now = datetime.now(UTC)
+    contest_id = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO contests (id, title, created_by, starts_at, ends_at) VALUES ($1, 'Friday war', $2::uuid, $3, $4)",
+        contest_id, owner.id, now + timedelta(minutes=40), now + timedelta(hours=3),
+    )  # fmt: skip
+    await pool.execute(
+        "INSERT INTO contest_communities (contest_id, community_id, state) VALUES ($1, $2::uuid, 'accepted')",
+        contest_id, community["id"],
+    )  # fmt: skip
+    for _ in range(2):
+        await Reminders(api.app[CORE], clock=lambda: now).tick()
+    told = [p for k, p in await kinds(api, member) if k == "contest_starting"]
+    assert [p["title"] for p in told] == ["Friday war"]
+    assert "contest_starting" not in [k for k, _ in await kinds(api, outsider)]

@@ -9,6 +9,9 @@ so a crash before the commit leaves the claim for the next pass. This needs no C
 a node that is down simply does not take part. A lead is taken only in its own window — between the next
 shorter lead and itself — so an assignment created 30 minutes before its deadline gets the 1 h reminder, not
 both.
+
+The same pass tells the members of every community taking part in a contest (having accepted its
+invitation) that it starts, ``STUDYHALL_CONTEST_START_NOTICE_S`` before it does (``contest_starting``), once.
 """
 
 from __future__ import annotations
@@ -58,7 +61,45 @@ class Reminders:
             shorter = leads[i + 1] if i + 1 < len(leads) else 0
             for kind in _ITEMS:
                 sent += await self._due(kind, lead, shorter, now)
-        return sent
+        return sent + await self._contests(now)
+
+    async def _contests(self, now: datetime) -> int:
+        notice = int(self.core.settings.contest_start_notice_s)
+        if notice <= 0:
+            return 0
+        sent = 0
+        while True:
+            async with self.core.transaction() as tx:
+                claimed = await tx.conn.fetch(
+                    """INSERT INTO reminder_claims (item_kind, item_id, lead_s)
+                       SELECT 'contest', c.id, $1 FROM contests c
+                        WHERE c.starts_at > $2 AND c.starts_at <= $3 AND c.finalised_at IS NULL
+                          AND NOT EXISTS (SELECT 1 FROM reminder_claims r
+                                           WHERE r.item_kind = 'contest' AND r.item_id = c.id AND r.lead_s = $1)
+                        ORDER BY c.starts_at LIMIT $4
+                       ON CONFLICT DO NOTHING RETURNING item_id""",
+                    notice, now, now + timedelta(seconds=notice), BATCH,
+                )  # fmt: skip
+                for claim in claimed:
+                    contest = await tx.conn.fetchrow(
+                        "SELECT id, title, starts_at FROM contests WHERE id = $1", claim["item_id"]
+                    )
+                    members = await tx.conn.fetch(
+                        """SELECT DISTINCT m.user_id FROM contest_communities cc
+                             JOIN community_members m ON m.community_id = cc.community_id
+                            WHERE cc.contest_id = $1 AND cc.state = 'accepted'""",
+                        claim["item_id"],
+                    )
+                    payload = {"contest_id": str(contest["id"]), "title": contest["title"],
+                               "starts_at": contest["starts_at"].isoformat()}  # fmt: skip
+                    link = f"{self.core.settings.base_url}/contests/{contest['id']}"
+                    mail = (f"Contest starting: {contest['title']}",
+                            f"“{contest['title']}” starts at {contest['starts_at'].astimezone(UTC):%Y-%m-%d %H:%M} "
+                            f"UTC.\n\n{link}\n")  # fmt: skip
+                    await notify_users(tx, [m["user_id"] for m in members], "contest_starting", payload, mail)
+            sent += len(claimed)
+            if len(claimed) < BATCH:
+                return sent
 
     async def _due(self, kind: str, lead: int, shorter: int, now: datetime) -> int:
         table, column, done_sql = _ITEMS[kind]
