@@ -27,6 +27,7 @@ export const routes: readonly RouteDef[] = [
   { path: "/courses/:id", title: "Course", load: () => import("./courses/CoursePage.svelte") },
   { path: "/courses/:id/edit", title: "Edit course", load: () => import("./courses/CourseEditor.svelte") },
   { path: "/courses/:id/learners", title: "Learners", load: () => import("./courses/LearnersPage.svelte") },
+  { path: "/courses/:id/gradebook", title: "Gradebook", load: () => import("./courses/GradebookPage.svelte") },
   { path: "/courses/:id/lectures/:lid", title: "Lecture", load: () => import("./courses/LecturePage.svelte") },
   {
     path: "/courses/:id/assignments/:aid",
