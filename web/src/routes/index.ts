@@ -28,6 +28,7 @@ export const routes: readonly RouteDef[] = [
   { path: "/courses/:id/edit", title: "Edit course", load: () => import("./courses/CourseEditor.svelte") },
   { path: "/courses/:id/learners", title: "Learners", load: () => import("./courses/LearnersPage.svelte") },
   { path: "/courses/:id/gradebook", title: "Gradebook", load: () => import("./courses/GradebookPage.svelte") },
+  { path: "/quizzes/:id", title: "Quiz", load: () => import("./courses/QuizPage.svelte") },
   { path: "/courses/:id/lectures/:lid", title: "Lecture", load: () => import("./courses/LecturePage.svelte") },
   {
     path: "/courses/:id/assignments/:aid",
