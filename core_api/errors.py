@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -66,3 +68,15 @@ def invalid(message: str, **details: Any) -> AppError:
 
 def unauthorized(message: str = "authentication required") -> AppError:
     return AppError(ErrorCode.UNAUTHORIZED, message)
+
+
+def refuse_past_limit(
+    times: list[datetime], limit: int, window: timedelta, message: str, now: datetime | None = None
+) -> None:
+    """429 ``rate_limited`` with ``Retry-After`` when ``times`` (the recent events, oldest first, all within
+    ``window``) already hold ``limit`` of them: the caller may act again once the oldest that counts leaves the
+    window."""
+    if len(times) < limit:
+        return
+    wait = (times[-limit] + window - (now or datetime.now(UTC))).total_seconds()
+    raise AppError(ErrorCode.RATE_LIMITED, message, {"retry_after_s": max(1, math.ceil(wait))})

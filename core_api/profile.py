@@ -28,7 +28,6 @@ with until the screen reads them again; @mentions resolve against current names 
 
 from __future__ import annotations
 
-import math
 import unicodedata
 from datetime import UTC, datetime, timedelta
 
@@ -37,7 +36,7 @@ from pydantic import Field, field_validator
 from core_api.auth import TAG, UserOut, account, user_out
 from core_api.context import Core, audit, core_of, rights_changed
 from core_api.db import Record
-from core_api.errors import AppError, ErrorCode, conflict, invalid, unauthorized
+from core_api.errors import conflict, invalid, refuse_past_limit, unauthorized
 from core_api.http import Api, Call, Input, Principal
 from core_api.names import MAX_LENGTH, clean_display_name
 
@@ -105,13 +104,10 @@ async def rename(core: Core, user: Principal, name: str, now: datetime | None = 
                 now - _WINDOW,
             )
             limit = core.settings.display_name_changes_per_day
-            if len(recent) >= limit:
-                wait = (recent[-limit]["created_at"] + _WINDOW - now).total_seconds()
-                raise AppError(
-                    ErrorCode.RATE_LIMITED,
-                    f"you can change your display name {limit} times a day; try again later",
-                    {"retry_after_s": max(1, math.ceil(wait))},
-                )
+            refuse_past_limit(
+                [r["created_at"] for r in recent], limit, _WINDOW,
+                f"you can change your display name {limit} times a day; try again later", now,
+            )  # fmt: skip
             # Two users taking confusable names at once: the same key takes the same lock, so one waits
             # for the other's commit and then sees the name taken.
             await tx.conn.execute(

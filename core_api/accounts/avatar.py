@@ -15,16 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import math
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from aiohttp import web
 from pydantic import BaseModel
 
 from core_api.auth import TAG, UserOut, account, avatar_url, user_out
 from core_api.context import Core, audit, core_of, rights_changed
-from core_api.errors import AppError, ErrorCode, invalid, not_found, unauthorized
+from core_api.errors import AppError, ErrorCode, invalid, not_found, refuse_past_limit, unauthorized
 from core_api.http import Api, Call
 
 api = Api()
@@ -87,13 +86,10 @@ async def set_avatar(core: Core, call: Call) -> UserOut:
         user.id,
     )
     limit = settings.avatar_changes_per_hour
-    if len(recent) >= limit:
-        wait = 3600 - (datetime.now(recent[-limit]["created_at"].tzinfo) - recent[-limit]["created_at"]).total_seconds()
-        raise AppError(
-            ErrorCode.RATE_LIMITED,
-            f"you can change your picture {limit} times an hour; try again later",
-            {"retry_after_s": max(1, math.ceil(wait))},
-        )
+    refuse_past_limit(
+        [r["created_at"] for r in recent], limit, timedelta(hours=1),
+        f"you can change your picture {limit} times an hour; try again later",
+    )  # fmt: skip
     image = await reencode(data, settings.avatar_encode_timeout_s, settings.avatar_encoders)
     async with core.transaction() as tx:
         await tx.conn.execute(

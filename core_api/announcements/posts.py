@@ -7,9 +7,8 @@ course (429), since each one reaches every learner of the course.
 
 from __future__ import annotations
 
-import math
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
 
@@ -18,7 +17,7 @@ from core_api.assignments import require_participant
 from core_api.context import Core, Page, PageQuery, audit, core_of, decode_cursor, new_id, page_of
 from core_api.courses import owned_course, visible_course
 from core_api.db import Record
-from core_api.errors import AppError, ErrorCode
+from core_api.errors import AppError, ErrorCode, refuse_past_limit
 from core_api.http import Api, Call, Input, Principal, Reply
 
 api = Api()
@@ -60,13 +59,10 @@ async def post(core: Core, user: Principal, course_id: uuid.UUID, body: Announce
             course_id,
         )
         limit = core.settings.announcements_per_hour
-        if len(recent) >= limit:
-            wait = (recent[-limit]["created_at"] + timedelta(hours=1) - datetime.now(UTC)).total_seconds()
-            raise AppError(
-                ErrorCode.RATE_LIMITED,
-                f"a course may post {limit} announcements an hour; try again later",
-                {"retry_after_s": max(1, math.ceil(wait))},
-            )
+        refuse_past_limit(
+            [r["created_at"] for r in recent], limit, timedelta(hours=1),
+            f"a course may post {limit} announcements an hour; try again later",
+        )  # fmt: skip
         announcement_id = new_id()
         await tx.conn.execute(
             "INSERT INTO announcements (id, course_id, author_id, title, body) VALUES ($1, $2, $3, $4, $5)",

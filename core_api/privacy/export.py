@@ -16,7 +16,6 @@ import base64
 import datetime as dt
 import decimal
 import json
-import math
 import uuid
 import zipfile
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 from core_api.context import Core, audit, core_of
 from core_api.db import Record
-from core_api.errors import AppError, ErrorCode, conflict, not_found
+from core_api.errors import conflict, not_found, refuse_past_limit
 from core_api.http import Api, Call, Download, Reply
 from core_api.privacy.registry import REGISTRY, SECRET_COLUMNS
 from media.jobs import JOBS, Finish, JobContext, JobOut, enqueue, job_out
@@ -121,13 +120,10 @@ async def request_export(core: Core, call: Call) -> Record:
             KIND,
         )
         per_day = core.settings.data_exports_per_day
-        if len(recent) >= per_day:
-            wait = (recent[-per_day]["created_at"] + dt.timedelta(days=1) - dt.datetime.now(dt.UTC)).total_seconds()
-            raise AppError(
-                ErrorCode.RATE_LIMITED,
-                f"you can export your data {per_day} times a day; try again later",
-                {"retry_after_s": max(1, math.ceil(wait))},
-            )
+        refuse_past_limit(
+            [r["created_at"] for r in recent], per_day, dt.timedelta(days=1),
+            f"you can export your data {per_day} times a day; try again later",
+        )  # fmt: skip
         job = await enqueue(tx.conn, KIND, user.id, {})
         await audit(tx, user.id, "user.data_export", "job", job["id"])
     runner = call.request.app.get(JOBS)
