@@ -4,8 +4,8 @@ and ``GET /users/{id}/profile`` (what anyone signed in may see of a person).
 An uploaded picture is never served as it came: ffmpeg decodes it (PNG, JPEG, WebP or GIF, recognised by
 its first bytes, at most ``STUDYHALL_AVATAR_MAX_BYTES``), crops it to a square and writes a fresh 256x256
 PNG — no metadata (location, camera) survives, and a file that only pretends to be an image is refused with a
-clear 400. The PNG is kept in Postgres (every node serves it) and served with ``Cache-Control: private`` and
-an ETag; its URL carries a version that changes with each new picture. ffmpeg runs at most
+clear 400. The PNG is kept in Postgres (every node serves it) and served to anyone who has its URL (an
+``<img>`` cannot send a token; a profile picture is public, as on most platforms) with an ETag; its URL carries a version that changes with each new picture. ffmpeg runs at most
 ``STUDYHALL_AVATAR_ENCODERS`` at a time per node, each for at most ``STUDYHALL_AVATAR_ENCODE_TIMEOUT_S``; a
 user changes their picture at most ``STUDYHALL_AVATAR_CHANGES_PER_HOUR`` times an hour (429).
 """
@@ -170,11 +170,10 @@ async def get_profile(call: Call) -> ProfileOut:
 
 
 async def serve_avatar(request: web.Request) -> web.StreamResponse:
-    """``GET /api/v1/users/{user_id}/avatar``: the PNG (signed-in users; 404 when there is none)."""
-    from core_api.auth import authenticate
+    """``GET /api/v1/users/{user_id}/avatar``: the PNG (404 when there is none). Public, as profile pictures are
+    on most platforms, so that an ``<img>`` shows it (it cannot send a token); the user chose to publish it."""
     from core_api.context import CORE
 
-    await authenticate(request)
     try:
         user_id = uuid.UUID(request.match_info["user_id"])
     except ValueError:
@@ -186,7 +185,7 @@ async def serve_avatar(request: web.Request) -> web.StreamResponse:
     if image is None:
         raise not_found("avatar")
     etag = '"' + hashlib.sha256(image).hexdigest()[:20] + '"'
-    headers = {"Cache-Control": "private, max-age=3600", "ETag": etag, "X-Content-Type-Options": "nosniff"}
+    headers = {"Cache-Control": "public, max-age=3600", "ETag": etag, "X-Content-Type-Options": "nosniff"}
     if etag in {t.strip() for t in request.headers.get("If-None-Match", "").split(",")}:
         return web.Response(status=304, headers=headers)
     return web.Response(body=bytes(image), content_type="image/png", headers=headers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 import zipfile
 from email import message_from_bytes
@@ -135,3 +136,41 @@ def test_a_user_downloads_their_data_and_deletes_their_account(
     page.get_by_role("textbox", name="Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_text("wrong email or password")).to_be_visible()
+
+
+def test_the_profile_fits_a_phone(open_page: OpenPage, web_server: WebServer, screenshots: Path) -> None:
+    user = web_server.user("Phone Pat")
+    page = open_page(phone=True)
+    log_in(page, user)
+    page.goto("/profile")
+    expect(page.get_by_role("heading", name="Where you are signed in")).to_be_visible()
+    expect(page.get_by_role("button", name="Export my data")).to_be_visible()
+    page.screenshot(path=screenshots / "profile-phone.png", full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360  # no sideways scrolling
+
+
+def test_a_picture_and_a_bio_on_the_profile(
+    open_page: OpenPage, web_server: WebServer, screenshots: Path, tmp_path: Path
+) -> None:
+    user = web_server.user("Pictured Pia")
+    picture = tmp_path / "me.jpg"
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x480", "-frames:v", "1",
+         str(picture)],
+        check=True,
+    )  # fmt: skip
+    page = open_page()
+    log_in(page, user)
+    page.goto("/profile")
+    page.get_by_label("Profile picture").set_input_files(str(picture))
+    image = page.get_by_role("img", name="Pictured Pia's picture")
+    expect(image).to_be_visible()
+    page.wait_for_function("document.querySelector('.picture img')?.naturalWidth === 256")
+    page.get_by_label("About you").fill("I like graphs and long walks.")
+    page.get_by_role("button", name="Save bio").click()
+    expect(page.get_by_role("status").filter(has_text="Your bio is saved.")).to_be_visible()
+    page.screenshot(path=screenshots / "profile-picture.png")
+    page.reload()
+    expect(page.get_by_label("About you")).to_have_value("I like graphs and long walks.")
+    page.get_by_role("button", name="Remove picture").click()
+    expect(image).to_have_count(0)

@@ -74,3 +74,26 @@ def test_a_learner_takes_a_quiz_within_its_attempts(
     # Answered once (the second attempt left it blank), right that time.
     cells = table.get_by_role("row").filter(has_text="Capital of France?").get_by_role("cell")
     expect(cells).to_have_text(["1", "100%"])
+
+
+def test_a_quiz_attempt_fits_a_phone(open_page: OpenPage, web_server: WebServer, screenshots: Path) -> None:
+    teacher = web_server.user("Phone Quizzer", role="instructor")
+    learner = web_server.user("Phone Taker")
+    token = teacher.token()
+    _, course = rest(web_server.url, "POST", "/courses", {"title": "Quiz on a phone"}, token)
+    rest(web_server.url, "POST", f"/courses/{course['id']}/lectures", VIDEO, token)
+    rest(web_server.url, "POST", f"/courses/{course['id']}/publish", None, token)
+    quiz = {"title": "Small screen", "questions": [
+        {"kind": "single", "prompt": "A rather long question that has to wrap on a narrow phone screen?",
+         "points": 1, "options": [{"text": "Yes, it wraps", "correct": True}, {"text": "No", "correct": False}]},
+        {"kind": "short", "prompt": "One word?", "accepted": ["word"], "points": 1},
+    ]}  # fmt: skip
+    _, made = rest(web_server.url, "POST", f"/courses/{course['id']}/quizzes", quiz, token)
+    rest(web_server.url, "POST", f"/courses/{course['id']}/enroll", None, learner.token())
+    page = open_page(phone=True)
+    log_in(page, learner)
+    page.goto(f"/quizzes/{made['id']}")
+    page.get_by_role("button", name="Start attempt").click()
+    expect(page.get_by_role("form", name="Attempt 1")).to_be_visible()
+    page.screenshot(path=screenshots / "quiz-attempt-phone.png", full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360

@@ -28,6 +28,8 @@ export interface User {
   display_name: string;
   role: "student" | "instructor" | "admin";
   created_at?: string;
+  bio?: string;
+  avatar_url?: string | null;
 }
 
 export interface Page<T> {
@@ -216,8 +218,11 @@ export class ApiClient {
   private async send(method: string, path: string, options: RequestOptions, auth: boolean): Promise<Response> {
     const headers: Record<string, string> = { Accept: "application/json" };
     if (auth && this.access !== null) headers["Authorization"] = `Bearer ${this.access}`;
-    let body: string | undefined;
-    if (options.body !== undefined) {
+    let body: string | Blob | undefined;
+    if (options.body instanceof Blob) {
+      headers["Content-Type"] = options.body.type || "application/octet-stream"; // a file, sent as it is
+      body = options.body;
+    } else if (options.body !== undefined) {
       headers["Content-Type"] = "application/json";
       body = JSON.stringify(options.body);
     }

@@ -20,3 +20,14 @@ export function nameProblem(value: string): string | null {
 
 export const renameMe = (api: ApiClient, displayName: string): Promise<User> =>
   api.request<User>("PATCH", "/me", { body: { display_name: cleanName(displayName) } });
+
+export const MAX_BIO = 1000;
+
+export const saveBio = (api: ApiClient, bio: string): Promise<User> =>
+  api.request<User>("PATCH", "/me", { body: { bio: bio.trim() } });
+
+/** Upload a picture (the server re-encodes it to a 256x256 PNG). */
+export const setAvatar = (api: ApiClient, file: Blob): Promise<User> =>
+  api.request<User>("PUT", "/me/avatar", { body: file });
+
+export const removeAvatar = (api: ApiClient): Promise<User> => api.request<User>("DELETE", "/me/avatar");
