@@ -49,6 +49,8 @@ def test_message_a_person_then_read_and_reply_with_unread_counts(
     entry = listing.get_by_role("listitem").filter(has=alice_link)
     expect(entry).to_contain_text("2 unread")
     expect(entry).to_contain_text(f"{alice.display_name}: are you there {tag}?")
+    nav_link = bob_page.get_by_role("navigation", name="Main").get_by_role("link", name="Messages", exact=True)
+    expect(nav_link).to_have_accessible_description("2 unread")  # the badge beside "Messages"
     bob_page.screenshot(path=str(screenshots / "messages-unread-desktop.png"), full_page=True)
 
     # Opening it reads it: back on the list the count is gone.
@@ -56,6 +58,7 @@ def test_message_a_person_then_read_and_reply_with_unread_counts(
     bob_log = bob_page.get_by_role("log", name="Messages")
     expect(messages(bob_log)).to_have_count(2)
     expect(messages(bob_log).first).to_contain_text(f"hi Bob {tag}")
+    expect(nav_link).not_to_have_accessible_description("2 unread")  # read: the badge goes
     send(bob_page, f"here {tag}")
     expect(messages(log).last).to_contain_text(f"here {tag}")  # live to Alice, who has it open
     alice_page.screenshot(path=str(screenshots / "messages-conversation-desktop.png"), full_page=True)

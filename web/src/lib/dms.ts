@@ -46,3 +46,7 @@ export function lastLine(c: Conversation, myId: string): string {
   const who = m.author.id === myId ? "You" : m.author.display_name;
   return m.deleted ? `${who}: (deleted)` : `${who}: ${m.excerpt}`;
 }
+
+/** How many direct messages wait unread (`GET /dms/unread`). */
+export const unreadDms = async (api: ApiClient): Promise<number> =>
+  (await api.get<{ conversations: number; messages: number }>("/dms/unread")).messages;
