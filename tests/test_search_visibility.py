@@ -224,7 +224,7 @@ async def _forums(
         for e in enrolled:
             await enroll(conn, course, users[e])
         boards.append(("course", course))
-    posts = []
+    posts: list[tuple[uuid.UUID, uuid.UUID, tuple[str, str | None, bool]]] = []
     for board, author, title, body, deleted, replies in world.topics:
         kind, board_id = boards[board]
         topic, opening = await add_topic(

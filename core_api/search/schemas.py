@@ -27,8 +27,8 @@ class SearchQuery(Query):
     kinds: str | None = Field(
         None,
         max_length=200,
-        description="Comma-separated kinds to search: `courses`, `lectures`, `messages`, `posts`, `users` (admins only). "
-        "Default: every kind the caller may search.",
+        description="Comma-separated kinds to search: `courses`, `lectures`, `messages`, `posts`, `users` "
+        "(admins only). Default: every kind the caller may search.",
     )
     limit: int = Field(
         10, ge=1, le=200, description="Most results of each kind (at most `STUDYHALL_SEARCH_MAX_LIMIT`)."
