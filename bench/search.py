@@ -1,5 +1,5 @@
-"""Search benchmark: p50/p99 of ``GET /search`` over generated chat, courses and lectures, and the cost of the
-search column on chat writes.
+"""Search benchmark: p50/p99 of ``GET /search`` over generated chat, forum posts, courses and lectures, and the
+cost of the search column on chat writes.
 
 Usage::
 
@@ -9,11 +9,14 @@ Usage::
 Starts its own ``studyhall serve`` (pinned to CPU 0, bench.rest's ``Server``) on a fresh database, then writes
 the data straight to Postgres with COPY: ``--messages`` chat messages (default 1,000,000) in ``--rooms`` rooms,
 ``--courses`` published courses (default 200) with 10 lectures each, ``--searchers`` users each a member of
-``--rooms-per-searcher`` rooms. Texts are drawn from a Zipf-distributed vocabulary of made-up words plus some
+``--rooms-per-searcher`` rooms; ``--posts`` forum posts (default 50,000) in topics of ``--posts-per-topic``
+posts (an opening post and replies), on the boards of ``--communities`` communities (every other one private)
+and of the courses, each searcher a member of ``--boards-per-searcher`` communities and enrolled in as many
+courses. Texts are drawn from a Zipf-distributed vocabulary of made-up words plus some
 programming terms, so some words are in a few messages and some in many. The search indexes are built after
 the COPY (as a restore would), and the table vacuumed and analysed (as autovacuum would).
 
-Each request is a signed-in searcher's default search (courses, lectures and messages at once, ``limit=10``)
+Each request is a signed-in searcher's default search (courses, lectures, messages and posts, ``limit=10``)
 for one or two words, whole or the first letters of a longer one. Runs: closed loop (``--clients`` at once, as
 fast as answered) and open loop at ``--rate`` requests/s (default 100; latency counted from each request's due
 time). Target: p99 < 50 ms at 100 requests/s.
@@ -32,6 +35,7 @@ import platform
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -129,7 +133,7 @@ async def generate(args: argparse.Namespace, server: Server, session: aiohttp.Cl
         started = time.perf_counter()
         await conn.execute(
             "DROP INDEX chat_messages_search; DROP INDEX chat_messages_room_search; DROP INDEX courses_search;"
-            " DROP INDEX lectures_search"
+            " DROP INDEX lectures_search; DROP INDEX forum_posts_search; DROP INDEX forum_topics_search"
         )
         rooms = [uuid.uuid4() for _ in range(args.rooms)]
         await conn.copy_records_to_table(
@@ -175,26 +179,80 @@ async def generate(args: argparse.Namespace, server: Server, session: aiohttp.Cl
             columns=["id", "course_id", "position", "title", "media_kind", "media_url", "duration_s"],
             records=lectures,
         )
+        topics = await _forums(conn, args, rng, text, user_ids, [c[0] for c in courses])
         copied = time.perf_counter() - started
         await conn.execute(
             "CREATE INDEX chat_messages_search ON chat_messages USING gin (search) WHERE deleted_at IS NULL;"
             " CREATE INDEX chat_messages_room_search ON chat_messages (room_id) INCLUDE (id, search)"
             " WHERE deleted_at IS NULL;"
             " CREATE INDEX courses_search ON courses USING gin (search);"
-            " CREATE INDEX lectures_search ON lectures USING gin (search)"
+            " CREATE INDEX lectures_search ON lectures USING gin (search);"
+            " CREATE INDEX forum_posts_search ON forum_posts USING gin (search) WHERE deleted_at IS NULL;"
+            " CREATE INDEX forum_topics_search ON forum_topics USING gin (search)"
         )
         # As autovacuum would after the load: statistics, and the visibility map index-only scans rely on.
         await conn.execute("VACUUM ANALYZE chat_messages")
+        await conn.execute("VACUUM ANALYZE forum_posts")
         await conn.execute("ANALYZE")
         indexed = time.perf_counter() - started - copied
         size = await conn.fetchval("SELECT pg_size_pretty(pg_relation_size('chat_messages_search'))")
         print(f"# data: {args.messages:,} messages in {args.rooms:,} rooms, {args.courses} courses, "
-              f"{len(lectures):,} lectures; COPY {copied:.1f} s, indexes + VACUUM ANALYZE {indexed:.1f} s; "
+              f"{len(lectures):,} lectures, {args.posts:,} forum posts in {topics:,} topics; "
+              f"COPY {copied:.1f} s, indexes + VACUUM ANALYZE {indexed:.1f} s; "
               f"chat index {size}", flush=True)  # fmt: skip
     finally:
         await conn.close()
     # Queries: a mid-frequency word (ranks 20..2000 of the vocabulary), sometimes two, sometimes a prefix.
     return Data(words=words, tokens=tokens)
+
+
+async def _forums(
+    conn: asyncpg.Connection,
+    args: argparse.Namespace,
+    rng: random.Random,
+    text: Callable[[int], str],
+    user_ids: list[uuid.UUID],
+    courses: list[uuid.UUID],
+) -> int:
+    """COPY the communities, memberships, enrollments, topics and posts; answers how many topics."""
+    communities = [uuid.uuid4() for _ in range(args.communities)]
+    await conn.copy_records_to_table(
+        "communities",
+        columns=["id", "name", "visibility", "created_by"],
+        records=[
+            (c, f"Bench community {c.hex}", "private" if i % 2 else "public", user_ids[0])
+            for i, c in enumerate(communities)
+        ],
+    )
+    members = {
+        (c, u) for u in user_ids for c in rng.sample(communities, min(args.boards_per_searcher, len(communities)))
+    }
+    await conn.copy_records_to_table(
+        "community_members", columns=["community_id", "user_id", "role"], records=[(c, u, "member") for c, u in members]
+    )
+    enrolled = {(c, u) for u in user_ids for c in rng.sample(courses, min(args.boards_per_searcher, len(courses)))}
+    await conn.copy_records_to_table(
+        "enrollments", columns=["id", "course_id", "user_id"], records=[(uuid.uuid4(), c, u) for c, u in enrolled]
+    )
+    topics: list[tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None, uuid.UUID, str]] = []
+    posts: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID | None, uuid.UUID, int, str]] = []
+    for i in range(-(-args.posts // args.posts_per_topic)):
+        tid = uuid.uuid4()
+        community = rng.choice(communities) if i % 10 < 7 and communities else None  # 70 % on community boards
+        course = None if community is not None else rng.choice(courses)
+        topics.append((tid, community, course, rng.choice(user_ids), text(rng.randint(3, 8)).capitalize()))
+        opening = uuid.uuid4()
+        for j in range(min(args.posts_per_topic, args.posts - len(posts))):
+            pid = opening if j == 0 else uuid.uuid4()
+            parent = None if j == 0 else opening
+            posts.append((pid, tid, parent, rng.choice(user_ids), 0 if j == 0 else 1, text(rng.randint(10, 60))))
+    await conn.copy_records_to_table(
+        "forum_topics", columns=["id", "community_id", "course_id", "author_id", "title"], records=topics
+    )
+    await conn.copy_records_to_table(
+        "forum_posts", columns=["id", "topic_id", "parent_id", "author_id", "depth", "body"], records=posts
+    )
+    return len(topics)
 
 
 def queries(data: Data, n: int) -> list[str]:
@@ -289,6 +347,10 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--rooms", type=int, default=2000)
     parser.add_argument("--courses", type=int, default=200)
+    parser.add_argument("--posts", type=int, default=50_000, help="forum posts")
+    parser.add_argument("--posts-per-topic", type=int, default=10)
+    parser.add_argument("--communities", type=int, default=100, help="communities with boards (every other private)")
+    parser.add_argument("--boards-per-searcher", type=int, default=5, help="communities joined, courses enrolled in")
     parser.add_argument("--searchers", type=int, default=20)
     parser.add_argument("--rooms-per-searcher", type=int, default=20)
     parser.add_argument("--vocabulary", type=int, default=20_000)

@@ -92,6 +92,98 @@ async def add_lecture(conn: Connection, course: uuid.UUID, title: str, position:
     return lid
 
 
+async def add_community(conn: Connection, creator: uuid.UUID, visibility: str = "public") -> uuid.UUID:
+    cid = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO communities (id, name, visibility, created_by) VALUES ($1, $2, $3, $4)",
+        cid,
+        f"community {cid.hex}",
+        visibility,
+        creator,
+    )
+    await conn.execute(
+        "INSERT INTO community_members (community_id, user_id, role) VALUES ($1, $2, 'owner')", cid, creator
+    )
+    return cid
+
+
+async def join_community(conn: Connection, community: uuid.UUID, user: uuid.UUID) -> None:
+    await conn.execute(
+        "INSERT INTO community_members (community_id, user_id, role) VALUES ($1, $2, 'member') ON CONFLICT DO NOTHING",
+        community,
+        user,
+    )
+
+
+async def enroll(conn: Connection, course: uuid.UUID, user: uuid.UUID) -> None:
+    await conn.execute(
+        "INSERT INTO enrollments (id, user_id, course_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        uuid.uuid4(),
+        user,
+        course,
+    )
+
+
+async def set_course_state(conn: Connection, course: uuid.UUID, status: str, *, deleted: bool = False) -> None:
+    """Put a course in ``status`` (draft, published, unpublished or archived), soft-deleted or not."""
+    await conn.execute(
+        "UPDATE courses SET status = $2, archived_from = CASE WHEN $2 = 'archived' THEN 'published' END,"
+        " published_at = coalesce(published_at, now()), deleted_at = CASE WHEN $3 THEN now() END WHERE id = $1",
+        course,
+        status,
+        deleted,
+    )
+
+
+async def add_topic(
+    conn: Connection,
+    author: uuid.UUID,
+    title: str,
+    body: str,
+    *,
+    community: uuid.UUID | None = None,
+    course: uuid.UUID | None = None,
+    deleted: bool = False,
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """A topic and its opening post (deleted or not): their ids."""
+    tid, pid = uuid.uuid4(), uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO forum_topics (id, community_id, course_id, author_id, title) VALUES ($1, $2, $3, $4, $5)",
+        tid,
+        community,
+        course,
+        author,
+        title,
+    )
+    await conn.execute(
+        "INSERT INTO forum_posts (id, topic_id, author_id, depth, body, deleted_at)"
+        " VALUES ($1, $2, $3, 0, $4, CASE WHEN $5 THEN now() END)",
+        pid,
+        tid,
+        author,
+        body,
+        deleted,
+    )
+    return tid, pid
+
+
+async def add_reply(
+    conn: Connection, topic: uuid.UUID, parent: uuid.UUID, author: uuid.UUID, body: str, *, deleted: bool = False
+) -> uuid.UUID:
+    pid = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO forum_posts (id, topic_id, parent_id, author_id, depth, body, deleted_at)"
+        " SELECT $1, $2, $3, $4, p.depth + 1, $5, CASE WHEN $6 THEN now() END FROM forum_posts p WHERE p.id = $3",
+        pid,
+        topic,
+        parent,
+        author,
+        body,
+        deleted,
+    )
+    return pid
+
+
 def ids(group: dict[str, Any] | None) -> list[str]:
     assert group is not None
     return [item["id"] for item in group["items"]]

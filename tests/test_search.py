@@ -11,7 +11,20 @@ import pytest
 from core_api.context import CORE
 from core_api.search.core import START, STOP
 from tests.conftest import Actor, ApiClient, make_settings
-from tests.search_helpers import add_course, add_lecture, add_member, add_message, add_room, ids, marked
+from tests.search_helpers import (
+    add_community,
+    add_course,
+    add_lecture,
+    add_member,
+    add_message,
+    add_reply,
+    add_room,
+    add_topic,
+    enroll,
+    ids,
+    join_community,
+    marked,
+)
 
 
 def word() -> str:
@@ -266,3 +279,62 @@ async def test_the_rate_limit_is_shared_by_every_node_through_redis(
         for node in nodes:
             status, out = await node.call("GET", "/search", greedy, params={"q": "python"})
             assert status == 429 and out["error"]["code"] == "rate_limited"
+
+
+async def test_forum_posts_are_found_with_their_topic_only_by_readers_of_the_board(api: ApiClient) -> None:
+    owner, member, outsider, admin = await api.user(), await api.user(), await api.user(), await api.user("admin")
+    teacher, learner = await api.user("instructor"), await api.user()
+    tag = word()
+    async with api.app[CORE].pool.acquire() as conn:
+        public = await add_community(conn, uuid.UUID(owner.id), "public")
+        private = await add_community(conn, uuid.UUID(owner.id), "private")
+        await join_community(conn, private, uuid.UUID(member.id))
+        course = await add_course(conn, uuid.UUID(teacher.id), "A course")
+        await enroll(conn, course, uuid.UUID(learner.id))
+        open_topic, open_post = await add_topic(
+            conn, uuid.UUID(owner.id), f"Sorting {tag}", "How do I sort a list?", community=public
+        )
+        reply = await add_reply(conn, open_topic, open_post, uuid.UUID(member.id), f"Use sorted() on the {tag} list.")
+        gone = await add_reply(conn, open_topic, open_post, uuid.UUID(member.id), f"{tag} oops", deleted=True)
+        _, secret = await add_topic(conn, uuid.UUID(owner.id), "Internal", f"Private {tag} plans", community=private)
+        _, homework = await add_topic(
+            conn, uuid.UUID(learner.id), "Homework", f"Stuck on {tag} exercise", course=course
+        )
+
+    out = await search(api, outsider, tag, kinds="posts")
+    assert set(ids(out["posts"])) == {str(open_post), str(reply)}
+    assert out["courses"] is None and out["messages"] is None
+    by_id = {h["id"]: h for h in out["posts"]["items"]}
+    # The opening post matched through its topic's title: the title marks the word; the reply through its body.
+    opening = by_id[str(open_post)]
+    assert opening["topic_id"] == str(open_topic) and opening["topic_title"] == f"Sorting {tag}"
+    assert opening["depth"] == 0 and opening["community_id"] == str(public) and opening["course_id"] is None
+    assert [s["text"] for s in opening["title_snippet"] if s["match"]] == [tag]
+    hit = by_id[str(reply)]
+    assert hit["topic_id"] == str(open_topic) and hit["depth"] == 1 and hit["author_id"] == member.id
+    assert marked(hit) == [tag]
+    assert str(gone) not in by_id  # never a deleted post
+    # A private community's posts: its members; a course board's: enrolled learners and the owner; admins: all.
+    assert set(ids((await search(api, member, tag, kinds="posts"))["posts"])) == {
+        str(open_post),
+        str(reply),
+        str(secret),
+    }
+    assert str(homework) in ids((await search(api, learner, tag, kinds="posts"))["posts"])
+    assert str(homework) in ids((await search(api, teacher, tag, kinds="posts"))["posts"])
+    assert set(ids((await search(api, admin, tag, kinds="posts"))["posts"])) == {
+        str(open_post),
+        str(reply),
+        str(secret),
+        str(homework),
+    }
+    # The default kinds include posts; paging within posts goes by the group's cursor.
+    out = await search(api, admin, tag, limit=1)
+    assert len(out["posts"]["items"]) == 1 and out["posts"]["next_cursor"]
+    seen = ids(out["posts"])
+    cursor = out["posts"]["next_cursor"]
+    while cursor:
+        page = await search(api, admin, tag, kinds="posts", limit=1, cursor=cursor)
+        seen += ids(page["posts"])
+        cursor = page["posts"]["next_cursor"]
+    assert sorted(seen) == sorted({str(open_post), str(reply), str(secret), str(homework)})

@@ -10,10 +10,10 @@ from pydantic import BaseModel, Field
 
 from core_api.http import Query
 
-Kind = Literal["courses", "lectures", "messages", "users"]
-KINDS: tuple[Kind, ...] = ("courses", "lectures", "messages", "users")
-"""Every kind, in the order answers list them. A new kind (forum posts) is one more name here, one more
-query in ``store`` and one more group in :class:`SearchOut`."""
+Kind = Literal["courses", "lectures", "messages", "posts", "users"]
+KINDS: tuple[Kind, ...] = ("courses", "lectures", "messages", "posts", "users")
+"""Every kind, in the order answers list them. A new kind is one more name here, one more query in ``store``
+and one more group in :class:`SearchOut`."""
 ADMIN_ONLY: frozenset[Kind] = frozenset({"users"})
 
 
@@ -27,8 +27,8 @@ class SearchQuery(Query):
     kinds: str | None = Field(
         None,
         max_length=200,
-        description="Comma-separated kinds to search: `courses`, `lectures`, `messages`, `users` (admins only). "
-        "Default: every kind the caller may search.",
+        description="Comma-separated kinds to search: `courses`, `lectures`, `messages`, `posts`, `users` "
+        "(admins only). Default: every kind the caller may search.",
     )
     limit: int = Field(
         10, ge=1, le=200, description="Most results of each kind (at most `STUDYHALL_SEARCH_MAX_LIMIT`)."
@@ -75,6 +75,21 @@ class MessageHit(Hit):
     created_at: datetime
 
 
+class PostHit(Hit):
+    """A forum post (a topic's opening post also stands for its title). The web app links to
+    ``/topics/{topic_id}``; ``id`` is the post's."""
+
+    topic_id: uuid.UUID
+    topic_title: str
+    title_snippet: list[Segment] = Field(description="The topic's title, matches marked.")
+    community_id: uuid.UUID | None = Field(description="The board's community (null for a course board).")
+    course_id: uuid.UUID | None = Field(description="The board's course (null for a community board).")
+    depth: int = Field(description="0 for the topic's opening post, else how deep the reply is.")
+    author_id: uuid.UUID
+    author_name: str
+    created_at: datetime
+
+
 class UserHit(Hit):
     display_name: str
     email: str
@@ -96,6 +111,11 @@ class MessageGroup(BaseModel):
     next_cursor: str | None
 
 
+class PostGroup(BaseModel):
+    items: list[PostHit]
+    next_cursor: str | None
+
+
 class UserGroup(BaseModel):
     items: list[UserHit]
     next_cursor: str | None
@@ -109,5 +129,11 @@ class SearchOut(BaseModel):
     lectures: LectureGroup | None = Field(None, description="Lectures of courses the caller may see.")
     messages: MessageGroup | None = Field(
         None, description="Chat messages of rooms the caller is a member of (not banned); never deleted ones."
+    )
+    posts: PostGroup | None = Field(
+        None,
+        description="Forum posts (and topic titles, through their opening post) of boards the caller may read: "
+        "public communities' for everyone, private ones' for members, course boards for enrolled learners and the "
+        "course owner, every board for admins; never deleted posts.",
     )
     users: UserGroup | None = Field(None, description="Users by name or email (platform admins only).")

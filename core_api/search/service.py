@@ -23,6 +23,8 @@ from core_api.search.schemas import (
     LectureHit,
     MessageGroup,
     MessageHit,
+    PostGroup,
+    PostHit,
     SearchOut,
     SearchQuery,
     UserGroup,
@@ -34,6 +36,7 @@ _HITS: dict[Kind, tuple[type[Any], type[Any]]] = {
     "courses": (CourseGroup, CourseHit),
     "lectures": (LectureGroup, LectureHit),
     "messages": (MessageGroup, MessageHit),
+    "posts": (PostGroup, PostHit),
     "users": (UserGroup, UserHit),
 }
 
@@ -115,11 +118,18 @@ def core_limits(settings: Settings) -> core.Limits:
     )
 
 
+_SNIPPETS = ("snippet", "title_snippet")
+
+
+def _with_segments(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: core.segments(v) if k in _SNIPPETS else v for k, v in row.items()}
+
+
 def _group(kind: Kind, rows: list[Any], limit: int) -> Any:
     group, hit = _HITS[kind]
     more = len(rows) > limit
     rows = rows[:limit]
-    items = [hit(**{**dict(r), "snippet": core.segments(r["snippet"])}) for r in rows]
+    items = [hit(**_with_segments(dict(r))) for r in rows]
     cursor = core.encode_cursor(kind, float(rows[-1]["rank"]), rows[-1]["id"]) if more and rows else None
     return group(items=items, next_cursor=cursor)
 

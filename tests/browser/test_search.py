@@ -14,7 +14,16 @@ from playwright.sync_api import expect
 
 from core_api.context import CORE
 from tests.browser.conftest import SignedInPage, WebServer
-from tests.search_helpers import add_course, add_lecture, add_member, add_message, add_room
+from tests.search_helpers import (
+    add_community,
+    add_course,
+    add_lecture,
+    add_member,
+    add_message,
+    add_reply,
+    add_room,
+    add_topic,
+)
 
 
 def test_the_search_box_finds_courses_lectures_and_messages_grouped_with_highlights(
@@ -42,7 +51,14 @@ def test_the_search_box_finds_courses_lectures_and_messages_grouped_with_highlig
             theirs = await add_room(conn, other, "private", name=f"Staff room {tag}")
             await add_member(conn, theirs, other)
             await add_message(conn, theirs, other, f"Algorithms exam answers for {tag}")
-            return {"course": course, "draft": draft}
+            board = await add_community(conn, other, "public")
+            topic, opening = await add_topic(
+                conn, other, f"Sorting help {tag}", "Which sort should I use?", community=board
+            )
+            await add_reply(conn, topic, opening, other, f"Merge sort: the algorithm is stable ({tag}).")
+            hidden = await add_community(conn, other, "private")
+            await add_topic(conn, other, f"Private forum {tag}", f"Algorithms grading rubric {tag}", community=hidden)
+            return {"course": course, "draft": draft, "topic": topic}
 
     ids = web_server.run(world())
 
@@ -62,9 +78,14 @@ def test_the_search_box_finds_courses_lectures_and_messages_grouped_with_highlig
     expect(messages.get_by_role("listitem")).to_have_count(1)
     expect(messages.get_by_role("link", name=f"{teacher.display_name} in Study group {tag}")).to_be_visible()
     expect(messages.locator("mark").first).to_have_text("algorithms")
+    posts = page.get_by_role("region", name="Posts", exact=True)
+    expect(posts.get_by_role("listitem")).to_have_count(1)
+    expect(posts.get_by_role("link", name=f"Sorting help {tag}", exact=True)).to_be_visible()
+    expect(posts.locator("mark").first).to_have_text("algorithm")
     # Nothing the learner may not see: the draft, the staff room; and no people group (admins only).
     expect(page.get_by_text(f"Algorithms draft {tag}")).to_have_count(0)
     expect(page.get_by_text("exam answers")).to_have_count(0)
+    expect(page.get_by_text("grading rubric")).to_have_count(0)
     expect(page.get_by_role("region", name="People", exact=True)).to_have_count(0)
     page.screenshot(path=str(screenshots / "search-results.png"), full_page=True)
 
@@ -75,6 +96,11 @@ def test_the_search_box_finds_courses_lectures_and_messages_grouped_with_highlig
     page.go_back()
     page.get_by_role("region", name="Courses", exact=True).get_by_role("link", name=f"Algorithms {tag}").click()
     expect(page).to_have_url(re.compile(f"/courses/{ids['course']}$"))
+    # A post leads to its topic.
+    page.go_back()
+    page.get_by_role("region", name="Posts", exact=True).get_by_role("link", name=f"Sorting help {tag}").click()
+    expect(page).to_have_url(re.compile(f"/topics/{ids['topic']}$"))
+    expect(page.get_by_role("heading", name=f"Sorting help {tag}", level=1)).to_be_visible()
 
 
 def test_the_search_box_on_a_phone(signed_in_page: SignedInPage, web_server: WebServer, screenshots: Path) -> None:

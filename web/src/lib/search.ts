@@ -4,13 +4,14 @@
  */
 import type { ApiClient } from "./api";
 
-export type Kind = "courses" | "lectures" | "messages" | "users";
+export type Kind = "courses" | "lectures" | "messages" | "posts" | "users";
 /** Every kind in the order the results page lists them. */
-export const KINDS: readonly Kind[] = ["courses", "lectures", "messages", "users"];
+export const KINDS: readonly Kind[] = ["courses", "lectures", "messages", "posts", "users"];
 export const KIND_TITLES: Record<Kind, string> = {
   courses: "Courses",
   lectures: "Lectures",
   messages: "Messages",
+  posts: "Posts",
   users: "People",
 };
 
@@ -47,13 +48,26 @@ export interface MessageHit extends HitBase {
   created_at: string;
 }
 
+/** A forum post; a topic's opening post (depth 0) also stands for the topic's title. */
+export interface PostHit extends HitBase {
+  topic_id: string;
+  topic_title: string;
+  title_snippet: Segment[];
+  community_id: string | null;
+  course_id: string | null;
+  depth: number;
+  author_id: string;
+  author_name: string;
+  created_at: string;
+}
+
 export interface UserHit extends HitBase {
   display_name: string;
   email: string;
   role: string;
 }
 
-export type AnyHit = CourseHit | LectureHit | MessageHit | UserHit;
+export type AnyHit = CourseHit | LectureHit | MessageHit | PostHit | UserHit;
 
 export interface Group<T> {
   items: T[];
@@ -65,6 +79,7 @@ export interface SearchResults {
   courses: Group<CourseHit> | null;
   lectures: Group<LectureHit> | null;
   messages: Group<MessageHit> | null;
+  posts: Group<PostHit> | null;
   users: Group<UserHit> | null;
 }
 
@@ -97,7 +112,7 @@ export function countOf(results: SearchResults): number {
   return groupsOf(results).reduce((n, kind) => n + (results[kind]?.items.length ?? 0), 0);
 }
 
-/** Where a hit leads: its course, lecture or room (people have no page of their own). */
+/** Where a hit leads: its course, lecture, room or topic (people have no page of their own). */
 export function hrefOf(kind: Kind, hit: AnyHit): string | null {
   switch (kind) {
     case "courses":
@@ -106,6 +121,8 @@ export function hrefOf(kind: Kind, hit: AnyHit): string | null {
       return `/courses/${(hit as LectureHit).course_id}/lectures/${hit.id}`;
     case "messages":
       return `/rooms/${(hit as MessageHit).room_id}`;
+    case "posts":
+      return `/topics/${(hit as PostHit).topic_id}`;
     default:
       return null;
   }
@@ -120,6 +137,8 @@ export function titleOf(kind: Kind, hit: AnyHit): string {
       return (hit as LectureHit).title;
     case "messages":
       return `${(hit as MessageHit).author_name} in ${(hit as MessageHit).room_name}`;
+    case "posts":
+      return (hit as PostHit).topic_title;
     default:
       return (hit as UserHit).display_name;
   }
