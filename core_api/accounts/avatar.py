@@ -5,8 +5,9 @@ An uploaded picture is never served as it came: ffmpeg decodes it (PNG, JPEG, We
 its first bytes, at most ``STUDYHALL_AVATAR_MAX_BYTES``), crops it to a square and writes a fresh 256x256
 PNG — no metadata (location, camera) survives, and a file that only pretends to be an image is refused with a
 clear 400. The PNG is kept in Postgres (every node serves it) and served to anyone who has its URL (an
-``<img>`` cannot send a token; a profile picture is public, as on most platforms) with an ETag; its URL carries a version that changes with each new picture. ffmpeg runs at most
-``STUDYHALL_AVATAR_ENCODERS`` at a time per node, each for at most ``STUDYHALL_AVATAR_ENCODE_TIMEOUT_S``; a
+``<img>`` cannot send a token; a profile picture is public, as on most platforms) with an ETag; its URL
+carries a version that changes with each new picture. ffmpeg runs at most ``STUDYHALL_AVATAR_ENCODERS`` at a
+time per node, each for at most ``STUDYHALL_AVATAR_ENCODE_TIMEOUT_S``; a
 user changes their picture at most ``STUDYHALL_AVATAR_CHANGES_PER_HOUR`` times an hour (429).
 """
 
