@@ -259,3 +259,22 @@ async def notify(tx: Tx, user_id: uuid.UUID, kind: str, payload: dict[str, Any])
             },
         },
     )
+
+
+async def notify_many(tx: Tx, user_ids: list[uuid.UUID], kind: str, payload: dict[str, Any]) -> int:
+    """:func:`notify` for many users: one notification each, stored in one statement, each published after
+    commit; returns how many were stored."""
+    if not user_ids:
+        return 0
+    rows = await tx.conn.fetch(
+        "INSERT INTO notifications (id, user_id, kind, payload)"
+        " SELECT gen_random_uuid(), u, $2, $3 FROM unnest($1::uuid[]) AS u RETURNING id, user_id, created_at",
+        user_ids,
+        kind,
+        payload,
+    )
+    for row in rows:
+        note = {"id": str(row["id"]), "kind": kind, "payload": payload,
+                "created_at": row["created_at"].isoformat(), "read_at": None}  # fmt: skip
+        tx.publish(f"user:{row['user_id']}", {"type": "notification", "notification": note})
+    return len(rows)

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from core_api.announcements.fanout import notify_users
-from core_api.context import Core, Page, Tx, audit, decode_cursor, new_id, page_of
+from core_api.context import Core, Page, Tx, audit, decode_cursor, new_id, notify_many, page_of
 from core_api.db import Connection, Record
 from core_api.errors import AppError, ErrorCode, conflict, forbidden, invalid, not_found
 from core_api.http import Principal
@@ -116,24 +116,6 @@ async def recipients(conn: Connection, room_id: uuid.UUID, course_id: uuid.UUID 
         course_id,
     )
     return [r["user_id"] for r in rows]
-
-
-async def notify_many(tx: Tx, user_ids: list[uuid.UUID], kind: str, payload: dict[str, Any]) -> int:
-    """Store one notification per user in one statement and publish each after commit (like ``notify``)."""
-    if not user_ids:
-        return 0
-    rows = await tx.conn.fetch(
-        "INSERT INTO notifications (id, user_id, kind, payload)"
-        " SELECT gen_random_uuid(), u, $2, $3 FROM unnest($1::uuid[]) AS u RETURNING id, user_id, created_at",
-        user_ids,
-        kind,
-        payload,
-    )
-    for row in rows:
-        note = {"id": str(row["id"]), "kind": kind, "payload": payload,
-                "created_at": row["created_at"].isoformat(), "read_at": None}  # fmt: skip
-        tx.publish(f"user:{row['user_id']}", {"type": "notification", "notification": note})
-    return len(rows)
 
 
 def _payload(row: Record) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from core_api.announcements.preferences import KINDS
-from core_api.context import Tx
+from core_api.context import Tx, notify_many
 
 
 async def notify_users(
@@ -32,24 +32,13 @@ async def notify_users(
         in_app_default,
         email_default,
     )
-    wanted = [r["id"] for r in rows if r["in_app"]]
-    made = await tx.conn.fetch(
-        "INSERT INTO notifications (id, user_id, kind, payload)"
-        " SELECT gen_random_uuid(), u, $2, $3 FROM unnest($1::uuid[]) AS u RETURNING id, user_id, created_at",
-        wanted,
-        kind,
-        payload,
-    )
-    for row in made:
-        note = {"id": str(row["id"]), "kind": kind, "payload": payload,
-                "created_at": row["created_at"].isoformat(), "read_at": None}  # fmt: skip
-        tx.publish(f"user:{row['user_id']}", {"type": "notification", "notification": note})
+    made = await notify_many(tx, [r["id"] for r in rows if r["in_app"]], kind, payload)
     if mail is not None:
         subject, text = mail
         for row in rows:
             if row["by_email"]:
                 tx.mail(row["email"], subject, text)
-    return len(made)
+    return made
 
 
 async def learners_of(tx: Tx, course_id: uuid.UUID) -> list[uuid.UUID]:
