@@ -1,8 +1,13 @@
 """Accounts and sessions: argon2 passwords, JWT access tokens, rotating refresh tokens, login limits.
 
 Refresh tokens rotate: every refresh spends the presented token and issues the next one of the same
-family. A spent token presented again can only mean it was copied, so the whole family (every session
-descended from that login) is revoked and the caller gets 401.
+family. A spent token presented again means it was copied, so the whole family (every session descended
+from that login) is revoked and the caller gets 401 -- with one exception, the lost answer: a client whose
+refresh reached the server but whose answer never arrived (the page was closed or navigated away, the
+network dropped) still holds the spent token and presents it again. Within ``refresh_reuse_grace_s`` of
+the spend, and only while no newer token of the family has been used, that is a retry: it gets a new
+token of the family. The next refresh with any of the family's tokens then revokes the others not used,
+so at most one of them ever works.
 """
 
 from __future__ import annotations
@@ -598,6 +603,9 @@ async def refresh(core: Core, auth: Auth, token: str) -> TokenPair:
         )
         if row is None or row["revoked_at"] is not None or row["expires_at"] <= datetime.now(UTC):
             raise unauthorized("refresh token is invalid or expired")
+        if row["spent_at"] is not None and await _is_retry(tx.conn, core.settings, row):
+            # The answer to the first refresh with this token was lost: a sibling of the unused successor.
+            return await _issue_pair(core, auth, tx.conn, row["user_id"], row["role"], row["family_id"], _user(row))
         if row["spent_at"] is not None:
             await tx.conn.execute(
                 "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
@@ -608,19 +616,43 @@ async def refresh(core: Core, auth: Auth, token: str) -> TokenPair:
             )
             revoked_family = True
         else:
-            await tx.conn.execute("UPDATE refresh_tokens SET spent_at = now() WHERE id = $1", row["id"])
-            user = UserOut(
-                id=row["user_id"],
-                email=row["email"],
-                display_name=row["display_name"],
-                role=row["role"],
-                created_at=row["created_at"],
-                bio=row["bio"],
-                avatar_url=avatar_url(row["user_id"], row["avatar_version"]),
+            await tx.conn.execute("UPDATE refresh_tokens SET spent_at = clock_timestamp() WHERE id = $1", row["id"])
+            # Siblings issued to retries (see the module docstring) that were never used die now.
+            await tx.conn.execute(
+                "UPDATE refresh_tokens SET revoked_at = now()"
+                " WHERE family_id = $1 AND id <> $2 AND spent_at IS NULL AND revoked_at IS NULL",
+                row["family_id"],
+                row["id"],
             )
-            return await _issue_pair(core, auth, tx.conn, row["user_id"], row["role"], row["family_id"], user)
+            return await _issue_pair(core, auth, tx.conn, row["user_id"], row["role"], row["family_id"], _user(row))
     assert revoked_family
     raise unauthorized("refresh token was already used; every session from that login is now signed out")
+
+
+def _user(row: Record) -> UserOut:
+    return UserOut(
+        id=row["user_id"],
+        email=row["email"],
+        display_name=row["display_name"],
+        role=row["role"],
+        created_at=row["created_at"],
+        bio=row["bio"],
+        avatar_url=avatar_url(row["user_id"], row["avatar_version"]),
+    )
+
+
+async def _is_retry(conn: Any, settings: Settings, token: Record) -> bool:
+    """Whether a spent refresh token presented again is a retry after a lost answer: spent within the grace
+    window, and no token of its family has been used since (its successor is still unused)."""
+    grace = settings.refresh_reuse_grace_s
+    if grace <= 0 or token["spent_at"] < datetime.now(UTC) - timedelta(seconds=grace):
+        return False
+    used_since = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM refresh_tokens WHERE family_id = $1 AND spent_at > $2)",
+        token["family_id"],
+        token["spent_at"],
+    )
+    return not used_since
 
 
 async def logout(core: Core, token: str) -> None:

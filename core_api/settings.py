@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     )
     access_token_ttl_s: int = Field(900, ge=30, le=86400, description="Access token lifetime.")
     refresh_token_ttl_s: int = Field(30 * 86400, ge=300, description="Refresh token lifetime.")
+    refresh_reuse_grace_s: float = Field(
+        30,
+        ge=0,
+        le=300,
+        description="A spent refresh token presented again within this many seconds, before its successor was used, "
+        "is a retry whose answer was lost (a page closed or a network dropped mid-refresh), not a theft: it gets a "
+        "new token of the same session instead of signing the session out. 0: any reuse signs the session out.",
+    )
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest accepted request body.")
     login_max_failures_per_account: int = Field(
         10, ge=1, description="Failed logins per account within the window before rate limiting."

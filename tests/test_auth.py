@@ -53,10 +53,52 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(api: ApiClient) -> N
     # The answer names the account as /me does (a resuming client shows it without asking /me first).
     status, me = await api.call("GET", "/me", headers={"Authorization": f"Bearer {second['access_token']}"})
     assert status == 200 and second["user"] == me
-    # The first token is spent: presenting it again is a theft signal.
+    status, third = await api.call("POST", "/auth/refresh", json={"refresh_token": second["refresh_token"]})
+    assert status == 200
+    # The first token is spent and its successor was used since: presenting it again is a theft signal.
     status, body = await api.call("POST", "/auth/refresh", json={"refresh_token": pair["refresh_token"]})
     assert status == 401 and body["error"]["code"] == "unauthorized"
-    # ...and the legitimate holder's newer token died with the family.
+    # ...and the legitimate holder's newest token died with the family.
+    status, _ = await api.call("POST", "/auth/refresh", json={"refresh_token": third["refresh_token"]})
+    assert status == 401
+
+
+async def test_a_refresh_whose_answer_was_lost_can_be_retried(api: ApiClient) -> None:
+    """A page closed mid-refresh: the server spent the token, the browser never got the next one and presents
+    the spent one again. That retry gets a token of the same session instead of signing the user out; the
+    next refresh then leaves only one of the two tokens issued for the spent one alive."""
+    pair = await register_and_login(api, "lost-answer@example.com")
+    status, lost = await api.call("POST", "/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert status == 200  # ...but the browser never saw this answer
+    status, retried = await api.call("POST", "/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert status == 200, retried
+    assert retried["refresh_token"] not in (pair["refresh_token"], lost["refresh_token"])
+    status, me = await api.call("GET", "/me", headers={"Authorization": f"Bearer {retried['access_token']}"})
+    assert status == 200 and me["email"] == "lost-answer@example.com"
+    status, onward = await api.call("POST", "/auth/refresh", json={"refresh_token": retried["refresh_token"]})
+    assert status == 200
+    # The answer that got lost carried a token nobody should hold: it no longer works (and is no theft signal).
+    status, _ = await api.call("POST", "/auth/refresh", json={"refresh_token": lost["refresh_token"]})
+    assert status == 401
+    status, _ = await api.call("POST", "/auth/refresh", json={"refresh_token": onward["refresh_token"]})
+    assert status == 200
+    # Once a newer token was used, the first one is a theft signal again: the session ends.
+    status, _ = await api.call("POST", "/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert status == 401
+    status, me = await api.call("GET", "/me", headers={"Authorization": f"Bearer {onward['access_token']}"})
+    assert status == 401
+
+
+async def test_without_a_grace_window_any_reuse_signs_the_session_out(aiohttp_client, database_url, tmp_path) -> None:
+    from realtime.app import create_app
+
+    settings = make_settings(database_url, tmp_path, refresh_reuse_grace_s=0)
+    api = ApiClient(await aiohttp_client(create_app(settings)))
+    pair = await register_and_login(api, "strict-reuse@example.com")
+    status, second = await api.call("POST", "/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert status == 200
+    status, _ = await api.call("POST", "/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert status == 401
     status, _ = await api.call("POST", "/auth/refresh", json={"refresh_token": second["refresh_token"]})
     assert status == 401
 
