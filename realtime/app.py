@@ -67,6 +67,7 @@ from leaderboards import prizes as contest_prizes
 from leaderboards import wallet as contest_wallet
 from leaderboards.wiring import run_contests
 from live import handlers as live_handlers
+from live import routing as live_routing
 from live.sfu import check_aiortc
 from live.signalling import LiveNode
 from live.wiring import run_live
@@ -75,7 +76,7 @@ from media import playback as media_playback
 from media import uploads as media_uploads
 from media import video as media_video
 from media.wiring import run_media
-from realtime.bus import RedisBusRelay, bus_channel
+from realtime.bus import CHANNEL_PREFIX, RedisBusRelay, bus_channel
 from realtime.engine import SessionGate
 from realtime.jobs import run_sandbox
 from realtime.ordered import OrderedRooms
@@ -141,7 +142,7 @@ EVENTS = Events.combine(
     watch_handlers.events,
     contest_handlers.events,
     collab_console.events,
-    live_handlers.events,
+    live_routing.routed(live_handlers.events),  # live:* reach the session's owner node (live/routing.py)
     collab_follow.events,
 )
 OPENAPI = web.AppKey("openapi", dict)
@@ -483,10 +484,22 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
         check_aiortc()
         node = LiveNode(app[CORE], app[SOCKETS], settings)
         app[SOCKETS].services[live_handlers.NODE] = node
+        router = None
+        if settings.redis_url is not None:  # each session owned by one node; live:* forwarded to it
+            namespace = bus_channel(settings).removeprefix(CHANNEL_PREFIX)
+            services = app[SOCKETS].services
+            router = live_routing.Router(settings.redis_url.get_secret_value(), namespace, node,
+                                         live_handlers.events.specs, services, settings)  # fmt: skip
+            await router.start()
+            services[live_routing.ROUTER] = router
         try:
             yield
         finally:
+            if router is not None:
+                await router.close()  # no more forwarded events
             await node.close()
+            if router is not None:
+                await router.release_all()
 
     # Closed in reverse: the sandbox stops its runs first (finishing their executions while the pool
     # and Socket.IO still work), then watch parties, then presence withdraws (and announces) before
