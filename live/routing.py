@@ -141,6 +141,7 @@ class Router:
         self.guests: dict[str, Guest] = {}  # remote sid → guest (owner side)
         self.routed: dict[str, dict[uuid.UUID, str]] = {}  # local sid → {session id: its owner} (asking side)
         self.sessions: dict[str, dict[str, Any]] = {}  # local sid → its session dict, for sids in ``routed``
+        self.contacted: dict[str, set[str]] = {}  # local sid → the nodes it forwarded to (told when it goes)
         self.tasks: set[asyncio.Task[None]] = set()
         self._pubsub: Any = None
         self._listener: asyncio.Task[None] | None = None
@@ -300,6 +301,7 @@ class Router:
         correlation = uuid.uuid4().hex
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.pending[correlation] = future
+        self.contacted.setdefault(call.sid, set()).add(owner)
         message = {"t": "call", "id": correlation, "from": self.node_id, "event": event, "sid": call.sid,
                    "user": _principal_out(call.user), "payload": call.payload.model_dump(mode="json")}  # fmt: skip
         try:
@@ -363,12 +365,10 @@ class Router:
 
     async def disconnected(self, conn: Connection) -> None:
         """A local connection closed: the owners of its remote sessions let it go."""
-        routes = self.routed.pop(conn.sid, None)
+        routes = self.routed.pop(conn.sid, None) or {}
         self.sessions.pop(conn.sid, None)
-        if not routes:
-            return
         conn.session.get(JOINED, set()).difference_update(routes)
-        for owner in set(routes.values()):
+        for owner in self.contacted.pop(conn.sid, set()) | set(routes.values()):
             with contextlib.suppress(RedisError, OSError):
                 await self.redis.publish(self.channel(owner), json.dumps({"t": "gone", "sid": conn.sid}))
 

@@ -492,6 +492,15 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
                                          live_handlers.events.specs, services, settings)  # fmt: skip
             await router.start()
             services[live_routing.ROUTER] = router
+            registry = app[METRICS].registry
+            Gauge("studyhall_live_forwards_waiting", "live:* events this node forwarded and awaits the answer of",
+                  registry=registry).set_function(lambda: len(router.pending))  # fmt: skip
+            Gauge("studyhall_live_forwarded_serving", "live:* events forwarded to this node being handled",
+                  registry=registry).set_function(lambda: len(router.tasks))  # fmt: skip
+            Gauge("studyhall_live_remote_connections", "Connections of other nodes in live sessions this node owns",
+                  registry=registry).set_function(lambda: len(router.guests))  # fmt: skip
+        Gauge("studyhall_asyncio_tasks", "asyncio tasks of this process (a leak shows as growth)",
+              registry=app[METRICS].registry).set_function(_task_count)  # fmt: skip
         try:
             yield
         finally:
@@ -556,6 +565,13 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     mount_webapp(app, settings)  # the web app at / (realtime/webapp.py): last, it takes the paths left over
     app.cleanup_ctx.append(functools.partial(keep_heap, settings))  # last: settles what the start-up made
     return app
+
+
+def _task_count() -> int:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # collected outside the app's event loop
+        return 0
 
 
 async def keep_heap(settings: Settings, app: web.Application) -> AsyncIterator[None]:
