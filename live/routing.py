@@ -37,7 +37,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -143,6 +143,8 @@ class Router:
         self.sessions: dict[str, dict[str, Any]] = {}  # local sid → its session dict, for sids in ``routed``
         self.contacted: dict[str, set[str]] = {}  # local sid → the nodes it forwarded to (told when it goes)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.busy: dict[uuid.UUID, int] = {}  # session id → its events being handled here (claim kept meanwhile)
+        self._held: list[uuid.UUID] = []
         self._pubsub: Any = None
         self._listener: asyncio.Task[None] | None = None
         self._beat: asyncio.Task[None] | None = None
@@ -166,6 +168,8 @@ class Router:
         self._beat = asyncio.create_task(self._run_beats())
 
     async def close(self) -> None:
+        """Stop serving and forwarding (before the node's sessions close; :meth:`release_all` after)."""
+        self._held = list(self.node.sessions)
         for task in (self._listener, self._beat, *self.tasks):
             if task is not None:
                 task.cancel()
@@ -179,7 +183,7 @@ class Router:
     async def release_all(self) -> None:
         """Give up every claim (once the node's sessions are closed, on shutdown), then close Redis."""
         with contextlib.suppress(RedisError, OSError):
-            for session_id in list(self.node.sessions):
+            for session_id in self._held:
                 await self._release(keys=[self.owner_key(session_id)], args=[self.node_id])
         with contextlib.suppress(RedisError, OSError):
             await self.redis.aclose()
@@ -248,9 +252,21 @@ class Router:
     async def _take_over(self, session_id: uuid.UUID, gone: str) -> None:
         await self._replace(keys=[self.owner_key(session_id)], args=[gone, self.node_id, self.ttl_ms])
 
+    @contextlib.asynccontextmanager
+    async def _handling(self, session_id: uuid.UUID) -> AsyncIterator[None]:
+        """Around an event handled here: afterwards the claim is given up if this node carries no state for
+        the session (nobody joined, or all left) and no other event about it is being handled."""
+        self.busy[session_id] = self.busy.get(session_id, 0) + 1
+        try:
+            yield
+        finally:
+            self.busy[session_id] -= 1
+            if not self.busy[session_id]:
+                del self.busy[session_id]
+                await self._settle(session_id)
+
     async def _settle(self, session_id: uuid.UUID) -> None:
-        """Give up the claim if this node carries no state for the session (nobody joined, or all left)."""
-        if session_id not in self.node.sessions:
+        if session_id not in self.node.sessions and session_id not in self.busy:
             with contextlib.suppress(RedisError, OSError):
                 await self._release(keys=[self.owner_key(session_id)], args=[self.node_id])
 
@@ -270,10 +286,8 @@ class Router:
             if known is not None and known != owner:
                 await self._lost(session_id, known)
             if owner == self.node_id:
-                try:
+                async with self._handling(session_id):
                     return await spec.handler(call)
-                finally:
-                    await self._settle(session_id)
             try:
                 reply = await self._forward(owner, spec.name, call)
             except _Gone:
@@ -419,13 +433,12 @@ class Router:
         guest.used = time.monotonic()
         guest.session["user"] = user
         call = EventCall(sid, user, payload, self.node.core, self.node.transport, guest.session)
-        try:
-            result = await spec.handler(call)
-            ack: dict[str, Any] = {"ok": True, **(result or {})}
-        except AppError as exc:
-            ack = _error(exc.code, exc.message)
-        finally:
-            await self._settle(session_id)
+        async with self._handling(session_id):
+            try:
+                result = await spec.handler(call)
+                ack: dict[str, Any] = {"ok": True, **(result or {})}
+            except AppError as exc:
+                ack = _error(exc.code, exc.message)
         return {"ack": ack, "joined": session_id in guest.session.get(JOINED, set())}
 
     async def _guest_gone(self, sid: str) -> None:

@@ -315,3 +315,28 @@ async def test_killing_the_owner_ends_the_session_for_viewers_on_the_other_node(
             if on_c.connected:
                 with_timeout = asyncio.wait_for(on_c.disconnect(), 5)
                 await asyncio.gather(with_timeout, return_exceptions=True)
+
+
+async def test_an_owner_shutting_down_gives_its_sessions_up(nodes: tuple[Node, Node, str, str]) -> None:
+    _, b, redis, database_url = nodes
+    with cluster(database_url, redis, ("d",), extra_env=ENV) as (d,):
+        await wait_fanout(d, redis)
+        host, learner = await register(d.url), await register(b.url)
+        session_id = await live_session(d.url, host, learner)
+        ref = {"session_id": session_id}
+        on_d, on_b = await connect(d.url, host), await connect(b.url, learner)
+        store = aioredis.Redis.from_url(redis)
+        key = namespace(database_url, redis) + f"owner:{session_id}"
+        try:
+            await tab(on_d).ok("live:join", ref)
+            await tab(on_b).ok("live:join", ref)
+            assert await store.get(key) is not None
+            assert d.stop() == 0  # SIGTERM: the node closes its sessions and deletes its claims
+            assert await store.get(key) is None
+            ended = await on_b.inbox.wait_for("live:ended", within=10)
+            assert ended["session_id"] == session_id and ended["reason"] == "server_lost"
+        finally:
+            await store.aclose()
+            await close(on_b)
+            if on_d.connected:
+                await asyncio.gather(asyncio.wait_for(on_d.disconnect(), 5), return_exceptions=True)
