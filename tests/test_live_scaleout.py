@@ -33,6 +33,7 @@ ENV = {
     "STUDYHALL_LIVE_FORWARD_TIMEOUT_S": str(FORWARD_TIMEOUT_S),
     "STUDYHALL_LIVE_NEGOTIATION_TIMEOUT_S": "3",
     "STUDYHALL_LIVE_SIGNAL_RATE_COUNT": "1000",
+    "STUDYHALL_LIVE_MAX_VIEWERS_PER_NODE": "2",
     # python-engineio's ping timer of a closed socket sleeps out its interval: short, so task counts settle.
     "STUDYHALL_PING_INTERVAL_S": "2",
 }
@@ -153,6 +154,36 @@ async def test_a_viewer_on_node_b_watches_a_host_on_node_a(nodes: tuple[Node, No
         assert (await metrics(a))["studyhall_live_remote_connections"] == 0
     finally:
         await close(viewer, publisher, on_a, on_b)
+
+
+async def test_a_sessions_viewers_count_against_its_owners_capacity(nodes: tuple[Node, Node, str, str]) -> None:
+    """The owner carries every viewer's peer, wherever its signalling arrives: past the owner's
+    STUDYHALL_LIVE_MAX_VIEWERS_PER_NODE (2 here) a viewer on B is refused, though B carries none."""
+    a, b, _, _ = nodes
+    host = await register(a.url)
+    learners = [await register(b.url) for _ in range(3)]
+    session_id = await live_session(a.url, host, *learners)
+    ref = {"session_id": session_id}
+    on_a = await connect(a.url, host)
+    clients = [await connect(b.url, who) for who in learners]
+    viewers = [Viewer(tab(c), session_id, kinds=("video",)) for c in clients]
+    try:
+        await tab(on_a).ok("live:join", ref)
+        await tab(on_a).ok("live:start", ref)
+        for c in clients:
+            await tab(c).ok("live:join", ref)
+        for v in viewers[:2]:
+            await v.subscribe()
+        v = viewers[2]
+        v.pc.addTransceiver("video", direction="recvonly")
+        await v.pc.setLocalDescription(await v.pc.createOffer())
+        ack = await tab(clients[2]).call("live:subscribe", {**ref, "sdp": v.pc.localDescription.sdp})
+        assert ack == {"ok": False, "error": {"code": "unavailable",
+                       "message": "this server carries as many viewers as it can; try again later"}}  # fmt: skip
+        state = (await tab(on_a).ok("live:hand", {**ref, "raised": False}))["state"]
+        assert state["viewers"] == 2
+    finally:
+        await close(*viewers, on_a, *clients)
 
 
 async def test_refusals_forwarded_are_those_given_locally(nodes: tuple[Node, Node, str, str]) -> None:
