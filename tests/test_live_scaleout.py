@@ -371,3 +371,30 @@ async def test_an_owner_shutting_down_gives_its_sessions_up(nodes: tuple[Node, N
             await close(on_b)
             if on_d.connected:
                 await asyncio.gather(asyncio.wait_for(on_d.disconnect(), 5), return_exceptions=True)
+
+
+async def test_a_member_on_node_b_banned_on_node_a_loses_the_session(nodes: tuple[Node, Node, str, str]) -> None:
+    a, b, _, _ = nodes
+    host, learner = await register(a.url), await register(b.url)
+    session_id = await live_session(a.url, host, learner)
+    status, session = await rest(a.url, "GET", f"/live-sessions/{session_id}", host)
+    assert status == 200, session
+    ref = {"session_id": session_id}
+    on_a, on_b = await connect(a.url, host), await connect(b.url, learner)
+    viewer = Viewer(tab(on_b), session_id, kinds=("video",))
+    try:
+        await tab(on_a).ok("live:join", ref)
+        await tab(on_a).ok("live:start", ref)
+        await tab(on_b).ok("live:join", ref)
+        await viewer.subscribe()
+        assert (await tab(on_a).ok("live:hand", {**ref, "raised": False}))["state"]["viewers"] == 1
+        await tab(on_a).ok("room:join", {"room_id": session["room_id"]})
+        seen = len(on_a.inbox.of("live:state"))
+        await tab(on_a).ok("chat:ban", {"room_id": session["room_id"], "user_id": learner.id, "on": True})
+        # B hears of the rights change (through Redis) and has the owner on A let the learner go.
+        await on_a.inbox.until(lambda: any(s["viewers"] == 0 for s in on_a.inbox.of("live:state")[seen:]))
+        assert (await tab(on_a).ok("live:hand", {**ref, "raised": False}))["state"]["viewers"] == 0
+        ack = await tab(on_b).call("live:join", ref)
+        assert ack["ok"] is False and ack["error"]["code"] == "forbidden", ack
+    finally:
+        await close(viewer, on_a, on_b)
