@@ -398,3 +398,39 @@ async def test_a_member_on_node_b_banned_on_node_a_loses_the_session(nodes: tupl
         assert ack["ok"] is False and ack["error"]["code"] == "forbidden", ack
     finally:
         await close(viewer, on_a, on_b)
+
+
+async def test_a_host_on_node_b_publishes_to_a_session_a_learner_opened_on_node_a(
+    nodes: tuple[Node, Node, str, str],
+) -> None:
+    """The session lands where it is first joined (the lobby, before the host goes live): here a learner on A,
+    so the host's go-live and publish on B are forwarded to A, and A forwards the host's media."""
+    a, b, redis, database_url = nodes
+    host, learner = await register(b.url), await register(a.url)
+    session_id = await live_session(b.url, host, learner)
+    ref = {"session_id": session_id}
+    on_a, on_b = await connect(a.url, learner), await connect(b.url, host)
+    publisher, viewer = Publisher(tab(on_b), session_id), Viewer(tab(on_a), session_id)
+    try:
+        lobby = await tab(on_a).ok("live:join", ref)
+        assert lobby["state"]["status"] == "scheduled"
+        await tab(on_a).ok("live:hand", ref)
+        joined = await tab(on_b).ok("live:join", ref)
+        assert joined["may_run"] is True and [u["id"] for u in joined["state"]["hands"]] == [learner.id]
+        await tab(on_b).ok("live:start", ref)
+        await on_a.inbox.wait_for("live:state", lambda s: s["status"] == "live")
+        await publisher.publish()
+        await on_a.inbox.wait_for("live:state", lambda s: [p["user"]["id"] for p in s["publishers"]] == [host.id])
+        await viewer.subscribe()
+        picture = await viewer.frame("video")
+        assert (picture.width, picture.height) == (320, 240)
+        ended = await tab(on_b).ok("live:stop", ref)
+        assert ended["state"]["status"] == "ended"
+        await on_a.inbox.wait_for("live:state", lambda s: s["status"] == "ended")
+        store = aioredis.Redis.from_url(redis)
+        try:  # A carries nothing of the ended session any more, so it gave up its claim
+            assert await store.get(namespace(database_url, redis) + f"owner:{session_id}") is None
+        finally:
+            await store.aclose()
+    finally:
+        await close(viewer, publisher, on_a, on_b)
