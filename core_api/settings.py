@@ -890,6 +890,21 @@ class Settings(BaseSettings):
     live_negotiation_timeout_s: float = Field(
         10.0, gt=0, le=120, description="Longest the server spends answering one offer (ICE gathering included)."
     )
+    live_owner_ttl_s: float = Field(
+        15.0,
+        ge=1,
+        le=600,
+        description="Scaled mode: a live session is owned by one node, named in Redis with this TTL (renewed every "
+        "third of it). A node that dies without a word is taken for gone when its Redis subscription drops, or at "
+        "the latest once this passes.",
+    )
+    live_forward_timeout_s: float = Field(
+        25.0,
+        gt=0,
+        le=300,
+        description="Scaled mode: longest a node waits for the owner of a live session to answer a `live:*` event "
+        "it forwarded (then `unavailable`); keep it above STUDYHALL_LIVE_NEGOTIATION_TIMEOUT_S.",
+    )
     live_join_rate_count: int = Field(
         60,
         ge=1,

@@ -24,8 +24,8 @@ Offers are limited to ``STUDYHALL_LIVE_MAX_SDP_BYTES``, and a connection may sta
 ``STUDYHALL_LIVE_SIGNAL_RATE_COUNT`` negotiations per ``STUDYHALL_LIVE_SIGNAL_RATE_WINDOW_S``. State
 changes reach everyone in the session as ``live:state`` (Socket.IO room ``live:<session id>``).
 
-Not built yet: a session's peers live on the node that answered its first ``live:publish``; with several
-nodes, signalling reaching another node is not routed there (see docs/live.md).
+With several nodes each session lives on one node, its owner: :mod:`live.routing` brings every ``live:*``
+event about it there, so a remote connection appears here by its sid like a local one (see docs/live.md).
 """
 
 from __future__ import annotations

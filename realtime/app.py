@@ -67,6 +67,7 @@ from leaderboards import prizes as contest_prizes
 from leaderboards import wallet as contest_wallet
 from leaderboards.wiring import run_contests
 from live import handlers as live_handlers
+from live import routing as live_routing
 from live.sfu import check_aiortc
 from live.signalling import LiveNode
 from live.wiring import run_live
@@ -75,7 +76,7 @@ from media import playback as media_playback
 from media import uploads as media_uploads
 from media import video as media_video
 from media.wiring import run_media
-from realtime.bus import RedisBusRelay, bus_channel
+from realtime.bus import CHANNEL_PREFIX, RedisBusRelay, bus_channel
 from realtime.engine import SessionGate
 from realtime.jobs import run_sandbox
 from realtime.ordered import OrderedRooms
@@ -141,7 +142,7 @@ EVENTS = Events.combine(
     watch_handlers.events,
     contest_handlers.events,
     collab_console.events,
-    live_handlers.events,
+    live_routing.routed(live_handlers.events),  # live:* reach the session's owner node (live/routing.py)
     collab_follow.events,
 )
 OPENAPI = web.AppKey("openapi", dict)
@@ -483,10 +484,31 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
         check_aiortc()
         node = LiveNode(app[CORE], app[SOCKETS], settings)
         app[SOCKETS].services[live_handlers.NODE] = node
+        router = None
+        if settings.redis_url is not None:  # each session owned by one node; live:* forwarded to it
+            namespace = bus_channel(settings).removeprefix(CHANNEL_PREFIX)
+            services = app[SOCKETS].services
+            router = live_routing.Router(settings.redis_url.get_secret_value(), namespace, node,
+                                         live_handlers.events.specs, services, settings)  # fmt: skip
+            await router.start()
+            services[live_routing.ROUTER] = router
+            registry = app[METRICS].registry
+            Gauge("studyhall_live_forwards_waiting", "live:* events this node forwarded and awaits the answer of",
+                  registry=registry).set_function(lambda: len(router.pending))  # fmt: skip
+            Gauge("studyhall_live_forwarded_serving", "live:* events forwarded to this node being handled",
+                  registry=registry).set_function(lambda: len(router.tasks))  # fmt: skip
+            Gauge("studyhall_live_remote_connections", "Connections of other nodes in live sessions this node owns",
+                  registry=registry).set_function(lambda: len(router.guests))  # fmt: skip
+        Gauge("studyhall_asyncio_tasks", "asyncio tasks of this process (a leak shows as growth)",
+              registry=app[METRICS].registry).set_function(_task_count)  # fmt: skip
         try:
             yield
         finally:
+            if router is not None:
+                await router.close()  # no more forwarded events
             await node.close()
+            if router is not None:
+                await router.release_all()
 
     # Closed in reverse: the sandbox stops its runs first (finishing their executions while the pool
     # and Socket.IO still work), then watch parties, then presence withdraws (and announces) before
@@ -543,6 +565,13 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     mount_webapp(app, settings)  # the web app at / (realtime/webapp.py): last, it takes the paths left over
     app.cleanup_ctx.append(functools.partial(keep_heap, settings))  # last: settles what the start-up made
     return app
+
+
+def _task_count() -> int:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # collected outside the app's event loop
+        return 0
 
 
 async def keep_heap(settings: Settings, app: web.Application) -> AsyncIterator[None]:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, BrowserType, Page, expect
 
+from realtime.sockets import SOCKETS
 from tests.browser.conftest import DESKTOP, User, WebServer, log_in, rest
 
 FAKE_MEDIA_ARGS = [
@@ -198,3 +199,36 @@ def test_the_host_goes_live_and_two_viewers_watch_moving_video(
     for u in [host_user, *viewer_users]:
         expect(table).to_contain_text(u.display_name)
     host.screenshot(path=str(screenshots / "live-host-ended.png"))
+
+
+def test_a_viewer_whose_sessions_server_is_lost_is_offered_to_join_again(
+    media_page: Callable[[User], Page], live_server: WebServer, screenshots: Path
+) -> None:
+    """``live:ended`` comes when the node carrying the session dies (tests/test_live_scaleout.py makes it
+    happen with two real nodes); here the one server sends it, as a dead owner's neighbour would."""
+    tag = uuid.uuid4().hex[:4]
+    host_user, viewer_user = live_server.user(f"Ira Host {tag}"), live_server.user(f"Jo Viewer {tag}")
+    token = host_user.token()
+    status, room = rest(live_server.url, "POST", "/rooms",
+                        {"name": f"Hall {tag}", "kind": "live", "visibility": "private"}, token)  # fmt: skip
+    assert status == 201, room
+    status, body = rest(live_server.url, "POST", f"/rooms/{room['id']}/invite", {"user_id": viewer_user.id}, token)
+    assert status == 201, body
+    starts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 600))
+    status, session = rest(live_server.url, "POST", f"/rooms/{room['id']}/live-sessions",
+                           {"title": f"Optics {tag}", "starts_at": starts}, token)  # fmt: skip
+    assert status == 201, session
+    page = media_page(viewer_user)
+    page.goto(f"/live/{session['id']}")
+    expect(page.get_by_role("timer", name="Time until the session starts")).to_contain_text("Starts in")
+
+    message = "the server carrying this live session stopped; join it again to continue"
+    ended = {"session_id": session["id"], "reason": "server_lost", "message": message}
+    live_server.run(live_server.app[SOCKETS].emit("live:ended", ended, to=f"user:{viewer_user.id}"))
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text(f"The live session was interrupted: {message}.")
+    expect(page.get_by_role("timer", name="Time until the session starts")).to_have_count(0)
+    page.screenshot(path=str(screenshots / "live-interrupted.png"))
+    alert.get_by_role("button", name="Try again", exact=True).click()
+    expect(page.get_by_role("timer", name="Time until the session starts")).to_contain_text("Starts in")
+    expect(page.get_by_role("alert")).to_have_count(0)

@@ -102,6 +102,23 @@ describe("LiveRoom", () => {
     room.stop();
   });
 
+  it("offers to join again when the session's server is lost (live:ended)", async () => {
+    const socket = new FakeSignalling((event) => (event === "live:join" ? joined({ status: "live" }) : { ok: true }));
+    const room = new LiveRoom(socket, SESSION, ME, noMedia);
+    room.start();
+    await settle();
+    socket.push("live:ended", { session_id: "another", reason: "server_lost", message: "gone" });
+    expect(get(room.phase)).toBe("joined");
+    socket.push("live:ended", { session_id: SESSION, reason: "server_lost", message: "the server carrying this live session stopped; join it again to continue" });
+    expect(get(room.phase)).toBe("failed");
+    expect(get(room.error)).toBe("The live session was interrupted: the server carrying this live session stopped; join it again to continue.");
+    await room.join(); // the page's "Try again"
+    expect(get(room.phase)).toBe("joined");
+    expect(get(room.error)).toBeNull();
+    expect(socket.sent.filter(([e]) => e === "live:join")).toHaveLength(2);
+    room.stop();
+  });
+
   it("shows a refusal in words, and an ended session as ended", async () => {
     const refused = new FakeSignalling(() => ({ ok: false, error: { code: "not_found", message: "live session not found" } }));
     const room = new LiveRoom(refused, SESSION, ME, noMedia);

@@ -243,6 +243,14 @@ export class LiveRoom {
         this.invitedStore.set(true);
         this.noticeStore.set(`${e.by.display_name} invited you to speak: press "Start speaking" to turn on your camera and microphone.`);
       }),
+      this.socket.on<{ session_id: string; reason: string; message: string }>("live:ended", (e) => {
+        // The server carrying the session went away (several nodes): peers are gone; joining again restarts it.
+        if (e.session_id !== this.sessionId) return;
+        this.closePublishing();
+        this.closeViewing();
+        this.phaseStore.set("failed");
+        this.errorStore.set(`The live session was interrupted: ${e.message || "its server stopped"}.`);
+      }),
       this.socket.onConnect((reconnect) => {
         if (reconnect) void this.rejoin();
       }),
@@ -276,6 +284,7 @@ export class LiveRoom {
       this.iceServers = Array.isArray(ack.ice_servers) ? ack.ice_servers : [];
       this.sessionStore.set(ack.session);
       this.mayRunStore.set(ack.may_run === true);
+      this.errorStore.set(null); // a refusal or an interruption is over
       this.phaseStore.set("joined");
       this.applyState(ack.state);
     } catch (e) {
