@@ -14,6 +14,8 @@ session in every page and the attendance lists the four who joined.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -198,3 +200,46 @@ def test_the_host_goes_live_and_two_viewers_watch_moving_video(
     for u in [host_user, *viewer_users]:
         expect(table).to_contain_text(u.display_name)
     host.screenshot(path=str(screenshots / "live-host-ended.png"))
+
+
+def test_the_host_records_the_session_and_downloads_the_recording(
+    media_page: Callable[[User], Page], live_server: WebServer, screenshots: Path, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:4]
+    host_user = live_server.user(f"Rita Recorder {tag}")
+    token = host_user.token()
+    status, room = rest(live_server.url, "POST", "/rooms",
+                        {"name": f"Studio {tag}", "kind": "live", "visibility": "private"}, token)  # fmt: skip
+    assert status == 201, room
+    host = media_page(host_user)
+    host.goto(f"/rooms/{room['id']}")
+    sessions = host.get_by_role("region", name="Live sessions")
+    sessions.get_by_label("Session title").fill(f"Recorded {tag}")
+    sessions.get_by_role("button", name="Schedule", exact=True).click()
+    sessions.get_by_role("link", name=f"Recorded {tag}").click()
+    host.get_by_role("button", name="Go live", exact=True).click()
+    moving(host, "You (camera preview)")
+
+    host.get_by_role("button", name="Record", exact=True).click()
+    expect(host.get_by_role("button", name="Stop recording", exact=True)).to_be_visible()
+    expect(host.get_by_role("status").filter(has_text="Recording")).to_be_visible()
+    host.screenshot(path=str(screenshots / "live-host-recording.png"), full_page=True)
+    time.sleep(4)
+    host.get_by_role("button", name="Stop recording", exact=True).click()
+    expect(host.get_by_role("status").filter(has_text="Recording saved")).to_be_visible()
+    expect(host.get_by_role("button", name="Record", exact=True)).to_be_visible()
+    host.screenshot(path=str(screenshots / "live-host-recorded.png"))
+    with host.expect_download() as download:
+        host.get_by_role("button", name="Download recording", exact=True).click()
+    saved = tmp_path / "recording.webm"
+    download.value.save_as(saved)
+    info = json.loads(subprocess.run(
+        ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(saved)],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout)  # fmt: skip
+    codecs = {s["codec_type"]: s["codec_name"] for s in info["streams"]}
+    assert codecs == {"video": "vp8", "audio": "opus"}, codecs  # what Chromium published, as it was sent
+    assert 3 <= float(info["format"]["duration"]) <= 6, info["format"]
+    host.get_by_role("button", name="Stop", exact=True).click()
+    expect(host.get_by_role("status").filter(has_text="The live session has ended.")).to_be_visible()
+    expect(host.get_by_role("status").filter(has_text="Recording saved")).to_be_visible()
