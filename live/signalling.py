@@ -16,6 +16,9 @@ Who may do what (the rules; ``runner`` = the session's host or scheduler, a room
   at most ``STUDYHALL_LIVE_MAX_PUBLISHERS_PER_SESSION`` at once (``conflict``).
 - ``live:subscribe``: anyone who joined, while live; refused with ``unavailable`` once this node carries
   ``STUDYHALL_LIVE_MAX_VIEWERS_PER_NODE`` viewers.
+- ``live:unsubscribe``: anyone who joined; closes their receiving peer and frees its viewer slot.
+- ``live:record``: a runner, while live and someone publishes (:mod:`live.recordings`); rate-limited per
+  connection (``STUDYHALL_LIVE_RECORD_RATE_COUNT`` per ``..._WINDOW_S``).
 - ``live:hand``: anyone who joined. ``live:invite``: a runner. ``live:mute``: a runner, or oneself.
 - ``live:stop``: a publisher stops themselves; a runner stops anyone's publishing, or (no ``user_id``)
   ends the session for everyone.
