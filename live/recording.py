@@ -11,8 +11,9 @@ The container is opened at the first video keyframe (its header needs the pictur
 keyframe header); audio that comes before is held (a few seconds at most). The file is written by one task,
 each PyAV call in a worker thread, so the event loop never waits on the disk.
 
-A recording ends when asked (``live:record`` off), when the feeds it records end (the publisher stopped or
-vanished, the session ended), or at ``STUDYHALL_LIVE_RECORDING_MAX_S`` / ``STUDYHALL_LIVE_RECORDING_MAX_BYTES``.
+A recording ends when asked (``live:record`` off, the session's end), when the feeds it records end and no new
+ones come within :data:`REPUBLISH_GRACE_S` (the publisher stopped or vanished; publishing again, e.g. to share
+the screen, gives it the new feeds through :meth:`Recorder.attach` and the file goes on), or at ``STUDYHALL_LIVE_RECORDING_MAX_S`` / ``STUDYHALL_LIVE_RECORDING_MAX_BYTES``.
 What happens to the file then is :mod:`live.signalling`'s business (it becomes an upload of the recorder's).
 """
 
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 TIME_BASE = Fraction(1, 1000)  # Matroska's own: milliseconds
 EARLY_AUDIO_FRAMES = 500  # held until the first video keyframe opens the file (10 s of 20 ms frames)
 CODEC_NAMES = {"video/vp8": "vp8", "audio/opus": "opus"}
+REPUBLISH_GRACE_S = 5.0
+"""How long a recording whose feeds ended waits for the publisher's new ones (publishing again, e.g. to share
+the screen, replaces their peer and feeds) before it ends as ``publisher_gone``."""
 
 
 def vp8_size(frame: bytes) -> tuple[int, int] | None:
@@ -86,11 +90,12 @@ class Recorder:
         max_s: longest recording; it stops by itself then.
         max_bytes: largest file; it stops by itself past it.
         on_end: awaited once the file is closed, with what it holds (whatever ended it).
+        grace_s: how long to wait for new feeds (:meth:`attach`) once the recorded ones ended.
     """
 
     def __init__(
         self, path: Path, video: Feed | None, audio: Feed | None, max_s: float, max_bytes: int,
-        on_end: Callable[[Recorded], Awaitable[None]],
+        on_end: Callable[[Recorded], Awaitable[None]], grace_s: float = REPUBLISH_GRACE_S,
     ) -> None:  # fmt: skip
         self.path = path
         self.max_s = max_s
@@ -113,6 +118,8 @@ class Recorder:
         self._end_ms = 0
         self.reason = "stopped"
         self._stopping = False
+        self._finishing = False
+        self.grace_s = grace_s
         self.result: Recorded | None = None
         self._readers = [asyncio.create_task(self._read(kind, t)) for kind, t in self._tracks.items()]
         self._writer = asyncio.create_task(self._write())
@@ -141,16 +148,44 @@ class Recorder:
                 await self._queue.put((kind, data, clock.ms(rtp), is_keyframe(kind, data)))
                 if self.recording_s >= self.max_s:
                     self._end("max_duration")
-        if not self._stopping:  # the feed ended under us: the publisher stopped or vanished, or the session ended
+        if self._stopping:
+            self._maybe_finish()
+        else:  # the feed ended under us: the publisher stopped, published again (a new feed), or vanished
+            self._loop.call_later(self.grace_s, self._gone_check)
+
+    def attach(self, video: Feed | None, audio: Feed | None) -> None:
+        """Record these feeds from now on (the publisher published again: new feeds for the same picture and
+        sound). Only the kinds recorded from the start; the file goes on, its timestamps too."""
+        if self._stopping:
+            return
+        for kind, feed in (("video", video), ("audio", audio)):
+            old = self._tracks.get(kind)
+            if feed is None or old is None or (old.feed is feed and old.readyState == "live"):
+                continue
+            old.stop()
+            self._tracks[kind] = track = feed.subscribe()
+            self._clocks.pop(kind, None)  # another RTP timeline: placed again by its first frame's arrival
+            self._readers.append(asyncio.create_task(self._read(kind, track)))
+
+    def _reading(self) -> bool:
+        current = asyncio.current_task() if self._loop.is_running() else None
+        return any(not t.done() and t is not current for t in self._readers)
+
+    def _gone_check(self) -> None:
+        if not self._stopping and not self._reading():
             self._end("publisher_gone")
-        if all(t.done() or t is asyncio.current_task() for t in self._readers):
-            await self._queue.put(None)
+
+    def _maybe_finish(self) -> None:
+        if not self._finishing and not self._reading():
+            self._finishing = True
+            self._queue.put_nowait(None)
 
     def _end(self, reason: str) -> None:
         if not self._stopping:
             self._stopping, self.reason = True, reason
         for track in self._tracks.values():
             track.stop()
+        self._maybe_finish()
 
     async def _write(self) -> None:
         try:
@@ -162,6 +197,7 @@ class Recorder:
         except Exception:
             log.exception("the recording %s failed; what was written is kept", self.path)
         finally:
+            self._stopping = True
             result = await asyncio.shield(self._close())
             self.result = result
             try:

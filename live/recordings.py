@@ -3,8 +3,9 @@
 ``live:record {session_id, on: true}`` (a runner: the host, the scheduler, room members of the scheduling
 role, the course's instructor, admins; while live) starts a :class:`~live.recording.Recorder` on the
 session's main picture and sound: the recording runner's own camera (else screen) and microphone if they
-publish, else the first publisher's. ``on: false`` stops it (any runner). A recording also ends by itself
-when what it records stops (the publisher stopped or vanished, the session ended) or at its limits.
+publish, else the first publisher's. ``on: false`` stops it (any runner), and so does the session's end. A
+recording also ends by itself when what it records stops (the publisher stopped or vanished; when they publish
+again, e.g. to share the screen, it goes on with their new feeds) or at its limits.
 
 The file (WebM: VP8 and Opus as published, remuxed, never re-encoded) becomes a finished *upload* of the
 person who started it (``uploads`` row, bytes at ``uploads/<id>`` in media storage, metadata naming the
@@ -33,15 +34,22 @@ from core_api.context import CORE
 from core_api.errors import AppError, ErrorCode, conflict, not_found
 from core_api.http import Principal
 from live.recording import Recorded, Recorder
+from live.sfu import Feed
 from media.storage import LocalStorage
 
 if TYPE_CHECKING:
-    from live.signalling import LiveNode, LiveSession
+    from live.signalling import LiveNode, LiveSession, Publisher
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
 RECORDED_EVENT = "live:recorded"
+
+
+def main_feeds(publisher: Publisher) -> tuple[Feed | None, Feed | None]:
+    """What is recorded of a publisher: their camera (else their screen) and their microphone."""
+    feeds = dict(publisher.feeds)
+    return feeds.get("camera") or feeds.get("screen"), feeds.get("microphone")
 
 
 def download_path(session_id: uuid.UUID, upload_id: uuid.UUID) -> str:
@@ -54,6 +62,7 @@ class Recordings:
     def __init__(self, node: LiveNode) -> None:
         self.node = node
         self.running: dict[uuid.UUID, tuple[Recorder, uuid.UUID]] = {}  # session id → (recorder, upload id)
+        self.sources: dict[uuid.UUID, uuid.UUID] = {}  # session id → whose picture and sound are recorded
         self._stored: dict[uuid.UUID, dict[str, Any] | None] = {}  # upload id → what live:recorded said
 
     @property
@@ -68,11 +77,11 @@ class Recordings:
             raise conflict("the session is being recorded already")
         mine = session.publishers.get(user.id)
         publishers = ([mine] if mine is not None else []) + [p for p in session.publishers.values() if p is not mine]
-        video = audio = None
+        video = audio = source = None
         for publisher in publishers:
-            feeds = dict(publisher.feeds)
-            video, audio = feeds.get("camera") or feeds.get("screen"), feeds.get("microphone")
+            video, audio = main_feeds(publisher)
             if video is not None or audio is not None:
+                source = publisher.user.id
                 break
         if video is None and audio is None:
             raise conflict("nobody is publishing yet: go live with a camera or microphone first")
@@ -92,6 +101,8 @@ class Recordings:
         recorder = Recorder(path, video, audio, settings.live_recording_max_s, settings.live_recording_max_bytes,
                             ended)  # fmt: skip
         self.running[session.id] = (recorder, upload_id)
+        assert source is not None
+        self.sources[session.id] = source
         session.recording = True
         await self.node._announce(session)
         return {"state": session.state(), "recording": {"upload_id": str(upload_id), "session_id": str(session.id)}}
@@ -104,9 +115,21 @@ class Recordings:
         await recorder.stop("stopped")
         return {"state": session.state(), "recording": self._stored.pop(upload_id, None)}
 
+    def republished(self, session: LiveSession, publisher: Publisher) -> None:
+        """The recorded publisher published again (new peer, new feeds): the recording goes on with them."""
+        running = self.running.get(session.id)
+        if running is not None and self.sources.get(session.id) == publisher.user.id:
+            running[0].attach(*main_feeds(publisher))
+
+    async def session_ended(self, session: LiveSession) -> None:
+        running = self.running.get(session.id)
+        if running is not None:
+            await running[0].stop("session_ended")
+
     async def _ended(self, session: LiveSession, user: Principal, row: Any, upload_id: uuid.UUID,
                      result: Recorded) -> None:  # fmt: skip
         self.running.pop(session.id, None)
+        self.sources.pop(session.id, None)
         session.recording = False
         out: dict[str, Any] | None = None
         try:

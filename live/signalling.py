@@ -309,6 +309,7 @@ class LiveNode:
                 await self._close_publisher(publisher)
                 raise
             session.publishers[call.user.id] = publisher
+            self.recordings.republished(session, publisher)
         await self._announce(session)
         return {"sdp": answer, "type": "answer", "state": session.state()}
 
@@ -394,6 +395,7 @@ class LiveNode:
             raise forbidden("only the session's host or the room's hosts may stop others or end the session")
         async with self._lock(session_id):
             if user_id is None:
+                await self.recordings.session_ended(session)
                 ended = await self.schedule.mark(session_id, "ended_at")
                 await self.attendance.close_session(session_id, ended["ended_at"])
                 session.stretches.clear()

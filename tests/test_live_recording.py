@@ -19,7 +19,7 @@ from aiortc.mediastreams import MediaStreamError
 from live.recording import vp8_size
 from live.signalling import LiveNode
 from tests.conftest import ApiClient
-from tests.live_helpers import Publisher, Viewer, live_room, live_tab
+from tests.live_helpers import MovingPicture, Publisher, Viewer, live_room, live_tab
 from tests.test_live_media import app_with, node
 
 RECORD_S = 4.0
@@ -163,6 +163,42 @@ async def test_a_recording_becomes_a_lecture_through_the_media_job(api: ApiClien
     finally:
         await publisher.close()
         await tab.close()
+
+
+async def test_a_recording_goes_on_when_the_host_publishes_again_and_ends_with_the_session(api: ApiClient) -> None:
+    """Sharing the screen publishes again (a new peer replaces the old one, with new feeds): the recording carries
+    on in the same file; ending the session ends it."""
+    host, member = await api.user("instructor"), await api.user()
+    _, session_id = await live_room(api, host, member)
+    tab, member_tab = await live_tab(api, host), await live_tab(api, member)
+    ref = {"session_id": session_id}
+    first, again = Publisher(tab, session_id), Publisher(tab, session_id)
+    again.tracks.insert(1, MovingPicture(640, 360))  # camera, screen, microphone
+    try:
+        for t in (tab, member_tab):
+            await t.ok("live:join", ref)
+        await tab.ok("live:start", ref)
+        await first.publish()
+        await tab.ok("live:record", {**ref, "on": True})
+        await asyncio.sleep(2)
+        await again.publish()
+        await first.close()
+        await asyncio.sleep(2)
+        assert node(api).recordings.running  # still recording
+        ended = await tab.ok("live:stop", ref)
+        assert ended["state"]["status"] == "ended"
+        event = await tab.next("live:recorded")
+        assert event["reason"] == "session_ended", event
+        assert abs(event["recording"]["duration_s"] - 4) <= 1, event
+        path = node(api).settings.media_root / "uploads" / event["recording"]["upload_id"]
+        assert abs(float(probe(path)["format"]["duration"]) - 4) <= 1
+        assert decoded_frames(path)["video"] >= 60  # both feeds' frames, one after the other
+        assert await member_tab.nothing_pending("live:recorded")  # only the recorder hears of it
+    finally:
+        await first.close()
+        await again.close()
+        for t in (tab, member_tab):
+            await t.close()
 
 
 async def test_recording_is_refused_to_others_and_to_garbage(
