@@ -13,8 +13,9 @@ each PyAV call in a worker thread, so the event loop never waits on the disk.
 
 A recording ends when asked (``live:record`` off, the session's end), when the feeds it records end and no new
 ones come within :data:`REPUBLISH_GRACE_S` (the publisher stopped or vanished; publishing again, e.g. to share
-the screen, gives it the new feeds through :meth:`Recorder.attach` and the file goes on), or at ``STUDYHALL_LIVE_RECORDING_MAX_S`` / ``STUDYHALL_LIVE_RECORDING_MAX_BYTES``.
-What happens to the file then is :mod:`live.signalling`'s business (it becomes an upload of the recorder's).
+the screen, gives it the new feeds through :meth:`Recorder.attach` and the file goes on), or at
+``STUDYHALL_LIVE_RECORDING_MAX_S`` / ``STUDYHALL_LIVE_RECORDING_MAX_BYTES``. What happens to the file then is
+:mod:`live.recordings`' business (it becomes an upload of the recorder's).
 """
 
 from __future__ import annotations
