@@ -8,7 +8,8 @@ separate browser contexts) wait in the lobby with its countdown; the host presse
 growing) with the host's microphone in the same stream; a viewer raises a hand and the host sees it with
 "Invite … to speak"; the host shares the screen (a second moving video in every viewer's page); the host
 invites the raised hand, and the speaker's camera reaches the host and the other viewer, until the host stops
-them; a viewer past the node's viewer limit is refused with the server's message; the host's "Stop" ends the
+them; a viewer past the node's viewer limit is refused with the server's message, and gets the slot the host's
+page gives back (``live:unsubscribe``) once nobody else publishes; the host's "Stop" ends the
 session in every page and the attendance lists the four who joined.
 """
 
@@ -169,20 +170,25 @@ def test_the_host_goes_live_and_two_viewers_watch_moving_video(
     moving(viewers[0], screen)  # the speaker still sees the host
     viewers[1].screenshot(path=str(screenshots / "live-viewer-speaker.png"))
 
-    # The host stops the speaker: their camera leaves the other viewer's page, their own devices go off.
-    host.get_by_role("button", name=f"Stop {viewer_users[0].display_name}", exact=True).click()
-    expect(viewers[1].locator(f'video[aria-label="{speaker}"]')).to_have_count(0)
-    expect(viewers[0].get_by_role("button", name="Stop speaking", exact=True)).to_have_count(0)
-    expect(viewers[0].locator('video[aria-label="You (camera preview)"]')).to_have_count(0)
-    moving(viewers[1], camera)  # the host carries on
-
-    # A third viewer is past this node's viewer limit: refused with the server's words, not a broken page.
+    # A third viewer is past this node's viewer limit (two viewers and the host, who watches the speaker):
+    # refused with the server's words, not a broken page.
     late = media_page(viewer_users[2])
     late.goto(f"/rooms/{room['id']}")
     late.get_by_role("region", name="Live sessions").get_by_role("link", name=f"Signals {tag}").click()
     expect(late.get_by_role("alert")).to_contain_text("as many viewers as it can")
     expect(late.get_by_role("button", name="Try again", exact=True)).to_be_visible()
     late.screenshot(path=str(screenshots / "live-viewer-refused.png"))
+
+    # The host stops the speaker: their camera leaves the other viewer's page, their own devices go off.
+    host.get_by_role("button", name=f"Stop {viewer_users[0].display_name}", exact=True).click()
+    expect(viewers[1].locator(f'video[aria-label="{speaker}"]')).to_have_count(0)
+    expect(viewers[0].get_by_role("button", name="Stop speaking", exact=True)).to_have_count(0)
+    expect(viewers[0].locator('video[aria-label="You (camera preview)"]')).to_have_count(0)
+    moving(viewers[1], camera)  # the host carries on
+    # With nobody else to watch, the host's page gave its viewer slot back (live:unsubscribe), and the late
+    # viewer's page, subscribing again as what is published changed, gets it: the host's camera, no refusal.
+    moving(late, camera)
+    expect(late.get_by_role("alert")).to_have_count(0)
 
     # At phone width the viewer's page stacks (no sideways scrolling) and the video still plays.
     viewers[1].set_viewport_size({"width": 360, "height": 740})
@@ -192,7 +198,7 @@ def test_the_host_goes_live_and_two_viewers_watch_moving_video(
 
     # Stop: the session ends for everyone; the host's attendance lists who joined.
     host.get_by_role("button", name="Stop", exact=True).click()
-    for page in [host, *viewers]:
+    for page in [host, *viewers, late]:
         expect(page.get_by_role("status").filter(has_text="The live session has ended.")).to_be_visible()
         expect(page.locator("video")).to_have_count(0)
     host.get_by_text("Attendance", exact=True).click()
