@@ -924,7 +924,7 @@ class Settings(BaseSettings):
     )
     turn_secret: SecretStr | None = Field(
         None,
-        description="coturn's `static-auth-secret` (its TURN REST API scheme, `use-auth-secret`). When set, every "
+        description="At least 16 characters: coturn's `static-auth-secret` (its TURN REST API scheme, `use-auth-secret`). When set, every "
         "`turn:`/`turns:` entry of STUDYHALL_ICE_SERVERS without a username is handed out with a time-limited "
         "credential: username `<expiry unix time>:<user id>`, credential base64(HMAC-SHA1(secret, username)).",
     )
@@ -968,6 +968,13 @@ class Settings(BaseSettings):
     def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters")
+        return value
+
+    @field_validator("turn_secret")
+    @classmethod
+    def _strong_turn_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (anyone who knows it can use the TURN server)")
         return value
 
     @field_validator("metrics_token")

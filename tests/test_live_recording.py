@@ -234,6 +234,30 @@ async def test_recording_is_refused_to_others_and_to_garbage(
             await tab.close()
 
 
+async def test_a_recording_stops_at_its_longest_and_the_quota_refuses_the_next(
+    aiohttp_client: Any, database_url: str, tmp_path: Path
+) -> None:
+    api = await app_with(aiohttp_client, database_url, tmp_path, live_recording_max_s=2.0, media_quota_bytes=1024)
+    host = await api.user("instructor")
+    _, session_id = await live_room(api, host)
+    tab = await live_tab(api, host)
+    ref = {"session_id": session_id}
+    publisher = Publisher(tab, session_id)
+    try:
+        await tab.ok("live:join", ref)
+        await tab.ok("live:start", ref)
+        await publisher.publish()
+        await tab.ok("live:record", {**ref, "on": True})
+        event = await tab.next("live:recorded")  # by itself, after STUDYHALL_LIVE_RECORDING_MAX_S
+        assert event["reason"] == "max_duration" and 1 <= event["recording"]["duration_s"] <= 3, event
+        # The saved recording fills this user's (tiny) upload quota: the next one is refused, saying why.
+        message = await tab.fails("live:record", {**ref, "on": True}, "payload_too_large")
+        assert "quota" in message
+    finally:
+        await publisher.close()
+        await tab.close()
+
+
 async def test_a_recording_ends_cleanly_when_the_publisher_vanishes(api: ApiClient) -> None:
     host = await api.user("instructor")
     _, session_id = await live_room(api, host)

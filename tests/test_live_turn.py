@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
 from core_api.settings import IceServer
@@ -49,6 +50,8 @@ def test_credentials_are_what_coturn_computes(tmp_path: Path) -> None:
     plain = make_settings("postgresql://x/y", tmp_path, ice_servers=SERVERS)
     assert ice_servers_for(plain, "user-1") == list(plain.ice_servers)
     assert make_settings("postgresql://x/y", tmp_path, turn_secret="").turn_secret is None
+    with pytest.raises(ValidationError, match="at least 16 characters"):
+        make_settings("postgresql://x/y", tmp_path, turn_secret="short")
 
 
 async def test_every_join_hands_out_fresh_unexpired_credentials(
