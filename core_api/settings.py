@@ -924,9 +924,10 @@ class Settings(BaseSettings):
     )
     turn_secret: SecretStr | None = Field(
         None,
-        description="At least 16 characters: coturn's `static-auth-secret` (its TURN REST API scheme, `use-auth-secret`). When set, every "
-        "`turn:`/`turns:` entry of STUDYHALL_ICE_SERVERS without a username is handed out with a time-limited "
-        "credential: username `<expiry unix time>:<user id>`, credential base64(HMAC-SHA1(secret, username)).",
+        description="coturn's `static-auth-secret` (its TURN REST API scheme, `use-auth-secret`), at least 16 "
+        "characters. When set, every `turn:`/`turns:` entry of STUDYHALL_ICE_SERVERS without a username is handed "
+        "out with a time-limited credential: username `<expiry unix time>:<user id>`, credential "
+        "base64(HMAC-SHA1(secret, username)).",
     )
     turn_credential_ttl_s: int = Field(
         21_600,
