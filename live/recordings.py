@@ -71,20 +71,7 @@ class Recordings:
 
     async def start(self, user: Principal, session: LiveSession, row: Any) -> dict[str, Any]:
         settings = self.node.settings
-        if session.status != "live":
-            raise conflict("the session is not live yet (the host starts it with live:start)")
-        if session.id in self.running:
-            raise conflict("the session is being recorded already")
-        mine = session.publishers.get(user.id)
-        publishers = ([mine] if mine is not None else []) + [p for p in session.publishers.values() if p is not mine]
-        video = audio = source = None
-        for publisher in publishers:
-            video, audio = main_feeds(publisher)
-            if video is not None or audio is not None:
-                source = publisher.user.id
-                break
-        if video is None and audio is None:
-            raise conflict("nobody is publishing yet: go live with a camera or microphone first")
+        self._check(user, session)
         held = await self.node.core.pool.fetchval(
             "SELECT coalesce(sum(length), 0) FROM uploads WHERE owner_id = $1", user.id
         )
@@ -92,6 +79,8 @@ class Recordings:
             raise AppError(ErrorCode.PAYLOAD_TOO_LARGE,
                            f"your uploads take {held} bytes, your whole quota: delete some to record",
                            {"held_bytes": int(held), "quota_bytes": settings.media_quota_bytes})  # fmt: skip
+        # Checked again after the await (another runner may have started meanwhile); nothing awaits from here on.
+        source, video, audio = self._check(user, session)
         upload_id = uuid.uuid4()
         path = self.storage.upload_path(upload_id)
 
@@ -101,11 +90,24 @@ class Recordings:
         recorder = Recorder(path, video, audio, settings.live_recording_max_s, settings.live_recording_max_bytes,
                             ended)  # fmt: skip
         self.running[session.id] = (recorder, upload_id)
-        assert source is not None
         self.sources[session.id] = source
         session.recording = True
         await self.node._announce(session)
         return {"state": session.state(), "recording": {"upload_id": str(upload_id), "session_id": str(session.id)}}
+
+    def _check(self, user: Principal, session: LiveSession) -> tuple[uuid.UUID, Feed | None, Feed | None]:
+        """Whose feeds to record (the caller's own if they publish, else the first publisher's), or why not."""
+        if session.status != "live":
+            raise conflict("the session is not live yet (the host starts it with live:start)")
+        if session.id in self.running:
+            raise conflict("the session is being recorded already")
+        mine = session.publishers.get(user.id)
+        publishers = ([mine] if mine is not None else []) + [p for p in session.publishers.values() if p is not mine]
+        for publisher in publishers:
+            video, audio = main_feeds(publisher)
+            if video is not None or audio is not None:
+                return publisher.user.id, video, audio
+        raise conflict("nobody is publishing yet: go live with a camera or microphone first")
 
     async def stop(self, session: LiveSession) -> dict[str, Any]:
         running = self.running.get(session.id)

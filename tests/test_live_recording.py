@@ -258,6 +258,30 @@ async def test_a_recording_stops_at_its_longest_and_the_quota_refuses_the_next(
         await tab.close()
 
 
+async def test_two_runners_starting_at_once_make_one_recording(api: ApiClient) -> None:
+    host = await api.user("instructor")
+    _, session_id = await live_room(api, host)
+    tabs = [await live_tab(api, host), await live_tab(api, host)]
+    ref = {"session_id": session_id}
+    publisher = Publisher(tabs[0], session_id)
+    try:
+        for tab in tabs:
+            await tab.ok("live:join", ref)
+        await tabs[0].ok("live:start", ref)
+        await publisher.publish()
+        acks = await asyncio.gather(*(tab.call("live:record", {**ref, "on": True}) for tab in tabs))
+        assert sorted(a["ok"] for a in acks) == [False, True], acks
+        assert next(a for a in acks if not a["ok"])["error"]["code"] == "conflict"
+        assert len(node(api).recordings.running) == 1
+        await asyncio.sleep(1)
+        stopped = await tabs[1].ok("live:record", {**ref, "on": False})  # any runner stops it
+        assert stopped["recording"]["duration_s"] > 0
+    finally:
+        await publisher.close()
+        for tab in tabs:
+            await tab.close()
+
+
 async def test_a_recording_ends_cleanly_when_the_publisher_vanishes(api: ApiClient) -> None:
     host = await api.user("instructor")
     _, session_id = await live_room(api, host)
