@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,7 @@ async def test_the_host_records_the_session_remuxed_and_it_plays(api: ApiClient)
         collector = await collect(node(api), session_id, host.id, forwarded)
         member_tab.drain("live:state")
         started = await host_tab.ok("live:record", {**ref, "on": True})
+        began = time.monotonic()
         assert started["state"]["recording"] is True
         assert (await member_tab.next("live:state"))["recording"] is True
         # While it records, the recorder's streams have no codec context: nothing can encode or decode.
@@ -91,10 +93,11 @@ async def test_the_host_records_the_session_remuxed_and_it_plays(api: ApiClient)
         assert recorder._streams and all(s.codec_context is None for s in recorder._streams.values())
         await asyncio.sleep(RECORD_S - 1)
         stopped = await host_tab.ok("live:record", {**ref, "on": False})
+        lasted = time.monotonic() - began  # RECORD_S, and a little more on a busy machine
         recording = stopped["recording"]
         assert stopped["state"]["recording"] is False
         assert recording["video_codec"] == "vp8" and recording["audio_codec"] == "opus"
-        assert abs(recording["duration_s"] - RECORD_S) <= 1, recording
+        assert abs(recording["duration_s"] - RECORD_S) <= 1 and abs(recording["duration_s"] - lasted) <= 1, recording
         event = await host_tab.next("live:recorded")
         assert event["recording"] == recording and event["reason"] == "stopped"
         collector.cancel()
@@ -105,7 +108,7 @@ async def test_the_host_records_the_session_remuxed_and_it_plays(api: ApiClient)
         assert set(streams) == {"video", "audio"}
         assert streams["video"]["codec_name"] == "vp8" and streams["audio"]["codec_name"] == "opus"
         assert (streams["video"]["width"], streams["video"]["height"]) == (320, 240)
-        assert abs(float(info["format"]["duration"]) - RECORD_S) <= 1, info["format"]
+        assert abs(float(info["format"]["duration"]) - lasted) <= 1, (info["format"], lasted)
         frames = decoded_frames(path)
         assert frames["video"] >= 60 and frames["audio"] >= 100, frames  # ~30 fps video, 50 audio frames/s
         # Not re-encoded: every video packet in the file is a frame the publisher sent, byte for byte.
@@ -180,18 +183,20 @@ async def test_a_recording_goes_on_when_the_host_publishes_again_and_ends_with_t
         await tab.ok("live:start", ref)
         await first.publish()
         await tab.ok("live:record", {**ref, "on": True})
+        began = time.monotonic()
         await asyncio.sleep(2)
         await again.publish()
         await first.close()
         await asyncio.sleep(2)
         assert node(api).recordings.running  # still recording
         ended = await tab.ok("live:stop", ref)
+        lasted = time.monotonic() - began  # about 4 s, more on a busy machine (publishing again takes a while)
         assert ended["state"]["status"] == "ended"
         event = await tab.next("live:recorded")
         assert event["reason"] == "session_ended", event
-        assert abs(event["recording"]["duration_s"] - 4) <= 1, event
+        assert abs(event["recording"]["duration_s"] - lasted) <= 1, (event, lasted)
         path = node(api).settings.media_root / "uploads" / event["recording"]["upload_id"]
-        assert abs(float(probe(path)["format"]["duration"]) - 4) <= 1
+        assert abs(float(probe(path)["format"]["duration"]) - lasted) <= 1
         assert decoded_frames(path)["video"] >= 60  # both feeds' frames, one after the other
         assert await member_tab.nothing_pending("live:recorded")  # only the recorder hears of it
     finally:
