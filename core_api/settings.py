@@ -923,8 +923,45 @@ class Settings(BaseSettings):
         "person's latest stretch instead of adding one (the time between counts as present).",
     )
 
-    @field_validator("database_url", "redis_url", "jwt_secret", "metrics_token", "metrics_port", "metrics_host",
-                     "smtp_url", "mail_dir", mode="before")  # fmt: skip
+    live_recording_max_s: float = Field(
+        14_400.0,
+        gt=0,
+        le=86_400,
+        description="Longest recording of a live session (`live:record`); it stops by itself then and is kept.",
+    )
+    live_recording_max_bytes: int = Field(
+        2 * 1024**3,
+        ge=1024 * 1024,
+        le=1024**4,
+        description="Largest recording file of a live session; it stops by itself past it and is kept.",
+    )
+    live_record_rate_count: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="`live:record` calls (start or stop) one connection may make per "
+        "STUDYHALL_LIVE_RECORD_RATE_WINDOW_S; more answer `rate_limited`.",
+    )
+    live_record_rate_window_s: float = Field(
+        60.0, gt=0, le=3600, description="Window of the per-connection `live:record` rate limit."
+    )
+    turn_secret: SecretStr | None = Field(
+        None,
+        description="coturn's `static-auth-secret` (its TURN REST API scheme, `use-auth-secret`), at least 16 "
+        "characters. When set, every `turn:`/`turns:` entry of STUDYHALL_ICE_SERVERS without a username is handed "
+        "out with a time-limited credential: username `<expiry unix time>:<user id>`, credential "
+        "base64(HMAC-SHA1(secret, username)).",
+    )
+    turn_credential_ttl_s: int = Field(
+        21_600,
+        ge=60,
+        le=7 * 86_400,
+        description="How long a TURN credential handed out (with STUDYHALL_TURN_SECRET) stays valid; a session's "
+        "relays need it for their whole length (coturn checks it on every refresh).",
+    )
+
+    @field_validator("database_url", "redis_url", "jwt_secret", "turn_secret", "metrics_token", "metrics_port",
+                     "metrics_host", "smtp_url", "mail_dir", mode="before")  # fmt: skip
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -955,6 +992,13 @@ class Settings(BaseSettings):
     def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters")
+        return value
+
+    @field_validator("turn_secret")
+    @classmethod
+    def _strong_turn_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (anyone who knows it can use the TURN server)")
         return value
 
     @field_validator("metrics_token")

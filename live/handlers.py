@@ -25,6 +25,7 @@ from live.schemas import (
     LiveSessionQuery,
     MuteIn,
     OfferIn,
+    RecordIn,
     SessionRef,
     StopIn,
     UserAction,
@@ -163,6 +164,16 @@ async def on_live_publish(call: EventCall) -> dict[str, Any]:
 @events.on("live:subscribe", OfferIn)
 async def on_live_subscribe(call: EventCall) -> dict[str, Any]:
     return await node_of(call.session).subscribe(call, call.payload.session_id, call.payload.sdp)
+
+
+@events.on("live:unsubscribe", SessionRef)
+async def on_live_unsubscribe(call: EventCall) -> dict[str, Any]:
+    return await node_of(call.session).unsubscribe(call, call.payload.session_id)
+
+
+@events.on("live:record", RecordIn)
+async def on_live_record(call: EventCall) -> dict[str, Any]:
+    return await node_of(call.session).record(call, call.payload.session_id, call.payload.on)
 
 
 @events.on("live:hand", HandIn)

@@ -107,3 +107,8 @@ class StopIn(Payload):
     user_id: uuid.UUID | None = Field(
         None, description="Whose publishing to stop; omitted: the whole session ends (host, moderator)."
     )
+
+
+class RecordIn(Payload):
+    session_id: uuid.UUID
+    on: bool = Field(description="`true` starts recording, `false` stops it.")

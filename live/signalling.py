@@ -16,6 +16,9 @@ Who may do what (the rules; ``runner`` = the session's host or scheduler, a room
   at most ``STUDYHALL_LIVE_MAX_PUBLISHERS_PER_SESSION`` at once (``conflict``).
 - ``live:subscribe``: anyone who joined, while live; refused with ``unavailable`` once this node carries
   ``STUDYHALL_LIVE_MAX_VIEWERS_PER_NODE`` viewers.
+- ``live:unsubscribe``: anyone who joined; closes their receiving peer and frees its viewer slot.
+- ``live:record``: a runner, while live and someone publishes (:mod:`live.recordings`); rate-limited per
+  connection (``STUDYHALL_LIVE_RECORD_RATE_COUNT`` per ``..._WINDOW_S``).
 - ``live:hand``: anyone who joined. ``live:invite``: a runner. ``live:mute``: a runner, or oneself.
 - ``live:stop``: a publisher stops themselves; a runner stops anyone's publishing, or (no ``user_id``)
   ends the session for everyone.
@@ -50,8 +53,10 @@ from core_api.events import EventCall, Transport
 from core_api.http import Principal
 from core_api.settings import Settings
 from live.attendance import Attendance
+from live.recordings import Recordings
 from live.schedule import Schedule, session_out
 from live.sfu import Feed, ForwardedTrack, codec_preferences, forward_keyframe_requests
+from live.turn import SERVER_USER, ice_servers_for
 from rooms.access import require_member
 
 log = logging.getLogger(__name__)
@@ -60,6 +65,7 @@ JOINED = "live.joined"
 """Session key: the ids of the live sessions this connection joined."""
 _SIGNALS = "live.signals"
 _JOINS = "live.joins"
+_RECORDS = "live.records"
 MAX_VIDEO_TRACKS = 2  # camera and screen share, in that order
 MAX_SUBSCRIBE_TRACKS = 32
 
@@ -96,6 +102,7 @@ class LiveSession:
     publishers: dict[uuid.UUID, Publisher] = field(default_factory=dict)
     viewers: dict[str, Viewer] = field(default_factory=dict)  # sid → viewer (one peer per connection)
     stretches: dict[str, uuid.UUID] = field(default_factory=dict)  # sid → its open attendance row
+    recording: bool = False  # live:record (live/recording.py)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -111,6 +118,7 @@ class LiveSession:
             "hands": [_user(u) for u in self.hands.values()],
             "speakers": [str(u) for u in self.speakers],
             "viewers": len(self.viewers),
+            "recording": self.recording,
         }
 
     def tracks(self) -> list[tuple[Publisher, str, Feed]]:
@@ -169,6 +177,7 @@ class LiveNode:
         self.attendance = Attendance(core)
         self.sessions: dict[uuid.UUID, LiveSession] = {}
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
+        self.recordings = Recordings(self)
 
     @property
     def viewer_count(self) -> int:
@@ -178,7 +187,7 @@ class LiveNode:
 
     def _peer(self) -> RTCPeerConnection:
         servers = [RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
-                   for s in self.settings.ice_servers]  # fmt: skip
+                   for s in ice_servers_for(self.settings, SERVER_USER)]  # fmt: skip
         # An explicit list, even empty: aiortc would otherwise add a public STUN server of its own.
         # max-bundle: every section on the first section's transport. With aiortc's default ("balanced"), a
         # second video section is put on the first video's transport when created, and BUNDLE led by an audio
@@ -249,7 +258,7 @@ class LiveNode:
         call.session.setdefault(JOINED, set()).add(session_id)
         await call.transport.enter_room(call.sid, live_room(session_id))
         may_run = await self._may_run(call.user, row)
-        ice = [s.model_dump(exclude_none=True) for s in self.settings.ice_servers]
+        ice = [s.model_dump(exclude_none=True) for s in ice_servers_for(self.settings, str(call.user.id))]
         return {"session": session_out(row).model_dump(mode="json"), "state": session.state(), "may_run": may_run,
                 "ice_servers": ice}  # fmt: skip
 
@@ -300,6 +309,7 @@ class LiveNode:
                 await self._close_publisher(publisher)
                 raise
             session.publishers[call.user.id] = publisher
+            self.recordings.republished(session, publisher)
         await self._announce(session)
         return {"sdp": answer, "type": "answer", "state": session.state()}
 
@@ -385,6 +395,7 @@ class LiveNode:
             raise forbidden("only the session's host or the room's hosts may stop others or end the session")
         async with self._lock(session_id):
             if user_id is None:
+                await self.recordings.session_ended(session)
                 ended = await self.schedule.mark(session_id, "ended_at")
                 await self.attendance.close_session(session_id, ended["ended_at"])
                 session.stretches.clear()
@@ -439,7 +450,31 @@ class LiveNode:
             except AppError:
                 await self.leave(sid, joined, session_id)
 
+    async def unsubscribe(self, call: EventCall, session_id: uuid.UUID) -> dict[str, Any]:
+        """Give one's viewer slot back: the receiving peer closes, the connection stays in the session."""
+        session = self._joined(call, session_id)
+        async with self._lock(session_id):
+            viewing = call.sid in session.viewers
+            await self._drop_viewer(session, call.sid)
+        if viewing:
+            await self._announce(session)
+        return {"state": session.state(), "was_viewing": viewing}
+
+    async def record(self, call: EventCall, session_id: uuid.UUID, on: bool) -> dict[str, Any]:
+        """Start or stop recording the session (a runner); see :class:`live.recordings.Recordings`."""
+        session = self._joined(call, session_id)
+        row = await self._row(call.user, session_id)
+        if not await self._may_run(call.user, row):
+            raise forbidden("only the session's host or the room's hosts may record it")
+        limits = self.settings
+        _rate(call.session, _RECORDS, limits.live_record_rate_count, limits.live_record_rate_window_s,
+              "too many recording changes")  # fmt: skip
+        if on:
+            return await self.recordings.start(call.user, session, row)
+        return await self.recordings.stop(session)
+
     async def close(self) -> None:
+        await self.recordings.close()
         stretches = [s for session in self.sessions.values() for s in session.stretches.values()]
         with contextlib.suppress(Exception):  # the database may be gone already; the rows stay open then
             await self.attendance.closed(stretches)

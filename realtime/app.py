@@ -67,6 +67,7 @@ from leaderboards import prizes as contest_prizes
 from leaderboards import wallet as contest_wallet
 from leaderboards.wiring import run_contests
 from live import handlers as live_handlers
+from live import recordings as live_recordings
 from live import routing as live_routing
 from live.sfu import check_aiortc
 from live.signalling import LiveNode
@@ -558,6 +559,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     media_uploads.mount(app)  # tus at /api/v1/uploads (headers and raw bytes: not in the OpenAPI table)
     account_avatar.mount(app)  # profile pictures at /api/v1/users/{user_id}/avatar (a PNG)
     media_playback.mount(app)  # HLS ladders at /api/v1/media/{job_id}/..., behind the lecture's paywall
+    live_recordings.mount(app)  # a live session's recording, to whoever recorded it (a WebM file)
     app.router.add_get("/api/v1/openapi.json", openapi_view)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -20,7 +20,7 @@ from tests.chat_helpers import Tab, make_room, open_tab
 from tests.conftest import Actor, ApiClient
 
 WAIT_S = 20  # generous: five agents share this machine's two cores; the bound that matters is in bench/live.py
-LIVE_EVENTS = ("live:state", "live:invited", "live:session")
+LIVE_EVENTS = ("live:state", "live:invited", "live:session", "live:recorded")
 
 
 class MovingPicture(VideoStreamTrack):

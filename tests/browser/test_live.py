@@ -8,12 +8,15 @@ separate browser contexts) wait in the lobby with its countdown; the host presse
 growing) with the host's microphone in the same stream; a viewer raises a hand and the host sees it with
 "Invite … to speak"; the host shares the screen (a second moving video in every viewer's page); the host
 invites the raised hand, and the speaker's camera reaches the host and the other viewer, until the host stops
-them; a viewer past the node's viewer limit is refused with the server's message; the host's "Stop" ends the
+them; a viewer past the node's viewer limit is refused with the server's message, and gets the slot the host's
+page gives back (``live:unsubscribe``) once nobody else publishes; the host's "Stop" ends the
 session in every page and the attendance lists the four who joined.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -168,20 +171,25 @@ def test_the_host_goes_live_and_two_viewers_watch_moving_video(
     moving(viewers[0], screen)  # the speaker still sees the host
     viewers[1].screenshot(path=str(screenshots / "live-viewer-speaker.png"))
 
-    # The host stops the speaker: their camera leaves the other viewer's page, their own devices go off.
-    host.get_by_role("button", name=f"Stop {viewer_users[0].display_name}", exact=True).click()
-    expect(viewers[1].locator(f'video[aria-label="{speaker}"]')).to_have_count(0)
-    expect(viewers[0].get_by_role("button", name="Stop speaking", exact=True)).to_have_count(0)
-    expect(viewers[0].locator('video[aria-label="You (camera preview)"]')).to_have_count(0)
-    moving(viewers[1], camera)  # the host carries on
-
-    # A third viewer is past this node's viewer limit: refused with the server's words, not a broken page.
+    # A third viewer is past this node's viewer limit (two viewers and the host, who watches the speaker):
+    # refused with the server's words, not a broken page.
     late = media_page(viewer_users[2])
     late.goto(f"/rooms/{room['id']}")
     late.get_by_role("region", name="Live sessions").get_by_role("link", name=f"Signals {tag}").click()
     expect(late.get_by_role("alert")).to_contain_text("as many viewers as it can")
     expect(late.get_by_role("button", name="Try again", exact=True)).to_be_visible()
     late.screenshot(path=str(screenshots / "live-viewer-refused.png"))
+
+    # The host stops the speaker: their camera leaves the other viewer's page, their own devices go off.
+    host.get_by_role("button", name=f"Stop {viewer_users[0].display_name}", exact=True).click()
+    expect(viewers[1].locator(f'video[aria-label="{speaker}"]')).to_have_count(0)
+    expect(viewers[0].get_by_role("button", name="Stop speaking", exact=True)).to_have_count(0)
+    expect(viewers[0].locator('video[aria-label="You (camera preview)"]')).to_have_count(0)
+    moving(viewers[1], camera)  # the host carries on
+    # With nobody else to watch, the host's page gave its viewer slot back (live:unsubscribe), and the late
+    # viewer's page, subscribing again as what is published changed, gets it: the host's camera, no refusal.
+    moving(late, camera)
+    expect(late.get_by_role("alert")).to_have_count(0)
 
     # At phone width the viewer's page stacks (no sideways scrolling) and the video still plays.
     viewers[1].set_viewport_size({"width": 360, "height": 740})
@@ -191,7 +199,7 @@ def test_the_host_goes_live_and_two_viewers_watch_moving_video(
 
     # Stop: the session ends for everyone; the host's attendance lists who joined.
     host.get_by_role("button", name="Stop", exact=True).click()
-    for page in [host, *viewers]:
+    for page in [host, *viewers, late]:
         expect(page.get_by_role("status").filter(has_text="The live session has ended.")).to_be_visible()
         expect(page.locator("video")).to_have_count(0)
     host.get_by_text("Attendance", exact=True).click()
@@ -232,3 +240,46 @@ def test_a_viewer_whose_sessions_server_is_lost_is_offered_to_join_again(
     alert.get_by_role("button", name="Try again", exact=True).click()
     expect(page.get_by_role("timer", name="Time until the session starts")).to_contain_text("Starts in")
     expect(page.get_by_role("alert")).to_have_count(0)
+
+
+def test_the_host_records_the_session_and_downloads_the_recording(
+    media_page: Callable[[User], Page], live_server: WebServer, screenshots: Path, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:4]
+    host_user = live_server.user(f"Rita Recorder {tag}")
+    token = host_user.token()
+    status, room = rest(live_server.url, "POST", "/rooms",
+                        {"name": f"Studio {tag}", "kind": "live", "visibility": "private"}, token)  # fmt: skip
+    assert status == 201, room
+    host = media_page(host_user)
+    host.goto(f"/rooms/{room['id']}")
+    sessions = host.get_by_role("region", name="Live sessions")
+    sessions.get_by_label("Session title").fill(f"Recorded {tag}")
+    sessions.get_by_role("button", name="Schedule", exact=True).click()
+    sessions.get_by_role("link", name=f"Recorded {tag}").click()
+    host.get_by_role("button", name="Go live", exact=True).click()
+    moving(host, "You (camera preview)")
+
+    host.get_by_role("button", name="Record", exact=True).click()
+    expect(host.get_by_role("button", name="Stop recording", exact=True)).to_be_visible()
+    expect(host.get_by_role("status").filter(has_text="Recording")).to_be_visible()
+    host.screenshot(path=str(screenshots / "live-host-recording.png"), full_page=True)
+    time.sleep(4)
+    host.get_by_role("button", name="Stop recording", exact=True).click()
+    expect(host.get_by_role("status").filter(has_text="Recording saved")).to_be_visible()
+    expect(host.get_by_role("button", name="Record", exact=True)).to_be_visible()
+    host.screenshot(path=str(screenshots / "live-host-recorded.png"))
+    with host.expect_download() as download:
+        host.get_by_role("button", name="Download recording", exact=True).click()
+    saved = tmp_path / "recording.webm"
+    download.value.save_as(saved)
+    info = json.loads(subprocess.run(
+        ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(saved)],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout)  # fmt: skip
+    codecs = {s["codec_type"]: s["codec_name"] for s in info["streams"]}
+    assert codecs == {"video": "vp8", "audio": "opus"}, codecs  # what Chromium published, as it was sent
+    assert 3 <= float(info["format"]["duration"]) <= 6, info["format"]
+    host.get_by_role("button", name="Stop", exact=True).click()
+    expect(host.get_by_role("status").filter(has_text="The live session has ended.")).to_be_visible()
+    expect(host.get_by_role("status").filter(has_text="Recording saved")).to_be_visible()

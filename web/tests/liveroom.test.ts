@@ -150,4 +150,71 @@ describe("LiveRoom", () => {
     room.stop();
     expect(socket.sent.at(-1)).toEqual(["live:leave", { session_id: SESSION }]);
   });
+
+  it("records and stops recording, and shows what was saved", async () => {
+    const live = state({ status: "live", publishers: [{ user: HOST, tracks: [{ kind: "video", source: "camera", muted: false }] }] });
+    const saved = { upload_id: "u", session_id: SESSION, course_id: null, duration_s: 4.2, bytes: 123456, reason: "stopped",
+      download_url: `/api/v1/live-sessions/${SESSION}/recordings/u` };
+    const socket = new FakeSignalling((event, data) => {
+      if (event === "live:join") return { ...joined(live), may_run: true };
+      if (event === "live:record") {
+        const on = (data as { on: boolean }).on;
+        return { ok: true, state: { ...live, recording: on }, recording: on ? { upload_id: "u" } : saved };
+      }
+      return { ok: true };
+    });
+    const room = new LiveRoom(socket, SESSION, HOST, noMedia);
+    room.start();
+    await settle();
+    await room.record(true);
+    expect(socket.sent.at(-1)).toEqual(["live:record", { session_id: SESSION, on: true }]);
+    expect(get(room.state)?.recording).toBe(true);
+    expect(get(room.recorded)).toBeNull();
+    await room.record(false);
+    expect(get(room.state)?.recording).toBe(false);
+    expect(get(room.recorded)).toEqual(saved);
+    // A recording that ends by itself (the publisher went away) is announced to its recorder.
+    socket.push("live:recorded", { session_id: SESSION, recording: { ...saved, upload_id: "v", reason: "publisher_gone" }, reason: "publisher_gone" });
+    expect(get(room.recorded)?.upload_id).toBe("v");
+    expect(get(room.notice)).toMatch(/nobody publishes/);
+    room.stop();
+  });
+
+  it("gives its viewer slot back when nobody publishes any more", async () => {
+    const live = state({ status: "live", publishers: [{ user: HOST, tracks: [{ kind: "video", source: "camera", muted: false }] }] });
+    const socket = new FakeSignalling((event) => {
+      if (event === "live:join") return joined(live);
+      if (event === "live:subscribe") return { ok: true, sdp: "v=0", type: "answer", tracks: [] };
+      return { ok: true };
+    });
+    const closed: string[] = [];
+    const peers: MediaHost = {
+      ...noMedia,
+      peer: () =>
+        ({
+          iceGatheringState: "complete",
+          localDescription: { sdp: "v=0 offer" },
+          addTransceiver: () => ({ setCodecPreferences: () => {} }),
+          addEventListener: () => {},
+          removeEventListener: () => {},
+          createOffer: async () => ({ type: "offer", sdp: "v=0 offer" }),
+          setLocalDescription: async () => {},
+          setRemoteDescription: async () => {},
+          close: () => closed.push("viewer"),
+        }) as unknown as RTCPeerConnection,
+    };
+    const room = new LiveRoom(socket, SESSION, ME, peers);
+    room.start();
+    await settle();
+    await settle();
+    expect(socket.sent.map(([e]) => e)).toEqual(["live:join", "live:subscribe"]);
+    socket.push("live:state", state({ status: "live" })); // the host stopped publishing
+    await settle();
+    expect(closed).toEqual(["viewer"]);
+    expect(socket.sent.at(-1)).toEqual(["live:unsubscribe", { session_id: SESSION }]);
+    socket.push("live:state", state({ status: "live", viewers: 0 })); // nothing more to give back
+    await settle();
+    expect(socket.sent.filter(([e]) => e === "live:unsubscribe")).toHaveLength(1);
+    room.stop();
+  });
 });

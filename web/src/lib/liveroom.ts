@@ -46,6 +46,19 @@ export interface LiveState {
   hands: LiveUser[];
   speakers: string[];
   viewers: number;
+  /** Being recorded (`live:record`). */
+  recording?: boolean;
+}
+
+/** A finished recording (`live:record` off, or `live:recorded`): a WebM file its recorder downloads. */
+export interface LiveRecording {
+  upload_id: string;
+  session_id: string;
+  course_id: string | null;
+  duration_s: number;
+  bytes: number;
+  download_url: string;
+  reason: string;
 }
 
 /** A received stream on screen: one per publisher's camera or screen (their microphone rides with the camera). */
@@ -178,6 +191,7 @@ export class LiveRoom {
   private readonly feedsStore = writable<RemoteFeed[]>([]);
   private readonly invitedStore = writable(false);
   private readonly busyStore = writable(false);
+  private readonly recordingStore = writable<LiveRecording | null>(null);
   private iceServers: RTCIceServer[] = [];
   private publishPc: RTCPeerConnection | null = null;
   private viewPc: RTCPeerConnection | null = null;
@@ -231,6 +245,10 @@ export class LiveRoom {
   get busy(): Readable<boolean> {
     return this.busyStore;
   }
+  /** The last recording this user made here (to download). */
+  get recorded(): Readable<LiveRecording | null> {
+    return this.recordingStore;
+  }
 
   start(): void {
     this.stopped = false;
@@ -250,6 +268,13 @@ export class LiveRoom {
         this.closeViewing();
         this.phaseStore.set("failed");
         this.errorStore.set(`The live session was interrupted: ${e.message || "its server stopped"}.`);
+      }),
+      this.socket.on<{ session_id: string; recording: LiveRecording | null; reason: string }>("live:recorded", (e) => {
+        if (e.session_id !== this.sessionId) return;
+        this.recordingStore.set(e.recording);
+        if (e.recording === null) this.noticeStore.set("The recording ended before anything was recorded.");
+        else if (e.reason === "publisher_gone") this.noticeStore.set("The recording stopped: nobody publishes any more. It was saved.");
+        else if (e.reason !== "stopped") this.noticeStore.set("The recording reached its limit and was saved.");
       }),
       this.socket.onConnect((reconnect) => {
         if (reconnect) void this.rejoin();
@@ -398,6 +423,18 @@ export class LiveRoom {
     });
   }
 
+  /** Starts or stops recording the session (hosts): the published picture and sound, as they are sent. */
+  record(on: boolean): Promise<void> {
+    return this.run(on ? "Recording failed" : "Stopping the recording failed", async () => {
+      const ack = await this.socket.emit<Ack & { state: LiveState; recording: LiveRecording | { upload_id: string } | null }>("live:record", {
+        session_id: this.sessionId,
+        on,
+      });
+      this.applyState(ack.state);
+      if (!on) this.recordingStore.set(ack.recording && "download_url" in ack.recording ? ack.recording : null);
+    });
+  }
+
   /** Runs an action: one at a time, its refusal shown (and the previous one cleared). */
   private async run(what: string, action: () => Promise<void>): Promise<void> {
     this.busyStore.set(true);
@@ -448,6 +485,14 @@ export class LiveRoom {
     }
   }
 
+  /** Nothing left to watch: the receiving peer closes and the server is told, so that its slot goes to another
+   * viewer (`live:unsubscribe`; on leaving, `live:leave` frees it anyway). */
+  private stopWatching(): void {
+    const had = this.viewPc !== null;
+    this.closeViewing();
+    if (had) void this.socket.emit("live:unsubscribe", { session_id: this.sessionId }).catch(() => {});
+  }
+
   private closeViewing(): void {
     this.viewPc?.close();
     this.viewPc = null;
@@ -473,7 +518,7 @@ export class LiveRoom {
     const key = publishedKey(state);
     const others = state.publishers.some((p) => p.user.id !== this.me.id);
     if (key !== this.viewKey) {
-      if (!others) this.closeViewing();
+      if (!others) this.stopWatching();
       else void this.subscribe();
     }
   }
