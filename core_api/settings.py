@@ -180,6 +180,21 @@ class Settings(BaseSettings):
     grade_sheet_max_rows: int = Field(
         100_000, ge=1, le=10_000_000, description="Most rows a bulk grade sheet may have (its job fails past it)."
     )
+    grade_sheet_max_bytes: int = Field(
+        50 << 20, ge=1, description="Largest grade sheet file (CSV or XLSX) in bytes; a bigger one is refused (413)."
+    )
+    grade_sheet_xlsx_max_unpacked_bytes: int = Field(
+        256 << 20,
+        ge=1,
+        description="Most bytes an XLSX grade sheet may unpack to in all (its zip directory says; past it the job "
+        "fails as a zip bomb).",
+    )
+    grade_sheet_xlsx_max_ratio: float = Field(
+        200.0,
+        ge=1,
+        description="Highest compression ratio of any member over 1 MiB of an XLSX grade sheet (past it the job "
+        "fails as a zip bomb).",
+    )
     contest_start_notice_s: int = Field(
         3600,
         ge=0,
