@@ -180,6 +180,26 @@ class Settings(BaseSettings):
     grade_sheet_max_rows: int = Field(
         100_000, ge=1, le=10_000_000, description="Most rows a bulk grade sheet may have (its job fails past it)."
     )
+    assignment_file_max_bytes: int = Field(
+        25 << 20, ge=1, le=1 << 32, description="Largest file a learner may attach to an assignment submission."
+    )
+    assignment_file_types: list[str] = Field(
+        ["pdf", "txt", "md", "csv", "zip", "png", "jpg", "jpeg", "gif", "webp", "docx", "xlsx", "pptx", "odt",
+         "ods", "odp", "py", "java", "c", "cpp", "h", "js", "ts", "ipynb", "json", "mp3", "mp4"],
+        min_length=1,
+        max_length=200,
+        description="File name extensions learners may attach to submissions (JSON list, lowercase, no dot); the "
+        "file is served with the content type its extension stands for.",
+    )  # fmt: skip
+    assignment_files_per_submission: int = Field(
+        10, ge=1, le=1000, description="Most files one submission may hold (past it 409)."
+    )
+    assignment_file_quota_bytes: int = Field(
+        1 << 30, ge=1, description="Most bytes of attachments one learner may hold in all (past it 413)."
+    )
+    assignment_files_per_hour: int = Field(
+        60, ge=1, le=100_000, description="Files one learner may attach per hour (past it 429 with Retry-After)."
+    )
     grade_sheet_max_bytes: int = Field(
         50 << 20, ge=1, description="Largest grade sheet file (CSV or XLSX) in bytes; a bigger one is refused (413)."
     )
