@@ -622,7 +622,25 @@ class Settings(BaseSettings):
     media_sweep_s: float = Field(
         60.0, gt=0, le=3600, description="How often expired uploads are removed and abandoned jobs picked up again."
     )
-    media_workers: int = Field(1, ge=1, le=64, description="Media jobs (transcodes) one node runs at once.")
+    media_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Media jobs (transcodes) one node, or one `studyhall worker -Q media`, runs at once.",
+    )
+    media_executor: Literal["auto", "local", "celery"] = Field(
+        "auto",
+        description="Where media jobs (transcodes, grade sheets, data exports) run: `local` (in each node's process), "
+        "`celery` (workers started with `studyhall worker -Q media`, Redis broker), `auto` (celery when "
+        "STUDYHALL_REDIS_URL is set).",
+    )
+    media_celery_visibility_s: float = Field(
+        3600.0,
+        ge=10,
+        le=7 * 86400,
+        description="How long a media job's Celery message may stay unacknowledged (acks late) before the broker "
+        "hands it to another worker; a job whose worker died is retried sooner, once its lease runs out.",
+    )
     media_job_lease_s: float = Field(
         60.0,
         ge=5,
@@ -1003,6 +1021,8 @@ class Settings(BaseSettings):
             )
         if self.sandbox_executor == "celery" and self.redis_url is None:
             raise ValueError("STUDYHALL_SANDBOX_EXECUTOR=celery needs STUDYHALL_REDIS_URL (the Celery broker)")
+        if self.media_executor == "celery" and self.redis_url is None:
+            raise ValueError("STUDYHALL_MEDIA_EXECUTOR=celery needs STUDYHALL_REDIS_URL (the Celery broker)")
         if self.metrics_port is not None and self.metrics_port == self.port:
             raise ValueError("STUDYHALL_METRICS_PORT must differ from STUDYHALL_PORT (it is a listener of its own)")
         if self.db_pool_min > self.db_pool_max:
@@ -1034,6 +1054,11 @@ class Settings(BaseSettings):
     def sandbox_on_celery(self) -> bool:
         """True when programs run on Celery workers rather than in this process."""
         return self.sandbox_executor == "celery" or (self.sandbox_executor == "auto" and self.redis_url is not None)
+
+    @property
+    def media_on_celery(self) -> bool:
+        """True when media jobs run on Celery workers (``studyhall worker -Q media``) rather than in this process."""
+        return self.media_executor == "celery" or (self.media_executor == "auto" and self.redis_url is not None)
 
     @property
     def cors_origin_list(self) -> tuple[str, ...]:

@@ -189,6 +189,16 @@ def test_the_sandbox_worker_runs_with_the_nodes_settings_and_may_sandbox(service
     assert re.search(r"apt-get install[^\n]*\bbubblewrap\b[^\n]*\bpython3\b", DOCKERFILE.read_text())
 
 
+def test_the_media_worker_runs_with_the_nodes_settings_and_media(services: dict[str, Any]) -> None:
+    worker = services["worker-media"]
+    assert worker["command"] == ["studyhall", "worker", "-Q", "media"]
+    node = next(iter(app_nodes(services).values()))
+    assert worker["environment"] == node["environment"], "the media worker must see the nodes' database and Redis"
+    assert "STUDYHALL_REDIS_URL" in worker["environment"]  # so the nodes send media jobs to it (auto: celery)
+    assert worker["volumes"] == node["volumes"], "the media worker must share the nodes' media volume"
+    assert set(depends_on(worker)) >= {"postgres", "redis"}
+
+
 def test_nginx_accepts_the_config(tmp_path: Path) -> None:
     nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
     if nginx is None:
