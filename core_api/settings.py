@@ -628,6 +628,13 @@ class Settings(BaseSettings):
         le=64,
         description="Media jobs (transcodes) one node, or one `studyhall worker -Q media`, runs at once.",
     )
+    media_accel_prefix: str | None = Field(
+        None,
+        pattern=r"^/[A-Za-z0-9_./-]*/$",
+        description="Behind nginx: the internal location (like `/_media/`) aliasing STUDYHALL_MEDIA_DIR. When set, "
+        "HLS segments, posters, playlists without a token and submission files are answered, after the access "
+        "check, with `X-Accel-Redirect: <prefix><path in the media directory>` and nginx sends the file.",
+    )
     media_executor: Literal["auto", "local", "celery"] = Field(
         "auto",
         description="Where media jobs (transcodes, grade sheets, data exports) run: `local` (in each node's process), "

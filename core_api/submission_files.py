@@ -17,6 +17,7 @@ submissions list their files (``files`` of ``SubmissionOut``).
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 import unicodedata
 import urllib.parse
@@ -35,6 +36,7 @@ from core_api.errors import AppError, ErrorCode, conflict, forbidden, invalid, n
 from core_api.http import PREFIX, Principal
 from core_api.settings import Settings
 from media.jobs import JOBS
+from media.playback import accel_redirect, accel_response
 from media.storage import Storage, TooMuchData
 
 NAME_MAX = 200
@@ -233,7 +235,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     async with request.app[CORE].pool.acquire() as conn:
         row = await _readable_file(conn, user, file_id)
     path = _storage(request).file_path(file_id)
-    if not path.exists():
+    if not await asyncio.to_thread(path.exists):
         raise not_found("file")
     headers = {
         "Content-Type": row["content_type"],
@@ -242,6 +244,9 @@ async def download(request: web.Request) -> web.StreamResponse:
         "Content-Security-Policy": "sandbox",
         "Cache-Control": "private, no-cache",
     }
+    accel = accel_redirect(request, path)  # behind nginx: it sends the file (STUDYHALL_MEDIA_ACCEL_PREFIX)
+    if accel is not None:
+        return accel_response(accel, headers)
     return web.FileResponse(path, headers=headers)
 
 

@@ -66,6 +66,18 @@ class Storage(Protocol):
     async def remove_file(self, file_id: uuid.UUID) -> None: ...
 
 
+def stored_path(storage: Storage, path: Path) -> str | None:
+    """``path`` relative to a local store's root (``outputs/<job>/...``, ``files/<id>``), for nginx's
+    ``X-Accel-Redirect``; None for a store that is not a local directory."""
+    root = getattr(storage, "root", None)
+    if not isinstance(root, Path):
+        return None
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return None
+
+
 class TooMuchData(Exception):
     """More bytes arrived than the upload may hold."""
 
