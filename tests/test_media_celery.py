@@ -21,8 +21,9 @@ import psutil
 
 from core_api.context import CORE
 from realtime.app import create_app
+from tests.chat_helpers import server_url
 from tests.conftest import ApiClient, make_settings
-from tests.nodes import ROOT, node_env, redis_url, stop_pid
+from tests.nodes import ROOT, User, connect, node_env, redis_url, stop_pid
 from tests.test_media_video import ffprobe_heights, finished, lecture, make_video, upload
 
 LEASE_S = 5
@@ -161,3 +162,54 @@ def test_the_worker_command_needs_redis(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 2 and "needs STUDYHALL_REDIS_URL" in out.stderr
+
+
+async def test_a_grade_sheet_runs_on_a_worker_and_pushes_progress_and_notifications(
+    aiohttp_client: Any, database_url: str, tmp_path: Path
+) -> None:
+    """The same grade-sheet job as in-process, on a Celery worker: rows applied, the owner sees `job:progress`,
+    the graded learner `notification:new`, both pushed by the worker through Redis to the node they are on."""
+    with redis_url() as broker:
+        media = tmp_path / "media"
+        settings = make_settings(
+            database_url, tmp_path / "node", redis_url=broker, media_executor="celery", media_dir=media
+        )
+        api = ApiClient(await aiohttp_client(create_app(settings)))
+        teacher, learner = await api.user("instructor"), await api.user("student")
+        _, course = await api.call("POST", "/courses", teacher, json={"title": "Graded by a worker"})
+        body = {"title": "Essay", "description": "", "due_at": "2099-01-01T00:00:00Z", "max_points": 10.0}
+        assert (await api.call("POST", f"/courses/{course['id']}/assignments", teacher, json=body))[0] == 201
+        await api.app[CORE].pool.execute(
+            "INSERT INTO enrollments (id, user_id, course_id) VALUES ($1, $2::uuid, $3::uuid)",
+            uuid.uuid4(), learner.id, course["id"],
+        )  # fmt: skip
+        sheet = tmp_path / "sheet.csv"
+        sheet.write_text(f"email,assignment,grade\n{learner.email},Essay,9\nnobody@example.com,Essay,3\n")
+        upload_id = await upload(api, teacher, sheet)
+
+        env = node_env(database_url, broker, tmp_path / "workers")
+        env.update(STUDYHALL_MEDIA_DIR=str(media))
+        worker = MediaWorker(env, tmp_path / "worker.log")
+        owner_tab = await connect(server_url(api), User(teacher.id, teacher.email, "t", teacher.token))
+        learner_tab = await connect(server_url(api), User(learner.id, learner.email, "l", learner.token))
+        try:
+            await asyncio.to_thread(worker.wait_ready)
+            status, job = await api.call(
+                "POST", f"/courses/{course['id']}/grade-uploads", teacher,
+                json={"upload_id": upload_id, "mode": "valid_rows"},
+            )  # fmt: skip
+            assert status == 202, job
+            done = await owner_tab.inbox.wait_for(
+                "job:progress", lambda e: e["id"] == job["id"] and e["state"] == "succeeded", within=60
+            )
+            note = await learner_tab.inbox.wait_for("notification:new", lambda n: n["kind"] == "grades_posted")
+        finally:
+            await owner_tab.disconnect()
+            await learner_tab.disconnect()
+            stop_pid(worker.proc, signal.SIGTERM)
+        assert (done["result"]["valid"], done["result"]["errors"], done["result"]["applied"]) == (1, 1, 1)
+        assert note["payload"]["grades"] == 1
+        claimed = await api.app[CORE].pool.fetchval("SELECT claimed_by::text FROM jobs WHERE id = $1::uuid", job["id"])
+        assert claimed == worker.runner_id  # run by the worker, not the node
+        resp = await api.http.get(done["result"]["results"], headers=teacher.headers)
+        assert "applied" in await resp.text()
