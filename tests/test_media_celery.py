@@ -213,3 +213,48 @@ async def test_a_grade_sheet_runs_on_a_worker_and_pushes_progress_and_notificati
         assert claimed == worker.runner_id  # run by the worker, not the node
         resp = await api.http.get(done["result"]["results"], headers=teacher.headers)
         assert "applied" in await resp.text()
+
+
+async def test_cancelling_a_job_running_on_a_worker_stops_its_ffmpeg(
+    aiohttp_client: Any, database_url: str, tmp_path: Path
+) -> None:
+    """DELETE /jobs/{id} on the node: the worker running it notices at its next progress report, kills ffmpeg and
+    removes the partial output; the worker goes on to take the next job."""
+    with redis_url() as broker:
+        media = tmp_path / "media"
+        settings = make_settings(
+            database_url, tmp_path / "node", redis_url=broker, media_executor="celery", media_dir=media
+        )
+        api = ApiClient(await aiohttp_client(create_app(settings)))
+        teacher = await api.user("instructor")
+        lecture_id = await lecture(api, teacher)
+        upload_id = await upload(api, teacher, make_video(tmp_path / "long.mp4", 1280, 720, seconds=30))
+        env = node_env(database_url, broker, tmp_path / "workers")
+        env.update(STUDYHALL_MEDIA_DIR=str(media), STUDYHALL_MEDIA_FFMPEG_THREADS="1")
+        worker = MediaWorker(env, tmp_path / "worker.log")
+        try:
+            await asyncio.to_thread(worker.wait_ready)
+            _, job = await api.call("POST", f"/lectures/{lecture_id}/media", teacher, json={"upload_id": upload_id})
+            out_dir = media / "outputs" / job["id"]
+            for _ in range(600):
+                _, seen = await api.call("GET", f"/jobs/{job['id']}", teacher)
+                if seen["stage"] == "transcode" and seen["progress"] > 0:
+                    break
+                await asyncio.sleep(0.1)
+            assert ffmpeg_writing(out_dir)
+            status, cancelled = await api.call("DELETE", f"/jobs/{job['id']}", teacher)
+            assert status == 200 and cancelled["state"] == "cancelled"
+            for _ in range(100):
+                if not ffmpeg_writing(out_dir) and not out_dir.exists():
+                    break
+                await asyncio.sleep(0.1)
+            assert not ffmpeg_writing(out_dir) and not out_dir.exists()
+            # The worker is free again: a short video goes through.
+            short = await upload(api, teacher, make_video(tmp_path / "short.mp4", 320, 240, seconds=2))
+            _, again = await api.call("POST", f"/lectures/{lecture_id}/media", teacher, json={"upload_id": short})
+            done = await finished(api, teacher, again["id"], within_s=120)
+            assert done["state"] == "succeeded", done
+        finally:
+            stop_pid(worker.proc, signal.SIGTERM)
+        _, seen = await api.call("GET", f"/jobs/{job['id']}", teacher)
+        assert seen["state"] == "cancelled"
