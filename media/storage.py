@@ -1,8 +1,10 @@
 """Where media bytes live: one small interface, a local directory behind it (``STUDYHALL_MEDIA_DIR``).
 
 An S3-compatible store (aioboto3, MinIO in compose) is the next implementation of :class:`Storage`; it is
-not built yet. Every method is async so that a remote store fits the same calls; the local one does its
-file work in a thread, never on the event loop.
+not built yet. The byte methods are async so that a remote store fits the same calls (the local one does its
+file work in a thread, never on the event loop); the path methods (``upload_path``, ``output_dir``,
+``file_path``) are what such a store would have to replace with a local spool and object uploads
+(docs/media.md, "Storage").
 
 Layout under the root::
 
