@@ -64,6 +64,15 @@ class GradeIn(Input):
     feedback: str | None = Field(None, max_length=20_000, description="Replaces any earlier feedback.")
 
 
+class SubmissionFileOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    content_type: str
+    size: int
+    created_at: datetime
+    url: str = Field(description="`GET` it with your Bearer token: the file (its author and the course's staff).")
+
+
 class SubmissionOut(BaseModel):
     id: uuid.UUID
     assignment_id: uuid.UUID
@@ -77,6 +86,10 @@ class SubmissionOut(BaseModel):
     feedback: str | None
     graded_at: datetime | None
     graded_by: uuid.UUID | None
+    files: list[SubmissionFileOut] = Field(
+        default_factory=list,
+        description="Files attached (`POST /submissions/{id}/files?name=`, raw bytes; see docs/api.md).",
+    )
 
 
 # --- assignments ---------------------------------------------------------------------------------
@@ -184,7 +197,12 @@ async def update_assignment(core: Core, user: Principal, assignment_id: uuid.UUI
 # --- submissions ---------------------------------------------------------------------------------
 
 _SUBMISSION_SELECT = """SELECT s.id, s.assignment_id, s.user_id, u.display_name AS author_name, s.body, s.late,
-        s.submitted_at, s.grade, a.max_points, s.feedback, s.graded_at, s.graded_by
+        s.submitted_at, s.grade, a.max_points, s.feedback, s.graded_at, s.graded_by,
+        coalesce((SELECT jsonb_agg(jsonb_build_object('id', f.id, 'name', f.filename, 'content_type', f.content_type,
+                                                      'size', f.size, 'created_at', f.created_at,
+                                                      'url', '/api/v1/submission-files/' || f.id)
+                                   ORDER BY f.created_at, f.id)
+                    FROM submission_files f WHERE f.submission_id = s.id), '[]'::jsonb) AS files
     FROM submissions s JOIN assignments a ON a.id = s.assignment_id JOIN users u ON u.id = s.user_id"""
 
 

@@ -188,6 +188,41 @@ class Settings(BaseSettings):
     grade_sheet_max_rows: int = Field(
         100_000, ge=1, le=10_000_000, description="Most rows a bulk grade sheet may have (its job fails past it)."
     )
+    assignment_file_max_bytes: int = Field(
+        25 << 20, ge=1, le=1 << 32, description="Largest file a learner may attach to an assignment submission."
+    )
+    assignment_file_types: list[str] = Field(
+        ["pdf", "txt", "md", "csv", "zip", "png", "jpg", "jpeg", "gif", "webp", "docx", "xlsx", "pptx", "odt",
+         "ods", "odp", "py", "java", "c", "cpp", "h", "js", "ts", "ipynb", "json", "mp3", "mp4"],
+        min_length=1,
+        max_length=200,
+        description="File name extensions learners may attach to submissions (JSON list, lowercase, no dot); the "
+        "file is served with the content type its extension stands for.",
+    )  # fmt: skip
+    assignment_files_per_submission: int = Field(
+        10, ge=1, le=1000, description="Most files one submission may hold (past it 409)."
+    )
+    assignment_file_quota_bytes: int = Field(
+        1 << 30, ge=1, description="Most bytes of attachments one learner may hold in all (past it 413)."
+    )
+    assignment_files_per_hour: int = Field(
+        60, ge=1, le=100_000, description="Files one learner may attach per hour (past it 429 with Retry-After)."
+    )
+    grade_sheet_max_bytes: int = Field(
+        50 << 20, ge=1, description="Largest grade sheet file (CSV or XLSX) in bytes; a bigger one is refused (413)."
+    )
+    grade_sheet_xlsx_max_unpacked_bytes: int = Field(
+        256 << 20,
+        ge=1,
+        description="Most bytes an XLSX grade sheet may unpack to in all (its zip directory says; past it the job "
+        "fails as a zip bomb).",
+    )
+    grade_sheet_xlsx_max_ratio: float = Field(
+        200.0,
+        ge=1,
+        description="Highest compression ratio of any member over 1 MiB of an XLSX grade sheet (past it the job "
+        "fails as a zip bomb).",
+    )
     contest_start_notice_s: int = Field(
         3600,
         ge=0,
@@ -595,7 +630,32 @@ class Settings(BaseSettings):
     media_sweep_s: float = Field(
         60.0, gt=0, le=3600, description="How often expired uploads are removed and abandoned jobs picked up again."
     )
-    media_workers: int = Field(1, ge=1, le=64, description="Media jobs (transcodes) one node runs at once.")
+    media_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Media jobs (transcodes) one node, or one `studyhall worker -Q media`, runs at once.",
+    )
+    media_accel_prefix: str | None = Field(
+        None,
+        pattern=r"^/[A-Za-z0-9_./-]*/$",
+        description="Behind nginx: the internal location (like `/_media/`) aliasing STUDYHALL_MEDIA_DIR. When set, "
+        "HLS segments, posters, playlists without a token and submission files are answered, after the access "
+        "check, with `X-Accel-Redirect: <prefix><path in the media directory>` and nginx sends the file.",
+    )
+    media_executor: Literal["auto", "local", "celery"] = Field(
+        "auto",
+        description="Where media jobs (transcodes, grade sheets, data exports) run: `local` (in each node's process), "
+        "`celery` (workers started with `studyhall worker -Q media`, Redis broker), `auto` (celery when "
+        "STUDYHALL_REDIS_URL is set).",
+    )
+    media_celery_visibility_s: float = Field(
+        3600.0,
+        ge=10,
+        le=7 * 86400,
+        description="How long a media job's Celery message may stay unacknowledged (acks late) before the broker "
+        "hands it to another worker; a job whose worker died is retried sooner, once its lease runs out.",
+    )
     media_job_lease_s: float = Field(
         60.0,
         ge=5,
@@ -1035,6 +1095,8 @@ class Settings(BaseSettings):
             )
         if self.sandbox_executor == "celery" and self.redis_url is None:
             raise ValueError("STUDYHALL_SANDBOX_EXECUTOR=celery needs STUDYHALL_REDIS_URL (the Celery broker)")
+        if self.media_executor == "celery" and self.redis_url is None:
+            raise ValueError("STUDYHALL_MEDIA_EXECUTOR=celery needs STUDYHALL_REDIS_URL (the Celery broker)")
         if self.metrics_port is not None and self.metrics_port == self.port:
             raise ValueError("STUDYHALL_METRICS_PORT must differ from STUDYHALL_PORT (it is a listener of its own)")
         if self.db_pool_min > self.db_pool_max:
@@ -1066,6 +1128,11 @@ class Settings(BaseSettings):
     def sandbox_on_celery(self) -> bool:
         """True when programs run on Celery workers rather than in this process."""
         return self.sandbox_executor == "celery" or (self.sandbox_executor == "auto" and self.redis_url is not None)
+
+    @property
+    def media_on_celery(self) -> bool:
+        """True when media jobs run on Celery workers (``studyhall worker -Q media``) rather than in this process."""
+        return self.media_executor == "celery" or (self.media_executor == "auto" and self.redis_url is not None)
 
     @property
     def cors_origin_list(self) -> tuple[str, ...]:

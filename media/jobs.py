@@ -14,7 +14,8 @@ Progress goes to the owner live as ``job:progress`` (the job as ``GET /jobs/{id}
 
 Runs in-process: :class:`JobRunner` with ``STUDYHALL_MEDIA_WORKERS`` at once per node, fed when a job is
 queued and by a sweep that picks up jobs left queued or abandoned (every ``STUDYHALL_MEDIA_SWEEP_S``).
-The same :func:`run_job` is what a Celery worker on a ``media`` queue would call; that worker is not built yet.
+Scaled, the same :func:`run_job` runs on Celery workers (``studyhall worker -Q media``), to which the nodes'
+:class:`~media.distributed.CeleryJobs` send the jobs instead.
 """
 
 from __future__ import annotations

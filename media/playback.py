@@ -17,6 +17,11 @@ Credentials, either of:
 
 Range requests on segments and the poster come from aiohttp's ``FileResponse``; playlists are small
 and rewritten per token, so they are always sent whole. Everything is ``Cache-Control: private``.
+
+Behind nginx (``STUDYHALL_MEDIA_ACCEL_PREFIX`` set to an internal location aliasing the media directory), a
+file that is sent as it is (segments, the poster, a playlist asked for with a Bearer header) is answered,
+after the same checks, with an empty body and ``X-Accel-Redirect: <prefix>outputs/<job id>/<file>``: nginx
+sends the file itself (ranges included), keeping this response's content type and cache headers.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import asyncio
 import re
 import time
 import uuid
+from pathlib import Path
 
 from aiohttp import web
 
@@ -36,6 +42,7 @@ from core_api.http import PREFIX, Principal
 from core_api.media_urls import TOKEN_PARAM, TokenRefused
 from core_api.paywall import media_access
 from media.jobs import JOBS
+from media.storage import stored_path
 from media.video import KIND
 
 _FILE = re.compile(r"(master\.m3u8|poster\.jpg|[0-9]{2,4}p/(index\.m3u8|segment_[0-9]{5}\.ts))")
@@ -115,7 +122,26 @@ async def serve_media(request: web.Request) -> web.StreamResponse:
         return web.Response(text=with_token(text, token), content_type=_TYPES[suffix], headers=headers)
     # Private: behind the access check, so shared caches must not keep it; segments never change.
     cache = "private, max-age=86400, immutable" if suffix in (".ts", ".jpg") else "private, max-age=60"
-    return web.FileResponse(path, headers={"Content-Type": _TYPES[suffix], "Cache-Control": cache})
+    headers = {"Content-Type": _TYPES[suffix], "Cache-Control": cache}
+    accel = accel_redirect(request, path)
+    if accel is not None:
+        return accel_response(accel, headers)
+    return web.FileResponse(path, headers=headers)
+
+
+def accel_redirect(request: web.Request, path: Path) -> str | None:
+    """Where nginx finds ``path`` (``STUDYHALL_MEDIA_ACCEL_PREFIX`` + its path in the media directory), or
+    None when studyhall sends files itself."""
+    prefix = request.app[CORE].settings.media_accel_prefix
+    if prefix is None:
+        return None
+    relative = stored_path(request.app[JOBS].storage, path)
+    return None if relative is None else prefix + relative
+
+
+def accel_response(location: str, headers: dict[str, str]) -> web.Response:
+    """The answer nginx turns into the file (an empty body; nginx keeps these headers)."""
+    return web.Response(status=200, headers={**headers, "X-Accel-Redirect": location})
 
 
 def mount(app: web.Application) -> None:

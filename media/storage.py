@@ -1,13 +1,16 @@
 """Where media bytes live: one small interface, a local directory behind it (``STUDYHALL_MEDIA_DIR``).
 
 An S3-compatible store (aioboto3, MinIO in compose) is the next implementation of :class:`Storage`; it is
-not built yet. Every method is async so that a remote store fits the same calls; the local one does its
-file work in a thread, never on the event loop.
+not built yet. The byte methods are async so that a remote store fits the same calls (the local one does its
+file work in a thread, never on the event loop); the path methods (``upload_path``, ``output_dir``,
+``file_path``) are what such a store would have to replace with a local spool and object uploads
+(docs/media.md, "Storage").
 
 Layout under the root::
 
     uploads/<upload id>          the bytes of an upload (tus), appended in order
     outputs/<job id>/...         what a job made (an HLS ladder, a poster); replaced whole on a retry
+    files/<file id>              a file attached to an assignment submission, written once
 """
 
 from __future__ import annotations
@@ -51,6 +54,30 @@ class Storage(Protocol):
     def output_dir(self, job_id: uuid.UUID) -> Path: ...
 
     async def remove_output(self, job_id: uuid.UUID) -> None: ...
+
+    async def put_file(self, file_id: uuid.UUID, chunks: AsyncIterable[bytes], limit: int) -> int:
+        """Store a whole file (an assignment's attachment) from ``chunks``, at most ``limit`` bytes; its size.
+
+        Raises :class:`TooMuchData` past ``limit``; whatever goes wrong, nothing is left behind."""
+        ...
+
+    def file_path(self, file_id: uuid.UUID) -> Path:
+        """A local path to a stored file (to serve it with range requests)."""
+        ...
+
+    async def remove_file(self, file_id: uuid.UUID) -> None: ...
+
+
+def stored_path(storage: Storage, path: Path) -> str | None:
+    """``path`` relative to a local store's root (``outputs/<job>/...``, ``files/<id>``), for nginx's
+    ``X-Accel-Redirect``; None for a store that is not a local directory."""
+    root = getattr(storage, "root", None)
+    if not isinstance(root, Path):
+        return None
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return None
 
 
 class TooMuchData(Exception):
@@ -123,6 +150,39 @@ class LocalStorage:
 
     async def remove_output(self, job_id: uuid.UUID) -> None:
         await asyncio.to_thread(shutil.rmtree, self.output_dir(job_id), True)
+
+    def file_path(self, file_id: uuid.UUID) -> Path:
+        return self.root / "files" / str(file_id)
+
+    async def put_file(self, file_id: uuid.UUID, chunks: AsyncIterable[bytes], limit: int) -> int:
+        await asyncio.to_thread(self._dir, "files")
+        path = self.file_path(file_id)
+        fd = await asyncio.to_thread(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        size = 0
+        done = False
+        try:
+            pending: list[bytes] = []
+            pending_len = 0
+            async for chunk in chunks:
+                if size + pending_len + len(chunk) > limit:
+                    raise TooMuchData(limit)
+                pending.append(chunk)
+                pending_len += len(chunk)
+                if pending_len >= WRITE_BATCH:
+                    size += await asyncio.to_thread(_write_all, fd, size, pending)
+                    pending, pending_len = [], 0
+            if pending:
+                size += await asyncio.to_thread(_write_all, fd, size, pending)
+            done = True
+        finally:
+            await asyncio.to_thread(os.close, fd)
+            if not done:
+                await asyncio.shield(self.remove_file(file_id))
+        return size
+
+    async def remove_file(self, file_id: uuid.UUID) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(self.file_path(file_id).unlink)
 
 
 def _write_all(fd: int, at: int, chunks: list[bytes]) -> int:

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
+import signal
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,17 @@ from media.jobs import JOBS, Finish, JobContext, JobFailed, JobOut, enqueue, job
 from media.uploads import UPLOADS
 
 KIND = "lecture_video"
+_PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    """In ffmpeg's child, before exec: SIGKILL when the process that started it dies (a worker killed with
+    -9 must not leave an orphan ffmpeg writing into the directory the job's retry now fills)."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 SEGMENT_S = 6
 RUNGS = ((1080, 5000, 128), (720, 2800, 128), (480, 1400, 96), (360, 800, 96))
 """(height, video kbit/s, audio kbit/s)."""
@@ -124,7 +138,9 @@ def transcode_command(settings: Settings, source: Path, out: Path, info: Probe) 
 
 
 async def _run(cmd: list[str], on_time: Any = None) -> None:
-    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=_die_with_parent
+    )
     stderr = bytearray()
 
     async def drain() -> None:

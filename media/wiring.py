@@ -1,5 +1,6 @@
 """The app's media services for as long as it runs: storage, uploads (and the sweep that expires
-unfinished ones), and the in-process job runner."""
+unfinished ones), and the job runner: in this process, or sending jobs to Celery workers when scaled
+(:mod:`media.distributed`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from core_api.grading import bulk as grade_sheet
 from core_api.privacy import export as data_export
 from core_api.settings import Settings
 from media import video
+from media.distributed import QUEUE as MEDIA_QUEUE
+from media.distributed import CeleryJobs
 from media.jobs import JOBS, JobRunner, Work
 from media.storage import LocalStorage, Storage
 from media.uploads import UPLOADS, Uploads
@@ -27,6 +30,15 @@ STORAGE = web.AppKey("media_storage", LocalStorage)
 def open_storage(settings: Settings) -> Storage:
     """The configured store: a local directory (S3-compatible stores are not built yet)."""
     return LocalStorage(settings.media_root)
+
+
+def job_kinds() -> dict[str, Work]:
+    """Every kind of job and its work: the same table for the in-process runner and the Celery worker."""
+    return {
+        video.KIND: video.transcode_lecture,
+        data_export.KIND: data_export.build_export,
+        grade_sheet.KIND: grade_sheet.run_sheet,
+    }
 
 
 async def _sweep(uploads: Uploads, every_s: float) -> None:
@@ -45,12 +57,13 @@ async def run_media(settings: Settings, app: web.Application) -> AsyncIterator[N
     storage = open_storage(settings)
     uploads = Uploads(app[CORE], storage)
     app[UPLOADS] = uploads
-    kinds: dict[str, Work] = {
-        video.KIND: video.transcode_lecture,
-        data_export.KIND: data_export.build_export,
-        grade_sheet.KIND: grade_sheet.run_sheet,
-    }
-    runner = JobRunner(app[CORE], storage, kinds)
+    runner: JobRunner
+    if settings.media_on_celery:
+        assert settings.redis_url is not None
+        runner = CeleryJobs(app[CORE], storage, job_kinds(), settings.redis_url.get_secret_value())
+        log.info("media: jobs run on Celery workers (`studyhall worker -Q media`, queue %s)", MEDIA_QUEUE)
+    else:
+        runner = JobRunner(app[CORE], storage, job_kinds())
     app[JOBS] = runner
     sweeper = asyncio.create_task(_sweep(uploads, settings.media_sweep_s))
     runner.start()

@@ -33,6 +33,7 @@ from core_api import (
     notifications,
     profile,
     progress,
+    submission_files,
     users,
 )
 from core_api.accounts import avatar as account_avatar
@@ -558,6 +559,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     API.mount(app, auth.authenticate)
     media_uploads.mount(app)  # tus at /api/v1/uploads (headers and raw bytes: not in the OpenAPI table)
     account_avatar.mount(app)  # profile pictures at /api/v1/users/{user_id}/avatar (a PNG)
+    submission_files.mount(app)  # files attached to submissions (raw bytes: not in the OpenAPI table)
     media_playback.mount(app)  # HLS ladders at /api/v1/media/{job_id}/..., behind the lecture's paywall
     live_recordings.mount(app)  # a live session's recording, to whoever recorded it (a WebM file)
     app.router.add_get("/api/v1/openapi.json", openapi_view)

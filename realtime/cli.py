@@ -194,9 +194,14 @@ def _show(value: Any) -> str:
 
 
 def worker(settings: Settings, args: argparse.Namespace) -> int:
-    concurrency = args.concurrency or settings.sandbox_workers
+    media = args.queues == "media"
+    concurrency = args.concurrency or (settings.media_workers if media else settings.sandbox_workers)
     if concurrency < 1:
         return _fail("--concurrency must be at least 1", 2)
+    if media:
+        from media.distributed import run_media_worker
+
+        return run_media_worker(settings, concurrency)
     return run_worker(settings, concurrency)
 
 
@@ -207,6 +212,10 @@ def check_config(settings: Settings, args: argparse.Namespace) -> int:
         _say(f"# mode: embedded (PostgreSQL runs from {settings.data_dir / 'pgdata'})")
     else:
         _say("# mode: external (PostgreSQL at STUDYHALL_DATABASE_URL)")
+    if settings.media_on_celery:
+        _say("# media: jobs run on Celery workers (`studyhall worker -Q media`, Redis broker)")
+    else:
+        _say("# media: jobs run in this process")
     if settings.sandbox_on_celery:
         _say("# sandbox: programs run on Celery workers (`studyhall worker`, Redis broker)")
     else:
@@ -287,10 +296,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, help="port to listen on, 0 for any free one (default: STUDYHALL_PORT)")
     p.add_argument("--demo", action="store_true", help="load demo accounts, a course and a community")
     p.set_defaults(run=serve)
-    p = sub.add_parser("worker", help="run sandbox jobs from Redis (Celery; needs STUDYHALL_REDIS_URL)")
+    p = sub.add_parser("worker", help="run sandbox or media jobs from Redis (Celery; needs STUDYHALL_REDIS_URL)")
     p.add_argument(
-        "--concurrency", type=int, default=None, help="programs run at once (default: STUDYHALL_SANDBOX_WORKERS)"
-    )
+        "-Q", "--queues", choices=("sandbox", "media"), default="sandbox",
+        help="sandbox: programs (default); media: video transcodes, grade sheets, data exports",
+    )  # fmt: skip
+    p.add_argument(
+        "--concurrency", type=int, default=None,
+        help="jobs run at once (default: STUDYHALL_SANDBOX_WORKERS, or STUDYHALL_MEDIA_WORKERS with -Q media)",
+    )  # fmt: skip
     p.set_defaults(run=worker)
     p = sub.add_parser("migrate", help="apply pending database migrations")
     p.set_defaults(run=migrate_command)

@@ -88,12 +88,14 @@ async def run_sandbox(settings: Settings, app: web.Application) -> AsyncIterator
 def _pusher(emitter: Any) -> Subscriber:
     """The worker's bus subscriber: ``{"event", "data"}`` events on ``user:``/``room:`` topics go to those
     Socket.IO rooms (and their ``also_to`` run channels) on every node, through the write-only manager
-    (the worker has no server of its own)."""
+    (the worker has no server of its own); notifications to their user's room as ``notification:new``."""
 
     async def push(topic: str, payload: dict[str, Any]) -> None:
         event, data = payload.get("event"), payload.get("data")
         if topic.startswith(("user:", "room:")) and isinstance(event, str) and isinstance(data, dict):
             await emitter.emit(event, data, room=recipients(topic, payload))
+        elif topic.startswith("user:") and payload.get("type") == "notification":  # as a node's SocketServer does
+            await emitter.emit("notification:new", payload["notification"], room=topic)
 
     return push
 

@@ -100,6 +100,8 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         # Programs run in the test app's own pool even when STUDYHALL_REDIS_URL is set (with Redis the
         # default is Celery workers, which only tests/test_sandbox_celery.py starts).
         "sandbox_executor": "local",
+        # Media jobs too (tests/test_media_celery.py starts `studyhall worker -Q media` processes of its own).
+        "media_executor": "local",
         # No weekly contest cycle in test apps: tests drive Cycle.tick with their own clock.
         "contest_cycle_s": 0,
         # No live-session reminder loop either: tests call Schedule.remind_due with their own clock.

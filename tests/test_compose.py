@@ -189,6 +189,34 @@ def test_the_sandbox_worker_runs_with_the_nodes_settings_and_may_sandbox(service
     assert re.search(r"apt-get install[^\n]*\bbubblewrap\b[^\n]*\bpython3\b", DOCKERFILE.read_text())
 
 
+def test_the_media_worker_runs_with_the_nodes_settings_and_media(services: dict[str, Any]) -> None:
+    worker = services["worker-media"]
+    assert worker["command"] == ["studyhall", "worker", "-Q", "media"]
+    node = next(iter(app_nodes(services).values()))
+    assert worker["environment"] == node["environment"], "the media worker must see the nodes' database and Redis"
+    assert "STUDYHALL_REDIS_URL" in worker["environment"]  # so the nodes send media jobs to it (auto: celery)
+    assert worker["volumes"] == node["volumes"], "the media worker must share the nodes' media volume"
+    assert set(depends_on(worker)) >= {"postgres", "redis"}
+
+
+def test_nginx_sends_media_files_from_the_shared_volume(services: dict[str, Any]) -> None:
+    """The nodes' X-Accel-Redirect prefix is an internal nginx location aliasing the media volume, which the
+    balancer mounts read-only where the nodes keep it."""
+    node = next(iter(app_nodes(services).values()))
+    prefix = node["environment"]["STUDYHALL_MEDIA_ACCEL_PREFIX"]
+    media_dir = node["environment"]["STUDYHALL_MEDIA_DIR"]
+    conf = NGINX.read_text()
+    block = re.search(r"location " + re.escape(prefix) + r" \{(?P<body>[^}]*)\}", conf)
+    assert block is not None, f"no nginx location {prefix}"
+    body = block.group("body")
+    assert re.search(r"^\s*internal;", body, re.M), "the media location must be internal (no direct access)"
+    alias = re.search(r"alias\s+(\S+);", body)
+    assert alias is not None and alias.group(1).rstrip("/") == media_dir.rstrip("/")
+    assert "X-Content-Type-Options nosniff" in body  # not carried over from the node's answer by nginx
+    volume = next(v for v in node["volumes"] if v.split(":")[1] == media_dir).split(":")[0]
+    assert f"{volume}:{media_dir}:ro" in services["lb"]["volumes"]
+
+
 def test_nginx_accepts_the_config(tmp_path: Path) -> None:
     nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
     if nginx is None:

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import openpyxl
+
 from core_api.context import CORE
-from tests.conftest import Actor, ApiClient
+from realtime.app import create_app
+from tests.conftest import Actor, ApiClient, make_settings
 from tests.test_media_video import finished, upload
 
 LEARNERS, ASSIGNMENTS = 2000, 5
@@ -151,3 +156,134 @@ async def test_bad_sheets_and_wrong_callers(api: ApiClient, tmp_path: Path) -> N
     assert (await api.call("POST", f"/courses/{course['id']}/grade-uploads", other, json=own))[0] == 403
     status, _ = await api.call("POST", f"/courses/{course['id']}/grade-uploads", teacher, json={**body, "mode": "x"})
     assert status == 400
+
+
+# --- XLSX sheets ------------------------------------------------------------------------------------
+
+
+def workbook(path: Path, rows: list[list[Any]], extra: dict[str, bytes] | None = None) -> Path:
+    """An .xlsx made by openpyxl (numbers as numbers, as a spreadsheet stores them); ``extra`` files are
+    added to its zip afterwards."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.title = "Grades"
+    for row in rows:
+        sheet.append(row)
+    book.create_sheet("Notes").append(["ignored: only the first sheet counts"])
+    book.save(path)
+    if extra:
+        with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+            for name, data in extra.items():
+                zf.writestr(name, data)
+    return path
+
+
+async def run_file(api: ApiClient, teacher: Actor, course_id: str, path: Path, mode: str) -> dict[str, Any]:
+    upload_id = await upload(api, teacher, path)
+    status, job = await api.call(
+        "POST", f"/courses/{course_id}/grade-uploads", teacher, json={"upload_id": upload_id, "mode": mode}
+    )
+    assert status == 202, job
+    return await finished(api, teacher, job["id"])
+
+
+async def test_an_xlsx_sheet_with_bad_rows(api: ApiClient, tmp_path: Path) -> None:
+    teacher = await api.user("instructor")
+    course = await ok(api, "POST", "/courses", teacher, json={"title": "Graded from a spreadsheet"})
+    homework = await ok(api, "POST", f"/courses/{course['id']}/assignments", teacher,
+                        json={"title": "Essay", "description": "", "due_at": "2099-01-01T00:00:00Z",
+                              "max_points": 20.0})  # fmt: skip
+    learners = [await api.user("student") for _ in range(3)]
+    pool = api.app[CORE].pool
+    for learner in learners:
+        await pool.execute(
+            "INSERT INTO enrollments (id, user_id, course_id) VALUES ($1, $2::uuid, $3::uuid)",
+            uuid.uuid4(), learner.id, course["id"],
+        )  # fmt: skip
+    path = workbook(
+        tmp_path / "grades.xlsx",
+        [
+            ["Email", "Assignment", "Grade", "Feedback"],
+            [learners[0].email, "Essay", 17, "Well argued"],  # a number cell
+            [learners[1].email, homework["id"], 12.5, None],  # by id, a decimal, no feedback
+            [],  # an empty row is skipped (row 4)
+            ["nobody@example.com", "Essay", 10, ""],  # row 5: not enrolled
+            [learners[2].email, "Essay", 21, ""],  # row 6: over max_points
+            [learners[2].email, "Essay", "lots", ""],  # row 7: not a number
+            [learners[0].email, "essay", 3, ""],  # row 8: a duplicate of row 2
+            [learners[2].email, "Essay", 0, "See me"],  # row 9: fine (zero is a grade)
+        ],
+    )
+    job = await run_file(api, teacher, course["id"], path, "valid_rows")
+    assert job["state"] == "succeeded", job["error"]
+    assert (job["result"]["rows"], job["result"]["errors"], job["result"]["applied"]) == (7, 4, 3)
+    resp = await api.http.get(job["result"]["results"], headers=teacher.headers)
+    results = list(csv.DictReader(io.StringIO(await resp.text())))
+    assert {int(r["row"]): r["status"] for r in results} == {
+        2: "applied", 3: "applied", 5: "error", 6: "error", 7: "error", 8: "error", 9: "applied"
+    }  # fmt: skip
+    why = {int(r["row"]): r["message"] for r in results}
+    assert "enrolled" in why[5] and "from 0 to 20" in why[6] and "'lots' is not a number" in why[7]
+    assert "duplicate" in why[8]
+    got = await pool.fetch(
+        "SELECT user_id::text, grade, feedback FROM submissions WHERE assignment_id = $1::uuid", homework["id"]
+    )
+    assert {(r["user_id"], r["grade"], r["feedback"]) for r in got} == {
+        (learners[0].id, 17.0, "Well argued"), (learners[1].id, 12.5, None), (learners[2].id, 0.0, "See me")
+    }  # fmt: skip
+
+    # All or nothing with the same workbook: nothing more applied, the same four errors.
+    job = await run_file(api, teacher, course["id"], path, "all_or_nothing")
+    assert (job["result"]["errors"], job["result"]["applied"]) == (4, 0)
+
+
+async def test_bad_and_oversized_workbooks_are_refused(aiohttp_client: Any, database_url: str, tmp_path: Path) -> None:
+    settings = make_settings(database_url, tmp_path, grade_sheet_max_bytes=200_000)
+    api = ApiClient(await aiohttp_client(create_app(settings)))
+    teacher = await api.user("instructor")
+    course = await ok(api, "POST", "/courses", teacher, json={"title": "Bad workbooks"})
+    header = [["email", "assignment", "grade"]]
+
+    async def error_of(path: Path) -> str:
+        job = await run_file(api, teacher, course["id"], path, "valid_rows")
+        assert job["state"] == "failed", job
+        return str(job["error"])
+
+    # A zip bomb: 100 MiB of zeros packed into ~100 KB inside the workbook; refused from its directory.
+    bomb = workbook(tmp_path / "bomb.xlsx", header, {"xl/media/pad.bin": bytes(100 << 20)})
+    assert bomb.stat().st_size < 200_000
+    assert "zip bomb" in await error_of(bomb)
+    # A zip that is not a workbook; a workbook cut short; an old binary .xls.
+    plain = tmp_path / "plain.xlsx"
+    with zipfile.ZipFile(plain, "w") as zf:
+        zf.writestr("hello.txt", "not a spreadsheet")
+    assert "not a readable XLSX workbook" in await error_of(plain)
+    whole = workbook(tmp_path / "whole.xlsx", header).read_bytes()
+    cut = tmp_path / "cut.xlsx"
+    cut.write_bytes(whole[: len(whole) // 2])
+    assert "not a readable XLSX workbook" in await error_of(cut)
+    xls = tmp_path / "old.xls"
+    xls.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600))
+    assert "old binary Excel file (.xls)" in await error_of(xls)
+    # A workbook without the columns says which are missing.
+    assert "missing: grade" in await error_of(workbook(tmp_path / "cols.xlsx", [["email", "assignment"]]))
+
+    # Too big a file: refused at once (413), no job.
+    big = workbook(tmp_path / "big.xlsx", header, {"xl/media/noise.bin": os.urandom(300_000)})
+    upload_id = await upload(api, teacher, big)
+    status, body = await api.call(
+        "POST", f"/courses/{course['id']}/grade-uploads", teacher, json={"upload_id": upload_id, "mode": "valid_rows"}
+    )
+    assert status == 413 and "at most 200000" in body["error"]["message"]
+
+
+async def test_an_xlsx_unpacking_past_the_limit_fails(aiohttp_client: Any, database_url: str, tmp_path: Path) -> None:
+    settings = make_settings(database_url, tmp_path, grade_sheet_xlsx_max_unpacked_bytes=50_000)
+    api = ApiClient(await aiohttp_client(create_app(settings)))
+    teacher = await api.user("instructor")
+    course = await ok(api, "POST", "/courses", teacher, json={"title": "Big workbook"})
+    rows: list[list[Any]] = [["email", "assignment", "grade"]]
+    rows += [[f"learner{i}@example.com", "Essay", i % 10] for i in range(2000)]
+    job = await run_file(api, teacher, course["id"], workbook(tmp_path / "many.xlsx", rows), "valid_rows")
+    assert job["state"] == "failed" and "more than the 50000 allowed" in job["error"], job

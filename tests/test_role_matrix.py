@@ -59,6 +59,11 @@ async def build_world(api: ApiClient) -> World:
         json={"title": "A", "description": "", "due_at": "2099-01-01T00:00:00Z", "max_points": 10.0},
     )
     submission = await ok("POST", f"/assignments/{assignment['id']}/submissions", learner, json={"body": "x"})
+    attached = await api.http.post(
+        f"/api/v1/submissions/{submission['id']}/files?name=work.pdf", data=b"%PDF-1.4 work", headers=learner.headers
+    )
+    assert attached.status == 201, await attached.text()
+    sfile = (await attached.json())["id"]
     quiz = await ok("POST", f"/courses/{course['id']}/quizzes", owner, json=new_quiz({}))
     attempt = await ok("POST", f"/quizzes/{quiz['id']}/attempts", learner)
     # A certificate: a one-lecture course the learner completes.
@@ -173,6 +178,7 @@ async def build_world(api: ApiClient) -> World:
             "lecture": lecture["id"],
             "assignment": assignment["id"],
             "submission": submission["id"],
+            "sfile": sfile,
             "quiz": quiz["id"],
             "attempt": attempt["id"],
             "cert": certs["items"][0]["code"],
@@ -364,6 +370,15 @@ ROWS: list[Row] = [
     Row("GET", "/assignments/{assignment}/submissions", only(200, 403, "learner", *STAFF)),
     Row("GET", "/submissions/{submission}", only(200, 403, "learner", *STAFF)),
     Row("PUT", "/submissions/{submission}/grade", only(200, 403, *STAFF), {"grade": 7.0}),
+    # files attached to submissions (raw bytes, outside the OpenAPI table: here the body is a small JSON file)
+    Row(
+        "POST",
+        "/submissions/{submission}/files?name=notes.json",
+        only(201, 404, "learner", owner=403, admin=403),
+        {"notes": "mine"},
+    ),
+    Row("GET", "/submission-files/{sfile}", only(200, 404, "learner", *STAFF)),
+    Row("DELETE", "/submission-files/{sfile}", only(204, 404, "learner", owner=403, admin=403)),
     # quizzes and the gradebook (the learner has an attempt in progress: starting again answers it)
     Row("POST", "/courses/{course}/quizzes", only(201, 403, *STAFF), new_quiz),
     Row("GET", "/courses/{course}/quizzes", only(200, 403, "learner", *STAFF)),

@@ -1,5 +1,5 @@
-"""Bulk grades: an instructor uploads a grade sheet (CSV: ``email, assignment, grade, feedback``) and a job
-checks every row, then applies the valid ones in one transaction — or none, if the instructor chose
+"""Bulk grades: an instructor uploads a grade sheet (CSV or XLSX: ``email, assignment, grade, feedback``) and a
+job checks every row, then applies the valid ones in one transaction — or none, if the instructor chose
 ``all_or_nothing`` and any row is wrong — reporting progress and a per-row result file.
 
 A row is wrong when its email is not a learner enrolled in the course, its assignment (the assignment's id,
@@ -9,6 +9,12 @@ assignment) pair (the first one counts). A valid row grades the learner's latest
 assignment, or records a grade without a submission when there is none. Graded learners are notified once
 each (``grades_posted``, with how many). The job runs with the other background jobs (:mod:`media.jobs`:
 ``GET /jobs/{id}``, ``job:progress``), so the API stays free; the sheet is read as a stream, never whole.
+
+An XLSX workbook (told from a CSV by its first bytes, a zip's) is read with openpyxl in read-only (streaming)
+mode, its first worksheet only, after its zip directory is checked: at most
+``STUDYHALL_GRADE_SHEET_XLSX_MAX_UNPACKED_BYTES`` unpacked in all and ``STUDYHALL_GRADE_SHEET_XLSX_MAX_RATIO``
+per member (a zip bomb fails the job before anything is unpacked; Python's zipfile never inflates a member past
+the size its directory declares). A sheet bigger than ``STUDYHALL_GRADE_SHEET_MAX_BYTES`` is refused at once (413).
 """
 
 from __future__ import annotations
@@ -19,16 +25,22 @@ import csv
 import io
 import math
 import uuid
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, Literal
 
+import openpyxl
+from openpyxl.utils.exceptions import InvalidFileException
 from pydantic import Field
 
 from core_api.context import Tx, audit, core_of
 from core_api.courses import owned_course
 from core_api.errors import AppError, ErrorCode, conflict, not_found
 from core_api.http import Api, Call, Download, Input, Reply
+from core_api.settings import Settings
 from media.jobs import JOBS, Finish, JobContext, JobFailed, JobOut, enqueue, job_out
 from media.uploads import UPLOADS
 
@@ -41,7 +53,9 @@ TAG = "assignments"
 
 
 class GradeUploadIn(Input):
-    upload_id: uuid.UUID = Field(description="A finished upload of yours (tus, `/api/v1/uploads`): the CSV sheet.")
+    upload_id: uuid.UUID = Field(
+        description="A finished upload of yours (tus, `/api/v1/uploads`): the sheet, CSV or XLSX."
+    )
     mode: Literal["all_or_nothing", "valid_rows"] = Field(
         description="`all_or_nothing`: apply no row if any is wrong; `valid_rows`: apply the valid ones."
     )
@@ -58,73 +72,177 @@ class Checked:
         return sum(1 for r in self.results if r[3] == "error")
 
 
+ZIP_MAGIC = b"PK\x03\x04"
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the old binary .xls (and other OLE files)
+XLSX_MAX_MEMBERS = 10_000
+
+
+@dataclass(frozen=True)
+class SheetLimits:
+    max_rows: int
+    xlsx_max_unpacked: int
+    xlsx_max_ratio: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> SheetLimits:
+        return cls(
+            settings.grade_sheet_max_rows,
+            settings.grade_sheet_xlsx_max_unpacked_bytes,
+            settings.grade_sheet_xlsx_max_ratio,
+        )
+
+
+def sheet_format(path: Path) -> Literal["csv", "xlsx"]:
+    with path.open("rb") as f:
+        head = f.read(8)
+    if head.startswith(ZIP_MAGIC):
+        return "xlsx"
+    if head == OLE_MAGIC:
+        raise JobFailed("the sheet is an old binary Excel file (.xls): save it as .xlsx or CSV")
+    return "csv"
+
+
+def _csv_rows(path: Path) -> Iterator[list[str]]:
+    with path.open("rb") as raw:
+        text = codecs.getreader("utf-8-sig")(raw, "strict")
+        try:
+            yield from csv.reader(text)
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise JobFailed(f"the sheet is not a well-formed UTF-8 CSV file ({exc})") from None
+
+
+def check_zip(path: Path, limits: SheetLimits) -> None:
+    """Refuse a zip bomb from the zip's directory alone, before anything is unpacked."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise JobFailed(f"the sheet is not a readable XLSX workbook ({exc})") from None
+    if len(members) > XLSX_MAX_MEMBERS:
+        raise JobFailed(f"the workbook has {len(members)} files inside (at most {XLSX_MAX_MEMBERS})")
+    total = sum(m.file_size for m in members)
+    if total > limits.xlsx_max_unpacked:
+        raise JobFailed(
+            f"the workbook unpacks to {total} bytes, more than the {limits.xlsx_max_unpacked} allowed "
+            "(a zip bomb, or a sheet too big: split it)"
+        )
+    for m in members:
+        if m.file_size > 1 << 20 and m.file_size > limits.xlsx_max_ratio * max(m.compress_size, 1):
+            raise JobFailed(
+                f"the workbook's {m.filename} is compressed {m.file_size / max(m.compress_size, 1):.0f} to 1, more "
+                f"than the {limits.xlsx_max_ratio:g} to 1 allowed (a zip bomb?)"
+            )
+
+
+def _cell_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    return str(value)
+
+
+def _xlsx_rows(path: Path, limits: SheetLimits) -> Iterator[list[str]]:
+    check_zip(path, limits)
+    raw = path.open("rb")  # a file, not a path: openpyxl would judge a path by its extension (uploads have none)
+    try:
+        book = openpyxl.load_workbook(raw, read_only=True, data_only=True)
+    except (InvalidFileException, zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raw.close()
+        raise JobFailed(f"the sheet is not a readable XLSX workbook ({exc or type(exc).__name__})") from None
+    try:
+        if not book.worksheets:
+            raise JobFailed("the workbook has no worksheet")
+        try:
+            for row in book.worksheets[0].iter_rows(values_only=True):
+                yield [_cell_text(v) for v in row]
+        except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError, SyntaxError) as exc:
+            raise JobFailed(f"the workbook's first sheet cannot be read ({exc or type(exc).__name__})") from None
+    finally:
+        book.close()
+        raw.close()
+
+
 def check_sheet(
     path: Path,
     learners: dict[str, uuid.UUID],
     assignments: dict[str, tuple[uuid.UUID, float]],
-    max_rows: int,
+    limits: SheetLimits,
     progress: Any = None,
 ) -> Checked:
-    """Read and check the sheet (in a thread: plain Python, streamed line by line)."""
+    """Read and check the sheet, CSV or XLSX (in a thread: plain Python, streamed row by row)."""
     out = Checked()
     seen: set[tuple[uuid.UUID, uuid.UUID]] = set()
-    with path.open("rb") as raw:
-        text = codecs.getreader("utf-8-sig")(raw, "strict")
-        try:
-            reader = csv.DictReader(text)
-            header = [h.strip().lower() for h in (reader.fieldnames or [])]
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise JobFailed(f"the sheet is not a UTF-8 CSV file ({exc})") from None
+    rows = _xlsx_rows(path, limits) if sheet_format(path) == "xlsx" else _csv_rows(path)
+    try:
+        first = next(rows, None)
+        header = [h.strip().lower() for h in (first or [])]
         missing = [c for c in REQUIRED if c not in header]
         if missing:
             raise JobFailed(
                 f"the sheet needs the columns email, assignment, grade (and optionally feedback); missing: "
                 f"{', '.join(missing)}"
             )
-        reader.fieldnames = header
-        try:
-            for number, row in enumerate(reader, start=2):  # row 1 is the header
-                out.rows += 1
-                if out.rows > max_rows:
-                    raise JobFailed(f"the sheet has more than {max_rows} rows")
-                email = (row.get("email") or "").strip()
-                name = (row.get("assignment") or "").strip()
-                raw_grade = (row.get("grade") or "").strip()
-                feedback = (row.get("feedback") or "").strip() or None
+        column = {name: header.index(name) for name in (*REQUIRED, "feedback") if name in header}
 
-                def wrong(why: str, number: int = number, email: str = email, name: str = name) -> None:
-                    out.results.append((number, email, name, "error", why))
+        def cell(values: list[str], name: str) -> str:
+            i = column.get(name)
+            return values[i].strip() if i is not None and i < len(values) else ""
 
-                user_id = learners.get(email.lower())
-                assignment = assignments.get(name) or assignments.get(name.lower())
-                if user_id is None:
-                    wrong("no learner enrolled in this course has this email")
-                    continue
-                if assignment is None:
-                    wrong("no assignment of this course has this id or title")
-                    continue
-                assignment_id, max_points = assignment
-                try:
-                    grade = float(raw_grade)
-                except ValueError:
-                    wrong(f"the grade {raw_grade!r} is not a number")
-                    continue
-                if not math.isfinite(grade) or not 0 <= grade <= max_points:
-                    wrong(f"the grade must be from 0 to {max_points:g}")
-                    continue
-                if feedback is not None and len(feedback) > FEEDBACK_MAX:
-                    wrong(f"feedback longer than {FEEDBACK_MAX} characters")
-                    continue
-                if (user_id, assignment_id) in seen:
-                    wrong("a duplicate of an earlier row for this learner and assignment (the first one counts)")
-                    continue
-                seen.add((user_id, assignment_id))
-                out.valid.append((user_id, assignment_id, grade, feedback))
-                out.results.append((number, email, name, "ok", ""))
-                if progress is not None and out.rows % 1000 == 0:
-                    progress(out.rows)
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise JobFailed(f"row {out.rows + 1}: the sheet is not a well-formed UTF-8 CSV file ({exc})") from None
+        for number, values in enumerate(rows, start=2):  # row 1 is the header
+            if not any(v.strip() for v in values):
+                continue  # a blank line (CSV) or an empty row (XLSX)
+            out.rows += 1
+            if out.rows > limits.max_rows:
+                raise JobFailed(f"the sheet has more than {limits.max_rows} rows")
+            email = cell(values, "email")
+            name = cell(values, "assignment")
+            raw_grade = cell(values, "grade")
+            feedback = cell(values, "feedback") or None
+
+            def wrong(why: str, number: int = number, email: str = email, name: str = name) -> None:
+                out.results.append((number, email, name, "error", why))
+
+            user_id = learners.get(email.lower())
+            assignment = assignments.get(name) or assignments.get(name.lower())
+            if user_id is None:
+                wrong("no learner enrolled in this course has this email")
+                continue
+            if assignment is None:
+                wrong("no assignment of this course has this id or title")
+                continue
+            assignment_id, max_points = assignment
+            try:
+                grade = float(raw_grade)
+            except ValueError:
+                wrong(f"the grade {raw_grade!r} is not a number")
+                continue
+            if not math.isfinite(grade) or not 0 <= grade <= max_points:
+                wrong(f"the grade must be from 0 to {max_points:g}")
+                continue
+            if feedback is not None and len(feedback) > FEEDBACK_MAX:
+                wrong(f"feedback longer than {FEEDBACK_MAX} characters")
+                continue
+            if (user_id, assignment_id) in seen:
+                wrong("a duplicate of an earlier row for this learner and assignment (the first one counts)")
+                continue
+            seen.add((user_id, assignment_id))
+            out.valid.append((user_id, assignment_id, grade, feedback))
+            out.results.append((number, email, name, "ok", ""))
+            if progress is not None and out.rows % 1000 == 0:
+                progress(out.rows)
+    except JobFailed as exc:
+        if out.rows and str(exc).startswith("the sheet is not a well-formed"):
+            raise JobFailed(f"row {out.rows + 2}: {exc}") from None
+        raise
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
     return out
 
 
@@ -165,7 +283,7 @@ async def run_sheet(ctx: JobContext) -> Finish:
 
     path = ctx.storage.upload_path(upload_id)
     checking = loop.run_in_executor(
-        None, check_sheet, path, learners, assignments, core.settings.grade_sheet_max_rows, progress
+        None, check_sheet, path, learners, assignments, SheetLimits.of(core.settings), progress
     )
     while not checking.done():  # report the reading's progress (the sheet's size is unknown: rows so far)
         await asyncio.wait({checking}, timeout=0.5)
@@ -243,17 +361,20 @@ async def run_sheet(ctx: JobContext) -> Finish:
 @api.route(
     "POST",
     "/courses/{course_id}/grade-uploads",
-    summary="Grade many submissions from an uploaded CSV sheet (a background job)",
+    summary="Grade many submissions from an uploaded CSV or XLSX sheet (a background job)",
     description="The course's owner or an admin, with a finished upload of their own (tus, `/api/v1/uploads`) "
-    "holding a UTF-8 CSV with the columns `email, assignment, grade` and optionally `feedback` (`assignment`: "
-    "the assignment's id or exact title). 202 with the job (`GET /jobs/{id}`, `job:progress`). Its result says "
-    "how many rows were valid, wrong and applied, and where the per-row result file is. At most "
-    "`STUDYHALL_GRADE_SHEET_MAX_ROWS` rows; `STUDYHALL_MEDIA_JOBS_PER_USER` jobs of a user at once (429).",
+    "holding a UTF-8 CSV or an XLSX workbook (its first sheet) with the columns `email, assignment, grade` and "
+    "optionally `feedback` (`assignment`: the assignment's id or exact title). 202 with the job "
+    "(`GET /jobs/{id}`, `job:progress`). Its result says how many rows were valid, wrong and applied, and where "
+    "the per-row result file is. At most "
+    "`STUDYHALL_GRADE_SHEET_MAX_ROWS` rows and `STUDYHALL_GRADE_SHEET_MAX_BYTES` bytes (413); an XLSX unpacking "
+    "past `STUDYHALL_GRADE_SHEET_XLSX_MAX_UNPACKED_BYTES` (a zip bomb) fails its job; "
+    "`STUDYHALL_MEDIA_JOBS_PER_USER` jobs of a user at once (429).",
     tag=TAG,
     body=GradeUploadIn,
     response=JobOut,
     status=202,
-    errors=[403, 409, 429],
+    errors=[403, 409, 413, 429],
 )
 async def post_grade_upload(call: Call) -> Reply:
     core = core_of(call)
@@ -261,6 +382,12 @@ async def post_grade_upload(call: Call) -> Reply:
     upload = await call.request.app[UPLOADS].finished(user, call.body.upload_id)
     async with core.transaction() as tx:
         await owned_course(tx.conn, user, course_id)
+        if upload.length > core.settings.grade_sheet_max_bytes:
+            raise AppError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"the sheet has {upload.length} bytes; a grade sheet may have at most "
+                f"{core.settings.grade_sheet_max_bytes} (split it)",
+            )
         await tx.conn.execute("SELECT pg_advisory_xact_lock(hashtext('media-jobs:' || $1::uuid::text))", user.id)
         active = await tx.conn.fetchval(
             "SELECT count(*) FROM jobs WHERE owner_id = $1 AND state IN ('queued', 'running')", user.id

@@ -5,9 +5,10 @@ The password is asked again (a stolen session alone cannot delete an account). T
 anonymised (email ``deleted-<id>@deleted.invalid``, name "Deleted user", no password, ``deleted_at``), so
 courses, rooms, contests, ledger entries and the audit log that refer to it keep their shape and show
 "Deleted user"; chat messages stay under that name, or are erased too (``erase_messages``: their text
-removed, as a deletion shows them). The user's data exports and uploads go with their files. Every session
-ends, and open connections are closed (the account no longer exists for them). The last administrator
-cannot delete their account (409): someone must be able to run the platform. Audited (``user.deleted``).
+removed, as a deletion shows them). The user's data exports, uploads and submissions' attached files go with
+their bytes. Every session ends, and open connections are closed (the account no longer exists for them). The
+last administrator cannot delete their account (409): someone must be able to run the platform. Audited
+(``user.deleted``).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ async def delete_account(core: Core, call: Call, body: DeleteAccountIn) -> None:
             "DELETE FROM jobs WHERE owner_id = $1 AND kind = $2 RETURNING id", user.id, EXPORT_KIND
         )
         uploads = await tx.conn.fetch("SELECT id FROM uploads WHERE owner_id = $1", user.id)
+        attached = await tx.conn.fetch("SELECT id FROM submission_files WHERE owner_id = $1", user.id)
         for entry in REGISTRY:
             if entry.on_delete == "delete":
                 await tx.conn.execute(f'DELETE FROM "{entry.table}" WHERE "{entry.column}" = $1', user.id)
@@ -94,6 +96,9 @@ async def delete_account(core: Core, call: Call, body: DeleteAccountIn) -> None:
         for upload in uploads:
             with contextlib.suppress(Exception):
                 await runner.storage.remove_upload(uuid.UUID(str(upload["id"])))
+        for file in attached:
+            with contextlib.suppress(Exception):
+                await runner.storage.remove_file(uuid.UUID(str(file["id"])))
 
 
 @api.route(
@@ -101,7 +106,8 @@ async def delete_account(core: Core, call: Call, body: DeleteAccountIn) -> None:
     "/me",
     summary="Delete your account (your personal data is erased; see the description for what stays)",
     description="Needs your password (400 `invalid_input`, field `password`, when wrong; counted like a failed "
-    "login). Deleted: your sessions, progress, enrollments, certificates, submissions, quiz attempts, reactions, "
+    "login). Deleted: your sessions, progress, enrollments, certificates, submissions and their files, quiz attempts, "
+    "reactions, "
     "memberships, runs, uploads, notifications and data exports. Anonymised: the account (email, name and "
     "password gone; it shows as Deleted user). Kept, under that name: chat messages (unless `erase_messages`), "
     "contest submissions and results, the coin ledger, what you created for others (courses, rooms, "

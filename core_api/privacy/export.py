@@ -4,7 +4,8 @@ The job (kind ``data_export``, run by the jobs of :mod:`media.jobs`, progress as
 for each table of :data:`~core_api.privacy.registry.REGISTRY` marked for export, the caller's rows (at most
 ``STUDYHALL_DATA_EXPORT_MAX_ROWS`` per table; ``manifest.json`` says when a table was cut), leaving out
 secrets (password and token hashes), and writes ``<table>.json`` files and a ``manifest.json`` into
-``export.zip`` under the job's output directory. ``GET /me/exports/{job_id}/download`` gives it to the job's
+``export.zip`` under the job's output directory, with the files the caller attached to assignment submissions
+under ``submission_files/<file id>/<name>``. ``GET /me/exports/{job_id}/download`` gives it to the job's
 owner only. Asking is audited (``user.data_export``) and limited (one at a time, ``STUDYHALL_DATA_EXPORTS_PER_DAY``
 a day).
 """
@@ -54,11 +55,19 @@ def _row(record: Record) -> dict[str, Any]:
     return {k: _plain(v) for k, v in record.items() if k not in SECRET_COLUMNS}
 
 
-def _write(path: Path, files: dict[str, list[dict[str, Any]]], manifest: dict[str, Any]) -> int:
+def _write(
+    path: Path,
+    files: dict[str, list[dict[str, Any]]],
+    manifest: dict[str, Any],
+    attachments: list[tuple[str, Path]] = [],  # noqa: B006 (never changed)
+) -> int:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
         for name, rows in files.items():
             archive.writestr(f"{name}.json", json.dumps(rows, indent=2, ensure_ascii=False))
+        for name, source in attachments:
+            if source.exists():
+                archive.write(source, name)
     return path.stat().st_size
 
 
@@ -90,8 +99,12 @@ async def build_export(ctx: JobContext) -> Finish:
         "made_at": dt.datetime.now(dt.UTC).isoformat(),
         "tables": tables,
     }
+    attachments = [
+        (f"submission_files/{r['id']}/{r['filename']}", ctx.storage.file_path(uuid.UUID(r["id"])))
+        for r in files.get("submission_files", [])
+    ]
     out = await ctx.storage.fresh_output_dir(ctx.id)
-    size = await asyncio.to_thread(_write, out / FILE, files, manifest)
+    size = await asyncio.to_thread(_write, out / FILE, files, manifest, attachments)
     return Finish(
         result={
             "file": FILE,

@@ -47,6 +47,8 @@ REGISTRY: tuple[Personal, ...] = (
     Personal("lecture_progress", "user_id", "delete"),
     Personal("watch_clocks", "user_id", "delete"),
     Personal("certificates", "user_id", "delete"),
+    # before submissions: its rows point at theirs (the bytes go from media storage too, core_api/privacy/erase.py)
+    Personal("submission_files", "owner_id", "delete", also=("filename",)),
     Personal("submissions", "user_id", "delete"),
     Personal("submissions", "graded_by", "keep", "a grade given to someone else stays theirs", export=False),
     Personal("quiz_attempts", "user_id", "delete"),

@@ -39,7 +39,7 @@ def test_the_owner_grades_from_a_sheet_and_downloads_the_gradebook(
 
     sheet = tmp_path / "grades.csv"
     sheet.write_text(f"email,assignment,grade,feedback\n{ada.email},Essay,8.5,Well argued\n{bo.email},Essay,12,\n")
-    page.get_by_label("Grade sheet (CSV)").set_input_files(str(sheet))
+    page.get_by_label("Grade sheet (CSV or XLSX)").set_input_files(str(sheet))
     page.get_by_label("Apply the valid rows").check()
     page.get_by_role("button", name="Apply grade sheet").click()
     expect(page.get_by_role("status").filter(has_text="2 rows: 1 grades applied, 1 rows with errors.")).to_be_visible()

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 
 import { ApiClient } from "../src/lib/api";
 import {
+  attachFile,
   courseProgress,
   lectureLink,
   listCourses,
@@ -77,5 +78,28 @@ describe("continue links", () => {
     expect(startParam("?t=abc")).toBeNull();
     expect(startParam("?t=")).toBeNull();
     expect(startParam("")).toBeNull();
+  });
+});
+
+describe("attachFile", () => {
+  it("sends the file's bytes as the body with its type, and its name in the query", async () => {
+    const sent: { url: string; type: string | null; body: unknown }[] = [];
+    const fetcher: typeof fetch = async (input, init) => {
+      const url = String(input);
+      const headers = (init?.headers ?? {}) as Record<string, string>;
+      sent.push({ url, type: headers["Content-Type"] ?? null, body: init?.body });
+      const body = url.endsWith("/auth/login")
+        ? { access_token: "a1", refresh_token: "r1", token_type: "bearer", expires_in: 900 }
+        : { id: "f1", name: "Mé report.pdf" };
+      return new Response(JSON.stringify(body), { status: 201, headers: { "content-type": "application/json" } });
+    };
+    const api = new ApiClient({ store: memoryStore(), fetch: fetcher });
+    await api.login("ada@example.com", "pw");
+    const file = new File(["%PDF-1.4"], "Mé report.pdf", { type: "application/pdf" });
+    await expect(attachFile(api, "s/1", file)).resolves.toEqual({ id: "f1", name: "Mé report.pdf" });
+    const last = sent.at(-1);
+    expect(last?.url).toBe("/api/v1/submissions/s%2F1/files?name=M%C3%A9+report.pdf");
+    expect(last?.type).toBe("application/pdf");
+    expect(last?.body).toBe(file);
   });
 });

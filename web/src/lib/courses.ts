@@ -172,6 +172,17 @@ export interface Submission {
   feedback: string | null;
   graded_at: string | null;
   graded_by: string | null;
+  files: SubmissionFile[];
+}
+
+/** A file attached to a submission: its author and the course's staff download it. */
+export interface SubmissionFile {
+  id: string;
+  name: string;
+  content_type: string;
+  size: number;
+  created_at: string;
+  url: string;
 }
 
 export interface Wallet {
@@ -311,6 +322,11 @@ export const listSubmissions = (api: ApiClient, assignmentId: string, cursor: st
   api.get(`/assignments/${path(assignmentId)}/submissions`, { limit: 50, cursor });
 export const submitWork = (api: ApiClient, assignmentId: string, body: string): Promise<Submission> =>
   api.post(`/assignments/${path(assignmentId)}/submissions`, { body });
+/** Attach a file to one's own submission (the bytes as the body, the name in the query). */
+export const attachFile = (api: ApiClient, submissionId: string, file: File): Promise<SubmissionFile> =>
+  api.request("POST", `/submissions/${path(submissionId)}/files`, { body: file, query: { name: file.name } });
+export const downloadSubmissionFile = (api: ApiClient, fileId: string): Promise<Blob> =>
+  api.request("GET", `/submission-files/${path(fileId)}`, { blob: true });
 export const gradeSubmission = (
   api: ApiClient,
   submissionId: string,
