@@ -11,7 +11,7 @@ from core_api.context import Page, PageQuery, core_of
 from core_api.events import Connection, EventCall, Events
 from core_api.http import Api, Call
 from rooms import live, service
-from rooms.schemas import InviteIn, RoomIn, RoomListQuery, RoomMemberOut, RoomOut, RoomRef, RoomRoleIn
+from rooms.schemas import InviteIn, JoinManyIn, RoomIn, RoomListQuery, RoomMemberOut, RoomOut, RoomRef, RoomRoleIn
 
 api = Api()
 events = Events()
@@ -103,6 +103,12 @@ async def post_room_archive(call: Call) -> RoomOut:
 @events.on("room:join", RoomRef)
 async def on_join(call: EventCall) -> dict[str, Any]:
     return await live.join(call, call.payload.room_id)
+
+
+@events.on("room:join_many", JoinManyIn)
+async def on_join_many(call: EventCall) -> dict[str, Any]:
+    rooms = [(r.room_id, r.after_seq) for r in call.payload.rooms]
+    return {"rooms": await live.join_many(call, rooms)}
 
 
 @events.on("room:leave", RoomRef)
