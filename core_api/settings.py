@@ -275,6 +275,22 @@ class Settings(BaseSettings):
     dm_new_rate_window_s: float = Field(
         3600.0, gt=0, le=86400 * 7, description="Window of the per-user limit on new direct-message conversations."
     )
+    chat_group_commit: bool = Field(
+        True,
+        description="Group commit of chat:send: each node's writer stores the sends of the same few milliseconds "
+        "in one transaction (each sender still acked only after the commit that stored its message). Off: each "
+        "send commits on its own.",
+    )
+    chat_group_commit_max: int = Field(
+        64, ge=1, le=1000, description="Most chat messages one group commit stores (the rest wait for the next)."
+    )
+    chat_group_commit_wait_s: float = Field(
+        0.002,
+        ge=0,
+        le=0.1,
+        description="How long the chat writer waits for more sends before committing a batch that is not full "
+        "(sends that arrive while a commit is under way always wait for the next one). 0: no wait.",
+    )
     chat_gap_wait_s: float = Field(
         0.5,
         ge=0.01,
