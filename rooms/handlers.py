@@ -1,4 +1,5 @@
-"""Rooms over REST (``/rooms``) and Socket.IO (``room:join``, ``room:leave``): parse, call the service.
+"""Rooms over REST (``/rooms``) and Socket.IO (``room:join``, ``room:join_many``, ``room:leave``): parse, call
+the service.
 
 Rules live in :mod:`rooms.access`, use cases in :mod:`rooms.service` and :mod:`rooms.live`.
 """

@@ -278,6 +278,12 @@ async def join_many(call: EventCall, rooms: list[tuple[uuid.UUID, int | None]]) 
     out: list[dict[str, Any]] = []
     for room_id, after_seq in rooms:
         key = str(room_id)
+        if call.session.get(_CLOSED):
+            # The connection went away meanwhile: joining the rest would only leave them again.
+            out.append(
+                {"room_id": key, "ok": False, "error": {"code": ErrorCode.UNAVAILABLE.value, "message": "disconnected"}}
+            )
+            continue
         lock = _turn(call.session, key)
         try:
             async with lock:
