@@ -284,6 +284,13 @@ class Settings(BaseSettings):
     chat_group_commit_max: int = Field(
         64, ge=1, le=1000, description="Most chat messages one group commit stores (the rest wait for the next)."
     )
+    chat_group_commit_lanes: int = Field(
+        2,
+        ge=1,
+        le=32,
+        description="Chat writers committing side by side on each node (each room always in the same one; each "
+        "holds a database connection while it commits).",
+    )
     chat_group_commit_wait_s: float = Field(
         0.002,
         ge=0,

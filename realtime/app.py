@@ -325,6 +325,11 @@ class ChatCommitMetrics:
             "chat:send messages the chat writer handled (stored or refused), over all its batches",
             value=writer.messages if writer is not None else 0,
         )
+        yield CounterMetricFamily(
+            "studyhall_chat_commit_redone",
+            "Chat batches stored a second time, each message in a savepoint, because one of them was refused",
+            value=writer.redone if writer is not None else 0,
+        )
 
 
 def _metrics(request: web.Request, app: web.Application) -> web.Response:
@@ -448,7 +453,12 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
         if not settings.chat_group_commit:
             yield
             return
-        writer = ChatWriter(app[CORE], settings.chat_group_commit_max, settings.chat_group_commit_wait_s)
+        writer = ChatWriter(
+            app[CORE],
+            settings.chat_group_commit_max,
+            settings.chat_group_commit_wait_s,
+            settings.chat_group_commit_lanes,
+        )
         writer.start()
         app[SOCKETS].services[CHAT_WRITER] = writer
         try:

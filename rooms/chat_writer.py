@@ -9,14 +9,17 @@ after the commit that stored its message (``post`` returns then), and broadcasts
 What every send keeps:
 
 - **Each message alone.** Every message is stored by the same statement as before (``chat_post``: membership,
-  the room's next ``seq``, mute, rate limit, slow mode, idempotency by ``client_msg_id``) inside a savepoint
-  of the batch's transaction: one that is refused, or fails (a constraint), is rolled back to its savepoint
-  and fails alone; the others commit.
+  the room's next ``seq``, mute, rate limit, slow mode, idempotency by ``client_msg_id``). A batch is first
+  stored straight (one round trip a message; a savepoint would double that). If one message is refused, or
+  fails (a constraint), that transaction is rolled back whole and the batch stored again with each message
+  in a savepoint of its own: the failing ones are rolled back to their savepoints and fail alone; the
+  others commit.
 - **Gap-free seq.** A message's claim on its room's counter is rolled back with its savepoint, so the
   numbers stay 1, 2, 3, ... per room.
-- **Order.** The writer commits one batch at a time, and a batch stores its messages in the order they
-  came within each room, so one sender's messages to a room get increasing seqs in the order sent. The
-  rooms of a batch are locked in one order (by id), so two nodes' batches cannot deadlock on them.
+- **Order.** Each room belongs to one of the writer's ``STUDYHALL_CHAT_GROUP_COMMIT_LANES`` lanes, which
+  commits one batch at a time, and a batch stores its messages in the order they came within each room, so
+  one sender's messages to a room get increasing seqs in the order sent. The rooms of a batch are locked in
+  one order (by id), so batches (of two lanes, or two nodes) cannot deadlock on them.
 - **A batch of one** is committed as a lone send was (one round trip).
 
 A failure of the whole transaction (the connection lost, the commit refused) fails every send of the batch.
@@ -59,63 +62,84 @@ class Send:
     done: asyncio.Future[Record] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-class ChatWriter:
-    """The node's chat writer: :meth:`post` a message, get it back once committed (or its refusal)."""
+class _Lane:
+    """One queue of sends and the task that commits it, a batch at a time."""
 
-    def __init__(self, core: Core, max_batch: int, max_wait_s: float) -> None:
+    def __init__(self) -> None:
+        self.queue: list[Send] = []
+        self.arrived = asyncio.Event()
+        self.full = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+class ChatWriter:
+    """The node's chat writer: :meth:`post` a message, get it back once committed (or its refusal).
+
+    ``lanes`` writers commit side by side, each room always in the same lane (so one room's messages are
+    stored one batch after another, in the order they came); each lane uses one database connection while
+    it commits.
+    """
+
+    def __init__(self, core: Core, max_batch: int, max_wait_s: float, lanes: int = 1) -> None:
         self.core = core
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.batches = 0
         self.messages = 0
-        self._queue: list[Send] = []
-        self._arrived = asyncio.Event()
-        self._full = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.redone = 0
+        """Batches stored a second time, message by message in savepoints, because one was refused."""
+        self._lanes = [_Lane() for _ in range(max(1, lanes))]
+        self.lanes = len(self._lanes)
+        self._running = False
         self._closed = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        for lane in self._lanes:
+            lane.task = asyncio.create_task(self._run(lane))
+        self._running = True
 
     async def close(self) -> None:
         """Commit what is waiting, then stop."""
         self._closed = True
-        self._arrived.set()
-        self._full.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for lane in self._lanes:
+            lane.arrived.set()
+            lane.full.set()
+        for lane in self._lanes:
+            if lane.task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lane.task
+                lane.task = None
 
     async def post(
         self, room_id: uuid.UUID, author: Principal, client_msg_id: str, body: str, pace: store.Pace
     ) -> Record:
         """Store one message (as :func:`rooms.chat_store.post`), committed when this returns; raises
         :class:`rooms.chat_store.PostRefused` (nothing stored) like it."""
-        if self._closed or self._task is None:
+        if self._closed or not self._running:
             raise RuntimeError("the chat writer is not running")
         send = Send(room_id, author, client_msg_id, body, pace)
-        self._queue.append(send)
-        self._arrived.set()
-        if len(self._queue) >= self.max_batch:
-            self._full.set()
+        lane = self._lanes[room_id.int % len(self._lanes)]
+        lane.queue.append(send)
+        lane.arrived.set()
+        if len(lane.queue) >= self.max_batch:
+            lane.full.set()
         return await send.done
 
-    async def _run(self) -> None:
+    async def _run(self, lane: _Lane) -> None:
         while True:
-            await self._arrived.wait()
-            if not self._queue:
+            await lane.arrived.wait()
+            if not lane.queue:
                 if self._closed:
                     return
-                self._arrived.clear()
+                lane.arrived.clear()
                 continue
-            if self.max_wait_s > 0 and len(self._queue) < self.max_batch and not self._closed:
+            if self.max_wait_s > 0 and len(lane.queue) < self.max_batch and not self._closed:
                 # Give the sends of the next few milliseconds a seat in this commit.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self.max_wait_s)
-            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-            if len(self._queue) < self.max_batch:
-                self._full.clear()
+                    await asyncio.wait_for(lane.full.wait(), self.max_wait_s)
+            batch, lane.queue = lane.queue[: self.max_batch], lane.queue[self.max_batch :]
+            if len(lane.queue) < self.max_batch:
+                lane.full.clear()
             try:
                 await self._commit(batch)
             except Exception as exc:  # the whole transaction failed: every sender of the batch hears it
@@ -133,22 +157,15 @@ class ChatWriter:
         # Rooms in one order (their ids), each room's messages in the order they came: no deadlock between
         # two nodes' batches, and each sender's messages to a room get seqs in the order sent.
         ordered = sorted(batch, key=lambda s: s.room_id.bytes)
-        outcomes: list[tuple[Send, Record | BaseException, Tx | None]] = []
-        async with self.core.pool.acquire() as conn, conn.transaction():
-            await conn.execute(f"SAVEPOINT {_SAVEPOINT}")
-            for send in ordered:
-                tx = Tx(conn)
-                try:
-                    row = await store.post(conn, send.room_id, send.author.id, send.client_msg_id, send.body, send.pace)
-                    if row["fresh"]:
-                        await notify_mentions(tx, send.author, row)
-                except (store.PostRefused, asyncpg.PostgresError) as exc:
-                    # This message alone: back to before it (its seq given back), the others stand.
-                    await conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
-                    outcomes.append((send, exc, None))
-                    continue
-                await conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}; SAVEPOINT {_SAVEPOINT}")
-                outcomes.append((send, row, tx))
+        async with self.core.pool.acquire() as conn:
+            try:
+                # Most batches have no refusal: stored straight, one round trip a message.
+                outcomes = await _store(conn, ordered, isolate=False)
+            except _Refused:
+                # One was refused: the transaction is gone, nothing was stored. Again, each message in a
+                # savepoint of its own (a second round trip each), so that the refused ones fail alone.
+                self.redone += 1
+                outcomes = await _store(conn, ordered, isolate=True)
         # Committed.
         for _, _, stored in outcomes:
             if stored is not None:
@@ -161,6 +178,39 @@ class ChatWriter:
                 send.done.set_exception(outcome)
             else:
                 send.done.set_result(outcome)
+
+
+class _Refused(Exception):
+    """A message of a batch stored without savepoints failed: the batch is stored again, with them."""
+
+
+_Outcome = tuple[Send, Record | BaseException, Tx | None]
+
+
+async def _store(conn: Connection, batch: list[Send], *, isolate: bool) -> list[_Outcome]:
+    """Store ``batch`` in one transaction, committed when this returns. ``isolate``: each message in a
+    savepoint, a failing one rolled back alone; else the first failure rolls back everything (``_Refused``)."""
+    outcomes: list[_Outcome] = []
+    async with conn.transaction():
+        if isolate:
+            await conn.execute(f"SAVEPOINT {_SAVEPOINT}")
+        for send in batch:
+            tx = Tx(conn)
+            try:
+                row = await store.post(conn, send.room_id, send.author.id, send.client_msg_id, send.body, send.pace)
+                if row["fresh"]:
+                    await notify_mentions(tx, send.author, row)
+            except (store.PostRefused, asyncpg.PostgresError) as exc:
+                if not isolate:
+                    raise _Refused() from exc
+                # This message alone: back to before it (its seq given back), the others stand.
+                await conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+                outcomes.append((send, exc, None))
+                continue
+            if isolate:
+                await conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}; SAVEPOINT {_SAVEPOINT}")
+            outcomes.append((send, row, tx))
+    return outcomes
 
 
 async def _commit_one(core: Core, send: Send) -> None:
