@@ -43,8 +43,8 @@ def pct(values: list[float], q: float) -> float:
 
 
 class Target(Studyhall):
-    def __init__(self, database_url: str, group_commit: bool) -> None:
-        self.name = "group commit" if group_commit else "commit per send"
+    def __init__(self, database_url: str, group_commit: bool, lanes: int = 2, wait_s: float = 0.002) -> None:
+        self.name = f"group commit ({lanes} lanes, wait {wait_s * 1000:g} ms)" if group_commit else "commit per send"
         env = {
             "STUDYHALL_JWT_SECRET": JWT_SECRET,
             "STUDYHALL_ACCESS_TOKEN_TTL_S": "86400",
@@ -53,6 +53,8 @@ class Target(Studyhall):
             "STUDYHALL_SIO_ANONYMOUS_PER_ADDRESS": "100000",
             "STUDYHALL_METRICS_TOKEN": METRICS_TOKEN,
             "STUDYHALL_CHAT_GROUP_COMMIT": "true" if group_commit else "false",
+            "STUDYHALL_CHAT_GROUP_COMMIT_LANES": str(lanes),
+            "STUDYHALL_CHAT_GROUP_COMMIT_WAIT_S": str(wait_s),
         }
         self.server = Server(database_url, extra_env=env)
         self.server.start()
@@ -158,8 +160,9 @@ async def run(target: Target, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
-    for group_commit in (True, False):
-        target = await asyncio.to_thread(Target, args.database_url, group_commit)
+    for mode in args.modes:
+        group_commit = mode != "single"
+        target = await asyncio.to_thread(Target, args.database_url, group_commit, args.lanes, args.wait_s)
         try:
             rows += await run(target, args)
         finally:
@@ -171,6 +174,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rates", default="100,1000", help="messages/s in all, comma-separated")
     parser.add_argument("--step-s", type=float, default=5.0, help="seconds per rate")
+    parser.add_argument("--modes", default="group,single", help="group (group commit) and/or single, in order")
+    parser.add_argument("--lanes", type=int, default=2, help="STUDYHALL_CHAT_GROUP_COMMIT_LANES in group mode")
+    parser.add_argument("--wait-s", type=float, default=0.002, help="STUDYHALL_CHAT_GROUP_COMMIT_WAIT_S in group mode")
     parser.add_argument("--senders", type=int, default=50, help="sending clients")
     parser.add_argument("--rooms", type=int, default=10, help="rooms the senders are spread over")
     parser.add_argument("--receivers", type=int, default=5, help="listening clients per room")
@@ -181,6 +187,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.rates = [int(r) for r in args.rates.split(",") if r.strip()]
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     pin(1)
     rows = asyncio.run(main_async(args))
     print(

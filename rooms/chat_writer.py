@@ -8,10 +8,11 @@ after the commit that stored its message (``post`` returns then), and broadcasts
 
 What every send keeps:
 
-- **Each message alone.** Every message is stored by the same statement as before (``chat_post``: membership,
-  the room's next ``seq``, mute, rate limit, slow mode, idempotency by ``client_msg_id``). A batch is first
-  stored straight (one round trip a message; a savepoint would double that). If one message is refused, or
-  fails (a constraint), that transaction is rolled back whole and the batch stored again with each message
+- **Each message alone.** Every message is stored by the same function as before (``chat_post``:
+  membership, the room's next ``seq``, mute, rate limit, slow mode, idempotency by ``client_msg_id``). A
+  batch is first stored straight: one statement calling ``chat_post`` for each message in order
+  (``chat_store.post_many``), one round trip for the whole batch. If one message is refused, or fails (a
+  constraint), that statement fails whole (nothing stored) and the batch is stored again with each message
   in a savepoint of its own: the failing ones are rolled back to their savepoints and fail alone; the
   others commit.
 - **Gap-free seq.** A message's claim on its room's counter is rolled back with its savepoint, so the
@@ -188,12 +189,34 @@ _Outcome = tuple[Send, Record | BaseException, Tx | None]
 
 
 async def _store(conn: Connection, batch: list[Send], *, isolate: bool) -> list[_Outcome]:
-    """Store ``batch`` in one transaction, committed when this returns. ``isolate``: each message in a
-    savepoint, a failing one rolled back alone; else the first failure rolls back everything (``_Refused``)."""
+    """Store ``batch`` in one transaction, committed when this returns.
+
+    Straight (not ``isolate``): every message in one statement, one round trip (a batch's round trips one
+    after another would each wait for a turn of this node's busy event loop); with mentions, their
+    notifications in the same transaction. The first failure fails it all (``_Refused``, nothing stored).
+    ``isolate``: each message in a savepoint of its own, a failing one rolled back alone.
+    """
+    if not isolate:
+        items = [store.PostItem(s.room_id, s.author.id, s.client_msg_id, s.body, s.pace) for s in batch]
+        mentions = any(rules.parse_mentions(s.body) for s in batch)
+        try:
+            if not mentions:  # one statement, its own transaction: one round trip in all
+                rows = await store.post_many(conn, items)
+                return [(send, row, None) for send, row in zip(batch, rows, strict=True)]
+            async with conn.transaction():
+                rows = await store.post_many(conn, items)
+                straight: list[_Outcome] = []
+                for send, row in zip(batch, rows, strict=True):
+                    tx = Tx(conn)
+                    if row["fresh"]:
+                        await notify_mentions(tx, send.author, row)
+                    straight.append((send, row, tx))
+                return straight
+        except asyncpg.PostgresError as exc:
+            raise _Refused() from exc
     outcomes: list[_Outcome] = []
     async with conn.transaction():
-        if isolate:
-            await conn.execute(f"SAVEPOINT {_SAVEPOINT}")
+        await conn.execute(f"SAVEPOINT {_SAVEPOINT}")
         for send in batch:
             tx = Tx(conn)
             try:
@@ -201,14 +224,11 @@ async def _store(conn: Connection, batch: list[Send], *, isolate: bool) -> list[
                 if row["fresh"]:
                     await notify_mentions(tx, send.author, row)
             except (store.PostRefused, asyncpg.PostgresError) as exc:
-                if not isolate:
-                    raise _Refused() from exc
                 # This message alone: back to before it (its seq given back), the others stand.
                 await conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
                 outcomes.append((send, exc, None))
                 continue
-            if isolate:
-                await conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}; SAVEPOINT {_SAVEPOINT}")
+            await conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}; SAVEPOINT {_SAVEPOINT}")
             outcomes.append((send, row, tx))
     return outcomes
 
