@@ -200,3 +200,29 @@ async def test_without_group_commit_each_send_commits_alone(
         assert sorted(m["seq"] for m in acks) == [1, 2, 3, 4, 5]
     finally:
         await tab.close()
+
+
+async def test_a_batch_without_refusals_is_stored_in_one_pass_in_order_with_resends_answered(api: ApiClient) -> None:
+    author, other = await api.user(), await api.user()
+    room = await make_room(api, author, other)
+    writer = writer_of(api)
+    me, them = await principal(api, author), await principal(api, other)
+    pace = store.Pace(10.0, 1000, False)
+    batches0, redone0 = writer.batches, writer.redone
+    posts = [
+        writer.post(uuid.UUID(room), me, "a", "one", pace),
+        writer.post(uuid.UUID(room), them, "b", "two", pace),
+        writer.post(uuid.UUID(room), me, "c", "three", pace),
+        writer.post(uuid.UUID(room), me, "a", "one again", pace),
+        writer.post(uuid.UUID(room), them, "d", "four", pace),
+    ]
+    rows = await asyncio.gather(*posts)
+    assert writer.batches - batches0 == 1 and writer.redone == redone0
+    assert [(r["seq"], r["body"], r["fresh"]) for r in rows] == [
+        (1, "one", True),
+        (2, "two", True),
+        (3, "three", True),
+        (1, "one", False),
+        (4, "four", True),
+    ]
+    assert await fetchval(api, "SELECT last_seq FROM rooms WHERE id = $1", uuid.UUID(room)) == 4
