@@ -289,6 +289,24 @@ describe("RoomSession: reconnect through room:join_many", () => {
     expect(get(room.status)).toBe("live");
   });
 
+  it("joins alone with room:join when the server refuses the whole batch (a lower limit, or its rate)", async () => {
+    const live = new FakeLive();
+    const server = serverRoom(live, 60);
+    live.answers.set("room:join_many", () => new ApiError(0, "invalid_input", "room:join_many: at most 1 rooms per call"));
+    const room = new RoomSession(live, "r1", { id: "me", display_name: "Me" }, { newId, rejoiner: new Rejoiner(live) });
+    room.start();
+    await settle();
+    live.drop();
+    for (let i = 0; i < 3; i++) server.post(`missed ${i}`);
+    live.reconnect();
+    await settle();
+    await settle();
+    expect(live.sent("room:join_many")).toHaveLength(1);
+    expect(live.sent("room:join")).toHaveLength(2);
+    expect(get(room.status)).toBe("live");
+    expect(seqs(room)).toEqual(Array.from({ length: 53 }, (_, i) => 11 + i));
+  });
+
   it("a room refused in the batch fails alone, with the server's reason", async () => {
     const live = new FakeLive();
     const server = serverRoom(live, 5);

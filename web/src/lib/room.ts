@@ -92,6 +92,9 @@ const TYPING_SEND_EVERY_MS = 3000;
 const TYPING_IDLE_MS = 4000;
 const TYPING_SHOWN_MS = 6000;
 
+/** Codes a whole `room:join_many` is refused with (too many rooms, too often): the room is joined alone. */
+const BATCH_REFUSED = ["invalid_input", "rate_limited"];
+
 /** Errors that mean "not now" (resend later) rather than "no". */
 function transient(error: unknown): boolean {
   return error instanceof ApiError && ["unavailable", "timeout", "network"].includes(error.code);
@@ -246,7 +249,7 @@ export class RoomSession {
     try {
       if (reconnect && this.joinedOnce && this.rejoiner !== null) {
         // Only what was missed: the messages after the highest contiguous seq held.
-        const result = await this.rejoiner.join(this.roomId, this.log.contiguousSeq());
+        const result = await this.rejoinOrJoin(this.rejoiner);
         ack = result as unknown as JoinAck;
         more = result.has_more === true;
       } else {
@@ -284,6 +287,20 @@ export class RoomSession {
     if (attempt !== this.joinAttempt || this.stopped) return;
     this.statusStore.set("live");
     void this.flush();
+  }
+
+  /**
+   * Rejoins through the shared `Rejoiner`; if the server refused the whole `room:join_many` (a server with a
+   * lower limit on rooms per batch, or past its rate), joins this room alone with `room:join` instead (its last
+   * messages; a gap is then fetched by `catchUp`).
+   */
+  private async rejoinOrJoin(rejoiner: RejoinerLike): Promise<JoinAck & { has_more?: boolean }> {
+    try {
+      return (await rejoiner.join(this.roomId, this.log.contiguousSeq())) as unknown as JoinAck;
+    } catch (error) {
+      if (!(error instanceof ApiError) || !BATCH_REFUSED.includes(error.code)) throw error;
+      return await this.live.emit<JoinAck>("room:join", { room_id: this.roomId });
+    }
   }
 
   /**
