@@ -268,6 +268,30 @@ class Settings(BaseSettings):
     trust_forwarded_for: bool = Field(
         False, description="Take the client address from X-Forwarded-For (only behind a trusted proxy)."
     )
+    room_join_many_max_rooms: int = Field(
+        100,
+        ge=1,
+        le=1000,
+        description="Most rooms one room:join_many may join (a reconnecting client rejoins its open rooms in one "
+        "event); a longer list is refused whole (`invalid_input`).",
+    )
+    room_join_many_max_messages: int = Field(
+        200,
+        ge=1,
+        le=1000,
+        description="Most missed chat messages one room's room:join_many result carries after its after_seq; "
+        "past that the result says has_more and the client pages with chat:history.",
+    )
+    room_join_many_rate_count: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="room:join_many events one connection may send per STUDYHALL_ROOM_JOIN_MANY_RATE_WINDOW_S; "
+        "more are refused (`rate_limited`).",
+    )
+    room_join_many_rate_window_s: float = Field(
+        60.0, gt=0, le=3600, description="Window of the per-connection room:join_many limit."
+    )
     chat_max_body: int = Field(4000, ge=1, le=16000, description="Longest chat message (characters, once cleaned).")
     chat_rate_count: int = Field(10, ge=1, le=1000, description="Chat messages one user may send per rate window.")
     chat_rate_window_s: float = Field(10.0, gt=0, le=3600, description="Window of the per-user chat rate limit.")
@@ -293,6 +317,29 @@ class Settings(BaseSettings):
     )
     dm_new_rate_window_s: float = Field(
         3600.0, gt=0, le=86400 * 7, description="Window of the per-user limit on new direct-message conversations."
+    )
+    chat_group_commit: bool = Field(
+        True,
+        description="Group commit of chat:send: each node's writer stores the sends of the same few milliseconds "
+        "in one transaction (each sender still acked only after the commit that stored its message). Off: each "
+        "send commits on its own.",
+    )
+    chat_group_commit_max: int = Field(
+        64, ge=1, le=1000, description="Most chat messages one group commit stores (the rest wait for the next)."
+    )
+    chat_group_commit_lanes: int = Field(
+        2,
+        ge=1,
+        le=32,
+        description="Chat writers committing side by side on each node (each room always in the same one; each "
+        "holds a database connection while it commits).",
+    )
+    chat_group_commit_wait_s: float = Field(
+        0.002,
+        ge=0,
+        le=0.1,
+        description="How long the chat writer waits for more sends before committing a batch that is not full "
+        "(sends that arrive while a commit is under way always wait for the next one). 0: no wait.",
     )
     chat_gap_wait_s: float = Field(
         0.5,

@@ -91,6 +91,8 @@ from rooms import dm_handlers as room_dms
 from rooms import handlers as room_handlers
 from rooms import live as room_live
 from rooms.chat_order import ChatPositions
+from rooms.chat_writer import WRITER as CHAT_WRITER
+from rooms.chat_writer import ChatWriter
 from rooms.presence import PresenceChange, keep_presence, open_presence
 from watch_party import handlers as watch_handlers
 from watch_party import service as watch_service
@@ -308,6 +310,31 @@ class ChatOrderMetrics:
         )
 
 
+class ChatCommitMetrics:
+    """Group commits of chat:send on this node (rooms/chat_writer.py), read when scraped."""
+
+    def __init__(self, services: dict[str, Any]) -> None:
+        self.services = services
+
+    def collect(self) -> Iterator[Metric]:
+        writer = self.services.get(CHAT_WRITER)
+        yield CounterMetricFamily(
+            "studyhall_chat_commit_batches",
+            "Transactions the chat writer committed (each stores one or more chat:send messages)",
+            value=writer.batches if writer is not None else 0,
+        )
+        yield CounterMetricFamily(
+            "studyhall_chat_commit_messages",
+            "chat:send messages the chat writer handled (stored or refused), over all its batches",
+            value=writer.messages if writer is not None else 0,
+        )
+        yield CounterMetricFamily(
+            "studyhall_chat_commit_redone",
+            "Chat batches stored a second time, each message in a savepoint, because one of them was refused",
+            value=writer.redone if writer is not None else 0,
+        )
+
+
 def _metrics(request: web.Request, app: web.Application) -> web.Response:
     """``app``'s metrics, to a caller with STUDYHALL_METRICS_TOKEN when one is configured."""
     token = app[SETTINGS].metrics_token
@@ -424,6 +451,25 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
                 await checker
             await ordered.close()
 
+    async def chat_writer(app: web.Application) -> AsyncIterator[None]:
+        # Group commit of chat:send (rooms/chat_writer.py): one writer per node.
+        if not settings.chat_group_commit:
+            yield
+            return
+        writer = ChatWriter(
+            app[CORE],
+            settings.chat_group_commit_max,
+            settings.chat_group_commit_wait_s,
+            settings.chat_group_commit_lanes,
+        )
+        writer.start()
+        app[SOCKETS].services[CHAT_WRITER] = writer
+        try:
+            yield
+        finally:
+            app[SOCKETS].services.pop(CHAT_WRITER, None)
+            await writer.close()
+
     async def rights(app: web.Application) -> AsyncIterator[None]:
         # Rights changed while connections are open (realtime/rights.py): re-checked at once and, as a
         # safety net, every STUDYHALL_RIGHTS_RECHECK_S.
@@ -532,6 +578,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(sockets)
     app.cleanup_ctx.append(chat_order)
+    app.cleanup_ctx.append(chat_writer)
     app.cleanup_ctx.append(rights)
     app.cleanup_ctx.append(presence)
     app.cleanup_ctx.append(watch_parties)
@@ -554,6 +601,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
           registry=registry).set_function(lambda: len(gate.pending))  # fmt: skip
     registry.register(GateMetrics(gate))
     registry.register(ChatOrderMetrics(app[SOCKETS].ordered))
+    registry.register(ChatCommitMetrics(app[SOCKETS].services))
     # Collaborative editing: /yjs/{workspace_id} and the document manager (closed before the pool).
     collab_handlers.mount(app, settings, app[SOCKETS].node_id, app[METRICS].registry)
     API.mount(app, auth.authenticate)

@@ -22,7 +22,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from core_api.context import Tx, audit, notify
+from core_api.context import audit
 from core_api.db import Connection, Record
 from core_api.errors import AppError, conflict, forbidden, not_found
 from core_api.events import EventCall
@@ -32,6 +32,7 @@ from rooms import chat_core as rules
 from rooms import chat_store as store
 from rooms.access import ROOM_RANK, require_member, require_open, require_room_role, socket_room
 from rooms.chat_schemas import DeleteIn, EditIn, HistoryIn, ReactIn, ReadIn, SendIn, TypingIn
+from rooms.chat_writer import post_now, writer_of
 from rooms.dms import blocked_error, is_block_mute
 
 MAX_EMOJI_PER_MESSAGE = 32
@@ -77,30 +78,25 @@ async def recent_messages(
 async def send(call: EventCall, data: SendIn) -> dict[str, Any]:
     """Store a message and broadcast ``chat:message``; the stored message (or the earlier one).
 
-    Membership, the seq, the pace checks and the insert are one statement (``chat_store.post``), so a
-    send costs one round trip to the database; a refusal costs more, to tell the sender exactly why. A
-    message without
-    @mentions is committed in that same round trip, one with mentions in a transaction that also stores
-    the mention notifications.
+    Membership, the seq, the pace checks and the insert are one statement (``chat_store.post``). The node's
+    :class:`~rooms.chat_writer.ChatWriter` commits it together with the other sends of the same few
+    milliseconds (group commit; without a writer it commits alone, in that same round trip); either way this
+    answers, and broadcasts, only once the message is committed. A refusal costs more round trips, to tell
+    the sender exactly why. A message with @mentions is stored with its mention notifications.
     """
     client_msg_id = rules.check_token(data.client_msg_id, "client_msg_id")
     settings = call.core.settings
     body = rules.clean_body(data.body, settings.chat_max_body)
     user = call.user
     pace = store.Pace(float(settings.chat_rate_window_s), settings.chat_rate_count, user.is_admin)
-    async with call.core.pool.acquire() as conn:
-        fresh = False
-        try:
-            if rules.parse_mentions(body):
-                async with call.core.transaction(conn) as tx:
-                    row = await store.post(tx.conn, data.room_id, user.id, client_msg_id, body, pace)
-                    fresh = row["fresh"]
-                    if fresh:
-                        await _notify_mentions(tx, user, row)
-            else:
-                row = await store.post(conn, data.room_id, user.id, client_msg_id, body, pace)
-                fresh = row["fresh"]
-        except store.PostRefused as refused:
+    writer = writer_of(call.session)
+    try:
+        if writer is not None:
+            row = await writer.post(data.room_id, user, client_msg_id, body, pace)
+        else:
+            row = await post_now(call.core, data.room_id, user, client_msg_id, body, pace)
+    except store.PostRefused as refused:
+        async with call.core.pool.acquire() as conn:
             if refused.reason in ("not_member", "no_room"):
                 # Which error the sender may see: not_found, not a member, banned, archived.
                 room, _ = await require_member(conn, user, data.room_id)
@@ -110,8 +106,9 @@ async def send(call: EventCall, data: SendIn) -> dict[str, Any]:
                 raise _refusal(refused, settings) from None
             earlier = await store.message_by_client_id(conn, data.room_id, user.id, client_msg_id)
             assert earlier is not None
-            row = earlier
-        if not fresh:  # a resend: the earlier message, as it is now (edits, reactions)
+            return (await views(conn, [earlier]))[0]
+    if not row["fresh"]:  # a resend: the earlier message, as it is now (edits, reactions)
+        async with call.core.pool.acquire() as conn:
             return (await views(conn, [row]))[0]
     message = rules.message_view(row)
     await call.transport.emit("chat:message", message, to=socket_room(data.room_id))
@@ -169,21 +166,6 @@ def _refusal(refused: store.PostRefused, settings: Settings) -> AppError:
     window_s, limit = float(settings.chat_rate_window_s), settings.chat_rate_count
     wait = rules.rate_retry_after(detail.get("recent") or [], now, limit, window_s) or 1
     return rules.rate_limited("you are sending messages too fast", wait)
-
-
-async def _notify_mentions(tx: Tx, author: Principal, row: Record) -> None:
-    keys = rules.parse_mentions(row["body"])
-    if not keys:
-        return
-    payload = {
-        "room_id": str(row["room_id"]),
-        "message_id": str(row["id"]),
-        "seq": row["seq"],
-        "by": user_ref(author),
-        "excerpt": rules.excerpt(row["body"]),
-    }
-    for user_id in await store.mentioned_members(tx.conn, row["room_id"], keys, author.id):
-        await notify(tx, user_id, "chat_mention", payload)
 
 
 # --- history -------------------------------------------------------------------------------------

@@ -127,6 +127,42 @@ async def post(
     return row
 
 
+class PostItem(NamedTuple):
+    """One message of :func:`post_many`."""
+
+    room_id: uuid.UUID
+    author_id: uuid.UUID
+    client_msg_id: str
+    body: str
+    pace: Pace
+
+
+async def post_many(conn: Connection, items: Sequence[PostItem]) -> list[Record]:
+    """:func:`post` for several messages in one statement (one round trip), each by its own ``chat_post``
+    call, in the order given; their rows in that order.
+
+    Any refusal or error fails the whole statement (``asyncpg.PostgresError``; nothing is stored): the
+    caller then stores the messages one by one to learn which failed.
+    """
+    rows = await conn.fetch(
+        "SELECT p.* FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::float8[],"
+        " $7::int[], $8::bool[]) WITH ORDINALITY AS x(room_id, id, author_id, client_msg_id, body, win, cnt, adm, ord)"
+        " CROSS JOIN LATERAL chat_post(x.room_id, x.id, x.author_id, x.client_msg_id, x.body, x.win, x.cnt, x.adm) p"
+        " ORDER BY x.ord",
+        [i.room_id for i in items],
+        [new_id() for _ in items],
+        [i.author_id for i in items],
+        [i.client_msg_id for i in items],
+        [i.body for i in items],
+        [i.pace.rate_window_s for i in items],
+        [i.pace.rate_count for i in items],
+        [i.pace.admin for i in items],
+    )
+    if len(rows) != len(items):
+        raise RuntimeError(f"chat_post answered {len(rows)} rows for {len(items)} messages")
+    return list(rows)
+
+
 async def edit_message(conn: Connection, message_id: uuid.UUID, body: str) -> Record:
     row: Record | None = await conn.fetchrow(
         "WITH m AS (UPDATE chat_messages SET body = $2, edited_at = now(), rev = rev + 1 WHERE id = $1" + _RETURNING,

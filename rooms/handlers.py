@@ -1,4 +1,5 @@
-"""Rooms over REST (``/rooms``) and Socket.IO (``room:join``, ``room:leave``): parse, call the service.
+"""Rooms over REST (``/rooms``) and Socket.IO (``room:join``, ``room:join_many``, ``room:leave``): parse, call
+the service.
 
 Rules live in :mod:`rooms.access`, use cases in :mod:`rooms.service` and :mod:`rooms.live`.
 """
@@ -11,7 +12,7 @@ from core_api.context import Page, PageQuery, core_of
 from core_api.events import Connection, EventCall, Events
 from core_api.http import Api, Call
 from rooms import live, service
-from rooms.schemas import InviteIn, RoomIn, RoomListQuery, RoomMemberOut, RoomOut, RoomRef, RoomRoleIn
+from rooms.schemas import InviteIn, JoinManyIn, RoomIn, RoomListQuery, RoomMemberOut, RoomOut, RoomRef, RoomRoleIn
 
 api = Api()
 events = Events()
@@ -103,6 +104,12 @@ async def post_room_archive(call: Call) -> RoomOut:
 @events.on("room:join", RoomRef)
 async def on_join(call: EventCall) -> dict[str, Any]:
     return await live.join(call, call.payload.room_id)
+
+
+@events.on("room:join_many", JoinManyIn)
+async def on_join_many(call: EventCall) -> dict[str, Any]:
+    rooms = [(r.room_id, r.after_seq) for r in call.payload.rooms]
+    return {"rooms": await live.join_many(call, rooms)}
 
 
 @events.on("room:leave", RoomRef)

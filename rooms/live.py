@@ -34,15 +34,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 import uuid
 from collections.abc import Mapping, MutableMapping
 from typing import Any, cast
 
-from core_api.errors import AppError, forbidden
+from core_api.errors import AppError, ErrorCode, forbidden, invalid
 from core_api.events import Connection, EventCall, Transport
 from core_api.http import Principal
+from rooms import chat_store
 from rooms.access import require_member, require_open, socket_room, visible_room
-from rooms.chat_service import recent_messages
+from rooms.chat_service import recent_messages, views
 from rooms.presence import Presence, PresenceChange, PresentUser
 from rooms.schemas import PresenceEvent, PresenceState, UserRef
 from rooms.service import room_view
@@ -226,7 +229,82 @@ async def join(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
         _done_with_turn(call.session, key, lock)
 
 
-async def _join(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
+JOIN_MANY_EVENT = "room:join_many"
+_JOIN_MANY_TIMES = "rooms.join_many_times"
+
+
+def _pace_join_many(call: EventCall) -> None:
+    """At most ``room_join_many_rate_count`` batches per connection per window (``rate_limited`` past it)."""
+    settings = call.core.settings
+    now = time.monotonic()
+    window = settings.room_join_many_rate_window_s
+    times: list[float] = call.session.setdefault(_JOIN_MANY_TIMES, [])
+    times[:] = [t for t in times if now - t < window]
+    if len(times) >= settings.room_join_many_rate_count:
+        wait = max(1, math.ceil(window - (now - times[0])))
+        raise AppError(
+            ErrorCode.RATE_LIMITED,
+            f"{JOIN_MANY_EVENT}: at most {settings.room_join_many_rate_count} per {window:g} s on one connection: "
+            f"try again in {wait} s (retry_after={wait})",
+            {"retry_after_s": wait},
+        )
+    times.append(now)
+
+
+async def join_many(call: EventCall, rooms: list[tuple[uuid.UUID, int | None]]) -> list[dict[str, Any]]:
+    """Join several rooms in one event (a reconnect rejoins every open room): per room, in the order asked,
+    ``{room_id, ok: true, room, members, member_count, presence_rev, messages, has_more}`` or ``{room_id,
+    ok: false, error: {code, message}}``.
+
+    A room with an ``after_seq`` gets only the messages after it (at most ``room_join_many_max_messages``,
+    ascending; ``has_more`` when more were missed: page with ``chat:history``), up to where its live
+    ``chat:message``s start, so a reconnect costs no duplicate history. Without one it gets the last
+    messages as ``room:join`` does. Each room is joined as ``room:join`` joins it (same locks, presence
+    revisions, order guarantees); a room the caller may not join fails alone with the error ``room:join``
+    would give (``not_found`` for one they may not see). A batch longer than ``room_join_many_max_rooms``
+    or naming a room twice is refused whole (``invalid_input``), as is one past the per-connection rate.
+    """
+    settings = call.core.settings
+    if len(rooms) > settings.room_join_many_max_rooms:
+        raise invalid(
+            f"{JOIN_MANY_EVENT}: at most {settings.room_join_many_max_rooms} rooms per call (got {len(rooms)})"
+        )
+    seen: set[uuid.UUID] = set()
+    for room_id, _ in rooms:
+        if room_id in seen:
+            raise invalid(f"{JOIN_MANY_EVENT}: room {room_id} is listed twice")
+        seen.add(room_id)
+    _pace_join_many(call)
+    out: list[dict[str, Any]] = []
+    for room_id, after_seq in rooms:
+        key = str(room_id)
+        if call.session.get(_CLOSED):
+            # The connection went away meanwhile: joining the rest would only leave them again.
+            out.append(
+                {"room_id": key, "ok": False, "error": {"code": ErrorCode.UNAVAILABLE.value, "message": "disconnected"}}
+            )
+            continue
+        lock = _turn(call.session, key)
+        try:
+            async with lock:
+                joined = await _join(call, room_id, after_seq, settings.room_join_many_max_messages)
+            out.append({"room_id": key, "ok": True, **joined})
+        except AppError as exc:
+            out.append({"room_id": key, "ok": False, "error": {"code": exc.code.value, "message": exc.message}})
+        except Exception:
+            log.exception("%s: joining room %s failed", JOIN_MANY_EVENT, key)
+            error = {"code": ErrorCode.INTERNAL.value, "message": "internal error; it has been logged"}
+            out.append({"room_id": key, "ok": False, "error": error})
+        finally:
+            _done_with_turn(call.session, key, lock)
+    return out
+
+
+async def _join(
+    call: EventCall, room_id: uuid.UUID, after_seq: int | None = None, catch_up_max: int = 0
+) -> dict[str, Any]:
+    """Join one room (the caller holds its turn). Without ``after_seq``: the answer of ``room:join``. With
+    it: the same, its ``messages`` those after ``after_seq`` (at most ``catch_up_max``) and ``has_more``."""
     async with call.core.transaction() as tx:
         room, member = await visible_room(tx.conn, call.user, room_id)
         if room["visibility"] == "community" and room["community_id"] is not None:
@@ -247,14 +325,22 @@ async def _join(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
                 room["created_by"] == call.user.id,
             )
         view = await room_view(tx.conn, call.user, room_id)
-        messages = await recent_messages(tx.conn, room_id, HISTORY_ON_JOIN)
+        if after_seq is None:
+            messages = await recent_messages(tx.conn, room_id, HISTORY_ON_JOIN)
+        else:
+            rows, _ = await chat_store.history(tx.conn, room_id, None, after_seq, catch_up_max)
+            messages = await views(tx.conn, rows)
         committed = max(room["last_seq"], messages[-1]["seq"] if messages else 0)
 
     key, me, presence = str(room_id), present_user(call.user), presence_of(call.session)
     # Live chat:message from this node's position on; the history ends at that position.
     upto = await call.transport.enter_room_at(call.sid, socket_room(key), committed)
     joined_rooms(call.session).add(key)
-    messages = await _history_up_to(call, room_id, messages, upto)
+    more: bool | None = None
+    if after_seq is None:
+        messages = await _history_up_to(call, room_id, messages, upto)
+    else:
+        messages, more = await _missed_up_to(call, room_id, messages, after_seq, upto, catch_up_max)
     call.session[_NAME] = call.user.display_name
     rev = await presence.enter(key, call.sid, me)
     snapshot = await presence.snapshot(key)
@@ -272,13 +358,16 @@ async def _join(call: EventCall, room_id: uuid.UUID) -> dict[str, Any]:
         except Exception:
             log.exception("a room:join hook failed for room %s", key)
     listed = await current_names(call, snapshot.users[: call.core.settings.presence_list_max])
-    return {
+    answer = {
         "room": view.model_dump(mode="json"),
         "members": [m.to_json() for m in listed],
         "member_count": len(snapshot.users),
         "presence_rev": snapshot.rev,
         "messages": messages,
     }
+    if more is not None:
+        answer["has_more"] = more
+    return answer
 
 
 async def current_names(call: EventCall, users: list[PresentUser]) -> list[PresentUser]:
@@ -305,6 +394,22 @@ async def _history_up_to(
         return kept
     async with call.core.pool.acquire() as conn:
         return await recent_messages(conn, room_id, HISTORY_ON_JOIN, before_seq=upto + 1)
+
+
+async def _missed_up_to(
+    call: EventCall, room_id: uuid.UUID, read: list[dict[str, Any]], after_seq: int, upto: int, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """The messages after ``after_seq`` up to seq ``upto`` (at most ``limit``, ascending) and whether more
+    lie between them and ``upto``: those read in the join's transaction when they cover that run (seqs have
+    no holes, so a run is complete when its length is right), else read again."""
+    kept = [m for m in read if m["seq"] <= upto]
+    want = min(limit, max(0, upto - after_seq))
+    if len(kept) != want or (kept and kept[0]["seq"] != after_seq + 1):
+        async with call.core.pool.acquire() as conn:
+            rows, _ = await chat_store.history(conn, room_id, upto + 1, after_seq, limit)
+            kept = await views(conn, rows)
+    last = kept[-1]["seq"] if kept else after_seq
+    return kept, last < upto
 
 
 async def leave(call: EventCall, room_id: uuid.UUID) -> None:

@@ -104,6 +104,29 @@ class RoomRef(Input):
     room_id: uuid.UUID
 
 
+JOIN_MANY_FIELD_MAX = 1000
+"""A coarse cap on what ``room:join_many`` parses at all; ``STUDYHALL_ROOM_JOIN_MANY_MAX_ROOMS`` applies after."""
+SEQ_MAX = 2**62
+
+
+class RoomResume(Input):
+    """One room of ``room:join_many``: join it, with the chat messages after ``after_seq``."""
+
+    room_id: uuid.UUID
+    after_seq: int | None = Field(
+        None,
+        ge=0,
+        le=SEQ_MAX,
+        description="The highest contiguous seq the client holds; null: the last messages, as room:join.",
+    )
+
+
+class JoinManyIn(Input):
+    """Payload of ``room:join_many``: the rooms to join (or rejoin after a reconnect), each once."""
+
+    rooms: list[RoomResume] = Field(min_length=1, max_length=JOIN_MANY_FIELD_MAX)
+
+
 class UserRef(BaseModel):
     id: str
     display_name: str

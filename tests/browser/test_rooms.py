@@ -118,6 +118,8 @@ def test_chat_missed_while_offline_appears_in_order_and_nothing_typed_is_lost(
 ) -> None:
     (away, away_user), (here, _) = signed_in_page(name="Away Learner"), signed_in_page(name="Here Learner")
     room = new_room(web_server, away_user)
+    frames: list[str] = []  # what the away tab sends over Socket.IO
+    away.on("websocket", lambda ws: ws.on("framesent", lambda payload: frames.append(str(payload))))
     away_log, here_log = enter(away, room["id"]), enter(here, room["id"])
     send(here, "before the drop")
     expect(messages(away_log).last).to_contain_text("before the drop")
@@ -144,6 +146,11 @@ def test_chat_missed_while_offline_appears_in_order_and_nothing_typed_is_lost(
     expect(banner).to_have_count(0)
     expect(away.get_by_role("textbox", name="Message")).to_have_value("a draft I am still writing")
     expect(people(here)).to_have_count(2)
+    # The rejoin was one room:join_many from the last message held: no history fetched twice.
+    rejoins = [f for f in frames if '"room:join_many"' in f]
+    assert len(rejoins) == 1 and f'"room_id":"{room["id"]}"' in rejoins[0], frames
+    assert len([f for f in frames if '"room:join"' in f]) == 1, "only the first join is a room:join"
+    assert not [f for f in frames if '"chat:history"' in f], "nothing missed beyond what the rejoin carried"
 
 
 def test_edits_deletes_and_reactions_reach_the_other_user(signed_in_page: SignedInPage, web_server: WebServer) -> None:

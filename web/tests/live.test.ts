@@ -1,7 +1,7 @@
 import { get } from "svelte/store";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 
-import { LiveConnection, type SocketLike, type TokenSource } from "../src/lib/live";
+import { LiveConnection, RECONNECT, type SocketLike, type TokenSource } from "../src/lib/live";
 
 type Handler = (...args: never[]) => void;
 
@@ -190,5 +190,62 @@ describe("LiveConnection", () => {
   it("answers an emit while disconnected with a clear error", async () => {
     const { live } = setUp();
     await expect(live.emit("chat:send", {})).rejects.toMatchObject({ code: "unavailable" });
+  });
+  it("reconnects with jittered exponential backoff, so a dead node's clients do not all come back at once", () => {
+    let options: Record<string, unknown> = {};
+    const live = new LiveConnection({ accessToken: "a1", refresh: async () => true }, (o) => {
+      options = o as Record<string, unknown>;
+      return new FakeSocket(o.auth as (cb: (data: object) => void) => void);
+    });
+    live.start();
+    expect(options).toMatchObject(RECONNECT);
+    // socket.io-client's delay: base × 2^attempt, up to the max, randomised by ±factor: the first attempts of
+    // many clients spread over [0.1 s, 1.9 s] rather than one instant.
+    expect(RECONNECT.randomizationFactor).toBeGreaterThanOrEqual(0.5);
+    expect(RECONNECT.reconnectionDelay * (1 - RECONNECT.randomizationFactor)).toBeLessThanOrEqual(100);
+    expect(RECONNECT.reconnectionDelay * (1 + RECONNECT.randomizationFactor)).toBeGreaterThanOrEqual(1900);
+    expect(RECONNECT.reconnectionDelayMax).toBeGreaterThan(RECONNECT.reconnectionDelay * 4);
+  });
+
+  it("after the server closed the session, connects again after a jittered delay that doubles until a connect", () => {
+    vi.useFakeTimers();
+    try {
+      let draw = 0;
+      const draws = [0, 0, 1];
+      let socket: FakeSocket | null = null;
+      const live = new LiveConnection(
+        { accessToken: "a1", refresh: async () => true },
+        (o) => (socket = new FakeSocket(o.auth as (cb: (data: object) => void) => void)),
+        10_000,
+        () => draws[draw++ % draws.length] as number,
+      );
+      live.start();
+      const s = socket as unknown as FakeSocket;
+      s.accept();
+      const closedByServer = () => {
+        s.connected = false;
+        s.active = false;
+        s.fire("disconnect", "io server disconnect");
+      };
+      closedByServer();
+      vi.advanceTimersByTime(499);
+      expect(s.connects).toBe(0);
+      vi.advanceTimersByTime(1); // first retry: 1 s ceiling, drawn at its lower half (500 ms)
+      expect(s.connects).toBe(1);
+      s.active = false;
+      closedByServer(); // refused again before connecting: the ceiling doubles (2 s, drawn low: 1 s)
+      vi.advanceTimersByTime(999);
+      expect(s.connects).toBe(1);
+      vi.advanceTimersByTime(1);
+      expect(s.connects).toBe(2);
+      s.accept(); // a connect resets the pacing
+      closedByServer();
+      vi.advanceTimersByTime(999); // 1 s ceiling, drawn at its top
+      expect(s.connects).toBe(2);
+      vi.advanceTimersByTime(1);
+      expect(s.connects).toBe(3);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

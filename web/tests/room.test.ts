@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import type { ChatMessage } from "../src/lib/chatlog";
 import { ApiError } from "../src/lib/errors";
 import type { Ack, ConnectionState } from "../src/lib/live";
+import { Rejoiner } from "../src/lib/rejoin";
 import { RoomSession, type LiveLike } from "../src/lib/room";
 import { msg } from "./chatlog.test";
 
@@ -199,6 +200,128 @@ describe("RoomSession: reconnect catch-up", () => {
     live.fire("room:presence", { room_id: "r1", user: { id: "bo", display_name: "Bo" }, state: "joined", rev: 2 });
     await settle();
     expect(get(room.people).map((p) => p.display_name)).toEqual(["Me"]);
+  });
+});
+
+/** `room:join_many` over the fake server's rooms (`rooms`: room id → its messages), as the server answers. */
+function answerJoinMany(live: FakeLive, rooms: Map<string, ChatMessage[]>, limit = 200): void {
+  live.answers.set("room:join_many", (data) => ({
+    rooms: (data.rooms as { room_id: string; after_seq: number | null }[]).map(({ room_id, after_seq }) => {
+      const all = rooms.get(room_id);
+      if (all === undefined) return { room_id, ok: false, error: { code: "not_found", message: "room not found" } };
+      const missed = all.filter((m) => m.seq > (after_seq ?? 0));
+      return {
+        room_id,
+        ok: true,
+        room: { id: room_id, name: room_id, kind: "study", visibility: "public", member_count: 1, my_role: "member", archived_at: null },
+        members: [{ id: "me", display_name: "Me" }],
+        member_count: 1,
+        presence_rev: 5,
+        messages: missed.slice(0, limit),
+        has_more: missed.length > limit,
+      };
+    }),
+  }));
+}
+
+describe("RoomSession: reconnect through room:join_many", () => {
+  it("rejoins every open room in one room:join_many, each from its contiguous seq, and fetches nothing twice", async () => {
+    const live = new FakeLive();
+    const server = serverRoom(live, 60);
+    const other: ChatMessage[] = [msg(1, { room_id: "r2" }), msg(2, { room_id: "r2" })];
+    answerJoinMany(live, new Map([["r1", server.all], ["r2", other]]));
+    const rejoiner = new Rejoiner(live);
+    const me = { id: "me", display_name: "Me" };
+    const one = new RoomSession(live, "r1", me, { newId, rejoiner });
+    const two = new RoomSession(live, "r2", me, { newId, rejoiner });
+    live.answers.set("room:join", (data) => ({
+      room: { id: data.room_id, name: "x", kind: "study", visibility: "public", member_count: 1, my_role: "member", archived_at: null },
+      members: [],
+      member_count: 1,
+      presence_rev: 1,
+      messages: data.room_id === "r1" ? server.all.slice(-50) : other,
+    }));
+    one.start();
+    two.start();
+    await settle();
+    expect(live.sent("room:join")).toHaveLength(2); // the first joins are plain room:join
+    expect(seqs(two)).toEqual([1, 2]);
+
+    live.drop();
+    for (let i = 0; i < 3; i++) server.post(`missed ${i}`); // r1: 61..63
+    other.push(msg(3, { room_id: "r2" })); // r2: 3
+    live.fire("chat:message", server.all[62]); // 63 arrived live anyway: it must not hide 61..62
+    live.reconnect();
+    await settle();
+
+    expect(live.sent("room:join")).toHaveLength(2);
+    expect(live.sent("room:join_many")).toEqual([
+      {
+        rooms: [
+          { room_id: "r1", after_seq: 60 },
+          { room_id: "r2", after_seq: 2 },
+        ],
+      },
+    ]);
+    expect(live.sent("chat:history")).toEqual([]);
+    expect(get(one.status)).toBe("live");
+    expect(get(two.status)).toBe("live");
+    expect(seqs(one)).toEqual(Array.from({ length: 53 }, (_, i) => 11 + i)); // 11..63, each once
+    expect(seqs(two)).toEqual([1, 2, 3]);
+  });
+
+  it("pages with chat:history when the answer says more were missed than it carries", async () => {
+    const live = new FakeLive();
+    const server = serverRoom(live, 10);
+    answerJoinMany(live, new Map([["r1", server.all]]), 100);
+    const room = new RoomSession(live, "r1", { id: "me", display_name: "Me" }, { newId, rejoiner: new Rejoiner(live) });
+    room.start();
+    await settle();
+    live.drop();
+    for (let i = 0; i < 450; i++) server.post(`missed ${i}`); // 11..460
+    live.reconnect();
+    await settle();
+    await settle();
+    expect(live.sent("room:join_many")).toEqual([{ rooms: [{ room_id: "r1", after_seq: 10 }] }]);
+    // The answer carried 11..110 and has_more: pages of 200 from 110 on, no gap showing.
+    expect(live.sent("chat:history").map((d) => d.after_seq)).toEqual([110, 310]);
+    expect(seqs(room)).toEqual(Array.from({ length: 460 }, (_, i) => i + 1));
+    expect(get(room.status)).toBe("live");
+  });
+
+  it("joins alone with room:join when the server refuses the whole batch (a lower limit, or its rate)", async () => {
+    const live = new FakeLive();
+    const server = serverRoom(live, 60);
+    live.answers.set("room:join_many", () => new ApiError(0, "invalid_input", "room:join_many: at most 1 rooms per call"));
+    const room = new RoomSession(live, "r1", { id: "me", display_name: "Me" }, { newId, rejoiner: new Rejoiner(live) });
+    room.start();
+    await settle();
+    live.drop();
+    for (let i = 0; i < 3; i++) server.post(`missed ${i}`);
+    live.reconnect();
+    await settle();
+    await settle();
+    expect(live.sent("room:join_many")).toHaveLength(1);
+    expect(live.sent("room:join")).toHaveLength(2);
+    expect(get(room.status)).toBe("live");
+    expect(seqs(room)).toEqual(Array.from({ length: 53 }, (_, i) => 11 + i));
+  });
+
+  it("a room refused in the batch fails alone, with the server's reason", async () => {
+    const live = new FakeLive();
+    const server = serverRoom(live, 5);
+    const rooms = new Map([["r1", server.all]]);
+    answerJoinMany(live, rooms);
+    const rejoiner = new Rejoiner(live);
+    const room = new RoomSession(live, "r1", { id: "me", display_name: "Me" }, { newId, rejoiner });
+    room.start();
+    await settle();
+    live.drop();
+    rooms.delete("r1"); // kicked while away: the server answers not_found for it
+    live.reconnect();
+    await settle();
+    expect(get(room.status)).toBe("failed");
+    expect(get(room.error)).toBe("room not found");
   });
 });
 

@@ -7,12 +7,15 @@
  *   once through the REST client and connects again; a second refusal ends the session;
  * - a `state` store for the "Reconnecting…" banner: `connecting` (first attempt), `connected`,
  *   `reconnecting` (was connected, or is retrying), `closed` (signed out / stopped);
+ * - reconnects paced with jittered exponential backoff (`RECONNECT`), so a node's clients do not all come back
+ *   at once when it goes down;
  * - `on(event, handler)` subscriptions that survive reconnects, and `onConnect` hooks a screen uses to
- *   join its room again and fetch what it missed (`chat:history` with `after_seq`).
+ *   join its room again and fetch what it missed (`room:join_many` with `after_seq`, see `rejoin.ts`).
  */
 import { io, type ManagerOptions, type Socket, type SocketOptions } from "socket.io-client";
 import { writable, type Readable } from "svelte/store";
 
+import { Backoff } from "./backoff";
 import { ApiError } from "./errors";
 
 export type ConnectionState = "closed" | "connecting" | "connected" | "reconnecting";
@@ -43,7 +46,15 @@ export interface Ack {
   [key: string]: unknown;
 }
 
-const SERVER_DISCONNECT_RETRY_MS = 1000;
+/**
+ * Reconnect pacing, so that the clients of a node that went down do not all come back in the same instant
+ * (a reconnect storm): socket.io-client's exponential backoff (the delay doubles per failed attempt, from
+ * `reconnectionDelay` up to `reconnectionDelayMax`), each delay randomised by ±`randomizationFactor`; the
+ * first attempt after a drop lands anywhere between 0.1 and 1.9 s.
+ */
+export const RECONNECT = { reconnectionDelay: 1000, reconnectionDelayMax: 10_000, randomizationFactor: 0.9 } as const;
+/** The same pacing when the server closed the session itself (socket.io-client does not retry then). */
+const SERVER_DISCONNECT_BASE_MS = 1000;
 
 const defaultFactory: SocketFactory = (options) => io(options) as Socket as unknown as SocketLike;
 
@@ -55,13 +66,17 @@ export class LiveConnection {
   private readonly stateStore = writable<ConnectionState>("closed");
   private readonly handlers = new Map<string, Set<(data: never) => void>>();
   private readonly connectHooks = new Set<(reconnect: boolean) => void>();
+  private readonly serverBackoff: Backoff;
 
   constructor(
     private readonly tokens: TokenSource,
     private readonly factory: SocketFactory = defaultFactory,
     /** How long an emit waits for its ack. */
     private readonly ackTimeoutMs = 10_000,
-  ) {}
+    random: () => number = Math.random,
+  ) {
+    this.serverBackoff = new Backoff(SERVER_DISCONNECT_BASE_MS, RECONNECT.reconnectionDelayMax, random);
+  }
 
   get state(): Readable<ConnectionState> {
     return this.stateStore;
@@ -93,8 +108,7 @@ export class LiveConnection {
         void ready.then(send, send); // a failed restore stops the connection (session.ts) or is refused
         ready = undefined; // reconnects send the token they have
       },
-      reconnectionDelay: 500,
-      reconnectionDelayMax: 5000,
+      ...RECONNECT,
       // Straight to a websocket (one round trip instead of the polling handshake first); polling is still
       // tried when a websocket cannot be opened (a proxy that refuses upgrades).
       transports: ["websocket", "polling"],
@@ -160,6 +174,7 @@ export class LiveConnection {
     const reconnect = this.everConnected;
     this.everConnected = true;
     this.refreshedSince = false;
+    this.serverBackoff.reset();
     this.stateStore.set("connected");
     for (const hook of this.connectHooks) hook(reconnect);
   }
@@ -172,11 +187,12 @@ export class LiveConnection {
     }
     this.stateStore.set("reconnecting");
     // The server closed the session itself (not a network drop): socket.io-client does not come back on
-    // its own then, so connect again, a moment later so that a server that keeps refusing is not hammered.
+    // its own then, so connect again, after a jittered delay that doubles while the server keeps closing it
+    // (a server that keeps refusing is not hammered, and its many clients do not all come back at once).
     if (reason === "io server disconnect") {
       setTimeout(() => {
         if (this.socket === socket && !socket.active) socket.connect();
-      }, SERVER_DISCONNECT_RETRY_MS);
+      }, this.serverBackoff.next());
     }
   }
 

@@ -4,11 +4,13 @@
  * The screen renders these stores and calls the methods; all the rules live here (and in the pure
  * `chatlog.ts` / `presence.ts`), so vitest covers them without a browser.
  *
- * **Reconnecting.** `LiveConnection` reconnects by itself and calls `onConnect(reconnect: true)`; the
- * session then joins again (`room:join` starts the people list over from its answer, rule 2 of
- * presence.ts), merges the answer's last messages, and if that leaves a gap asks `chat:history {after_seq}`
- * with the highest *contiguous* seq it holds, page after page, until it holds everything. Meanwhile
- * `status` is `catching-up` (the screen's "Reconnecting…" banner); then `live` again.
+ * **Reconnecting.** `LiveConnection` reconnects by itself (jittered backoff) and calls
+ * `onConnect(reconnect: true)`; the session then joins again, through the shared `Rejoiner` when it has one:
+ * every open room in one `room:join_many`, each with the highest *contiguous* seq it holds as `after_seq`,
+ * so the answer carries only what was missed (without one: `room:join` and its last messages). The answer
+ * starts the people list over (rule 2 of presence.ts); if it says `has_more`, or leaves a gap, the session
+ * asks `chat:history {after_seq}` from the highest contiguous seq, page after page, until it holds
+ * everything. Meanwhile `status` is `catching-up` (the screen's "Reconnecting…" banner); then `live` again.
  *
  * **Nothing typed is lost.** `send` puts the message in the outbox with a `client_msg_id` first. It is
  * sent at once when the room is live, else when it is live again; a send that timed out or could not reach
@@ -23,6 +25,7 @@ import { ApiError, messageOf } from "./errors";
 import type { Ack, ConnectionState } from "./live";
 import { MessageLog, type Author, type ChatMessage } from "./chatlog";
 import { PresenceList, type PresenceChange, type PresentUser } from "./presence";
+import type { RejoinerLike } from "./rejoin";
 
 /** What this module uses of `LiveConnection` (tests pass a stand-in). */
 export interface LiveLike {
@@ -89,6 +92,9 @@ const TYPING_SEND_EVERY_MS = 3000;
 const TYPING_IDLE_MS = 4000;
 const TYPING_SHOWN_MS = 6000;
 
+/** Codes a whole `room:join_many` is refused with (too many rooms, too often): the room is joined alone. */
+const BATCH_REFUSED = ["invalid_input", "rate_limited"];
+
 /** Errors that mean "not now" (resend later) rather than "no". */
 function transient(error: unknown): boolean {
   return error instanceof ApiError && ["unavailable", "timeout", "network"].includes(error.code);
@@ -97,6 +103,8 @@ function transient(error: unknown): boolean {
 export interface RoomOptions {
   newId?: () => string;
   now?: () => number;
+  /** Rejoins after a reconnect go through it (one `room:join_many` for all open rooms). */
+  rejoiner?: RejoinerLike;
 }
 
 export class RoomSession {
@@ -105,6 +113,7 @@ export class RoomSession {
   private readonly unsubscribe: (() => void)[] = [];
   private readonly newId: () => string;
   private readonly now: () => number;
+  private readonly rejoiner: RejoinerLike | null;
   private joinAttempt = 0;
   private joinedOnce = false;
   private stopped = false;
@@ -154,6 +163,7 @@ export class RoomSession {
   ) {
     this.newId = options.newId ?? (() => crypto.randomUUID());
     this.now = options.now ?? (() => Date.now());
+    this.rejoiner = options.rejoiner ?? null;
   }
 
   /** Starts following the room: joins now if connected, and again at every reconnect. */
@@ -235,8 +245,16 @@ export class RoomSession {
     this.statusStore.set(this.joinedOnce || reconnect ? "catching-up" : "joining");
     this.presence.restart();
     let ack: JoinAck;
+    let more = false;
     try {
-      ack = await this.live.emit<JoinAck>("room:join", { room_id: this.roomId });
+      if (reconnect && this.joinedOnce && this.rejoiner !== null) {
+        // Only what was missed: the messages after the highest contiguous seq held.
+        const result = await this.rejoinOrJoin(this.rejoiner);
+        ack = result as unknown as JoinAck;
+        more = result.has_more === true;
+      } else {
+        ack = await this.live.emit<JoinAck>("room:join", { room_id: this.roomId });
+      }
     } catch (error) {
       if (attempt !== this.joinAttempt || this.stopped) return;
       if (transient(error)) {
@@ -260,7 +278,7 @@ export class RoomSession {
     this.joinedOnce = true;
     this.received(messages);
     try {
-      await this.catchUp(attempt);
+      await this.catchUp(attempt, more);
     } catch (error) {
       if (attempt !== this.joinAttempt || this.stopped) return;
       if (!transient(error)) this.noticeStore.set(`Some missed messages could not be loaded: ${messageOf(error)}`);
@@ -271,9 +289,26 @@ export class RoomSession {
     void this.flush();
   }
 
-  /** Fetches what a gap in the held messages is missing, from the highest contiguous seq on. */
-  private async catchUp(attempt: number): Promise<void> {
-    while (!this.log.isContiguous() && attempt === this.joinAttempt && !this.stopped) {
+  /**
+   * Rejoins through the shared `Rejoiner`; if the server refused the whole `room:join_many` (a server with a
+   * lower limit on rooms per batch, or past its rate), joins this room alone with `room:join` instead (its last
+   * messages; a gap is then fetched by `catchUp`).
+   */
+  private async rejoinOrJoin(rejoiner: RejoinerLike): Promise<JoinAck & { has_more?: boolean }> {
+    try {
+      return (await rejoiner.join(this.roomId, this.log.contiguousSeq())) as unknown as JoinAck;
+    } catch (error) {
+      if (!(error instanceof ApiError) || !BATCH_REFUSED.includes(error.code)) throw error;
+      return await this.live.emit<JoinAck>("room:join", { room_id: this.roomId });
+    }
+  }
+
+  /**
+   * Fetches what a gap in the held messages is missing, from the highest contiguous seq on; with `more` (the
+   * join answer said more were missed than it carried) also when no gap shows yet, until a page says no more.
+   */
+  private async catchUp(attempt: number, more = false): Promise<void> {
+    while ((more || !this.log.isContiguous()) && attempt === this.joinAttempt && !this.stopped) {
       const after = this.log.contiguousSeq();
       const ack = await this.live.emit<HistoryAck>("chat:history", {
         room_id: this.roomId,
@@ -281,6 +316,7 @@ export class RoomSession {
         limit: CATCH_UP_PAGE,
       });
       this.received(ack.messages ?? []);
+      more = more && ack.has_more === true;
       if (this.log.contiguousSeq() === after) break; // nothing more to be had: do not loop
     }
   }

@@ -7,6 +7,7 @@ import { writable, type Readable } from "svelte/store";
 
 import { ApiClient, type User } from "./api";
 import { LiveConnection } from "./live";
+import { Rejoiner } from "./rejoin";
 import { NotificationsStore } from "./notifications";
 import { browserLock, browserStore, memoryStore } from "./tokens";
 
@@ -21,6 +22,8 @@ function refreshStore() {
 
 export const api = new ApiClient({ store: refreshStore(), lock: browserLock() });
 export const live = new LiveConnection(api);
+/** Rejoins every open room in one `room:join_many` after a reconnect. */
+export const rejoiner = new Rejoiner(live);
 export const notifications = new NotificationsStore(api, live);
 
 const meStore = writable<User | null>(null);
