@@ -35,6 +35,7 @@ from core_api.errors import AppError, ErrorCode, conflict, not_found
 from core_api.http import Principal
 from live.recording import Recorded, Recorder
 from live.sfu import Feed
+from media.drafts import create_draft
 from media.storage import LocalStorage
 
 if TYPE_CHECKING:
@@ -154,14 +155,22 @@ class Recordings:
             "filename": f"{title[:100]}.webm", "filetype": "video/webm", "live_session_id": str(session.id),
             "duration_s": str(result.duration_s),
         }  # fmt: skip
-        await self.node.core.pool.execute(
-            """INSERT INTO uploads (id, owner_id, length, received, metadata, completed_at)
-               VALUES ($1, $2, $3, $3, $4, now())""",
-            upload_id, user.id, result.bytes, metadata,
-        )  # fmt: skip
+        draft_id: uuid.UUID | None = None
+        async with self.node.core.transaction() as tx:
+            await tx.conn.execute(
+                """INSERT INTO uploads (id, owner_id, length, received, metadata, completed_at)
+                   VALUES ($1, $2, $3, $3, $4, now())""",
+                upload_id, user.id, result.bytes, metadata,
+            )  # fmt: skip
+            if row["course_id"] is not None:  # the course's staff find it among its lecture drafts
+                draft_id = await create_draft(
+                    tx.conn, course_id=row["course_id"], upload_id=upload_id, session_id=session.id,
+                    title=title, duration_s=result.duration_s, created_by=user.id,
+                )  # fmt: skip
         return {
             "upload_id": str(upload_id), "session_id": str(session.id),
             "course_id": str(row["course_id"]) if row["course_id"] else None,
+            "lecture_draft_id": str(draft_id) if draft_id is not None else None,
             "duration_s": result.duration_s, "bytes": result.bytes, "video_codec": result.video_codec,
             "audio_codec": result.audio_codec, "reason": result.reason,
             "download_url": download_path(session.id, upload_id),

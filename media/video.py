@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import Field
 
-from core_api.context import core_of
+from core_api.context import Tx, core_of
 from core_api.courses import visible_lecture, writable_course
 from core_api.db import Connection
 from core_api.errors import conflict
@@ -171,7 +171,10 @@ async def _run(cmd: list[str], on_time: Any = None) -> None:
 async def transcode_lecture(ctx: JobContext) -> Finish:
     """The ``lecture_video`` job: probe, transcode to the ladder, poster; then point the lecture at it."""
     settings = ctx.core.settings
-    lecture_id, upload_id = uuid.UUID(ctx.params["lecture_id"]), uuid.UUID(ctx.params["upload_id"])
+    upload_id = uuid.UUID(ctx.params["upload_id"])
+    # A lecture's new video, or a lecture draft (a live session's recording) published as a new lecture.
+    draft_id = uuid.UUID(ctx.params["draft_id"]) if ctx.params.get("draft_id") else None
+    lecture_id = uuid.UUID(ctx.params["lecture_id"]) if draft_id is None else uuid.uuid5(draft_id, "lecture")
     source = ctx.storage.upload_path(upload_id)
     if not source.exists():
         raise JobFailed("the upload is gone (deleted or expired) before it was processed")
@@ -198,17 +201,29 @@ async def transcode_lecture(ctx: JobContext) -> Finish:
         "source": {"width": info.width, "height": info.height},
     }  # fmt: skip
 
+    published: list[Tx] = []
+
     async def apply(conn: Connection) -> None:
-        updated = await conn.fetchval(
-            "UPDATE lectures SET media_kind = 'hls', media_url = $2, duration_s = $3 WHERE id = $1 RETURNING id",
-            lecture_id, result["master_url"], info.duration_s,
-        )  # fmt: skip
-        if updated is None:
-            raise JobFailed("the lecture was deleted while its video was being processed")
+        if draft_id is not None:
+            from media import drafts  # (drafts starts these jobs: imported here, not at the top)
+
+            tx = Tx(conn)
+            await drafts.become_lecture(tx, draft_id, lecture_id, str(result["master_url"]), info.duration_s)
+            published.append(tx)
+        else:
+            updated = await conn.fetchval(
+                "UPDATE lectures SET media_kind = 'hls', media_url = $2, duration_s = $3 WHERE id = $1 RETURNING id",
+                lecture_id, result["master_url"], info.duration_s,
+            )  # fmt: skip
+            if updated is None:
+                raise JobFailed("the lecture was deleted while its video was being processed")
         await conn.execute("DELETE FROM uploads WHERE id = $1", upload_id)
 
     async def after() -> None:
         await ctx.storage.remove_upload(upload_id)
+        for tx in published:  # the learners' new_lecture notifications
+            for topic, payload, every_node in tx.events:
+                await ctx.core.bus.publish(topic, payload, every_node=every_node)
 
     return Finish(result, apply, after)
 

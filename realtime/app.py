@@ -73,6 +73,7 @@ from live import routing as live_routing
 from live.sfu import check_aiortc
 from live.signalling import LiveNode
 from live.wiring import run_live
+from media import drafts as media_drafts
 from media import jobs as media_jobs
 from media import playback as media_playback
 from media import uploads as media_uploads
@@ -139,6 +140,7 @@ API = Api.combine(
     live_handlers.api,  # live sessions (live/): the schedule
     media_jobs.api,  # background jobs (media/): state, progress, cancel
     media_video.api,  # lecture video to an HLS ladder
+    media_drafts.api,  # live sessions' recordings as lecture drafts
 )
 EVENTS = Events.combine(
     room_handlers.events,

@@ -10,6 +10,7 @@ import json
 import subprocess
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from live.recording import vp8_size
 from live.signalling import LiveNode
+from tests.chat_helpers import make_room
 from tests.conftest import ApiClient
 from tests.live_helpers import MovingPicture, Publisher, Viewer, live_room, live_tab
 from tests.test_live_media import app_with, node
@@ -166,6 +168,81 @@ async def test_a_recording_becomes_a_lecture_through_the_media_job(api: ApiClien
     finally:
         await publisher.close()
         await tab.close()
+
+
+async def test_a_course_sessions_recording_is_a_lecture_draft_until_its_staff_publish_it(api: ApiClient) -> None:
+    """The recording of a session held for a course becomes a draft of that course: its staff see it, learners
+    do not; publishing it transcodes it and adds the lecture at the end, and the enrolled learners are told."""
+    host, learner, stranger = await api.user("instructor"), await api.user(), await api.user("instructor")
+    status, course = await api.call("POST", "/courses", host, json={"title": f"Optics {uuid.uuid4().hex[:4]}"})
+    assert status == 201, course
+    first = {"title": "Lenses", "media_kind": "video", "media_url": "https://example.com/l.mp4", "duration_s": 60.0}
+    assert (await api.call("POST", f"/courses/{course['id']}/lectures", host, json=first))[0] == 201
+    assert (await api.call("POST", f"/courses/{course['id']}/publish", host))[0] == 200
+    assert (await api.call("POST", f"/courses/{course['id']}/enroll", learner))[0] in (200, 201)
+    room = await make_room(api, host)
+    starts = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    session_in = {"title": "Mirrors, live", "starts_at": starts, "course_id": course["id"]}
+    status, session = await api.call("POST", f"/rooms/{room}/live-sessions", host, json=session_in)
+    assert status == 201, session
+    session_id = str(session["id"])
+    tab = await live_tab(api, host)
+    ref = {"session_id": session_id}
+    publisher = Publisher(tab, session_id)
+    try:
+        await tab.ok("live:join", ref)
+        await tab.ok("live:start", ref)
+        await publisher.publish()
+        await tab.ok("live:record", {**ref, "on": True})
+        await asyncio.sleep(2)
+        recording = (await tab.ok("live:record", {**ref, "on": False}))["recording"]
+    finally:
+        await publisher.close()
+        await tab.close()
+    draft_id = recording["lecture_draft_id"]
+    assert draft_id is not None, recording
+
+    status, drafts = await api.call("GET", f"/courses/{course['id']}/lecture-drafts", host)
+    assert status == 200
+    (draft,) = [d for d in drafts["items"] if d["id"] == draft_id]
+    assert (draft["title"], draft["state"], draft["live_session_id"]) == ("Mirrors, live", "draft", session_id)
+    assert abs(draft["duration_s"] - recording["duration_s"]) < 0.01
+    # Nobody else sees it or publishes it; learners see the course's one lecture, no draft.
+    assert (await api.call("GET", f"/courses/{course['id']}/lecture-drafts", learner))[0] == 403
+    assert (await api.call("GET", f"/courses/{course['id']}/lecture-drafts", stranger))[0] == 403
+    assert (await api.call("POST", f"/lecture-drafts/{draft_id}/publish", stranger, json={}))[0] == 404
+    assert (await api.call("DELETE", f"/lecture-drafts/{draft_id}", stranger))[0] == 404
+    status, seen = await api.call("GET", f"/courses/{course['id']}/lectures", learner)
+    assert status == 200 and [lec["title"] for lec in seen["items"]] == ["Lenses"]
+    status, bad = await api.call("POST", f"/lecture-drafts/{draft_id}/publish", host, json={"title": ""})
+    assert status == 400, bad
+
+    status, job = await api.call("POST", f"/lecture-drafts/{draft_id}/publish", host, json={"title": "Mirrors"})
+    assert status == 202, job
+    status, again = await api.call("POST", f"/lecture-drafts/{draft_id}/publish", host, json={})
+    assert status == 409, again
+    async with asyncio.timeout(120):
+        while job["state"] in ("queued", "running"):
+            await asyncio.sleep(0.5)
+            _, job = await api.call("GET", f"/jobs/{job['id']}", host)
+    assert job["state"] == "succeeded", job
+
+    _, drafts = await api.call("GET", f"/courses/{course['id']}/lecture-drafts", host)
+    (draft,) = [d for d in drafts["items"] if d["id"] == draft_id]
+    assert draft["state"] == "published" and draft["lecture_id"] is not None
+    status, seen = await api.call("GET", f"/courses/{course['id']}/lectures", learner)
+    assert [lec["title"] for lec in seen["items"]] == ["Lenses", "Mirrors"]
+    status, lecture = await api.call("GET", f"/lectures/{draft['lecture_id']}", learner)
+    assert status == 200 and lecture["media_kind"] == "hls" and "master.m3u8" in lecture["media_url"]
+    assert abs(lecture["duration_s"] - recording["duration_s"]) <= 1
+    _, notes = await api.call("GET", "/me/notifications?limit=100", learner)
+    told = [n["payload"] for n in notes["items"] if n["kind"] == "new_lecture"]
+    assert {"lecture_id": draft["lecture_id"], "title": "Mirrors"}.items() <= told[0].items(), told
+    assert (await api.call("POST", f"/lecture-drafts/{draft_id}/publish", host, json={}))[0] == 409
+    assert (await api.call("DELETE", f"/lecture-drafts/{draft_id}", host))[0] == 204
+    _, drafts = await api.call("GET", f"/courses/{course['id']}/lecture-drafts", host)
+    assert draft_id not in [d["id"] for d in drafts["items"]]
+    assert (await api.call("GET", f"/lectures/{draft['lecture_id']}", learner))[0] == 200  # the lecture stays
 
 
 async def test_a_recording_goes_on_when_the_host_publishes_again_and_ends_with_the_session(api: ApiClient) -> None:

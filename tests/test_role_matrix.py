@@ -151,6 +151,17 @@ async def build_world(api: ApiClient) -> World:
         " 'running', $3, now() + interval '1 hour')",
         job, uuid.UUID(owner.id), uuid.uuid4(),
     )  # fmt: skip
+    # A lecture draft of the course: a recording of the owner's (an upload) waiting to be published.
+    recording, lecture_draft = uuid.uuid4(), uuid.uuid4()
+    await api.app[CORE].pool.execute(
+        "INSERT INTO uploads (id, owner_id, length, received, completed_at) VALUES ($1, $2, 0, 0, now())",
+        recording, uuid.UUID(owner.id),
+    )  # fmt: skip
+    await api.app[CORE].pool.execute(
+        "INSERT INTO lecture_drafts (id, course_id, upload_id, title, duration_s, created_by)"
+        " VALUES ($1, $2, $3, 'Recorded', 60, $4)",
+        lecture_draft, uuid.UUID(course["id"]), recording, uuid.UUID(owner.id),
+    )  # fmt: skip
     # The learner's application to teach, pending.
     application = await ok(
         "POST", "/teacher-applications", learner, json={"qualifications": "Years of tutoring in maths and physics."}
@@ -172,6 +183,7 @@ async def build_world(api: ApiClient) -> World:
             "session": str(session),
             "application": application["id"],
             "upload": str(upload),
+            "lecture_draft": str(lecture_draft),
             "job": str(job),
             "course": course["id"],
             "draft": draft["id"],
@@ -529,12 +541,17 @@ ROWS: list[Row] = [
         only(202, 404, "owner", stranger=403, learner=403),  # an upload is only its owner's: admin's is 404
         lambda ids: {"upload_id": ids["upload"]},
     ),
+    # lecture drafts (media/drafts.py): a course's recordings, its staff's alone
+    Row("GET", "/courses/{course}/lecture-drafts", only(200, 403, *STAFF)),
+    Row("POST", "/lecture-drafts/{lecture_draft}/publish", only(202, 404, *STAFF, stranger=403, learner=403), {}),
+    Row("DELETE", "/lecture-drafts/{lecture_draft}", only(204, 404, *STAFF, stranger=403, learner=403)),
 ]
 
 _TEMPLATE_NAMES = {
     "job": "job_id",
     "course": "course_id",
     "draft": "course_id",
+    "lecture_draft": "lecture_draft_id",
     "lecture": "lecture_id",
     "assignment": "assignment_id",
     "submission": "submission_id",

@@ -105,6 +105,7 @@ REGISTRY: tuple[Personal, ...] = (
     Personal("live_attendance", "user_id", "delete"),
     Personal("live_sessions", "created_by", "keep", "a session's history for its attendees", export=False),
     Personal("live_sessions", "cancelled_by", "keep", "a session's history", export=False),
+    Personal("lecture_drafts", "created_by", "keep", "a course's recording stays the course's", export=False),
     Personal("quizzes", "created_by", "keep", "learners keep the quizzes they took"),
     Personal("audit_log", "actor_id", "keep", "the audit log is kept (GDPR art. 17(3)(b), (e))"),
 )
