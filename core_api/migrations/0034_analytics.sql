@@ -410,68 +410,79 @@ CREATE TRIGGER analytics_contest_submissions AFTER INSERT OR UPDATE OF verdict O
 
 -- --- backfill ------------------------------------------------------------------------------------------------
 
-INSERT INTO analytics_course_days (course_id, day, enrollments, completions, active_learners)
-SELECT course_id, day, sum(enrollments), sum(completions), sum(active_learners) FROM (
-    SELECT course_id, analytics_day(created_at) AS day, count(*) AS enrollments, 0 AS completions, 0 AS active_learners
-        FROM enrollments GROUP BY 1, 2
-    UNION ALL
-    SELECT course_id, analytics_day(completed_at), 0, count(*), 0 FROM enrollments WHERE completed_at IS NOT NULL
-        GROUP BY 1, 2
-    UNION ALL
-    SELECT course_id, analytics_day(updated_at), 0, 0, count(DISTINCT user_id) FROM lecture_progress GROUP BY 1, 2
-) parts GROUP BY course_id, day;
+-- Rebuilds every rollup from the raw rows (the backfill below; also a repair tool: `SELECT analytics_rebuild()`
+-- under the same locks). Activity history is what lecture_progress keeps: each learner's latest report per lecture.
+CREATE FUNCTION analytics_rebuild() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    TRUNCATE analytics_course_days, analytics_course_weeks, analytics_course_learners, analytics_platform_days,
+        analytics_platform_weeks, analytics_platform_learners, analytics_lecture_stats, analytics_lecture_reach,
+        analytics_scores, analytics_score_buckets, analytics_contest_participants, analytics_contest_stats;
 
-INSERT INTO analytics_course_weeks (course_id, week, active_learners)
-SELECT course_id, analytics_week(updated_at), count(DISTINCT user_id) FROM lecture_progress GROUP BY 1, 2;
+    INSERT INTO analytics_course_days (course_id, day, enrollments, completions, active_learners)
+    SELECT course_id, day, sum(enrollments), sum(completions), sum(active_learners) FROM (
+        SELECT course_id, analytics_day(created_at) AS day, count(*) AS enrollments, 0 AS completions, 0 AS active_learners
+            FROM enrollments GROUP BY 1, 2
+        UNION ALL
+        SELECT course_id, analytics_day(completed_at), 0, count(*), 0 FROM enrollments WHERE completed_at IS NOT NULL
+            GROUP BY 1, 2
+        UNION ALL
+        SELECT course_id, analytics_day(updated_at), 0, 0, count(DISTINCT user_id) FROM lecture_progress GROUP BY 1, 2
+    ) parts GROUP BY course_id, day;
 
-INSERT INTO analytics_course_learners (course_id, user_id, last_day, last_week)
-SELECT course_id, user_id, analytics_day(max(updated_at)), analytics_week(max(updated_at))
-    FROM lecture_progress GROUP BY course_id, user_id;
+    INSERT INTO analytics_course_weeks (course_id, week, active_learners)
+    SELECT course_id, analytics_week(updated_at), count(DISTINCT user_id) FROM lecture_progress GROUP BY 1, 2;
 
-INSERT INTO analytics_platform_days (day, enrollments, completions, active_learners)
-SELECT day, sum(enrollments), sum(completions), sum(active_learners) FROM (
-    SELECT analytics_day(created_at) AS day, count(*) AS enrollments, 0 AS completions, 0 AS active_learners
-        FROM enrollments GROUP BY 1
-    UNION ALL
-    SELECT analytics_day(completed_at), 0, count(*), 0 FROM enrollments WHERE completed_at IS NOT NULL GROUP BY 1
-    UNION ALL
-    SELECT analytics_day(updated_at), 0, 0, count(DISTINCT user_id) FROM lecture_progress GROUP BY 1
-) parts GROUP BY day;
+    INSERT INTO analytics_course_learners (course_id, user_id, last_day, last_week)
+    SELECT course_id, user_id, analytics_day(max(updated_at)), analytics_week(max(updated_at))
+        FROM lecture_progress GROUP BY course_id, user_id;
 
-INSERT INTO analytics_platform_weeks (week, active_learners)
-SELECT analytics_week(updated_at), count(DISTINCT user_id) FROM lecture_progress GROUP BY 1;
+    INSERT INTO analytics_platform_days (day, enrollments, completions, active_learners)
+    SELECT day, sum(enrollments), sum(completions), sum(active_learners) FROM (
+        SELECT analytics_day(created_at) AS day, count(*) AS enrollments, 0 AS completions, 0 AS active_learners
+            FROM enrollments GROUP BY 1
+        UNION ALL
+        SELECT analytics_day(completed_at), 0, count(*), 0 FROM enrollments WHERE completed_at IS NOT NULL GROUP BY 1
+        UNION ALL
+        SELECT analytics_day(updated_at), 0, 0, count(DISTINCT user_id) FROM lecture_progress GROUP BY 1
+    ) parts GROUP BY day;
 
-INSERT INTO analytics_platform_learners (user_id, last_day, last_week)
-SELECT user_id, analytics_day(max(updated_at)), analytics_week(max(updated_at)) FROM lecture_progress GROUP BY user_id;
+    INSERT INTO analytics_platform_weeks (week, active_learners)
+    SELECT analytics_week(updated_at), count(DISTINCT user_id) FROM lecture_progress GROUP BY 1;
 
-INSERT INTO analytics_lecture_stats (lecture_id, shard, course_id, viewers, completions, watched_s)
-SELECT lecture_id, analytics_shard(user_id), min(course_id::text)::uuid, count(*), count(*) FILTER (WHERE completed),
-       coalesce(sum(watched_s), 0)
-    FROM lecture_progress GROUP BY 1, 2;
+    INSERT INTO analytics_platform_learners (user_id, last_day, last_week)
+    SELECT user_id, analytics_day(max(updated_at)), analytics_week(max(updated_at)) FROM lecture_progress GROUP BY user_id;
 
-INSERT INTO analytics_lecture_reach (lecture_id, bucket, course_id, learners)
-SELECT p.lecture_id, analytics_reach_bucket(p.watched, l.duration_s), l.course_id, count(*)
-    FROM lecture_progress p JOIN lectures l ON l.id = p.lecture_id
-    WHERE analytics_reach_bucket(p.watched, l.duration_s) IS NOT NULL
-    GROUP BY 1, 2, 3;
+    INSERT INTO analytics_lecture_stats (lecture_id, shard, course_id, viewers, completions, watched_s)
+    SELECT lecture_id, analytics_shard(user_id), min(course_id::text)::uuid, count(*), count(*) FILTER (WHERE completed),
+           coalesce(sum(watched_s), 0)
+        FROM lecture_progress GROUP BY 1, 2;
 
--- The scores' own trigger fills the buckets as these rows go in.
-INSERT INTO analytics_scores (item_id, user_id, course_id, kind, max_points, score)
-SELECT a.quiz_id, a.user_id, q.course_id, 'quiz', q.max_points, max(a.score)
-    FROM quiz_attempts a JOIN quizzes q ON q.id = a.quiz_id
-    WHERE a.submitted_at IS NOT NULL AND a.score IS NOT NULL
-    GROUP BY a.quiz_id, a.user_id, q.course_id, q.max_points;
+    INSERT INTO analytics_lecture_reach (lecture_id, bucket, course_id, learners)
+    SELECT p.lecture_id, analytics_reach_bucket(p.watched, l.duration_s), l.course_id, count(*)
+        FROM lecture_progress p JOIN lectures l ON l.id = p.lecture_id
+        WHERE analytics_reach_bucket(p.watched, l.duration_s) IS NOT NULL
+        GROUP BY 1, 2, 3;
 
-INSERT INTO analytics_scores (item_id, user_id, course_id, kind, max_points, score, counted_at, counted_id)
-SELECT DISTINCT ON (s.assignment_id, s.user_id) s.assignment_id, s.user_id, a.course_id, 'assignment', a.max_points,
-       s.grade, s.submitted_at, s.id
-    FROM submissions s JOIN assignments a ON a.id = s.assignment_id
-    WHERE s.grade IS NOT NULL
-    ORDER BY s.assignment_id, s.user_id, s.submitted_at DESC, s.id DESC;
+    -- The scores' own trigger fills the buckets as these rows go in.
+    INSERT INTO analytics_scores (item_id, user_id, course_id, kind, max_points, score)
+    SELECT a.quiz_id, a.user_id, q.course_id, 'quiz', q.max_points, max(a.score)
+        FROM quiz_attempts a JOIN quizzes q ON q.id = a.quiz_id
+        WHERE a.submitted_at IS NOT NULL AND a.score IS NOT NULL
+        GROUP BY a.quiz_id, a.user_id, q.course_id, q.max_points;
 
-INSERT INTO analytics_contest_participants (contest_id, community_id, user_id)
-SELECT DISTINCT contest_id, community_id, user_id FROM contest_submissions;
+    INSERT INTO analytics_scores (item_id, user_id, course_id, kind, max_points, score, counted_at, counted_id)
+    SELECT DISTINCT ON (s.assignment_id, s.user_id) s.assignment_id, s.user_id, a.course_id, 'assignment', a.max_points,
+           s.grade, s.submitted_at, s.id
+        FROM submissions s JOIN assignments a ON a.id = s.assignment_id
+        WHERE s.grade IS NOT NULL
+        ORDER BY s.assignment_id, s.user_id, s.submitted_at DESC, s.id DESC;
 
-INSERT INTO analytics_contest_stats (contest_id, community_id, participants, submissions, accepted)
-SELECT contest_id, community_id, count(DISTINCT user_id), count(*), count(*) FILTER (WHERE verdict = 'accepted')
-    FROM contest_submissions GROUP BY 1, 2;
+    INSERT INTO analytics_contest_participants (contest_id, community_id, user_id)
+    SELECT DISTINCT contest_id, community_id, user_id FROM contest_submissions;
+
+    INSERT INTO analytics_contest_stats (contest_id, community_id, participants, submissions, accepted)
+    SELECT contest_id, community_id, count(DISTINCT user_id), count(*), count(*) FILTER (WHERE verdict = 'accepted')
+        FROM contest_submissions GROUP BY 1, 2;
+END $$;
+
+SELECT analytics_rebuild();
