@@ -29,6 +29,11 @@ async def ok(api: ApiClient, method: str, path: str, actor: Actor, **kw: Any) ->
     return body
 
 
+def at(day: date) -> datetime:
+    """Noon (UTC) of ``day``."""
+    return datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+
+
 def week_of(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
@@ -47,7 +52,9 @@ async def test_a_scripted_course_has_the_numbers_counted_by_hand(api: ApiClient)
     l2 = await ok(api, "POST", f"/courses/{cid}/lectures", owner, json=lecture_body("Two", 200.0))
     l3 = await ok(api, "POST", f"/courses/{cid}/lectures", owner, json=lecture_body("Three", 50.0))
     await ok(api, "POST", f"/courses/{cid}/publish", owner)
-    ada, bob, cyd, dan, eve, fay = [await api.user("student", name=n) for n in "Ada Bob Cyd Dan Eve Fay".split()]
+    ada, bob, cyd, dan, eve, fay = [
+        await api.user("student", name=n) for n in ("Ada", "Bob", "Cyd", "Dan", "Eve", "Fay")
+    ]
     for learner in (ada, bob, cyd, dan):
         await ok(api, "POST", f"/courses/{cid}/enroll", learner)
     status, _ = await api.call("DELETE", f"/courses/{cid}/enroll", dan)
@@ -56,7 +63,6 @@ async def test_a_scripted_course_has_the_numbers_counted_by_hand(api: ApiClient)
     # Eve enrolled three days ago and watched half of lecture One that day; Fay enrolled ten days ago and never
     # watched: history written as it was then (the triggers count it on its own days).
     three_ago, ten_ago = today - timedelta(days=3), today - timedelta(days=10)
-    at = lambda d: datetime(d.year, d.month, d.day, 12, tzinfo=UTC)  # noqa: E731
     for learner, day in ((eve, three_ago), (fay, ten_ago)):
         await pool.execute(
             "INSERT INTO enrollments (id, user_id, course_id, created_at) VALUES ($1, $2, $3, $4)",
@@ -169,7 +175,11 @@ async def test_a_scripted_course_has_the_numbers_counted_by_hand(api: ApiClient)
     by_id = {str(r["lecture_id"]): r for r in raw}
     for lec in got["lectures"]:
         r = by_id[lec["lecture_id"]]
-        assert (lec["viewers"], lec["completions"], lec["watched_s"]) == (r["viewers"], r["completions"], r["watched_s"])
+        assert (lec["viewers"], lec["completions"], lec["watched_s"]) == (
+            r["viewers"],
+            r["completions"],
+            r["watched_s"],
+        )
 
 
 async def test_who_may_see_the_dashboards(api: ApiClient) -> None:
@@ -257,7 +267,8 @@ async def test_community_admins_see_contest_participation(api: ApiClient) -> Non
         )  # fmt: skip
     # The helper's submission is judged accepted later.
     await pool.execute(
-        "UPDATE contest_submissions SET verdict = 'accepted', judged_at = now() WHERE user_id = $1", uuid.UUID(helper.id)
+        "UPDATE contest_submissions SET verdict = 'accepted', judged_at = now() WHERE user_id = $1",
+        uuid.UUID(helper.id),
     )
     got = await ok(api, "GET", f"/communities/{cid}/analytics", helper)
     assert (got["name"], got["members"]) == (community["name"], 3)
@@ -286,7 +297,8 @@ async def test_data_from_before_the_migration_is_backfilled(server_url: str) -> 
             owner, a, b = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
             for u in (owner, a, b):
                 await conn.execute(
-                    "INSERT INTO users (id, email, password_hash, display_name, role) VALUES ($1, $2, 'x', 'U', 'student')",
+                    "INSERT INTO users (id, email, password_hash, display_name, role)"
+                    " VALUES ($1, $2, 'x', 'U', 'student')",
                     u, f"{u}@example.com",
                 )  # fmt: skip
             course, lec = uuid.uuid4(), uuid.uuid4()
@@ -302,8 +314,9 @@ async def test_data_from_before_the_migration_is_backfilled(server_url: str) -> 
                 uuid.uuid4(), a, course, d1, d2, uuid.uuid4(), b,
             )  # fmt: skip
             await conn.execute(
-                "INSERT INTO lecture_progress (user_id, lecture_id, course_id, position_s, completed, watched, watched_s,"
-                " updated_at) VALUES ($1, $3, $4, 100, true, '{0,100}', 100, $5), ($2, $3, $4, 40, false, '{0,40}', 40, $5)",
+                "INSERT INTO lecture_progress (user_id, lecture_id, course_id, position_s, completed, watched,"
+                " watched_s, updated_at) VALUES ($1, $3, $4, 100, true, '{0,100}', 100, $5),"
+                " ($2, $3, $4, 40, false, '{0,40}', 40, $5)",
                 a, b, lec, course, d2,
             )  # fmt: skip
         finally:
@@ -316,9 +329,13 @@ async def test_data_from_before_the_migration_is_backfilled(server_url: str) -> 
                 " ORDER BY day", course,
             )  # fmt: skip
             assert [tuple(r) for r in days] == [(d1.date(), 1, 0, 0), (d2.date(), 1, 1, 2)]
-            assert await conn.fetchval("SELECT active_learners FROM analytics_course_weeks WHERE course_id = $1", course) == 2
+            assert (
+                await conn.fetchval("SELECT active_learners FROM analytics_course_weeks WHERE course_id = $1", course)
+                == 2
+            )
             stats = await conn.fetchrow(
-                "SELECT sum(viewers), sum(completions), sum(watched_s) FROM analytics_lecture_stats WHERE lecture_id = $1",
+                "SELECT sum(viewers), sum(completions), sum(watched_s) FROM analytics_lecture_stats"
+                " WHERE lecture_id = $1",
                 lec,
             )  # fmt: skip
             assert tuple(stats) == (2, 1, 140.0)
@@ -336,14 +353,26 @@ async def test_data_from_before_the_migration_is_backfilled(server_url: str) -> 
                 " ORDER BY bucket", lec,
             )  # fmt: skip
             assert [tuple(r) for r in reach] == [(12, 1), (19, 1)]
-            assert await conn.fetchval(
-                "SELECT active_learners FROM analytics_course_days WHERE course_id = $1 AND day = '2026-01-08'", course
-            ) == 1
-            assert await conn.fetchval("SELECT active_learners FROM analytics_course_weeks WHERE course_id = $1", course) == 2
+            assert (
+                await conn.fetchval(
+                    "SELECT active_learners FROM analytics_course_days WHERE course_id = $1 AND day = '2026-01-08'",
+                    course,
+                )
+                == 1
+            )
+            assert (
+                await conn.fetchval("SELECT active_learners FROM analytics_course_weeks WHERE course_id = $1", course)
+                == 2
+            )
             # What the triggers keep equals a rebuild from the raw rows (analytics_rebuild, the backfill), but for the
             # activity history the raw rows no longer hold (b was also active on the 7th).
-            snapshot = "SELECT lecture_id, sum(viewers), sum(completions), sum(watched_s) FROM analytics_lecture_stats GROUP BY 1"
-            reach_q = "SELECT lecture_id, bucket, learners FROM analytics_lecture_reach WHERE learners > 0 ORDER BY 1, 2"
+            snapshot = (
+                "SELECT lecture_id, sum(viewers), sum(completions), sum(watched_s) FROM analytics_lecture_stats"
+                " GROUP BY 1"
+            )
+            reach_q = (
+                "SELECT lecture_id, bucket, learners FROM analytics_lecture_reach WHERE learners > 0 ORDER BY 1, 2"
+            )
             days_q = "SELECT course_id, day, enrollments, completions FROM analytics_course_days ORDER BY 1, 2"
             kept = [await conn.fetch(q) for q in (snapshot, reach_q, days_q)]
             await conn.execute("SELECT analytics_rebuild()")

@@ -39,7 +39,9 @@ class WeekCount(BaseModel):
 
 class Activity(BaseModel):
     daily: list[DayCount] = Field(description="Distinct learners who reported progress each day of the window.")
-    weekly: list[WeekCount] = Field(description="Distinct learners who reported progress each week touching the window.")
+    weekly: list[WeekCount] = Field(
+        description="Distinct learners who reported progress each week touching the window."
+    )
 
 
 class LectureStats(BaseModel):

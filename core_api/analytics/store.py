@@ -93,9 +93,7 @@ async def platform_days(conn: Connection) -> list[Record]:
 
 
 async def platform_weeks(conn: Connection, since: date) -> list[Record]:
-    return list(
-        await conn.fetch("SELECT week, active_learners FROM analytics_platform_weeks WHERE week >= $1", since)
-    )
+    return list(await conn.fetch("SELECT week, active_learners FROM analytics_platform_weeks WHERE week >= $1", since))
 
 
 async def platform_counts(conn: Connection) -> Record:

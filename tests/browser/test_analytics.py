@@ -56,13 +56,17 @@ def test_the_owner_reads_the_course_analytics(open_page: OpenPage, web_server: W
     welcome = funnel.get_by_role("row").filter(has_text="1. Welcome")
     # Welcome: opened by 3; completed (90 % of it) by the one who played all 60 s.
     expect(welcome.get_by_role("cell")).to_have_text(["3", "1", "33%"])
-    expect(funnel.get_by_role("row").filter(has_text="2. Deep dive").get_by_role("cell")).to_have_text(["1", "1", "33%"])
+    expect(funnel.get_by_role("row").filter(has_text="2. Deep dive").get_by_role("cell")).to_have_text(
+        ["1", "1", "33%"]
+    )
     expect(page.get_by_role("img", name="Enrollments per day: 3 new in 30 days", exact=False)).to_be_visible()
     watch = page.get_by_role("article", name="Watch time of Welcome")
     expect(watch).to_contain_text("2 min watched by 3 learners")  # 20 + 45 + 60 s = 125 s
     expect(watch.get_by_role("img", name="Retention of Welcome: 33% reached the last twentieth")).to_be_visible()
     scores = page.get_by_role("article", name="Scores of Essay")
-    expect(scores.get_by_role("img", name="Score distribution of Essay: 3 graded, mean 6.83 of 10 points")).to_be_visible()
+    expect(
+        scores.get_by_role("img", name="Score distribution of Essay: 3 graded, mean 6.83 of 10 points")
+    ).to_be_visible()
     page.screenshot(path=screenshots / "analytics-course-desktop.png", full_page=True)
 
     # The 7-day window redraws the series.
