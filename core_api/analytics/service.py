@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from datetime import date, timedelta
+from typing import Any
 
 from core_api.analytics import core, store
 from core_api.analytics.schemas import (
@@ -13,13 +13,10 @@ from core_api.analytics.schemas import (
     ContestParticipation,
     CourseAnalytics,
     CourseRank,
-    CourseTotals,
     DayCount,
     EnrollmentDay,
-    LectureStats,
     PlatformAnalytics,
     PlatformTotals,
-    ScoreStats,
     WeekCount,
 )
 from core_api.communities import ADMIN, acting_rank, visible_community
@@ -30,9 +27,13 @@ from core_api.errors import forbidden, invalid
 from core_api.http import Principal
 
 
-def _window(app: Core, days: int, today: date) -> date:
+def _check_days(app: Core, days: int) -> None:
     if days > app.settings.analytics_max_days:
         raise invalid(f"days must be at most {app.settings.analytics_max_days}; got {days}", field="days")
+
+
+def _window(app: Core, days: int, today: date) -> date:
+    _check_days(app, days)
     return today - timedelta(days=days - 1)
 
 
@@ -60,86 +61,89 @@ def _weekly(rows: list[Record], since: date, until: date) -> list[WeekCount]:
     return [WeekCount(week=w, count=n) for w, n in zip(keys, core.fill(keys, values), strict=True)]
 
 
-def _lecture(r: Record, reach_rows: dict[int, int], enrolled: int) -> LectureStats:
-    duration = float(r["duration_s"])
-    reach = core.buckets(reach_rows, core.REACH_BUCKETS) if duration > 0 else []
+def _lecture(item: list[Any], enrolled: int) -> dict[str, Any]:
+    """One lecture's stats from its row of the dashboard query: id, title, position, duration, viewers,
+    completions, seconds watched, reach (bucket -> learners, or null)."""
+    lecture_id, title, position, duration, viewers, completions, watched, reach_by = item
+    duration = float(duration)
+    counts = {int(k): v for k, v in (reach_by or {}).items()}
+    reach = core.buckets(counts, core.REACH_BUCKETS) if duration > 0 else []
     bucket = core.drop_off(reach) if reach else None
-    viewers = int(r["viewers"])
-    return LectureStats(
-        lecture_id=r["id"],
-        title=r["title"],
-        position=r["position"],
-        duration_s=duration,
-        viewers=viewers,
-        completions=int(r["completions"]),
-        completion_rate=core.share(int(r["completions"]), enrolled),
-        watched_s=core.seconds(float(r["watched_s"])),
-        average_watched_s=core.seconds(float(r["watched_s"]) / viewers) if viewers else 0.0,
-        reach=reach,
-        retention=core.retention(reach) if reach else [],
-        drop_off_bucket=bucket,
-        drop_off_at_s=core.seconds(duration * bucket / core.REACH_BUCKETS) if bucket is not None else None,
-    )
+    return {
+        "lecture_id": lecture_id,
+        "title": title,
+        "position": position,
+        "duration_s": duration,
+        "viewers": viewers,
+        "completions": completions,
+        "completion_rate": core.share(completions, enrolled),
+        "watched_s": core.seconds(float(watched)),
+        "average_watched_s": core.seconds(float(watched) / viewers) if viewers else 0.0,
+        "reach": reach,
+        "retention": core.retention(reach) if reach else [],
+        "drop_off_bucket": bucket,
+        "drop_off_at_s": core.seconds(duration * bucket / core.REACH_BUCKETS) if bucket is not None else None,
+    }
 
 
-def _scores(items: list[Record], rows: list[Record]) -> list[ScoreStats]:
-    by_item: dict[uuid.UUID, dict[int, int]] = defaultdict(dict)
-    sums: dict[uuid.UUID, float] = defaultdict(float)
-    for r in rows:
-        by_item[r["item_id"]][r["bucket"]] = r["learners"]
-        sums[r["item_id"]] += float(r["score_sum"])
-    out = []
-    for item in items:
-        counts = core.buckets(by_item.get(item["id"], {}), core.SCORE_BUCKETS)
-        graded = sum(counts)
-        out.append(
-            ScoreStats(
-                item_id=item["id"],
-                kind=item["kind"],
-                title=item["title"],
-                max_points=item["max_points"],
-                graded=graded,
-                mean=round(sums[item["id"]] / graded, 2) if graded else None,
-                buckets=counts,
-            )
-        )
-    return out
+def _score(item: list[Any]) -> dict[str, Any]:
+    """One assignment's or quiz's distribution from its row: kind, id, title, max points, bucket -> learners (or
+    null), the sum of their scores."""
+    kind, item_id, title, max_points, by_bucket, total = item
+    counts = core.buckets({int(k): v for k, v in (by_bucket or {}).items()}, core.SCORE_BUCKETS)
+    graded = sum(counts)
+    return {
+        "item_id": item_id,
+        "kind": kind,
+        "title": title,
+        "max_points": max_points,
+        "graded": graded,
+        "mean": round(float(total) / graded, 2) if graded else None,
+        "buckets": counts,
+    }
 
 
 async def course_analytics(app: Core, user: Principal, course_id: uuid.UUID, days: int) -> CourseAnalytics:
-    """A course's dashboard, for its owner and admins (403 for anyone else who can see the course)."""
+    """A course's dashboard, for its owner and admins (403 for anyone else who can see the course): two queries,
+    the course with the caller's rights and the dashboard from the rollups."""
+    _check_days(app, days)
     async with app.pool.acquire() as conn:
         course = await owned_course(conn, user, course_id)
-        until = await store.today(conn)
-        since = _window(app, days, until)
-        day_rows = await store.course_days(conn, course_id)
-        week_rows = await store.course_weeks(conn, course_id, core.week_of(since))
-        lecture_rows = await store.lectures(conn, course_id)
-        reach_rows = await store.reach(conn, course_id)
-        items = await store.score_items(conn, course_id)
-        bucket_rows = await store.score_buckets(conn, course_id)
-    enrollments, daily, enrolled, completed = _series(day_rows, since, until)
-    weekly = _weekly(week_rows, since, until)
-    reach: dict[uuid.UUID, dict[int, int]] = defaultdict(dict)
-    for r in reach_rows:
-        reach[r["lecture_id"]][r["bucket"]] = r["learners"]
-    lectures = [_lecture(r, reach[r["id"]], enrolled) for r in lecture_rows]
-    return CourseAnalytics(
-        course_id=course_id,
-        title=course["title"],
-        since=since,
-        until=until,
-        totals=CourseTotals(
-            enrolled=enrolled,
-            completed=completed,
-            active_today=daily[-1].count,
-            active_this_week=weekly[-1].count,
-            watched_s=core.seconds(sum(lec.watched_s for lec in lectures)),
-        ),
-        enrollments=enrollments,
-        active_learners=Activity(daily=daily, weekly=weekly),
-        lectures=lectures,
-        scores=_scores(items, bucket_rows),
+        row = await store.course_dashboard(conn, course_id, days)
+    until, since = row["until"], row["since"]
+    keys = core.days_between(since, until)
+    by_day = {date.fromisoformat(d): (n, c, a) for d, n, c, a in row["days"]}
+    counted = [by_day.get(k, (0, 0, 0)) for k in keys]
+    totals = core.cumulative(int(row["enrolled_before"]), [c[0] for c in counted])
+    weeks = core.weeks_between(since, until)
+    by_week = {date.fromisoformat(w): n for w, n in row["weeks"]}
+    weekly = [{"week": w, "count": by_week.get(w, 0)} for w in weeks]
+    enrolled, completed = (int(n) for n in row["all_time"])
+    lectures = [_lecture(item, enrolled) for item in row["lectures"]]
+    return CourseAnalytics.model_validate(
+        {
+            "course_id": course_id,
+            "title": course["title"],
+            "since": since,
+            "until": until,
+            "totals": {
+                "enrolled": enrolled,
+                "completed": completed,
+                "active_today": counted[-1][2],
+                "active_this_week": weekly[-1]["count"],
+                "watched_s": core.seconds(sum(lec["watched_s"] for lec in lectures)),
+            },
+            "enrollments": [
+                {"day": k, "enrollments": c[0], "completions": c[1], "total": t}
+                for k, c, t in zip(keys, counted, totals, strict=True)
+            ],
+            "active_learners": {
+                "daily": [{"day": k, "count": c[2]} for k, c in zip(keys, counted, strict=True)],
+                "weekly": weekly,
+            },
+            "lectures": lectures,
+            "scores": [_score(item) for item in row["scores"]],
+        }
     )
 
 

@@ -15,74 +15,45 @@ async def today(conn: Connection) -> date:
     return value
 
 
-async def course_days(conn: Connection, course_id: uuid.UUID) -> list[Record]:
-    """Every day of the course with something counted (a course has one row per day at most)."""
-    return list(
-        await conn.fetch(
-            "SELECT day, enrollments, completions, active_learners FROM analytics_course_days WHERE course_id = $1",
-            course_id,
-        )
-    )
+# A course's whole dashboard in one round trip: each part a json array (decoded by the pool's codec), read from the
+# rollups by their course index. $1 the course, $2 the window in days.
+_COURSE_DASHBOARD = """
+WITH span AS (SELECT analytics_day(now()) AS until, analytics_day(now()) - ($2::int - 1) AS since)
+SELECT span.until, span.since,
+  (SELECT coalesce(sum(enrollments), 0) FROM analytics_course_days WHERE course_id = $1 AND day < span.since)
+      AS enrolled_before,
+  (SELECT json_build_array(coalesce(sum(enrollments), 0), coalesce(sum(completions), 0))
+     FROM analytics_course_days WHERE course_id = $1) AS all_time,
+  (SELECT coalesce(json_agg(json_build_array(day, enrollments, completions, active_learners)), '[]')
+     FROM analytics_course_days WHERE course_id = $1 AND day >= span.since) AS days,
+  (SELECT coalesce(json_agg(json_build_array(week, active_learners)), '[]')
+     FROM analytics_course_weeks WHERE course_id = $1 AND week >= analytics_week(span.since)) AS weeks,
+  (SELECT coalesce(json_agg(json_build_array(l.id, l.title, l.position, l.duration_s, coalesce(s.viewers, 0),
+                                             coalesce(s.completions, 0), coalesce(s.watched_s, 0), r.reach)
+                            ORDER BY l.position, l.created_at, l.id), '[]')
+     FROM lectures l
+     LEFT JOIN (SELECT lecture_id, sum(viewers) AS viewers, sum(completions) AS completions, sum(watched_s) AS watched_s
+                FROM analytics_lecture_stats WHERE course_id = $1 GROUP BY lecture_id) s ON s.lecture_id = l.id
+     LEFT JOIN (SELECT lecture_id, json_object_agg(bucket, learners) AS reach
+                FROM analytics_lecture_reach WHERE course_id = $1 AND learners > 0 GROUP BY lecture_id) r
+            ON r.lecture_id = l.id
+     WHERE l.course_id = $1) AS lectures,
+  (SELECT coalesce(json_agg(json_build_array(i.kind, i.id, i.title, i.max_points, b.counts, b.total)
+                            ORDER BY i.created_at, i.id), '[]')
+     FROM (SELECT 'assignment' AS kind, id, title, max_points, created_at FROM assignments WHERE course_id = $1
+           UNION ALL
+           SELECT 'quiz', id, title, max_points, created_at FROM quizzes WHERE course_id = $1) i
+     LEFT JOIN (SELECT item_id, json_object_agg(bucket, learners) AS counts, sum(score_sum) AS total
+                FROM analytics_score_buckets WHERE course_id = $1 AND learners > 0 GROUP BY item_id) b
+            ON b.item_id = i.id) AS scores
+FROM span"""
 
 
-async def course_weeks(conn: Connection, course_id: uuid.UUID, since: date) -> list[Record]:
-    return list(
-        await conn.fetch(
-            "SELECT week, active_learners FROM analytics_course_weeks WHERE course_id = $1 AND week >= $2",
-            course_id,
-            since,
-        )
-    )
-
-
-async def lectures(conn: Connection, course_id: uuid.UUID) -> list[Record]:
-    """The course's lectures in order, with their stats summed over the shards."""
-    return list(
-        await conn.fetch(
-            """SELECT l.id, l.title, l.position, l.duration_s,
-                      coalesce(s.viewers, 0) AS viewers, coalesce(s.completions, 0) AS completions,
-                      coalesce(s.watched_s, 0) AS watched_s
-               FROM lectures l
-               LEFT JOIN (SELECT lecture_id, sum(viewers) AS viewers, sum(completions) AS completions,
-                                 sum(watched_s) AS watched_s
-                          FROM analytics_lecture_stats WHERE course_id = $1 GROUP BY lecture_id) s
-                      ON s.lecture_id = l.id
-               WHERE l.course_id = $1 ORDER BY l.position, l.created_at, l.id""",
-            course_id,
-        )
-    )
-
-
-async def reach(conn: Connection, course_id: uuid.UUID) -> list[Record]:
-    return list(
-        await conn.fetch(
-            "SELECT lecture_id, bucket, learners FROM analytics_lecture_reach WHERE course_id = $1 AND learners > 0",
-            course_id,
-        )
-    )
-
-
-async def score_items(conn: Connection, course_id: uuid.UUID) -> list[Record]:
-    """The course's assignments and quizzes, oldest first (the gradebook's columns)."""
-    return list(
-        await conn.fetch(
-            """SELECT 'assignment' AS kind, id, title, max_points, created_at FROM assignments WHERE course_id = $1
-               UNION ALL
-               SELECT 'quiz', id, title, max_points, created_at FROM quizzes WHERE course_id = $1
-               ORDER BY created_at, id""",
-            course_id,
-        )
-    )
-
-
-async def score_buckets(conn: Connection, course_id: uuid.UUID) -> list[Record]:
-    return list(
-        await conn.fetch(
-            "SELECT item_id, bucket, learners, score_sum FROM analytics_score_buckets"
-            " WHERE course_id = $1 AND learners > 0",
-            course_id,
-        )
-    )
+async def course_dashboard(conn: Connection, course_id: uuid.UUID, days: int) -> Record:
+    """Everything a course dashboard shows, from the rollups (see ``_COURSE_DASHBOARD``)."""
+    row = await conn.fetchrow(_COURSE_DASHBOARD, course_id, days)
+    assert row is not None
+    return row
 
 
 # --- the platform --------------------------------------------------------------------------------------------
