@@ -339,20 +339,18 @@ async def test_data_from_before_the_migration_is_backfilled(server_url: str) -> 
                 lec,
             )  # fmt: skip
             assert tuple(stats) == (2, 1, 140.0)
-            reach = await conn.fetch(
-                "SELECT bucket, learners FROM analytics_lecture_reach WHERE lecture_id = $1 ORDER BY bucket", lec
+            reach_q = "SELECT learners FROM analytics_lecture_reach WHERE lecture_id = $1"
+            assert await conn.fetchval(reach_q, lec) == [0] * 8 + [1] + [0] * 10 + [1]
+            totals = await conn.fetchrow(
+                "SELECT enrolled, completed FROM analytics_course_totals WHERE course_id = $1", course
             )
-            assert [tuple(r) for r in reach] == [(8, 1), (19, 1)]
+            assert tuple(totals) == (2, 1)
             # ... and the triggers carry on from there: b comes back later and watches to 60.
             await conn.execute(
                 "UPDATE lecture_progress SET watched = '{0,60}', watched_s = 60, updated_at = $3"
                 " WHERE user_id = $1 AND lecture_id = $2", b, lec, datetime(2026, 1, 8, 9, tzinfo=UTC),
             )  # fmt: skip
-            reach = await conn.fetch(
-                "SELECT bucket, learners FROM analytics_lecture_reach WHERE lecture_id = $1 AND learners > 0"
-                " ORDER BY bucket", lec,
-            )  # fmt: skip
-            assert [tuple(r) for r in reach] == [(12, 1), (19, 1)]
+            assert await conn.fetchval(reach_q, lec) == [0] * 12 + [1] + [0] * 6 + [1]
             assert (
                 await conn.fetchval(
                     "SELECT active_learners FROM analytics_course_days WHERE course_id = $1 AND day = '2026-01-08'",
@@ -370,13 +368,13 @@ async def test_data_from_before_the_migration_is_backfilled(server_url: str) -> 
                 "SELECT lecture_id, sum(viewers), sum(completions), sum(watched_s) FROM analytics_lecture_stats"
                 " GROUP BY 1"
             )
-            reach_q = (
-                "SELECT lecture_id, bucket, learners FROM analytics_lecture_reach WHERE learners > 0 ORDER BY 1, 2"
-            )
+            all_reach = "SELECT lecture_id, learners FROM analytics_lecture_reach ORDER BY 1"
             days_q = "SELECT course_id, day, enrollments, completions FROM analytics_course_days ORDER BY 1, 2"
-            kept = [await conn.fetch(q) for q in (snapshot, reach_q, days_q)]
+            totals_q = "SELECT * FROM analytics_course_totals ORDER BY 1"
+            queries = (snapshot, all_reach, days_q, totals_q)
+            kept = [await conn.fetch(q) for q in queries]
             await conn.execute("SELECT analytics_rebuild()")
-            assert [await conn.fetch(q) for q in (snapshot, reach_q, days_q)] == kept
+            assert [await conn.fetch(q) for q in queries] == kept
         finally:
             await conn.close()
     finally:

@@ -63,11 +63,10 @@ def _weekly(rows: list[Record], since: date, until: date) -> list[WeekCount]:
 
 def _lecture(item: list[Any], enrolled: int) -> dict[str, Any]:
     """One lecture's stats from its row of the dashboard query: id, title, position, duration, viewers,
-    completions, seconds watched, reach (bucket -> learners, or null)."""
-    lecture_id, title, position, duration, viewers, completions, watched, reach_by = item
+    completions, seconds watched, reach (learners per twentieth, or null)."""
+    lecture_id, title, position, duration, viewers, completions, watched, reached = item
     duration = float(duration)
-    counts = {int(k): v for k, v in (reach_by or {}).items()}
-    reach = core.buckets(counts, core.REACH_BUCKETS) if duration > 0 else []
+    reach = list(reached or [0] * core.REACH_BUCKETS) if duration > 0 else []
     bucket = core.drop_off(reach) if reach else None
     return {
         "lecture_id": lecture_id,
@@ -114,11 +113,11 @@ async def course_analytics(app: Core, user: Principal, course_id: uuid.UUID, day
     keys = core.days_between(since, until)
     by_day = {date.fromisoformat(d): (n, c, a) for d, n, c, a in row["days"]}
     counted = [by_day.get(k, (0, 0, 0)) for k in keys]
-    totals = core.cumulative(int(row["enrolled_before"]), [c[0] for c in counted])
+    enrolled, completed = (int(n) for n in (row["all_time"] or (0, 0)))
+    totals = core.cumulative(enrolled - sum(c[0] for c in counted), [c[0] for c in counted])
     weeks = core.weeks_between(since, until)
     by_week = {date.fromisoformat(w): n for w, n in row["weeks"]}
     weekly = [{"week": w, "count": by_week.get(w, 0)} for w in weeks]
-    enrolled, completed = (int(n) for n in row["all_time"])
     lectures = [_lecture(item, enrolled) for item in row["lectures"]]
     return CourseAnalytics.model_validate(
         {

@@ -20,23 +20,18 @@ async def today(conn: Connection) -> date:
 _COURSE_DASHBOARD = """
 WITH span AS (SELECT analytics_day(now()) AS until, analytics_day(now()) - ($2::int - 1) AS since)
 SELECT span.until, span.since,
-  (SELECT coalesce(sum(enrollments), 0) FROM analytics_course_days WHERE course_id = $1 AND day < span.since)
-      AS enrolled_before,
-  (SELECT json_build_array(coalesce(sum(enrollments), 0), coalesce(sum(completions), 0))
-     FROM analytics_course_days WHERE course_id = $1) AS all_time,
+  (SELECT json_build_array(enrolled, completed) FROM analytics_course_totals WHERE course_id = $1) AS all_time,
   (SELECT coalesce(json_agg(json_build_array(day, enrollments, completions, active_learners)), '[]')
      FROM analytics_course_days WHERE course_id = $1 AND day >= span.since) AS days,
   (SELECT coalesce(json_agg(json_build_array(week, active_learners)), '[]')
      FROM analytics_course_weeks WHERE course_id = $1 AND week >= analytics_week(span.since)) AS weeks,
   (SELECT coalesce(json_agg(json_build_array(l.id, l.title, l.position, l.duration_s, coalesce(s.viewers, 0),
-                                             coalesce(s.completions, 0), coalesce(s.watched_s, 0), r.reach)
+                                             coalesce(s.completions, 0), coalesce(s.watched_s, 0), r.learners)
                             ORDER BY l.position, l.created_at, l.id), '[]')
      FROM lectures l
      LEFT JOIN (SELECT lecture_id, sum(viewers) AS viewers, sum(completions) AS completions, sum(watched_s) AS watched_s
                 FROM analytics_lecture_stats WHERE course_id = $1 GROUP BY lecture_id) s ON s.lecture_id = l.id
-     LEFT JOIN (SELECT lecture_id, json_object_agg(bucket, learners) AS reach
-                FROM analytics_lecture_reach WHERE course_id = $1 AND learners > 0 GROUP BY lecture_id) r
-            ON r.lecture_id = l.id
+     LEFT JOIN analytics_lecture_reach r ON r.lecture_id = l.id
      WHERE l.course_id = $1) AS lectures,
   (SELECT coalesce(json_agg(json_build_array(i.kind, i.id, i.title, i.max_points, b.counts, b.total)
                             ORDER BY i.created_at, i.id), '[]')

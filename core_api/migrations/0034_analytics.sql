@@ -25,6 +25,13 @@ CREATE TABLE analytics_course_days (
 );
 CREATE INDEX analytics_course_days_day ON analytics_course_days (day);
 
+-- Per course: learners enrolled now and those who completed it (so a dashboard need not add up every day).
+CREATE TABLE analytics_course_totals (
+    course_id uuid PRIMARY KEY REFERENCES courses (id) ON DELETE CASCADE,
+    enrolled  integer NOT NULL DEFAULT 0,
+    completed integer NOT NULL DEFAULT 0
+);
+
 -- Per course and week (its Monday): distinct learners with progress that week.
 CREATE TABLE analytics_course_weeks (
     course_id       uuid NOT NULL REFERENCES courses (id) ON DELETE CASCADE,
@@ -75,14 +82,12 @@ CREATE TABLE analytics_lecture_stats (
 );
 CREATE INDEX analytics_lecture_stats_course ON analytics_lecture_stats (course_id);
 
--- Drop-off: how many learners' furthest watched point lies in each twentieth (bucket 0-19) of the lecture.
--- Written only when a learner's furthest point moves into another bucket.
+-- Drop-off: `learners[b + 1]` is how many learners' furthest watched point lies in the twentieth b (0-19) of the
+-- lecture; one row per lecture. Written only when a learner's furthest point moves into another twentieth.
 CREATE TABLE analytics_lecture_reach (
-    lecture_id uuid NOT NULL REFERENCES lectures (id) ON DELETE CASCADE,
-    bucket     smallint NOT NULL CHECK (bucket BETWEEN 0 AND 19),
+    lecture_id uuid PRIMARY KEY REFERENCES lectures (id) ON DELETE CASCADE,
     course_id  uuid NOT NULL REFERENCES courses (id) ON DELETE CASCADE,
-    learners   integer NOT NULL DEFAULT 0,
-    PRIMARY KEY (lecture_id, bucket)
+    learners   integer[] NOT NULL DEFAULT array_fill(0, ARRAY[20]) CHECK (cardinality(learners) = 20)
 );
 CREATE INDEX analytics_lecture_reach_course ON analytics_lecture_reach (course_id);
 
@@ -154,7 +159,34 @@ CREATE FUNCTION analytics_score_bucket(score double precision, max_points double
 -- --- enrollments ---------------------------------------------------------------------------------------------
 
 CREATE FUNCTION analytics_on_enrollment() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    d_enrolled integer := 0;
+    d_completed integer := 0;
+    r record;
 BEGIN
+    IF TG_OP = 'INSERT' THEN
+        d_enrolled := 1;
+    ELSIF TG_OP = 'DELETE' THEN
+        d_enrolled := -1;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        IF NEW.completed_at IS NOT NULL THEN
+            d_completed := 1;
+        END IF;
+        r := NEW;
+    ELSE
+        r := OLD;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        IF OLD.completed_at IS NOT NULL THEN
+            d_completed := d_completed - 1;
+        END IF;
+    END IF;
+    IF d_enrolled <> 0 OR d_completed <> 0 THEN
+        INSERT INTO analytics_course_totals (course_id, enrolled, completed) VALUES (r.course_id, d_enrolled, d_completed)
+            ON CONFLICT (course_id) DO UPDATE SET enrolled = analytics_course_totals.enrolled + d_enrolled,
+                completed = analytics_course_totals.completed + d_completed;
+    END IF;
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         IF TG_OP = 'DELETE' THEN
             UPDATE analytics_course_days SET enrollments = enrollments - 1
@@ -295,14 +327,18 @@ BEGIN
                     watched_s = analytics_lecture_stats.watched_s + d_watched;
     END IF;
     IF old_bucket IS DISTINCT FROM new_bucket THEN
-        IF old_bucket IS NOT NULL THEN
-            UPDATE analytics_lecture_reach SET learners = learners - 1
-                WHERE lecture_id = r.lecture_id AND bucket = old_bucket;
-        END IF;
-        IF new_bucket IS NOT NULL THEN
-            INSERT INTO analytics_lecture_reach (lecture_id, bucket, course_id, learners)
-                VALUES (r.lecture_id, new_bucket, r.course_id, 1)
-                ON CONFLICT (lecture_id, bucket) DO UPDATE SET learners = analytics_lecture_reach.learners + 1;
+        IF old_bucket IS NULL THEN
+            INSERT INTO analytics_lecture_reach (lecture_id, course_id) VALUES (r.lecture_id, r.course_id)
+                ON CONFLICT (lecture_id) DO NOTHING;
+            UPDATE analytics_lecture_reach SET learners[new_bucket + 1] = learners[new_bucket + 1] + 1
+                WHERE lecture_id = r.lecture_id;
+        ELSIF new_bucket IS NULL THEN
+            UPDATE analytics_lecture_reach SET learners[old_bucket + 1] = learners[old_bucket + 1] - 1
+                WHERE lecture_id = r.lecture_id;
+        ELSE
+            UPDATE analytics_lecture_reach SET learners[old_bucket + 1] = learners[old_bucket + 1] - 1,
+                                               learners[new_bucket + 1] = learners[new_bucket + 1] + 1
+                WHERE lecture_id = r.lecture_id;
         END IF;
     END IF;
     IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND NEW.updated_at > OLD.updated_at) THEN
@@ -414,7 +450,7 @@ CREATE TRIGGER analytics_contest_submissions AFTER INSERT OR UPDATE OF verdict O
 -- under the same locks). Activity history is what lecture_progress keeps: each learner's latest report per lecture.
 CREATE FUNCTION analytics_rebuild() RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    TRUNCATE analytics_course_days, analytics_course_weeks, analytics_course_learners, analytics_platform_days,
+    TRUNCATE analytics_course_days, analytics_course_totals, analytics_course_weeks, analytics_course_learners, analytics_platform_days,
         analytics_platform_weeks, analytics_platform_learners, analytics_lecture_stats, analytics_lecture_reach,
         analytics_scores, analytics_score_buckets, analytics_contest_participants, analytics_contest_stats;
 
@@ -457,11 +493,18 @@ BEGIN
            coalesce(sum(watched_s), 0)
         FROM lecture_progress GROUP BY 1, 2;
 
-    INSERT INTO analytics_lecture_reach (lecture_id, bucket, course_id, learners)
-    SELECT p.lecture_id, analytics_reach_bucket(p.watched, l.duration_s), l.course_id, count(*)
-        FROM lecture_progress p JOIN lectures l ON l.id = p.lecture_id
-        WHERE analytics_reach_bucket(p.watched, l.duration_s) IS NOT NULL
-        GROUP BY 1, 2, 3;
+    INSERT INTO analytics_lecture_reach (lecture_id, course_id, learners)
+    SELECT lecture_id, course_id, (SELECT array_agg(coalesce((counts ->> g::text)::int, 0) ORDER BY g)
+                                   FROM generate_series(0, 19) g)
+    FROM (SELECT lecture_id, course_id, jsonb_object_agg(bucket, n) AS counts
+          FROM (SELECT p.lecture_id, l.course_id, analytics_reach_bucket(p.watched, l.duration_s) AS bucket, count(*) AS n
+                FROM lecture_progress p JOIN lectures l ON l.id = p.lecture_id
+                WHERE analytics_reach_bucket(p.watched, l.duration_s) IS NOT NULL
+                GROUP BY 1, 2, 3) buckets
+          GROUP BY 1, 2) per_lecture;
+
+    INSERT INTO analytics_course_totals (course_id, enrolled, completed)
+    SELECT course_id, count(*), count(*) FILTER (WHERE completed_at IS NOT NULL) FROM enrollments GROUP BY 1;
 
     -- The scores' own trigger fills the buckets as these rows go in.
     INSERT INTO analytics_scores (item_id, user_id, course_id, kind, max_points, score)
