@@ -538,6 +538,32 @@ async def heartbeat_statements(db_url: str, lecture_ids: list[uuid.UUID], n: int
     return out
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU the processes have used so far (Linux /proc), in seconds; gone processes count 0."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def database_pids(db_url: str) -> list[int]:
+    """The Postgres backends serving the bench's database (the server's pool), to read their CPU."""
+    import asyncpg
+
+    conn = await asyncpg.connect(db_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return [r["pid"] for r in rows]
+
+
 async def set_rollup_trigger(db_url: str, enabled: bool) -> None:
     await _admin_sql(
         db_url, f"ALTER TABLE lecture_progress {'ENABLE' if enabled else 'DISABLE'} TRIGGER analytics_progress"
@@ -586,15 +612,22 @@ async def analytics_run(args: argparse.Namespace, server: Server) -> list[Result
                 "course dashboard": getter(f"/courses/{course}/analytics?days=30"),
                 "platform view": getter("/admin/analytics?days=30"),
             }
+            assert server.proc is not None
             for name, request in dashboards.items():
                 await closed_loop(session, request, 10, 1.0)  # warm-up
-                for res in (
-                    await closed_loop(session, request, 10, args.seconds),
-                    await open_loop(session, request, args.clients, args.seconds, args.rate),
-                ):
+                for open_rate in (None, args.rate):  # closed loop (10 clients), then open loop
+                    pids = await database_pids(db_url)
+                    before = cpu_seconds([server.proc.pid]), cpu_seconds(pids)
+                    if open_rate is None:
+                        res = await closed_loop(session, request, 10, args.seconds)
+                    else:
+                        res = await open_loop(session, request, args.clients, args.seconds, open_rate)
+                    app_cpu = (cpu_seconds([server.proc.pid]) - before[0]) * 1000 / max(1, res.requests)
+                    db_cpu = (cpu_seconds(pids) - before[1]) * 1000 / max(1, res.requests)
                     res.scenario = name
                     results.append(res)
                     print_row(res)
+                    print(f"#   CPU per request: server {app_cpu:.2f} ms, Postgres {db_cpu:.2f} ms", flush=True)
 
             # Heartbeats over HTTP: learners of the big course who never opened lectures 9 and 10 report their
             # position there, one second further each time (credited, so every report moves the rollups).
