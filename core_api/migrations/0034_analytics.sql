@@ -230,6 +230,11 @@ DECLARE
     prev_day date;
     prev_week date;
 BEGIN
+    -- The common case, a learner already counted today here and on the platform, reads two rows and writes none.
+    IF EXISTS (SELECT 1 FROM analytics_course_learners WHERE course_id = p_course AND user_id = p_user AND last_day >= d)
+       AND EXISTS (SELECT 1 FROM analytics_platform_learners WHERE user_id = p_user AND last_day >= d) THEN
+        RETURN;
+    END IF;
     SELECT last_day, last_week INTO prev_day, prev_week FROM analytics_course_learners
         WHERE course_id = p_course AND user_id = p_user FOR UPDATE;
     IF NOT FOUND THEN
@@ -296,9 +301,11 @@ BEGIN
     ELSE
         r := NEW;
     END IF;
-    SELECT duration_s INTO duration FROM lectures WHERE id = r.lecture_id;
-    IF NOT FOUND THEN
-        RETURN NULL;  -- the lecture is being deleted: its rollups go with it
+    IF TG_OP <> 'UPDATE' OR NEW.watched IS DISTINCT FROM OLD.watched THEN  -- the duration is needed for the reach
+        SELECT duration_s INTO duration FROM lectures WHERE id = r.lecture_id;
+        IF NOT FOUND THEN
+            RETURN NULL;  -- the lecture is being deleted: its rollups go with it
+        END IF;
     END IF;
     IF TG_OP = 'INSERT' THEN
         d_viewers := 1;
