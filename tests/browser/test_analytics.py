@@ -1,13 +1,17 @@
 """The analytics screens in the browser: a course's staff open them from the course, see the five sections with
-the numbers the course has, and a learner is refused; an admin sees the platform view."""
+the numbers the course has, and a learner is refused; an admin sees the platform view; a community's owner sees
+its contest participation, a plain member does not."""
 
 from __future__ import annotations
 
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from playwright.sync_api import expect
 
+from core_api.context import CORE
 from tests.browser.conftest import OpenPage, WebServer, log_in, rest
 
 
@@ -96,3 +100,49 @@ def test_an_admin_reads_the_platform_analytics(open_page: OpenPage, web_server: 
     expect(page.get_by_role("heading", name="Enrollments", exact=True)).to_be_visible()
     expect(page.get_by_role("heading", name="Active learners", exact=True)).to_be_visible()
     page.screenshot(path=screenshots / "analytics-admin-desktop.png", full_page=True)
+
+
+def test_a_community_admin_sees_contest_participation(
+    open_page: OpenPage, web_server: WebServer, screenshots: Path
+) -> None:
+    owner = web_server.user("Club Owner", role="instructor")
+    members = [web_server.user(f"Club Member {i}") for i in range(3)]
+    token = owner.token()
+    status, community = rest(web_server.url, "POST", "/communities", {"name": f"Club {uuid.uuid4().hex[:8]}"}, token)
+    assert status == 201
+    for member in members:
+        body = {"user_id": member.id}
+        assert rest(web_server.url, "POST", f"/communities/{community['id']}/members", body, token)[0] == 201
+    now = datetime.now(UTC)
+    war = {
+        "title": "Friday war", "organizer_id": community["id"], "communities": [community["id"]],
+        "problems": [{"title": "P", "tests": [{"stdin": "", "expected_output": "1"}]}],
+        "starts_at": (now - timedelta(hours=1)).isoformat(), "ends_at": (now + timedelta(hours=1)).isoformat(),
+    }  # fmt: skip
+    status, contest = rest(web_server.url, "POST", "/contests", war, token)
+    assert status == 201, contest
+    # Two members submit (stored as the judge stores verdicts; no sandbox needed): 3 submissions, 1 accepted.
+    for member, verdict in ((members[0], "wrong_answer"), (members[0], "accepted"), (members[1], "wrong_answer")):
+        insert = web_server.app[CORE].pool.execute(
+            "INSERT INTO contest_submissions (id, contest_id, problem_id, user_id, community_id, language,"
+            " source, submitted_at, verdict, judged_at) VALUES ($1, $2, $3, $4, $5, 'python', 'print(1)', now(),"
+            " $6, now())",
+            uuid.uuid4(), uuid.UUID(contest["id"]), uuid.UUID(contest["problems"][0]["id"]),
+            uuid.UUID(member.id), uuid.UUID(community["id"]), verdict,
+        )  # fmt: skip
+        web_server.run(insert)
+
+    page = open_page()
+    log_in(page, owner)
+    page.goto(f"/communities/{community['id']}")
+    table = page.get_by_role("table", name="Contest participation")
+    row = table.get_by_role("row").filter(has_text="Friday war")
+    # 2 of the 4 members (the owner is one) took part.
+    expect(row.get_by_role("cell")).to_have_text(["2 (50%)", "3", "1", "Not final yet"])
+    page.screenshot(path=screenshots / "analytics-community-desktop.png", full_page=True)
+
+    member_page = open_page()
+    log_in(member_page, members[2])
+    member_page.goto(f"/communities/{community['id']}")
+    expect(member_page.get_by_role("heading", name="Members")).to_be_visible()
+    expect(member_page.get_by_role("heading", name="Contest participation")).to_have_count(0)

@@ -146,3 +146,27 @@ export function hoursText(seconds: number): string {
   if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
   return `${Math.round((seconds / 3600) * 10) / 10} h`;
 }
+
+export interface ContestParticipation {
+  contest_id: string;
+  title: string;
+  starts_at: string;
+  ends_at: string;
+  participants: number;
+  submissions: number;
+  accepted: number;
+  participation_rate: number;
+  score: number | null;
+  rank: number | null;
+}
+
+export interface CommunityAnalytics {
+  community_id: string;
+  name: string;
+  members: number;
+  contests: ContestParticipation[];
+}
+
+/** A community's contest participation (its admins and owner, platform admins). */
+export const communityAnalytics = (api: ApiClient, communityId: string): Promise<CommunityAnalytics> =>
+  api.get<CommunityAnalytics>(`/communities/${path(communityId)}/analytics`);
