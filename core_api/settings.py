@@ -544,6 +544,18 @@ class Settings(BaseSettings):
         le=200,
         description="Most courses `GET /me/continue` answers with (its `limit` is capped at this).",
     )
+    analytics_max_days: int = Field(
+        366,
+        ge=1,
+        le=366,
+        description="Longest window (`days`) of the analytics dashboards' day series; longer is refused (400).",
+    )
+    analytics_top_courses: int = Field(
+        10, ge=1, le=100, description="Courses listed in the platform analytics' `top_courses`."
+    )
+    analytics_max_contests: int = Field(
+        50, ge=1, le=500, description="Contests listed in a community's analytics (the latest ones)."
+    )
 
     # --- watch parties (watch_party/) ---
     watch_start_lead_s: float = Field(

@@ -39,6 +39,7 @@ from core_api import (
 from core_api.accounts import avatar as account_avatar
 from core_api.accounts import passwords as account_passwords
 from core_api.accounts import sessions as account_sessions
+from core_api.analytics import handlers as analytics_handlers
 from core_api.announcements import posts as announcement_posts
 from core_api.announcements import preferences as notification_preferences
 from core_api.announcements.reminders import Reminders
@@ -123,6 +124,7 @@ API = Api.combine(
     assignments.api,
     grading_handlers.api,  # quizzes and the gradebook (core_api/grading/)
     grading_bulk.api,  # grade sheets applied by a job
+    analytics_handlers.api,  # dashboards over the rollups of migration 0034 (core_api/analytics/)
     search_handlers.api,  # search over courses, lectures, chat and users (core_api/search/)
     communities.api,
     notifications.api,

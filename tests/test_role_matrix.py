@@ -353,6 +353,8 @@ ROWS: list[Row] = [
     Row("PUT", "/courses/{course}/prerequisites", only(200, 403, *STAFF), {"course_ids": []}),
     Row("GET", "/courses/{course}/learners", only(200, 403, *STAFF)),
     Row("GET", "/courses/{course}/learners/{learner}/progress", only(200, 403, *STAFF)),
+    Row("GET", "/courses/{course}/analytics", only(200, 403, *STAFF)),
+    Row("GET", "/admin/analytics", only(200, 403, "admin")),
     Row("GET", "/me/continue", everyone(200)),
     Row("GET", "/courses/{course}/lectures", everyone(200)),
     Row("POST", "/courses/{course}/lectures", only(201, 403, *STAFF), VIDEO),
@@ -419,6 +421,7 @@ ROWS: list[Row] = [
     Row("POST", "/communities/{community}/members", only(201, 403, *STAFF), lambda ids: {"user_id": ids["newcomer"]}),
     Row("PUT", "/communities/{community}/members/{learner}", only(200, 403, *STAFF), {"role": "admin"}),
     Row("DELETE", "/communities/{community}/members/{learner}", only(204, 403, *STAFF)),
+    Row("GET", "/communities/{community}/analytics", only(200, 403, *STAFF)),
     # rooms (room: in the public community, learner invited; proom: private, learner invited)
     Row("GET", "/rooms", everyone(200)),
     Row("POST", "/rooms", everyone(201), {"name": "Mine", "kind": "study", "visibility": "public"}),

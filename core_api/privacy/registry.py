@@ -52,6 +52,12 @@ REGISTRY: tuple[Personal, ...] = (
     Personal("submissions", "user_id", "delete"),
     Personal("submissions", "graded_by", "keep", "a grade given to someone else stays theirs", export=False),
     Personal("quiz_attempts", "user_id", "delete"),
+    # Analytics (migration 0034): the score that counts per item (deleting it takes it out of the distribution,
+    # by trigger), and the last day a learner was counted active. The counts themselves hold no one's id.
+    Personal("analytics_scores", "user_id", "delete"),
+    Personal("analytics_course_learners", "user_id", "delete"),
+    Personal("analytics_platform_learners", "user_id", "delete"),
+    Personal("analytics_contest_participants", "user_id", "delete"),
     Personal("teacher_applications", "user_id", "delete"),
     Personal("teacher_applications", "decided_by", "keep", "an admin's decision on someone else", export=False),
     Personal(

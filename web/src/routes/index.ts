@@ -28,6 +28,7 @@ export const routes: readonly RouteDef[] = [
   { path: "/courses/:id/edit", title: "Edit course", load: () => import("./courses/CourseEditor.svelte") },
   { path: "/courses/:id/learners", title: "Learners", load: () => import("./courses/LearnersPage.svelte") },
   { path: "/courses/:id/gradebook", title: "Gradebook", load: () => import("./courses/GradebookPage.svelte") },
+  { path: "/courses/:id/analytics", title: "Analytics", load: () => import("./courses/AnalyticsPage.svelte") },
   { path: "/quizzes/:id", title: "Quiz", load: () => import("./courses/QuizPage.svelte") },
   { path: "/courses/:id/lectures/:lid", title: "Lecture", load: () => import("./courses/LecturePage.svelte") },
   {
@@ -70,6 +71,7 @@ export const routes: readonly RouteDef[] = [
   { path: "/admin", title: "Administration", load: () => import("./admin/RolesPage.svelte") },
   { path: "/admin/audit", title: "Audit log", load: () => import("./admin/AuditPage.svelte") },
   { path: "/admin/teachers", title: "Applications to teach", load: () => import("./admin/TeachersPage.svelte") },
+  { path: "/admin/analytics", title: "Platform analytics", load: () => import("./admin/AnalyticsPage.svelte") },
 ];
 
 export const notFound: RouteDef = {
