@@ -283,3 +283,44 @@ def test_the_host_records_the_session_and_downloads_the_recording(
     host.get_by_role("button", name="Stop", exact=True).click()
     expect(host.get_by_role("status").filter(has_text="The live session has ended.")).to_be_visible()
     expect(host.get_by_role("status").filter(has_text="Recording saved")).to_be_visible()
+
+
+def test_a_course_sessions_recording_is_published_from_the_course_editor(
+    media_page: Callable[[User], Page], live_server: WebServer, screenshots: Path
+) -> None:
+    """The recording of a course's session waits among the course's lecture drafts; its owner names it and
+    publishes it, sees the processing's progress, and it becomes the course's last lecture."""
+    tag = uuid.uuid4().hex[:4]
+    owner = live_server.user(f"Uma Owner {tag}", role="instructor")
+    token = owner.token()
+    status, course = rest(live_server.url, "POST", "/courses", {"title": f"Optics {tag}"}, token)
+    assert status == 201, course
+    status, room = rest(live_server.url, "POST", "/rooms",
+                        {"name": f"Lab {tag}", "kind": "live", "visibility": "private"}, token)  # fmt: skip
+    assert status == 201, room
+    starts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 600))
+    planned = {"title": f"Prisms {tag}", "starts_at": starts, "course_id": course["id"]}
+    status, session = rest(live_server.url, "POST", f"/rooms/{room['id']}/live-sessions", planned, token)
+    assert status == 201, session
+    page = media_page(owner)
+    page.goto(f"/live/{session['id']}")
+    page.get_by_role("button", name="Go live", exact=True).click()
+    moving(page, "You (camera preview)")
+    page.get_by_role("button", name="Record", exact=True).click()
+    expect(page.get_by_role("button", name="Stop recording", exact=True)).to_be_visible()
+    time.sleep(3)
+    page.get_by_role("button", name="Stop recording", exact=True).click()
+    expect(page.get_by_role("status").filter(has_text="Recording saved")).to_be_visible()
+    page.get_by_role("button", name="Stop", exact=True).click()
+
+    page.goto(f"/courses/{course['id']}/edit")
+    drafts = page.get_by_role("region", name="Lecture drafts")
+    expect(drafts.get_by_role("listitem")).to_have_count(1)
+    drafts.get_by_label("Lecture title").fill(f"Prisms, recorded {tag}")
+    page.screenshot(path=str(screenshots / "course-lecture-drafts.png"), full_page=True)
+    drafts.get_by_role("button", name=f"Publish Prisms {tag}", exact=True).click()
+    lectures = page.get_by_role("list", name="Course lectures")
+    expect(lectures).to_contain_text(f"Prisms, recorded {tag}", timeout=120_000)
+    expect(page.get_by_role("region", name="Lecture drafts")).to_have_count(0)
+    status, listed = rest(live_server.url, "GET", f"/courses/{course['id']}/lectures", None, token)
+    assert status == 200 and [lec["media_kind"] for lec in listed["items"]] == ["hls"], listed

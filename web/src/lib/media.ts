@@ -35,6 +35,27 @@ export const startLectureVideo = (api: ApiClient, lectureId: string, uploadId: s
 export const getJob = (api: ApiClient, id: string): Promise<Job> => api.get(`/jobs/${path(id)}`);
 export const cancelJob = (api: ApiClient, id: string): Promise<Job> => api.request("DELETE", `/jobs/${path(id)}`);
 
+/** A live session's recording in a course, waiting for the course's staff to publish it (docs/live.md). */
+export interface LectureDraft {
+  id: string;
+  course_id: string;
+  title: string;
+  duration_s: number;
+  live_session_id: string | null;
+  created_by: string | null;
+  created_at: string;
+  state: "draft" | "publishing" | "published";
+  job_id: string | null;
+  lecture_id: string | null;
+}
+
+export const listLectureDrafts = (api: ApiClient, courseId: string): Promise<{ items: LectureDraft[] }> =>
+  api.get(`/courses/${path(courseId)}/lecture-drafts`);
+export const publishLectureDraft = (api: ApiClient, id: string, title: string): Promise<Job> =>
+  api.post(`/lecture-drafts/${path(id)}/publish`, { title });
+export const discardLectureDraft = (api: ApiClient, id: string): Promise<unknown> =>
+  api.request("DELETE", `/lecture-drafts/${path(id)}`);
+
 /** An upload under way: `done` resolves with the upload's id once every byte is stored. */
 export interface UploadHandle {
   done: Promise<string>;
