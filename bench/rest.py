@@ -133,7 +133,7 @@ def free_port() -> int:
 class Server:
     """`studyhall serve` in a child process pinned to CPU 0 (the load generator takes CPU 1)."""
 
-    def __init__(self, database_url: str | None, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, database_url: str | None, extra_env: dict[str, str] | None = None, *, pin: bool = True) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="studyhall-bench-")
         # Traversable by the embedded PostgreSQL's own user (the server refuses a data dir it cannot reach;
         # mkdtemp makes the directory private). The data dir inside keeps its own permissions.
@@ -146,6 +146,7 @@ class Server:
         self.db_name: str | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.env: dict[str, str] = {}
+        self.pin = pin  # False: the server (and the ffmpeg it runs) may use every core
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STUDYHALL_")}
@@ -159,7 +160,7 @@ class Server:
         env.update(self.extra_env)
         self.env = env
         cmd = [sys.executable, "-m", "realtime.cli", "serve", "--port", str(self.port)]
-        if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        if self.pin and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
             cmd = ["taskset", "-c", "0", *cmd]
         with self.log.open("wb") as log:  # a file, not a pipe nobody reads: a chatty server must not block
             self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
