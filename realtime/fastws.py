@@ -67,6 +67,7 @@ from typing import Any
 
 import socketio
 from aiohttp import web
+from aiohttp._websocket.helpers import websocket_mask as _websocket_mask
 from aiohttp.http_websocket import WS_KEY
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
@@ -1015,6 +1016,14 @@ class BinarySockets:
             self._pinger = None
 
 
+def unmask(payload: bytes, key: bytes) -> bytes:
+    """A client frame's payload unmasked with its 4-byte ``key`` (RFC 6455, 5.3), by aiohttp's unmasking
+    (C when built; aiohttp is pinned)."""
+    out = bytearray(payload)
+    _websocket_mask(key, out)
+    return bytes(out)
+
+
 class BinaryWebSocket(asyncio.Protocol):
     """A websocket for a binary message protocol that takes its connection from aiohttp after the upgrade.
 
@@ -1091,9 +1100,42 @@ class BinaryWebSocket(asyncio.Protocol):
         self.quiet = False
         ws = self._ws
         if ws is None:
+            if self._closer is None:
+                data = self._complete_frames(data)
+                if not data:
+                    return
             ws = self._ws = self.registry.get_parser()
         ws.receive_data(data)
         self._consume()
+
+    def _complete_frames(self, data: bytes) -> bytes:
+        """The fast path, taken between messages: the complete, unfragmented, masked binary frames at the
+        start of ``data`` (what clients send) are unmasked and handled here; what is left (a control,
+        text or fragmented frame, one cut short, one of 64 KB or more or over the limit, or past
+        ``_EVENTS_PER_TURN``) goes to wsproto from that frame on, with all its checks."""
+        pos, n = 0, len(data)
+        budget = _EVENTS_PER_TURN
+        limit = self.registry.max_message
+        while budget and n - pos >= 6:
+            if data[pos] != 0x82 or data[pos + 1] < 0x80:  # FIN, no RSV bits, binary; masked
+                break
+            length = data[pos + 1] & 0x7F
+            start = pos + 2
+            if length == 126:
+                length = int.from_bytes(data[start : start + 2], "big")
+                start += 2
+            elif length == 127:
+                break
+            end = start + 4 + length
+            if length > limit or end > n:
+                break
+            pos = end
+            budget -= 1
+            if not self._deliver(unmask(data[start + 4 : end], data[start : start + 4])):
+                break
+            if self._closer is not None:  # the handler closed it: wsproto looks for the client's answer
+                break
+        return data[pos:] if pos else data
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self not in self.registry.open:
@@ -1176,9 +1218,11 @@ class BinaryWebSocket(asyncio.Protocol):
         if not event.message_finished:
             return True
         self._parts = None
-        message = parts[0] if len(parts) == 1 else b"".join(parts)
+        return self._deliver(bytes(parts[0]) if len(parts) == 1 else b"".join(parts))
+
+    def _deliver(self, message: bytes) -> bool:
         try:
-            self.message_received(bytes(message))
+            self.message_received(message)
         except Exception:
             log.exception("websocket message handler failed")
             self.close(1011, "internal error; it has been logged")
