@@ -1173,8 +1173,11 @@ class BinaryWebSocket(asyncio.Protocol):
                     self._flush()
                     transport.write(ws.send(event.response()))
                     transport.close()
-                else:  # invalid frames: 1002, or 1007 for text that is not UTF-8
-                    self.close(event.code, event.reason or "protocol error")
+                else:  # invalid frames (1002, or 1007 for text that is not UTF-8): the connection is failed,
+                    # closed right after the close frame (RFC 6455 7.1.7; nothing more can be parsed anyway)
+                    self._flush()
+                    transport.write(close_frame(event.code, _utf8_cut(event.reason or "protocol error", 123)))
+                    transport.close()
                 return
             budget -= 1
             if budget == 0:
