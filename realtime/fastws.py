@@ -1041,7 +1041,9 @@ class BinaryWebSocket(asyncio.Protocol):
     these protocols send is small, and each compressing connection would cost a context).
     """
 
-    __slots__ = ("_closer", "_frames", "_loop", "_out", "_parts", "_size", "_ws", "quiet", "registry", "transport")
+    __slots__ = (
+        "_closer", "_frames", "_loop", "_out", "_parts", "_rest", "_size", "_ws", "quiet", "registry", "transport",
+    )  # fmt: skip
 
     def __init__(self, registry: BinarySockets) -> None:
         self.registry = registry
@@ -1051,6 +1053,7 @@ class BinaryWebSocket(asyncio.Protocol):
         self._size = 0
         self._frames = 0
         self._out: list[bytes] | None = None
+        self._rest: bytes | None = None  # the fast path's unread bytes: a frame cut short, or the next turn's
         self._loop = asyncio.get_running_loop()
         self.quiet = False  # pinged and nothing heard since
         self._closer: asyncio.TimerHandle | None = None  # our close frame sent: aborts if no answer comes
@@ -1101,6 +1104,8 @@ class BinaryWebSocket(asyncio.Protocol):
         ws = self._ws
         if ws is None:
             if self._closer is None:
+                if self._rest is not None:
+                    data, self._rest = self._rest + data, None
                 data = self._complete_frames(data)
                 if not data:
                     return
@@ -1109,16 +1114,20 @@ class BinaryWebSocket(asyncio.Protocol):
         self._consume()
 
     def _complete_frames(self, data: bytes) -> bytes:
-        """The fast path, taken between messages: the complete, unfragmented, masked binary frames at the
-        start of ``data`` (what clients send) are unmasked and handled here; what is left (a control,
-        text or fragmented frame, one cut short, one of 64 KB or more or over the limit, or past
-        ``_EVENTS_PER_TURN``) goes to wsproto from that frame on, with all its checks."""
+        """The fast path, taken between messages: the masked, unfragmented binary frames at the start of
+        ``data`` (what clients send) are unmasked and handled here, at most ``_EVENTS_PER_TURN`` per turn
+        of the loop (reading pauses meanwhile); a frame cut short waits in ``_rest`` for its end. What is
+        returned (from a control, text or fragmented frame on, one of 64 KB or more, or one over the
+        limit) goes to wsproto, with all its checks."""
         pos, n = 0, len(data)
         budget = _EVENTS_PER_TURN
         limit = self.registry.max_message
-        while budget and n - pos >= 6:
-            if data[pos] != 0x82 or data[pos + 1] < 0x80:  # FIN, no RSV bits, binary; masked
+        while pos < n:
+            if data[pos] != 0x82 or (n - pos > 1 and data[pos + 1] < 0x80):  # FIN, no RSV, binary; masked
                 break
+            if n - pos < 6:
+                self._rest = data[pos:]
+                return b""
             length = data[pos + 1] & 0x7F
             start = pos + 2
             if length == 126:
@@ -1126,9 +1135,20 @@ class BinaryWebSocket(asyncio.Protocol):
                 start += 2
             elif length == 127:
                 break
-            end = start + 4 + length
-            if length > limit or end > n:
+            if length > limit:
                 break
+            end = start + 4 + length
+            if end > n:
+                if length >= 16384:  # a large one is gathered by wsproto (no copy of the whole per read)
+                    break
+                self._rest = data[pos:]
+                return b""
+            if not budget:  # the rest in the next turn of the loop: other connections get theirs first
+                self._rest = data[pos:]
+                if self.transport is not None:
+                    self.transport.pause_reading()
+                self._loop.call_soon(self._continue)
+                return b""
             pos = end
             budget -= 1
             if not self._deliver(unmask(data[start + 4 : end], data[start : start + 4])):
@@ -1136,6 +1156,15 @@ class BinaryWebSocket(asyncio.Protocol):
             if self._closer is not None:  # the handler closed it: wsproto looks for the client's answer
                 break
         return data[pos:] if pos else data
+
+    def _continue(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.resume_reading()
+        if self._rest is not None and self._ws is None:
+            rest, self._rest = self._rest, None
+            self.data_received(rest)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self not in self.registry.open:

@@ -237,3 +237,29 @@ async def test_with_the_takeover_off_editors_still_converge_on_aiohttps_websocke
     finally:
         for c in clients:
             await c.close()
+
+
+async def test_frames_cut_anywhere_across_reads_arrive_whole(api: ApiClient) -> None:
+    alice, wid = await workspace(api)
+    watcher = YClient()
+    try:
+        await watcher.connect(base_of(api), wid, alice.token)
+        await watcher.wait_synced()
+        sock = await RawYjs.open_yjs(port_of(api), wid, alice.token)
+        doc: Doc[Any] = Doc()
+        updates: list[bytes] = []
+        doc.observe(lambda event: updates.append(event.update))
+        doc.get("files", type=Map)["cut.txt"] = Text("x" * 300)  # a frame with a 16-bit length
+        text = doc.get("files", type=Map)["cut.txt"]
+        text.insert(0, "a")
+        text.insert(0, "b")
+        stream = b"".join(frame(BINARY, update_message(u)) for u in updates)
+        for i in range(len(stream)):  # one byte per write, each read on its own
+            sock.send(stream[i : i + 1])
+            await sock.writer.drain()
+            if i % 50 == 0:
+                await asyncio.sleep(0.001)
+        await watcher.wait_until(lambda: watcher.text("cut.txt") == "ba" + "x" * 300)
+        sock.close()
+    finally:
+        await watcher.close()
