@@ -966,6 +966,9 @@ class BinarySockets:
         self.slow_consumers_cut = 0
         self._pinger: asyncio.Task[None] | None = None
         self.emptied: asyncio.Event | None = None  # set when the last one ends, while hanging up
+        # While one connection's frames are being handled: the connections given frames meanwhile, written
+        # once it is done (no extra turn of the loop for each write).
+        self.dirty: list[BinaryWebSocket] | None = None
 
     def get_parser(self) -> WSConnection:
         return self._parsers.pop() if self._parsers else WSConnection(ConnectionType.SERVER)
@@ -1035,7 +1038,9 @@ class BinaryWebSocket(asyncio.Protocol):
     message is handed to :meth:`message_received` **synchronously**, in order, in the turn it arrived: a
     subclass whose handling needs no ``await`` costs no task, queue or future per message.
 
-    :meth:`send` queues a binary frame; the frames queued in one turn of the loop leave in one ``write``.
+    :meth:`send` queues a binary frame; the frames queued for a connection while another connection's
+    frames are handled leave in one ``write`` right after them, and those queued elsewhere at the end of
+    the turn of the loop.
     A client with more than ``max_buffer`` bytes unsent is closed with 1013. Pings are answered, the
     client's close is echoed, a text message closes with 1003, per-message deflate is declined (what
     these protocols send is small, and each compressing connection would cost a context).
@@ -1101,6 +1106,19 @@ class BinaryWebSocket(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.quiet = False
+        registry = self.registry
+        if registry.dirty is not None:  # (not reached from asyncio; a handler that feeds another connection)
+            self._received(data)
+            return
+        dirty = registry.dirty = []
+        try:
+            self._received(data)
+        finally:
+            registry.dirty = None
+            for sock in dirty:
+                sock._flush()
+
+    def _received(self, data: bytes) -> None:
         ws = self._ws
         if ws is None:
             if self._closer is None:
@@ -1275,7 +1293,11 @@ class BinaryWebSocket(asyncio.Protocol):
         out = self._out
         if out is None:
             self._out = [header, payload]
-            self._loop.call_soon(self._flush)
+            dirty = self.registry.dirty
+            if dirty is not None:  # written when the frames being handled are done
+                dirty.append(self)
+            else:
+                self._loop.call_soon(self._flush)
         else:
             out.append(header)
             out.append(payload)
