@@ -576,19 +576,20 @@ class LiveResult:
     rss_before_mib: float
     rss_after_mib: float
     loadgen_cpu_pct: float
+    idle_cpu_pct: float
 
     def row(self) -> str:
         db = f"{self.db_cpu_s / self.edits * 1e6:.1f}" if self.db_cpu_s is not None else "—"
         return (f"| {self.server} | {self.edits:,} | {self.edits / self.seconds:,.0f} | "
                 f"{self.server_cpu_s / self.edits * 1e6:.1f} | {db} | {self.p50_ms:.1f} | {self.p99_ms:.1f} | "
                 f"{self.delivered:,}/{self.expected:,} | {self.rss_before_mib:.1f} → {self.rss_after_mib:.1f} | "
-                f"{self.loadgen_cpu_pct:.0f} |")  # fmt: skip
+                f"{self.loadgen_cpu_pct:.0f} | {self.idle_cpu_pct:.1f} |")  # fmt: skip
 
 
 LIVE_HEADER = (
     "| server | edits | edits/s | server CPU µs/edit | Postgres CPU µs/edit | p50 ms | p99 ms | updates delivered "
-    "| RSS before → after (MiB) | load-gen CPU % |\n"
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"
+    "| RSS before → after (MiB) | load-gen CPU % | server CPU % before, nobody typing |\n"
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"
 )
 
 
@@ -622,6 +623,9 @@ async def live_run(target: Target, editors_per_doc: int, readers_per_doc: int, r
     for ed in editors:
         ed.start()  # creates its file: not counted as an edit
     await asyncio.sleep(1.0)
+    idle_before = cpu_s(target.pid)
+    await asyncio.sleep(3.0)  # the server's own cost with everyone connected and nobody typing
+    idle_pct = (cpu_s(target.pid) - idle_before) / 3.0 * 100
     lat.samples.clear()
     rss_before = rss_mib(target.pid)
     me = psutil.Process()
@@ -662,7 +666,7 @@ async def live_run(target: Target, editors_per_doc: int, readers_per_doc: int, r
         c.close()
     ms = [x * 1e3 for x in lat.samples]
     return LiveResult(target.name, edits, seconds, server_cpu, db_cpu, pct(ms, 0.5), pct(ms, 0.99), delivered,
-                      expected, rss_before, rss_after, load_pct)  # fmt: skip
+                      expected, rss_before, rss_after, load_pct, idle_pct)  # fmt: skip
 
 
 async def idle_run(target: Target, n: int, settle_s: float) -> tuple[float, float]:
