@@ -1121,9 +1121,9 @@ class BinaryWebSocket(asyncio.Protocol):
     def _received(self, data: bytes) -> None:
         ws = self._ws
         if ws is None:
+            if self._rest is not None:
+                data, self._rest = self._rest + data, None
             if self._closer is None:
-                if self._rest is not None:
-                    data, self._rest = self._rest + data, None
                 data = self._complete_frames(data)
                 if not data:
                     return
