@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import gzip
 import json
 import os
 import platform
+import random
+import resource
 import shutil
 import signal
 import statistics
@@ -133,6 +136,7 @@ class Studyhall:
     database_url: str
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -147,6 +151,7 @@ class Studyhall:
             STUDYHALL_COLLAB_UNLOAD_DELAY_S="1",
             STUDYHALL_METRICS_TOKEN=METRICS_TOKEN,  # /metrics is served only with a token (or its own port)
         )
+        env.update(self.extra_env)
         profile = os.environ.get("BENCH_PROFILE")  # a path: profile the server with cProfile into PATH.<time>
         profiler = ["-m", "cProfile", "-o", f"{profile}.{time.time():.0f}"] if profile else []
         cmd = [sys.executable, *profiler, "-m", "realtime.cli", "serve", "--port", str(self.port)]
@@ -344,6 +349,459 @@ async def wait_unloaded(base: str, within: float = 120) -> None:
     raise RuntimeError("the document was not unloaded")
 
 
+# --- live editors: raw y-websocket clients, each operation its own transaction and message ----------
+
+
+TRACES = ("automerge-paper", "rustcode", "sveltecomponent")
+
+
+def load_ops(name: str) -> list[tuple[int, int, str]]:
+    """A trace's operations (position, deleted, inserted) from an empty document, in order."""
+    with gzip.open(TRACE.parent / f"{name}.json.gz", "rt", encoding="utf-8") as fh:
+        trace = json.load(fh)
+    assert not trace["startContent"], name
+    return [(pos, delete, insert) for txn in trace["txns"] for pos, delete, insert in txn["patches"]]
+
+
+def update_key(update: bytes) -> tuple[int, int] | None:
+    """(client id, clock) of an update's first new item; None for one that only deletes."""
+    clients, pos = protocol.read_var_uint(update, 0)
+    if not clients:
+        return None
+    _, pos = protocol.read_var_uint(update, pos)
+    client, pos = protocol.read_var_uint(update, pos)
+    clock, _ = protocol.read_var_uint(update, pos)
+    return client, clock
+
+
+class YConn(asyncio.Protocol):
+    """One y-websocket connection on a raw socket (the load generator must stay light): answers pings,
+    hands each binary message to ``on_message``."""
+
+    def __init__(self, host: str, path: str, on_message: Any) -> None:
+        self.host, self.path, self.on_message = host, path, on_message
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.upgraded = asyncio.get_running_loop().create_future()
+        self.closed = asyncio.get_running_loop().create_future()
+        self.close_code: int | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write((f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
+                         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                         ).encode())  # fmt: skip
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.upgraded.done():
+            self.upgraded.set_exception(ConnectionError(f"closed during the handshake: {exc}"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self.upgraded.done():
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(buf[:end]).decode("latin-1")
+            del buf[: end + 4]
+            if " 101 " not in head.split("\r\n", 1)[0] + " ":
+                self.upgraded.set_exception(ConnectionError(head.split("\r\n", 1)[0]))
+                return
+            self.upgraded.set_result(None)
+        pos = 0
+        n = len(buf)
+        while n - pos >= 2:
+            b0, b1 = buf[pos], buf[pos + 1] & 0x7F
+            start = pos + 2
+            if b1 == 126:
+                if n - start < 2:
+                    break
+                b1 = int.from_bytes(buf[start : start + 2], "big")
+                start += 2
+            elif b1 == 127:
+                if n - start < 8:
+                    break
+                b1 = int.from_bytes(buf[start : start + 8], "big")
+                start += 8
+            if n - start < b1:
+                break
+            payload = bytes(buf[start : start + b1])
+            pos = start + b1
+            opcode = b0 & 0x0F
+            if opcode == 2:
+                self.on_message(payload)
+            elif opcode == 9:
+                self.send(payload, 0xA)
+            elif opcode == 8:
+                self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                self.send(payload[:2], 0x8)
+                assert self.transport is not None
+                self.transport.close()
+                break
+        del buf[:pos]
+
+    def send(self, payload: bytes, opcode: int = 0x2) -> None:
+        """A masked frame (with a zero mask: the payload goes as it is)."""
+        n = len(payload)
+        if n < 126:
+            header = bytes((0x80 | opcode, 0x80 | n))
+        elif n < 65536:
+            header = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+        else:
+            header = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(header + b"\0\0\0\0" + payload)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.send(b"\x03\xe8", 0x8)
+            self.transport.close()
+
+
+async def yconnect(port: int, path: str, on_message: Any) -> YConn:
+    loop = asyncio.get_running_loop()
+    _, conn = await loop.create_connection(lambda: YConn(f"127.0.0.1:{port}", path, on_message), "127.0.0.1", port)
+    await asyncio.wait_for(conn.upgraded, 60)
+    return conn
+
+
+@dataclass
+class Target:
+    """A running server and how to reach a document on it."""
+
+    name: str
+    port: int
+    pid: int
+    paths: list[str]  # one per workspace
+    pg_pids: list[int] = field(default_factory=list)
+
+
+class Editor:
+    """An editor: its own pycrdt document, one transaction per operation, each update sent as it is made
+    (what the official provider does); it records when each of its updates left."""
+
+    def __init__(self, ops: list[tuple[int, int, str]], file: str, sent_at: dict[tuple[int, int], float]) -> None:
+        self.ops, self.sent_at = ops, sent_at
+        self.doc: Doc[Any] = Doc()
+        self.conn: YConn | None = None
+        self.next = 0
+        self.sent = 0
+        self.doc.observe(self._on_update)
+        files = self.doc.get("files", type=Map)
+        self.file = file
+        self.files = files
+
+    def _on_update(self, event: Any) -> None:
+        if self.conn is None:
+            return
+        update = event.update
+        key = update_key(update)
+        if key is not None:
+            self.sent_at[key] = time.perf_counter()
+        self.conn.send(protocol.update_message(update))
+        self.sent += 1
+
+    def start(self) -> None:
+        self.files[self.file] = Text()
+
+    def step(self) -> bool:
+        """One operation of the trace; False once it is played out."""
+        if self.next >= len(self.ops):
+            return False
+        pos, delete, insert = self.ops[self.next]
+        self.next += 1
+        text = self.files[self.file]
+        with self.doc.transaction():
+            if delete:
+                del text[pos : pos + delete]
+            if insert:
+                text.insert(pos, insert)
+        return True
+
+
+class Latencies:
+    """Edit → other editors: when an update whose first item is known arrives at a connection (updates
+    that only delete carry no item and are not timed)."""
+
+    def __init__(self, sent_at: dict[tuple[int, int], float]) -> None:
+        self.sent_at = sent_at
+        self.samples: list[float] = []
+        self.received = 0
+
+    def receiver(self, record: bool, own: int | None = None, count: bool = False) -> Any:
+        """The ``on_message`` of a connection: times the updates of others (``own``: the editor's client id,
+        whose updates some servers echo back) if ``record``; counts the updates it gets if ``count``."""
+        sent_at, samples = self.sent_at, self.samples
+
+        def on_message(data: bytes) -> None:
+            if data[:2] != b"\x00\x02":  # only updates are timed (sync and awareness are not edits)
+                return
+            if count:
+                self.received += 1
+            if not record:
+                return
+            update, _ = protocol.read_var_bytes(data, 2)
+            key = update_key(update)
+            if key is not None and key[0] != own:
+                at = sent_at.get(key)
+                if at is not None:
+                    samples.append(time.perf_counter() - at)
+
+        return on_message
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+@dataclass
+class LiveResult:
+    server: str
+    edits: int
+    seconds: float
+    server_cpu_s: float
+    db_cpu_s: float | None
+    p50_ms: float
+    p99_ms: float
+    delivered: int
+    expected: int
+    rss_before_mib: float
+    rss_after_mib: float
+    loadgen_cpu_pct: float
+    idle_cpu_pct: float
+
+    def row(self) -> str:
+        db = f"{self.db_cpu_s / self.edits * 1e6:.1f}" if self.db_cpu_s is not None else "—"
+        return (f"| {self.server} | {self.edits:,} | {self.edits / self.seconds:,.0f} | "
+                f"{self.server_cpu_s / self.edits * 1e6:.1f} | {db} | {self.p50_ms:.1f} | {self.p99_ms:.1f} | "
+                f"{self.delivered:,}/{self.expected:,} | {self.rss_before_mib:.1f} → {self.rss_after_mib:.1f} | "
+                f"{self.loadgen_cpu_pct:.0f} | {self.idle_cpu_pct:.1f} |")  # fmt: skip
+
+
+LIVE_HEADER = (
+    "| server | edits | edits/s | server CPU µs/edit | Postgres CPU µs/edit | p50 ms | p99 ms | updates delivered "
+    "| RSS before → after (MiB) | load-gen CPU % | server CPU % before, nobody typing |\n"
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"
+)
+
+
+async def synced(conns: list[YConn]) -> None:
+    """Send each an empty sync step 1; the server answers with its step 1 and step 2 (ignored here)."""
+    for c in conns:
+        c.send(protocol.sync_step1(b"\x00"))
+
+
+async def live_run(target: Target, editors_per_doc: int, readers_per_doc: int, rate: float, duration_s: float,
+                   ops_limit: int | None, traces: dict[str, list[tuple[int, int, str]]]) -> LiveResult:  # fmt: skip
+    """Editors type their traces into their documents, each operation one transaction and one message,
+    at ``rate`` operations/s each (0: as fast as the editor goes, one after the other, yielding between
+    them); readers only read. Edit → other editors latency is measured at the editors."""
+    sent_at: dict[tuple[int, int], float] = {}
+    lat = Latencies(sent_at)
+    editors: list[Editor] = []
+    conns: list[YConn] = []
+    names = list(traces)
+    for w, path in enumerate(target.paths):
+        for e in range(editors_per_doc):
+            name = names[(w + e) % len(names)]
+            ops = traces[name][:ops_limit] if ops_limit else traces[name]
+            ed = Editor(ops, f"{name}-{e}.txt", sent_at)
+            ed.conn = await yconnect(target.port, path, lat.receiver(True, ed.doc.client_id))
+            editors.append(ed)
+            conns.append(ed.conn)
+        for _ in range(readers_per_doc):  # timed too when no other editor is there to time it
+            conns.append(await yconnect(target.port, path, lat.receiver(editors_per_doc == 1, count=True)))
+    await synced(conns)
+    for ed in editors:
+        ed.start()  # creates its file: not counted as an edit
+    await asyncio.sleep(1.0)
+    idle_before = cpu_s(target.pid)
+    await asyncio.sleep(3.0)  # the server's own cost with everyone connected and nobody typing
+    idle_pct = (cpu_s(target.pid) - idle_before) / 3.0 * 100
+    lat.samples.clear()
+    rss_before = rss_mib(target.pid)
+    me = psutil.Process()
+    load_before = me.cpu_times()
+    db_before = total_cpu(target.pg_pids) if target.pg_pids else None
+    received_before = lat.received
+    sent_before = sum(ed.sent for ed in editors)
+    cpu_before = cpu_s(target.pid)
+    started = time.perf_counter()
+    end = started + duration_s
+    if rate <= 0:  # one editor as fast as it goes
+        for ed in editors:
+            while time.perf_counter() < end and ed.step():  # noqa: ASYNC110 -- typing, yielding between keys
+                await asyncio.sleep(0)
+    else:
+
+        async def type_(ed: Editor) -> None:
+            await asyncio.sleep(random.random() / rate)
+            due = time.perf_counter()
+            while due < end and ed.step():
+                due += 1 / rate
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+
+        await asyncio.gather(*(type_(ed) for ed in editors))
+    seconds = time.perf_counter() - started
+    edits = sum(ed.sent for ed in editors) - sent_before
+    expected = edits * readers_per_doc  # counted at the readers (the Node server echoes updates to their editor)
+    deadline = time.perf_counter() + 10
+    while lat.received - received_before < expected and time.perf_counter() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)  # the last updates still on their way
+    server_cpu = cpu_s(target.pid) - cpu_before
+    db_cpu = total_cpu(target.pg_pids) - db_before if db_before is not None else None
+    load_after = me.cpu_times()
+    load_pct = (load_after.user + load_after.system - load_before.user - load_before.system) / seconds * 100
+    rss_after = rss_mib(target.pid)
+    delivered = lat.received - received_before
+    for c in conns:
+        c.close()
+    ms = [x * 1e3 for x in lat.samples]
+    return LiveResult(target.name, edits, seconds, server_cpu, db_cpu, pct(ms, 0.5), pct(ms, 0.99), delivered,
+                      expected, rss_before, rss_after, load_pct, idle_pct)  # fmt: skip
+
+
+async def idle_run(target: Target, n: int, settle_s: float) -> tuple[float, float]:
+    """RSS growth per idle connection (KB): ``n`` connections spread over the documents, which one
+    connection each keeps loaded since before the baseline; read ``settle_s`` after they connected."""
+
+    def ignore(data: bytes) -> None:
+        pass
+
+    holders = [await yconnect(target.port, path, ignore) for path in target.paths]
+    await synced(holders)
+    await asyncio.sleep(2.0)
+    before = rss_mib(target.pid)
+    conns: list[YConn] = []
+    for i in range(0, n, 200):
+        batch = await asyncio.gather(
+            *(yconnect(target.port, target.paths[j % len(target.paths)], ignore) for j in range(i, min(n, i + 200)))
+        )
+        await synced(list(batch))
+        conns += batch
+    await asyncio.sleep(settle_s)
+    after = rss_mib(target.pid)
+    gone = sum(1 for c in conns if c.closed.done())
+    if gone:
+        print(f"  ({target.name}: {gone} idle connections were closed by the server)")
+    for c in conns + holders:
+        c.close()
+    await asyncio.sleep(1.0)
+    return before, (after - before) * 1024 / n
+
+
+async def studyhall_workspaces(base: str, count: int) -> tuple[list[str], str]:
+    ids = []
+    workspace_id, token = await studyhall_workspace(base)
+    ids.append(workspace_id)
+    async with aiohttp.ClientSession() as s:
+        for i in range(count - 1):
+            ws = await rest(s, "POST", base + "/api/v1/workspaces", token,
+                            json={"name": f"w{i}", "language": "python", "files": {}})  # fmt: skip
+            ids.append(ws["id"])
+    return ids, token
+
+
+@contextlib.asynccontextmanager
+async def studyhall_target(database_url: str, workspaces: int, takeover: bool = True) -> Any:
+    tmp = Path(tempfile.mkdtemp(prefix="studyhall-bench-crdt-"))
+    server = Studyhall(database_url, extra_env={"STUDYHALL_YJS_TAKEOVER": "true" if takeover else "false",
+                                                 "STUDYHALL_DB_POOL_MAX": "10"})  # fmt: skip
+    server.start(tmp / "data")
+    try:
+        assert server.proc is not None
+        ids, token = await studyhall_workspaces(server.url, workspaces)
+        name = "studyhall (takeover)" if takeover else "studyhall (aiohttp websocket)"
+        yield Target(name, server.port, server.proc.pid, [f"/yjs/{w}?token={token}" for w in ids],
+                     await backend_pids(database_url))  # fmt: skip
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def node_target(workspaces: int) -> Any:
+    node = shutil.which("node")
+    if node is None or not NODE_SERVER.exists():
+        print("(the Node peer is skipped: run scripts/setup with Node.js and npm to install @y/websocket-server)")
+        yield None
+        return
+    port = free_port()
+    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port)}
+    proc = subprocess.Popen(  # noqa: ASYNC220 -- started once, before anything is measured
+        pinned([node, str(NODE_SERVER)]), env=env, cwd=NODE_SERVER.parent, stdout=subprocess.DEVNULL
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", proc)
+        tag = uuid.uuid4().hex[:6]
+        yield Target("y-websocket server (@y/websocket-server 0.1.1)", port, proc.pid,
+                     [f"/bench-{tag}-{i}" for i in range(workspaces)])  # fmt: skip
+    finally:
+        stop(proc)
+
+
+async def bench_live(args: argparse.Namespace, database_url: str) -> None:
+    """``--mode live`` (one editor, one reader, as fast as the editor goes) and ``--mode editors``."""
+    live = args.mode == "live"
+    names = [args.trace.name.removesuffix(".json.gz")] if live else list(TRACES)
+    traces = {name: load_ops(name) for name in names}
+    workspaces = 1 if live else args.workspaces
+    editors = 1 if live else args.editors
+    readers = 1 if live else args.readers
+    rate = args.rate if not live else 0.0
+    duration = args.duration if args.duration else (600.0 if live else 60.0)
+    ops = args.ops
+    print(f"mode {args.mode}: {workspaces} workspace(s) × {editors} editor(s) + {readers} reader(s), "
+          f"{'as fast as the editor goes' if rate <= 0 else f'{rate:g} ops/s each'}, {duration:g} s at most, "
+          f"traces {', '.join(names)}")  # fmt: skip
+    results: list[LiveResult] = []
+    configs: list[Any] = [lambda: studyhall_target(database_url, workspaces)]
+    if args.compare_aiohttp:
+        configs.append(lambda: studyhall_target(database_url, workspaces, takeover=False))
+    if not args.skip_node:
+        configs.append(lambda: node_target(workspaces))
+    for make in configs:
+        async with make() as target:
+            if target is None:
+                continue
+            result = await live_run(target, editors, readers, rate, duration, ops, traces)
+            print(f"  {result.row()}", file=sys.stderr)
+            results.append(result)
+    print()
+    print(LIVE_HEADER)
+    for r in results:
+        print(r.row())
+
+
+async def bench_idle(args: argparse.Namespace, database_url: str) -> None:
+    print(f"mode idle: {args.idle} idle /yjs connections over {args.workspaces} documents, RSS read "
+          f"{args.idle_settle_s:g} s after they connected")  # fmt: skip
+    rows = []
+    configs: list[Any] = [lambda: studyhall_target(database_url, args.workspaces)]
+    if args.compare_aiohttp:
+        configs.append(lambda: studyhall_target(database_url, args.workspaces, takeover=False))
+    if not args.skip_node:
+        configs.append(lambda: node_target(args.workspaces))
+    for make in configs:
+        async with make() as target:
+            if target is None:
+                continue
+            before, kb = await idle_run(target, args.idle, args.idle_settle_s)
+            rows.append((target.name, before, kb))
+    print()
+    print("| server | RSS before (MiB) | KB per idle connection |\n| --- | ---: | ---: |")
+    for name, before, kb in rows:
+        print(f"| {name} | {before:.1f} | {kb:.1f} |")
+
+
 # --- main --------------------------------------------------------------------------------------------
 
 
@@ -427,6 +885,21 @@ async def amain(args: argparse.Namespace) -> None:
     if not database_url:
         raise SystemExit("set STUDYHALL_DATABASE_URL (a Postgres server; a fresh database is created and dropped)")
     print(f"machine: {machine()}")
+    if args.mode != "replay":
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 2 * args.idle + 4096)), hard))
+        name = f"studyhall_bench_{uuid.uuid4().hex[:8]}"
+        admin = await asyncpg.connect(database_url)
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.close()
+        try:
+            db = database_url.rsplit("/", 1)[0] + "/" + name
+            await (bench_idle(args, db) if args.mode == "idle" else bench_live(args, db))
+        finally:
+            admin = await asyncpg.connect(database_url)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
+        return
     started = time.perf_counter()
     frames, expected = encode_trace(args.trace, args.ops)
     print(f"encoded {len(frames):,} updates in {time.perf_counter() - started:.1f}s (not timed below)")
@@ -476,6 +949,27 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=2000, help="most updates in flight (sent, not yet read)")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--skip-node", action="store_true")
+    parser.add_argument(
+        "--mode",
+        choices=("replay", "live", "editors", "idle"),
+        default="replay",
+        help="replay: the pre-encoded, windowed B4 replay; live: one editor typing --trace one "
+        "transaction per operation, each sent as it is made, and one reader; editors: "
+        "--workspaces × --editors typing the B4, rustcode and sveltecomponent traces at --rate "
+        "ops/s each plus --readers per workspace, for --duration s; idle: --idle idle connections",
+    )
+    parser.add_argument("--workspaces", type=int, default=200)
+    parser.add_argument("--editors", type=int, default=3, help="editors per workspace (--mode editors)")
+    parser.add_argument("--readers", type=int, default=1, help="readers per workspace (--mode editors)")
+    parser.add_argument("--rate", type=float, default=8.0, help="operations/s per editor (--mode editors)")
+    parser.add_argument("--duration", type=float, default=None, help="seconds of typing (editors: 60; live: the trace)")
+    parser.add_argument("--idle", type=int, default=10000, help="idle connections (--mode idle)")
+    parser.add_argument("--idle-settle-s", type=float, default=30.0)
+    parser.add_argument(
+        "--compare-aiohttp",
+        action="store_true",
+        help="also studyhall with STUDYHALL_YJS_TAKEOVER=false (aiohttp's websocket)",
+    )
     asyncio.run(amain(parser.parse_args()))
 
 

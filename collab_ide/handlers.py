@@ -29,15 +29,25 @@ from collab_ide.schemas import (
 )
 from collab_ide.sizes import SizeLimits
 from collab_ide.store import DocumentLog
-from collab_ide.websocket import CLOSE_GOING_AWAY, HoldLimits, SocketPeer, make_handler
+from collab_ide.websocket import (
+    CLOSE_GOING_AWAY,
+    HEARTBEAT_S,
+    HoldLimits,
+    SocketPeer,
+    TakeoverPeer,
+    make_handler,
+    make_takeover_handler,
+)
 from core_api.context import CORE, Page, PageQuery, core_of
 from core_api.executions import EXECUTIONS, ExecutionQuery
 from core_api.http import Api, Call, Download, Reply
 from core_api.settings import Settings
+from realtime.fastws import BinarySockets
 
 api = Api()
 TAG = "workspaces"
 DOCUMENTS = web.AppKey("collab_documents", DocumentManager)
+YJS_SOCKETS = web.AppKey("collab_yjs_sockets", BinarySockets)
 
 
 def documents_of(call: Call) -> DocumentManager:
@@ -188,7 +198,11 @@ def mount(app: web.Application, settings: Settings, node_id: str, registry: Coll
             await manager.close(_going_away)
 
     async def disconnect_editors(app: web.Application) -> None:
-        # Before aiohttp waits for open handlers: close every editor so its handler returns at once.
+        # Before aiohttp waits for open handlers: close every editor (1001) so its handler returns at once.
+        # Connections on the takeover are no longer aiohttp's: they are closed here, and leave their
+        # documents before this returns.
+        if YJS_SOCKETS in app:
+            await app[YJS_SOCKETS].close()
         if DOCUMENTS in app:
             for doc in list(app[DOCUMENTS].docs.values()):
                 doc.close_all(_going_away)
@@ -198,13 +212,19 @@ def mount(app: web.Application, settings: Settings, node_id: str, registry: Coll
     app.cleanup_ctx.append(documents)
     app.on_shutdown.append(disconnect_editors)
     hold = HoldLimits(max_bytes=settings.collab_held_max_bytes, timeout_s=settings.collab_held_timeout_s)
-    app.router.add_get(
-        "/yjs/{workspace_id}", make_handler(lambda a: a[DOCUMENTS], settings.collab_max_message_bytes, hold)
-    )
+    if settings.yjs_takeover:
+        sockets = BinarySockets(
+            settings.ws_max_buffer, settings.collab_max_message_bytes, settings.ws_max_fragments, HEARTBEAT_S
+        )
+        app[YJS_SOCKETS] = sockets
+        handler = make_takeover_handler(lambda a: a[DOCUMENTS], sockets, hold)
+    else:
+        handler = make_handler(lambda a: a[DOCUMENTS], settings.collab_max_message_bytes, hold)
+    app.router.add_get("/yjs/{workspace_id}", handler)
 
 
 def _going_away(peer: object) -> None:
-    if isinstance(peer, SocketPeer):
+    if isinstance(peer, SocketPeer | TakeoverPeer):
         peer.close(CLOSE_GOING_AWAY, "server shutting down")
 
 

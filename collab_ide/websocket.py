@@ -1,11 +1,19 @@
-"""``/yjs/{workspace_id}?ticket=...`` (or ``?token=``): the y-websocket endpoint, written directly on aiohttp.
+"""``/yjs/{workspace_id}?ticket=...`` (or ``?token=``): the y-websocket endpoint.
 
-The per-message path is kept short on purpose (it is where a Python server spends its time): one
-``receive()``, the protocol decoded by hand (:mod:`collab_ide.protocol`), the update applied to the
-pycrdt document, and the received frame written unchanged to every other client's transport — no task
-or queue per recipient, and one ``write`` per recipient per event-loop turn however many frames. A
-client whose socket stops draining (more than ``MAX_BUFFERED`` bytes waiting) is disconnected rather
-than allowed to hold memory or slow the others.
+The connection is checked (ticket or token, the workspace, the document loaded) while it is still an
+HTTP request; then the upgrade is answered and the TCP connection taken from aiohttp
+(:class:`realtime.fastws.BinaryWebSocket`, the takeover the Socket.IO websockets use): each client is
+one :class:`TakeoverPeer`, the connection's protocol object, and an idle one holds no aiohttp request,
+reader, writer or handler task. ``STUDYHALL_YJS_TAKEOVER=false`` serves it on aiohttp's
+``WebSocketResponse`` instead (kept for one release, to compare; same behaviour and close codes).
+
+The per-message path is kept short on purpose (it is where a Python server spends its time): each
+complete frame is handled synchronously in the turn it arrived (no task, queue or future per message),
+the protocol decoded by hand (:mod:`collab_ide.protocol`), the update applied to the pycrdt document,
+and the received frame written unchanged to every other client's transport — no task or queue per
+recipient, and one ``write`` per recipient per event-loop turn however many frames. A client whose
+socket stops draining (more than ``STUDYHALL_WS_MAX_BUFFER`` bytes waiting) is disconnected (1013)
+rather than allowed to hold memory or slow the others.
 
 Close codes (the reason says more):
 
@@ -19,7 +27,8 @@ Close codes (the reason says more):
 | 1008 | an update that depends on changes the server does not have, or deletes what it does not have (refused |
 |      | whole: the CRDT would hold it in memory; a client that syncs first never sends one, and reconnects) |
 | 1003 | a text frame or an unknown message type |
-| 1009 | a message over ``STUDYHALL_COLLAB_MAX_MESSAGE_BYTES`` (aiohttp closes it) |
+| 1009 | a message over ``STUDYHALL_COLLAB_MAX_MESSAGE_BYTES``, or in more than ``STUDYHALL_WS_MAX_FRAGMENTS`` frames |
+| 1007 | a text frame that is not UTF-8 (1002 for frames that break RFC 6455) |
 | 1013 | the client does not read fast enough |
 | 1001 | the server is shutting down (clients reconnect, to another node when scaled) |
 | 1011 | an unexpected error (logged) |
@@ -54,6 +63,7 @@ from core_api.auth import AUTH, current_principal, principal_from_url
 from core_api.context import CORE, Core
 from core_api.errors import AppError
 from core_api.http import Principal
+from realtime.fastws import BinarySockets, BinaryWebSocket, upgrade_problem
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +84,27 @@ _LEN64 = struct.Struct("!BBQ")
 _BINARY_FIN = 0x82
 
 
+async def recheck_peer(peer: SocketPeer | TakeoverPeer) -> None:
+    """Read a connection's account and access again (never the ones it started with)."""
+    user = await current_principal(peer.core, peer.user_id)
+    if user is None:
+        peer.close(CLOSE_UNAUTHORIZED, "the account no longer exists")
+        return
+    peer.user = user
+    try:
+        _, access = await workspace_row(peer.core.pool, user, peer.workspace_id)
+    except AppError:
+        peer.close(CLOSE_FORBIDDEN, "your access to this workspace was withdrawn")
+        return
+    downgraded = peer.can_edit and not access.edit
+    peer.can_edit = access.edit
+    peer.denied = downgraded
+    if downgraded:  # told now, once, rather than at its next refused update
+        peer.send(protocol.permission_denied("your access to this workspace is now read-only"))
+
+
 class SocketPeer:
-    """One websocket client of a document.
+    """One websocket client of a document on aiohttp's ``WebSocketResponse`` (``STUDYHALL_YJS_TAKEOVER=false``).
 
     ``send`` writes binary frames straight to the transport, gathered per event-loop turn: the frames
     for this client that one read of the sender's socket produced leave in one ``write`` (one system
@@ -137,22 +166,7 @@ class SocketPeer:
         transport.write(b"".join(out))
 
     async def recheck(self) -> None:
-        """Read the account and the access again (never the ones the connection started with)."""
-        user = await current_principal(self.core, self.user_id)
-        if user is None:
-            self.close(CLOSE_UNAUTHORIZED, "the account no longer exists")
-            return
-        self.user = user
-        try:
-            _, access = await workspace_row(self.core.pool, user, self.workspace_id)
-        except AppError:
-            self.close(CLOSE_FORBIDDEN, "your access to this workspace was withdrawn")
-            return
-        downgraded = self.can_edit and not access.edit
-        self.can_edit = access.edit
-        self.denied = downgraded
-        if downgraded:  # told now, once, rather than at its next refused update
-            self.send(protocol.permission_denied("your access to this workspace is now read-only"))
+        await recheck_peer(self)
 
     def close(self, code: int, reason: str) -> None:
         if self._out is not None:
@@ -184,21 +198,21 @@ class HoldLimits:
 
 
 class Session:
-    """The message loop of one connection; handlers are looked up by message kind in :data:`HANDLERS`.
+    """What one connection's messages do; handlers are looked up by message kind in :data:`HANDLERS`.
 
     (A class-level table rather than a dict of bound methods on the instance: that would be a reference
     cycle keeping the session, and through it the document, alive until the cyclic GC runs.)
     """
 
+    __slots__ = ("_held_timer", "doc", "docs", "held", "held_bytes", "hold_limits", "peer")
+
     def __init__(
         self,
-        ws: web.WebSocketResponse,
         doc: SharedDocument,
-        peer: SocketPeer,
+        peer: SocketPeer | TakeoverPeer,
         docs: DocumentManager,
         hold: HoldLimits = HoldLimits(),
     ):
-        self.ws = ws
         self.doc = doc
         self.peer = peer
         self.docs = docs
@@ -208,46 +222,45 @@ class Session:
         self.held_bytes = 0
         self._held_timer: asyncio.TimerHandle | None = None
 
-    async def run(self) -> None:
+    def handle(self, frame: bytes) -> tuple[int, str] | None:
+        """One binary message; the close code and reason if the connection must end for it."""
         try:
-            await self._run()
-        finally:
-            if self._held_timer is not None:
-                self._held_timer.cancel()
+            kind, payload = protocol.decode(frame)
+            HANDLERS[kind](self, payload, frame)
+        except ProtocolError as exc:
+            return (CLOSE_UNSUPPORTED if exc.unknown_type else CLOSE_PROTOCOL), str(exc)
+        except InvalidUpdate:
+            return CLOSE_PROTOCOL, "the update could not be decoded"
+        except MissingDependencies as exc:  # refused whole: the CRDT would have held it in memory
+            if isinstance(exc, LeftPending):
+                log.error("closing a /yjs connection to %s: %s", self.doc.workspace_id, exc)
+            return CLOSE_OUT_OF_SYNC, "the update depends on changes the server does not have"
+        except TooLarge as exc:  # refused whole: nothing applied, forwarded or stored
+            return CLOSE_TOO_LARGE, str(exc)
+        return None
 
-    async def _run(self) -> None:
-        ws = self.ws
-        handlers = HANDLERS
-        decode = protocol.decode
-        while True:
-            msg = await ws.receive()
-            if msg.type is WSMsgType.BINARY:
-                frame: bytes = msg.data
-                try:
-                    kind, payload = decode(frame)
-                    handlers[kind](self, payload, frame)
-                except ProtocolError as exc:
-                    code = CLOSE_UNSUPPORTED if exc.unknown_type else CLOSE_PROTOCOL
-                    await ws.close(code=code, message=str(exc).encode()[:120])
+    def end(self) -> None:
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+
+    async def run(self, ws: web.WebSocketResponse) -> None:
+        """The message loop on aiohttp's websocket (``STUDYHALL_YJS_TAKEOVER=false``)."""
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg.type is WSMsgType.BINARY:
+                    refused = self.handle(msg.data)
+                    if refused is not None:
+                        await ws.close(code=refused[0], message=_reason(refused[1]))
+                        return
+                elif msg.type is WSMsgType.TEXT:
+                    await ws.close(code=CLOSE_UNSUPPORTED, message=b"y-websocket messages are binary")
                     return
-                except InvalidUpdate:
-                    await ws.close(code=CLOSE_PROTOCOL, message=b"the update could not be decoded")
+                else:  # close, closing, closed, error (aiohttp already closed it, e.g. 1009 for a big message)
                     return
-                except MissingDependencies as exc:  # refused whole: the CRDT would have held it in memory
-                    if isinstance(exc, LeftPending):
-                        log.error("closing a /yjs connection to %s: %s", self.doc.workspace_id, exc)
-                    reason = b"the update depends on changes the server does not have"
-                    await ws.close(code=CLOSE_OUT_OF_SYNC, message=reason)
-                    return
-                except TooLarge as exc:  # refused whole: nothing applied, forwarded or stored
-                    reason = str(exc).encode()[:120].decode(errors="ignore").encode()  # a close reason is UTF-8
-                    await ws.close(code=CLOSE_TOO_LARGE, message=reason)
-                    return
-            elif msg.type is WSMsgType.TEXT:
-                await ws.close(code=CLOSE_UNSUPPORTED, message=b"y-websocket messages are binary")
-                return
-            else:  # close, closing, closed, error (aiohttp already closed it, e.g. 1009 for a big message)
-                return
+        finally:
+            self.end()
 
     def on_step1(self, state_vector: bytes, frame: bytes) -> None:
         self.peer.send(self.doc.answer_step1(state_vector))
@@ -331,53 +344,159 @@ HANDLERS: dict[Kind, Callable[[Session, bytes, bytes], None]] = {
 }
 
 
+def _reason(text: str) -> bytes:
+    """A close reason: at most 120 bytes, and still UTF-8."""
+    return text.encode()[:120].decode(errors="ignore").encode()
+
+
 async def _refuse(ws: web.WebSocketResponse, code: int, reason: str) -> web.WebSocketResponse:
-    await ws.close(code=code, message=reason.encode()[:120])
+    await ws.close(code=code, message=_reason(reason))
     return ws
+
+
+class Opened:
+    """A connection's checks passed: who it is, its access and its document."""
+
+    __slots__ = ("can_edit", "core", "doc", "manager", "user", "workspace_id")
+
+    def __init__(
+        self, core: Core, manager: DocumentManager, user: Principal, workspace_id: uuid.UUID, can_edit: bool,
+        doc: SharedDocument,
+    ) -> None:  # fmt: skip
+        self.core = core
+        self.manager = manager
+        self.user = user
+        self.workspace_id = workspace_id
+        self.can_edit = can_edit
+        self.doc = doc
+
+
+async def open_connection(
+    request: web.Request, docs: Callable[[web.Application], DocumentManager]
+) -> Opened | tuple[int, str]:
+    """Check a ``/yjs`` request (ticket or token, the workspace) and load its document; or the close code
+    and reason to refuse it with."""
+    app = request.app
+    try:
+        workspace_id = uuid.UUID(request.match_info["workspace_id"])
+    except ValueError:
+        return CLOSE_NOT_FOUND, "workspace not found"
+    if not (request.query.get("ticket") or request.query.get("token")):
+        return CLOSE_UNAUTHORIZED, "send a ticket as ?ticket= or an access token as ?token="
+    core = app[CORE]
+    manager = docs(app)
+    try:
+        user = await principal_from_url(core, app[AUTH], request.query)
+        _, access = await workspace_row(core.pool, user, workspace_id)
+        doc = await manager.open(workspace_id)
+    except AppError as exc:
+        return (CLOSE_UNAUTHORIZED if exc.status == 401 else CLOSE_NOT_FOUND), exc.message
+    except Exception:  # the database is unreachable, say: the client retries with backoff
+        log.exception("could not open the document of workspace %s", workspace_id)
+        return CLOSE_INTERNAL, "internal error; it has been logged"
+    if doc is None:
+        return CLOSE_NOT_FOUND, "workspace not found"
+    return Opened(core, manager, user, workspace_id, access.edit, doc)
 
 
 def make_handler(
     docs: Callable[[web.Application], DocumentManager], max_message_bytes: int, hold: HoldLimits = HoldLimits()
 ) -> Any:
-    """The aiohttp handler of ``/yjs/{workspace_id}``; ``docs`` finds the app's manager."""
+    """The aiohttp handler of ``/yjs/{workspace_id}`` on aiohttp's websocket; ``docs`` finds the app's manager."""
 
     async def yjs_socket(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(max_msg_size=max_message_bytes, compress=False, heartbeat=HEARTBEAT_S)
         await ws.prepare(request)
-        app = request.app
-        try:
-            workspace_id = uuid.UUID(request.match_info["workspace_id"])
-        except ValueError:
-            return await _refuse(ws, CLOSE_NOT_FOUND, "workspace not found")
-        if not (request.query.get("ticket") or request.query.get("token")):
-            return await _refuse(ws, CLOSE_UNAUTHORIZED, "send a ticket as ?ticket= or an access token as ?token=")
-        core = app[CORE]
-        manager = docs(app)
-        try:
-            user = await principal_from_url(core, app[AUTH], request.query)
-            _, access = await workspace_row(core.pool, user, workspace_id)
-            doc = await manager.open(workspace_id)
-        except AppError as exc:
-            code = CLOSE_UNAUTHORIZED if exc.status == 401 else CLOSE_NOT_FOUND
-            return await _refuse(ws, code, exc.message)
-        except Exception:  # the database is unreachable, say: the client retries with backoff
-            log.exception("could not open the document of workspace %s", workspace_id)
-            return await _refuse(ws, CLOSE_INTERNAL, "internal error; it has been logged")
-        if doc is None:
-            return await _refuse(ws, CLOSE_NOT_FOUND, "workspace not found")
-        peer = SocketPeer(ws, request.transport, core, user, workspace_id, access.edit)
+        opened = await open_connection(request, docs)
+        if not isinstance(opened, Opened):
+            return await _refuse(ws, *opened)
+        doc, manager = opened.doc, opened.manager
+        peer = SocketPeer(ws, request.transport, opened.core, opened.user, opened.workspace_id, opened.can_edit)
         manager.attach(doc, peer)
         try:
-            await Session(ws, doc, peer, manager, hold).run()
+            await Session(doc, peer, manager, hold).run(ws)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # pycrdt's Rust panics are BaseExceptions: one client must not take the node
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
-            log.exception("yjs connection to %s failed", workspace_id)
+            log.exception("yjs connection to %s failed", opened.workspace_id)
             await ws.close(code=CLOSE_INTERNAL, message=b"internal error; it has been logged")
         finally:
             manager.detach(doc, peer)
         return ws
+
+    return yjs_socket
+
+
+# --- on the connection takeover (the default) ------------------------------------------------------
+
+
+class TakeoverPeer(BinaryWebSocket):
+    """One client of a document: its connection's protocol object (frames in and out, see
+    :class:`~realtime.fastws.BinaryWebSocket`), its access, and its :class:`Session`."""
+
+    __slots__ = ("awareness_ids", "can_edit", "core", "denied", "manager", "session", "user", "user_id",
+                 "workspace_id")  # fmt: skip
+
+    def __init__(self, registry: BinarySockets, opened: Opened, hold: HoldLimits) -> None:
+        super().__init__(registry)
+        self.core = opened.core
+        self.user = opened.user
+        self.user_id = opened.user.id
+        self.workspace_id = opened.workspace_id
+        self.can_edit = opened.can_edit
+        self.awareness_ids: set[int] = set()
+        self.denied = False
+        self.manager = opened.manager
+        self.session: Session | None = Session(opened.doc, self, opened.manager, hold)
+
+    async def recheck(self) -> None:
+        await recheck_peer(self)
+
+    def message_received(self, data: bytes) -> None:
+        session = self.session
+        if session is None:
+            return
+        try:
+            refused = session.handle(data)
+        except BaseException as exc:  # pycrdt's Rust panics are BaseExceptions: one client must not take the node
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            log.exception("yjs connection to %s failed", self.workspace_id)
+            refused = CLOSE_INTERNAL, "internal error; it has been logged"
+        if refused is not None:
+            self.close(*refused)
+
+    def connection_closed(self) -> None:
+        session, self.session = self.session, None
+        if session is not None:
+            session.end()
+            self.manager.detach(session.doc, self)
+
+
+def make_takeover_handler(
+    docs: Callable[[web.Application], DocumentManager], sockets: BinarySockets, hold: HoldLimits = HoldLimits()
+) -> Any:
+    """The aiohttp handler of ``/yjs/{workspace_id}`` on the connection takeover: the checks run while
+    the request is aiohttp's; then the connection is this node's :class:`TakeoverPeer`."""
+
+    async def yjs_socket(request: web.Request) -> web.StreamResponse:
+        problem = upgrade_problem(request)
+        if problem is not None:
+            return problem
+        opened = await open_connection(request, docs)
+        if not isinstance(opened, Opened):
+            refused = BinaryWebSocket(sockets)
+            answer = refused.take(request)
+            refused.close(*opened)
+            return answer
+        peer = TakeoverPeer(sockets, opened, hold)
+        answer = peer.take(request)
+        if peer.taken:
+            opened.manager.attach(opened.doc, peer)  # greets it: sync step 1 and everyone's awareness
+        else:  # the client left while it was checked: the document unloads as usual
+            opened.manager.detach(opened.doc, peer)
+        return answer
 
     return yjs_socket

@@ -742,6 +742,14 @@ class Settings(BaseSettings):
     )
 
     # --- collaborative editing (collab_ide) ---
+    yjs_takeover: bool = Field(
+        True,
+        description="/yjs websockets take their connection from aiohttp after the handshake, as the Socket.IO "
+        "websockets do (about 7 KB per idle connection instead of ~14 KB; frames handled without a task). "
+        "false: aiohttp's own websocket, kept for one release to compare. Both use "
+        "STUDYHALL_COLLAB_MAX_MESSAGE_BYTES; the takeover also STUDYHALL_WS_MAX_BUFFER and "
+        "STUDYHALL_WS_MAX_FRAGMENTS.",
+    )
     collab_max_message_bytes: int = Field(
         1024 * 1024,
         ge=1024,

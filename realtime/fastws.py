@@ -22,6 +22,12 @@ without changing a byte on the wire:
   to each recipient's transport in one loop. Recipients still on HTTP long-polling (or with per-message
   deflate, see below) get the packet through Engine.IO's own queue, one after the other, no tasks.
 
+- :class:`BinaryWebSocket` is the same takeover for a binary message protocol of the app's own
+  (``/yjs``, the y-websocket protocol): the same handshake, frame writing, bounded parsing, ``max_buffer``
+  cut-off and ping/close handling, with each complete message handed to a synchronous method in the turn
+  it arrived; :class:`BinarySockets` holds one endpoint's connections (a pinger for all, closing them on
+  shutdown). It declines per-message deflate.
+
 Per-message deflate (RFC 7692) is taken **without context takeover** in both directions: the server
 answers a client's ``permessage-deflate`` offer with ``server_no_context_takeover;
 client_no_context_takeover``, so every compressed message stands alone. That makes a compressed frame
@@ -61,6 +67,7 @@ from typing import Any
 
 import socketio
 from aiohttp import web
+from aiohttp._websocket.helpers import websocket_mask as _websocket_mask
 from aiohttp.http_websocket import WS_KEY
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
@@ -916,3 +923,422 @@ class FastManager(FastEmit):
 
 class FastRedisManager(socketio.AsyncRedisManager, FastEmit):  # type: ignore[misc]
     """The Redis manager: emits are published as before; each node's local delivery is :class:`FastEmit`'s."""
+
+
+# --- the connection takeover for binary protocols (``/yjs``) --------------------------------------------
+
+
+def upgrade_problem(request: web.Request) -> web.Response | None:
+    """A 400 answer if ``request`` is not a websocket upgrade aiohttp would accept, else None."""
+    if web.WebSocketResponse().can_prepare(request).ok:
+        return None
+    message = "not a valid websocket upgrade request"
+    return web.json_response({"error": {"code": "invalid_input", "message": message}}, status=400)
+
+
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_TRY_AGAIN = 1013
+CLOSE_GOING_AWAY = 1001
+_CLOSE_ABORT_S = 5.0  # a connection whose close frame has not left this long after closing is aborted
+_PING_EMPTY = ws_frame(b"", 0x9)
+
+
+class BinarySockets:
+    """The takeover websockets of one binary protocol on this node (``/yjs``): their shared parsers,
+    one pinger for all of them, and closing them all on shutdown.
+
+    Args:
+        max_buffer: a client with more unsent bytes than this (it stopped reading) is closed (1013).
+        max_message: a message larger than this closes its connection with 1009 (refused on its header
+            when the frame announces it).
+        max_fragments: most frames one message may be split into (1009 past it).
+        heartbeat_s: every this often each connection is pinged; one that sent nothing since the last
+            ping (no pong either) is dropped.
+    """
+
+    def __init__(self, max_buffer: int, max_message: int, max_fragments: int = 64, heartbeat_s: float = 30.0) -> None:
+        self.max_buffer = max_buffer
+        self.max_message = max_message
+        self.max_fragments = max_fragments
+        self.heartbeat_s = heartbeat_s
+        self.open: set[BinaryWebSocket] = set()
+        self._parsers: list[WSConnection] = []
+        self.slow_consumers_cut = 0
+        self._pinger: asyncio.Task[None] | None = None
+        self.emptied: asyncio.Event | None = None  # set when the last one ends, while hanging up
+        # While one connection's frames are being handled: the connections given frames meanwhile, written
+        # once it is done (no extra turn of the loop for each write).
+        self.dirty: list[BinaryWebSocket] | None = None
+
+    def get_parser(self) -> WSConnection:
+        return self._parsers.pop() if self._parsers else WSConnection(ConnectionType.SERVER)
+
+    def put_parser(self, ws: WSConnection) -> None:
+        if len(self._parsers) < _POOLED_PARSERS:
+            self._parsers.append(ws)
+
+    def attach(self, sock: BinaryWebSocket) -> None:
+        self.open.add(sock)
+        if self._pinger is None:
+            self._pinger = asyncio.ensure_future(self._ping_all())
+
+    async def _ping_all(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            for sock in list(self.open):
+                if sock.quiet:  # nothing since the last ping, not even its pong: the peer is gone
+                    sock.abort()
+                else:
+                    sock.quiet = True
+                    sock.write(_PING_EMPTY)
+
+    async def hang_up(
+        self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down", wait_s: float = 2.0
+    ) -> None:
+        """Close every connection with ``code`` and wait (at most ``wait_s``) for the clients' answers;
+        the rest are aborted. Their ``connection_closed`` hooks have run when this returns.
+
+        aiohttp no longer knows these connections, so its shutdown would not close them.
+        """
+        self.emptied = asyncio.Event()
+        for sock in list(self.open):
+            sock.close(code, reason)
+        if self.open:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.emptied.wait(), wait_s)
+        for sock in list(self.open):
+            sock.abort()
+        await asyncio.sleep(0)  # connection_lost runs on the next turn of the loop
+
+    async def close(self) -> None:
+        await self.hang_up()
+        if self._pinger is not None:
+            self._pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pinger
+            self._pinger = None
+
+
+def unmask(payload: bytes, key: bytes) -> bytes:
+    """A client frame's payload unmasked with its 4-byte ``key`` (RFC 6455, 5.3), by aiohttp's unmasking
+    (C when built; aiohttp is pinned)."""
+    out = bytearray(payload)
+    _websocket_mask(key, out)
+    return bytes(out)
+
+
+class BinaryWebSocket(asyncio.Protocol):
+    """A websocket for a binary message protocol that takes its connection from aiohttp after the upgrade.
+
+    :meth:`take` answers the upgrade request and becomes the TCP transport's protocol, as
+    :class:`DirectWebSocket` does for Engine.IO: no aiohttp request, reader, writer or handler task is
+    left per connection. Frames are parsed by wsproto with the same bounds (message size and fragments
+    counted as they arrive, a frame refused on its header, at most ``_EVENTS_PER_TURN`` frames parsed
+    per turn of the loop, the parser back in a shared pool between messages), and each complete binary
+    message is handed to :meth:`message_received` **synchronously**, in order, in the turn it arrived: a
+    subclass whose handling needs no ``await`` costs no task, queue or future per message.
+
+    :meth:`send` queues a binary frame; the frames queued for a connection while another connection's
+    frames are handled leave in one ``write`` right after them, and those queued elsewhere at the end of
+    the turn of the loop.
+    A client with more than ``max_buffer`` bytes unsent is closed with 1013. Pings are answered, the
+    client's close is echoed, a text message closes with 1003, per-message deflate is declined (what
+    these protocols send is small, and each compressing connection would cost a context).
+    """
+
+    __slots__ = (
+        "_closer", "_frames", "_loop", "_out", "_parts", "_rest", "_size", "_ws", "quiet", "registry", "transport",
+    )  # fmt: skip
+
+    def __init__(self, registry: BinarySockets) -> None:
+        self.registry = registry
+        self.transport: asyncio.Transport | None = None
+        self._ws: WSConnection | None = None
+        self._parts: list[bytes] | None = None
+        self._size = 0
+        self._frames = 0
+        self._out: list[bytes] | None = None
+        self._rest: bytes | None = None  # the fast path's unread bytes: a frame cut short, or the next turn's
+        self._loop = asyncio.get_running_loop()
+        self.quiet = False  # pinged and nothing heard since
+        self._closer: asyncio.TimerHandle | None = None  # our close frame sent: aborts if no answer comes
+
+    # --- hooks ---------------------------------------------------------------------------------------
+
+    def message_received(self, data: bytes) -> None:
+        """One complete binary message (a subclass handles it; it may :meth:`close`)."""
+
+    def connection_closed(self) -> None:
+        """The connection ended (closed by either side, cut off, or lost)."""
+
+    # --- the handshake -------------------------------------------------------------------------------
+
+    def take(self, request: web.Request) -> web.StreamResponse:
+        """Answer the upgrade (checked with :func:`upgrade_problem` first) and take the connection.
+
+        Returns what the aiohttp handler must return. If the client left meanwhile nothing is taken and
+        :meth:`connection_closed` is not called (check :attr:`taken`).
+        """
+        transport = request.transport
+        protocol = request.protocol
+        if transport is None or transport.is_closing():
+            return _Hijacked()
+        accept = base64.b64encode(hashlib.sha1(request.headers["Sec-WebSocket-Key"].encode() + WS_KEY).digest())
+        tail: bytes = bytes(getattr(protocol, "_message_tail", b"") or b"")
+        transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        transport.set_protocol(self)
+        self.transport = transport
+        protocol.transport = None  # aiohttp's side of the connection ends here (see DirectWebSocket)
+        protocol.connection_lost(None)
+        self.registry.attach(self)
+        if tail:  # frames that came with the request: read once the caller has set the connection up
+            self._loop.call_soon(self.data_received, tail)
+        return _Hijacked()
+
+    @property
+    def taken(self) -> bool:
+        return self.transport is not None
+
+    # --- asyncio.Protocol ----------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.quiet = False
+        registry = self.registry
+        if registry.dirty is not None:  # (not reached from asyncio; a handler that feeds another connection)
+            self._received(data)
+            return
+        dirty = registry.dirty = []
+        try:
+            self._received(data)
+        finally:
+            registry.dirty = None
+            for sock in dirty:
+                sock._flush()
+
+    def _received(self, data: bytes) -> None:
+        ws = self._ws
+        if ws is None:
+            if self._rest is not None:
+                data, self._rest = self._rest + data, None
+            if self._closer is None:
+                data = self._complete_frames(data)
+                if not data:
+                    return
+            ws = self._ws = self.registry.get_parser()
+        ws.receive_data(data)
+        self._consume()
+
+    def _complete_frames(self, data: bytes) -> bytes:
+        """The fast path, taken between messages: the masked, unfragmented binary frames at the start of
+        ``data`` (what clients send) are unmasked and handled here, at most ``_EVENTS_PER_TURN`` per turn
+        of the loop (reading pauses meanwhile); a frame cut short waits in ``_rest`` for its end. What is
+        returned (from a control, text or fragmented frame on, one of 64 KB or more, or one over the
+        limit) goes to wsproto, with all its checks."""
+        pos, n = 0, len(data)
+        budget = _EVENTS_PER_TURN
+        limit = self.registry.max_message
+        while pos < n:
+            if data[pos] != 0x82 or (n - pos > 1 and data[pos + 1] < 0x80):  # FIN, no RSV, binary; masked
+                break
+            if n - pos < 6:
+                self._rest = data[pos:]
+                return b""
+            length = data[pos + 1] & 0x7F
+            start = pos + 2
+            if length == 126:
+                length = int.from_bytes(data[start : start + 2], "big")
+                start += 2
+            elif length == 127:
+                break
+            if length > limit:
+                break
+            end = start + 4 + length
+            if end > n:
+                if length >= 16384:  # a large one is gathered by wsproto (no copy of the whole per read)
+                    break
+                self._rest = data[pos:]
+                return b""
+            if not budget:  # the rest in the next turn of the loop: other connections get theirs first
+                self._rest = data[pos:]
+                if self.transport is not None:
+                    self.transport.pause_reading()
+                self._loop.call_soon(self._continue)
+                return b""
+            pos = end
+            budget -= 1
+            if not self._deliver(unmask(data[start + 4 : end], data[start : start + 4])):
+                break
+            if self._closer is not None:  # the handler closed it: wsproto looks for the client's answer
+                break
+        return data[pos:] if pos else data
+
+    def _continue(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.resume_reading()
+        if self._rest is not None and self._ws is None:
+            rest, self._rest = self._rest, None
+            self.data_received(rest)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self not in self.registry.open:
+            return
+        self.registry.open.discard(self)
+        if not self.registry.open and self.registry.emptied is not None:
+            self.registry.emptied.set()
+        if self._closer is not None:
+            self._closer.cancel()
+        self._ws = None
+        self._parts = None
+        self._out = None
+        self.connection_closed()
+
+    # --- frames and messages -------------------------------------------------------------------------
+
+    def _consume(self) -> None:
+        ws, transport = self._ws, self.transport
+        if ws is None or transport is None or transport.is_closing():
+            return
+        budget = _EVENTS_PER_TURN
+        for event in ws.events():
+            if self._closer is not None:  # we sent our close frame: nothing but the answer matters now
+                if isinstance(event, CloseConnection):
+                    transport.close()
+                    return
+                continue
+            if isinstance(event, Message):
+                if not self._part(event):
+                    return
+            elif isinstance(event, Ping):
+                self.write(ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                if ws.state is ConnectionState.REMOTE_CLOSING:
+                    self._flush()
+                    transport.write(ws.send(event.response()))
+                    transport.close()
+                else:  # invalid frames (1002, or 1007 for text that is not UTF-8): the connection is failed,
+                    # closed right after the close frame (RFC 6455 7.1.7; nothing more can be parsed anyway)
+                    self._flush()
+                    transport.write(close_frame(event.code, _utf8_cut(event.reason or "protocol error", 123)))
+                    transport.close()
+                return
+            budget -= 1
+            if budget == 0:
+                transport.pause_reading()
+                self._loop.call_soon(self._consume)
+                return
+        if self._closer is not None:
+            transport.resume_reading()
+            return
+        limit = self.registry.max_message
+        if (self._size if self._parts is not None else 0) + _announced(ws) > limit:
+            self.close(CLOSE_TOO_BIG, f"message over {limit} bytes")
+            return
+        transport.resume_reading()
+        if self._parts is None and _at_rest(ws):
+            self._ws = None
+            self.registry.put_parser(ws)
+
+    def _part(self, event: Message[Any]) -> bool:
+        """One frame (or the part of one that arrived); False if the connection ended."""
+        if isinstance(event, TextMessage):
+            self.close(CLOSE_UNSUPPORTED_DATA, "this endpoint's messages are binary")
+            return False
+        data: bytes = event.data
+        parts = self._parts
+        if parts is None:
+            parts = self._parts = []
+            self._size = self._frames = 0
+        self._size += len(data)
+        limit = self.registry.max_message
+        if self._size > limit:
+            self.close(CLOSE_TOO_BIG, f"message over {limit} bytes")
+            return False
+        if event.frame_finished:
+            self._frames += 1
+            if self._frames > self.registry.max_fragments:
+                self.close(CLOSE_TOO_BIG, f"message in more than {self.registry.max_fragments} frames")
+                return False
+        if data:
+            parts.append(data)
+        if not event.message_finished:
+            return True
+        self._parts = None
+        return self._deliver(bytes(parts[0]) if len(parts) == 1 else b"".join(parts))
+
+    def _deliver(self, message: bytes) -> bool:
+        try:
+            self.message_received(message)
+        except Exception:
+            log.exception("websocket message handler failed")
+            self.close(1011, "internal error; it has been logged")
+            return False
+        return True
+
+    # --- writing -------------------------------------------------------------------------------------
+
+    def send(self, payload: bytes) -> None:
+        """Queue ``payload`` as one binary frame; the frames of one turn of the loop leave in one write."""
+        n = len(payload)
+        if n < 126:
+            header = bytes((0x82, n))
+        elif n < 65536:
+            header = struct.pack("!BBH", 0x82, 126, n)
+        else:
+            header = struct.pack("!BBQ", 0x82, 127, n)
+        out = self._out
+        if out is None:
+            self._out = [header, payload]
+            dirty = self.registry.dirty
+            if dirty is not None:  # written when the frames being handled are done
+                dirty.append(self)
+            else:
+                self._loop.call_soon(self._flush)
+        else:
+            out.append(header)
+            out.append(payload)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, None
+        if out:
+            self.write(b"".join(out))
+
+    def write(self, data: bytes) -> bool:
+        """Write now; ``False`` if the connection is gone (or was just closed: its client stopped reading)."""
+        transport = self.transport
+        if transport is None or self._closer is not None or transport.is_closing():
+            return False
+        transport.write(data)
+        if transport.get_write_buffer_size() > self.registry.max_buffer:
+            self.registry.slow_consumers_cut += 1
+            log.warning("closing a websocket: %d bytes unsent (it stopped reading)", transport.get_write_buffer_size())
+            self.close(CLOSE_TRY_AGAIN, "not reading fast enough")
+            return False
+        return True
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Send what is queued, then a close frame with ``code``; the connection ends when the client
+        answers with its own (RFC 6455, 7.1.1: the server closes the TCP connection then), or is aborted
+        if no answer comes within a few seconds (it stopped reading, say)."""
+        transport = self.transport
+        if transport is None or self._closer is not None or transport.is_closing():
+            return
+        out, self._out = self._out, None
+        if out:
+            transport.write(b"".join(out))
+        transport.write(close_frame(code, _utf8_cut(reason, 123)))
+        self._closer = self._loop.call_later(_CLOSE_ABORT_S, transport.abort)
+        transport.resume_reading()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _utf8_cut(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes without splitting a character."""
+    return text.encode()[:limit].decode(errors="ignore")
