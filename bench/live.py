@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -58,6 +59,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
+from bench.janus_client import Janus, JanusError, Session, ensure_installed
 from live.sfu import Feed, codec_preferences, forward_keyframe_requests
 
 FPS = 30
@@ -224,59 +226,149 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def run_one(mode: str, viewers: int, frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
-    server = await asyncio.create_subprocess_exec(
+class Server:
+    """The server under test, as the load generator sees it: a publish, a subscribe, a CPU reading."""
+
+    async def publish(self, pc: RTCPeerConnection) -> None:
+        raise NotImplementedError
+
+    async def subscribe(self, pc: RTCPeerConnection) -> None:
+        raise NotImplementedError
+
+    async def cpu(self) -> tuple[float, float]:
+        """CPU seconds of the server process (all threads) and frames its forwarding path dropped."""
+        raise NotImplementedError
+
+
+class Studyhall(Server):
+    """``--serve forward`` or ``--serve relay`` in a process of its own (see :func:`serve`)."""
+
+    def __init__(self, http: ClientSession, base: str) -> None:
+        self.http, self.base = http, base
+
+    async def publish(self, pc: RTCPeerConnection) -> None:
+        await negotiate(self.http, self.base + "/publish", pc)
+
+    async def subscribe(self, pc: RTCPeerConnection) -> None:
+        pc.addTransceiver("video", direction="recvonly")
+        await negotiate(self.http, self.base + "/subscribe", pc)
+
+    async def cpu(self) -> tuple[float, float]:
+        async with self.http.get(self.base + "/cpu") as resp:
+            body = await resp.json()
+        return body["cpu_s"], body["dropped"]
+
+
+class JanusRoom(Server):
+    """Janus VideoRoom: the publisher joins a room the bench creates and publishes its offer; each viewer
+    joins as a subscriber to its feed, answers Janus's offer and starts. One API session for all."""
+
+    def __init__(self, janus: Janus, session: Session) -> None:
+        self.janus, self.session = janus, session
+        self.room = 0
+        self.feed = 0
+
+    async def publish(self, pc: RTCPeerConnection) -> None:
+        handle = await self.session.attach()
+        created = await self.session.message(handle, {
+            "request": "create", "publishers": 1, "bitrate": 0, "videocodec": "vp8", "audiocodec": "opus",
+            "fir_freq": 0, "notify_joining": False,
+        })  # fmt: skip
+        self.room = created["plugindata"]["data"]["room"]
+        joined = await self.session.message(handle, {"request": "join", "ptype": "publisher", "room": self.room})
+        self.feed = joined["plugindata"]["data"]["id"]
+        await pc.setLocalDescription(await pc.createOffer())
+        offer = {"type": "offer", "sdp": pc.localDescription.sdp}
+        configured = await self.session.message(handle, {"request": "publish", "audio": False, "video": True}, offer)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=configured["jsep"]["sdp"], type="answer"))
+        await connected(pc)  # Janus offers the feed to subscribers once its PeerConnection is up
+
+    async def subscribe(self, pc: RTCPeerConnection) -> None:
+        handle = await self.session.attach()
+        join = {"request": "join", "ptype": "subscriber", "room": self.room, "streams": [{"feed": self.feed}]}
+        for attempt in range(50):  # the feed is there once Janus has seen the publisher's DTLS done (webrtcup)
+            try:
+                attached = await self.session.message(handle, join)
+                break
+            except JanusError as e:
+                if "No such feed" not in str(e) or attempt == 49:
+                    raise
+                await asyncio.sleep(0.1)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=attached["jsep"]["sdp"], type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        answer = {"type": "answer", "sdp": pc.localDescription.sdp}
+        await self.session.message(handle, {"request": "start", "room": self.room}, answer)
+
+    async def cpu(self) -> tuple[float, float]:
+        return self.janus.cpu_s(), float("nan")  # Janus does not say what its path dropped
+
+
+@contextlib.asynccontextmanager
+async def server_for(mode: str, http: ClientSession, args: argparse.Namespace) -> AsyncIterator[Server]:
+    if mode == "janus":
+        janus = Janus(pin=args.pin)
+        try:
+            await janus.start()
+            session = Session(http, janus.url)
+            await session.create()
+            try:
+                yield JanusRoom(janus, session)
+            finally:
+                await session.destroy()
+        finally:
+            await janus.stop()
+        return
+    process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.live", "--serve", mode, stdout=asyncio.subprocess.PIPE
     )
     try:
         if args.pin:
             with contextlib.suppress(OSError):
-                os.sched_setaffinity(server.pid, {0})
-        assert server.stdout is not None
-        base = f"http://127.0.0.1:{int(await server.stdout.readline())}"
-        async with ClientSession() as http:
-            publisher = peer()
-            track = Recorded(frames)
-            publisher.addTransceiver(track, direction="sendonly").setCodecPreferences(codec_preferences("video"))
-            await negotiate(http, base + "/publish", publisher)
-            watchers = []
-            for _ in range(viewers):
-                pc = peer()
-                transceiver = pc.addTransceiver("video", direction="recvonly")
-                watcher = Watcher(pc)
-                await negotiate(http, base + "/subscribe", pc)
-                # aiortc's own receive path (parse, jitter buffer, NACKs) is skipped: see Watcher.
-                transceiver.receiver.transport._handle_rtp_data = watcher.on_rtp  # type: ignore[method-assign]
-                watchers.append(watcher)
-            for pc in [publisher, *(w.pc for w in watchers)]:
-                await connected(pc)
-            track.go.set()
-            await asyncio.sleep(args.warmup_s)
-            async with http.get(base + "/cpu") as resp:
-                body0 = await resp.json()
-                cpu0, t0, first = body0["cpu_s"], time.perf_counter(), track.index
-            own0 = time.process_time()
-            await asyncio.sleep(args.seconds)
-            async with http.get(base + "/cpu") as resp:
-                body1 = await resp.json()
-                cpu1, t1, last = body1["cpu_s"], time.perf_counter(), track.index
-            own1 = time.process_time()
-            await asyncio.sleep(0.5)  # the window's last frames still in flight
-            window = range(first, last - FPS // 2)
-            delays = [w.arrived[i] - track.sent_at[i] for w in watchers for i in window if i in w.arrived]
-            expected = len(window) * viewers
-            for pc in [publisher, *(w.pc for w in watchers)]:
-                await pc.close()
+                os.sched_setaffinity(process.pid, {0})
+        assert process.stdout is not None
+        yield Studyhall(http, f"http://127.0.0.1:{int(await process.stdout.readline())}")
     finally:
-        server.terminate()
-        await asyncio.wait_for(server.wait(), timeout=10)
+        process.terminate()
+        await asyncio.wait_for(process.wait(), timeout=10)
+
+
+async def run_one(mode: str, viewers: int, frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
+    async with ClientSession() as http, server_for(mode, http, args) as server:
+        publisher = peer()
+        track = Recorded(frames)
+        publisher.addTransceiver(track, direction="sendonly").setCodecPreferences(codec_preferences("video"))
+        await server.publish(publisher)
+        watchers = []
+        for _ in range(viewers):
+            pc = peer()
+            watcher = Watcher(pc)
+            await server.subscribe(pc)
+            # aiortc's own receive path (parse, jitter buffer, NACKs) is skipped: see Watcher.
+            receiver = pc.getTransceivers()[0].receiver
+            receiver.transport._handle_rtp_data = watcher.on_rtp  # type: ignore[method-assign]
+            watchers.append(watcher)
+        for pc in [publisher, *(w.pc for w in watchers)]:
+            await connected(pc)
+        track.go.set()
+        await asyncio.sleep(args.warmup_s)
+        (cpu0, dropped0), t0, first = await server.cpu(), time.perf_counter(), track.index
+        own0 = time.process_time()
+        await asyncio.sleep(args.seconds)
+        (cpu1, dropped1), t1, last = await server.cpu(), time.perf_counter(), track.index
+        own1 = time.process_time()
+        await asyncio.sleep(0.5)  # the window's last frames still in flight
+        window = range(first, last - FPS // 2)
+        delays = [w.arrived[i] - track.sent_at[i] for w in watchers for i in window if i in w.arrived]
+        expected = len(window) * viewers
+        for pc in [publisher, *(w.pc for w in watchers)]:
+            await pc.close()
     cpu_per_s = (cpu1 - cpu0) / (t1 - t0)
     return {
         "mode": mode, "viewers": viewers, "server_cpu": cpu_per_s, "cpu_per_viewer": cpu_per_s / viewers,
         "lost": 1 - len(delays) / expected if expected else float("nan"),
         "p50_ms": pct(delays, 0.5) * 1000, "p99_ms": pct(delays, 0.99) * 1000,
         "generator_cpu": (own1 - own0) / (t1 - t0),
-        "server_dropped": (body1["dropped"] - body0["dropped"]) / expected if expected else float("nan"),
+        "server_dropped": (dropped1 - dropped0) / expected if expected else float("nan"),
     }  # fmt: skip
 
 
@@ -293,12 +385,14 @@ async def bench(args: argparse.Namespace, frames: list[bytes]) -> list[dict[str,
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     runs = [("forward", n) for n in args.forward] + [("relay", n) for n in args.relay]
+    runs += [("janus", n) for n in args.janus]
     results = []
     for mode, n in runs:
         r = await run_one(mode, n, frames, args)
         results.append(r)
+        dropped = "–" if r["server_dropped"] != r["server_dropped"] else f"{r['server_dropped']:.2%}"  # nan: Janus
         print(f"| {mode} | {n} | {r['server_cpu']:.2f} | {r['cpu_per_viewer'] * 1000:.1f} m | {r['lost']:.2%} |"
-              f" {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | {r['generator_cpu']:.2f} | {r['server_dropped']:.2%} |"
+              f" {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | {r['generator_cpu']:.2f} | {dropped} |"
               f" {os.getloadavg()[0]:.1f} |",
               flush=True)  # fmt: skip
     print("load after:", os.getloadavg(), "median server CPU per viewer (forward):",
@@ -310,6 +404,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--forward", type=lambda s: [int(x) for x in s.split(",") if x], default=[10, 25, 50])
     parser.add_argument("--relay", type=lambda s: [int(x) for x in s.split(",") if x], default=[2, 5, 10])
+    parser.add_argument("--janus", type=lambda s: [int(x) for x in s.split(",") if x], default=[10, 25, 50],
+                        help="Janus VideoRoom anchor runs (empty to skip)")  # fmt: skip
     parser.add_argument("--seconds", type=float, default=8.0, help="measured window per run")
     parser.add_argument("--warmup-s", type=float, default=3.0)
     parser.add_argument("--json", help="also write the results here")
@@ -320,6 +416,8 @@ def main() -> None:
     if args.serve:
         asyncio.run(serve(args.serve))
     else:
+        if args.janus:
+            ensure_installed()
         frames = make_stream(Path(tempfile.gettempdir()) / f"studyhall-bench-live-640x360-g{KEYFRAME_EVERY}.webm", 10)
         results = asyncio.run(bench(args, frames))
         if args.json:
