@@ -1,20 +1,25 @@
 """Live sessions: server CPU per viewer for the forwarding SFU (``live/sfu.py``) against aiortc's
-``MediaRelay`` (decode once, encode per viewer), in the same run.
+``MediaRelay`` (decode once, encode per viewer) and, as the anchor, Janus VideoRoom, in the same run.
 
 Usage::
 
-    .venv/bin/python -m bench.live                                  # forward: 10, 25, 50 viewers; relay: 2, 5, 10
-    .venv/bin/python -m bench.live --forward 10 --relay 2 --seconds 5   # a quick look
+    .venv/bin/python -m bench.live        # forward and janus: 10, 25, 50 viewers; relay: 2, 5, 10
+    .venv/bin/python -m bench.live --forward 10 --relay 2 --janus 10 --seconds 5   # a quick look
+    .venv/bin/python -m bench.live --janus ""                        # without Janus
     .venv/bin/python -m bench.live --no-pin                          # let the OS place both processes
+
+With ``--janus`` (on by default) the bench needs Debian's ``janus`` package: when ``/usr/bin/janus`` is
+missing it runs ``apt-get install -y janus`` itself, which needs root (otherwise it stops and says so).
 
 The publisher sends a real VP8 stream: 640×360 at 30 fps, about 800 kbit/s, made once with ffmpeg
 (libvpx, a keyframe every 2 s) and sent as pre-encoded packets, so the publisher costs the load
 generator no encoding. For each mode and number of viewers:
 
 1. a server process starts, pinned to CPU 0 (this load generator runs on CPU 1): an aiohttp app taking
-   non-trickle SDP offers on ``/publish`` and ``/subscribe``;
-2. the viewers subscribe (light viewers: once connected, only the header of each decrypted RTP packet is
-   read, so the load generator is not the limit), then the publisher publishes;
+   non-trickle SDP offers on ``/publish`` and ``/subscribe`` (or Janus, see ``janus`` below);
+2. the publisher negotiates, then the viewers subscribe (light viewers: once connected, only the header of
+   each decrypted RTP packet is read, so the load generator is not the limit); the publisher's first frame
+   goes once every peer is connected;
 3. after ``--warmup-s``, the server process's CPU time (all threads: user + system) is read at the start
    and end of ``--seconds`` of streaming; CPU per viewer = CPU seconds per second / viewers;
 4. each viewer's frames are matched with the publisher's by RTP timestamp (both sides count from the
@@ -29,8 +34,19 @@ generator no encoding. For each mode and number of viewers:
 - ``relay``: aiortc's documented way to serve many viewers: ``MediaRelay().subscribe(track)`` per viewer,
   each viewer's sender encodes the decoded frames itself (VP8 at aiortc's default settings).
 
+- ``janus``: Janus VideoRoom (``bench/janus_client.py``). The bench starts its own ``janus`` process,
+  pinned to CPU 0 (every thread), with a config written to a temp dir: the VideoRoom plugin and the HTTP
+  transport on 127.0.0.1 only (no WebSockets, event handlers or loggers), no STUN, host candidates on the
+  interface aiortc's candidates are on, half-trickle (the aiortc peers send no trickle: their candidates
+  are in the SDP). Through the HTTP API (events long-polled with GET) it creates a room (VP8, no bitrate
+  cap), the publisher joins and publishes the same pre-encoded stream, each viewer joins as a subscriber
+  to its feed, answers Janus's offer and starts. Server CPU is the Janus process's (all threads, from
+  ``/proc``); "dropped by the SFU" is not known for Janus (shown as –). Janus is stopped by its PID.
+
 What is measured is the media path alone: the studyhall server adds Socket.IO signalling and a database
-read per negotiation, not per frame. Not measured yet: Janus VideoRoom as an anchor.
+read per negotiation, not per frame. The forwarding path's delay includes one frame interval (33 ms) that
+aiortc's receiver adds: its jitter buffer hands a frame on when the next frame's first packet arrives;
+Janus forwards each RTP packet as it comes.
 """
 
 from __future__ import annotations
