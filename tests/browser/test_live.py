@@ -90,6 +90,29 @@ def wait_for(check: Callable[[], bool], what: str, seconds: float = 20.0) -> Non
         time.sleep(0.1)
 
 
+LOUDNESS = """async (label) => {
+  // The loudest moment of the labelled video's audio over 2 s (RMS of the samples), heard through Web Audio as the
+  // element plays it; and whether the element itself would be heard (not muted, volume up).
+  const v = document.querySelector(`video[aria-label="${label}"]`);
+  const ctx = new AudioContext();
+  await ctx.resume();
+  const analyser = ctx.createAnalyser();
+  analyser.fftSize = 2048;
+  ctx.createMediaStreamSource(v.srcObject).connect(analyser);
+  const data = new Float32Array(analyser.fftSize);
+  let loudest = 0;
+  for (let i = 0; i < 100; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    analyser.getFloatTimeDomainData(data);
+    let sum = 0;
+    for (const x of data) sum += x * x;
+    loudest = Math.max(loudest, Math.sqrt(sum / data.length));
+  }
+  await ctx.close();
+  return { loudest, muted: v.muted, volume: v.volume };
+}"""
+
+
 def moving(page: Page, label: str) -> dict[str, Any]:
     """Waits until the labelled video has a picture and its decoded frame count grows; returns the last sample."""
     wait_for(lambda: (s := page.evaluate(FRAMES, label)) is not None and s["width"] > 0 and s["frames"] > 0,
@@ -142,6 +165,8 @@ def test_the_host_goes_live_and_two_viewers_watch_moving_video(
     for page in viewers:
         sample = moving(page, camera)
         assert sample["audio"] == 1, sample  # the host's microphone plays with the camera
+        heard = page.evaluate(LOUDNESS, camera)  # ... and is heard: Chromium's fake microphone beeps every second
+        assert heard["loudest"] > 0.01 and not heard["muted"] and heard["volume"] > 0, heard
     viewers[1].screenshot(path=str(screenshots / "live-viewer.png"))
 
     # A raised hand reaches the host, who may invite it to speak.
