@@ -116,8 +116,9 @@ class Janus:
         with self.log.open("wb") as log:
             self.process = await asyncio.create_subprocess_exec(
                 JANUS, "-F", str(self.folder), "-C", str(self.folder / "janus.jcfg"), "-o",
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.folder,
             )  # fmt: skip
+            # (its working directory is its temp folder: a core file Janus may leave when stopped lands there)
         if self.pin:
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(self.process.pid, {0})  # threads it starts from now on inherit it
