@@ -141,7 +141,13 @@ async def list_drafts(call: Call) -> LectureDraftsOut:
     return LectureDraftsOut(items=[LectureDraftOut(**_out(r)) for r in rows])
 
 
-async def _draft(conn: Connection, call: Call, *, writable: bool) -> Any:
+async def _draft(conn: Connection, call: Call, *, writable: bool, lock: bool = False) -> Any:
+    """The draft with its latest job, or 404 for anyone who may not see it. ``lock`` (inside a transaction) takes
+    the draft's row lock first, in its own statement, so the read that follows starts after any concurrent
+    publish or discard has committed and sees its job: a lock taken by the read itself would leave the joined
+    job from the read's earlier snapshot."""
+    if lock:
+        await conn.execute("SELECT 1 FROM lecture_drafts WHERE id = $1 FOR UPDATE", call.params["lecture_draft_id"])
     row = await conn.fetchrow(
         f"SELECT {_COLUMNS} FROM lecture_drafts d {_LATEST_JOB} WHERE d.id = $1", call.params["lecture_draft_id"]
     )
@@ -178,8 +184,7 @@ async def publish_draft(call: Call) -> Reply:
     core = core_of(call)
     user = call.me
     async with core.transaction() as tx:
-        draft = await _draft(tx.conn, call, writable=True)
-        await tx.conn.execute("SELECT 1 FROM lecture_drafts WHERE id = $1 FOR UPDATE", draft["id"])
+        draft = await _draft(tx.conn, call, writable=True, lock=True)
         if draft["lecture_id"] is not None:
             raise conflict("this draft is already a lecture")
         if draft["job_state"] in ("queued", "running"):
@@ -220,7 +225,7 @@ async def publish_draft(call: Call) -> Reply:
 async def discard_draft(call: Call) -> None:
     core = core_of(call)
     async with core.transaction() as tx:
-        draft = await _draft(tx.conn, call, writable=False)
+        draft = await _draft(tx.conn, call, writable=False, lock=True)
         if draft["job_state"] in ("queued", "running"):
             raise conflict("this draft is being published: cancel that job first")
         await tx.conn.execute("DELETE FROM lecture_drafts WHERE id = $1", draft["id"])
