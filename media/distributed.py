@@ -25,12 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import sys
 import threading
 import uuid
-import warnings
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -38,6 +35,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 from redis.exceptions import RedisError
 
+from core_api.celery_worker import serve_worker
 from core_api.context import Bus, Core
 from core_api.db import Pool, create_pool
 from core_api.settings import Settings
@@ -205,32 +203,8 @@ def run_media_worker(settings: Settings, concurrency: int) -> int:
         return 2
     broker = settings.redis_url.get_secret_value()
     host = MediaWorkerHost(settings, concurrency)
-    try:
-        host.start()
-    except Exception as exc:
-        host.stop()
-        print(f"studyhall worker: {exc}", file=sys.stderr)
-        return 1
     app = celery_app(broker, settings.media_celery_visibility_s)
-    host.register(app)
-
-    from celery.signals import worker_ready
-
-    def announce(**_: Any) -> None:
-        print(f"studyhall worker ready: {concurrency} at once, queue {QUEUE}, runner {host.runner_id}", flush=True)
-
-    worker_ready.connect(announce, weak=False)
-    warnings.filterwarnings("ignore", message="You're running the worker with superuser privileges")
-    try:
-        app.worker_main(
-            [
-                "worker", "--pool=threads", f"--concurrency={concurrency}", f"--queues={QUEUE}",
-                f"--hostname=media-{os.getpid()}@{socket.gethostname()}", f"--loglevel={settings.log_level}",
-                "--without-gossip", "--without-mingle", "--without-heartbeat",
-            ]
-        )  # fmt: skip
-    except SystemExit as exc:
-        return int(exc.code or 0) if isinstance(exc.code, int | None) else 1
-    finally:
-        host.stop()
-    return 0
+    ready = f"studyhall worker ready: {concurrency} at once, queue {QUEUE}, runner {host.runner_id}"
+    return serve_worker(
+        host, app, queue=QUEUE, name="media", concurrency=concurrency, loglevel=settings.log_level, ready=ready
+    )

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import sys
-import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
+from core_api.celery_worker import serve_worker
 from core_api.context import CORE, Bus, Core, Subscriber
 from core_api.db import Pool, create_pool
 from core_api.executions import (
@@ -129,34 +127,13 @@ def run_worker(settings: Settings, concurrency: int) -> int:
             await redis.aclose()
 
     host = WorkerHost(broker, setup, teardown)
-    try:
-        host.start()
-    except Exception as exc:
-        host.stop()
-        print(f"studyhall worker: {exc}", file=sys.stderr)
-        return 1
-    app = celery_app(broker)
-    host.register(app)
-
-    from celery.signals import worker_ready
-
-    def announce(**_: Any) -> None:
-        print(f"studyhall worker ready: {concurrency} at once, queue {QUEUE}", flush=True)
-
-    worker_ready.connect(announce, weak=False)
-    # The worker must be root to create the sandboxes' cgroups and mounts (programs never run as root,
-    # and only JSON is accepted, never pickle): Celery's warning about root does not apply.
-    warnings.filterwarnings("ignore", message="You're running the worker with superuser privileges")
-    try:
-        app.worker_main(
-            [
-                "worker", "--pool=threads", f"--concurrency={concurrency}", f"--queues={QUEUE}",
-                f"--hostname=sandbox-{os.getpid()}@{socket.gethostname()}", f"--loglevel={settings.log_level}",
-                "--without-gossip", "--without-mingle", "--without-heartbeat",
-            ]
-        )  # fmt: skip
-    except SystemExit as exc:
-        return int(exc.code or 0) if isinstance(exc.code, int | None) else 1
-    finally:
-        host.stop()
-    return 0
+    ready = f"studyhall worker ready: {concurrency} at once, queue {QUEUE}"
+    return serve_worker(
+        host,
+        celery_app(broker),
+        queue=QUEUE,
+        name="sandbox",
+        concurrency=concurrency,
+        loglevel=settings.log_level,
+        ready=ready,
+    )

@@ -159,6 +159,42 @@ def node_env(database_url: str, redis: str, data_dir: Path) -> dict[str, str]:
     return env
 
 
+class WorkerProcess:
+    """One ``studyhall worker`` process (``args`` after ``worker``); :meth:`wait_ready` returns once Celery
+    consumes its queue, and :attr:`ready_line` is what the worker printed then."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with log.open("w") as stderr:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "realtime.cli", "worker", *args],
+                env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            )  # fmt: skip
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self.ready_line = ""
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            if "studyhall worker ready" in line:
+                self.ready_line = line.strip()
+                return
+        raise AssertionError(f"the worker did not get ready:\n{self.log.read_text(errors='replace')[-3000:]}")
+
+
 class Node:
     """One ``studyhall serve`` process; ``url`` is its base URL once :meth:`wait_ready` returned."""
 

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-import queue
 import signal
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,45 +20,21 @@ from core_api.context import CORE
 from realtime.app import create_app
 from tests.chat_helpers import server_url
 from tests.conftest import ApiClient, make_settings
-from tests.nodes import ROOT, User, connect, node_env, redis_url, stop_pid
+from tests.nodes import ROOT, User, WorkerProcess, connect, node_env, redis_url, stop_pid
 from tests.test_media_video import ffprobe_heights, finished, lecture, make_video, upload
 
 LEASE_S = 5
 
 
-class MediaWorker:
-    """One ``studyhall worker -Q media`` process; :meth:`wait_ready` returns once Celery consumes the queue."""
+class MediaWorker(WorkerProcess):
+    """One ``studyhall worker -Q media`` process running one job at a time."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        with log.open("w") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "realtime.cli", "worker", "-Q", "media", "--concurrency", "1"],
-                env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True,
-            )  # fmt: skip
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self.runner_id: str | None = None
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__(["-Q", "media", "--concurrency", "1"], env, log)
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            if "studyhall worker ready" in line:
-                self.runner_id = line.rsplit("runner ", 1)[1].strip()
-                return
-        raise AssertionError(f"the worker did not get ready:\n{self.log.read_text(errors='replace')[-3000:]}")
+    @property
+    def runner_id(self) -> str:
+        return self.ready_line.rsplit("runner ", 1)[1].strip()
 
 
 def ffmpeg_writing(out_dir: Path) -> list[psutil.Process]:

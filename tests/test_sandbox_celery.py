@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -29,7 +26,7 @@ import pytest
 import redis
 
 from sandbox.distributed import QUEUE
-from tests.nodes import ROOT, Node, connect, node_env, redis_url, register, rest, stop_pid, wait_fanout
+from tests.nodes import ROOT, Node, WorkerProcess, connect, node_env, redis_url, register, rest, stop_pid, wait_fanout
 from tests.yclient import YClient
 
 pytestmark = pytest.mark.usefixtures("sandbox_machine")
@@ -40,39 +37,6 @@ SANDBOX_ENV = {
     "STUDYHALL_SANDBOX_CPU_MS": "2000",
     "STUDYHALL_SANDBOX_WALL_MS": "4000",
 }
-
-
-class Worker:
-    """One ``studyhall worker`` process; :meth:`wait_ready` returns once Celery consumes the queue."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        with log.open("w") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "realtime.cli", "worker", "--concurrency", "2"],
-                env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True,
-            )  # fmt: skip
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            if "studyhall worker ready" in line:
-                return
-        raise AssertionError(f"the worker did not get ready:\n{self.log.read_text(errors='replace')[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +75,7 @@ async def test_jobs_wait_for_a_worker_then_results_reach_the_requester(
         status, refused = await rest(a.url, "POST", "/executions", users[2], json=body)
         assert status == 429 and refused["error"]["code"] == "rate_limited", refused  # two wait already
 
-        worker = Worker(worker_env, log_dir / "worker.log")
+        worker = WorkerProcess(["--concurrency", "2"], worker_env, log_dir / "worker.log")
         try:
             await asyncio.to_thread(worker.wait_ready)  # the client keeps answering pings meanwhile
             pushed = await client.inbox.wait_for("execution:finished", lambda e: e["id"] == first["id"], within=30)
@@ -207,7 +171,7 @@ async def test_contest_judging_on_workers_goes_by_turns_between_users(
         })  # fmt: skip
         assert status == 201, contest
         contests.append(f"/contests/{contest['id']}/problems/{contest['problems'][0]['id']}/submissions")
-    worker = Worker(worker_env, log_dir / "worker-contests.log")
+    worker = WorkerProcess(["--concurrency", "2"], worker_env, log_dir / "worker-contests.log")
     try:
         await asyncio.to_thread(worker.wait_ready)
         sleeper = {"language": "python", "source": "import time\ntime.sleep(2)\nprint(3)\n"}
