@@ -454,7 +454,55 @@ def _announced(ws: WSConnection) -> int:
         return 0  # the message is still refused once its bytes pass the limit
 
 
-class DirectWebSocket(asyncio.Protocol):
+class _TooBig(Exception):
+    """A message past its size or fragment bound (closed with 1009; the text is the reason)."""
+
+
+class _Assembly:
+    """The parts of the message arriving on one connection, bounded as they arrive (both websocket kinds).
+
+    A message is refused once its bytes pass ``limit`` or its frames pass ``max_fragments``, counted as
+    they come, final frame included; :meth:`_over` refuses it on a frame's header, before the bytes it
+    announces are read. Between messages a connection holds no list.
+    """
+
+    __slots__ = ("_frames", "_parts", "_size")
+
+    def _start_assembly(self) -> None:
+        self._parts: list[Any] | None = None  # the parts of a message still arriving
+        self._size = 0  # its bytes so far
+        self._frames = 0  # and its frames
+
+    def _assemble(self, event: Message[Any], limit: int, max_fragments: int) -> str | bytes | None:
+        """Adds one frame (or the part of one that arrived); the whole message once it is complete, else None.
+        Raises :class:`_TooBig`."""
+        data = event.data
+        parts = self._parts
+        if parts is None:
+            parts = self._parts = []
+            self._size = self._frames = 0
+        self._size += len(data) if not isinstance(data, str) or data.isascii() else len(data.encode())
+        if self._size > limit:
+            raise _TooBig(f"message over {limit} bytes")
+        if event.frame_finished:
+            self._frames += 1
+            if self._frames > max_fragments:
+                raise _TooBig(f"message in more than {max_fragments} frames")
+        if data:
+            parts.append(data)
+        if not event.message_finished:
+            return None
+        self._parts = None
+        if isinstance(event, TextMessage):
+            return "".join(parts)
+        return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+
+    def _over(self, ws: WSConnection, limit: int) -> bool:
+        """Whether the message arriving, with what the frame being received still announces, passes ``limit``."""
+        return (self._size if self._parts is not None else 0) + _announced(ws) > limit
+
+
+class DirectWebSocket(_Assembly, asyncio.Protocol):
     """python-engineio's websocket transport for aiohttp: after the handshake, the connection is ours.
 
     The upgrade request is answered here, and the TCP transport is taken from aiohttp: this object
@@ -475,10 +523,7 @@ class DirectWebSocket(asyncio.Protocol):
     """
 
     __slots__ = (
-        "_frames",
-        "_parts",
         "_pending",
-        "_size",
         "_waiter",
         "_worker",
         "_ws",
@@ -496,9 +541,7 @@ class DirectWebSocket(asyncio.Protocol):
         self.registry = registry
         self.transport: asyncio.Transport | None = None
         self._ws: WSConnection | None = None  # the frame parser, while frames are arriving
-        self._parts: list[Any] | None = None  # the parts of a message still arriving
-        self._size = 0  # its bytes so far
-        self._frames = 0  # and its frames
+        self._start_assembly()
         self._pending: collections.deque[str | bytes] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None  # the upgrade handshake waiting for a message
@@ -605,7 +648,7 @@ class DirectWebSocket(asyncio.Protocol):
                 if budget == 0:
                     asyncio.get_running_loop().call_soon(self._consume)
                 return
-        if (self._size if self._parts is not None else 0) + _announced(ws) > self.server.max_http_buffer_size:
+        if self._over(ws, self.server.max_http_buffer_size):
             # Refused on its header: no need to wait for the bytes of a message that cannot be taken.
             self._fail(CLOSE_TOO_BIG, f"message over {self.server.max_http_buffer_size} bytes")
             return
@@ -618,30 +661,13 @@ class DirectWebSocket(asyncio.Protocol):
 
     def _part(self, event: Message[Any]) -> bool:
         """One frame (or the part of one that arrived) of a message; False if the connection ended."""
-        data = event.data
-        parts = self._parts
-        if parts is None:
-            parts = self._parts = []
-            self._size = self._frames = 0
-        self._size += len(data) if not isinstance(data, str) or data.isascii() else len(data.encode())
-        limit = self.server.max_http_buffer_size
-        if self._size > limit:
-            self._fail(CLOSE_TOO_BIG, f"message over {limit} bytes")
+        try:
+            message = self._assemble(event, self.server.max_http_buffer_size, self.registry.max_fragments)
+        except _TooBig as exc:
+            self._fail(CLOSE_TOO_BIG, str(exc))
             return False
-        if event.frame_finished:
-            self._frames += 1
-            if self._frames > self.registry.max_fragments:
-                self._fail(CLOSE_TOO_BIG, f"message in more than {self.registry.max_fragments} frames")
-                return False
-        if data:
-            parts.append(data)
-        if not event.message_finished:
-            return True
-        self._parts = None
-        if isinstance(event, TextMessage):
-            self._message("".join(parts))
-        else:
-            self._message(b"".join(parts))
+        if message is not None:
+            self._message(message)
         return True
 
     def _closed(self, ws: WSConnection, event: CloseConnection) -> None:
@@ -1027,7 +1053,7 @@ def unmask(payload: bytes, key: bytes) -> bytes:
     return bytes(out)
 
 
-class BinaryWebSocket(asyncio.Protocol):
+class BinaryWebSocket(_Assembly, asyncio.Protocol):
     """A websocket for a binary message protocol that takes its connection from aiohttp after the upgrade.
 
     :meth:`take` answers the upgrade request and becomes the TCP transport's protocol, as
@@ -1047,16 +1073,14 @@ class BinaryWebSocket(asyncio.Protocol):
     """
 
     __slots__ = (
-        "_closer", "_frames", "_loop", "_out", "_parts", "_rest", "_size", "_ws", "quiet", "registry", "transport",
+        "_closer", "_loop", "_out", "_rest", "_ws", "quiet", "registry", "transport",
     )  # fmt: skip
 
     def __init__(self, registry: BinarySockets) -> None:
         self.registry = registry
         self.transport: asyncio.Transport | None = None
         self._ws: WSConnection | None = None
-        self._parts: list[bytes] | None = None
-        self._size = 0
-        self._frames = 0
+        self._start_assembly()
         self._out: list[bytes] | None = None
         self._rest: bytes | None = None  # the fast path's unread bytes: a frame cut short, or the next turn's
         self._loop = asyncio.get_running_loop()
@@ -1235,7 +1259,7 @@ class BinaryWebSocket(asyncio.Protocol):
             transport.resume_reading()
             return
         limit = self.registry.max_message
-        if (self._size if self._parts is not None else 0) + _announced(ws) > limit:
+        if self._over(ws, limit):
             self.close(CLOSE_TOO_BIG, f"message over {limit} bytes")
             return
         transport.resume_reading()
@@ -1248,27 +1272,12 @@ class BinaryWebSocket(asyncio.Protocol):
         if isinstance(event, TextMessage):
             self.close(CLOSE_UNSUPPORTED_DATA, "this endpoint's messages are binary")
             return False
-        data: bytes = event.data
-        parts = self._parts
-        if parts is None:
-            parts = self._parts = []
-            self._size = self._frames = 0
-        self._size += len(data)
-        limit = self.registry.max_message
-        if self._size > limit:
-            self.close(CLOSE_TOO_BIG, f"message over {limit} bytes")
+        try:
+            message = self._assemble(event, self.registry.max_message, self.registry.max_fragments)
+        except _TooBig as exc:
+            self.close(CLOSE_TOO_BIG, str(exc))
             return False
-        if event.frame_finished:
-            self._frames += 1
-            if self._frames > self.registry.max_fragments:
-                self.close(CLOSE_TOO_BIG, f"message in more than {self.registry.max_fragments} frames")
-                return False
-        if data:
-            parts.append(data)
-        if not event.message_finished:
-            return True
-        self._parts = None
-        return self._deliver(bytes(parts[0]) if len(parts) == 1 else b"".join(parts))
+        return message is None or (isinstance(message, bytes) and self._deliver(message))  # text was refused above
 
     def _deliver(self, message: bytes) -> bool:
         try:
