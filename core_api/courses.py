@@ -33,7 +33,7 @@ from core_api.context import Core, Page, audit, core_of, decode_cursor, new_id, 
 from core_api.db import Connection, Record
 from core_api.errors import AppError, conflict, forbidden, invalid, not_found
 from core_api.http import Api, Call, Input, Principal, Reply
-from core_api.media_urls import unsigned
+from core_api.media_urls import ensure_ladder_kept, unsigned
 from core_api.paywall import OPEN, MediaAccess, media_access
 from core_api.rbac import require_owner_or_admin, require_role
 
@@ -307,9 +307,18 @@ async def publish_course(core: Core, user: Principal, course_id: uuid.UUID) -> R
         return await visible_course(tx.conn, user, course_id)
 
 
+async def _keep_ladder(core: Core, conn: Connection, media_url: str | None) -> None:
+    """A lecture pointed at one of studyhall's ladders: refused if its files were removed (409)."""
+    job_id = None if media_url is None else core.playback.ladder_of(media_url)
+    if job_id is not None:
+        await ensure_ladder_kept(conn, job_id)
+
+
 async def add_lecture(core: Core, user: Principal, course_id: uuid.UUID, body: LectureIn) -> Record:
+    media_url = body.media_url if body.media_url is None else unsigned(core.settings, body.media_url)
     async with core.transaction() as tx:
         course = await writable_course(tx.conn, user, course_id)
+        await _keep_ladder(core, tx.conn, media_url)
         count = await lecture_count(tx.conn, course_id)
         position = count if body.position is None else min(body.position, count)
         # Make room: the lectures at and after the new one move down by one.
@@ -324,7 +333,7 @@ async def add_lecture(core: Core, user: Principal, course_id: uuid.UUID, body: L
             position,
             body.title,
             body.media_kind,
-            body.media_url if body.media_url is None else unsigned(core.settings, body.media_url),
+            media_url,
             body.duration_s,
         )
         await tx.conn.execute("UPDATE courses SET updated_at = now() WHERE id = $1", course_id)
@@ -341,6 +350,8 @@ async def update_lecture(core: Core, user: Principal, lecture_id: uuid.UUID, bod
         lecture, course = await visible_lecture(tx.conn, user, lecture_id)
         require_owner_or_admin(user, course["owner_id"], "course")
         await writable_course(tx.conn, user, course["id"])
+        media_url = body.media_url if body.media_url is None else unsigned(core.settings, body.media_url)
+        await _keep_ladder(core, tx.conn, media_url)
         position = None
         if body.position is not None:
             lecture = await _lock_lectures(tx.conn, user, lecture_id, course["id"])
@@ -354,7 +365,7 @@ async def update_lecture(core: Core, user: Principal, lecture_id: uuid.UUID, bod
             lecture_id,
             body.title,
             body.media_kind,
-            body.media_url if body.media_url is None else unsigned(core.settings, body.media_url),
+            media_url,
             body.duration_s,
             position,
         )

@@ -25,6 +25,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from core_api.db import Connection
+from core_api.errors import conflict
 from core_api.settings import Settings
 
 MEDIA_PATH = "/api/v1/media/"
@@ -101,3 +103,14 @@ def unsigned(settings: Settings, url: str) -> str:
     if url.startswith(prefix) and "?" in url:
         return url.split("?", 1)[0]
     return url
+
+
+async def ensure_ladder_kept(conn: Connection, job_id: uuid.UUID) -> None:
+    """Inside the transaction that points a lecture at ladder ``job_id``: 409 if its files were removed (it went
+    unused for ``STUDYHALL_MEDIA_LADDER_KEEP_S``, media/video.py ``remove_unused_ladders``). The share lock keeps
+    the sweep from removing it until that transaction ends."""
+    removed = await conn.fetchval(
+        "SELECT output_removed_at IS NOT NULL FROM jobs WHERE id = $1 AND kind = 'lecture_video' FOR SHARE", job_id
+    )
+    if removed:
+        raise conflict("that video's files were removed after it went unused: upload the video again")

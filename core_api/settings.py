@@ -687,7 +687,18 @@ class Settings(BaseSettings):
         86400, ge=60, description="An unfinished upload untouched this long is deleted (tus `Upload-Expires`)."
     )
     media_sweep_s: float = Field(
-        60.0, gt=0, le=3600, description="How often expired uploads are removed and abandoned jobs picked up again."
+        60.0,
+        gt=0,
+        le=3600,
+        description="How often expired uploads are removed, abandoned jobs picked up again and unused lecture "
+        "ladders looked for.",
+    )
+    media_ladder_keep_s: float = Field(
+        7 * 86400.0,
+        ge=0,
+        description="A lecture video's HLS ladder that no lecture plays any more (a new video replaced it, the "
+        "lecture was switched to another URL or deleted) is kept this long, so pointing the lecture back at it "
+        "(an undo) still works; then its files are removed. Counted from the sweep that first finds it unused.",
     )
     media_workers: int = Field(
         1,

@@ -25,13 +25,14 @@ from typing import Any
 
 from pydantic import Field
 
-from core_api.context import Tx, core_of
+from core_api.context import Core, Tx, core_of
 from core_api.courses import visible_lecture, writable_course
 from core_api.db import Connection
 from core_api.errors import conflict
 from core_api.http import Api, Call, Input, Reply
 from core_api.settings import Settings
 from media.jobs import JOBS, Finish, JobContext, JobFailed, JobOut, enqueue, job_out, too_many
+from media.storage import Storage
 from media.uploads import UPLOADS
 
 KIND = "lecture_video"
@@ -226,6 +227,45 @@ async def transcode_lecture(ctx: JobContext) -> Finish:
                 await ctx.core.bus.publish(topic, payload, every_node=every_node)
 
     return Finish(result, apply, after)
+
+
+# --- unused ladders ----------------------------------------------------------------------------------
+
+# A ladder is in use while its own lecture points at its master playlist (media/playback.py serves it only then).
+_IN_USE = """EXISTS (SELECT 1 FROM lectures l WHERE l.id = (j.result->>'lecture_id')::uuid
+                                               AND l.media_url = j.result->>'master_url')"""
+_LADDERS = "j.kind = 'lecture_video' AND j.state = 'succeeded' AND j.output_removed_at IS NULL"
+
+
+async def remove_unused_ladders(core: Core, storage: Storage, keep_s: float, batch: int = 100) -> int:
+    """The media sweep's part for ladders: a ladder first found unused is marked, one used again is unmarked, and
+    one unused for ``keep_s`` loses its files (each in a transaction that locks its job row first, so a lecture
+    pointed back at it at that moment either keeps it or is refused: ``core_api.media_urls.ensure_ladder_kept``).
+    Returns how many ladders went. Nodes may sweep at once: a job row locked by another is skipped."""
+    async with core.pool.acquire() as conn:
+        await conn.execute(f"UPDATE jobs j SET ladder_unused_since = now() WHERE {_LADDERS} "
+                           f"AND j.ladder_unused_since IS NULL AND NOT {_IN_USE}")  # fmt: skip
+        await conn.execute(f"UPDATE jobs j SET ladder_unused_since = NULL WHERE {_LADDERS} "
+                           f"AND j.ladder_unused_since IS NOT NULL AND {_IN_USE}")  # fmt: skip
+        due = await conn.fetch(
+            f"SELECT j.id FROM jobs j WHERE {_LADDERS} AND j.ladder_unused_since <= now() - make_interval(secs => $1)"
+            " ORDER BY j.ladder_unused_since LIMIT $2",
+            keep_s, batch,
+        )  # fmt: skip
+    removed = 0
+    for row in due:
+        async with core.transaction() as tx:
+            locked = await tx.conn.fetchval(
+                f"SELECT j.id FROM jobs j WHERE j.id = $1 AND {_LADDERS} FOR UPDATE SKIP LOCKED", row["id"]
+            )
+            # The lock first, then the check in a statement of its own: it sees any lecture change that committed
+            # while the lock was awaited.
+            if locked is None or await tx.conn.fetchval(f"SELECT {_IN_USE} FROM jobs j WHERE j.id = $1", row["id"]):
+                continue
+            await tx.conn.execute("UPDATE jobs SET output_removed_at = now() WHERE id = $1", row["id"])
+        await storage.remove_output(row["id"])
+        removed += 1
+    return removed
 
 
 # --- REST -------------------------------------------------------------------------------------------

@@ -41,15 +41,18 @@ def job_kinds() -> dict[str, Work]:
     }
 
 
-async def _sweep(uploads: Uploads, every_s: float) -> None:
+async def _sweep(uploads: Uploads, settings: Settings) -> None:
     while True:
         try:
             gone = await uploads.sweep()
             if gone:
                 log.info("media: removed %d expired unfinished uploads", gone)
+            gone = await video.remove_unused_ladders(uploads.core, uploads.storage, settings.media_ladder_keep_s)
+            if gone:
+                log.info("media: removed %d lecture ladders no lecture plays any more", gone)
         except Exception:
             log.exception("media: the upload sweep failed; trying again later")
-        await asyncio.sleep(every_s)
+        await asyncio.sleep(settings.media_sweep_s)
 
 
 async def run_media(settings: Settings, app: web.Application) -> AsyncIterator[None]:
@@ -65,7 +68,7 @@ async def run_media(settings: Settings, app: web.Application) -> AsyncIterator[N
     else:
         runner = JobRunner(app[CORE], storage, job_kinds())
     app[JOBS] = runner
-    sweeper = asyncio.create_task(_sweep(uploads, settings.media_sweep_s))
+    sweeper = asyncio.create_task(_sweep(uploads, settings))
     runner.start()
     try:
         yield

@@ -17,6 +17,7 @@ import pytest
 
 from core_api.context import CORE
 from media.jobs import JOBS, run_job
+from media.video import remove_unused_ladders
 from tests.chat_helpers import server_url
 from tests.conftest import Actor, ApiClient
 from tests.nodes import User, connect
@@ -340,3 +341,58 @@ async def test_a_lecture_deleted_mid_job_fails_the_job_and_leaves_no_output(api:
     _, job = await api.call("GET", f"/jobs/{job_id}", teacher)
     assert (job["state"], job["error"]) == ("failed", "the lecture was deleted while its video was being processed")
     assert not runner.storage.output_dir(job_id).exists()
+
+
+async def _sweep_ladders(api: ApiClient, keep_s: float) -> None:
+    """The media sweep's ladder part, run until nothing more is due (the suite's database holds other ladders)."""
+    core, runner = api.app[CORE], api.app[JOBS]
+    while await remove_unused_ladders(core, runner.storage, keep_s, batch=500) == 500:
+        pass
+
+
+async def test_a_replaced_ladder_is_kept_for_an_undo_then_removed(api: ApiClient, tmp_path: Path) -> None:
+    """A new video replaces the lecture's ladder: the old one is kept while the lecture could be pointed back at
+    it, then its files go; pointing a lecture at removed files is refused; a deleted lecture's ladder goes too."""
+    teacher = await api.user("instructor")
+    lecture_id = await lecture(api, teacher)
+    await lecture(api, teacher)  # (so that the course keeps one when this one is deleted)
+    storage, core = api.app[JOBS].storage, api.app[CORE]
+    ladders = []
+    for name in ("first", "second"):
+        upload_id = await upload(api, teacher, make_video(tmp_path / f"{name}.mp4", 160, 120, seconds=1))
+        _, job = await api.call("POST", f"/lectures/{lecture_id}/media", teacher, json={"upload_id": upload_id})
+        done = await finished(api, teacher, job["id"])
+        assert done["state"] == "succeeded", done
+        ladders.append(done)
+    first, second = ladders
+    first_dir, second_dir = (storage.output_dir(uuid.UUID(j["id"])) for j in ladders)
+
+    # Kept a while: the lecture can go back to its first video (an editor sends back the URL it was shown).
+    await _sweep_ladders(api, keep_s=3600)
+    assert (first_dir / "master.m3u8").exists()
+    patch = {"media_kind": "hls", "media_url": first["result"]["master_url"] + "?token=whatever"}
+    status, lec = await api.call("PATCH", f"/lectures/{lecture_id}", teacher, json=patch)
+    assert status == 200, lec
+    status, lec = await api.call("GET", f"/lectures/{lecture_id}", teacher)
+    assert lec["media_url"].startswith(first["result"]["master_url"] + "?token=")
+    media = await api.http.get("/" + lec["media_url"].split("://", 1)[1].split("/", 1)[1])  # (the test port)
+    assert media.status == 200 and "#EXTM3U" in await media.text()
+    await _sweep_ladders(api, keep_s=3600)  # the first is in use again: unmarked; the second is now unused
+    marks = {r["id"]: r["ladder_unused_since"] for r in await core.pool.fetch(
+        "SELECT id, ladder_unused_since FROM jobs WHERE id = ANY($1::uuid[])", [j["id"] for j in ladders])}  # fmt: skip
+    assert marks[uuid.UUID(first["id"])] is None and marks[uuid.UUID(second["id"])] is not None
+
+    # Past the keep time the unused one goes; the one playing stays.
+    await _sweep_ladders(api, keep_s=0)
+    assert not second_dir.exists() and (first_dir / "master.m3u8").exists()
+    patch = {"media_kind": "hls", "media_url": second["result"]["master_url"]}
+    status, refused = await api.call("PATCH", f"/lectures/{lecture_id}", teacher, json=patch)
+    assert status == 409 and "removed" in refused["error"]["message"], refused
+    status, refused = await api.call("POST", f"/courses/{lec['course_id']}/lectures", teacher,
+                                     json={"title": "Again", "duration_s": 1.0, **patch})  # fmt: skip
+    assert status == 409, refused
+
+    # A deleted lecture's ladder goes the same way.
+    assert (await api.call("DELETE", f"/lectures/{lecture_id}", teacher))[0] == 204
+    await _sweep_ladders(api, keep_s=0)
+    assert not first_dir.exists()
