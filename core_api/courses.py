@@ -547,5 +547,12 @@ async def patch_lecture(call: Call) -> LectureOut:
     errors=[403, 409],
 )
 async def delete_lecture_view(call: Call) -> Reply:
-    await delete_lecture(core_of(call), call.me, call.params["lecture_id"])
+    core = core_of(call)
+    await delete_lecture(core, call.me, call.params["lecture_id"])
+    from media.jobs import JOBS  # (media imports this module)
+    from media.video import remove_ladders
+
+    runner = call.request.app.get(JOBS)
+    if runner is not None:  # its videos' ladders go (from the media directory or the S3 bucket)
+        await remove_ladders(core, runner.storage, call.params["lecture_id"])
     return Reply(None, 204)

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import ctypes
 import json
+import logging
 import signal
 import sys
 import uuid
@@ -25,14 +26,17 @@ from typing import Any
 
 from pydantic import Field
 
-from core_api.context import Tx, core_of
+from core_api.context import Core, Tx, core_of
 from core_api.courses import visible_lecture, writable_course
 from core_api.db import Connection
 from core_api.errors import conflict
 from core_api.http import Api, Call, Input, Reply
 from core_api.settings import Settings
 from media.jobs import JOBS, Finish, JobContext, JobFailed, JobOut, enqueue, job_out, too_many
+from media.storage import Storage
 from media.uploads import UPLOADS
+
+log = logging.getLogger(__name__)
 
 KIND = "lecture_video"
 _PR_SET_PDEATHSIG = 1
@@ -193,6 +197,12 @@ async def transcode_lecture(ctx: JobContext) -> Finish:
     scale = f"scale=-2:{min(info.height, 720)}"
     await _run([settings.media_ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-ss", f"{at:.3f}",
                 "-i", str(source), "-frames:v", "1", "-vf", scale, str(poster)])  # fmt: skip
+    await ctx.report(0.97, "publish")
+
+    async def publishing(fraction: float) -> None:
+        await ctx.report(0.97 + 0.02 * fraction, "publish")
+
+    await ctx.storage.publish_output(ctx.id, publishing)  # to the S3 bucket when there is one (same keys on a retry)
     rungs = [f"{h}p" for h, _, _ in ladder(info.height)]
     base = f"{settings.base_url}/api/v1/media/{ctx.id}"
     result = {
@@ -221,11 +231,27 @@ async def transcode_lecture(ctx: JobContext) -> Finish:
 
     async def after() -> None:
         await ctx.storage.remove_upload(upload_id)
+        await remove_ladders(ctx.core, ctx.storage, lecture_id, keep=ctx.id)  # the video this one replaced
         for tx in published:  # the learners' new_lecture notifications
             for topic, payload, every_node in tx.events:
                 await ctx.core.bus.publish(topic, payload, every_node=every_node)
 
     return Finish(result, apply, after)
+
+
+async def remove_ladders(core: Core, storage: Storage, lecture_id: uuid.UUID, keep: uuid.UUID | None = None) -> None:
+    """Remove the ladders the lecture's video jobs made (all but ``keep``'s): the lecture was deleted, or a new
+    video replaced them. Best effort: a failure is logged and leaves only files nobody can reach (playback
+    serves a ladder only while its lecture points at it)."""
+    rows = await core.pool.fetch(
+        "SELECT id FROM jobs WHERE kind = $1 AND state = 'succeeded' AND result->>'lecture_id' = $2 AND id <> $3",
+        KIND, str(lecture_id), keep or uuid.UUID(int=0),
+    )  # fmt: skip
+    for row in rows:
+        try:
+            await storage.remove_output(row["id"])
+        except Exception:
+            log.exception("media: could not remove the ladder of job %s", row["id"])
 
 
 # --- REST -------------------------------------------------------------------------------------------
