@@ -9,9 +9,11 @@ round-trips through the bucket and only its learner and the staff download it.""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -26,6 +28,7 @@ import aioboto3
 import aiohttp
 import pytest
 
+from core_api.context import CORE
 from core_api.settings import ConfigError, Settings
 from media.jobs import JOBS
 from media.s3 import S3Storage
@@ -333,3 +336,48 @@ def test_the_local_default_needs_nothing(database_url: str, tmp_path: Path) -> N
     assert type(open_storage(make_settings(database_url, tmp_path))) is LocalStorage
     with pytest.raises(ConfigError, match="together"):
         make_settings(database_url, tmp_path, s3_bucket="b-1", s3_access_key_id="only-the-id")
+
+
+async def test_a_celery_media_worker_publishes_to_the_same_bucket(
+    aiohttp_client: Any, database_url: str, tmp_path: Path, bucket: Bucket
+) -> None:
+    """`studyhall worker -Q media` with the nodes' STUDYHALL_S3_* settings: the ladder it makes lands in the bucket
+    and the node serves it from there."""
+    from tests.nodes import WorkerProcess, node_env, redis_url, stop_pid
+    from tests.test_media_video import finished, lecture, make_video, upload
+
+    with redis_url() as broker:
+        media = tmp_path / "media"
+        settings = s3_settings(
+            database_url, tmp_path / "node", bucket.url, bucket.name, redis_url=broker, media_executor="celery",
+            media_dir=media,
+        )  # fmt: skip
+        api = ApiClient(await aiohttp_client(create_app(settings)))
+        teacher = await api.user("instructor")
+        lecture_id = await lecture(api, teacher)
+        upload_id = await upload(api, teacher, make_video(tmp_path / "in.mp4", 320, 240, seconds=2))
+        env = node_env(database_url, broker, tmp_path / "workers")
+        env.update(
+            STUDYHALL_MEDIA_DIR=str(media), STUDYHALL_S3_BUCKET=bucket.name, STUDYHALL_S3_ENDPOINT_URL=bucket.url,
+            STUDYHALL_S3_ACCESS_KEY_ID="test", STUDYHALL_S3_SECRET_ACCESS_KEY="test-secret", STUDYHALL_S3_PREFIX=PREFIX,
+        )  # fmt: skip
+        worker = WorkerProcess(["-Q", "media", "--concurrency", "1"], env, tmp_path / "worker.log")
+        try:
+            await asyncio.to_thread(worker.wait_ready)
+            status, job = await api.call(
+                "POST", f"/lectures/{lecture_id}/media", teacher, json={"upload_id": upload_id}
+            )
+            assert status == 202, job
+            done = await finished(api, teacher, job["id"])
+        finally:
+            stop_pid(worker.proc, signal.SIGTERM)
+        assert done["state"] == "succeeded", (done, worker.log.read_text()[-2000:])
+        runner = worker.ready_line.rsplit("runner ", 1)[1].strip()
+        claimed = await api.app[CORE].pool.fetchval("SELECT claimed_by::text FROM jobs WHERE id = $1::uuid", job["id"])
+        assert claimed == runner  # the worker made it
+        assert len(await bucket.keys(f"outputs/{job['id']}/")) == 4
+        assert not (media / "outputs" / job["id"]).exists()
+        segment = f"{local(done['result']['master_url']).rsplit('/', 1)[0]}/240p/segment_00000.ts"
+        resp = await api.http.get(segment, headers=teacher.headers)
+        assert resp.status == 200
+        assert await resp.read() == (await bucket.get(f"outputs/{job['id']}/240p/segment_00000.ts"))[0]
