@@ -8,6 +8,8 @@ finished and served goes to the bucket, under ``STUDYHALL_S3_PREFIX``:
 - ``outputs/<job id>/...``: a lecture video job's ladder (playlists, segments, poster), uploaded by
   :meth:`S3Storage.publish_output` before the job commits; the local copy is then removed. Keys are the job's,
   so a retried job overwrites them (and removes any an earlier attempt left that this one did not make).
+  Removing objects is best effort (logged): what a failure leaves is unreachable, since studyhall serves only
+  what its rows point at.
 - ``files/<file id>``: a submission's file, spooled to the working area (size limits, a body cut short) and
   then uploaded whole (multipart for large files); the spool is removed.
 
@@ -177,7 +179,10 @@ class S3Storage(LocalStorage):
 
     async def remove_output(self, job_id: uuid.UUID) -> None:
         await super().remove_output(job_id)
-        await self._delete(await self.keys_under(f"outputs/{job_id}/"))
+        try:
+            await self._delete(await self.keys_under(f"outputs/{job_id}/"))
+        except Exception:  # the job still ends (failed, cancelled); what is left is unreachable
+            log.exception("media: could not remove the objects of job %s from the bucket", job_id)
 
     async def read_output(self, job_id: uuid.UUID, name: str) -> bytes:
         client = await self.client()
@@ -201,17 +206,17 @@ class S3Storage(LocalStorage):
         spool = self.file_path(file_id)
         try:
             await self._put_path(spool, self.key(f"files/{file_id}"), "application/octet-stream")
-        except BaseException:
-            await asyncio.shield(self.remove_file(file_id))
-            raise
-        finally:
+        finally:  # (an upload cut short leaves no object: a multipart upload is aborted, a put is whole or not)
             await asyncio.to_thread(_unlink, spool)
         return size
 
     async def remove_file(self, file_id: uuid.UUID) -> None:
-        await super().remove_file(file_id)
-        client = await self.client()
-        await client.delete_object(Bucket=self.bucket, Key=self.key(f"files/{file_id}"))
+        await self._unlink_file(file_id)
+        try:
+            client = await self.client()
+            await client.delete_object(Bucket=self.bucket, Key=self.key(f"files/{file_id}"))
+        except Exception:  # its row is gone: the object is unreachable
+            log.exception("media: could not remove the file %s from the bucket", file_id)
 
     async def local_file(self, file_id: uuid.UUID, scratch: Path) -> Path:
         client = await self.client()
@@ -235,9 +240,8 @@ class S3Storage(LocalStorage):
         wanted = request.headers.get("Range")
         if wanted is not None:
             args["Range"] = wanted
-        for condition, arg in (("If-None-Match", "IfNoneMatch"), ("If-Modified-Since", "IfModifiedSince")):
-            if condition in request.headers and wanted is None:
-                args[arg] = request.headers[condition]
+        elif "If-None-Match" in request.headers:  # a player's cache revalidating: 304 from the store
+            args["IfNoneMatch"] = request.headers["If-None-Match"]
         try:
             answer = await client.get_object(**args)
         except ClientError as exc:

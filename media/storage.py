@@ -206,10 +206,13 @@ class LocalStorage:
         finally:
             await asyncio.to_thread(os.close, fd)
             if not done:
-                await asyncio.shield(self.remove_file(file_id))
+                await asyncio.shield(self._unlink_file(file_id))
         return size
 
     async def remove_file(self, file_id: uuid.UUID) -> None:
+        await self._unlink_file(file_id)
+
+    async def _unlink_file(self, file_id: uuid.UUID) -> None:
         with contextlib.suppress(FileNotFoundError):
             await asyncio.to_thread(self.file_path(file_id).unlink)
 

@@ -19,7 +19,7 @@ import subprocess
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -176,6 +176,12 @@ async def test_a_ladder_is_published_to_the_bucket_and_plays_from_it(
     assert part.status == 206 and await part.read() == whole[188:376]
     assert part.headers["Content-Range"] == f"bytes 188-375/{len(whole)}"
     assert (await api.http.get(f"{base}/240p/{segments[0]}", headers={"Range": "bytes=-188"})).status == 206
+    beyond = await api.http.get(f"{base}/240p/{segments[0]}", headers={"Range": "bytes=99999999-"})
+    assert beyond.status == 416 and beyond.headers["Content-Range"] == f"bytes */{len(whole)}"
+    # A cache revalidating with the ETag: 304, no body.
+    etag = part.headers["ETag"]
+    again = await api.http.get(f"{base}/240p/{segments[0]}", headers={"If-None-Match": etag})
+    assert again.status == 304 and await again.read() == b""
     # With a Bearer header the playlist comes from the bucket as it is.
     plain = await api.http.get(f"{base}/master.m3u8", headers=buyer.headers)
     assert plain.status == 200 and (await plain.read()) == (await bucket.get(f"{base_key}master.m3u8"))[0]
@@ -381,3 +387,37 @@ async def test_a_celery_media_worker_publishes_to_the_same_bucket(
         resp = await api.http.get(segment, headers=teacher.headers)
         assert resp.status == 200
         assert await resp.read() == (await bucket.get(f"outputs/{job['id']}/240p/segment_00000.ts"))[0]
+
+
+async def test_large_files_go_up_in_parts_and_too_much_leaves_nothing(
+    database_url: str, tmp_path: Path, bucket: Bucket
+) -> None:
+    from media.s3 import MULTIPART_AT
+    from media.storage import TooMuchData
+
+    storage = open_storage(s3_settings(database_url, tmp_path / "data", bucket.url, bucket.name))
+    assert isinstance(storage, S3Storage)
+    data = bytes(range(256)) * ((MULTIPART_AT + 3 * 1024 * 1024) // 256)
+
+    async def chunks(of: bytes) -> AsyncIterator[bytes]:
+        for at in range(0, len(of), 1 << 20):
+            yield of[at : at + (1 << 20)]
+
+    try:
+        file_id = uuid.uuid4()
+        assert await storage.put_file(file_id, chunks(data), len(data)) == len(data)
+        assert (await bucket.get(f"files/{file_id}"))[0] == data
+        copy = await storage.local_file(file_id, tmp_path / "scratch")
+        assert copy.read_bytes() == data
+        assert not storage.file_path(file_id).exists()
+        # Past the limit: TooMuchData, no object and no spool left.
+        other = uuid.uuid4()
+        with pytest.raises(TooMuchData):
+            await storage.put_file(other, chunks(data), len(data) - 1)
+        assert await bucket.keys(f"files/{other}") == [] and not storage.file_path(other).exists()
+        await storage.remove_file(file_id)
+        assert await bucket.keys("files/") == []
+        with pytest.raises(FileNotFoundError):
+            await storage.local_file(file_id, tmp_path / "scratch")
+    finally:
+        await storage.close()
