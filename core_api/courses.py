@@ -558,5 +558,6 @@ async def patch_lecture(call: Call) -> LectureOut:
     errors=[403, 409],
 )
 async def delete_lecture_view(call: Call) -> Reply:
+    # Its videos' ladders go with the media sweep, after STUDYHALL_MEDIA_LADDER_KEEP_S (media/video.py).
     await delete_lecture(core_of(call), call.me, call.params["lecture_id"])
     return Reply(None, 204)

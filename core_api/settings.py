@@ -713,6 +713,53 @@ class Settings(BaseSettings):
         "HLS segments, posters, playlists without a token and submission files are answered, after the access "
         "check, with `X-Accel-Redirect: <prefix><path in the media directory>` and nginx sends the file.",
     )
+    s3_bucket: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        description="Set to keep finished media in this bucket of an S3-compatible store (MinIO, AWS S3, ...): HLS "
+        "ladders and submission files are published there and served from there (behind the same access "
+        "checks); STUDYHALL_MEDIA_DIR stays the working area (uploads being received, transcodes). Unset: "
+        "everything stays in STUDYHALL_MEDIA_DIR.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/?#]+/?$",
+        description="The S3 API's address (like `http://minio:9000`); unset: AWS S3 of STUDYHALL_S3_REGION.",
+    )
+    s3_region: str = Field("us-east-1", pattern=r"^[a-z0-9-]{1,40}$", description="The bucket's region.")
+    s3_access_key_id: str | None = Field(
+        None, description="The S3 access key; unset: boto's usual credential chain (environment, instance role)."
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        None, description="The S3 secret key (with STUDYHALL_S3_ACCESS_KEY_ID)."
+    )
+    s3_prefix: str = Field(
+        "",
+        pattern=r"^([A-Za-z0-9_.-]+/)*$",
+        description="Keys start with this (like `studyhall/`, ending with `/`): deployments can share a bucket.",
+    )
+    s3_serve: Literal["stream", "redirect"] = Field(
+        "stream",
+        description="How an allowed request for a stored object is answered: `stream` (studyhall reads it from the "
+        "store and sends it, ranges included; needs nothing of the bucket) or `redirect` (302 to a presigned URL "
+        "valid STUDYHALL_S3_PRESIGN_S; the bytes skip studyhall, but players need CORS on the bucket). Playlists "
+        "with a playback token are always sent by studyhall (they are rewritten per token).",
+    )
+    s3_presign_s: int = Field(
+        300, ge=10, le=7 * 86400, description="How long a presigned URL of STUDYHALL_S3_SERVE=redirect stays valid."
+    )
+    s3_public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/?#]+/?$",
+        description="The store's address as browsers reach it, for presigned redirects (default: "
+        "STUDYHALL_S3_ENDPOINT_URL).",
+    )
+    s3_concurrency: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="Objects one node or media worker uploads to the store at once (a ladder's segments).",
+    )
     media_executor: Literal["auto", "local", "celery"] = Field(
         "auto",
         description="Where media jobs (transcodes, grade sheets, data exports) run: `local` (in each node's process), "
@@ -1171,6 +1218,8 @@ class Settings(BaseSettings):
                 "STUDYHALL_PRESENCE_HEARTBEAT_S must be shorter than STUDYHALL_PRESENCE_TTL_S, or live nodes "
                 "would be taken for dead between two beats"
             )
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError("set STUDYHALL_S3_ACCESS_KEY_ID and STUDYHALL_S3_SECRET_ACCESS_KEY together")
         if self.sandbox_executor == "celery" and self.redis_url is None:
             raise ValueError("STUDYHALL_SANDBOX_EXECUTOR=celery needs STUDYHALL_REDIS_URL (the Celery broker)")
         if self.media_executor == "celery" and self.redis_url is None:

@@ -17,7 +17,6 @@ submissions list their files (``files`` of ``SubmissionOut``).
 
 from __future__ import annotations
 
-import asyncio
 import mimetypes
 import unicodedata
 import urllib.parse
@@ -36,7 +35,6 @@ from core_api.errors import AppError, ErrorCode, conflict, forbidden, invalid, n
 from core_api.http import PREFIX, Principal
 from core_api.settings import Settings
 from media.jobs import JOBS
-from media.playback import accel_redirect, accel_response
 from media.storage import Storage, TooMuchData
 
 NAME_MAX = 200
@@ -234,9 +232,6 @@ async def download(request: web.Request) -> web.StreamResponse:
     file_id = _file_id(request)
     async with request.app[CORE].pool.acquire() as conn:
         row = await _readable_file(conn, user, file_id)
-    path = _storage(request).file_path(file_id)
-    if not await asyncio.to_thread(path.exists):
-        raise not_found("file")
     headers = {
         "Content-Type": row["content_type"],
         "Content-Disposition": disposition(row["filename"]),
@@ -244,10 +239,10 @@ async def download(request: web.Request) -> web.StreamResponse:
         "Content-Security-Policy": "sandbox",
         "Cache-Control": "private, no-cache",
     }
-    accel = accel_redirect(request, path)  # behind nginx: it sends the file (STUDYHALL_MEDIA_ACCEL_PREFIX)
-    if accel is not None:
-        return accel_response(accel, headers)
-    return web.FileResponse(path, headers=headers)
+    try:  # from the media directory (behind nginx: nginx sends it), or the S3 bucket
+        return await _storage(request).send(request, f"files/{file_id}", headers)
+    except FileNotFoundError:
+        raise not_found("file") from None
 
 
 async def delete(request: web.Request) -> web.StreamResponse:

@@ -177,6 +177,8 @@ class MediaWorkerHost:
 
     def stop(self) -> None:
         async def close() -> None:
+            if self.storage is not None:
+                await self.storage.close()
             if "pool" in self._resources:
                 await self._resources["pool"].close()
             redis = getattr(self._resources.get("emitter"), "redis", None)

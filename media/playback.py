@@ -15,8 +15,10 @@ Credentials, either of:
   to each variant playlist and segment.
 - ``Authorization: Bearer`` — an access token (API clients, hls.js with ``xhrSetup``).
 
-Range requests on segments and the poster come from aiohttp's ``FileResponse``; playlists are small
-and rewritten per token, so they are always sent whole. Everything is ``Cache-Control: private``.
+Files are sent by the storage (media/storage.py ``send``): from the media directory with aiohttp's
+``FileResponse`` (range requests on segments and the poster), or, with ``STUDYHALL_S3_BUCKET``, streamed from
+the bucket or redirected to a presigned URL (media/s3.py). Playlists are small and rewritten per token, so
+they are always sent whole by studyhall. Everything is ``Cache-Control: private``.
 
 Behind nginx (``STUDYHALL_MEDIA_ACCEL_PREFIX`` set to an internal location aliasing the media directory), a
 file that is sent as it is (segments, the poster, a playlist asked for with a Bearer header) is answered,
@@ -26,11 +28,9 @@ sends the file itself (ranges included), keeping this response's content type an
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 import uuid
-from pathlib import Path
 
 from aiohttp import web
 
@@ -42,7 +42,6 @@ from core_api.http import PREFIX, Principal
 from core_api.media_urls import TOKEN_PARAM, TokenRefused
 from core_api.paywall import media_access
 from media.jobs import JOBS
-from media.storage import stored_path
 from media.video import KIND
 
 _FILE = re.compile(r"(master\.m3u8|poster\.jpg|[0-9]{2,4}p/(index\.m3u8|segment_[0-9]{5}\.ts))")
@@ -111,11 +110,11 @@ async def serve_media(request: web.Request) -> web.StreamResponse:
         access = await media_access(conn, user, course)
     if access.locked:
         raise forbidden(access.reason or "you may not play this lecture")
-    path = request.app[JOBS].storage.output_dir(job_id) / name
+    storage = request.app[JOBS].storage
     suffix = "." + name.rsplit(".", 1)[1]
     if suffix == ".m3u8" and token is not None:
         try:
-            text = await asyncio.to_thread(path.read_text)
+            text = (await storage.read_output(job_id, name)).decode()
         except FileNotFoundError:
             raise not_found("media") from None
         headers = {"Cache-Control": "private, max-age=60"}
@@ -123,25 +122,10 @@ async def serve_media(request: web.Request) -> web.StreamResponse:
     # Private: behind the access check, so shared caches must not keep it; segments never change.
     cache = "private, max-age=86400, immutable" if suffix in (".ts", ".jpg") else "private, max-age=60"
     headers = {"Content-Type": _TYPES[suffix], "Cache-Control": cache}
-    accel = accel_redirect(request, path)
-    if accel is not None:
-        return accel_response(accel, headers)
-    return web.FileResponse(path, headers=headers)
-
-
-def accel_redirect(request: web.Request, path: Path) -> str | None:
-    """Where nginx finds ``path`` (``STUDYHALL_MEDIA_ACCEL_PREFIX`` + its path in the media directory), or
-    None when studyhall sends files itself."""
-    prefix = request.app[CORE].settings.media_accel_prefix
-    if prefix is None:
-        return None
-    relative = stored_path(request.app[JOBS].storage, path)
-    return None if relative is None else prefix + relative
-
-
-def accel_response(location: str, headers: dict[str, str]) -> web.Response:
-    """The answer nginx turns into the file (an empty body; nginx keeps these headers)."""
-    return web.Response(status=200, headers={**headers, "X-Accel-Redirect": location})
+    try:  # from the media directory (or nginx, STUDYHALL_MEDIA_ACCEL_PREFIX), or the S3 bucket
+        return await storage.send(request, f"outputs/{job_id}/{name}", headers)
+    except FileNotFoundError:
+        raise not_found("media") from None
 
 
 def mount(app: web.Application) -> None:

@@ -1,14 +1,18 @@
-"""Where media bytes live: one small interface, a local directory behind it (``STUDYHALL_MEDIA_DIR``).
+"""Where media bytes live: one small interface, :class:`Storage`, with two implementations.
 
-An S3-compatible store (aioboto3, MinIO in compose) is the next implementation of :class:`Storage`; it is
-not built yet. The byte methods are async so that a remote store fits the same calls (the local one does its
-file work in a thread, never on the event loop); the path methods (``upload_path``, ``output_dir``,
-``file_path``) are what such a store would have to replace with a local spool and object uploads
-(docs/media.md, "Storage").
+- :class:`LocalStorage` (the default): everything in a local directory, ``STUDYHALL_MEDIA_DIR``.
+- :class:`media.s3.S3Storage` (``STUDYHALL_S3_BUCKET`` set): the same local directory is the *working area*
+  (uploads being received, a job's output while it is made, scratch), and finished artifacts are *published*
+  to an S3-compatible bucket and served from there: an HLS ladder when its job succeeds
+  (:meth:`Storage.publish_output`), a submission's file once stored (:meth:`Storage.put_file`).
 
-Layout under the root::
+ffmpeg reads and writes local files and tus appends at any offset (which S3 objects do not take), so the
+path methods (``upload_path``, ``output_dir``) stay local in both. What is served goes through
+:meth:`Storage.send` and :meth:`Storage.read_output`, which read wherever the artifact lives.
 
-    uploads/<upload id>          the bytes of an upload (tus), appended in order
+Layout under the root (and of the keys, under ``STUDYHALL_S3_PREFIX``)::
+
+    uploads/<upload id>          the bytes of an upload (tus), appended in order            (local only)
     outputs/<job id>/...         what a job made (an HLS ladder, a poster); replaced whole on a retry
     files/<file id>              a file attached to an assignment submission, written once
 """
@@ -20,12 +24,17 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
+from aiohttp import web
+
 WRITE_BATCH = 1 << 20
 """Bytes gathered before one write to the file (each write is one thread hop)."""
+
+Progress = Callable[[float], Awaitable[None]]
+"""Called with 0 to 1 while a job's output is published (renews the job's claim)."""
 
 
 class Storage(Protocol):
@@ -67,17 +76,33 @@ class Storage(Protocol):
 
     async def remove_file(self, file_id: uuid.UUID) -> None: ...
 
+    async def publish_output(self, job_id: uuid.UUID, progress: Progress | None = None) -> None:
+        """Make the job's finished output directory what :meth:`send` serves (a remote store uploads it under
+        ``outputs/<job id>/``, replacing whatever an earlier attempt published, and frees the local copy)."""
+        ...
 
-def stored_path(storage: Storage, path: Path) -> str | None:
-    """``path`` relative to a local store's root (``outputs/<job>/...``, ``files/<id>``), for nginx's
-    ``X-Accel-Redirect``; None for a store that is not a local directory."""
-    root = getattr(storage, "root", None)
-    if not isinstance(root, Path):
-        return None
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return None
+    async def read_output(self, job_id: uuid.UUID, name: str) -> bytes:
+        """A published output file's bytes (a playlist); FileNotFoundError if there is none."""
+        ...
+
+    async def local_file(self, file_id: uuid.UUID, scratch: Path) -> Path:
+        """A local path holding a stored file's bytes (a remote store downloads it into ``scratch``)."""
+        ...
+
+    async def send(self, request: web.Request, key: str, headers: dict[str, str]) -> web.StreamResponse:
+        """Answer ``request`` with the artifact at ``key`` (``outputs/<job id>/<name>``, ``files/<file id>``)
+        and ``headers``, range requests included; FileNotFoundError if there is none. Called after the access
+        check."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections (at shutdown)."""
+        ...
+
+
+def accel_response(location: str, headers: dict[str, str]) -> web.Response:
+    """The answer nginx turns into the file (an empty body; nginx keeps these headers)."""
+    return web.Response(status=200, headers={**headers, "X-Accel-Redirect": location})
 
 
 class TooMuchData(Exception):
@@ -89,10 +114,14 @@ class TooMuchData(Exception):
 
 
 class LocalStorage:
-    """:class:`Storage` in a local directory (created on first use, mode 0700)."""
+    """:class:`Storage` in a local directory (created on first use, mode 0700).
 
-    def __init__(self, root: Path) -> None:
+    With ``accel_prefix`` (``STUDYHALL_MEDIA_ACCEL_PREFIX``, behind nginx) :meth:`send` answers with an empty
+    body and ``X-Accel-Redirect: <prefix><key>``, and nginx sends the file."""
+
+    def __init__(self, root: Path, accel_prefix: str | None = None) -> None:
         self.root = root
+        self.accel_prefix = accel_prefix
 
     def _dir(self, name: str) -> Path:
         path = self.root / name
@@ -177,12 +206,35 @@ class LocalStorage:
         finally:
             await asyncio.to_thread(os.close, fd)
             if not done:
-                await asyncio.shield(self.remove_file(file_id))
+                await asyncio.shield(self._unlink_file(file_id))
         return size
 
     async def remove_file(self, file_id: uuid.UUID) -> None:
+        await self._unlink_file(file_id)
+
+    async def _unlink_file(self, file_id: uuid.UUID) -> None:
         with contextlib.suppress(FileNotFoundError):
             await asyncio.to_thread(self.file_path(file_id).unlink)
+
+    async def publish_output(self, job_id: uuid.UUID, progress: Progress | None = None) -> None:
+        return None  # served from where the job wrote it
+
+    async def read_output(self, job_id: uuid.UUID, name: str) -> bytes:
+        return await asyncio.to_thread((self.output_dir(job_id) / name).read_bytes)
+
+    async def local_file(self, file_id: uuid.UUID, scratch: Path) -> Path:
+        return self.file_path(file_id)
+
+    async def send(self, request: web.Request, key: str, headers: dict[str, str]) -> web.StreamResponse:
+        if self.accel_prefix is not None:
+            return accel_response(self.accel_prefix + key, headers)
+        path = self.root / key
+        if not await asyncio.to_thread(path.is_file):
+            raise FileNotFoundError(key)
+        return web.FileResponse(path, headers=headers)
+
+    async def close(self) -> None:
+        return None
 
 
 def _write_all(fd: int, at: int, chunks: list[bytes]) -> int:

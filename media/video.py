@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import ctypes
 import json
+import logging
 import signal
 import sys
 import uuid
@@ -34,6 +35,8 @@ from core_api.settings import Settings
 from media.jobs import JOBS, Finish, JobContext, JobFailed, JobOut, enqueue, job_out, too_many
 from media.storage import Storage
 from media.uploads import UPLOADS
+
+log = logging.getLogger(__name__)
 
 KIND = "lecture_video"
 _PR_SET_PDEATHSIG = 1
@@ -194,6 +197,12 @@ async def transcode_lecture(ctx: JobContext) -> Finish:
     scale = f"scale=-2:{min(info.height, 720)}"
     await _run([settings.media_ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-ss", f"{at:.3f}",
                 "-i", str(source), "-frames:v", "1", "-vf", scale, str(poster)])  # fmt: skip
+    await ctx.report(0.97, "publish")
+
+    async def publishing(fraction: float) -> None:
+        await ctx.report(0.97 + 0.02 * fraction, "publish")
+
+    await ctx.storage.publish_output(ctx.id, publishing)  # to the S3 bucket when there is one (same keys on a retry)
     rungs = [f"{h}p" for h, _, _ in ladder(info.height)]
     base = f"{settings.base_url}/api/v1/media/{ctx.id}"
     result = {
@@ -254,18 +263,28 @@ async def remove_unused_ladders(core: Core, storage: Storage, keep_s: float, bat
         )  # fmt: skip
     removed = 0
     for row in due:
+        removed += await _remove_ladder(core, storage, row["id"])
+    return removed
+
+
+async def _remove_ladder(core: Core, storage: Storage, job_id: uuid.UUID) -> bool:
+    """Remove one unused ladder's files; False if it is in use again, another node has it, or removing failed."""
+    try:
         async with core.transaction() as tx:
             locked = await tx.conn.fetchval(
-                f"SELECT j.id FROM jobs j WHERE j.id = $1 AND {_LADDERS} FOR UPDATE SKIP LOCKED", row["id"]
+                f"SELECT j.id FROM jobs j WHERE j.id = $1 AND {_LADDERS} FOR UPDATE SKIP LOCKED", job_id
             )
             # The lock first, then the check in a statement of its own: it sees any lecture change that committed
             # while the lock was awaited.
-            if locked is None or await tx.conn.fetchval(f"SELECT {_IN_USE} FROM jobs j WHERE j.id = $1", row["id"]):
-                continue
-            await tx.conn.execute("UPDATE jobs SET output_removed_at = now() WHERE id = $1", row["id"])
-        await storage.remove_output(row["id"])
-        removed += 1
-    return removed
+            if locked is None or await tx.conn.fetchval(f"SELECT {_IN_USE} FROM jobs j WHERE j.id = $1", job_id):
+                return False
+            await tx.conn.execute("UPDATE jobs SET output_removed_at = now() WHERE id = $1", job_id)
+            # Inside the transaction: if the files (or objects) cannot go, the ladder is not marked removed.
+            await storage.remove_output(job_id)
+    except Exception:
+        log.exception("media: could not remove the unused ladder of job %s; trying again later", job_id)
+        return False
+    return True
 
 
 # --- REST -------------------------------------------------------------------------------------------

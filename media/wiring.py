@@ -28,8 +28,13 @@ STORAGE = web.AppKey("media_storage", LocalStorage)
 
 
 def open_storage(settings: Settings) -> Storage:
-    """The configured store: a local directory (S3-compatible stores are not built yet)."""
-    return LocalStorage(settings.media_root)
+    """The configured store: the local directory, with finished media in an S3-compatible bucket when
+    ``STUDYHALL_S3_BUCKET`` is set (media/s3.py)."""
+    if settings.s3_bucket is not None:
+        from media.s3 import S3Storage  # (aioboto3 is imported only when used)
+
+        return S3Storage(settings.media_root, settings)
+    return LocalStorage(settings.media_root, settings.media_accel_prefix)
 
 
 def job_kinds() -> dict[str, Work]:
@@ -77,3 +82,4 @@ async def run_media(settings: Settings, app: web.Application) -> AsyncIterator[N
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
         await runner.close()
+        await storage.close()

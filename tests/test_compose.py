@@ -217,6 +217,28 @@ def test_nginx_sends_media_files_from_the_shared_volume(services: dict[str, Any]
     assert f"{volume}:{media_dir}:ro" in services["lb"]["volumes"]
 
 
+def test_minio_holds_the_finished_media(services: dict[str, Any]) -> None:
+    """The nodes' S3 settings name the minio service, the bucket and key minio-init creates; every app service
+    (nodes and workers) starts only after minio-init has made them."""
+    node = next(iter(app_nodes(services).values()))
+    env = node["environment"]
+    assert urlsplit(env["STUDYHALL_S3_ENDPOINT_URL"]).hostname == "minio" and "minio" in services
+    assert services["minio"]["image"].startswith("minio/minio:")
+    assert any(v.split(":")[1] == "/data" for v in services["minio"]["volumes"])  # objects outlive the container
+    init = services["minio-init"]
+    assert init["image"].startswith("minio/mc:") and init["restart"] == "no"
+    assert set(depends_on(init)) == {"minio"}
+    assert init["environment"]["BUCKET"] == env["STUDYHALL_S3_BUCKET"]
+    assert init["environment"]["APP_KEY_ID"] == env["STUDYHALL_S3_ACCESS_KEY_ID"]
+    assert interpolate(init["environment"]["APP_SECRET"]) == interpolate(env["STUDYHALL_S3_SECRET_ACCESS_KEY"])
+    assert VARIABLE.fullmatch(env["STUDYHALL_S3_SECRET_ACCESS_KEY"]).group("op") == ":?"  # type: ignore[union-attr]
+    script = init["command"][0]
+    assert 'mc mb --ignore-existing "local/$$BUCKET"' in script and "mc admin user add" in script
+    for name in (*app_nodes(services), "worker", "worker-media"):
+        assert depends_on(services[name]).get("minio-init") == {"condition": "service_completed_successfully"}, name
+        assert services[name]["environment"] == env, name
+
+
 def test_nginx_accepts_the_config(tmp_path: Path) -> None:
     nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
     if nginx is None:

@@ -343,7 +343,7 @@ async def test_a_lecture_deleted_mid_job_fails_the_job_and_leaves_no_output(api:
     assert not runner.storage.output_dir(job_id).exists()
 
 
-async def _sweep_ladders(api: ApiClient, keep_s: float) -> None:
+async def sweep_ladders(api: ApiClient, keep_s: float) -> None:
     """The media sweep's ladder part, run until nothing more is due (the suite's database holds other ladders)."""
     core, runner = api.app[CORE], api.app[JOBS]
     while await remove_unused_ladders(core, runner.storage, keep_s, batch=500) == 500:
@@ -368,7 +368,7 @@ async def test_a_replaced_ladder_is_kept_for_an_undo_then_removed(api: ApiClient
     first_dir, second_dir = (storage.output_dir(uuid.UUID(j["id"])) for j in ladders)
 
     # Kept a while: the lecture can go back to its first video (an editor sends back the URL it was shown).
-    await _sweep_ladders(api, keep_s=3600)
+    await sweep_ladders(api, keep_s=3600)
     assert (first_dir / "master.m3u8").exists()
     patch = {"media_kind": "hls", "media_url": first["result"]["master_url"] + "?token=whatever"}
     status, lec = await api.call("PATCH", f"/lectures/{lecture_id}", teacher, json=patch)
@@ -377,13 +377,13 @@ async def test_a_replaced_ladder_is_kept_for_an_undo_then_removed(api: ApiClient
     assert lec["media_url"].startswith(first["result"]["master_url"] + "?token=")
     media = await api.http.get("/" + lec["media_url"].split("://", 1)[1].split("/", 1)[1])  # (the test port)
     assert media.status == 200 and "#EXTM3U" in await media.text()
-    await _sweep_ladders(api, keep_s=3600)  # the first is in use again: unmarked; the second is now unused
+    await sweep_ladders(api, keep_s=3600)  # the first is in use again: unmarked; the second is now unused
     marks = {r["id"]: r["ladder_unused_since"] for r in await core.pool.fetch(
         "SELECT id, ladder_unused_since FROM jobs WHERE id = ANY($1::uuid[])", [j["id"] for j in ladders])}  # fmt: skip
     assert marks[uuid.UUID(first["id"])] is None and marks[uuid.UUID(second["id"])] is not None
 
     # Past the keep time the unused one goes; the one playing stays.
-    await _sweep_ladders(api, keep_s=0)
+    await sweep_ladders(api, keep_s=0)
     assert not second_dir.exists() and (first_dir / "master.m3u8").exists()
     patch = {"media_kind": "hls", "media_url": second["result"]["master_url"]}
     status, refused = await api.call("PATCH", f"/lectures/{lecture_id}", teacher, json=patch)
@@ -394,5 +394,5 @@ async def test_a_replaced_ladder_is_kept_for_an_undo_then_removed(api: ApiClient
 
     # A deleted lecture's ladder goes the same way.
     assert (await api.call("DELETE", f"/lectures/{lecture_id}", teacher))[0] == 204
-    await _sweep_ladders(api, keep_s=0)
+    await sweep_ladders(api, keep_s=0)
     assert not first_dir.exists()

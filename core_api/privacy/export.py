@@ -17,6 +17,7 @@ import base64
 import datetime as dt
 import decimal
 import json
+import shutil
 import uuid
 import zipfile
 from pathlib import Path
@@ -99,12 +100,19 @@ async def build_export(ctx: JobContext) -> Finish:
         "made_at": dt.datetime.now(dt.UTC).isoformat(),
         "tables": tables,
     }
-    attachments = [
-        (f"submission_files/{r['id']}/{r['filename']}", ctx.storage.file_path(uuid.UUID(r["id"])))
-        for r in files.get("submission_files", [])
-    ]
     out = await ctx.storage.fresh_output_dir(ctx.id)
-    size = await asyncio.to_thread(_write, out / FILE, files, manifest, attachments)
+    scratch = out / "attachments"  # files kept in an S3 bucket are downloaded here, then removed
+    attachments = []
+    for r in files.get("submission_files", []):
+        try:
+            path = await ctx.storage.local_file(uuid.UUID(r["id"]), scratch)
+        except FileNotFoundError:
+            path = ctx.storage.file_path(uuid.UUID(r["id"]))  # (gone: _write skips what it cannot find)
+        attachments.append((f"submission_files/{r['id']}/{r['filename']}", path))
+    try:
+        size = await asyncio.to_thread(_write, out / FILE, files, manifest, attachments)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, scratch, True)
     return Finish(
         result={
             "file": FILE,
