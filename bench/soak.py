@@ -50,9 +50,11 @@ import math
 import os
 import random
 import signal
+import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,9 +135,12 @@ class Member:
         self.contig = dict.fromkeys(rooms, 0)
         self.above: dict[str, set[int]] = {r: set() for r in rooms}
         self.dups = 0
+        self.dup_kinds: dict[str, int] = {}  # duplicates by how the second copy came: live, join_many, history
+        self.dup_seen: list[tuple[str, int, str]] = []  # (room, seq, how) of the first few
         self.next_room = 0
         self.record = False  # time its deliveries
         self.ready = False  # connected and joined: it may send
+        self.moved = False  # rejoined after its node died
 
     @property
     def connected(self) -> bool:
@@ -144,13 +149,17 @@ class Member:
     def holds(self, room: str, seq: int) -> bool:
         return seq <= self.contig[room] or seq in self.above[room]
 
-    def got(self, room: str, seq: int) -> None:
+    def got(self, room: str, seq: int, how: str = "live") -> None:
         contig = self.contig.get(room)
         if contig is None:
             return
         above = self.above[room]
         if seq <= contig or seq in above:
             self.dups += 1
+            kind = f"{how} ({'after' if self.moved else 'before'} a rejoin, client from {self.group})"
+            self.dup_kinds[kind] = self.dup_kinds.get(kind, 0) + 1
+            if len(self.dup_seen) < 3:
+                self.dup_seen.append((room, seq, kind))
             return
         if seq == contig + 1:
             contig = seq
@@ -192,7 +201,7 @@ class Member:
             room = result["room_id"]
             last = self.contig[room]
             for m in result["messages"]:
-                self.got(room, m["seq"])
+                self.got(room, m["seq"], "join_many answer")
                 last = max(last, m["seq"])
                 self.stats.catch_up += not first
             more = result.get("has_more", False)
@@ -202,7 +211,7 @@ class Member:
                 if not page.get("ok"):
                     raise RuntimeError(f"chat:history refused: {page}")
                 for m in page["messages"]:
-                    self.got(room, m["seq"])
+                    self.got(room, m["seq"], "chat:history page")
                     last = max(last, m["seq"])
                     self.stats.catch_up += 1
                 more = page.get("has_more", False) and page["messages"]
@@ -361,14 +370,11 @@ class Soak:
 
         conn.closed.add_done_callback(dropped)
 
-    async def reconnect(self, m: Member) -> None:
-        try:
-            await self._reconnect(m)
-        finally:
-            if len(self.stats.rejoined) + len(self.stats.rejoin_failures) >= self.moved:
-                self.all_back.set()
+    def _rejoin_done(self) -> None:
+        if len(self.stats.rejoined) + len(self.stats.rejoin_failures) >= self.moved:
+            self.all_back.set()
 
-    async def _reconnect(self, m: Member) -> None:
+    async def reconnect(self, m: Member) -> None:
         m.conn, m.ready = None, False
         attempt = 0
         while True:
@@ -381,19 +387,32 @@ class Soak:
             except (ConnectError, OSError, TimeoutError):
                 if attempt >= 20:
                     self.stats.rejoin_failures.append(f"client {m.index}: no connection after {attempt} attempts")
+                    self._rejoin_done()
                     return
+        m.moved = True
         try:
             await m.join(first=False)
         except Exception as exc:  # a reconnect that fails is a finding: keep it
             self.stats.rejoin_failures.append(f"client {m.index}: {exc!r}"[:300])
+            self._rejoin_done()
             return
         self.stats.rejoined.append(time.perf_counter())
         self.stats.attempts.append(attempt)
+        self._rejoin_done()
         m.ready = True
         self.watch(m)
         mine = [u for u in self.stats.unacked if u[0] is m]
         for _, room, body, cid in mine:  # what the web app's composer would send again: same client_msg_id
             await self.send(m, room, body, cid, resend=True)
+
+    def start_py_spy(self) -> subprocess.Popen[bytes] | None:
+        """``--py-spy``: sample node a for ``--storm-profile-s`` from the kill (collapsed stacks), on the load
+        generator's CPU."""
+        if not self.args.py_spy:
+            return None
+        cmd = [self.args.py_spy_bin, "record", "-p", str(self.pid("a")), "-d", str(int(self.args.storm_profile_s))]
+        cmd += ["-r", "200", "--nonblocking", "-f", "raw", "-o", self.args.py_spy]
+        return subprocess.Popen(["taskset", "-c", "1", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def kill(self, name: str) -> None:
         proc = self.nodes[name].proc
@@ -428,6 +447,7 @@ class Soak:
         cpu_a, own = proc_cpu_s(self.pid("a")), own_cpu_s()
         moved = sum(1 for m in self.members if m.group == "b")
         self.moved = moved
+        spy = self.start_py_spy()
         self.t_kill, self.kill_wall = t_kill, time.time()
         self.kill("b")
         print(f"  killed node b (-9): {moved} clients reconnect to a", file=sys.stderr)
@@ -443,6 +463,8 @@ class Soak:
         after_cpu = (proc_cpu_s(self.pid("a")) - cpu_a) / (t_end - t_rejoined)
         after_own = (own_cpu_s() - own) / (t_end - t_rejoined)
         until.set()
+        if spy is not None:
+            await asyncio.to_thread(stop_pid, spy, args.storm_profile_s + 30)
         await sending
         await asyncio.gather(*list(self.send_tasks), return_exceptions=True)
         await asyncio.gather(*self.reconnects, return_exceptions=True)
@@ -462,7 +484,7 @@ class Soak:
             "check": check,
         }
 
-    async def check(self, database_url: str) -> dict[str, int]:
+    async def check(self, database_url: str) -> dict[str, Any]:
         """Every stored message against every member of its room; what the server stored twice."""
         conn = await asyncpg.connect(database_url)
         try:
@@ -507,6 +529,8 @@ class Soak:
             "lost_unacked": lost_unacked,
             "lost_clients": len(lost_clients),
             "duplicates": sum(m.dups for m in self.members),
+            "duplicate_kinds": merge(m.dup_kinds for m in self.members),
+            "duplicate_examples": [x for m in self.members for x in m.dup_seen][:5],
             "acked_not_stored": acked_missing,
             "stored_twice": twice,
             "bodies_twice": bodies_twice,
@@ -514,6 +538,23 @@ class Soak:
             "unacked_stored_before_death": stored_before_death,
             "unacked_not_stored": sum(1 for cid in unacked_ids if cid not in by_id),
         }
+
+
+def merge(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in counts:
+        for k, v in c.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def stop_pid(proc: subprocess.Popen[bytes], wait_s: float) -> None:
+    """Wait for a child to end by itself, else stop it by its PID."""
+    try:
+        proc.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait()
 
 
 def report(soak: Soak, result: dict[str, Any], load: tuple[tuple[float, ...], tuple[float, ...]]) -> None:
@@ -574,10 +615,13 @@ def report(soak: Soak, result: dict[str, Any], load: tuple[tuple[float, ...], tu
     for failure in stats.rejoin_failures[:5]:
         print(f"  {failure}")
     c = result["check"]
+    for example in c["duplicate_examples"]:
+        print(f"  duplicate: room {example[0]} seq {example[1]}: {example[2]}", file=sys.stderr)
     print(
         f"zero loss: {c['stored']:,} messages stored ({c['acked']:,} acked), {c['expected_deliveries']:,} "
         f"member-message pairs checked; lost: {c['lost_acked']} acked + {c['lost_unacked']} not acked "
-        f"(at {c['lost_clients']} clients); duplicates shown to clients: {c['duplicates']}; acked but not "
+        f"(at {c['lost_clients']} clients); duplicates shown to clients: {c['duplicates']} "
+        f"{c['duplicate_kinds'] or ''}; acked but not "
         f"stored: {c['acked_not_stored']}; stored twice (same client_msg_id): {c['stored_twice']}, same body "
         f"twice: {c['bodies_twice']}"
     )
@@ -635,6 +679,9 @@ def main() -> None:
         help="webapp: socket.io-client's jittered backoff with web/src/lib/live.ts RECONNECT; immediate: all at once",
     )
     parser.add_argument("--timeline", action="store_true", help="also print p99s per second of the run")
+    parser.add_argument("--py-spy", metavar="OUT", help="profile node a during the storm with py-spy into OUT")
+    parser.add_argument("--py-spy-bin", default="py-spy", help="the py-spy executable (not a dependency of studyhall)")
+    parser.add_argument("--storm-profile-s", type=float, default=8.0, help="seconds py-spy samples from the kill")
     parser.add_argument("--seed", type=int, default=19)
     parser.add_argument("--redis-url", default=REDIS_URL)
     parser.add_argument(
