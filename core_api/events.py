@@ -34,10 +34,12 @@ class Transport(Protocol):
 
     async def enter_room(self, sid: str, room: str) -> None: ...
 
-    async def enter_room_at(self, sid: str, room: str, committed: int) -> int:
+    async def enter_room_at(self, sid: str, room: str, committed: int, after: int | None = None) -> int:
         """Enter a room whose ordered event (``chat:message``) the connection must get once each, in ``seq``
         order: it is sent live every one after the returned ``seq``, and the caller gives it the history
-        up to there. ``committed`` is the room's last committed ``seq``, read before the call."""
+        up to there. ``committed`` is the room's last committed ``seq``, read before the call. ``after``:
+        the connection already holds the room up to this ``seq`` (a rejoin): none up to it is sent live,
+        even when this node had not delivered that far yet."""
         ...
 
     async def leave_room(self, sid: str, room: str) -> None: ...

@@ -10,7 +10,10 @@ exactly once, as Centrifugo delivers a channel's publications by their offsets:
   (:meth:`OrderedRooms.enter`). The first such connection sets the node's position from the room's last
   committed ``seq`` (read from Postgres by the join); a later one joins the node's current position. The
   join answers the history up to that position, so the joiner gets everything before it once (history)
-  and everything after it once (live), whatever was in flight at the time.
+  and everything after it once (live), whatever was in flight at the time. A connection that rejoins
+  holding more than this node delivered so far (it was on another node, ahead of this one, when that
+  node died) says up to where it holds the room (``after``): it is skipped for the live events up to
+  there, so it is not sent again what it already has.
 - **In order.** An event with the next ``seq`` is delivered, then any that were waiting behind it; one
   from further ahead waits; one at or below the position already went out (or came in the history) and is
   dropped, which also drops duplicates (a message filled from Postgres and then arriving late).
@@ -65,6 +68,9 @@ class _Stream:
     known: int = 0
     """The highest ``seq`` known to be committed (from an event that arrived, or a position check)."""
     waiting: dict[int, Any] = field(default_factory=dict)
+    holds: dict[str, int] = field(default_factory=dict)
+    """Connections that joined holding the room up to a ``seq`` this node had not delivered yet: skipped
+    for the live events up to it."""
     timer: asyncio.TimerHandle | None = None
     draining: bool = False
     filling: bool = False
@@ -74,7 +80,8 @@ class OrderedRooms:
     """Delivers one event type per room in ``seq`` order on this node (see the module docstring).
 
     Args:
-        deliver: ``async (event, room, payload)`` that writes the event to the room's local connections now.
+        deliver: ``async (event, room, payload, skip)`` that writes the event to the room's local connections
+            now, except the sids in ``skip`` (a list, usually empty).
         has_members: whether any local connection sits in the room.
         enter: puts a local connection into the room (synchronously, so no delivery can come between
             fixing the connection's position and its entering).
@@ -84,7 +91,7 @@ class OrderedRooms:
 
     def __init__(
         self,
-        deliver: Callable[[str, str, Any], Awaitable[None]],
+        deliver: Callable[[str, str, Any, list[str]], Awaitable[None]],
         has_members: Callable[[str], bool],
         enter: Callable[[str, str], bool],
         *,
@@ -117,12 +124,14 @@ class OrderedRooms:
 
     # --- joining -------------------------------------------------------------------------------------
 
-    def enter(self, sid: str, room: str, committed: int) -> int:
+    def enter(self, sid: str, room: str, committed: int, after: int | None = None) -> int:
         """Put connection ``sid`` into ``room``; the last ``seq`` it will *not* be sent live.
 
         ``committed`` is the room's last committed ``seq`` read by the caller; it becomes this node's
         position if nobody here follows the room yet. The caller answers the connection with the history
-        up to the returned ``seq``; everything after it arrives live, in order.
+        up to the returned ``seq``; everything after it arrives live, in order. ``after``: the connection
+        already holds everything up to this ``seq`` (a rejoin); if that is beyond the returned ``seq``, the
+        live events up to ``after`` are not sent to it.
         """
         stream = self._streams.get(room)
         if stream is not None and not self._has_members(room):
@@ -130,8 +139,14 @@ class OrderedRooms:
             stream = None
         if stream is None:
             stream = self._streams[room] = _Stream(next=committed + 1, known=committed)
-        if not self._enter(sid, room) and not self._has_members(room):
-            self._forget(room)  # the connection is gone
+        if not self._enter(sid, room):
+            if not self._has_members(room):
+                self._forget(room)  # the connection is gone
+            return stream.next - 1
+        if after is not None and after >= stream.next:
+            stream.holds[sid] = after
+        else:
+            stream.holds.pop(sid, None)  # an earlier join's, on this connection
         return stream.next - 1
 
     # --- events --------------------------------------------------------------------------------------
@@ -146,7 +161,7 @@ class OrderedRooms:
         seq = payload.get("seq") if isinstance(payload, dict) else None
         if stream is None or not isinstance(seq, int):
             if self._has_members(room):  # connections that entered without a position: as it comes
-                await self._deliver(self.event, room, payload)
+                await self._deliver(self.event, room, payload, [])
             return
         if not self._has_members(room):
             self._forget(room)
@@ -165,9 +180,14 @@ class OrderedRooms:
         stream.draining = True
         try:
             while stream.next in stream.waiting:
-                payload = stream.waiting.pop(stream.next)
+                seq = stream.next
+                payload = stream.waiting.pop(seq)
                 stream.next += 1
-                await self._deliver(self.event, room, payload)
+                skip: list[str] = []
+                if stream.holds:
+                    skip = [sid for sid, held in stream.holds.items() if held >= seq]
+                    stream.holds = {sid: held for sid, held in stream.holds.items() if held > seq}
+                await self._deliver(self.event, room, payload, skip)
                 if self._streams.get(room) is not stream:
                     return
         finally:

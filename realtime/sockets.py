@@ -119,7 +119,7 @@ class SocketServer:
         )
         # chat:message in seq order on this node (realtime/ordered.py); the app names the event and its store.
         self.ordered = OrderedRooms(
-            lambda event, room, data: manager.emit_here(event, data, "/", room),
+            lambda event, room, data, skip: manager.emit_here(event, data, "/", room, skip_sid=skip or None),
             manager.room_has_members,
             manager.enter_here,
             gap_wait_s=settings.chat_gap_wait_s,
@@ -187,8 +187,8 @@ class SocketServer:
     async def enter_room(self, sid: str, room: str) -> None:
         await self.sio.enter_room(sid, room)
 
-    async def enter_room_at(self, sid: str, room: str, committed: int) -> int:
-        return self.ordered.enter(sid, room, committed)
+    async def enter_room_at(self, sid: str, room: str, committed: int, after: int | None = None) -> int:
+        return self.ordered.enter(sid, room, committed, after)
 
     async def leave_room(self, sid: str, room: str) -> None:
         await self.sio.leave_room(sid, room)

@@ -334,7 +334,9 @@ async def _join(
 
     key, me, presence = str(room_id), present_user(call.user), presence_of(call.session)
     # Live chat:message from this node's position on; the history ends at that position.
-    upto = await call.transport.enter_room_at(call.sid, socket_room(key), committed)
+    # A rejoin may hold more than this node delivered yet (it was on a node ahead of this one): the live
+    # messages up to its after_seq are not sent to it again.
+    upto = await call.transport.enter_room_at(call.sid, socket_room(key), committed, after_seq)
     joined_rooms(call.session).add(key)
     more: bool | None = None
     if after_seq is None:

@@ -347,3 +347,36 @@ async def test_a_node_killed_mid_burst_loses_no_committed_message_on_the_survivo
                 assert_exact(receiver, expected, f"client {n} on the surviving node")
         finally:
             await asyncio.gather(*(c.disconnect() for c, _ in pairs if c.connected), return_exceptions=True)
+
+
+# --- a rejoin ahead of this node -------------------------------------------------------------------
+
+
+async def test_a_connection_rejoining_ahead_of_the_node_is_not_sent_again_what_it_holds() -> None:
+    """A client was on node B, which had delivered up to seq 8, when B died; node A (loaded) had delivered
+    only up to 5. The client rejoins on A with ``after_seq`` 8: A answers no history (its position is 5) and
+    must not then send 6..8 live to it (found by ``bench/soak.py`` at 1,000 messages/s: duplicates)."""
+    from realtime.ordered import OrderedRooms
+
+    room = "room:r"
+    members: set[str] = set()
+    sent: list[tuple[int, list[str]]] = []
+
+    async def deliver(event: str, room_name: str, payload: Any, skip: list[str]) -> None:
+        sent.append((payload["seq"], sorted(skip)))
+
+    def enter(sid: str, room_name: str) -> bool:
+        members.add(sid)
+        return True
+
+    ordered = OrderedRooms(deliver, lambda r: bool(members), enter, gap_wait_s=60, check_s=60)
+    assert ordered.enter("stayed", room, 5) == 5
+    assert ordered.enter("moved", room, 5, after=8) == 5  # the answer carries nothing after 8: none held
+    assert ordered.enter("fresh", room, 5, after=3) == 5  # behind the node: the answer carries 4..5
+    for seq in range(6, 11):
+        await ordered.offer(room, {"seq": seq})
+    assert sent == [(6, ["moved"]), (7, ["moved"]), (8, ["moved"]), (9, []), (10, [])]
+    assert ordered.enter("moved", room, 10, after=10) == 10  # joining again later: nothing to skip
+    await ordered.offer(room, {"seq": 11})
+    assert sent[-1] == (11, [])
+    await ordered.close()
