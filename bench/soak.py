@@ -251,6 +251,9 @@ class Soak:
             "STUDYHALL_CHAT_RATE_WINDOW_S": "0.1",
             "STUDYHALL_SIO_ANONYMOUS_PER_ADDRESS": "100000",
         }
+        for item in self.args.node_env:  # --node-env KEY=VALUE: a setting to compare (e.g. the join gate)
+            key, _, value = item.partition("=")
+            env[key] = value
         for name in ("a", "b"):  # one after the other: the first migrates the fresh database
             node = Server(None, extra_env=env)
             self.nodes[name] = node
@@ -683,6 +686,10 @@ def main() -> None:
     parser.add_argument("--py-spy-bin", default="py-spy", help="the py-spy executable (not a dependency of studyhall)")
     parser.add_argument("--storm-profile-s", type=float, default=8.0, help="seconds py-spy samples from the kill")
     parser.add_argument("--seed", type=int, default=19)
+    parser.add_argument(
+        "--node-env", action="append", default=[], metavar="KEY=VALUE",
+        help="a STUDYHALL_* setting for both nodes (repeatable), e.g. STUDYHALL_ROOM_JOINS_AT_ONCE=4",
+    )  # fmt: skip
     parser.add_argument("--redis-url", default=REDIS_URL)
     parser.add_argument(
         "--database-url",

@@ -282,6 +282,15 @@ class Settings(BaseSettings):
         description="Most missed chat messages one room's room:join_many result carries after its after_seq; "
         "past that the result says has_more and the client pages with chat:history.",
     )
+    room_joins_at_once: int = Field(
+        2,
+        ge=1,
+        le=10_000,
+        description="Room joins (`room:join`, each room of `room:join_many`) one node works on at once; more wait "
+        "their turn. When a node dies and its clients all rejoin on the others, this keeps the joins from taking "
+        "every turn of the event loop: the chat of the clients already there keeps flowing, and the rejoins "
+        "take a little longer.",
+    )
     room_join_many_rate_count: int = Field(
         10,
         ge=1,

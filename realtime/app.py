@@ -420,6 +420,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
         announcer = room_live.Announcer(sockets, settings.presence_batch_above, settings.presence_batch_s)
         sockets.services[room_live.PRESENCE] = tracker
         sockets.services[room_live.ANNOUNCER] = announcer
+        sockets.services[room_live.JOIN_GATE] = asyncio.Semaphore(settings.room_joins_at_once)
 
         async def announce(changes: list[PresenceChange]) -> None:
             await room_live.announce_changes(announcer, changes)

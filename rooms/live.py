@@ -56,6 +56,10 @@ HISTORY_ON_JOIN = 50
 PRESENCE = "rooms.presence"
 """Session key under which the server hands every connection the app's :class:`Presence`."""
 ANNOUNCER = "rooms.announcer"
+JOIN_GATE = "rooms.join_gate"
+"""The node's joins at once (an ``asyncio.Semaphore`` of ``STUDYHALL_ROOM_JOINS_AT_ONCE``): when a node dies and
+its clients all rejoin here, their joins queue for the gate instead of taking every turn of the event loop, so
+the chat of those already here keeps flowing while the storm is worked off."""
 """Session key of the app's :class:`Announcer`."""
 JOINED = "rooms.joined"
 """Session key: the ids (text) of the rooms this connection has joined."""
@@ -303,8 +307,19 @@ async def join_many(call: EventCall, rooms: list[tuple[uuid.UUID, int | None]]) 
 async def _join(
     call: EventCall, room_id: uuid.UUID, after_seq: int | None = None, catch_up_max: int = 0
 ) -> dict[str, Any]:
-    """Join one room (the caller holds its turn). Without ``after_seq``: the answer of ``room:join``. With
-    it: the same, its ``messages`` those after ``after_seq`` (at most ``catch_up_max``) and ``has_more``."""
+    """Join one room (the caller holds its turn), in the node's join gate (``STUDYHALL_ROOM_JOINS_AT_ONCE``)."""
+    gate: asyncio.Semaphore | None = call.session.get(JOIN_GATE)
+    if gate is None:
+        return await _join_now(call, room_id, after_seq, catch_up_max)
+    async with gate:
+        return await _join_now(call, room_id, after_seq, catch_up_max)
+
+
+async def _join_now(
+    call: EventCall, room_id: uuid.UUID, after_seq: int | None = None, catch_up_max: int = 0
+) -> dict[str, Any]:
+    """Join one room. Without ``after_seq``: the answer of ``room:join``. With it: the same, its ``messages``
+    those after ``after_seq`` (at most ``catch_up_max``) and ``has_more``."""
     async with call.core.transaction() as tx:
         room, member = await visible_room(tx.conn, call.user, room_id)
         if room["visibility"] == "community" and room["community_id"] is not None:

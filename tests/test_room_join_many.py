@@ -3,11 +3,12 @@ missed (each room's messages after its ``after_seq``, in order, none twice), the
 
 Real Socket.IO clients against the real server, Postgres behind it. The limits are set low in this module
 (a batch of at most 4 rooms, 5 missed messages per room, 3 batches per connection per minute) so that the
-refusals are reached with small numbers.
+refusals are reached with small numbers, and the node's join gate lets one join through at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 import pytest
 
 from core_api.settings import Settings
+from realtime.sockets import SOCKETS
+from rooms.live import JOIN_GATE
 from tests.chat_helpers import OpenTab, Tab, make_room, tabs
 from tests.conftest import ApiClient, make_settings
 
@@ -34,6 +37,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         room_join_many_max_rooms=MAX_ROOMS,
         room_join_many_max_messages=MAX_MESSAGES,
         room_join_many_rate_count=RATE,
+        room_joins_at_once=1,  # the node's join gate at its narrowest: every test here also goes through it
     )
 
 
@@ -211,3 +215,34 @@ async def test_batches_per_connection_are_rate_limited(api: ApiClient, tabs: Ope
     assert "retry_after=" in message
     # Another connection (a reconnect) has its own allowance.
     assert (await join_many(await tabs(host), [{"room_id": room}]))[room]["ok"] is True
+
+
+async def test_a_storm_of_rejoins_goes_through_the_join_gate_one_at_a_time_and_all_are_answered(
+    api: ApiClient, tabs: OpenTab
+) -> None:
+    """Many clients rejoining at once (a node died) queue at the gate (``STUDYHALL_ROOM_JOINS_AT_ONCE``, 1 here):
+    each gets its whole answer, the members list included, and the gate is free again afterwards."""
+    host = await api.user()
+    readers = [await api.user() for _ in range(12)]
+    rooms = [await make_room(api, host, *readers) for _ in range(3)]
+    sender = await tabs(host)
+    for room in rooms:
+        await sender.join(room)
+        await sender.send(room, "before the storm")
+    clients = [await tabs(reader) for reader in readers]
+    answers = await asyncio.gather(
+        *(join_many(tab, [{"room_id": r, "after_seq": 0} for r in rooms]) for tab in clients)
+    )
+    for answer in answers:
+        for room in rooms:
+            assert answer[room]["ok"] is True, answer[room]
+            assert bodies(answer[room]["messages"]) == ["before the storm"]
+    # Everyone is present in every room (the last to join sees all 13), and chat flows to all of them.
+    last = await clients[-1].ok("room:join", {"room_id": rooms[0]})
+    assert last["member_count"] == 13
+    await sender.send(rooms[0], "after the storm")
+    for tab in clients:
+        message = await tab.next("chat:message")
+        assert message["body"] == "after the storm"
+    gate = api.app[SOCKETS].services[JOIN_GATE]
+    assert not gate.locked()
