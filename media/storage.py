@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterable, Awaitable, Callable
 from pathlib import Path
@@ -31,7 +32,30 @@ from typing import Protocol
 from aiohttp import web
 
 WRITE_BATCH = 1 << 20
-"""Bytes gathered before one write to the file (each write is one thread hop)."""
+"""Bytes gathered before one write to the file."""
+
+SLOW_WRITE_S = 0.002
+"""An upload's write is made in the event loop (into the page cache: a fraction of a millisecond a MiB, and a
+thread hop per write cost a third of the throughput, bench/RESULTS.md); one that took longer than this means
+the disk is holding writes back, and then every upload writes from a thread for :data:`SLOW_DISK_HOLD_S`, so the
+loop (and the chat, the editors on this node) is never held up more than once in that time."""
+SLOW_DISK_HOLD_S = 30.0
+
+
+class _Disk:
+    slow_until = 0.0  # monotonic time until which uploads write from a thread
+
+
+async def _write(fd: int, at: int, chunks: list[bytes]) -> int:
+    """Write ``chunks`` at ``at``: in the event loop while the disk keeps up, else from a thread."""
+    now = time.monotonic()
+    if now < _Disk.slow_until:
+        return await asyncio.to_thread(_write_all, fd, at, chunks)
+    written = _write_all(fd, at, chunks)
+    if time.monotonic() - now > SLOW_WRITE_S:
+        _Disk.slow_until = time.monotonic() + SLOW_DISK_HOLD_S
+    return written
+
 
 Progress = Callable[[float], Awaitable[None]]
 """Called with 0 to 1 while a job's output is published (renews the job's claim)."""
@@ -146,8 +170,10 @@ class LocalStorage:
         fd = await asyncio.to_thread(os.open, path, os.O_WRONLY | os.O_CREAT, 0o600)
         size = offset
         try:
-            # Cut what a dropped request half-wrote past the recorded offset: the client resends it.
-            await asyncio.to_thread(os.ftruncate, fd, offset)
+            # Cut what a dropped request half-wrote past the recorded offset: the client resends it. Only when
+            # there is something to cut: on ext4 a truncation (even to the length the file has) marks the file
+            # for its data to be written out at close (auto_da_alloc), which halved the upload throughput.
+            await asyncio.to_thread(_cut_to, fd, offset)
             pending: list[bytes] = []
             pending_len = 0
             try:
@@ -158,11 +184,11 @@ class LocalStorage:
                     pending.append(chunk)
                     pending_len += len(chunk)
                     if pending_len >= WRITE_BATCH:
-                        size += await asyncio.to_thread(_write_all, fd, size, pending)
+                        size += await _write(fd, size, pending)
                         pending, pending_len = [], 0
             finally:  # what arrived is kept, even when the connection dropped mid-body
                 if pending:
-                    size += await asyncio.to_thread(_write_all, fd, size, pending)
+                    size += await _write(fd, size, pending)
         finally:
             await asyncio.to_thread(os.close, fd)
         return size
@@ -235,6 +261,11 @@ class LocalStorage:
 
     async def close(self) -> None:
         return None
+
+
+def _cut_to(fd: int, length: int) -> None:
+    if os.fstat(fd).st_size > length:
+        os.ftruncate(fd, length)
 
 
 def _write_all(fd: int, at: int, chunks: list[bytes]) -> int:

@@ -258,3 +258,33 @@ async def test_unfinished_uploads_expire(api: ApiClient) -> None:
     assert (await api.http.head(location, headers=tus_headers(teacher))).status == 404
     assert await api.app[UPLOADS].sweep() >= 1
     assert not api.app[UPLOADS].storage.upload_path(upload_id).exists()
+
+
+async def test_writes_leave_the_event_loop_once_the_disk_holds_them_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upload bytes are written in the event loop while the disk keeps up; a write slower than SLOW_WRITE_S sends
+    every upload's writes to a thread for a while. Either way the file holds exactly the bytes sent, and bytes a
+    dropped request left past the recorded offset are cut before the resend."""
+    from media import storage as media_storage
+
+    store = media_storage.LocalStorage(tmp_path)
+    parts = [os.urandom(700_000) for _ in range(4)]
+
+    async def body(items: list[bytes]) -> Any:
+        for item in items:
+            yield item
+
+    monkeypatch.setattr(media_storage._Disk, "slow_until", 0.0)
+    upload = uuid.uuid4()
+    assert await store.append(upload, 0, body(parts[:2]), 10**9) == 1_400_000
+    assert media_storage._Disk.slow_until == 0.0  # a quick disk: nothing moved to a thread
+
+    monkeypatch.setattr(media_storage, "SLOW_WRITE_S", 0.0)  # every write now counts as held back
+    assert await store.append(upload, 1_400_000, body(parts[2:]), 10**9) == 2_800_000
+    assert media_storage._Disk.slow_until > 0.0
+    assert store.upload_path(upload).read_bytes() == b"".join(parts)
+
+    # A resend from an earlier offset (the recorded one) replaces what a dropped request wrote past it.
+    assert await store.append(upload, 700_000, body([b"x" * 10]), 10**9) == 700_010
+    assert store.upload_path(upload).read_bytes() == parts[0] + b"x" * 10
