@@ -711,15 +711,17 @@ async def studyhall_workspaces(base: str, count: int) -> tuple[list[str], str]:
 
 
 @contextlib.asynccontextmanager
-async def studyhall_target(database_url: str, workspaces: int, takeover: bool = True) -> Any:
+async def studyhall_target(database_url: str, workspaces: int, takeover: bool = True, loop: str = "auto") -> Any:
     tmp = Path(tempfile.mkdtemp(prefix="studyhall-bench-crdt-"))
     server = Studyhall(database_url, extra_env={"STUDYHALL_YJS_TAKEOVER": "true" if takeover else "false",
-                                                 "STUDYHALL_DB_POOL_MAX": "10"})  # fmt: skip
+                                                 "STUDYHALL_DB_POOL_MAX": "10", "STUDYHALL_EVENT_LOOP": loop})  # fmt: skip
     server.start(tmp / "data")
     try:
         assert server.proc is not None
         ids, token = await studyhall_workspaces(server.url, workspaces)
         name = "studyhall (takeover)" if takeover else "studyhall (aiohttp websocket)"
+        if loop != "auto":
+            name += f", {loop} loop"
         yield Target(name, server.port, server.proc.pid, [f"/yjs/{w}?token={token}" for w in ids],
                      await backend_pids(database_url))  # fmt: skip
     finally:
@@ -764,6 +766,8 @@ async def bench_live(args: argparse.Namespace, database_url: str) -> None:
           f"traces {', '.join(names)}")  # fmt: skip
     results: list[LiveResult] = []
     configs: list[Any] = [lambda: studyhall_target(database_url, workspaces)]
+    if args.compare_loops:
+        configs.append(lambda: studyhall_target(database_url, workspaces, loop="asyncio"))
     if args.compare_aiohttp:
         configs.append(lambda: studyhall_target(database_url, workspaces, takeover=False))
     if not args.skip_node:
@@ -969,6 +973,11 @@ def main() -> None:
         "--compare-aiohttp",
         action="store_true",
         help="also studyhall with STUDYHALL_YJS_TAKEOVER=false (aiohttp's websocket)",
+    )
+    parser.add_argument(
+        "--compare-loops",
+        action="store_true",
+        help="also studyhall on asyncio's own event loop (STUDYHALL_EVENT_LOOP=asyncio; the default is uvloop)",
     )
     asyncio.run(amain(parser.parse_args()))
 

@@ -554,6 +554,9 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
                   registry=registry).set_function(lambda: len(router.guests))  # fmt: skip
         Gauge("studyhall_asyncio_tasks", "asyncio tasks of this process (a leak shows as growth)",
               registry=app[METRICS].registry).set_function(_task_count)  # fmt: skip
+        loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]  # uvloop or asyncio
+        Gauge("studyhall_event_loop", "1, labelled with the event loop this process runs on (STUDYHALL_EVENT_LOOP)",
+              ["loop"], registry=app[METRICS].registry).labels(loop_kind).set(1)  # fmt: skip
         try:
             yield
         finally:

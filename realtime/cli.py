@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import ipaddress
 import logging
 import signal
@@ -137,7 +138,18 @@ def _print_demo(data: DemoData, host: str) -> None:
         _say(f"warning: the demo accounts have well-known passwords and this server listens on {host}")
 
 
+def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
+    """The loop ``serve`` runs on (``STUDYHALL_EVENT_LOOP``): uvloop if asked for or, on ``auto``, installed."""
+    if choice != "asyncio" and importlib.util.find_spec("uvloop") is not None:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def serve(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        return _fail("STUDYHALL_EVENT_LOOP=uvloop, but uvloop is not installed (pip install uvloop; or use auto)")
     host = settings.host if args.host is None else args.host
     port = settings.port if args.port is None else args.port
     try:
@@ -165,6 +177,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
 
         web.run_app(
             app,
+            loop=new_event_loop(settings.event_loop),
             sock=sock,
             print=announce,
             shutdown_timeout=10,
