@@ -92,6 +92,11 @@ def s3_settings(database_url: str, data_dir: Path, url: str, bucket: str, **over
     )  # fmt: skip
 
 
+def files_under(root: Path) -> list[Path]:
+    """The files (not directories) under ``root``: what a node keeps on its own disk."""
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
 class Bucket:
     """The test's bucket, read directly (not through studyhall)."""
 
@@ -148,8 +153,9 @@ async def test_a_ladder_is_published_to_the_bucket_and_plays_from_it(
         for name in ("240p/index.m3u8", "240p/segment_00000.ts", "240p/segment_00001.ts", "master.m3u8", "poster.jpg")
     ]
     assert not storage.output_dir(uuid.UUID(job_id)).exists()  # the working copy is gone
-    # The upload (working area) is consumed as before.
-    assert not any((storage.root / "uploads").iterdir())
+    # The upload went into the bucket and is consumed as before; the local disk holds nothing.
+    assert await bucket.keys("uploads/") == []
+    assert files_under(storage.root) == []
 
     # The buyer plays it through studyhall: master -> variant -> segments, the bytes are the objects'.
     _, lec = await api.call("GET", f"/lectures/{lecture_id}", buyer)
