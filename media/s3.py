@@ -269,9 +269,18 @@ class S3Storage(LocalStorage):
                     buffer += chunk[skip:] if skip else chunk
                 while len(buffer) >= self.part_bytes:
                     body = bytes(buffer[: self.part_bytes])
-                    parts.append(await self._send_part(client, key, ref, len(parts) + 1, body))
-                    del buffer[: self.part_bytes]
-                    done += len(body)
+                    # A part once begun is seen through, even when the connection drops meanwhile (the handler is
+                    # cancelled): then it counts, and only what is left of the buffer becomes the tail.
+                    sending = asyncio.ensure_future(self._send_part(client, key, ref, len(parts) + 1, body))
+                    try:
+                        await asyncio.shield(sending)
+                    finally:
+                        if not sending.done():
+                            await asyncio.wait({sending})
+                        if not sending.cancelled() and sending.exception() is None:
+                            parts.append(sending.result())
+                            del buffer[: self.part_bytes]
+                            done += len(body)
                 stored = max(stored, done + len(buffer))
                 if too_much:
                     raise TooMuchData(limit)
