@@ -776,8 +776,8 @@ class Settings(BaseSettings):
         le=512 * 1024 * 1024,
         description="A tus upload goes into the bucket in parts of this size (S3 wants at least 5 MiB but for the "
         "last part): the bytes past the last whole part are kept as a `.tail` object until there is a part's "
-        "worth. Each PATCH being received holds up to this much in memory. At most 10,000 parts: "
-        "STUDYHALL_MEDIA_UPLOAD_MAX_BYTES / this must not exceed 10,000.",
+        "worth. Each PATCH being received holds up to this much in memory (twice while a part is sent). At most "
+        "10,000 parts: STUDYHALL_MEDIA_UPLOAD_MAX_BYTES / this must not exceed 10,000.",
     )
     media_executor: Literal["auto", "local", "celery"] = Field(
         "auto",

@@ -16,8 +16,10 @@ is scratch space only: a job's output while it is made, and the copies a job rea
   and a consumed upload remove the object and the tail and abort the multipart upload. Should the store hold
   more than was recorded (a node died after a part went up), the bytes the client resends up to there are
   skipped (they are the same bytes of the same file); should it hold less, the PATCH gets 409 with the offset
-  the store has. An upload whose row has no ``store_ref`` (received before the bucket was configured, or a
-  live session's recording) stays on the local disk as before.
+  the store has. A live session's recording is written on the recording node's disk and put here whole when it
+  ends (:meth:`S3Storage.adopt_upload`). An upload whose row has no ``store_ref`` and whose bytes are on this
+  node's disk (received before the bucket was configured, or a recording that could not be put here) is
+  appended to and read from there as before.
 - ``outputs/<job id>/...``: what a job made (a lecture video's ladder; a grade sheet's ``results.csv``; a data
   export's ``export.zip``), uploaded by :meth:`S3Storage.publish_output` before the job commits; the local copy
   is then removed. Keys are the job's, so a retried job overwrites them (and removes any an earlier attempt
@@ -324,6 +326,11 @@ class S3Storage(LocalStorage):
                         await client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=started["UploadId"])
         except Exception:  # its row is gone: what is left is unreachable (and a lifecycle rule takes the parts)
             log.exception("media: could not remove the upload %s from the bucket", upload_id)
+
+    async def adopt_upload(self, upload_id: uuid.UUID, path: Path) -> bool:
+        await self._put_path(path, self.key(f"uploads/{upload_id}"), "application/octet-stream")
+        await asyncio.to_thread(_unlink, path)
+        return True
 
     async def local_upload(self, upload_id: uuid.UUID, scratch: Path) -> Path:
         if await asyncio.to_thread(self.upload_path(upload_id).is_file):

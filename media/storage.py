@@ -98,6 +98,12 @@ class Storage(Protocol):
         """A local directory for the copies a job reads (the job removes it when it ends)."""
         ...
 
+    async def adopt_upload(self, upload_id: uuid.UUID, path: Path) -> bool:
+        """A finished upload written whole at ``path`` by studyhall itself (a live session's recording, at
+        ``LocalStorage.upload_path``): a remote store puts it where uploads live and removes ``path``. Whether it
+        moved (False: it stays at ``path``, which is where the local store keeps it)."""
+        ...
+
     async def local_upload(self, upload_id: uuid.UUID, scratch: Path) -> Path:
         """A local path holding a finished upload's bytes (a remote store downloads it into ``scratch``);
         FileNotFoundError if there are none."""
@@ -194,6 +200,9 @@ class LocalStorage:
 
     async def start_upload(self, upload_id: uuid.UUID, length: int) -> str | None:
         return None
+
+    async def adopt_upload(self, upload_id: uuid.UUID, path: Path) -> bool:
+        return False  # (recordings are written at upload_path already)
 
     async def local_upload(self, upload_id: uuid.UUID, scratch: Path) -> Path:
         path = self.upload_path(upload_id)  # the upload itself, no copy

@@ -299,3 +299,46 @@ async def test_grade_sheet_results_and_data_exports_are_downloaded_from_the_buck
     assert (await b.http.get(made["result"]["download"], headers=other.headers, allow_redirects=False)).status == 404
     # Neither node keeps the sheet, the results, the export or a scratch copy.
     assert media_files(a, b) == []
+
+
+async def test_a_live_recording_goes_into_the_bucket_and_the_other_node_makes_it_a_lecture(
+    aiohttp_client: Any, database_url: str, tmp_path: Path, bucket: Bucket
+) -> None:
+    from tests.live_helpers import Publisher, live_room, live_tab
+
+    a, b = await two_nodes(aiohttp_client, database_url, tmp_path, bucket)
+    host, member = await a.user("instructor"), await a.user()
+    _, session_id = await live_room(a, host, member)
+    tab = await live_tab(a, host)
+    ref = {"session_id": session_id}
+    publisher = Publisher(tab, session_id)
+    try:
+        await tab.ok("live:join", ref)
+        await tab.ok("live:start", ref)
+        await publisher.publish()
+        await tab.ok("live:record", {**ref, "on": True})
+        await asyncio.sleep(2)
+        recording = (await tab.ok("live:record", {**ref, "on": False}))["recording"]
+    finally:
+        await publisher.close()
+        await tab.close()
+    upload_id = recording["upload_id"]
+    stored, _ = await bucket.get(f"uploads/{upload_id}")
+    assert len(stored) == recording["bytes"] and stored[:4] == b"\x1a\x45\xdf\xa3"  # WebM (EBML)
+    assert media_files(a, b) == []  # not left on the recording node's disk
+
+    # Its recorder downloads it through the other node; a member of the room does not.
+    url = f"/api/v1/live-sessions/{session_id}/recordings/{upload_id}"
+    resp = await b.http.get(url, headers=host.headers)
+    assert resp.status == 200 and resp.content_type == "video/webm" and await resp.read() == stored
+    assert (await b.http.get(url, headers=member.headers)).status == 404
+
+    # The other node makes it a lecture's ladder (the job reads it from the bucket).
+    lecture_id = await lecture(b, host)
+    status, job = await b.call("POST", f"/lectures/{lecture_id}/media", host, json={"upload_id": upload_id})
+    assert status == 202, job
+    done = await finished(b, host, job["id"])
+    assert done["state"] == "succeeded", done
+    assert abs(done["result"]["duration_s"] - recording["duration_s"]) <= 1
+    assert await bucket.keys("uploads/") == []  # consumed
+    assert media_files(a, b) == []
