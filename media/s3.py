@@ -279,7 +279,7 @@ class S3Storage(LocalStorage):
                     finally:
                         if not sending.done():
                             await asyncio.wait({sending})
-                        if not sending.cancelled() and sending.exception() is None:
+                        if sending.done() and not sending.cancelled() and sending.exception() is None:
                             parts.append(sending.result())
                             del buffer[: self.part_bytes]
                             done += len(body)

@@ -259,6 +259,13 @@ def test_the_local_default_needs_nothing(database_url: str, tmp_path: Path) -> N
     assert type(open_storage(make_settings(database_url, tmp_path))) is LocalStorage
     with pytest.raises(ConfigError, match="together"):
         make_settings(database_url, tmp_path, s3_bucket="b-1", s3_access_key_id="only-the-id")
+    # S3 takes at most 10,000 parts: the largest upload must fit in them.
+    with pytest.raises(ConfigError, match="10,000 parts"):
+        make_settings(database_url, tmp_path, s3_bucket="b-1", media_upload_max_bytes=60 * 1024**3,
+                      s3_upload_part_bytes=5 * 1024**2)  # fmt: skip
+    with pytest.raises(ConfigError):  # below S3's smallest part
+        make_settings(database_url, tmp_path, s3_bucket="b-1", s3_upload_part_bytes=1024**2)
+    assert make_settings(database_url, tmp_path, media_upload_max_bytes=60 * 1024**3).s3_bucket is None  # no bucket
 
 
 async def test_a_celery_media_worker_publishes_to_the_same_bucket(

@@ -5,8 +5,9 @@ STUDYHALL_MEDIA_DIR).
 An upload interrupted on one node resumes on the other with the official client (tuspy) and the video becomes a
 ladder; an upload of several parts completes with its bytes, also when the bucket holds more than was recorded
 or less (the tail lost); DELETE and the expiry sweep abort the multipart upload; a grade sheet's results and a
-data export are downloaded from the bucket (streamed, or a presigned redirect) through either node; the nodes'
-media directories hold none of it."""
+data export are downloaded from the bucket (streamed, or a presigned redirect) through either node; a live
+session's recording goes into the bucket when it ends, and the other node serves it and makes it a lecture; the
+nodes' media directories hold none of it."""
 
 from __future__ import annotations
 
