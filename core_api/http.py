@@ -103,7 +103,7 @@ class Download:
     filename: str
 
 
-Handler = Callable[[Call], Awaitable[BaseModel | Reply | Download | None]]
+Handler = Callable[[Call], Awaitable[BaseModel | Reply | Download | web.StreamResponse | None]]
 Authenticator = Callable[[web.Request], Awaitable[Principal]]
 
 
@@ -123,7 +123,7 @@ class Endpoint:
     roles: frozenset[str] = frozenset()
     errors: Sequence[int] = ()
     extra_statuses: dict[int, str] = field(default_factory=dict)
-    produces: str | None = None  # a binary media type: the handler returns a Download
+    produces: str | None = None  # a binary media type: the handler returns a Download or a StreamResponse
 
     @property
     def path_params(self) -> list[str]:
@@ -256,8 +256,8 @@ async def _read_body(ep: Endpoint, request: web.Request) -> Any:
         raise AppError(ErrorCode.INVALID_INPUT, "request body is invalid", _validation_details(exc)) from None
 
 
-def _make_view(ep: Endpoint, authenticate: Authenticator) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def view(request: web.Request) -> web.Response:
+def _make_view(ep: Endpoint, authenticate: Authenticator) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def view(request: web.Request) -> web.StreamResponse:
         params = _parse_params(ep, dict(request.match_info))
         user = await authenticate(request) if ep.auth else None
         if ep.roles and (user is None or user.role not in ep.roles):
@@ -271,6 +271,8 @@ def _make_view(ep: Endpoint, authenticate: Authenticator) -> Callable[[web.Reque
         body = await _read_body(ep, request) if ep.body is not None else None
         result = await ep.handler(Call(request=request, user=user, params=params, body=body, query=query))
         status = ep.status
+        if isinstance(result, web.StreamResponse):  # a file the handler answered itself (media storage's send)
+            return result
         if isinstance(result, Download):
             disposition = f'attachment; filename="{result.filename}"'
             return web.Response(

@@ -732,10 +732,11 @@ class Settings(BaseSettings):
     s3_bucket: str | None = Field(
         None,
         pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
-        description="Set to keep finished media in this bucket of an S3-compatible store (MinIO, AWS S3, ...): HLS "
-        "ladders and submission files are published there and served from there (behind the same access "
-        "checks); STUDYHALL_MEDIA_DIR stays the working area (uploads being received, transcodes). Unset: "
-        "everything stays in STUDYHALL_MEDIA_DIR.",
+        description="Set to keep media in this bucket of an S3-compatible store (MinIO, AWS S3, ...): tus uploads "
+        "(received into multipart uploads), HLS ladders, grade-sheet results, data exports and submission files "
+        "are stored there and served from there (behind the same access checks), so nodes and media workers "
+        "share only the bucket; STUDYHALL_MEDIA_DIR is then only each machine's scratch space (a job's output "
+        "while it is made, the copies a job reads). Unset: everything stays in STUDYHALL_MEDIA_DIR.",
     )
     s3_endpoint_url: str | None = Field(
         None,
@@ -775,6 +776,15 @@ class Settings(BaseSettings):
         ge=1,
         le=64,
         description="Objects one node or media worker uploads to the store at once (a ladder's segments).",
+    )
+    s3_upload_part_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        le=512 * 1024 * 1024,
+        description="A tus upload goes into the bucket in parts of this size (S3 wants at least 5 MiB but for the "
+        "last part): the bytes past the last whole part are kept as a `.tail` object until there is a part's "
+        "worth. Each PATCH being received holds up to this much in memory (twice while a part is sent). At most "
+        "10,000 parts: STUDYHALL_MEDIA_UPLOAD_MAX_BYTES / this must not exceed 10,000.",
     )
     media_executor: Literal["auto", "local", "celery"] = Field(
         "auto",
@@ -1236,6 +1246,11 @@ class Settings(BaseSettings):
             )
         if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
             raise ValueError("set STUDYHALL_S3_ACCESS_KEY_ID and STUDYHALL_S3_SECRET_ACCESS_KEY together")
+        if self.s3_bucket is not None and self.media_upload_max_bytes > 10_000 * self.s3_upload_part_bytes:
+            raise ValueError(
+                "STUDYHALL_MEDIA_UPLOAD_MAX_BYTES needs more than 10,000 parts of STUDYHALL_S3_UPLOAD_PART_BYTES "
+                "(S3's limit): raise the part size"
+            )
         if self.sandbox_executor == "celery" and self.redis_url is None:
             raise ValueError("STUDYHALL_SANDBOX_EXECUTOR=celery needs STUDYHALL_REDIS_URL (the Celery broker)")
         if self.media_executor == "celery" and self.redis_url is None:

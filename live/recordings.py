@@ -9,7 +9,8 @@ again, e.g. to share the screen, it goes on with their new feeds) or at its limi
 
 The file (WebM: VP8 and Opus as published, remuxed, never re-encoded) becomes a finished *upload* of the
 person who started it (``uploads`` row, bytes at ``uploads/<id>`` in media storage, metadata naming the
-session), so:
+session; written on the recording node's disk, and put into the S3 bucket when it ends if there is one, so any
+node or media worker reads it), so:
 
 - the host downloads it (``GET /api/v1/live-sessions/{session_id}/recordings/{upload_id}``, its owner only);
 - the course's owner makes it a lecture's HLS ladder with ``POST /api/v1/lectures/{id}/media {upload_id}``
@@ -36,7 +37,8 @@ from core_api.http import Principal
 from live.recording import Recorded, Recorder
 from live.sfu import Feed
 from media.drafts import create_draft
-from media.storage import LocalStorage
+from media.storage import LocalStorage, Storage
+from media.uploads import UPLOADS
 
 if TYPE_CHECKING:
     from live.signalling import LiveNode, LiveSession, Publisher
@@ -65,6 +67,14 @@ class Recordings:
         self.running: dict[uuid.UUID, tuple[Recorder, uuid.UUID]] = {}  # session id → (recorder, upload id)
         self.sources: dict[uuid.UUID, uuid.UUID] = {}  # session id → whose picture and sound are recorded
         self._stored: dict[uuid.UUID, dict[str, Any] | None] = {}  # upload id → what live:recorded said
+        self._store: Storage | None = None  # where a finished recording goes (the S3 bucket when there is one)
+
+    def _media_store(self) -> Storage:
+        if self._store is None:
+            from media.wiring import open_storage  # (the media services import much; only needed here)
+
+            self._store = open_storage(self.node.settings)
+        return self._store
 
     @property
     def storage(self) -> LocalStorage:
@@ -137,7 +147,7 @@ class Recordings:
         out: dict[str, Any] | None = None
         try:
             if result.bytes > 0 and result.duration_s > 0:
-                out = await self._store(session, user, row, upload_id, result)
+                out = await self._keep(session, user, row, upload_id, result)
             else:
                 await asyncio.to_thread(result.path.unlink, True)
         finally:
@@ -148,7 +158,7 @@ class Recordings:
                 if session.status != "ended":
                     await self.node._announce(session)
 
-    async def _store(self, session: LiveSession, user: Principal, row: Any, upload_id: uuid.UUID,
+    async def _keep(self, session: LiveSession, user: Principal, row: Any, upload_id: uuid.UUID,
                      result: Recorded) -> dict[str, Any]:  # fmt: skip
         title = str(row["title"])
         metadata = {
@@ -156,6 +166,10 @@ class Recordings:
             "duration_s": str(result.duration_s),
         }  # fmt: skip
         draft_id: uuid.UUID | None = None
+        try:  # into the S3 bucket when there is one, so that any node or media worker reads it
+            await self._media_store().adopt_upload(upload_id, result.path)
+        except Exception:  # it stays on this node's disk, where this node still serves and transcodes it
+            log.exception("live: could not put the recording %s into the media store; it stays on this node", upload_id)
         async with self.node.core.transaction() as tx:
             await tx.conn.execute(
                 """INSERT INTO uploads (id, owner_id, length, received, metadata, completed_at)
@@ -180,6 +194,8 @@ class Recordings:
         for recorder, _ in list(self.running.values()):
             with contextlib.suppress(Exception):
                 await recorder.stop("stopped")
+        if self._store is not None:
+            await self._store.close()
 
 
 # --- download ----------------------------------------------------------------------------------------
@@ -201,13 +217,19 @@ async def download_recording(request: web.Request) -> web.StreamResponse:
     )  # fmt: skip
     if row is None:
         raise not_found("recording")
-    path = LocalStorage(core.settings.media_root).upload_path(upload_id)
-    if not path.exists():
-        raise not_found("recording")
     name = "".join(c if c.isalnum() or c in " ._-" else "_" for c in row["metadata"].get("filename", "live.webm"))
     headers = {"Content-Type": "video/webm", "Cache-Control": "private, no-store",
                "Content-Disposition": f'attachment; filename="{name}"'}  # fmt: skip
-    return web.FileResponse(path, headers=headers)
+    path = LocalStorage(core.settings.media_root).upload_path(upload_id)
+    if await asyncio.to_thread(path.is_file):  # on this node's disk (no bucket)
+        return web.FileResponse(path, headers=headers)
+    uploads = request.app.get(UPLOADS)
+    if uploads is None:
+        raise not_found("recording")
+    try:  # from the S3 bucket (streamed or redirected, STUDYHALL_S3_SERVE)
+        return await uploads.storage.send(request, f"uploads/{upload_id}", headers)
+    except FileNotFoundError:
+        raise not_found("recording") from None
 
 
 def mount(app: web.Application) -> None:

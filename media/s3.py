@@ -1,22 +1,43 @@
 """Media storage in an S3-compatible bucket (MinIO, AWS S3, ...), chosen by ``STUDYHALL_S3_BUCKET``.
 
-:class:`S3Storage` is a :class:`~media.storage.LocalStorage` whose directory (``STUDYHALL_MEDIA_DIR``) is only
-the working area: tus uploads are received there (appends at any offset, which objects do not take), ffmpeg
-reads the upload and writes a job's ladder there, and grade-sheet results and data exports stay there. What is
-finished and served goes to the bucket, under ``STUDYHALL_S3_PREFIX``:
+:class:`S3Storage` keeps everything that outlives a request or a job in the bucket, under
+``STUDYHALL_S3_PREFIX``, so two nodes and a Celery media worker on different machines share only the bucket
+and Postgres. Its local directory (``STUDYHALL_MEDIA_DIR``, inherited from :class:`~media.storage.LocalStorage`)
+is scratch space only: a job's output while it is made, and the copies a job reads.
 
-- ``outputs/<job id>/...``: a lecture video job's ladder (playlists, segments, poster), uploaded by
-  :meth:`S3Storage.publish_output` before the job commits; the local copy is then removed. Keys are the job's,
-  so a retried job overwrites them (and removes any an earlier attempt left that this one did not make).
-  Removing objects is best effort (logged): what a failure leaves is unreachable, since studyhall serves only
-  what its rows point at.
-- ``files/<file id>``: a submission's file, spooled to the working area (size limits, a body cut short) and
+- ``uploads/<upload id>``: a tus upload, received into an S3 multipart upload started when the upload is created
+  (its id is kept in the ``uploads`` row, ``store_ref``, so any node continues what another began). A PATCH
+  gathers its bytes in memory and sends each ``STUDYHALL_S3_UPLOAD_PART_BYTES`` as a part (S3 takes parts of
+  5 MiB or more but for the last); when the PATCH ends, however it ends, the bytes past the last whole part
+  are put as the object ``uploads/<upload id>.tail`` (its metadata says at which offset it starts), and the
+  next PATCH, on whichever node, reads the parts (``ListParts``) and the tail back and goes on. So the offset
+  recorded (and answered to HEAD) is always durable: whole parts plus the tail. With the last byte the last
+  part is sent and the multipart upload completed: the object ``uploads/<upload id>``. Termination, expiry
+  and a consumed upload remove the object and the tail and abort the multipart upload. Should the store hold
+  more than was recorded (a node died after a part went up), the bytes the client resends up to there are
+  skipped (they are the same bytes of the same file); should it hold less, the PATCH gets 409 with the offset
+  the store has. A live session's recording is written on the recording node's disk and put here whole when it
+  ends (:meth:`S3Storage.adopt_upload`). An upload whose row has no ``store_ref`` and whose bytes are on this
+  node's disk (received before the bucket was configured, or a recording that could not be put here) is
+  appended to and read from there as before.
+- ``outputs/<job id>/...``: what a job made (a lecture video's ladder; a grade sheet's ``results.csv``; a data
+  export's ``export.zip``), uploaded by :meth:`S3Storage.publish_output` before the job commits; the local copy
+  is then removed. Keys are the job's, so a retried job overwrites them (and removes any an earlier attempt
+  left that this one did not make). Removing objects is best effort (logged): what a failure leaves is
+  unreachable, since studyhall serves only what its rows point at.
+- ``files/<file id>``: a submission's file, spooled to the scratch space (size limits, a body cut short) and
   then uploaded whole (multipart for large files); the spool is removed.
+
+Jobs read an upload or a file from a copy downloaded into :meth:`~media.storage.LocalStorage.scratch_dir`
+(:meth:`S3Storage.local_upload`, :meth:`S3Storage.local_file`), removed when the job ends.
 
 Serving (:meth:`S3Storage.send`, after studyhall's access checks) streams the object (``GetObject`` with the
 request's ``Range``: 206 and ``Content-Range`` as the store answers) or, with ``STUDYHALL_S3_SERVE=redirect``,
 answers 302 to a presigned URL valid ``STUDYHALL_S3_PRESIGN_S`` that carries the response's content type,
 disposition and cache headers.
+
+A bucket lifecycle rule aborting incomplete multipart uploads after a few days is still wise: a multipart
+upload started by a node that died before it wrote the upload's row is not known to studyhall.
 
 One client per event loop (the app's, or a Celery media worker's), opened on first use and closed by
 :meth:`S3Storage.close`.
@@ -39,14 +60,23 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from core_api.settings import Settings
-from media.storage import LocalStorage, Progress
+from media.storage import LocalStorage, Progress, Rewound, TooMuchData
 
 log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
 MULTIPART_AT = 16 * 1024 * 1024
-_TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".ts": "video/mp2t", ".jpg": "image/jpeg"}
+_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl", ".ts": "video/mp2t", ".jpg": "image/jpeg", ".csv": "text/csv",
+    ".zip": "application/zip",
+}  # fmt: skip
 _MISSING = ("NoSuchKey", "404", "NotFound")
+_NO_UPLOAD = ("NoSuchUpload", "404")
+
+
+def _code(exc: ClientError) -> str | None:
+    code: str | None = exc.response.get("Error", {}).get("Code")
+    return code
 
 
 class S3Storage(LocalStorage):
@@ -60,6 +90,7 @@ class S3Storage(LocalStorage):
         self.serve = settings.s3_serve
         self.presign_s = settings.s3_presign_s
         self.concurrency = settings.s3_concurrency
+        self.part_bytes = settings.s3_upload_part_bytes
         secret = settings.s3_secret_access_key
         self._client_args: dict[str, Any] = {
             "region_name": settings.s3_region,
@@ -140,6 +171,183 @@ class S3Storage(LocalStorage):
             body = await asyncio.to_thread(path.read_bytes)
             await client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
 
+    # --- uploads (tus) ---------------------------------------------------------------------------------
+
+    async def start_upload(self, upload_id: uuid.UUID, length: int) -> str | None:
+        client = await self.client()
+        key = self.key(f"uploads/{upload_id}")
+        if length == 0:  # whole already (S3 has no multipart upload without parts)
+            await client.put_object(Bucket=self.bucket, Key=key, Body=b"")
+            return None
+        answer = await client.create_multipart_upload(Bucket=self.bucket, Key=key)
+        return str(answer["UploadId"])
+
+    async def _parts(self, upload_id: uuid.UUID, ref: str) -> list[dict[str, Any]] | None:
+        """The parts sent so far (``PartNumber``, ``ETag``, ``Size``), in order; None once completed/aborted."""
+        client = await self.client()
+        parts: list[dict[str, Any]] = []
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key(f"uploads/{upload_id}"), "UploadId": ref}
+        while True:
+            try:
+                answer = await client.list_parts(**args)
+            except ClientError as exc:
+                if _code(exc) in _NO_UPLOAD:
+                    return None
+                raise
+            parts.extend(answer.get("Parts", []))
+            if not answer.get("IsTruncated"):
+                break
+            args["PartNumberMarker"] = answer["NextPartNumberMarker"]
+        parts.sort(key=lambda p: int(p["PartNumber"]))
+        return parts
+
+    async def _tail(self, upload_id: uuid.UUID, start: int) -> bytes:
+        """The tail object's bytes if it starts at ``start`` (else it is stale: empty)."""
+        client = await self.client()
+        try:
+            answer = await client.get_object(Bucket=self.bucket, Key=self.key(f"uploads/{upload_id}.tail"))
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                return b""
+            raise
+        body = answer["Body"]
+        try:
+            if answer.get("Metadata", {}).get("start") != str(start):
+                return b""
+            data: bytes = await body.read()
+        finally:
+            body.close()
+        return data
+
+    async def _whole_size(self, upload_id: uuid.UUID) -> int:
+        """The finished upload's size (0 if there is no object)."""
+        client = await self.client()
+        try:
+            head = await client.head_object(Bucket=self.bucket, Key=self.key(f"uploads/{upload_id}"))
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                return 0
+            raise
+        return int(head["ContentLength"])
+
+    async def upload_size(self, upload_id: uuid.UUID, ref: str | None = None, limit: int | None = None) -> int:
+        if ref is None:
+            return await super().upload_size(upload_id)
+        parts = await self._parts(upload_id, ref)
+        if parts is None:
+            return await self._whole_size(upload_id)
+        done = sum(int(p["Size"]) for p in parts)
+        size = done + len(await self._tail(upload_id, done))
+        # Not completed: not whole, whatever the parts add up to (the next PATCH completes it).
+        return size if limit is None else min(size, limit - 1)
+
+    async def append(
+        self, upload_id: uuid.UUID, offset: int, chunks: AsyncIterable[bytes], limit: int, ref: str | None = None
+    ) -> int:
+        if ref is None:  # received on the local disk (before the bucket, or a recording)
+            return await super().append(upload_id, offset, chunks, limit)
+        client = await self.client()
+        key = self.key(f"uploads/{upload_id}")
+        parts = await self._parts(upload_id, ref)
+        if parts is None:  # completed already (by a PATCH whose end was not recorded)
+            whole = await self._whole_size(upload_id)
+            if whole < offset:
+                raise Rewound(whole)
+            return whole
+        done = sum(int(p["Size"]) for p in parts)
+        buffer = bytearray(await self._tail(upload_id, done))
+        stored = done + len(buffer)
+        if stored < offset:
+            raise Rewound(stored)
+        at = offset  # the offset of the next byte the client sends; up to ``stored`` they are skipped
+        too_much = False
+        try:
+            async for chunk in chunks:
+                if at + len(chunk) > limit:
+                    chunk, too_much = chunk[: limit - at], True
+                skip = min(len(chunk), max(0, stored - at))
+                at += len(chunk)
+                if skip < len(chunk):
+                    buffer += chunk[skip:] if skip else chunk
+                while len(buffer) >= self.part_bytes:
+                    body = bytes(buffer[: self.part_bytes])
+                    # A part once begun is seen through, even when the connection drops meanwhile (the handler is
+                    # cancelled): then it counts, and only what is left of the buffer becomes the tail.
+                    sending = asyncio.ensure_future(self._send_part(client, key, ref, len(parts) + 1, body))
+                    try:
+                        await asyncio.shield(sending)
+                    finally:
+                        if not sending.done():
+                            await asyncio.wait({sending})
+                        if sending.done() and not sending.cancelled() and sending.exception() is None:
+                            parts.append(sending.result())
+                            del buffer[: self.part_bytes]
+                            done += len(body)
+                stored = max(stored, done + len(buffer))
+                if too_much:
+                    raise TooMuchData(limit)
+        finally:  # what arrived is kept, even when the connection dropped mid-body
+            await asyncio.shield(self._settle(upload_id, ref, parts, bytes(buffer), done, limit))
+        return done + len(buffer)
+
+    async def _send_part(self, client: Any, key: str, ref: str, number: int, body: bytes) -> dict[str, Any]:
+        answer = await client.upload_part(Bucket=self.bucket, Key=key, UploadId=ref, PartNumber=number, Body=body)
+        return {"PartNumber": number, "ETag": answer["ETag"], "Size": len(body)}
+
+    async def _settle(
+        self, upload_id: uuid.UUID, ref: str, parts: list[dict[str, Any]], rest: bytes, done: int, limit: int
+    ) -> None:
+        """At a PATCH's end: the last part and the completion once whole, else ``rest`` as the tail object."""
+        client = await self.client()
+        key = self.key(f"uploads/{upload_id}")
+        tail = self.key(f"uploads/{upload_id}.tail")
+        if done + len(rest) >= limit:
+            if rest:
+                parts.append(await self._send_part(client, key, ref, len(parts) + 1, rest))
+            listed = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in parts]
+            await client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=ref, MultipartUpload={"Parts": listed}
+            )
+            await client.delete_object(Bucket=self.bucket, Key=tail)
+        elif rest:
+            await client.put_object(Bucket=self.bucket, Key=tail, Body=rest, Metadata={"start": str(done)})
+        # (no rest: a tail object left is stale, told by its start; it goes with the upload)
+
+    async def remove_upload(self, upload_id: uuid.UUID) -> None:
+        await super().remove_upload(upload_id)
+        key = self.key(f"uploads/{upload_id}")
+        try:
+            client = await self.client()
+            await self._delete([key, key + ".tail"])
+            answer = await client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+            for started in answer.get("Uploads", []):
+                if started["Key"] == key:
+                    with contextlib.suppress(ClientError):  # (gone meanwhile)
+                        await client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=started["UploadId"])
+        except Exception:  # its row is gone: what is left is unreachable (and a lifecycle rule takes the parts)
+            log.exception("media: could not remove the upload %s from the bucket", upload_id)
+
+    async def adopt_upload(self, upload_id: uuid.UUID, path: Path) -> bool:
+        await self._put_path(path, self.key(f"uploads/{upload_id}"), "application/octet-stream")
+        await asyncio.to_thread(_unlink, path)
+        return True
+
+    async def local_upload(self, upload_id: uuid.UUID, scratch: Path) -> Path:
+        if await asyncio.to_thread(self.upload_path(upload_id).is_file):
+            return self.upload_path(upload_id)  # received on the local disk (see the module docstring)
+        return await self._download(f"uploads/{upload_id}", scratch / f"upload-{upload_id}", scratch)
+
+    async def _download(self, name: str, path: Path, scratch: Path) -> Path:
+        client = await self.client()
+        await asyncio.to_thread(scratch.mkdir, 0o700, True, True)
+        try:
+            await client.download_file(self.bucket, self.key(name), str(path))
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                raise FileNotFoundError(name) from None
+            raise
+        return path
+
     # --- job outputs -----------------------------------------------------------------------------------
 
     async def publish_output(self, job_id: uuid.UUID, progress: Progress | None = None) -> None:
@@ -219,16 +427,10 @@ class S3Storage(LocalStorage):
             log.exception("media: could not remove the file %s from the bucket", file_id)
 
     async def local_file(self, file_id: uuid.UUID, scratch: Path) -> Path:
-        client = await self.client()
-        path = scratch / str(file_id)
-        await asyncio.to_thread(scratch.mkdir, 0o700, True, True)
         try:
-            await client.download_file(self.bucket, self.key(f"files/{file_id}"), str(path))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _MISSING:
-                raise FileNotFoundError(str(file_id)) from None
-            raise
-        return path
+            return await self._download(f"files/{file_id}", scratch / str(file_id), scratch)
+        except FileNotFoundError:
+            raise FileNotFoundError(str(file_id)) from None
 
     # --- serving ---------------------------------------------------------------------------------------
 

@@ -1,20 +1,27 @@
 """Where media bytes live: one small interface, :class:`Storage`, with two implementations.
 
 - :class:`LocalStorage` (the default): everything in a local directory, ``STUDYHALL_MEDIA_DIR``.
-- :class:`media.s3.S3Storage` (``STUDYHALL_S3_BUCKET`` set): the same local directory is the *working area*
-  (uploads being received, a job's output while it is made, scratch), and finished artifacts are *published*
-  to an S3-compatible bucket and served from there: an HLS ladder when its job succeeds
-  (:meth:`Storage.publish_output`), a submission's file once stored (:meth:`Storage.put_file`).
+- :class:`media.s3.S3Storage` (``STUDYHALL_S3_BUCKET`` set): everything that outlives a request or a job is in an
+  S3-compatible bucket, so nodes and media workers on different machines share only the bucket (and Postgres):
+  tus uploads (received straight into a multipart upload, see media/s3.py), a job's output once it is made (an
+  HLS ladder, a grade sheet's results, a data export: :meth:`Storage.publish_output`), a submission's file
+  (:meth:`Storage.put_file`). The local directory is only scratch space: a job's output while it is made, and
+  the copies a job reads (:meth:`Storage.local_upload`, :meth:`Storage.local_file`, removed after the job).
 
-ffmpeg reads and writes local files and tus appends at any offset (which S3 objects do not take), so the
-path methods (``upload_path``, ``output_dir``) stay local in both. What is served goes through
-:meth:`Storage.send` and :meth:`Storage.read_output`, which read wherever the artifact lives.
+ffmpeg and the sheet reader read and write local files, so a job asks for a local copy of its upload
+(:meth:`Storage.local_upload` into :meth:`Storage.scratch_dir`; the local store hands over its own file) and
+writes into :meth:`Storage.output_dir`. What is served goes through :meth:`Storage.send` and
+:meth:`Storage.read_output`, which read wherever the artifact lives.
 
 Layout under the root (and of the keys, under ``STUDYHALL_S3_PREFIX``)::
 
-    uploads/<upload id>          the bytes of an upload (tus), appended in order            (local only)
-    outputs/<job id>/...         what a job made (an HLS ladder, a poster); replaced whole on a retry
+    uploads/<upload id>          the bytes of an upload (tus), appended in order (S3: the object made when the
+                                 multipart upload completes; uploads/<upload id>.tail: the bytes received past
+                                 the last whole part, until there is a part's worth)
+    outputs/<job id>/...         what a job made (an HLS ladder, a poster, results.csv, export.zip); replaced
+                                 whole on a retry
     files/<file id>              a file attached to an assignment submission, written once
+    scratch/<job id>/            (local only) copies a job reads, removed when it ends
 """
 
 from __future__ import annotations
@@ -64,20 +71,42 @@ Progress = Callable[[float], Awaitable[None]]
 class Storage(Protocol):
     """Upload bytes and job outputs (see the module docstring for the layout)."""
 
-    async def upload_size(self, upload_id: uuid.UUID) -> int:
-        """Bytes stored so far for the upload (0 if none)."""
+    async def start_upload(self, upload_id: uuid.UUID, length: int) -> str | None:
+        """Prepare for an upload of ``length`` bytes; what the caller keeps with the upload and passes back as
+        ``ref`` (S3: the multipart upload's id; the local store needs nothing: None)."""
         ...
 
-    async def append(self, upload_id: uuid.UUID, offset: int, chunks: AsyncIterable[bytes], limit: int) -> int:
-        """Write ``chunks`` at ``offset`` (the current size), at most ``limit`` bytes; return the new size.
-
-        Raises :class:`TooMuchData` once the chunks go past ``limit`` (what came before stays)."""
+    async def upload_size(self, upload_id: uuid.UUID, ref: str | None = None, limit: int | None = None) -> int:
+        """Bytes stored so far for the upload (0 if none); below ``limit`` unless the upload is whole."""
         ...
 
-    async def remove_upload(self, upload_id: uuid.UUID) -> None: ...
+    async def append(
+        self, upload_id: uuid.UUID, offset: int, chunks: AsyncIterable[bytes], limit: int, ref: str | None = None
+    ) -> int:
+        """Write ``chunks`` at ``offset`` (the recorded size), at most ``limit`` bytes; return the new size (what is
+        stored for good). Once the size reaches ``limit`` the upload is whole (S3: the object is made).
 
-    def upload_path(self, upload_id: uuid.UUID) -> Path:
-        """A local path to the upload's bytes (for ffmpeg); remote stores download it first (not built)."""
+        Raises :class:`TooMuchData` once the chunks go past ``limit`` (what came before stays), :class:`Rewound`
+        when the store holds less than ``offset`` (nothing is written)."""
+        ...
+
+    async def remove_upload(self, upload_id: uuid.UUID) -> None:
+        """Remove the upload's bytes, finished or not (S3: the object, the tail, an unfinished multipart upload)."""
+        ...
+
+    def scratch_dir(self, job_id: uuid.UUID) -> Path:
+        """A local directory for the copies a job reads (the job removes it when it ends)."""
+        ...
+
+    async def adopt_upload(self, upload_id: uuid.UUID, path: Path) -> bool:
+        """A finished upload written whole at ``path`` by studyhall itself (a live session's recording, at
+        ``LocalStorage.upload_path``): a remote store puts it where uploads live and removes ``path``. Whether it
+        moved (False: it stays at ``path``, which is where the local store keeps it)."""
+        ...
+
+    async def local_upload(self, upload_id: uuid.UUID, scratch: Path) -> Path:
+        """A local path holding a finished upload's bytes (a remote store downloads it into ``scratch``);
+        FileNotFoundError if there are none."""
         ...
 
     async def fresh_output_dir(self, job_id: uuid.UUID) -> Path:
@@ -137,6 +166,14 @@ class TooMuchData(Exception):
         self.size = size
 
 
+class Rewound(Exception):
+    """The store holds fewer bytes of the upload than were recorded (they were lost): resume from ``size``."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the store holds {size} bytes of the upload, fewer than recorded")
+        self.size = size
+
+
 class LocalStorage:
     """:class:`Storage` in a local directory (created on first use, mode 0700).
 
@@ -158,13 +195,30 @@ class LocalStorage:
     def output_dir(self, job_id: uuid.UUID) -> Path:
         return self.root / "outputs" / str(job_id)
 
-    async def upload_size(self, upload_id: uuid.UUID) -> int:
+    def scratch_dir(self, job_id: uuid.UUID) -> Path:
+        return self.root / "scratch" / str(job_id)
+
+    async def start_upload(self, upload_id: uuid.UUID, length: int) -> str | None:
+        return None
+
+    async def adopt_upload(self, upload_id: uuid.UUID, path: Path) -> bool:
+        return False  # (recordings are written at upload_path already)
+
+    async def local_upload(self, upload_id: uuid.UUID, scratch: Path) -> Path:
+        path = self.upload_path(upload_id)  # the upload itself, no copy
+        if not await asyncio.to_thread(path.is_file):
+            raise FileNotFoundError(str(upload_id))
+        return path
+
+    async def upload_size(self, upload_id: uuid.UUID, ref: str | None = None, limit: int | None = None) -> int:
         try:
             return (await asyncio.to_thread(self.upload_path(upload_id).stat)).st_size
         except FileNotFoundError:
             return 0
 
-    async def append(self, upload_id: uuid.UUID, offset: int, chunks: AsyncIterable[bytes], limit: int) -> int:
+    async def append(
+        self, upload_id: uuid.UUID, offset: int, chunks: AsyncIterable[bytes], limit: int, ref: str | None = None
+    ) -> int:
         await asyncio.to_thread(self._dir, "uploads")
         path = self.upload_path(upload_id)
         fd = await asyncio.to_thread(os.open, path, os.O_WRONLY | os.O_CREAT, 0o600)

@@ -10,6 +10,8 @@
 - One PATCH at a time per upload: the writer holds a lease in the row (another gets 423). The offset
   recorded in Postgres is the authority: a PATCH writes from there (cutting whatever a dropped request
   half-wrote past it), and when it ends, however it ends, the bytes that reached storage are recorded.
+  With an S3 bucket (media/s3.py) the upload is a multipart upload started at creation (its id in the row,
+  ``store_ref``), so a PATCH may go to any node; what is recorded is what the bucket holds for good.
 - Expiry: an unfinished upload untouched for ``STUDYHALL_MEDIA_UPLOAD_EXPIRY_S`` is deleted by the sweep
   (tus ``Upload-Expires``). A finished upload stays until its owner deletes it or a job consumes it.
 """
@@ -32,7 +34,7 @@ from core_api.db import Record
 from core_api.errors import AppError, ErrorCode, conflict, forbidden, invalid, not_found
 from core_api.http import PREFIX, Principal
 from media import tus
-from media.storage import Storage, TooMuchData
+from media.storage import Rewound, Storage, TooMuchData
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +119,19 @@ class Uploads:
                     " delete some (DELETE /api/v1/uploads/{id})",
                     {"held_bytes": held, "quota_bytes": quota},
                 )
-            row = await tx.conn.fetchrow(
-                """INSERT INTO uploads (id, owner_id, length, metadata, expires_at, completed_at)
-                   VALUES ($1, $2, $3::bigint, $4, now() + make_interval(secs => $5),
-                           CASE WHEN $3::bigint = 0 THEN now() END)
-                   RETURNING *""",
-                uuid.uuid4(), user.id, length, metadata, float(self.settings.media_upload_expiry_s),
-            )  # fmt: skip
+            upload_id = uuid.uuid4()
+            ref = await self.storage.start_upload(upload_id, length)  # S3: the multipart upload
+            try:
+                row = await tx.conn.fetchrow(
+                    """INSERT INTO uploads (id, owner_id, length, metadata, expires_at, completed_at, store_ref)
+                       VALUES ($1, $2, $3::bigint, $4, now() + make_interval(secs => $5),
+                               CASE WHEN $3::bigint = 0 THEN now() END, $6)
+                       RETURNING *""",
+                    upload_id, user.id, length, metadata, float(self.settings.media_upload_expiry_s), ref,
+                )  # fmt: skip
+            except BaseException:
+                await asyncio.shield(self.storage.remove_upload(upload_id))
+                raise
         assert row is not None
         return _state(row)
 
@@ -169,17 +177,24 @@ class Uploads:
             if remaining == 0:
                 return state
             size = state.offset
+            ref = row["store_ref"]
             try:
                 size = await self.storage.append(
-                    upload_id, state.offset, self._renewing(upload_id, writer, body), state.length
+                    upload_id, state.offset, self._renewing(upload_id, writer, body), state.length, ref
                 )
             except TooMuchData as exc:
                 size = exc.size
                 raise AppError(
                     ErrorCode.PAYLOAD_TOO_LARGE, f"the body goes past Upload-Length ({state.length} bytes)"
                 ) from None
-            except BaseException:
-                size = await self.storage.upload_size(upload_id)  # a dropped connection: keep what arrived
+            except Rewound as exc:  # the store lost bytes that were recorded: resume from what it has
+                size = exc.size
+                raise conflict(
+                    f"the store holds {exc.size} bytes of this upload: HEAD, then resume from there",
+                    offset=exc.size,
+                ) from None
+            except BaseException:  # a dropped connection: keep what arrived
+                size = await self.storage.upload_size(upload_id, ref, state.length)
                 raise
             finally:
                 # Shielded: a dropped connection cancels the handler, and what arrived must still be recorded.

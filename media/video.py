@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import json
 import logging
+import shutil
 import signal
 import sys
 import uuid
@@ -179,24 +180,29 @@ async def transcode_lecture(ctx: JobContext) -> Finish:
     # A lecture's new video, or a lecture draft (a live session's recording) published as a new lecture.
     draft_id = uuid.UUID(ctx.params["draft_id"]) if ctx.params.get("draft_id") else None
     lecture_id = uuid.UUID(ctx.params["lecture_id"]) if draft_id is None else uuid.uuid5(draft_id, "lecture")
-    source = ctx.storage.upload_path(upload_id)
-    if not source.exists():
-        raise JobFailed("the upload is gone (deleted or expired) before it was processed")
-    await ctx.report(0.0, "probe")
-    info = await probe(settings, source)
-    out = await ctx.storage.fresh_output_dir(ctx.id)
-    await ctx.report(0.01, "transcode")
+    scratch = ctx.storage.scratch_dir(ctx.id)
+    try:
+        try:  # the upload itself (local disk), or a copy from the S3 bucket, removed when the job ends
+            source = await ctx.storage.local_upload(upload_id, scratch)
+        except FileNotFoundError:
+            raise JobFailed("the upload is gone (deleted or expired) before it was processed") from None
+        await ctx.report(0.0, "probe")
+        info = await probe(settings, source)
+        out = await ctx.storage.fresh_output_dir(ctx.id)
+        await ctx.report(0.01, "transcode")
 
-    async def on_time(seconds: float) -> None:
-        await ctx.report(0.01 + 0.94 * min(seconds / info.duration_s, 1.0), "transcode")
+        async def on_time(seconds: float) -> None:
+            await ctx.report(0.01 + 0.94 * min(seconds / info.duration_s, 1.0), "transcode")
 
-    await _run(transcode_command(settings, source, out, info), on_time)
-    await ctx.report(0.96, "poster")
-    at = min(1.0, info.duration_s / 2)
-    poster = out / "poster.jpg"
-    scale = f"scale=-2:{min(info.height, 720)}"
-    await _run([settings.media_ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-ss", f"{at:.3f}",
-                "-i", str(source), "-frames:v", "1", "-vf", scale, str(poster)])  # fmt: skip
+        await _run(transcode_command(settings, source, out, info), on_time)
+        await ctx.report(0.96, "poster")
+        at = min(1.0, info.duration_s / 2)
+        poster = out / "poster.jpg"
+        scale = f"scale=-2:{min(info.height, 720)}"
+        await _run([settings.media_ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-ss", f"{at:.3f}",
+                    "-i", str(source), "-frames:v", "1", "-vf", scale, str(poster)])  # fmt: skip
+    finally:
+        await asyncio.to_thread(shutil.rmtree, scratch, True)
     await ctx.report(0.97, "publish")
 
     async def publishing(fraction: float) -> None:

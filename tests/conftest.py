@@ -32,6 +32,7 @@ pytest_plugins = [
     "tests.chat_helpers",  # the `tabs` fixture of the chat tests
     "tests.sandbox_helpers",  # `sandbox_machine` and `runner` of the sandbox tests
     "tests.watch_helpers",  # `viewers` of the watch-party tests
+    "tests.s3_helpers",  # `s3_url` (moto's server) and `bucket` of the S3 storage tests
 ]
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 40

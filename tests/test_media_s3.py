@@ -12,120 +12,29 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import shutil
 import signal
-import socket
-import subprocess
-import time
 import uuid
 import zipfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import aioboto3
 import aiohttp
 import pytest
 
 from core_api.context import CORE
-from core_api.settings import ConfigError, Settings
+from core_api.settings import ConfigError
 from media.jobs import JOBS
 from media.s3 import S3Storage
 from media.wiring import open_storage
 from realtime.app import create_app
 from tests.conftest import ApiClient, make_settings
+from tests.s3_helpers import NEEDS_S3, PREFIX, Bucket, files_under, s3_settings
 from tests.test_media_playback import local, priced_ladder, uris
 from tests.test_submission_files import PDF, attach, course_of, course_with_submission, ok
 
-ROOT = Path(__file__).resolve().parent.parent
-MOTO = ROOT / ".venv-s3" / "bin" / "moto_server"
-PREFIX = "t/"
-
-pytestmark = [
-    pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (scripts/setup installs it)"),
-    pytest.mark.skipif(
-        not MOTO.exists(), reason=f"no S3 server to test against: {MOTO} is missing (scripts/setup installs moto)"
-    ),
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def s3_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    proc = subprocess.Popen([str(MOTO), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"moto_server exited with {proc.returncode}: see {log.name}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("moto_server did not start within 30 s")
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def s3_settings(database_url: str, data_dir: Path, url: str, bucket: str, **overrides: Any) -> Settings:
-    return make_settings(
-        database_url, data_dir, s3_bucket=bucket, s3_endpoint_url=url, s3_access_key_id="test",
-        s3_secret_access_key="test-secret", s3_prefix=PREFIX, **overrides,
-    )  # fmt: skip
-
-
-class Bucket:
-    """The test's bucket, read directly (not through studyhall)."""
-
-    def __init__(self, url: str, name: str) -> None:
-        self.url, self.name = url, name
-        self.session = aioboto3.Session()
-
-    def client(self) -> Any:
-        return self.session.client(
-            "s3", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id="test",
-            aws_secret_access_key="test-secret",
-        )  # fmt: skip
-
-    async def create(self) -> None:
-        async with self.client() as s3:
-            await s3.create_bucket(Bucket=self.name)
-
-    async def keys(self, under: str = "") -> list[str]:
-        async with self.client() as s3:
-            answer = await s3.list_objects_v2(Bucket=self.name, Prefix=PREFIX + under)
-            return sorted(item["Key"] for item in answer.get("Contents", []))
-
-    async def get(self, key: str) -> tuple[bytes, str]:
-        async with self.client() as s3:
-            answer = await s3.get_object(Bucket=self.name, Key=PREFIX + key)
-            async with answer["Body"] as body:
-                return await body.read(), answer["ContentType"]
-
-
-@pytest.fixture
-async def bucket(s3_url: str) -> Bucket:
-    made = Bucket(s3_url, f"studyhall-test-{uuid.uuid4().hex[:12]}")
-    await made.create()
-    return made
+pytestmark = NEEDS_S3
 
 
 @pytest.fixture
@@ -148,8 +57,9 @@ async def test_a_ladder_is_published_to_the_bucket_and_plays_from_it(
         for name in ("240p/index.m3u8", "240p/segment_00000.ts", "240p/segment_00001.ts", "master.m3u8", "poster.jpg")
     ]
     assert not storage.output_dir(uuid.UUID(job_id)).exists()  # the working copy is gone
-    # The upload (working area) is consumed as before.
-    assert not any((storage.root / "uploads").iterdir())
+    # The upload went into the bucket and is consumed as before; the local disk holds nothing.
+    assert await bucket.keys("uploads/") == []
+    assert files_under(storage.root) == []
 
     # The buyer plays it through studyhall: master -> variant -> segments, the bytes are the objects'.
     _, lec = await api.call("GET", f"/lectures/{lecture_id}", buyer)
@@ -349,6 +259,13 @@ def test_the_local_default_needs_nothing(database_url: str, tmp_path: Path) -> N
     assert type(open_storage(make_settings(database_url, tmp_path))) is LocalStorage
     with pytest.raises(ConfigError, match="together"):
         make_settings(database_url, tmp_path, s3_bucket="b-1", s3_access_key_id="only-the-id")
+    # S3 takes at most 10,000 parts: the largest upload must fit in them.
+    with pytest.raises(ConfigError, match="10,000 parts"):
+        make_settings(database_url, tmp_path, s3_bucket="b-1", media_upload_max_bytes=60 * 1024**3,
+                      s3_upload_part_bytes=5 * 1024**2)  # fmt: skip
+    with pytest.raises(ConfigError):  # below S3's smallest part
+        make_settings(database_url, tmp_path, s3_bucket="b-1", s3_upload_part_bytes=1024**2)
+    assert make_settings(database_url, tmp_path, media_upload_max_bytes=60 * 1024**3).s3_bucket is None  # no bucket
 
 
 async def test_a_celery_media_worker_publishes_to_the_same_bucket(

@@ -24,6 +24,7 @@ import codecs
 import csv
 import io
 import math
+import shutil
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -33,13 +34,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import openpyxl
+from aiohttp import web
 from openpyxl.utils.exceptions import InvalidFileException
 from pydantic import Field
 
 from core_api.context import Tx, audit, core_of
 from core_api.courses import owned_course
 from core_api.errors import AppError, ErrorCode, conflict, not_found
-from core_api.http import Api, Call, Download, Input, Reply
+from core_api.http import Api, Call, Input, Reply
 from core_api.settings import Settings
 from media.jobs import JOBS, Finish, JobContext, JobFailed, JobOut, enqueue, job_out
 from media.uploads import UPLOADS
@@ -281,18 +283,26 @@ async def run_sheet(ctx: JobContext) -> Finish:
     def progress(rows: int) -> None:
         reported.append(rows)
 
-    path = ctx.storage.upload_path(upload_id)
-    checking = loop.run_in_executor(
-        None, check_sheet, path, learners, assignments, SheetLimits.of(core.settings), progress
-    )
-    while not checking.done():  # report the reading's progress (the sheet's size is unknown: rows so far)
-        await asyncio.wait({checking}, timeout=0.5)
-        if reported:
-            await ctx.report(0.5 * (1 - 1 / (1 + reported[-1] / 5000)), f"check ({reported[-1]} rows)")
-    checked = await checking
+    scratch = ctx.storage.scratch_dir(ctx.id)
+    try:
+        try:  # the upload itself (local disk), or a copy from the S3 bucket, removed when the job ends
+            path = await ctx.storage.local_upload(upload_id, scratch)
+        except FileNotFoundError:
+            raise JobFailed("the upload is gone (deleted or expired) before it was processed") from None
+        checking = loop.run_in_executor(
+            None, check_sheet, path, learners, assignments, SheetLimits.of(core.settings), progress
+        )
+        while not checking.done():  # report the reading's progress (the sheet's size is unknown: rows so far)
+            await asyncio.wait({checking}, timeout=0.5)
+            if reported:
+                await ctx.report(0.5 * (1 - 1 / (1 + reported[-1] / 5000)), f"check ({reported[-1]} rows)")
+        checked = await checking
+    finally:
+        await asyncio.to_thread(shutil.rmtree, scratch, True)
     apply_rows = not (params["mode"] == "all_or_nothing" and checked.errors)
     out = await ctx.storage.fresh_output_dir(ctx.id)
     await asyncio.to_thread(write_results, out / RESULTS, checked, apply_rows)
+    await ctx.storage.publish_output(ctx.id)  # to the S3 bucket when there is one
     await ctx.report(0.9, "apply")
     tx_events: list[Tx] = []
 
@@ -416,7 +426,7 @@ async def post_grade_upload(call: Call) -> Reply:
     produces="text/csv",
     errors=[404],
 )
-async def get_grade_results(call: Call) -> Download:
+async def get_grade_results(call: Call) -> web.StreamResponse:
     core = core_of(call)
     course_id, job_id = call.params["course_id"], call.params["job_id"]
     async with core.pool.acquire() as conn:
@@ -427,9 +437,12 @@ async def get_grade_results(call: Call) -> Download:
         )  # fmt: skip
     if job is None or job["state"] != "succeeded":
         raise not_found("results")
-    path = call.request.app[JOBS].storage.output_dir(job_id) / RESULTS
-    try:
-        body = await asyncio.to_thread(path.read_bytes)
+    headers = {
+        "Content-Type": "text/csv",
+        "Content-Disposition": f'attachment; filename="grade-sheet-results-{job_id}.csv"',
+        "Cache-Control": "private, no-store",
+    }
+    try:  # from the media directory (behind nginx: nginx sends it), or the S3 bucket (streamed or redirected)
+        return await call.request.app[JOBS].storage.send(call.request, f"outputs/{job_id}/{RESULTS}", headers)
     except FileNotFoundError:
         raise not_found("results") from None
-    return Download(body, "text/csv", f"grade-sheet-results-{job_id}.csv")

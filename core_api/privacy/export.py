@@ -5,9 +5,10 @@ for each table of :data:`~core_api.privacy.registry.REGISTRY` marked for export,
 ``STUDYHALL_DATA_EXPORT_MAX_ROWS`` per table; ``manifest.json`` says when a table was cut), leaving out
 secrets (password and token hashes), and writes ``<table>.json`` files and a ``manifest.json`` into
 ``export.zip`` under the job's output directory, with the files the caller attached to assignment submissions
-under ``submission_files/<file id>/<name>``. ``GET /me/exports/{job_id}/download`` gives it to the job's
-owner only. Asking is audited (``user.data_export``) and limited (one at a time, ``STUDYHALL_DATA_EXPORTS_PER_DAY``
-a day).
+under ``submission_files/<file id>/<name>``; with an S3 bucket the zip is then put there (``outputs/<job id>/``)
+and the download streams it from there (or redirects, ``STUDYHALL_S3_SERVE``).
+``GET /me/exports/{job_id}/download`` gives it to the job's owner only. Asking is audited
+(``user.data_export``) and limited (one at a time, ``STUDYHALL_DATA_EXPORTS_PER_DAY`` a day).
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from core_api.context import Core, audit, core_of
 from core_api.db import Record
 from core_api.errors import conflict, not_found, refuse_past_limit
-from core_api.http import Api, Call, Download, Reply
+from core_api.http import Api, Call, Reply
 from core_api.privacy.registry import REGISTRY, SECRET_COLUMNS
 from media.jobs import JOBS, Finish, JobContext, JobOut, enqueue, job_out
 
@@ -101,7 +104,7 @@ async def build_export(ctx: JobContext) -> Finish:
         "tables": tables,
     }
     out = await ctx.storage.fresh_output_dir(ctx.id)
-    scratch = out / "attachments"  # files kept in an S3 bucket are downloaded here, then removed
+    scratch = ctx.storage.scratch_dir(ctx.id)  # files kept in an S3 bucket are downloaded here, then removed
     attachments = []
     for r in files.get("submission_files", []):
         try:
@@ -113,6 +116,7 @@ async def build_export(ctx: JobContext) -> Finish:
         size = await asyncio.to_thread(_write, out / FILE, files, manifest, attachments)
     finally:
         await asyncio.to_thread(shutil.rmtree, scratch, True)
+    await ctx.storage.publish_output(ctx.id)  # to the S3 bucket when there is one
     return Finish(
         result={
             "file": FILE,
@@ -178,7 +182,7 @@ async def post_export(call: Call) -> Reply:
     produces="application/zip",
     errors=[404],
 )
-async def get_export(call: Call) -> Download:
+async def get_export(call: Call) -> web.StreamResponse:
     core = core_of(call)
     job_id = call.params["job_id"]
     row = await core.pool.fetchrow(
@@ -186,9 +190,13 @@ async def get_export(call: Call) -> Download:
     )
     if row is None or row["state"] != "succeeded":
         raise not_found("export")
-    path = call.request.app[JOBS].storage.output_dir(job_id) / FILE
-    try:
-        body = await asyncio.to_thread(path.read_bytes)
+    name = f"studyhall-data-{dt.date.today().isoformat()}.zip"
+    headers = {
+        "Content-Type": "application/zip",
+        "Content-Disposition": f'attachment; filename="{name}"',
+        "Cache-Control": "private, no-store",
+    }
+    try:  # from the media directory (behind nginx: nginx sends it), or the S3 bucket (streamed or redirected)
+        return await call.request.app[JOBS].storage.send(call.request, f"outputs/{job_id}/{FILE}", headers)
     except FileNotFoundError:
         raise not_found("export") from None
-    return Download(body, "application/zip", f"studyhall-data-{dt.date.today().isoformat()}.zip")
