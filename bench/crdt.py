@@ -713,8 +713,9 @@ async def studyhall_workspaces(base: str, count: int) -> tuple[list[str], str]:
 @contextlib.asynccontextmanager
 async def studyhall_target(database_url: str, workspaces: int, takeover: bool = True, loop: str = "auto") -> Any:
     tmp = Path(tempfile.mkdtemp(prefix="studyhall-bench-crdt-"))
-    server = Studyhall(database_url, extra_env={"STUDYHALL_YJS_TAKEOVER": "true" if takeover else "false",
-                                                 "STUDYHALL_DB_POOL_MAX": "10", "STUDYHALL_EVENT_LOOP": loop})  # fmt: skip
+    env = {"STUDYHALL_YJS_TAKEOVER": "true" if takeover else "false", "STUDYHALL_DB_POOL_MAX": "10",
+           "STUDYHALL_EVENT_LOOP": loop}  # fmt: skip
+    server = Studyhall(database_url, extra_env=env)
     server.start(tmp / "data")
     try:
         assert server.proc is not None

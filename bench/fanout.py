@@ -621,7 +621,7 @@ def main() -> None:
     parser.add_argument("--no-peer", dest="peer", action="store_false", help="skip the Node peer")
     parser.add_argument("--deflate", action="store_true", help="also run with clients offering per-message deflate")
     parser.add_argument("--compare-loops", action="store_true",
-                        help="also run studyhall on asyncio's own event loop (the default is uvloop when installed)")  # fmt: skip
+                        help="also run studyhall on asyncio's own event loop (the default: uvloop)")  # fmt: skip
     parser.add_argument("--stock", action="store_true", help="also run studyhall on python-socketio's stock send path")
     parser.add_argument(
         "--database-url",
