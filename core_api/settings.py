@@ -265,9 +265,9 @@ class Settings(BaseSettings):
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto",
         description="The event loop `studyhall serve` runs on. auto: uvloop when it is installed (it is a "
-        "dependency on Linux and macOS), else asyncio's own. uvloop: the same code on libuv; about a third less "
-        "CPU per chat delivery and a tenth less per collaborative edit (bench/RESULTS.md). asyncio: the standard "
-        "library's loop (what the in-process tests run on).",
+        "dependency on Linux and macOS), else asyncio's own. uvloop: the same code on libuv, with less CPU per chat "
+        "delivery and per collaborative edit (bench/RESULTS.md). asyncio: the standard library's loop (what the "
+        "in-process tests run on). /metrics shows the one in use (studyhall_event_loop).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Least severe log level printed."
