@@ -440,3 +440,23 @@ def test_concurrent_migrate_applies_each_migration_once(server_url: str) -> None
         assert (again.returncode, again.stdout.strip()) == (0, "database schema is up to date")
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.mark.parametrize(("setting", "loop"), [(None, "uvloop"), ("asyncio", "asyncio")])
+def test_serve_runs_on_the_event_loop_it_is_set_to(
+    database_url: str, tmp_path: Path, setting: str | None, loop: str
+) -> None:
+    """uvloop by default (it is a dependency), asyncio's own loop when asked: both serve, and /metrics says which."""
+    token = "m" * 24
+    extra = {"STUDYHALL_DATABASE_URL": database_url, "STUDYHALL_METRICS_TOKEN": token}
+    if setting is not None:
+        extra["STUDYHALL_EVENT_LOOP"] = setting
+    env = cli_env(STUDYHALL_DATA_DIR=str(tmp_path / "data"), **extra)
+    with Server(env, "--port", "0", log=tmp_path / "serve.log") as server:
+        base = server.start()
+        register_and_login(base, f"loop-{uuid.uuid4().hex[:8]}@example.com")
+        request = urllib.request.Request(base + "/metrics", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            metrics = resp.read().decode()
+        assert f'studyhall_event_loop{{loop="{loop}"}} 1.0' in metrics
+        assert server.stop() == 0
