@@ -23,11 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from aiohttp import web
@@ -102,6 +104,20 @@ class JobContext:
     def params(self) -> dict[str, Any]:
         return dict(self.job["params"])
 
+    @contextlib.asynccontextmanager
+    async def upload_copy(self, upload_id: uuid.UUID) -> AsyncIterator[Path]:
+        """A local path to the job's upload: the upload itself (local disk) or a copy from the S3 bucket in the
+        job's scratch directory, removed when the block ends. :class:`JobFailed` if the upload is gone."""
+        scratch = self.storage.scratch_dir(self.id)
+        try:
+            try:
+                path = await self.storage.local_upload(upload_id, scratch)
+            except FileNotFoundError:
+                raise JobFailed("the upload is gone (deleted or expired) before it was processed") from None
+            yield path
+        finally:
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
+
     async def report(self, progress: float, stage: str) -> None:
         """Record progress (renewing the claim) and tell the owner; raises :class:`Lost` if not ours."""
         now = time.monotonic()
@@ -119,6 +135,16 @@ class JobContext:
 
 
 Work = Callable[[JobContext], Awaitable[Finish]]
+
+
+async def send_output(request: web.Request, job_id: uuid.UUID, name: str, headers: dict[str, str],
+                      what: str) -> web.StreamResponse:  # fmt: skip
+    """A file a job made (``outputs/<job id>/<name>``), after the caller's access check: from the media directory
+    (behind nginx, nginx sends it) or the S3 bucket (streamed or redirected); 404 naming ``what`` if it is gone."""
+    try:
+        return await request.app[JOBS].storage.send(request, f"outputs/{job_id}/{name}", headers)
+    except FileNotFoundError:
+        raise not_found(what) from None
 
 
 async def publish(core: Core, row: Record) -> None:

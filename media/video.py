@@ -17,7 +17,6 @@ import contextlib
 import ctypes
 import json
 import logging
-import shutil
 import signal
 import sys
 import uuid
@@ -180,12 +179,7 @@ async def transcode_lecture(ctx: JobContext) -> Finish:
     # A lecture's new video, or a lecture draft (a live session's recording) published as a new lecture.
     draft_id = uuid.UUID(ctx.params["draft_id"]) if ctx.params.get("draft_id") else None
     lecture_id = uuid.UUID(ctx.params["lecture_id"]) if draft_id is None else uuid.uuid5(draft_id, "lecture")
-    scratch = ctx.storage.scratch_dir(ctx.id)
-    try:
-        try:  # the upload itself (local disk), or a copy from the S3 bucket, removed when the job ends
-            source = await ctx.storage.local_upload(upload_id, scratch)
-        except FileNotFoundError:
-            raise JobFailed("the upload is gone (deleted or expired) before it was processed") from None
+    async with ctx.upload_copy(upload_id) as source:  # removed when the block ends (an S3 bucket's copy)
         await ctx.report(0.0, "probe")
         info = await probe(settings, source)
         out = await ctx.storage.fresh_output_dir(ctx.id)
@@ -201,8 +195,6 @@ async def transcode_lecture(ctx: JobContext) -> Finish:
         scale = f"scale=-2:{min(info.height, 720)}"
         await _run([settings.media_ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-ss", f"{at:.3f}",
                     "-i", str(source), "-frames:v", "1", "-vf", scale, str(poster)])  # fmt: skip
-    finally:
-        await asyncio.to_thread(shutil.rmtree, scratch, True)
     await ctx.report(0.97, "publish")
 
     async def publishing(fraction: float) -> None:

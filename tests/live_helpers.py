@@ -65,6 +65,24 @@ async def live_room(api: ApiClient, host: Actor, *members: Actor) -> tuple[str, 
     return room, str(session["id"])
 
 
+async def record_briefly(api: ApiClient, host: Actor, session_id: str, seconds: float = 2) -> dict[str, Any]:
+    """The host goes live in ``session_id``, publishes, records ``seconds`` and stops: the recording's ack."""
+    tab = await live_tab(api, host)
+    ref = {"session_id": session_id}
+    publisher = Publisher(tab, session_id)
+    try:
+        await tab.ok("live:join", ref)
+        await tab.ok("live:start", ref)
+        await publisher.publish()
+        await tab.ok("live:record", {**ref, "on": True})
+        await asyncio.sleep(seconds)
+        recording: dict[str, Any] = (await tab.ok("live:record", {**ref, "on": False}))["recording"]
+        return recording
+    finally:
+        await publisher.close()
+        await tab.close()
+
+
 class Publisher:
     """A publishing peer: a moving picture and a (silent) microphone, or only the microphone."""
 

@@ -22,7 +22,7 @@ from live.recording import vp8_size
 from live.signalling import LiveNode
 from tests.chat_helpers import make_room
 from tests.conftest import ApiClient
-from tests.live_helpers import MovingPicture, Publisher, Viewer, live_room, live_tab
+from tests.live_helpers import MovingPicture, Publisher, Viewer, live_room, live_tab, record_briefly
 from tests.test_live_media import app_with, node
 
 RECORD_S = 4.0
@@ -138,36 +138,23 @@ async def test_the_host_records_the_session_remuxed_and_it_plays(api: ApiClient)
 async def test_a_recording_becomes_a_lecture_through_the_media_job(api: ApiClient) -> None:
     host = await api.user("instructor")
     _, session_id = await live_room(api, host)
-    tab = await live_tab(api, host)
-    ref = {"session_id": session_id}
-    publisher = Publisher(tab, session_id)
-    try:
-        await tab.ok("live:join", ref)
-        await tab.ok("live:start", ref)
-        await publisher.publish()
-        await tab.ok("live:record", {**ref, "on": True})
-        await asyncio.sleep(2)
-        recording = (await tab.ok("live:record", {**ref, "on": False}))["recording"]
-        status, course = await api.call("POST", "/courses", host, json={"title": "Recorded"})
-        assert status == 201
-        lecture_in = {"title": "Live", "media_kind": "video", "media_url": "https://example.com/x.mp4",
-                      "duration_s": 1.0}  # fmt: skip
-        status, lecture = await api.call("POST", f"/courses/{course['id']}/lectures", host, json=lecture_in)
-        assert status == 201
-        status, job = await api.call("POST", f"/lectures/{lecture['id']}/media", host,
-                                     json={"upload_id": recording["upload_id"]})  # fmt: skip
-        assert status == 202, job
-        async with asyncio.timeout(120):
-            while job["state"] in ("queued", "running"):
-                await asyncio.sleep(0.5)
-                _, job = await api.call("GET", f"/jobs/{job['id']}", host)
-        assert job["state"] == "succeeded", job
-        assert abs(job["result"]["duration_s"] - recording["duration_s"]) <= 1
-        status, played = await api.call("GET", f"/lectures/{lecture['id']}", host)
-        assert status == 200 and played["media_kind"] == "hls" and "master.m3u8" in played["media_url"]
-    finally:
-        await publisher.close()
-        await tab.close()
+    recording = await record_briefly(api, host, session_id)
+    status, course = await api.call("POST", "/courses", host, json={"title": "Recorded"})
+    assert status == 201
+    lecture_in = {"title": "Live", "media_kind": "video", "media_url": "https://example.com/x.mp4", "duration_s": 1.0}
+    status, lecture = await api.call("POST", f"/courses/{course['id']}/lectures", host, json=lecture_in)
+    assert status == 201
+    status, job = await api.call("POST", f"/lectures/{lecture['id']}/media", host,
+                                 json={"upload_id": recording["upload_id"]})  # fmt: skip
+    assert status == 202, job
+    async with asyncio.timeout(120):
+        while job["state"] in ("queued", "running"):
+            await asyncio.sleep(0.5)
+            _, job = await api.call("GET", f"/jobs/{job['id']}", host)
+    assert job["state"] == "succeeded", job
+    assert abs(job["result"]["duration_s"] - recording["duration_s"]) <= 1
+    status, played = await api.call("GET", f"/lectures/{lecture['id']}", host)
+    assert status == 200 and played["media_kind"] == "hls" and "master.m3u8" in played["media_url"]
 
 
 async def test_a_course_sessions_recording_is_a_lecture_draft_until_its_staff_publish_it(api: ApiClient) -> None:
@@ -186,19 +173,7 @@ async def test_a_course_sessions_recording_is_a_lecture_draft_until_its_staff_pu
     status, session = await api.call("POST", f"/rooms/{room}/live-sessions", host, json=session_in)
     assert status == 201, session
     session_id = str(session["id"])
-    tab = await live_tab(api, host)
-    ref = {"session_id": session_id}
-    publisher = Publisher(tab, session_id)
-    try:
-        await tab.ok("live:join", ref)
-        await tab.ok("live:start", ref)
-        await publisher.publish()
-        await tab.ok("live:record", {**ref, "on": True})
-        await asyncio.sleep(2)
-        recording = (await tab.ok("live:record", {**ref, "on": False}))["recording"]
-    finally:
-        await publisher.close()
-        await tab.close()
+    recording = await record_briefly(api, host, session_id)
     draft_id = recording["lecture_draft_id"]
     assert draft_id is not None, recording
 

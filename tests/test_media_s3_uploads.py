@@ -305,24 +305,12 @@ async def test_grade_sheet_results_and_data_exports_are_downloaded_from_the_buck
 async def test_a_live_recording_goes_into_the_bucket_and_the_other_node_makes_it_a_lecture(
     aiohttp_client: Any, database_url: str, tmp_path: Path, bucket: Bucket
 ) -> None:
-    from tests.live_helpers import Publisher, live_room, live_tab
+    from tests.live_helpers import live_room, record_briefly
 
     a, b = await two_nodes(aiohttp_client, database_url, tmp_path, bucket)
     host, member = await a.user("instructor"), await a.user()
     _, session_id = await live_room(a, host, member)
-    tab = await live_tab(a, host)
-    ref = {"session_id": session_id}
-    publisher = Publisher(tab, session_id)
-    try:
-        await tab.ok("live:join", ref)
-        await tab.ok("live:start", ref)
-        await publisher.publish()
-        await tab.ok("live:record", {**ref, "on": True})
-        await asyncio.sleep(2)
-        recording = (await tab.ok("live:record", {**ref, "on": False}))["recording"]
-    finally:
-        await publisher.close()
-        await tab.close()
+    recording = await record_briefly(a, host, session_id)
     upload_id = recording["upload_id"]
     stored, _ = await bucket.get(f"uploads/{upload_id}")
     assert len(stored) == recording["bytes"] and stored[:4] == b"\x1a\x45\xdf\xa3"  # WebM (EBML)

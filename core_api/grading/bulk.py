@@ -24,7 +24,6 @@ import codecs
 import csv
 import io
 import math
-import shutil
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -43,7 +42,7 @@ from core_api.courses import owned_course
 from core_api.errors import AppError, ErrorCode, conflict, not_found
 from core_api.http import Api, Call, Input, Reply
 from core_api.settings import Settings
-from media.jobs import JOBS, Finish, JobContext, JobFailed, JobOut, enqueue, job_out
+from media.jobs import JOBS, Finish, JobContext, JobFailed, JobOut, enqueue, job_out, send_output
 from media.uploads import UPLOADS
 
 KIND = "grade_sheet"
@@ -283,12 +282,7 @@ async def run_sheet(ctx: JobContext) -> Finish:
     def progress(rows: int) -> None:
         reported.append(rows)
 
-    scratch = ctx.storage.scratch_dir(ctx.id)
-    try:
-        try:  # the upload itself (local disk), or a copy from the S3 bucket, removed when the job ends
-            path = await ctx.storage.local_upload(upload_id, scratch)
-        except FileNotFoundError:
-            raise JobFailed("the upload is gone (deleted or expired) before it was processed") from None
+    async with ctx.upload_copy(upload_id) as path:  # removed when the block ends (an S3 bucket's copy)
         checking = loop.run_in_executor(
             None, check_sheet, path, learners, assignments, SheetLimits.of(core.settings), progress
         )
@@ -297,8 +291,6 @@ async def run_sheet(ctx: JobContext) -> Finish:
             if reported:
                 await ctx.report(0.5 * (1 - 1 / (1 + reported[-1] / 5000)), f"check ({reported[-1]} rows)")
         checked = await checking
-    finally:
-        await asyncio.to_thread(shutil.rmtree, scratch, True)
     apply_rows = not (params["mode"] == "all_or_nothing" and checked.errors)
     out = await ctx.storage.fresh_output_dir(ctx.id)
     await asyncio.to_thread(write_results, out / RESULTS, checked, apply_rows)
@@ -442,7 +434,4 @@ async def get_grade_results(call: Call) -> web.StreamResponse:
         "Content-Disposition": f'attachment; filename="grade-sheet-results-{job_id}.csv"',
         "Cache-Control": "private, no-store",
     }
-    try:  # from the media directory (behind nginx: nginx sends it), or the S3 bucket (streamed or redirected)
-        return await call.request.app[JOBS].storage.send(call.request, f"outputs/{job_id}/{RESULTS}", headers)
-    except FileNotFoundError:
-        raise not_found("results") from None
+    return await send_output(call.request, job_id, RESULTS, headers, "results")

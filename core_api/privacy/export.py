@@ -31,7 +31,7 @@ from core_api.db import Record
 from core_api.errors import conflict, not_found, refuse_past_limit
 from core_api.http import Api, Call, Reply
 from core_api.privacy.registry import REGISTRY, SECRET_COLUMNS
-from media.jobs import JOBS, Finish, JobContext, JobOut, enqueue, job_out
+from media.jobs import JOBS, Finish, JobContext, JobOut, enqueue, job_out, send_output
 
 KIND = "data_export"
 FILE = "export.zip"
@@ -196,7 +196,4 @@ async def get_export(call: Call) -> web.StreamResponse:
         "Content-Disposition": f'attachment; filename="{name}"',
         "Cache-Control": "private, no-store",
     }
-    try:  # from the media directory (behind nginx: nginx sends it), or the S3 bucket (streamed or redirected)
-        return await call.request.app[JOBS].storage.send(call.request, f"outputs/{job_id}/{FILE}", headers)
-    except FileNotFoundError:
-        raise not_found("export") from None
+    return await send_output(call.request, job_id, FILE, headers, "export")
