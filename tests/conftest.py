@@ -44,6 +44,15 @@ def _with_database(url: str, name: str) -> str:
     return base + ("?" + query if query else "")
 
 
+if os.environ.get("TEST_EVENT_LOOP") == "uvloop":
+    # The in-process tests on uvloop (what ``studyhall serve`` runs on by default) rather than asyncio's own loop;
+    # servers the tests start as processes run on ``STUDYHALL_EVENT_LOOP`` (uvloop unless a test says otherwise).
+    import uvloop
+
+    def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+        return {"uvloop": uvloop.new_event_loop}
+
+
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Postgres server URL: the configured one, or an embedded server for this session."""
