@@ -45,7 +45,7 @@ from core_api.events import Connection, EventCall, Transport
 from core_api.http import Principal
 from rooms import chat_store
 from rooms.access import require_member, require_open, socket_room, visible_room
-from rooms.chat_service import recent_messages, views
+from rooms.chat_service import note_not_dm, recent_messages, views
 from rooms.presence import Presence, PresenceChange, PresentUser
 from rooms.schemas import PresenceEvent, PresenceState, UserRef
 from rooms.service import room_view
@@ -331,6 +331,8 @@ async def _join_now(
         if member is not None and member["banned_at"] is not None:
             raise forbidden("you are banned from this room")
         require_open(room)
+        if room["kind"] != "dm":
+            note_not_dm(call.session, room_id)
         if member is None:
             await tx.conn.execute(
                 "INSERT INTO room_members (room_id, user_id, role)"
@@ -359,8 +361,8 @@ async def _join_now(
     else:
         messages, more = await _missed_up_to(call, room_id, messages, after_seq, upto, catch_up_max)
     call.session[_NAME] = call.user.display_name
-    rev = await presence.enter(key, call.sid, me)
-    snapshot = await presence.snapshot(key)
+    rev, snapshot = await presence.enter_and_snapshot(key, call.sid, me)
+    await _enter_current_name(call, key, me)
     announcer = announcer_of(call.session)
     if call.session.get(_CLOSED):
         # The connection went away while joining, after its disconnect hook had left its rooms.
@@ -374,10 +376,9 @@ async def _join_now(
             await hook(call, view)
         except Exception:
             log.exception("a room:join hook failed for room %s", key)
-    listed = await current_names(call, snapshot.users[: call.core.settings.presence_list_max])
     answer = {
         "room": view.model_dump(mode="json"),
-        "members": [m.to_json() for m in listed],
+        "members": [m.to_json() for m in snapshot.users[: call.core.settings.presence_list_max]],
         "member_count": len(snapshot.users),
         "presence_rev": snapshot.rev,
         "messages": messages,
@@ -387,18 +388,13 @@ async def _join_now(
     return answer
 
 
-async def current_names(call: EventCall, users: list[PresentUser]) -> list[PresentUser]:
-    """The users with their display names as stored now (presence keeps the name each joined with; a
-    rename since then is read here, by id), ordered by name."""
-    if not users:
-        return users
-    async with call.core.pool.acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT id::text, display_name FROM users WHERE id = ANY($1::uuid[])", [u.id for u in users]
-        )
-    names = {r["id"]: r["display_name"] for r in rows}
-    renamed = [PresentUser(id=u.id, display_name=names.get(u.id, u.display_name)) for u in users]
-    return sorted(renamed, key=lambda u: (u.display_name.casefold(), u.id))
+async def _enter_current_name(call: EventCall, key: str, entered: PresentUser) -> None:
+    """The join entered the user with the name its event started with; if the connection's account was read
+    again meanwhile with a new name (a rename while joining), the entry gets that one. (A re-read after this
+    runs :func:`_tell_rename`, which renames the entries of the rooms joined, this one included.)"""
+    now = call.session.get("user")
+    if isinstance(now, Principal) and now.id == call.user.id and now.display_name != entered.display_name:
+        await presence_of(call.session).rename(key, present_user(now))
 
 
 async def _history_up_to(
@@ -511,7 +507,8 @@ async def recheck(conn: Connection) -> None:
 
 
 async def _tell_rename(conn: Connection, rooms: set[str]) -> None:
-    """The user's account was re-read: if their display name changed, the rooms this connection is in hear
+    """The user's account was re-read: if their display name changed, the user's presence entry in each room
+    this connection is in takes the new name (the next join there lists it), then the room hears
     ``room:renamed`` (each of a user's connections tells its rooms; a client applies it by user id, so hearing
     it twice changes nothing)."""
     told = conn.session.get(_NAME)
@@ -519,8 +516,14 @@ async def _tell_rename(conn: Connection, rooms: set[str]) -> None:
     if told is None or told == name:
         return
     conn.session[_NAME] = name
+    presence = presence_of(conn.session)
+    renamed = present_user(conn.user)
     user = UserRef(id=str(conn.user.id), display_name=name).model_dump(mode="json")
     for key in list(rooms):
+        try:
+            await presence.rename(key, renamed)
+        except Exception:  # the room still hears the new name; its next joins list the old one
+            log.exception("could not rename user %s in the presence of room %s", renamed.id, key)
         await conn.transport.emit(RENAMED_EVENT, {"room_id": key, "user": user}, to=socket_room(key))
 
 
