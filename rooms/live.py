@@ -320,33 +320,39 @@ async def _join_now(
 ) -> dict[str, Any]:
     """Join one room. Without ``after_seq``: the answer of ``room:join``. With it: the same, its ``messages``
     those after ``after_seq`` (at most ``catch_up_max``) and ``has_more``."""
-    async with call.core.transaction() as tx:
-        room, member = await visible_room(tx.conn, call.user, room_id)
-        if room["visibility"] == "community" and room["community_id"] is not None:
+    async with call.core.pool.acquire() as db, contextlib.AsyncExitStack() as tx:
+        room, member = await visible_room(db, call.user, room_id)
+        community = room["visibility"] == "community" and room["community_id"] is not None
+        if community or member is None:
+            # A transaction only when needed: a member rejoining a room outside communities (a reconnect) only
+            # reads, each statement as of its own start as in a transaction (read committed), and saves its
+            # BEGIN and COMMIT round trips.
+            await tx.enter_async_context(db.transaction())
+        if community:
             # Leaving (or being removed from) the community locks its row for update and drops the
             # member's rooms in the same transaction: holding it shared, this join either ends before
             # that starts, or reads the membership after it committed (and is refused).
-            await tx.conn.execute("SELECT 1 FROM communities WHERE id = $1 FOR SHARE", room["community_id"])
-            room, member = await visible_room(tx.conn, call.user, room_id)
+            await db.execute("SELECT 1 FROM communities WHERE id = $1 FOR SHARE", room["community_id"])
+            room, member = await visible_room(db, call.user, room_id)
         if member is not None and member["banned_at"] is not None:
             raise forbidden("you are banned from this room")
         require_open(room)
         if room["kind"] != "dm":
             note_not_dm(call.session, room_id)
         if member is None:
-            await tx.conn.execute(
+            await db.execute(
                 "INSERT INTO room_members (room_id, user_id, role)"
                 " VALUES ($1, $2, CASE WHEN $3 THEN 'host' ELSE 'member' END) ON CONFLICT DO NOTHING",
                 room_id,
                 call.user.id,
                 room["created_by"] == call.user.id,
             )
-        view = await room_view(tx.conn, call.user, room_id)
+        view = await room_view(db, call.user, room_id)
         if after_seq is None:
-            messages = await recent_messages(tx.conn, room_id, HISTORY_ON_JOIN)
+            messages = await recent_messages(db, room_id, HISTORY_ON_JOIN)
         else:
-            rows, _ = await chat_store.history(tx.conn, room_id, None, after_seq, catch_up_max)
-            messages = await views(tx.conn, rows)
+            rows, _ = await chat_store.history(db, room_id, None, after_seq, catch_up_max)
+            messages = await views(db, rows)
         committed = max(room["last_seq"], messages[-1]["seq"] if messages else 0)
 
     key, me, presence = str(room_id), present_user(call.user), presence_of(call.session)
