@@ -312,23 +312,22 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 return out
 """
 
-# Returns {revision, user JSON, user JSON, ...}: the list and the revision it is, in one step.
+# Returns {revision, user JSONs}: the list and the revision it is, in one step. The user JSONs are one string,
+# joined by newlines (JSON text from json.dumps has none): one bulk string for the client to read instead of one
+# per user (redis-py reads each in Python).
 _SNAPSHOT = """
-local out = {tonumber(redis.call('GET', KEYS[4]) or '0')}
-for _, user in ipairs(redis.call('HVALS', KEYS[2])) do table.insert(out, user) end
-return out
+return {tonumber(redis.call('GET', KEYS[4]) or '0'), table.concat(redis.call('HVALS', KEYS[2]), '\\n')}
 """
 
-# _ENTER, then _SNAPSHOT, in one step. Returns {_ENTER's answer, revision, user JSON, user JSON, ...}.
+# _ENTER, then _SNAPSHOT, in one step. Returns {_ENTER's answer, revision, user JSONs} (as _SNAPSHOT).
 _ENTER_SNAPSHOT = """
 local entered = 0
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
   if redis.call('HINCRBY', KEYS[3], ARGV[2], 1) == 1 then entered = redis.call('INCR', KEYS[4]) end
 end
-local out = {entered, tonumber(redis.call('GET', KEYS[4]) or '0')}
-for _, user in ipairs(redis.call('HVALS', KEYS[2])) do table.insert(out, user) end
-return out
+local rev = tonumber(redis.call('GET', KEYS[4]) or '0')
+return {entered, rev, table.concat(redis.call('HVALS', KEYS[2]), '\\n')}
 """
 
 # ARGV: user id, user JSON. Rewrites the user's entry if they are present; returns 1 if so, else 0.
@@ -420,7 +419,7 @@ class RedisPresence:
         return change, [f.partition(":")[2] for f in fields]
 
     async def snapshot(self, room_id: str) -> PresenceSnapshot:
-        rev, *users = await self._snapshot(keys=self._room_keys(room_id))
+        rev, users = await self._snapshot(keys=self._room_keys(room_id))
         return PresenceSnapshot(int(rev), self._listed(users))
 
     async def enter_and_snapshot(
@@ -428,7 +427,7 @@ class RedisPresence:
     ) -> tuple[int | None, PresenceSnapshot]:
         self._local[(room_id, sid)] = user
         await _done(self.redis.sadd(self._node_rooms_key(self.node_id), room_id))  # first: see enter
-        entered, rev, *users = await self._enter_snapshot(
+        entered, rev, users = await self._enter_snapshot(
             keys=self._room_keys(room_id), args=[f"{self.node_id}:{sid}", user.id, _encode(user)]
         )
         return int(entered) or None, PresenceSnapshot(int(rev), self._listed(users))
@@ -439,7 +438,7 @@ class RedisPresence:
                 self._local[key] = user
         return bool(await self._rename(keys=self._room_keys(room_id), args=[user.id, _encode(user)]))
 
-    def _listed(self, raw: list[str]) -> list[PresentUser]:
+    def _listed(self, joined: str) -> list[PresentUser]:
         """Entries as :class:`PresentUser`, ordered by name. An entry's text is the same for every join that
         reads it until the user leaves or is renamed, so each is decoded once per node (a reconnect storm reads
         the same hundreds of entries thousands of times)."""
@@ -447,7 +446,7 @@ class RedisPresence:
         if len(decoded) > _DECODED_MAX:
             decoded.clear()
         pairs = []
-        for text in raw:
+        for text in joined.split("\n") if joined else ():
             pair = decoded.get(text)
             if pair is None:
                 user = _user(text)
