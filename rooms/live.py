@@ -48,7 +48,7 @@ from rooms.access import require_member, require_open, socket_room, visible_room
 from rooms.chat_service import note_not_dm, recent_messages, views
 from rooms.presence import Presence, PresenceChange, PresentUser
 from rooms.schemas import PresenceEvent, PresenceState, UserRef
-from rooms.service import room_view
+from rooms.service import room_view, visible_room_view
 
 log = logging.getLogger(__name__)
 
@@ -321,9 +321,10 @@ async def _join_now(
     """Join one room. Without ``after_seq``: the answer of ``room:join``. With it: the same, its ``messages``
     those after ``after_seq`` (at most ``catch_up_max``) and ``has_more``."""
     async with call.core.pool.acquire() as db, contextlib.AsyncExitStack() as tx:
-        room, member = await visible_room(db, call.user, room_id)
+        room, member, view = await visible_room_view(db, call.user, room_id)
         community = room["visibility"] == "community" and room["community_id"] is not None
-        if community or member is None:
+        read_again = community or member is None
+        if read_again:
             # A transaction only when needed: a member rejoining a room outside communities (a reconnect) only
             # reads, each statement as of its own start as in a transaction (read committed), and saves its
             # BEGIN and COMMIT round trips.
@@ -347,7 +348,8 @@ async def _join_now(
                 call.user.id,
                 room["created_by"] == call.user.id,
             )
-        view = await room_view(db, call.user, room_id)
+        if read_again:  # the membership may differ from the one read first
+            view = await room_view(db, call.user, room_id)
         if after_seq is None:
             messages = await recent_messages(db, room_id, HISTORY_ON_JOIN)
         else:
