@@ -352,6 +352,8 @@ async def _join_now(
             view = await room_view(db, call.user, room_id)
         if after_seq is None:
             messages = await recent_messages(db, room_id, HISTORY_ON_JOIN)
+        elif after_seq >= room["last_seq"]:
+            messages = []  # nothing was committed since: no read (a later message comes live or is read below)
         else:
             rows, _ = await chat_store.history(db, room_id, None, after_seq, catch_up_max)
             messages = await views(db, rows)
