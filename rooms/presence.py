@@ -375,6 +375,7 @@ class RedisPresence:
         self._enter_snapshot = client.register_script(_ENTER_SNAPSHOT)
         self._rename = client.register_script(_RENAME)
         self._decoded: dict[str, tuple[tuple[str, str], PresentUser]] = {}
+        self._indexed: set[str] = set()
 
     @classmethod
     def from_url(cls, url: str, node_id: str, *, ttl_s: float, prefix: str = "studyhall:presence") -> RedisPresence:
@@ -401,8 +402,7 @@ class RedisPresence:
 
     async def enter(self, room_id: str, sid: str, user: PresentUser) -> int | None:
         self._local[(room_id, sid)] = user
-        # The room goes into the node's index first, so a sweep after this node's death finds it.
-        await _done(self.redis.sadd(self._node_rooms_key(self.node_id), room_id))
+        await self._index(room_id)
         rev = await self._enter(keys=self._room_keys(room_id), args=[f"{self.node_id}:{sid}", user.id, _encode(user)])
         return int(rev) or None
 
@@ -426,7 +426,7 @@ class RedisPresence:
         self, room_id: str, sid: str, user: PresentUser
     ) -> tuple[int | None, PresenceSnapshot]:
         self._local[(room_id, sid)] = user
-        await _done(self.redis.sadd(self._node_rooms_key(self.node_id), room_id))  # first: see enter
+        await self._index(room_id)
         entered, rev, users = await self._enter_snapshot(
             keys=self._room_keys(room_id), args=[f"{self.node_id}:{sid}", user.id, _encode(user)]
         )
@@ -437,6 +437,15 @@ class RedisPresence:
             if key[0] == room_id and held.id == user.id:
                 self._local[key] = user
         return bool(await self._rename(keys=self._room_keys(room_id), args=[user.id, _encode(user)]))
+
+    async def _index(self, room_id: str) -> None:
+        """Put the room into the node's index before entering a connection there, so a sweep after this node's
+        death finds it. Once per room and heartbeat: :meth:`_prune_index` forgets what it takes out, and each
+        beat forgets all (the index may have been swept meanwhile, if this node stalled)."""
+        if room_id in self._indexed:
+            return
+        await _done(self.redis.sadd(self._node_rooms_key(self.node_id), room_id))
+        self._indexed.add(room_id)
 
     def _listed(self, joined: str) -> list[PresentUser]:
         """Entries as :class:`PresentUser`, ordered by name. An entry's text is the same for every join that
@@ -473,6 +482,7 @@ class RedisPresence:
     async def close(self) -> list[PresenceChange]:
         try:
             self._local.clear()
+            self._indexed.clear()
             changes = await self.purge_node(self.node_id)
             await self.redis.delete(self._alive_key(self.node_id))
             return changes
@@ -483,6 +493,7 @@ class RedisPresence:
     # --- heartbeat and sweep ---
 
     async def _beat(self) -> list[PresenceChange]:
+        self._indexed.clear()
         previous = await self.redis.set(self._alive_key(self.node_id), "1", px=self.ttl_ms, get=True)
         await _done(self.redis.sadd(self._nodes_key, self.node_id))
         swept = previous is None and self._beaten
@@ -504,6 +515,7 @@ class RedisPresence:
         stale = set(await _done(self.redis.smembers(key))) - {room_id for room_id, _ in self._local}
         if not stale:
             return
+        self._indexed -= stale  # before the removal: a join from now on indexes its room again
         await _done(self.redis.srem(key, *stale))
         # A connection may have entered one of them meanwhile: index it again.
         back = stale & {room_id for room_id, _ in self._local}

@@ -542,6 +542,10 @@ async def test_a_node_forgets_rooms_it_has_left(redis_client: aioredis.Redis) ->
         await node.leave("left", "s1")
         await node.upkeep()
         assert await redis_client.smembers(f"{prefix}:node:n:rooms") == {"kept"}  # type: ignore[misc]
+        # Entering it again indexes it again (each node remembers which rooms it indexed: not this one any more),
+        # so a sweep after this node's death would find the connection.
+        await node.enter_and_snapshot("left", "s2", BO)
+        assert await redis_client.smembers(f"{prefix}:node:n:rooms") == {"kept", "left"}  # type: ignore[misc]
     finally:
         await node.close()
 
