@@ -218,16 +218,17 @@ async def test_a_rename_while_joining_still_lists_the_new_name(api: ApiClient, t
     ada_tab, bob_tab = await tabs(ada), await tabs(bob)
     presence = api.app[SOCKETS].services[room_live.PRESENCE]
     enter = presence.enter_and_snapshot
-    reread = asyncio.Event()
+    waiting, reread = asyncio.Event(), asyncio.Event()
 
     async def late_enter(room: str, sid: str, user: Any) -> Any:
         if user.id == ada.id:
+            waiting.set()
             await asyncio.wait_for(reread.wait(), WAIT_S)
         return await enter(room, sid, user)
 
     presence.enter_and_snapshot = late_enter
     joining = asyncio.create_task(ada_tab.join(room_id))
-    await asyncio.sleep(0.2)  # the join is waiting to enter
+    await asyncio.wait_for(waiting.wait(), WAIT_S)  # the join is about to enter her, with her old name
     new = unique("Countess")
     assert (await rename(api, ada, new))[0] == 200
     assert (await ada_tab.next("me:changed"))["display_name"] == new  # her connection re-read her account
