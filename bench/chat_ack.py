@@ -43,7 +43,14 @@ def pct(values: list[float], q: float) -> float:
 
 
 class Target(Studyhall):
-    def __init__(self, database_url: str, group_commit: bool, lanes: int = 2, wait_s: float = 0.002) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        group_commit: bool,
+        lanes: int = 2,
+        wait_s: float = 0.002,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.name = f"group commit ({lanes} lanes, wait {wait_s * 1000:g} ms)" if group_commit else "commit per send"
         env = {
             "STUDYHALL_JWT_SECRET": JWT_SECRET,
@@ -55,6 +62,7 @@ class Target(Studyhall):
             "STUDYHALL_CHAT_GROUP_COMMIT": "true" if group_commit else "false",
             "STUDYHALL_CHAT_GROUP_COMMIT_LANES": str(lanes),
             "STUDYHALL_CHAT_GROUP_COMMIT_WAIT_S": str(wait_s),
+            **(extra_env or {}),
         }
         self.server = Server(database_url, extra_env=env)
         self.server.start()

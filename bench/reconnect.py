@@ -5,13 +5,17 @@ Usage::
 
     .venv/bin/python -m bench.reconnect                            # 200 clients, 5 rooms each, 60 messages held
     .venv/bin/python -m bench.reconnect --clients 100 --rooms 3    # a quick look
+    .venv/bin/python -m bench.reconnect --redis-url redis://127.0.0.1:6379/13   # presence in Redis, as when scaled
 
 A fresh ``studyhall serve`` (pinned to CPU 0; this load generator on CPU 1) on a fresh database. Every client
 joins ``--rooms`` rooms holding ``--history`` messages, then disconnects; ``--missed`` more messages are sent
 to each room; then all clients reconnect at once, twice: first each rejoining room by room with ``room:join``
 (what the web app did before: the answers' last 50 messages cover what was missed), then each with one
-``room:join_many`` from the last seq it held. Reported per way: the server's CPU per reconnect, the wall time
-until every client had rejoined, the p99 of a client's rejoin, and the ack bytes per client.
+``room:join_many`` from the last seq it held. Reported per way: the server's CPU per reconnect (the rejoin; the
+clients connect first), the wall time until every client had rejoined, the p99 of a client's rejoin, the ack bytes
+per client, and apart the server's CPU per client for the Socket.IO connect before it. Without
+``--redis-url`` the server keeps presence in its process (one node); with it, in Redis, as every node of a
+scaled deployment does (database 13 is free: the tests use 11 and 15, ``bench/soak.py`` 12).
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ async def connect_all(port: int, tokens: list[str]) -> list[LightClient]:
 
 
 async def run(args: argparse.Namespace) -> None:
-    target = await asyncio.to_thread(Target, args.database_url, True)
+    env = {"STUDYHALL_REDIS_URL": args.redis_url} if args.redis_url else {}
+    target = await asyncio.to_thread(Target, args.database_url, True, 2, 0.002, env)
     try:
         tokens = await target.tokens(args.clients + 1)
         rooms = [await target.room(tokens[0]) for _ in range(args.rooms)]
@@ -86,11 +91,13 @@ async def run(args: argparse.Namespace) -> None:
 
         print(
             "| way | clients × rooms | server CPU per reconnect ms | all rejoined s | rejoin p50 ms | rejoin p99 ms "
-            "| ack bytes per client |"
+            "| ack bytes per client | connect CPU per client ms |"
         )
-        print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         for name, way in (("room:join per room", one_by_one), ("one room:join_many", in_one)):
+            cpu_c = proc_cpu_s(target.pid())
             fresh = await connect_all(target.port, tokens[1:])  # connected first: the rejoin alone is measured
+            connect_cpu = proc_cpu_s(target.pid()) - cpu_c
             cpu0, t0 = proc_cpu_s(target.pid()), time.perf_counter()
             results = await asyncio.gather(*(way(c) for c in fresh))
             wall, cpu = time.perf_counter() - t0, proc_cpu_s(target.pid()) - cpu0
@@ -98,7 +105,8 @@ async def run(args: argparse.Namespace) -> None:
             size = sum(s for _, s in results) / len(results)
             print(
                 f"| {name} | {args.clients} × {args.rooms} | {1000 * cpu / args.clients:.2f} | {wall:.2f} "
-                f"| {pct(times, 0.5):.0f} | {pct(times, 0.99):.0f} | {size:,.0f} |"
+                f"| {pct(times, 0.5):.0f} | {pct(times, 0.99):.0f} | {size:,.0f} "
+                f"| {1000 * connect_cpu / args.clients:.2f} |"
             )
             for c in fresh:
                 c.close()
@@ -115,6 +123,7 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=60, help="messages in each room before the drop")
     parser.add_argument("--missed", type=int, default=3, help="messages sent to each room while away")
     parser.add_argument("--database-url", default=MACHINE_PG)
+    parser.add_argument("--redis-url", default=None, help="keep presence in this Redis (default: in the server)")
     args = parser.parse_args()
     pin(1)
     asyncio.run(run(args))

@@ -89,6 +89,7 @@ from realtime.rights import RightsWatch
 from realtime.sockets import SOCKETS, SocketServer
 from realtime.webapp import mount as mount_webapp
 from rooms import chat as room_chat
+from rooms import chat_service
 from rooms import dm_handlers as room_dms
 from rooms import handlers as room_handlers
 from rooms import live as room_live
@@ -421,6 +422,7 @@ def create_app(settings: Settings, database_url: str | None = None, *, run_migra
         sockets.services[room_live.PRESENCE] = tracker
         sockets.services[room_live.ANNOUNCER] = announcer
         sockets.services[room_live.JOIN_GATE] = asyncio.Semaphore(settings.room_joins_at_once)
+        sockets.services[chat_service.NOT_DM] = {}
 
         async def announce(changes: list[PresenceChange]) -> None:
             await room_live.announce_changes(announcer, changes)

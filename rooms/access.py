@@ -89,11 +89,16 @@ async def visible_room(conn: Connection, user: Principal, room_id: uuid.UUID) ->
     if room is None:
         raise not_found("room")
     member = await membership(conn, room_id, user.id)
+    await check_visible(conn, user, room, member)
+    return room, member
+
+
+async def check_visible(conn: Connection, user: Principal, room: Record, member: Record | None) -> None:
+    """``not_found`` unless the caller may see the room (``forbidden`` for a member it banned)."""
     if not await can_see(conn, user, room, member):
         if member is not None and member["banned_at"] is not None:
             raise forbidden("you are banned from this room")  # they know the room: it banned them
         raise not_found("room")
-    return room, member
 
 
 async def require_member(conn: Connection, user: Principal, room_id: uuid.UUID) -> tuple[Record, Record]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +42,11 @@ MEMBER_CACHE_S = 30.0
 _TYPING = "chat.typing"
 _MEMBER_OK = "chat.member_ok"
 _DM_PARTICIPANTS = "chat.dm_participants"
+NOT_DM = "chat.not_dm"
+"""Session key of the node's rooms known not to be direct-message conversations (a ``dict`` used as a set,
+shared by every connection: a room's kind never changes, so once one join or send learnt it, no later send on
+this node reads it again before acking)."""
+NOT_DM_MAX = 100_000
 
 
 def user_ref(user: Principal) -> dict[str, str]:
@@ -59,6 +65,8 @@ def require_outranks(user: Principal, member: Record, target: Record, doing: str
 
 
 async def views(conn: Connection, rows: list[Record]) -> list[dict[str, Any]]:
+    if rows and "reactions" in rows[0]:  # read with them (a page of history)
+        return [rules.message_view(r, r["reactions"]) for r in rows]
     counts = await store.reactions(conn, [r["id"] for r in rows if r["deleted_at"] is None])
     return [rules.message_view(r, counts.get(r["id"])) for r in rows]
 
@@ -120,9 +128,23 @@ async def send(call: EventCall, data: SendIn) -> dict[str, Any]:
     return message
 
 
+def note_not_dm(session: MutableMapping[str, Any], room_id: uuid.UUID) -> None:
+    """Remember, for every connection of this node, that the room is not a direct-message conversation."""
+    not_dm: dict[uuid.UUID, None] | None = session.get(NOT_DM)
+    if not_dm is None or room_id in not_dm:
+        return
+    if len(not_dm) >= NOT_DM_MAX:
+        not_dm.clear()
+    not_dm[room_id] = None
+
+
 async def _dm_participants(call: EventCall, room_id: uuid.UUID) -> tuple[str, ...]:
     """The participants of a direct-message room, () for any other room. A conversation's kind and
-    participants never change, so each connection reads them once per room."""
+    participants never change, so each connection reads them once per room, and a room known on this node
+    not to be one (:data:`NOT_DM`: a join read its kind) is not read at all."""
+    not_dm: dict[uuid.UUID, None] | None = call.session.get(NOT_DM)
+    if not_dm is not None and room_id in not_dm:
+        return ()
     known: dict[str, tuple[str, ...]] = call.session.setdefault(_DM_PARTICIPANTS, {})
     key = str(room_id)
     if key not in known:
@@ -134,6 +156,8 @@ async def _dm_participants(call: EventCall, room_id: uuid.UUID) -> tuple[str, ..
             room_id,
         )
         known[key] = tuple(str(r["user_id"]) for r in rows)
+        if not rows:
+            note_not_dm(call.session, room_id)
     return known[key]
 
 

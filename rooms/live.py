@@ -45,10 +45,10 @@ from core_api.events import Connection, EventCall, Transport
 from core_api.http import Principal
 from rooms import chat_store
 from rooms.access import require_member, require_open, socket_room, visible_room
-from rooms.chat_service import recent_messages, views
+from rooms.chat_service import note_not_dm, recent_messages, views
 from rooms.presence import Presence, PresenceChange, PresentUser
 from rooms.schemas import PresenceEvent, PresenceState, UserRef
-from rooms.service import room_view
+from rooms.service import room_view, visible_room_view
 
 log = logging.getLogger(__name__)
 
@@ -320,31 +320,43 @@ async def _join_now(
 ) -> dict[str, Any]:
     """Join one room. Without ``after_seq``: the answer of ``room:join``. With it: the same, its ``messages``
     those after ``after_seq`` (at most ``catch_up_max``) and ``has_more``."""
-    async with call.core.transaction() as tx:
-        room, member = await visible_room(tx.conn, call.user, room_id)
-        if room["visibility"] == "community" and room["community_id"] is not None:
+    async with call.core.pool.acquire() as db, contextlib.AsyncExitStack() as tx:
+        room, member, view = await visible_room_view(db, call.user, room_id)
+        community = room["visibility"] == "community" and room["community_id"] is not None
+        read_again = community or member is None
+        if read_again:
+            # A transaction only when needed: a member rejoining a room outside communities (a reconnect) only
+            # reads, each statement as of its own start as in a transaction (read committed), and saves its
+            # BEGIN and COMMIT round trips.
+            await tx.enter_async_context(db.transaction())
+        if community:
             # Leaving (or being removed from) the community locks its row for update and drops the
             # member's rooms in the same transaction: holding it shared, this join either ends before
             # that starts, or reads the membership after it committed (and is refused).
-            await tx.conn.execute("SELECT 1 FROM communities WHERE id = $1 FOR SHARE", room["community_id"])
-            room, member = await visible_room(tx.conn, call.user, room_id)
+            await db.execute("SELECT 1 FROM communities WHERE id = $1 FOR SHARE", room["community_id"])
+            room, member = await visible_room(db, call.user, room_id)
         if member is not None and member["banned_at"] is not None:
             raise forbidden("you are banned from this room")
         require_open(room)
+        if room["kind"] != "dm":
+            note_not_dm(call.session, room_id)
         if member is None:
-            await tx.conn.execute(
+            await db.execute(
                 "INSERT INTO room_members (room_id, user_id, role)"
                 " VALUES ($1, $2, CASE WHEN $3 THEN 'host' ELSE 'member' END) ON CONFLICT DO NOTHING",
                 room_id,
                 call.user.id,
                 room["created_by"] == call.user.id,
             )
-        view = await room_view(tx.conn, call.user, room_id)
+        if read_again:  # the membership may differ from the one read first
+            view = await room_view(db, call.user, room_id)
         if after_seq is None:
-            messages = await recent_messages(tx.conn, room_id, HISTORY_ON_JOIN)
+            messages = await recent_messages(db, room_id, HISTORY_ON_JOIN)
+        elif after_seq >= room["last_seq"]:
+            messages = []  # nothing was committed since: no read (a later message comes live or is read below)
         else:
-            rows, _ = await chat_store.history(tx.conn, room_id, None, after_seq, catch_up_max)
-            messages = await views(tx.conn, rows)
+            rows, _ = await chat_store.history(db, room_id, None, after_seq, catch_up_max)
+            messages = await views(db, rows)
         committed = max(room["last_seq"], messages[-1]["seq"] if messages else 0)
 
     key, me, presence = str(room_id), present_user(call.user), presence_of(call.session)
@@ -359,8 +371,8 @@ async def _join_now(
     else:
         messages, more = await _missed_up_to(call, room_id, messages, after_seq, upto, catch_up_max)
     call.session[_NAME] = call.user.display_name
-    rev = await presence.enter(key, call.sid, me)
-    snapshot = await presence.snapshot(key)
+    rev, snapshot = await presence.enter_and_snapshot(key, call.sid, me)
+    await _enter_current_name(call, key, me)
     announcer = announcer_of(call.session)
     if call.session.get(_CLOSED):
         # The connection went away while joining, after its disconnect hook had left its rooms.
@@ -374,10 +386,9 @@ async def _join_now(
             await hook(call, view)
         except Exception:
             log.exception("a room:join hook failed for room %s", key)
-    listed = await current_names(call, snapshot.users[: call.core.settings.presence_list_max])
     answer = {
         "room": view.model_dump(mode="json"),
-        "members": [m.to_json() for m in listed],
+        "members": [m.to_json() for m in snapshot.users[: call.core.settings.presence_list_max]],
         "member_count": len(snapshot.users),
         "presence_rev": snapshot.rev,
         "messages": messages,
@@ -387,18 +398,13 @@ async def _join_now(
     return answer
 
 
-async def current_names(call: EventCall, users: list[PresentUser]) -> list[PresentUser]:
-    """The users with their display names as stored now (presence keeps the name each joined with; a
-    rename since then is read here, by id), ordered by name."""
-    if not users:
-        return users
-    async with call.core.pool.acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT id::text, display_name FROM users WHERE id = ANY($1::uuid[])", [u.id for u in users]
-        )
-    names = {r["id"]: r["display_name"] for r in rows}
-    renamed = [PresentUser(id=u.id, display_name=names.get(u.id, u.display_name)) for u in users]
-    return sorted(renamed, key=lambda u: (u.display_name.casefold(), u.id))
+async def _enter_current_name(call: EventCall, key: str, entered: PresentUser) -> None:
+    """The join entered the user with the name its event started with; if the connection's account was read
+    again meanwhile with a new name (a rename while joining), the entry gets that one. (A re-read after this
+    runs :func:`_tell_rename`, which renames the entries of the rooms joined, this one included.)"""
+    now = call.session.get("user")
+    if isinstance(now, Principal) and now.id == call.user.id and now.display_name != entered.display_name:
+        await presence_of(call.session).rename(key, present_user(now))
 
 
 async def _history_up_to(
@@ -511,7 +517,8 @@ async def recheck(conn: Connection) -> None:
 
 
 async def _tell_rename(conn: Connection, rooms: set[str]) -> None:
-    """The user's account was re-read: if their display name changed, the rooms this connection is in hear
+    """The user's account was re-read: if their display name changed, the user's presence entry in each room
+    this connection is in takes the new name (the next join there lists it), then the room hears
     ``room:renamed`` (each of a user's connections tells its rooms; a client applies it by user id, so hearing
     it twice changes nothing)."""
     told = conn.session.get(_NAME)
@@ -519,8 +526,14 @@ async def _tell_rename(conn: Connection, rooms: set[str]) -> None:
     if told is None or told == name:
         return
     conn.session[_NAME] = name
+    presence = presence_of(conn.session)
+    renamed = present_user(conn.user)
     user = UserRef(id=str(conn.user.id), display_name=name).model_dump(mode="json")
     for key in list(rooms):
+        try:
+            await presence.rename(key, renamed)
+        except Exception:  # the room still hears the new name; its next joins list the old one
+            log.exception("could not rename user %s in the presence of room %s", renamed.id, key)
         await conn.transport.emit(RENAMED_EVENT, {"room_id": key, "user": user}, to=socket_room(key))
 
 

@@ -9,12 +9,12 @@ Two implementations, chosen once at start-up by :func:`open_presence`:
 - :class:`LocalPresence`: one process, plain dictionaries (no Redis configured).
 - :class:`RedisPresence`: shared by every node through Redis. Each room keeps three hashes
   (``conns``: ``<node>:<sid>`` → user id; ``counts``: user id → connections; ``users``: user id → user
-  JSON) and a revision counter, changed only by Lua scripts, so "first in" and "last out" are decided
-  atomically even when two nodes race. Each node refreshes a heartbeat key with a TTL (``presence_ttl_s``) every
-  ``presence_heartbeat_s`` and, on the same beat, sweeps the entries of every node whose heartbeat has
-  expired, reporting the users who thereby vanish: a member whose node died is gone within about
-  ``presence_ttl_s + presence_heartbeat_s`` seconds. A node that finds its own heartbeat gone (it
-  stalled past the TTL and was swept) enters its live connections again.
+  JSON, with the display name) and a revision counter, changed only by Lua scripts, so "first in" and
+  "last out" are decided atomically even when two nodes race. Each node refreshes a heartbeat key with a
+  TTL (``presence_ttl_s``) every ``presence_heartbeat_s`` and, on the same beat, sweeps the entries of
+  every node whose heartbeat has expired, reporting the users who thereby vanish: a member whose node died
+  is gone within about ``presence_ttl_s + presence_heartbeat_s`` seconds. A node that finds its own
+  heartbeat gone (it stalled past the TTL and was swept) enters its live connections again.
 
 **Revisions.** Every change of a room's list of users (someone's first connection entering, someone's
 last one leaving) increments the room's revision in the same atomic step, and the change carries it; a
@@ -22,6 +22,10 @@ snapshot of the list (:meth:`Presence.snapshot`) says which revision it is. Anno
 different paths (nodes, batches), so a client may hear of a change before the answer that lists the room,
 or of two users' changes in the other order; the revisions let it tell which is newer (the merge rule is in
 ``docs/rooms-and-chat.md``). A room's counter is kept when the room empties, so revisions never go back.
+
+**Names.** Each user's entry carries their display name, so a snapshot lists the people present by name with
+no database read. A rename (``PATCH /me``) reaches every connection of the user (the rights event), and each
+rewrites the user's entry in the rooms it is in (:meth:`Presence.rename`) before telling them ``room:renamed``.
 
 :func:`keep_presence` is the background loop that drives the beats; the app owns it (started and
 cancelled in a ``cleanup_ctx``).
@@ -109,6 +113,17 @@ class Presence(Protocol):
         """The users present in the room and the revision that list is, read in one atomic step."""
         ...
 
+    async def enter_and_snapshot(
+        self, room_id: str, sid: str, user: PresentUser
+    ) -> tuple[int | None, PresenceSnapshot]:
+        """:meth:`enter`, then :meth:`snapshot`, in one atomic step (one round trip: a join does both)."""
+        ...
+
+    async def rename(self, room_id: str, user: PresentUser) -> bool:
+        """Give the user's entry in the room the display name ``user`` carries, if they are present there
+        (whether they were)."""
+        ...
+
     async def members(self, room_id: str) -> list[PresentUser]:
         """The users present in the room, ordered by display name."""
         ...
@@ -184,6 +199,22 @@ class LocalPresence:
     async def snapshot(self, room_id: str) -> PresenceSnapshot:
         room = self._rooms.get(room_id)
         return PresenceSnapshot(self._revs.get(room_id, 0), _ordered(list(room.users.values())) if room else [])
+
+    async def enter_and_snapshot(
+        self, room_id: str, sid: str, user: PresentUser
+    ) -> tuple[int | None, PresenceSnapshot]:
+        rev = await self.enter(room_id, sid, user)
+        return rev, await self.snapshot(room_id)
+
+    async def rename(self, room_id: str, user: PresentUser) -> bool:
+        room = self._rooms.get(room_id)
+        if room is None or user.id not in room.users:
+            return False
+        room.users[user.id] = user
+        for sid, conn_user in room.conns.items():
+            if conn_user.id == user.id:
+                room.conns[sid] = user
+        return True
 
     async def members(self, room_id: str) -> list[PresentUser]:
         return (await self.snapshot(room_id)).users
@@ -281,11 +312,29 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 return out
 """
 
-# Returns {revision, user JSON, user JSON, ...}: the list and the revision it is, in one step.
+# Returns {revision, user JSONs}: the list and the revision it is, in one step. The user JSONs are one string,
+# joined by newlines (JSON text from json.dumps has none): one bulk string for the client to read instead of one
+# per user (redis-py reads each in Python).
 _SNAPSHOT = """
-local out = {tonumber(redis.call('GET', KEYS[4]) or '0')}
-for _, user in ipairs(redis.call('HVALS', KEYS[2])) do table.insert(out, user) end
-return out
+return {tonumber(redis.call('GET', KEYS[4]) or '0'), table.concat(redis.call('HVALS', KEYS[2]), '\\n')}
+"""
+
+# _ENTER, then _SNAPSHOT, in one step. Returns {_ENTER's answer, revision, user JSONs} (as _SNAPSHOT).
+_ENTER_SNAPSHOT = """
+local entered = 0
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+  if redis.call('HINCRBY', KEYS[3], ARGV[2], 1) == 1 then entered = redis.call('INCR', KEYS[4]) end
+end
+local rev = tonumber(redis.call('GET', KEYS[4]) or '0')
+return {entered, rev, table.concat(redis.call('HVALS', KEYS[2]), '\\n')}
+"""
+
+# ARGV: user id, user JSON. Rewrites the user's entry if they are present; returns 1 if so, else 0.
+_RENAME = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
 """
 
 
@@ -323,6 +372,10 @@ class RedisPresence:
         self._purge = client.register_script(_PURGE)
         self._remove_user = client.register_script(_REMOVE_USER)
         self._snapshot = client.register_script(_SNAPSHOT)
+        self._enter_snapshot = client.register_script(_ENTER_SNAPSHOT)
+        self._rename = client.register_script(_RENAME)
+        self._decoded: dict[str, tuple[tuple[str, str], PresentUser]] = {}
+        self._indexed: set[str] = set()
 
     @classmethod
     def from_url(cls, url: str, node_id: str, *, ttl_s: float, prefix: str = "studyhall:presence") -> RedisPresence:
@@ -349,11 +402,8 @@ class RedisPresence:
 
     async def enter(self, room_id: str, sid: str, user: PresentUser) -> int | None:
         self._local[(room_id, sid)] = user
-        # The room goes into the node's index first, so a sweep after this node's death finds it.
-        await _done(self.redis.sadd(self._node_rooms_key(self.node_id), room_id))
-        rev = await self._enter(
-            keys=self._room_keys(room_id), args=[f"{self.node_id}:{sid}", user.id, json.dumps(user.to_json())]
-        )
+        await self._index(room_id)
+        rev = await self._enter(keys=self._room_keys(room_id), args=[f"{self.node_id}:{sid}", user.id, _encode(user)])
         return int(rev) or None
 
     async def leave(self, room_id: str, sid: str) -> PresenceChange | None:
@@ -369,8 +419,50 @@ class RedisPresence:
         return change, [f.partition(":")[2] for f in fields]
 
     async def snapshot(self, room_id: str) -> PresenceSnapshot:
-        rev, *users = await self._snapshot(keys=self._room_keys(room_id))
-        return PresenceSnapshot(int(rev), _ordered([_user(u) for u in users]))
+        rev, users = await self._snapshot(keys=self._room_keys(room_id))
+        return PresenceSnapshot(int(rev), self._listed(users))
+
+    async def enter_and_snapshot(
+        self, room_id: str, sid: str, user: PresentUser
+    ) -> tuple[int | None, PresenceSnapshot]:
+        self._local[(room_id, sid)] = user
+        await self._index(room_id)
+        entered, rev, users = await self._enter_snapshot(
+            keys=self._room_keys(room_id), args=[f"{self.node_id}:{sid}", user.id, _encode(user)]
+        )
+        return int(entered) or None, PresenceSnapshot(int(rev), self._listed(users))
+
+    async def rename(self, room_id: str, user: PresentUser) -> bool:
+        for key, held in self._local.items():  # a re-entry after a missed heartbeat enters the new name
+            if key[0] == room_id and held.id == user.id:
+                self._local[key] = user
+        return bool(await self._rename(keys=self._room_keys(room_id), args=[user.id, _encode(user)]))
+
+    async def _index(self, room_id: str) -> None:
+        """Put the room into the node's index before entering a connection there, so a sweep after this node's
+        death finds it. Once per room and heartbeat: :meth:`_prune_index` forgets what it takes out, and each
+        beat forgets all (the index may have been swept meanwhile, if this node stalled)."""
+        if room_id in self._indexed:
+            return
+        await _done(self.redis.sadd(self._node_rooms_key(self.node_id), room_id))
+        self._indexed.add(room_id)
+
+    def _listed(self, joined: str) -> list[PresentUser]:
+        """Entries as :class:`PresentUser`, ordered by name. An entry's text is the same for every join that
+        reads it until the user leaves or is renamed, so each is decoded once per node (a reconnect storm reads
+        the same hundreds of entries thousands of times)."""
+        decoded = self._decoded
+        if len(decoded) > _DECODED_MAX:
+            decoded.clear()
+        pairs = []
+        for text in joined.split("\n") if joined else ():
+            pair = decoded.get(text)
+            if pair is None:
+                user = _user(text)
+                pair = decoded[text] = ((user.display_name.casefold(), user.id), user)
+            pairs.append(pair)
+        pairs.sort(key=_first)
+        return [user for _, user in pairs]
 
     async def members(self, room_id: str) -> list[PresentUser]:
         return (await self.snapshot(room_id)).users
@@ -390,6 +482,7 @@ class RedisPresence:
     async def close(self) -> list[PresenceChange]:
         try:
             self._local.clear()
+            self._indexed.clear()
             changes = await self.purge_node(self.node_id)
             await self.redis.delete(self._alive_key(self.node_id))
             return changes
@@ -400,6 +493,7 @@ class RedisPresence:
     # --- heartbeat and sweep ---
 
     async def _beat(self) -> list[PresenceChange]:
+        self._indexed.clear()
         previous = await self.redis.set(self._alive_key(self.node_id), "1", px=self.ttl_ms, get=True)
         await _done(self.redis.sadd(self._nodes_key, self.node_id))
         swept = previous is None and self._beaten
@@ -421,6 +515,7 @@ class RedisPresence:
         stale = set(await _done(self.redis.smembers(key))) - {room_id for room_id, _ in self._local}
         if not stale:
             return
+        self._indexed -= stale  # before the removal: a join from now on indexes its room again
         await _done(self.redis.srem(key, *stale))
         # A connection may have entered one of them meanwhile: index it again.
         back = stale & {room_id for room_id, _ in self._local}
@@ -442,6 +537,18 @@ class RedisPresence:
 def _user(raw: Any) -> PresentUser:
     data = json.loads(raw)
     return PresentUser(id=str(data["id"]), display_name=str(data["display_name"]))
+
+
+def _encode(user: PresentUser) -> str:
+    return json.dumps(user.to_json())
+
+
+def _first(pair: tuple[tuple[str, str], PresentUser]) -> tuple[str, str]:
+    return pair[0]
+
+
+_DECODED_MAX = 100_000
+"""Most decoded presence entries a node keeps (each a few hundred bytes); past it they are decoded afresh."""
 
 
 # --- assembly ------------------------------------------------------------------------------------

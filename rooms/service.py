@@ -29,6 +29,7 @@ from core_api.http import Principal
 from rooms.access import (
     ROOM_COLUMNS,
     active,
+    check_visible,
     membership,
     require_open,
     require_room_role,
@@ -48,6 +49,11 @@ from rooms.schemas import (
 _ROOM_VIEW = f"""{ROOM_COLUMNS},
     (SELECT count(*) FROM room_members x WHERE x.room_id = r.id AND x.banned_at IS NULL) AS member_count,
     CASE WHEN m.banned_at IS NULL THEN m.role END AS my_role
+    FROM rooms r LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $1"""
+_ROOM_VIEW_AND_MEMBER = f"""{ROOM_COLUMNS},
+    (SELECT count(*) FROM room_members x WHERE x.room_id = r.id AND x.banned_at IS NULL) AS member_count,
+    CASE WHEN m.banned_at IS NULL THEN m.role END AS my_role,
+    m AS member
     FROM rooms r LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $1"""
 _MEMBER_COLUMNS = "m.user_id AS id, u.display_name, m.role, m.joined_at"
 
@@ -80,6 +86,19 @@ async def room_view(conn: Connection, user: Principal, room_id: uuid.UUID) -> Ro
     if row is None:
         raise not_found("room")
     return room_out(row)
+
+
+async def visible_room_view(
+    conn: Connection, user: Principal, room_id: uuid.UUID
+) -> tuple[Record, Record | None, RoomOut]:
+    """:func:`~rooms.access.visible_room` and :func:`room_view` in one query (a rejoin reads all three): the room,
+    the caller's membership (its ``room_members`` row, None if not a member) and the room as they see it."""
+    row = await conn.fetchrow(f"SELECT {_ROOM_VIEW_AND_MEMBER} WHERE r.id = $2", user.id, room_id)
+    if row is None:
+        raise not_found("room")
+    member: Record | None = row["member"]
+    await check_visible(conn, user, row, member)
+    return row, member, room_out(row)
 
 
 async def get_room(core: Core, user: Principal, room_id: uuid.UUID) -> RoomOut:

@@ -195,6 +195,9 @@ async def test_reactions_toggle_and_broadcast_counts(api: ApiClient, tabs: OpenT
     assert await alice.nothing_pending("chat:reactions")
     history = (await bob.ok("chat:history", {"room_id": room_id}))["messages"]
     assert history[0]["reactions"] == {"👍": 1, "🎉": 1}
+    assert list(history[0]["reactions"]) == ["👍", "🎉"]  # in order of first use (Bob's 👍 before his 🎉)
+    joined = await bob.ok("room:join", {"room_id": room_id})  # read with the page, as chat:history reads it
+    assert [list(m["reactions"].items()) for m in joined["messages"]] == [[("👍", 1), ("🎉", 1)]]
     for emoji in ("", "x" * 17, "a b", "\x00"):
         await bob.fails("chat:react", {**ref, "emoji": emoji, "on": True}, "invalid_input")
 

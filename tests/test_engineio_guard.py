@@ -23,6 +23,7 @@ import socketio
 
 from bench.lightclient import LightClient, _client_frame, connect
 from realtime.app import create_app
+from realtime.engine import FastPacket
 from tests.chat_helpers import WAIT_S, make_room, open_tab, server_url
 from tests.conftest import ApiClient, make_settings
 
@@ -156,6 +157,31 @@ async def test_binary_payloads_from_the_official_client_are_still_answered(api: 
         assert (await client.call("no:such", {}, timeout=WAIT_S))["ok"] is False  # and the next event too
     finally:
         await client.disconnect()
+
+
+def test_the_servers_packets_still_carry_bytes_as_binary_attachments() -> None:
+    """The server's faster binary check (:class:`realtime.engine.FastPacket`) finds bytes wherever python-socketio's
+    own finds them, so data with bytes still goes out as a binary packet and data without as plain JSON."""
+    values: list[Any] = [
+        None,
+        1,
+        "x",
+        [],
+        {},
+        [1, [2, {"a": b"x"}]],
+        {"a": {"b": [bytearray(b"")]}},
+        {"a": (b"in a tuple, which neither looks into",)},
+        [{"a": []}, True, 1.5, {"k": None}],
+        {"rooms": [{"members": [{"id": str(i), "display_name": f"U {i}"} for i in range(50)]}]},
+        {"rooms": [{"members": [{"id": str(i), "avatar": b"\x89PNG" if i == 49 else None} for i in range(50)]}]},
+    ]
+    for value in values:
+        assert FastPacket.data_is_binary(value) == socketio.packet.Packet.data_is_binary(value), value
+    ack = FastPacket(socketio.packet.ACK, data=[{"file": [b"\x00\x01"]}], id=7)
+    assert ack.packet_type == socketio.packet.BINARY_ACK
+    assert ack.encode() == ['61-7[{"file":[{"_placeholder":true,"num":0}]}]', b"\x00\x01"]
+    plain = FastPacket(socketio.packet.ACK, data=[{"ok": True}], id=7)
+    assert plain.packet_type == socketio.packet.ACK and plain.encode() == '37[{"ok":true}]'
 
 
 # --- 17: sessions that never log in ----------------------------------------------------------------------

@@ -14,7 +14,9 @@ from core_api.context import CORE
 from core_api.names import clean_display_name
 from leaderboards.handlers import CONTESTS
 from realtime.app import create_app
-from tests.chat_helpers import OpenTab, make_room, tabs  # noqa: F401 (fixture)
+from realtime.sockets import SOCKETS
+from rooms import live as room_live
+from tests.chat_helpers import WAIT_S, OpenTab, make_room, tabs  # noqa: F401 (fixture)
 from tests.conftest import Actor, ApiClient, make_settings
 from tests.contest_helpers import Clock, at, community_with, contest_body, ok
 
@@ -205,6 +207,35 @@ async def test_others_see_the_new_name_live_and_on_reading(api: ApiClient, tabs:
     assert {m["author"]["display_name"] for m in joined["messages"]} == {new}
     status, members = await api.call("GET", f"/rooms/{room_id}/members", bob)
     assert {m["user_id"]: m["display_name"] for m in members["items"]}[ada.id] == new
+
+
+async def test_a_rename_while_joining_still_lists_the_new_name(api: ApiClient, tabs: OpenTab) -> None:  # noqa: F811
+    """Ada renames herself while her join is under way: her account is re-read (and her rooms told) before the join
+    enters her into presence with the name it started with. The entry must still end up with the new name."""
+    bob_name = unique("Bob")
+    ada, bob = await api.user(name=unique("Ada")), await api.user(name=bob_name)
+    room_id = await make_room(api, ada, bob)
+    ada_tab, bob_tab = await tabs(ada), await tabs(bob)
+    presence = api.app[SOCKETS].services[room_live.PRESENCE]
+    enter = presence.enter_and_snapshot
+    waiting, reread = asyncio.Event(), asyncio.Event()
+
+    async def late_enter(room: str, sid: str, user: Any) -> Any:
+        if user.id == ada.id:
+            waiting.set()
+            await asyncio.wait_for(reread.wait(), WAIT_S)
+        return await enter(room, sid, user)
+
+    presence.enter_and_snapshot = late_enter
+    joining = asyncio.create_task(ada_tab.join(room_id))
+    await asyncio.wait_for(waiting.wait(), WAIT_S)  # the join is about to enter her, with her old name
+    new = unique("Countess")
+    assert (await rename(api, ada, new))[0] == 200
+    assert (await ada_tab.next("me:changed"))["display_name"] == new  # her connection re-read her account
+    reread.set()
+    await joining
+    joined = await bob_tab.join(room_id)
+    assert {m["id"]: m["display_name"] for m in joined["members"]} == {ada.id: new, bob.id: bob_name}
 
 
 async def test_mentions_follow_the_new_name(api: ApiClient, tabs: OpenTab) -> None:  # noqa: F811

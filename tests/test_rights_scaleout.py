@@ -174,3 +174,32 @@ async def test_a_rename_on_node_b_reaches_a_room_across_both_nodes(
     assert ack["ok"] is True and ack["message"]["author"]["display_name"] == new, ack
     heard = await bo_tab.inbox.wait_for("chat:message", within=WAIT_S)
     assert heard["author"]["display_name"] == new
+
+
+async def test_a_rename_on_node_a_is_the_name_a_client_reconnecting_on_node_b_is_given(
+    nodes: Cluster, opened: list[Client | YClient]
+) -> None:
+    """The people present come from presence, which keeps each user's name: the rename rewrites it there."""
+    ada, bo, cy = await register(nodes.a.url), await register(nodes.b.url), await register(nodes.b.url)
+    room = await created(nodes.b.url, bo, "/rooms", {"name": "rejoin", "kind": "study", "visibility": "public"})
+    ada_tab, bo_tab, cy_tab = (
+        await connect(nodes.a.url, ada),
+        await connect(nodes.b.url, bo),
+        await connect(nodes.b.url, cy),
+    )
+    opened.extend([ada_tab, bo_tab, cy_tab])
+    for tab in (ada_tab, bo_tab, cy_tab):
+        assert (await tab.ask("room:join", {"room_id": room}))["ok"] is True
+    await cy_tab.disconnect()  # cy's connection drops
+
+    new = f"Marquise {ada.id[:8]}"
+    status, body = await rest(nodes.a.url, "PATCH", "/me", ada, json={"display_name": new})
+    assert status == 200, body
+    assert (await bo_tab.inbox.wait_for("room:renamed", within=REACH_S))["user"]["display_name"] == new
+
+    cy_back = await connect(nodes.b.url, cy)  # and comes back on node b
+    opened.append(cy_back)
+    ack = await cy_back.ask("room:join_many", {"rooms": [{"room_id": room, "after_seq": 0}]})
+    assert ack["ok"] is True and ack["rooms"][0]["ok"] is True, ack
+    present = {m["id"]: m["display_name"] for m in ack["rooms"][0]["members"]}
+    assert present == {ada.id: new, bo.id: bo.display_name, cy.id: cy.display_name}

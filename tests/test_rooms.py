@@ -517,6 +517,22 @@ async def test_removing_a_user_drops_all_their_connections(pair: tuple[Presence,
     assert await a.enter("r", "s1", ANN) == 4  # and she may come back
 
 
+async def test_a_rename_on_one_node_is_what_the_other_lists_and_enters_nobody(pair: tuple[Presence, Presence]) -> None:
+    a, b = pair
+    assert await a.enter("r", "s1", ANN) == 1
+    rev, listed = await b.enter_and_snapshot("r", "s2", BO)  # a join enters and lists in one step
+    assert rev == 2 and listed == PresenceSnapshot(2, [ANN, BO])
+    countess = PresentUser(ANN.id, "Zoe")
+    assert await a.rename("r", countess) is True
+    assert await b.snapshot("r") == PresenceSnapshot(2, [BO, countess])  # the new name, ordered by it; no new rev
+    assert (await b.enter_and_snapshot("r", "s3", BO))[1].users == [BO, countess]
+    assert await b.rename("elsewhere", countess) is False  # not present there: nothing is entered
+    assert await a.snapshot("elsewhere") == PresenceSnapshot(0, [])
+    assert await a.leave("r", "s1") == PresenceChange("r", countess, "left", 3)  # leaves under the new name
+    assert await b.rename("r", PresentUser(ANN.id, "Ghost")) is False
+    assert await b.snapshot("r") == PresenceSnapshot(3, [BO])
+
+
 async def test_a_node_forgets_rooms_it_has_left(redis_client: aioredis.Redis) -> None:
     prefix = _prefix()
     node = RedisPresence(redis_client, "n", ttl_s=10, prefix=prefix)
@@ -526,6 +542,10 @@ async def test_a_node_forgets_rooms_it_has_left(redis_client: aioredis.Redis) ->
         await node.leave("left", "s1")
         await node.upkeep()
         assert await redis_client.smembers(f"{prefix}:node:n:rooms") == {"kept"}  # type: ignore[misc]
+        # Entering it again indexes it again (each node remembers which rooms it indexed: not this one any more),
+        # so a sweep after this node's death would find the connection.
+        await node.enter_and_snapshot("left", "s2", BO)
+        assert await redis_client.smembers(f"{prefix}:node:n:rooms") == {"kept", "left"}  # type: ignore[misc]
     finally:
         await node.close()
 

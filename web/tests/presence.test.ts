@@ -78,4 +78,15 @@ describe("PresenceList: renames", () => {
     expect(list.rename({ id: "c", display_name: "Cyrus" })).toBe(false);
     expect(names(list)).toEqual(["Bo", "Zed"]);
   });
+
+  it("holds a rename that overtook the join answer and applies it to the answer's list, in order", () => {
+    const list = new PresenceList();
+    list.restart();
+    // The answer's list was read just before Ada's rename reached presence; the room:renamed came first.
+    expect(list.rename({ id: "a", display_name: "Zed" })).toBe(false);
+    expect(list.apply({ user: cy, state: "joined", rev: 6 })).toBe(false);
+    expect(list.rename({ id: "c", display_name: "Cyrus" })).toBe(false);
+    list.reset([ada, bo], 5);
+    expect(names(list)).toEqual(["Bo", "Cyrus", "Zed"]);
+  });
 });

@@ -3,8 +3,9 @@
  * "Presence revisions: keeping the list right"). Pure: `lib/room.ts` feeds it the `room:join` answer and
  * the `room:presence` / `room:presence_batch` events.
  *
- * 1. Until the `room:join` answer arrives, changes are held (an announcement can overtake the answer whose
- *    list was read before it).
+ * 1. Until the `room:join` answer arrives, changes and renames are held (an announcement can overtake the
+ *    answer whose list was read before it; so can a `room:renamed`, the list being read from presence, which a
+ *    rename rewrites just before telling the room).
  * 2. The answer's `members` are the list at revision `presence_rev`; then the held changes are applied.
  * 3. A change of user U at revision `rev` is applied only if `rev > presence_rev` and `rev` is greater than
  *    the last revision applied for U; otherwise it is already reflected, or something newer about U is.
@@ -28,7 +29,7 @@ export class PresenceList {
   private users = new Map<string, PresentUser>();
   private baseRev: number | null = null;
   private lastRev = new Map<string, number>();
-  private held: PresenceChange[] = [];
+  private held: (PresenceChange | { rename: PresentUser })[] = [];
 
   /** Whether the list is known (a join answer arrived since the last `restart`). */
   get ready(): boolean {
@@ -50,7 +51,10 @@ export class PresenceList {
     this.baseRev = rev;
     const held = this.held;
     this.held = [];
-    for (const change of held) this.apply(change);
+    for (const item of held) {
+      if ("rename" in item) this.rename(item.rename);
+      else this.apply(item);
+    }
   }
 
   /** One change (a `room:presence`, or one entry of a batch); returns whether the list changed. */
@@ -81,9 +85,14 @@ export class PresenceList {
   }
 
   /** A `room:renamed`: someone present changed their display name; returns whether the list changed.
-   * (One not listed is left alone: their next `joined`, or the next join answer, carries the name.) */
+   * (One not listed is left alone: their next `joined`, or the next join answer, carries the name.) Held,
+   * in order with the changes, until the join answer. */
   rename(user: PresentUser): boolean {
     if (!isUser(user)) return false;
+    if (this.baseRev === null) {
+      this.held.push({ rename: { id: user.id, display_name: user.display_name } });
+      return false;
+    }
     const known = this.users.get(user.id);
     if (!known || known.display_name === user.display_name) return false;
     this.users.set(user.id, { id: user.id, display_name: user.display_name });
