@@ -7,7 +7,7 @@ is scratch space only: a job's output while it is made, and the copies a job rea
 
 - ``uploads/<upload id>``: a tus upload, received into an S3 multipart upload started when the upload is created
   (its id is kept in the ``uploads`` row, ``store_ref``, so any node continues what another began). A PATCH
-  gathers its bytes in memory and sends each ``STUDYHALL_S3_UPLOAD_PART_BYTES`` as a part (S3 takes parts of
+  gathers its bytes in a spool file (:class:`_Spool`, not in memory) and sends each ``STUDYHALL_S3_UPLOAD_PART_BYTES`` as a part (S3 takes parts of
   5 MiB or more but for the last); when the PATCH ends, however it ends, the bytes past the last whole part
   are put as the object ``uploads/<upload id>.tail`` (its metadata says at which offset it starts), and the
   next PATCH, on whichever node, reads the parts (``ListParts``) and the tail back and goes on. So the offset
@@ -52,7 +52,7 @@ import os
 import uuid
 from collections.abc import AsyncIterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import aioboto3
 from aiohttp import web
@@ -60,7 +60,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from core_api.settings import Settings
-from media.storage import LocalStorage, Progress, Rewound, TooMuchData
+from media.storage import LocalStorage, Progress, Rewound, TooMuchData, write_at
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,38 @@ _NO_UPLOAD = ("NoSuchUpload", "404")
 def _code(exc: ClientError) -> str | None:
     code: str | None = exc.response.get("Error", {}).get("Code")
     return code
+
+
+class _Spool:
+    """The bytes of the part a PATCH is gathering, in a file of the local scratch space rather than in memory
+    (as tusd's s3store does): a node's memory stays flat however many uploads run. A fresh file for each part
+    (the last one unlinked), so the disk is never asked to write back what is thrown away."""
+
+    def __init__(self, directory: Path, upload_id: uuid.UUID) -> None:
+        self._directory, self._upload_id = directory, upload_id
+        self.path = Path()
+        self.fd = -1
+        self.size = 0
+        self.renew()
+
+    def renew(self) -> None:
+        """Start an empty part (after the last one was sent)."""
+        self.close()
+        self.path = self._directory / f"{self._upload_id}-{uuid.uuid4().hex}"
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        self.size = 0
+
+    async def add(self, data: bytes | memoryview) -> None:
+        self.size += await write_at(self.fd, self.size, [data])
+
+    def reader(self) -> BinaryIO:
+        return self.path.open("rb")
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            self.path.unlink(missing_ok=True)
 
 
 class S3Storage(LocalStorage):
@@ -201,23 +233,34 @@ class S3Storage(LocalStorage):
         parts.sort(key=lambda p: int(p["PartNumber"]))
         return parts
 
-    async def _tail(self, upload_id: uuid.UUID, start: int) -> bytes:
-        """The tail object's bytes if it starts at ``start`` (else it is stale: empty)."""
+    async def _tail_size(self, upload_id: uuid.UUID, start: int) -> int:
+        """The tail object's length if it starts at ``start`` (else it is stale: 0)."""
+        client = await self.client()
+        try:
+            head = await client.head_object(Bucket=self.bucket, Key=self.key(f"uploads/{upload_id}.tail"))
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                return 0
+            raise
+        return int(head["ContentLength"]) if head.get("Metadata", {}).get("start") == str(start) else 0
+
+    async def _tail_into(self, upload_id: uuid.UUID, start: int, spool: _Spool) -> None:
+        """The tail object's bytes into ``spool`` if it starts at ``start`` (else it is stale: nothing)."""
         client = await self.client()
         try:
             answer = await client.get_object(Bucket=self.bucket, Key=self.key(f"uploads/{upload_id}.tail"))
         except ClientError as exc:
             if _code(exc) in _MISSING:
-                return b""
+                return
             raise
         body = answer["Body"]
         try:
             if answer.get("Metadata", {}).get("start") != str(start):
-                return b""
-            data: bytes = await body.read()
+                return
+            while chunk := await body.read(CHUNK):
+                await spool.add(chunk)
         finally:
             body.close()
-        return data
 
     async def _whole_size(self, upload_id: uuid.UUID) -> int:
         """The finished upload's size (0 if there is no object)."""
@@ -237,7 +280,7 @@ class S3Storage(LocalStorage):
         if parts is None:
             return await self._whole_size(upload_id)
         done = sum(int(p["Size"]) for p in parts)
-        size = done + len(await self._tail(upload_id, done))
+        size = done + await self._tail_size(upload_id, done)
         # Not completed: not whole, whatever the parts add up to (the next PATCH completes it).
         return size if limit is None else min(size, limit - 1)
 
@@ -255,63 +298,73 @@ class S3Storage(LocalStorage):
                 raise Rewound(whole)
             return whole
         done = sum(int(p["Size"]) for p in parts)
-        buffer = bytearray(await self._tail(upload_id, done))
-        stored = done + len(buffer)
-        if stored < offset:
-            raise Rewound(stored)
-        at = offset  # the offset of the next byte the client sends; up to ``stored`` they are skipped
-        too_much = False
+        spool = await asyncio.to_thread(lambda: _Spool(self._dir("spool"), upload_id))
         try:
-            async for chunk in chunks:
-                if at + len(chunk) > limit:
-                    chunk, too_much = chunk[: limit - at], True
-                skip = min(len(chunk), max(0, stored - at))
-                at += len(chunk)
-                if skip < len(chunk):
-                    buffer += chunk[skip:] if skip else chunk
-                while len(buffer) >= self.part_bytes:
-                    body = bytes(buffer[: self.part_bytes])
-                    # A part once begun is seen through, even when the connection drops meanwhile (the handler is
-                    # cancelled): then it counts, and only what is left of the buffer becomes the tail.
-                    sending = asyncio.ensure_future(self._send_part(client, key, ref, len(parts) + 1, body))
-                    try:
-                        await asyncio.shield(sending)
-                    finally:
-                        if not sending.done():
-                            await asyncio.wait({sending})
-                        if sending.done() and not sending.cancelled() and sending.exception() is None:
-                            parts.append(sending.result())
-                            del buffer[: self.part_bytes]
-                            done += len(body)
-                stored = max(stored, done + len(buffer))
-                if too_much:
-                    raise TooMuchData(limit)
-        finally:  # what arrived is kept, even when the connection dropped mid-body
-            await asyncio.shield(self._settle(upload_id, ref, parts, bytes(buffer), done, limit))
-        return done + len(buffer)
+            await self._tail_into(upload_id, done, spool)
+            stored = done + spool.size
+            if stored < offset:
+                raise Rewound(stored)
+            at = offset  # the offset of the next byte the client sends; up to ``stored`` they are skipped
+            too_much = False
+            try:
+                async for chunk in chunks:
+                    if at + len(chunk) > limit:
+                        chunk, too_much = chunk[: limit - at], True
+                    skip = min(len(chunk), max(0, stored - at))
+                    at += len(chunk)
+                    data = memoryview(chunk)[skip:]
+                    while data:
+                        room = self.part_bytes - spool.size
+                        await spool.add(data[:room])
+                        data = data[room:]
+                        if spool.size < self.part_bytes:
+                            continue
+                        # A part once begun is seen through, even when the connection drops meanwhile (the handler
+                        # is cancelled): then it counts, and what the spool gathers next becomes the tail.
+                        sending = asyncio.ensure_future(self._send_part(client, key, ref, len(parts) + 1, spool))
+                        try:
+                            await asyncio.shield(sending)
+                        finally:
+                            if not sending.done():
+                                await asyncio.wait({sending})
+                            if sending.done() and not sending.cancelled() and sending.exception() is None:
+                                parts.append(sending.result())
+                                done += spool.size
+                                await asyncio.to_thread(spool.renew)
+                    stored = max(stored, done + spool.size)
+                    if too_much:
+                        raise TooMuchData(limit)
+            finally:  # what arrived is kept, even when the connection dropped mid-body
+                await asyncio.shield(self._settle(upload_id, ref, parts, spool, done, limit))
+            return done + spool.size
+        finally:
+            await asyncio.to_thread(spool.close)
 
-    async def _send_part(self, client: Any, key: str, ref: str, number: int, body: bytes) -> dict[str, Any]:
-        answer = await client.upload_part(Bucket=self.bucket, Key=key, UploadId=ref, PartNumber=number, Body=body)
-        return {"PartNumber": number, "ETag": answer["ETag"], "Size": len(body)}
+    async def _send_part(self, client: Any, key: str, ref: str, number: int, spool: _Spool) -> dict[str, Any]:
+        size = spool.size
+        with await asyncio.to_thread(spool.reader) as body:
+            answer = await client.upload_part(Bucket=self.bucket, Key=key, UploadId=ref, PartNumber=number, Body=body)
+        return {"PartNumber": number, "ETag": answer["ETag"], "Size": size}
 
     async def _settle(
-        self, upload_id: uuid.UUID, ref: str, parts: list[dict[str, Any]], rest: bytes, done: int, limit: int
+        self, upload_id: uuid.UUID, ref: str, parts: list[dict[str, Any]], spool: _Spool, done: int, limit: int
     ) -> None:
-        """At a PATCH's end: the last part and the completion once whole, else ``rest`` as the tail object."""
+        """At a PATCH's end: the last part and the completion once whole, else the spool as the tail object."""
         client = await self.client()
         key = self.key(f"uploads/{upload_id}")
         tail = self.key(f"uploads/{upload_id}.tail")
-        if done + len(rest) >= limit:
-            if rest:
-                parts.append(await self._send_part(client, key, ref, len(parts) + 1, rest))
+        if done + spool.size >= limit:
+            if spool.size:
+                parts.append(await self._send_part(client, key, ref, len(parts) + 1, spool))
             listed = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in parts]
             await client.complete_multipart_upload(
                 Bucket=self.bucket, Key=key, UploadId=ref, MultipartUpload={"Parts": listed}
             )
             await client.delete_object(Bucket=self.bucket, Key=tail)
-        elif rest:
-            await client.put_object(Bucket=self.bucket, Key=tail, Body=rest, Metadata={"start": str(done)})
-        # (no rest: a tail object left is stale, told by its start; it goes with the upload)
+        elif spool.size:
+            with await asyncio.to_thread(spool.reader) as body:
+                await client.put_object(Bucket=self.bucket, Key=tail, Body=body, Metadata={"start": str(done)})
+        # (nothing gathered: a tail object left is stale, told by its start; it goes with the upload)
 
     async def remove_upload(self, upload_id: uuid.UUID) -> None:
         await super().remove_upload(upload_id)

@@ -32,7 +32,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -49,11 +49,16 @@ loop (and the chat, the editors on this node) is never held up more than once in
 SLOW_DISK_HOLD_S = 30.0
 
 
+LEFTOVER_AFTER_S = 86400.0
+"""Scratch copies and part spools untouched this long belong to a process that died (a job touches its copy when
+it starts, and nothing runs a day): the media sweep removes them."""
+
+
 class _Disk:
     slow_until = 0.0  # monotonic time until which uploads write from a thread
 
 
-async def _write(fd: int, at: int, chunks: list[bytes]) -> int:
+async def write_at(fd: int, at: int, chunks: Sequence[bytes | memoryview]) -> int:
     """Write ``chunks`` at ``at``: in the event loop while the disk keeps up, else from a thread."""
     now = time.monotonic()
     if now < _Disk.slow_until:
@@ -148,6 +153,10 @@ class Storage(Protocol):
         check."""
         ...
 
+    async def remove_leftovers(self, older_than_s: float = LEFTOVER_AFTER_S) -> int:
+        """Remove the scratch copies and part spools a process that died left; how many went."""
+        ...
+
     async def close(self) -> None:
         """Release connections (at shutdown)."""
         ...
@@ -198,6 +207,27 @@ class LocalStorage:
     def scratch_dir(self, job_id: uuid.UUID) -> Path:
         return self.root / "scratch" / str(job_id)
 
+    async def remove_leftovers(self, older_than_s: float = LEFTOVER_AFTER_S) -> int:
+        """Remove what a process that died left in the scratch space (a job's copies, a PATCH's part spool):
+        entries of ``scratch/`` and ``spool/`` untouched for ``older_than_s``; how many went."""
+
+        def remove() -> int:
+            gone, before = 0, time.time() - older_than_s
+            for name in ("scratch", "spool"):
+                with contextlib.suppress(FileNotFoundError):
+                    for entry in (self.root / name).iterdir():
+                        with contextlib.suppress(FileNotFoundError):
+                            if entry.lstat().st_mtime >= before:
+                                continue
+                            if entry.is_dir() and not entry.is_symlink():
+                                shutil.rmtree(entry, ignore_errors=True)
+                            else:
+                                entry.unlink()
+                            gone += 1
+            return gone
+
+        return await asyncio.to_thread(remove)
+
     async def start_upload(self, upload_id: uuid.UUID, length: int) -> str | None:
         return None
 
@@ -238,11 +268,11 @@ class LocalStorage:
                     pending.append(chunk)
                     pending_len += len(chunk)
                     if pending_len >= WRITE_BATCH:
-                        size += await _write(fd, size, pending)
+                        size += await write_at(fd, size, pending)
                         pending, pending_len = [], 0
             finally:  # what arrived is kept, even when the connection dropped mid-body
                 if pending:
-                    size += await _write(fd, size, pending)
+                    size += await write_at(fd, size, pending)
         finally:
             await asyncio.to_thread(os.close, fd)
         return size
@@ -322,7 +352,7 @@ def _cut_to(fd: int, length: int) -> None:
         os.ftruncate(fd, length)
 
 
-def _write_all(fd: int, at: int, chunks: list[bytes]) -> int:
+def _write_all(fd: int, at: int, chunks: Sequence[bytes | memoryview]) -> int:
     written = 0
     for chunk in chunks:
         view = memoryview(chunk)

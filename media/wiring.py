@@ -55,6 +55,9 @@ async def _sweep(uploads: Uploads, settings: Settings) -> None:
             gone = await video.remove_unused_ladders(uploads.core, uploads.storage, settings.media_ladder_keep_s)
             if gone:
                 log.info("media: removed %d lecture ladders no lecture plays any more", gone)
+            gone = await uploads.storage.remove_leftovers()
+            if gone:
+                log.info("media: removed %d scratch copies and part spools a dead process left", gone)
         except Exception:
             log.exception("media: the upload sweep failed; trying again later")
         await asyncio.sleep(settings.media_sweep_s)

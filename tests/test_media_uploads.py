@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -288,3 +289,27 @@ async def test_writes_leave_the_event_loop_once_the_disk_holds_them_back(
     # A resend from an earlier offset (the recorded one) replaces what a dropped request wrote past it.
     assert await store.append(upload, 700_000, body([b"x" * 10]), 10**9) == 700_010
     assert store.upload_path(upload).read_bytes() == parts[0] + b"x" * 10
+
+
+async def test_the_sweep_removes_what_a_dead_process_left_in_the_scratch_space(tmp_path: Path) -> None:
+    """A job's scratch copy and a PATCH's part spool outlive a process killed mid-way; untouched for a day, the
+    media sweep removes them, and leaves alone what a running job or upload is using."""
+    from media import storage as media_storage
+
+    store = media_storage.LocalStorage(tmp_path)
+    old_job, new_job = store.scratch_dir(uuid.uuid4()), store.scratch_dir(uuid.uuid4())
+    for job in (old_job, new_job):
+        job.mkdir(parents=True)
+        (job / "upload").write_bytes(b"video")
+    (tmp_path / "spool").mkdir()
+    old_spool, new_spool = tmp_path / "spool" / "old-part", tmp_path / "spool" / "new-part"
+    old_spool.write_bytes(b"part")
+    new_spool.write_bytes(b"part")
+    two_days_ago = time.time() - 2 * 86400
+    for path in (old_job, old_spool):
+        os.utime(path, (two_days_ago, two_days_ago))
+
+    assert await store.remove_leftovers() == 2
+    assert not old_job.exists() and not old_spool.exists()
+    assert (new_job / "upload").read_bytes() == b"video" and new_spool.read_bytes() == b"part"
+    assert await store.remove_leftovers() == 0
