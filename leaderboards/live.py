@@ -137,8 +137,9 @@ class Coalescer:
                         )
                     allowed = max(since, self._last.get(contest_id, float("-inf")) + self.interval_s)
                     left = allowed - self.clock()
-                    if left > 0:
+                    while left > 0:  # (again if woken early: uvloop's timers have millisecond resolution)
                         await self.sleep(left)
+                        left = allowed - self.clock()
                     if self.gate is not None:
                         await self.gate.wait_turn(contest_id, self.interval_s)
                     self._last[contest_id] = self.clock()

@@ -115,12 +115,13 @@ def nodes(database_url: str, redis: str) -> Iterator[list[Node]]:
         yield started
 
 
-async def access_log_shows(node: Node, text: str, within: float = 10) -> str:
-    """The node's log once it holds ``text`` (another process writes it: polled, there is nothing to wait on)."""
+async def access_log_shows(node: Node, *texts: str, within: float = 10) -> str:
+    """The node's log once it holds every one of ``texts`` (another process writes it, each request's line when
+    the request ends, in whatever order they end: polled, there is nothing to wait on)."""
     deadline = time.monotonic() + within
     while True:
         log = node.log.read_text(errors="replace")
-        if text in log or time.monotonic() > deadline:
+        if all(text in log for text in texts) or time.monotonic() > deadline:
             return log
         await asyncio.sleep(0.1)
 
@@ -149,7 +150,7 @@ async def test_a_ticket_from_one_node_opens_one_connection_on_any_and_logs_keep_
     for client in clients:
         await client.disconnect()  # a websocket is logged when it ends
 
-    log_a = await access_log_shows(a, "token=[redacted]")
+    log_a = await access_log_shows(a, "token=[redacted]", "ticket=[redacted]", "sid=[redacted]")
     log_b = await access_log_shows(b, "ticket=[redacted]")
     assert "ticket=[redacted]" in log_a and "sid=[redacted]" in log_a
     for log in (log_a, log_b):
