@@ -710,7 +710,7 @@ async def studyhall_workspaces(base: str, count: int) -> tuple[list[str], str]:
 
 
 @contextlib.asynccontextmanager
-async def studyhall_target(database_url: str, workspaces: int, takeover: bool = True, loop: str = "auto") -> Any:
+async def studyhall_target(database_url: str, workspaces: int, takeover: bool = True, loop: str = "asyncio") -> Any:
     tmp = Path(tempfile.mkdtemp(prefix="studyhall-bench-crdt-"))
     env = {"STUDYHALL_YJS_TAKEOVER": "true" if takeover else "false", "STUDYHALL_DB_POOL_MAX": "10",
            "STUDYHALL_EVENT_LOOP": loop}  # fmt: skip
@@ -720,8 +720,8 @@ async def studyhall_target(database_url: str, workspaces: int, takeover: bool = 
         assert server.proc is not None
         ids, token = await studyhall_workspaces(server.url, workspaces)
         name = "studyhall (takeover)" if takeover else "studyhall (aiohttp websocket)"
-        if loop != "auto":
-            name += f", {loop} loop"
+        if loop != "asyncio":
+            name += f", {loop}"
         yield Target(name, server.port, server.proc.pid, [f"/yjs/{w}?token={token}" for w in ids],
                      await backend_pids(database_url))  # fmt: skip
     finally:
@@ -767,7 +767,7 @@ async def bench_live(args: argparse.Namespace, database_url: str) -> None:
     results: list[LiveResult] = []
     configs: list[Any] = [lambda: studyhall_target(database_url, workspaces)]
     if args.compare_loops:
-        configs.append(lambda: studyhall_target(database_url, workspaces, loop="asyncio"))
+        configs.append(lambda: studyhall_target(database_url, workspaces, loop="uvloop"))
     if args.compare_aiohttp:
         configs.append(lambda: studyhall_target(database_url, workspaces, takeover=False))
     if not args.skip_node:
@@ -977,7 +977,7 @@ def main() -> None:
     parser.add_argument(
         "--compare-loops",
         action="store_true",
-        help="also studyhall on asyncio's own event loop (STUDYHALL_EVENT_LOOP=asyncio; the default is uvloop)",
+        help="also studyhall on uvloop (STUDYHALL_EVENT_LOOP=uvloop; the default is asyncio's loop)",
     )
     asyncio.run(amain(parser.parse_args()))
 

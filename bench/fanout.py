@@ -105,7 +105,7 @@ class Target(Protocol):
 class Studyhall:
     """``studyhall serve`` on a fresh Postgres database; users inserted directly, tokens signed here."""
 
-    def __init__(self, database_url: str, deflate: bool, name: str = "studyhall", loop: str = "auto") -> None:
+    def __init__(self, database_url: str, deflate: bool, name: str = "studyhall", loop: str = "asyncio") -> None:
         self.name = name
         env = {
             "STUDYHALL_EVENT_LOOP": loop,
@@ -575,7 +575,7 @@ async def main_async(args: argparse.Namespace) -> list[Report]:
     # (label, server, server accepts deflate, clients offer deflate)
     configs: list[tuple[str, str, bool, bool]] = [("studyhall", "studyhall", False, False)]
     if args.compare_loops:
-        configs.append(("studyhall, asyncio loop", "studyhall", False, False))
+        configs.append(("studyhall, uvloop", "studyhall", False, False))
     if args.stock:
         # STUDYHALL_WS_DEFLATE=true puts websockets back on python-engineio's own driver and room emits on
         # python-socketio's own manager code; with clients not offering deflate that is the stock path.
@@ -592,7 +592,7 @@ async def main_async(args: argparse.Namespace) -> list[Report]:
         # Starting and stopping run blocking code (and their own event loops): off this loop's thread.
         target: Target
         if kind == "studyhall":
-            loop = "asyncio" if label.endswith("asyncio loop") else "auto"
+            loop = "uvloop" if label.endswith("uvloop") else "asyncio"
             target = await asyncio.to_thread(Studyhall, args.database_url, server_deflate, label, loop)
         else:
             target = await asyncio.to_thread(NodePeer, server_deflate, label)
@@ -621,7 +621,7 @@ def main() -> None:
     parser.add_argument("--no-peer", dest="peer", action="store_false", help="skip the Node peer")
     parser.add_argument("--deflate", action="store_true", help="also run with clients offering per-message deflate")
     parser.add_argument("--compare-loops", action="store_true",
-                        help="also run studyhall on asyncio's own event loop (the default: uvloop)")  # fmt: skip
+                        help="also run studyhall on uvloop (the default: asyncio's loop)")  # fmt: skip
     parser.add_argument("--stock", action="store_true", help="also run studyhall on python-socketio's stock send path")
     parser.add_argument(
         "--database-url",

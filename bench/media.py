@@ -325,13 +325,16 @@ def main() -> None:
     parser.add_argument("--large-mb", type=int, default=64)
     parser.add_argument("--viewers", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio",
+                        help="studyhall's event loop (STUDYHALL_EVENT_LOOP)")  # fmt: skip
     parser.add_argument("--plain-server", nargs=2, metavar=("PORT", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_server:
         plain_server(int(args.plain_server[0]), args.plain_server[1])
         return
     env = {"STUDYHALL_MEDIA_EXECUTOR": "local", "STUDYHALL_MEDIA_QUOTA_BYTES": str(64 << 30),
-           "STUDYHALL_MEDIA_UPLOADS_PER_USER": "1000", "STUDYHALL_RATE_LIMIT_PER_MINUTE": "100000"}  # fmt: skip
+           "STUDYHALL_MEDIA_UPLOADS_PER_USER": "1000", "STUDYHALL_RATE_LIMIT_PER_MINUTE": "100000",
+           "STUDYHALL_EVENT_LOOP": args.event_loop}  # fmt: skip
     server = Server(os.environ.get("STUDYHALL_DATABASE_URL"), env, pin=False)
     server.start()
     try:

@@ -262,12 +262,12 @@ class Settings(BaseSettings):
     presence_list_max: int = Field(
         500, ge=1, description="Most users listed in a room:join answer (member_count is exact)."
     )
-    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
-        "auto",
-        description="The event loop `studyhall serve` runs on. auto: uvloop when it is installed (it is a "
-        "dependency on Linux and macOS), else asyncio's own. uvloop: the same code on libuv, with less CPU per chat "
-        "delivery and per collaborative edit (bench/RESULTS.md). asyncio: the standard library's loop (what the "
-        "in-process tests run on). /metrics shows the one in use (studyhall_event_loop).",
+    event_loop: Literal["asyncio", "uvloop"] = Field(
+        "asyncio",
+        description="The event loop `studyhall serve` runs on. asyncio: the standard library's. uvloop (installed "
+        "with studyhall on Linux and macOS): the same code on libuv, 5-10 % less CPU per chat delivery and per "
+        "collaborative edit, but large uploads are received at about half the speed per connection (aiohttp's "
+        "body reading on uvloop; bench/RESULTS.md). /metrics shows the one in use (studyhall_event_loop).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Least severe log level printed."

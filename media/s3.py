@@ -7,8 +7,9 @@ is scratch space only: a job's output while it is made, and the copies a job rea
 
 - ``uploads/<upload id>``: a tus upload, received into an S3 multipart upload started when the upload is created
   (its id is kept in the ``uploads`` row, ``store_ref``, so any node continues what another began). A PATCH
-  gathers its bytes in a spool file (:class:`_Spool`, not in memory) and sends each ``STUDYHALL_S3_UPLOAD_PART_BYTES`` as a part (S3 takes parts of
-  5 MiB or more but for the last); when the PATCH ends, however it ends, the bytes past the last whole part
+  gathers its bytes in a spool file (:class:`_Spool`, not in memory) and sends each
+  ``STUDYHALL_S3_UPLOAD_PART_BYTES`` as a part (S3 takes parts of 5 MiB or more but for the last); when the
+  PATCH ends, however it ends, the bytes past the last whole part
   are put as the object ``uploads/<upload id>.tail`` (its metadata says at which offset it starts), and the
   next PATCH, on whichever node, reads the parts (``ListParts``) and the tail back and goes on. So the offset
   recorded (and answered to HEAD) is always durable: whole parts plus the tail. With the last byte the last

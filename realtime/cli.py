@@ -139,8 +139,8 @@ def _print_demo(data: DemoData, host: str) -> None:
 
 
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
-    """The loop ``serve`` runs on (``STUDYHALL_EVENT_LOOP``): uvloop if asked for or, on ``auto``, installed."""
-    if choice != "asyncio" and importlib.util.find_spec("uvloop") is not None:
+    """The loop ``serve`` runs on (``STUDYHALL_EVENT_LOOP``)."""
+    if choice == "uvloop":
         import uvloop
 
         return uvloop.new_event_loop()

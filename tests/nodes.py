@@ -266,14 +266,17 @@ def cluster(
 ) -> Iterator[list[Node]]:
     """Start the nodes in parallel, wait until each is ready, stop them all by PID on the way out.
 
-    ``extra_env`` adds settings for every node (``{"STUDYHALL_COLLAB_UNLOAD_DELAY_S": "1"}``).
+    ``extra_env`` adds settings for every node (``{"STUDYHALL_COLLAB_UNLOAD_DELAY_S": "1"}``). Every second node
+    runs on uvloop (``STUDYHALL_EVENT_LOOP``), the others on asyncio's loop, unless ``extra_env`` says otherwise.
     """
     log_dir = Path(tempfile.mkdtemp(prefix="studyhall-nodes-"))
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, log_dir, True)
         nodes: list[Node] = []
-        for name in names:
+        for i, name in enumerate(names):
             env = {**node_env(database_url, redis, log_dir / name), **(extra_env or {})}
+            if i % 2 and "STUDYHALL_EVENT_LOOP" not in env:  # every second node on uvloop: both loops tested together
+                env["STUDYHALL_EVENT_LOOP"] = "uvloop"
             node = Node(name, env, log_dir)
             stack.callback(node.stop)
             nodes.append(node)

@@ -442,11 +442,11 @@ def test_concurrent_migrate_applies_each_migration_once(server_url: str) -> None
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@pytest.mark.parametrize(("setting", "loop"), [(None, "uvloop"), ("asyncio", "asyncio")])
+@pytest.mark.parametrize(("setting", "loop"), [(None, "asyncio"), ("uvloop", "uvloop")])
 def test_serve_runs_on_the_event_loop_it_is_set_to(
     database_url: str, tmp_path: Path, setting: str | None, loop: str
 ) -> None:
-    """uvloop by default (it is a dependency), asyncio's own loop when asked: both serve, and /metrics says which."""
+    """asyncio's loop by default, uvloop when asked: both serve, and /metrics says which."""
     token = "m" * 24
     extra = {"STUDYHALL_DATABASE_URL": database_url, "STUDYHALL_METRICS_TOKEN": token}
     if setting is not None:
