@@ -234,16 +234,23 @@ class S3Storage(LocalStorage):
         parts.sort(key=lambda p: int(p["PartNumber"]))
         return parts
 
-    async def _tail_size(self, upload_id: uuid.UUID, start: int) -> int:
-        """The tail object's length if it starts at ``start`` (else it is stale: 0)."""
+    async def _head(self, name: str) -> dict[str, Any] | None:
+        """``HeadObject`` of ``name`` (None if there is no such object)."""
         client = await self.client()
         try:
-            head = await client.head_object(Bucket=self.bucket, Key=self.key(f"uploads/{upload_id}.tail"))
+            head: dict[str, Any] = await client.head_object(Bucket=self.bucket, Key=self.key(name))
         except ClientError as exc:
             if _code(exc) in _MISSING:
-                return 0
+                return None
             raise
-        return int(head["ContentLength"]) if head.get("Metadata", {}).get("start") == str(start) else 0
+        return head
+
+    async def _tail_size(self, upload_id: uuid.UUID, start: int) -> int:
+        """The tail object's length if it starts at ``start`` (else it is stale: 0)."""
+        head = await self._head(f"uploads/{upload_id}.tail")
+        if head is None or head.get("Metadata", {}).get("start") != str(start):
+            return 0
+        return int(head["ContentLength"])
 
     async def _tail_into(self, upload_id: uuid.UUID, start: int, spool: _Spool) -> None:
         """The tail object's bytes into ``spool`` if it starts at ``start`` (else it is stale: nothing)."""
@@ -265,14 +272,8 @@ class S3Storage(LocalStorage):
 
     async def _whole_size(self, upload_id: uuid.UUID) -> int:
         """The finished upload's size (0 if there is no object)."""
-        client = await self.client()
-        try:
-            head = await client.head_object(Bucket=self.bucket, Key=self.key(f"uploads/{upload_id}"))
-        except ClientError as exc:
-            if _code(exc) in _MISSING:
-                return 0
-            raise
-        return int(head["ContentLength"])
+        head = await self._head(f"uploads/{upload_id}")
+        return 0 if head is None else int(head["ContentLength"])
 
     async def upload_size(self, upload_id: uuid.UUID, ref: str | None = None, limit: int | None = None) -> int:
         if ref is None:
@@ -539,12 +540,8 @@ class S3Storage(LocalStorage):
         return web.Response(status=416, headers={"Content-Range": f"bytes */{size}", "Cache-Control": "no-store"})
 
     async def _redirect(self, client: Any, signer: Any, key: str, headers: dict[str, str]) -> web.Response:
-        try:  # a missing object is studyhall's 404, not the store's error page
-            await client.head_object(Bucket=self.bucket, Key=self.key(key))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _MISSING:
-                raise FileNotFoundError(key) from None
-            raise
+        if await self._head(key) is None:  # a missing object is studyhall's 404, not the store's error page
+            raise FileNotFoundError(key)
         params = {"Bucket": self.bucket, "Key": self.key(key)}
         for header, param in (
             ("Content-Type", "ResponseContentType"),
