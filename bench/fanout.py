@@ -105,10 +105,13 @@ class Target(Protocol):
 class Studyhall:
     """``studyhall serve`` on a fresh Postgres database; users inserted directly, tokens signed here."""
 
-    def __init__(self, database_url: str, deflate: bool, name: str = "studyhall", loop: str = "asyncio") -> None:
+    def __init__(
+        self, database_url: str, deflate: bool, name: str = "studyhall", loop: str = "asyncio", writer: str = "c"
+    ) -> None:
         self.name = name
         env = {
             "STUDYHALL_EVENT_LOOP": loop,
+            "STUDYHALL_WS_FANOUT_WRITER": writer,
             "STUDYHALL_JWT_SECRET": JWT_SECRET,
             "STUDYHALL_ACCESS_TOKEN_TTL_S": "86400",
             "STUDYHALL_CHAT_RATE_COUNT": "1000",
@@ -576,6 +579,9 @@ async def main_async(args: argparse.Namespace) -> list[Report]:
     configs: list[tuple[str, str, bool, bool]] = [("studyhall", "studyhall", False, False)]
     if args.compare_loops:
         configs.append(("studyhall, uvloop", "studyhall", False, False))
+    if args.compare_writers:
+        configs.append(("studyhall, writer python", "studyhall", False, False))
+        configs.append(("studyhall, writer transport", "studyhall", False, False))
     if args.stock:
         # STUDYHALL_WS_DEFLATE=true puts websockets back on python-engineio's own driver and room emits on
         # python-socketio's own manager code; with clients not offering deflate that is the stock path.
@@ -593,7 +599,8 @@ async def main_async(args: argparse.Namespace) -> list[Report]:
         target: Target
         if kind == "studyhall":
             loop = "uvloop" if label.endswith("uvloop") else "asyncio"
-            target = await asyncio.to_thread(Studyhall, args.database_url, server_deflate, label, loop)
+            writer = label.rpartition("writer ")[2] if "writer " in label else "c"
+            target = await asyncio.to_thread(Studyhall, args.database_url, server_deflate, label, loop, writer)
         else:
             target = await asyncio.to_thread(NodePeer, server_deflate, label)
         try:
@@ -622,6 +629,12 @@ def main() -> None:
     parser.add_argument("--deflate", action="store_true", help="also run with clients offering per-message deflate")
     parser.add_argument("--compare-loops", action="store_true",
                         help="also run studyhall on uvloop (the default: asyncio's loop)")  # fmt: skip
+    parser.add_argument(
+        "--compare-writers",
+        action="store_true",
+        help="also run studyhall with the room emit's Python loop and with transport.write per recipient "
+        "(STUDYHALL_WS_FANOUT_WRITER; the default is the C call)",
+    )
     parser.add_argument("--stock", action="store_true", help="also run studyhall on python-socketio's stock send path")
     parser.add_argument(
         "--database-url",

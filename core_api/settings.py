@@ -392,6 +392,14 @@ class Settings(BaseSettings):
         "least this many bytes compressed, without context takeover: a room emit is compressed once and the "
         "same frame goes to every such connection. Smaller messages go out as they are. 0 declines deflate.",
     )
+    ws_fanout_writer: Literal["c", "python", "transport"] = Field(
+        "c",
+        description="How a room emit writes its one frame to the recipients' sockets on asyncio's loop: `c` sends "
+        "to all of them in one call (realtime/_sendmany.c, built at install; the Python loop where it could not "
+        "be built), `python` the same loop in Python, `transport` asyncio's `transport.write` for each (the "
+        "bytes and their order are the same; `c` costs the least CPU, see realtime/sendmany.py). Connections "
+        "on uvloop or TLS always take `transport.write`.",
+    )
     ws_compress_level: int = Field(
         1, ge=1, le=9, description="zlib level of those compressed messages (1: fastest; 9: smallest)."
     )

@@ -78,6 +78,7 @@ from wsproto.extensions import Extension
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 
 from realtime.ordered import OrderedRooms
+from realtime.sendmany import SendFrame, direct_transport, finish, pick_writer, send_frame_py
 
 log = logging.getLogger(__name__)
 
@@ -309,15 +310,19 @@ class DirectSockets:
         compress_min: int = 0,
         compress_level: int = 1,
         inflate_limit: int = 1 << 20,
+        fanout_writer: str = "c",
     ) -> None:
         self.max_buffer = max_buffer
+        # How a room emit writes its frame to the connections on asyncio's own transports (realtime/sendmany.py).
+        self.send_frame: SendFrame | None = pick_writer(fanout_writer)
         self.max_fragments = max_fragments
         self.compress_min = compress_min  # 0: deflate declined
         self.compress_level = compress_level
         self.inflate_limit = inflate_limit
         self._parsers: list[WSConnection] = []  # frame parsers at rest, for whichever connection needs one
         self._inflating: list[WSConnection] = []  # the same, for connections that negotiated deflate
-        self.by_eio_sid: dict[str, DirectWebSocket] = {}
+        self.by_eio_sid: dict[str, DirectWebSocket] = {}  # changed through attach and detach only
+        self.version = 0  # counts those changes (room emits keep plans until it moves: FastEmit._plan)
         self.slow_consumers_cut = 0
         # Sessions being closed after their connection ended, and polling sessions moving over (the upgrade).
         self.closing: set[asyncio.Future[Any]] = set()
@@ -348,8 +353,14 @@ class DirectSockets:
 
     def attach(self, ws: DirectWebSocket) -> None:
         self.by_eio_sid[ws.socket.sid] = ws
+        self.version += 1
         if self._pinger is None:
             self._pinger = asyncio.ensure_future(self._ping_all(float(ws.server.ping_interval)))
+
+    def detach(self, ws: DirectWebSocket) -> None:
+        if self.by_eio_sid.get(ws.socket.sid) is ws:
+            del self.by_eio_sid[ws.socket.sid]
+            self.version += 1
 
     async def _ping_all(self, interval_s: float) -> None:
         while True:
@@ -528,6 +539,7 @@ class DirectWebSocket(_Assembly, asyncio.Protocol):
         "_worker",
         "_ws",
         "deflate",
+        "raw",
         "registry",
         "server",
         "socket",
@@ -540,6 +552,7 @@ class DirectWebSocket(_Assembly, asyncio.Protocol):
         self.server = server
         self.registry = registry
         self.transport: asyncio.Transport | None = None
+        self.raw: Any = None  # the transport again, if room emits may send to it directly (realtime/sendmany.py)
         self._ws: WSConnection | None = None  # the frame parser, while frames are arriving
         self._start_assembly()
         self._pending: collections.deque[str | bytes] | None = None
@@ -572,6 +585,7 @@ class DirectWebSocket(_Assembly, asyncio.Protocol):
         )
         transport.set_protocol(self)
         self.transport = transport
+        self.raw = direct_transport(transport)
         # aiohttp's side of the connection ends here: its handler forgets the transport (and is dropped
         # from the server's connection list), so finishing this request neither writes nor closes.
         protocol.transport = None
@@ -602,7 +616,7 @@ class DirectWebSocket(_Assembly, asyncio.Protocol):
         self._consume()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.registry.by_eio_sid.pop(self.socket.sid, None)
+        self.registry.detach(self)
         self._ws = None
         self._parts = None
         if self._waiter is not None and not self._waiter.done():
@@ -843,6 +857,20 @@ class DirectWebSocket(_Assembly, asyncio.Protocol):
         self.socket.last_ping = None
 
 
+class _Plan:
+    """The recipients of a room emit on this node, sorted by how each is written to (FastEmit._plan)."""
+
+    __slots__ = ("deflating", "plain", "queued", "raws", "send_frame", "writers")
+
+    def __init__(self, send_frame: SendFrame | None) -> None:
+        self.send_frame: SendFrame = send_frame or send_frame_py  # (raws stays empty without one)
+        self.raws: list[Any] = []  # transports the frame goes to in one send_frame call ...
+        self.writers: list[DirectWebSocket] = []  # ... and their connections
+        self.plain: list[DirectWebSocket] = []  # connections written to with write(frame)
+        self.deflating: list[DirectWebSocket] = []  # a large message's compressed frame
+        self.queued: list[str] = []  # Engine.IO sids on long-polling
+
+
 class FastEmit(socketio.AsyncManager):  # type: ignore[misc]
     """A client manager whose room emits write one shared frame to every local direct websocket.
 
@@ -853,6 +881,16 @@ class FastEmit(socketio.AsyncManager):  # type: ignore[misc]
 
     direct: DirectSockets
     order: OrderedRooms | None = None
+    plan_min_members = 16  # rooms smaller than this are walked on every emit (see _plan)
+    members_version = 0
+    _plans_version: tuple[int, int] = (-1, -1)
+
+    @property
+    def _plans(self) -> dict[tuple[str, str, bool], _Plan]:
+        plans: dict[tuple[str, str, bool], _Plan] | None = self.__dict__.get("_plan_cache")
+        if plans is None:
+            plans = self.__dict__["_plan_cache"] = {}
+        return plans
 
     async def emit(
         self,
@@ -911,25 +949,82 @@ class FastEmit(socketio.AsyncManager):  # type: ignore[misc]
         frame = ws_frame(payload, opcode)
         # A large message is compressed once, for all the connections that negotiated deflate.
         big = direct.compress_min and len(payload) >= direct.compress_min
-        deflated: bytes | None = None
+        plan = self._plan(direct, namespace, room, skip_sid, bool(big))
+        for ws in plan.plain:
+            ws.write(frame)
+        if plan.deflating:
+            deflated = deflate_frame(payload, opcode, direct.compress_level) or frame
+            for ws in plan.deflating:
+                ws.write(deflated)
+        if plan.raws:
+            rest = plan.send_frame(plan.raws, frame)
+            if rest:
+                finish(plan.writers, rest, frame)
+        for eio_sid in plan.queued:
+            await self.server._send_eio_packet(eio_sid, pkt)
+
+    def _plan(self, direct: DirectSockets, namespace: str, room: Any, skip_sid: Any, big: bool) -> _Plan:
+        """Who a room emit writes to on this node, and how.
+
+        A room's plan is kept until anyone on this node enters or leaves a room, connects or disconnects
+        (then every plan is dropped), for rooms of at least :attr:`plan_min_members` and emits that skip
+        nobody: a chat message to a room of 1,000 then walks no member list (bench/RESULTS.md). A member
+        whose connection ended meanwhile is harmless in a kept plan: its transport is closing, so
+        neither ``send_frame`` nor ``write`` sends it anything.
+        """
+        version = (self.members_version, direct.version)
+        if self._plans_version != version:
+            self._plans.clear()
+            self._plans_version = version
+        keep = isinstance(room, str) and skip_sid is None
+        if keep:
+            plan = self._plans.get((namespace, room, big))
+            if plan is not None:
+                return plan
+            # The room's members as they are: nothing here awaits or changes rooms, so no copy is needed
+            # (get_participants copies).
+            members = self.rooms[namespace].get(room)
+            participants: Any = members._fwdm.items() if members is not None else ()
+            keep = members is not None and len(members) >= self.plan_min_members
+        else:
+            participants = self.get_participants(namespace, room)
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
         by_eio_sid = direct.by_eio_sid
-        queued: list[str] = []
-        for sid, eio_sid in self.get_participants(namespace, room):
+        plan = _Plan(direct.send_frame)
+        for sid, eio_sid in participants:
             if sid in skip:
                 continue
             ws = by_eio_sid.get(eio_sid)
             if ws is None:
-                queued.append(eio_sid)
+                plan.queued.append(eio_sid)
             elif not ws.socket.closed:
                 if big and ws.deflate:
-                    if deflated is None:
-                        deflated = deflate_frame(payload, opcode, direct.compress_level) or frame
-                    ws.write(deflated)
+                    plan.deflating.append(ws)
+                elif (raw := ws.raw) is not None and plan.send_frame is not None:
+                    plan.raws.append(raw)
+                    plan.writers.append(ws)
                 else:
-                    ws.write(frame)
-        for eio_sid in queued:
-            await self.server._send_eio_packet(eio_sid, pkt)
+                    plan.plain.append(ws)
+        if keep:
+            self._plans[(namespace, room, big)] = plan
+        return plan
+
+    # Rooms change only through these (python-socketio's BaseManager): each one drops the kept plans.
+    def basic_enter_room(self, *args: Any, **kwargs: Any) -> Any:
+        self.members_version += 1
+        return super().basic_enter_room(*args, **kwargs)
+
+    def basic_leave_room(self, *args: Any, **kwargs: Any) -> Any:
+        self.members_version += 1
+        return super().basic_leave_room(*args, **kwargs)
+
+    def basic_close_room(self, *args: Any, **kwargs: Any) -> Any:
+        self.members_version += 1
+        return super().basic_close_room(*args, **kwargs)
+
+    def basic_disconnect(self, *args: Any, **kwargs: Any) -> Any:
+        self.members_version += 1
+        return super().basic_disconnect(*args, **kwargs)
 
     def room_has_members(self, room: str, namespace: str = "/") -> bool:
         """Whether any connection on this node sits in ``room``."""

@@ -116,6 +116,7 @@ class SocketServer:
             compress_min=settings.ws_compress_min_bytes,
             compress_level=settings.ws_compress_level,
             inflate_limit=MAX_PACKET_BYTES,
+            fanout_writer=settings.ws_fanout_writer,
         )
         # chat:message in seq order on this node (realtime/ordered.py); the app names the event and its store.
         self.ordered = OrderedRooms(

@@ -1,0 +1,3 @@
+from typing import Any
+
+def send_frame(transports: list[Any], frame: bytes, /) -> list[tuple[int, int]]: ...

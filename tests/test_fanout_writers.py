@@ -1,0 +1,236 @@
+"""The room emit's writers (realtime/sendmany.py): the C call, its Python twin and plain ``transport.write``.
+
+Whichever writes, a client must not be able to tell: every message, whole, in order, also to a client
+that stopped reading for a while (its socket full: the frame goes out in part and the rest waits in
+asyncio's buffer), and a client that stops reading for good is still cut off at ``STUDYHALL_WS_MAX_BUFFER``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import socketio
+
+from bench.lightclient import LightClient, connect
+from realtime import sendmany
+from realtime.app import create_app
+from realtime.sockets import SOCKETS
+from tests.chat_helpers import WAIT_S
+from tests.conftest import ApiClient, make_settings
+
+WRITERS = ["c", "python", "transport"]
+MESSAGES = 700
+
+
+def test_the_c_writer_is_built_and_is_the_default(tmp_path: Path) -> None:
+    # scripts/setup builds it (setup.py); were it missing, room emits would quietly run the slower loop.
+    assert sendmany.send_frame_c is not None
+    assert sendmany.pick_writer("c") is sendmany.send_frame_c
+    assert make_settings("postgresql://unused", tmp_path).ws_fanout_writer == "c"
+
+
+async def test_both_loops_tell_the_same_transports_apart() -> None:
+    """Written whole, not written (bytes waiting, closing), and a socket that errors: C and Python agree."""
+    assert sendmany.send_frame_c is not None
+    loop = asyncio.get_running_loop()
+    got: list[bytearray] = []
+
+    class Sink(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            got.append(bytearray())
+            self.mine = got[-1]
+
+        def data_received(self, data: bytes) -> None:
+            self.mine += data
+
+    server = await loop.create_server(Sink, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transports = []
+    for _ in range(4):
+        transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        assert sendmany.direct_transport(transport) is transport
+        transports.append(transport)
+    try:
+        for attempt, send_frame in enumerate((sendmany.send_frame_c, sendmany.send_frame_py)):
+            transports[1]._buffer.extend(b"waiting")
+            transports[2]._closing = True
+            sock = transports[3].get_extra_info("socket")
+            sock.shutdown(socket.SHUT_WR)  # its next send fails (EPIPE)
+            frame = f"frame {attempt}".encode()
+            assert send_frame(transports, frame) == [(1, 0), (2, 0), (3, -1)]
+            transports[1]._buffer.clear()
+            transports[2]._closing = False
+        assert send_frame([], b"x") == []
+        for _ in range(100):
+            if bytes(got[0]) == b"frame 0frame 1":
+                break
+            await asyncio.sleep(0.01)
+        assert bytes(got[0]) == b"frame 0frame 1"
+        assert [bytes(g) for g in got[1:]] == [b"", b"", b""]
+    finally:
+        for transport in transports:
+            transport.abort()
+        server.close()
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+async def test_a_client_that_pauses_reading_gets_every_message_in_order(
+    writer: str, aiohttp_client: Any, database_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(database_url, tmp_path, ws_fanout_writer=writer, ws_max_buffer=32 * 1024 * 1024)
+    api = ApiClient(await aiohttp_client(create_app(settings)))
+    port = api.http.port
+    assert port is not None
+    alice, bob = await api.user(), await api.user()
+    seen: dict[str, list[int]] = {"paused": [], "reading": []}
+
+    def counter(name: str) -> Any:
+        def on_event(packet: bytes) -> None:
+            event, data = json.loads(packet[2:])
+            if event == "bench:blob":
+                assert data["blob"] == "y" * 30_000  # whole: no frame cut or interleaved
+                seen[name].append(data["n"])
+
+        return on_event
+
+    paused: LightClient = await connect("127.0.0.1", port, alice.token, on_event=counter("paused"))
+    reading: LightClient = await connect("127.0.0.1", port, bob.token, on_event=counter("reading"))
+    sockets = api.app[SOCKETS]
+    try:
+        assert paused.transport is not None
+        paused.transport.pause_reading()  # (its socket keeps its usual buffer: a shrunk one recovers slowly)
+        for sid in (s for s, sess in sockets.sessions.items() if str(sess["user"].id) in (alice.id, bob.id)):
+            await sockets.sio.enter_room(sid, "blob-room")
+        for n in range(MESSAGES):  # 21 MB: more than the kernel's buffers for one connection take
+            await sockets.emit("bench:blob", {"n": n, "blob": "y" * 30_000}, to="blob-room")
+        # What the paused client's socket could not take waits in the server's buffer for it.
+        held = [ws.transport.get_write_buffer_size() for ws in sockets.direct.by_eio_sid.values() if ws.transport]
+        assert max(held) > 100_000
+        for _ in range(WAIT_S * 20):
+            if len(seen["reading"]) == MESSAGES:
+                break
+            await asyncio.sleep(0.05)
+        assert seen["reading"] == list(range(MESSAGES))
+        paused.transport.resume_reading()
+        for _ in range(WAIT_S * 20):
+            if len(seen["paused"]) == MESSAGES:
+                break
+            await asyncio.sleep(0.05)
+        assert seen["paused"] == list(range(MESSAGES))
+        assert sockets.direct.slow_consumers_cut == 0
+    finally:
+        paused.close()
+        reading.close()
+
+
+@pytest.mark.parametrize("writer", ["c", "python"])
+async def test_a_client_that_stops_reading_is_still_cut_off(
+    writer: str, aiohttp_client: Any, database_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(database_url, tmp_path, ws_max_buffer=64 * 1024, ws_fanout_writer=writer)
+    api = ApiClient(await aiohttp_client(create_app(settings)))
+    port = api.http.port
+    assert port is not None
+    alice, bob = await api.user(), await api.user()
+    stuck: LightClient = await connect("127.0.0.1", port, alice.token)
+    got: list[int] = []
+    fine: LightClient = await connect(
+        "127.0.0.1", port, bob.token, on_event=lambda p: got.append(1) if b"bench:blob" in p else None
+    )
+    sockets = api.app[SOCKETS]
+    try:
+        assert stuck.transport is not None
+        stuck.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.transport.pause_reading()
+        for sid in (s for s, sess in sockets.sessions.items() if str(sess["user"].id) in (alice.id, bob.id)):
+            await sockets.sio.enter_room(sid, "blob-room")
+        sent = 0
+        for _ in range(400):
+            await sockets.emit("bench:blob", {"blob": "z" * 20_000}, to="blob-room")
+            sent += 1
+            if sockets.direct.slow_consumers_cut:
+                break
+            await asyncio.sleep(0)  # the reading client reads between the emits
+        assert sockets.direct.slow_consumers_cut == 1
+        for _ in range(WAIT_S * 20):
+            if len(got) == sent:
+                break
+            await asyncio.sleep(0.05)
+        assert len(got) == sent  # the other client never noticed
+    finally:
+        stuck.close()
+        fine.close()
+
+
+async def test_a_kept_plan_follows_the_room_as_people_come_and_go(
+    aiohttp_client: Any, database_url: str, tmp_path: Path
+) -> None:
+    """Room emits keep who-gets-what per room (FastEmit._plan) until rooms or connections change."""
+    api = ApiClient(await aiohttp_client(create_app(make_settings(database_url, tmp_path))))
+    port = api.http.port
+    assert port is not None
+    sockets = api.app[SOCKETS]
+    manager = sockets.sio.manager
+    manager.plan_min_members = 1  # (16 in production: these rooms are small)
+    users = [await api.user() for _ in range(3)]
+    got: dict[int, list[int]] = {0: [], 1: [], 2: [], 3: []}
+
+    def collect(i: int) -> Any:
+        def on_event(packet: bytes) -> None:
+            event, data = json.loads(packet[2:])
+            if event == "bench:n":
+                got[i].append(data)
+
+        return on_event
+
+    async def sid_of(user_id: str) -> str:
+        sids = [s for s, sess in sockets.sessions.items() if str(sess["user"].id) == user_id]
+        assert len(sids) == 1
+        return str(sids[0])
+
+    async def emit_and_settle(n: int) -> None:
+        await sockets.emit("bench:n", n, to="plan-room")
+        await asyncio.sleep(0.2)
+
+    clients = [await connect("127.0.0.1", port, u.token, on_event=collect(i)) for i, u in enumerate(users[:2])]
+    polling = socketio.AsyncClient(reconnection=False)
+    polling.on("bench:n", lambda n: got[3].append(n))
+    try:
+        for u in users[:2]:
+            await sockets.sio.enter_room(await sid_of(u.id), "plan-room")
+        await emit_and_settle(1)
+        plan = manager._plans.get(("/", "plan-room", False))
+        assert plan is not None and len(plan.raws) == 2
+        await emit_and_settle(2)
+        assert manager._plans.get(("/", "plan-room", False)) is plan  # nothing changed: the same plan
+        clients.append(await connect("127.0.0.1", port, users[2].token, on_event=collect(2)))
+        await sockets.sio.enter_room(await sid_of(users[2].id), "plan-room")
+        await emit_and_settle(3)  # the newcomer gets it
+        await sockets.sio.leave_room(await sid_of(users[1].id), "plan-room")
+        await emit_and_settle(4)  # the one who left does not
+        clients[0].close()
+        for _ in range(WAIT_S * 20):
+            if not [s for s, sess in sockets.sessions.items() if str(sess["user"].id) == users[0].id]:
+                break
+            await asyncio.sleep(0.05)
+        await emit_and_settle(5)  # the one who hung up is gone; the others carry on
+        poll_user = await api.user()
+        await polling.connect(
+            f"http://127.0.0.1:{port}", auth={"token": poll_user.token}, transports=["polling"], wait_timeout=5
+        )
+        await sockets.sio.enter_room(await sid_of(poll_user.id), "plan-room")
+        await emit_and_settle(6)  # long-polling members are in the plan too
+        for _ in range(WAIT_S * 20):
+            if got[3]:
+                break
+            await asyncio.sleep(0.05)
+        assert got == {0: [1, 2, 3, 4], 1: [1, 2, 3], 2: [3, 4, 5, 6], 3: [6]}
+    finally:
+        for c in clients:
+            c.close()
+        await polling.disconnect()
