@@ -8,6 +8,7 @@ asyncio's buffer), and a client that stops reading for good is still cut off at 
 from __future__ import annotations
 
 import asyncio
+import asyncio.selector_events
 import json
 import socket
 from pathlib import Path
@@ -38,6 +39,8 @@ async def test_both_loops_tell_the_same_transports_apart() -> None:
     """Written whole, not written (bytes waiting, closing), and a socket that errors: C and Python agree."""
     assert sendmany.send_frame_c is not None
     loop = asyncio.get_running_loop()
+    if not isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+        pytest.skip("uvloop's transports are written with transport.write (TEST_EVENT_LOOP=uvloop)")
     got: list[bytearray] = []
 
     class Sink(asyncio.Protocol):
@@ -205,7 +208,9 @@ async def test_a_kept_plan_follows_the_room_as_people_come_and_go(
             await sockets.sio.enter_room(await sid_of(u.id), "plan-room")
         await emit_and_settle(1)
         plan = manager._plans.get(("/", "plan-room", False))
-        assert plan is not None and len(plan.raws) == 2
+        assert plan is not None and len(plan.raws) + len(plan.plain) == 2
+        if isinstance(asyncio.get_running_loop(), asyncio.selector_events.BaseSelectorEventLoop):
+            assert len(plan.raws) == 2  # both on the one C call
         await emit_and_settle(2)
         assert manager._plans.get(("/", "plan-room", False)) is plan  # nothing changed: the same plan
         clients.append(await connect("127.0.0.1", port, users[2].token, on_event=collect(2)))
