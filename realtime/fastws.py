@@ -78,7 +78,7 @@ from wsproto.extensions import Extension
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 
 from realtime.ordered import OrderedRooms
-from realtime.sendmany import SendFrame, direct_transport, finish, pick_writer, send_frame_py
+from realtime.sendmany import SendFrame, direct_transport, finish, pick_writer
 
 log = logging.getLogger(__name__)
 
@@ -863,7 +863,7 @@ class _Plan:
     __slots__ = ("deflating", "plain", "queued", "raws", "send_frame", "writers")
 
     def __init__(self, send_frame: SendFrame | None) -> None:
-        self.send_frame: SendFrame = send_frame or send_frame_py  # (raws stays empty without one)
+        self.send_frame = send_frame  # None (STUDYHALL_WS_FANOUT_WRITER=transport): raws stays empty
         self.raws: list[Any] = []  # transports the frame goes to in one send_frame call ...
         self.writers: list[DirectWebSocket] = []  # ... and their connections
         self.plain: list[DirectWebSocket] = []  # connections written to with write(frame)
@@ -956,7 +956,7 @@ class FastEmit(socketio.AsyncManager):  # type: ignore[misc]
             deflated = deflate_frame(payload, opcode, direct.compress_level) or frame
             for ws in plan.deflating:
                 ws.write(deflated)
-        if plan.raws:
+        if plan.raws and plan.send_frame is not None:
             rest = plan.send_frame(plan.raws, frame)
             if rest:
                 finish(plan.writers, rest, frame)

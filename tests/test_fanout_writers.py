@@ -170,11 +170,12 @@ async def test_a_client_that_stops_reading_is_still_cut_off(
         fine.close()
 
 
+@pytest.mark.parametrize("writer", ["c", "transport"])
 async def test_a_kept_plan_follows_the_room_as_people_come_and_go(
-    aiohttp_client: Any, database_url: str, tmp_path: Path
+    writer: str, aiohttp_client: Any, database_url: str, tmp_path: Path
 ) -> None:
     """Room emits keep who-gets-what per room (FastEmit._plan) until rooms or connections change."""
-    api = ApiClient(await aiohttp_client(create_app(make_settings(database_url, tmp_path))))
+    api = ApiClient(await aiohttp_client(create_app(make_settings(database_url, tmp_path, ws_fanout_writer=writer))))
     port = api.http.port
     assert port is not None
     sockets = api.app[SOCKETS]
@@ -209,8 +210,10 @@ async def test_a_kept_plan_follows_the_room_as_people_come_and_go(
         await emit_and_settle(1)
         plan = manager._plans.get(("/", "plan-room", False))
         assert plan is not None and len(plan.raws) + len(plan.plain) == 2
-        if isinstance(asyncio.get_running_loop(), asyncio.selector_events.BaseSelectorEventLoop):
-            assert len(plan.raws) == 2  # both on the one C call
+        if writer == "transport":
+            assert plan.raws == [] and plan.send_frame is None  # each through its own transport.write
+        elif isinstance(asyncio.get_running_loop(), asyncio.selector_events.BaseSelectorEventLoop):
+            assert len(plan.raws) == 2 and plan.send_frame is sendmany.send_frame_c  # both on the one C call
         await emit_and_settle(2)
         assert manager._plans.get(("/", "plan-room", False)) is plan  # nothing changed: the same plan
         clients.append(await connect("127.0.0.1", port, users[2].token, on_event=collect(2)))
