@@ -11,6 +11,7 @@ import asyncio
 import asyncio.selector_events
 import json
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,21 @@ from tests.conftest import ApiClient, make_settings
 
 WRITERS = ["c", "python", "transport"]
 MESSAGES = 700
+
+
+async def _server(aiohttp_client: Any, database_url: str, tmp_path: Path, **settings: Any) -> tuple[ApiClient, int]:
+    api = ApiClient(await aiohttp_client(create_app(make_settings(database_url, tmp_path, **settings))))
+    port = api.http.port
+    assert port is not None
+    return api, int(port)
+
+
+async def _soon(condition: Callable[[], object]) -> None:
+    """Wait (at most WAIT_S) for ``condition()``; the assertion after it says what was not met."""
+    for _ in range(WAIT_S * 20):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
 
 
 def test_the_c_writer_is_built_and_is_the_default(tmp_path: Path) -> None:
@@ -85,10 +101,7 @@ async def test_both_loops_tell_the_same_transports_apart() -> None:
 async def test_a_client_that_pauses_reading_gets_every_message_in_order(
     writer: str, aiohttp_client: Any, database_url: str, tmp_path: Path
 ) -> None:
-    settings = make_settings(database_url, tmp_path, ws_fanout_writer=writer, ws_max_buffer=32 * 1024 * 1024)
-    api = ApiClient(await aiohttp_client(create_app(settings)))
-    port = api.http.port
-    assert port is not None
+    api, port = await _server(aiohttp_client, database_url, tmp_path, ws_fanout_writer=writer, ws_max_buffer=32 << 20)
     alice, bob = await api.user(), await api.user()
     seen: dict[str, list[int]] = {"paused": [], "reading": []}
 
@@ -114,16 +127,10 @@ async def test_a_client_that_pauses_reading_gets_every_message_in_order(
         # What the paused client's socket could not take waits in the server's buffer for it.
         held = [ws.transport.get_write_buffer_size() for ws in sockets.direct.by_eio_sid.values() if ws.transport]
         assert max(held) > 100_000
-        for _ in range(WAIT_S * 20):
-            if len(seen["reading"]) == MESSAGES:
-                break
-            await asyncio.sleep(0.05)
+        await _soon(lambda: len(seen["reading"]) == MESSAGES)
         assert seen["reading"] == list(range(MESSAGES))
         paused.transport.resume_reading()
-        for _ in range(WAIT_S * 20):
-            if len(seen["paused"]) == MESSAGES:
-                break
-            await asyncio.sleep(0.05)
+        await _soon(lambda: len(seen["paused"]) == MESSAGES)
         assert seen["paused"] == list(range(MESSAGES))
         assert sockets.direct.slow_consumers_cut == 0
     finally:
@@ -135,10 +142,7 @@ async def test_a_client_that_pauses_reading_gets_every_message_in_order(
 async def test_a_client_that_stops_reading_is_still_cut_off(
     writer: str, aiohttp_client: Any, database_url: str, tmp_path: Path
 ) -> None:
-    settings = make_settings(database_url, tmp_path, ws_max_buffer=64 * 1024, ws_fanout_writer=writer)
-    api = ApiClient(await aiohttp_client(create_app(settings)))
-    port = api.http.port
-    assert port is not None
+    api, port = await _server(aiohttp_client, database_url, tmp_path, ws_max_buffer=64 * 1024, ws_fanout_writer=writer)
     alice, bob = await api.user(), await api.user()
     stuck: LightClient = await connect("127.0.0.1", port, alice.token)
     got: list[int] = []
@@ -160,10 +164,7 @@ async def test_a_client_that_stops_reading_is_still_cut_off(
                 break
             await asyncio.sleep(0)  # the reading client reads between the emits
         assert sockets.direct.slow_consumers_cut == 1
-        for _ in range(WAIT_S * 20):
-            if len(got) == sent:
-                break
-            await asyncio.sleep(0.05)
+        await _soon(lambda: len(got) == sent)
         assert len(got) == sent  # the other client never noticed
     finally:
         stuck.close()
@@ -175,9 +176,7 @@ async def test_a_kept_plan_follows_the_room_as_people_come_and_go(
     writer: str, aiohttp_client: Any, database_url: str, tmp_path: Path
 ) -> None:
     """Room emits keep who-gets-what per room (FastEmit._plan) until rooms or connections change."""
-    api = ApiClient(await aiohttp_client(create_app(make_settings(database_url, tmp_path, ws_fanout_writer=writer))))
-    port = api.http.port
-    assert port is not None
+    api, port = await _server(aiohttp_client, database_url, tmp_path, ws_fanout_writer=writer)
     sockets = api.app[SOCKETS]
     manager = sockets.sio.manager
     manager.plan_min_members = 1  # (16 in production: these rooms are small)
@@ -222,10 +221,7 @@ async def test_a_kept_plan_follows_the_room_as_people_come_and_go(
         await sockets.sio.leave_room(await sid_of(users[1].id), "plan-room")
         await emit_and_settle(4)  # the one who left does not
         clients[0].close()
-        for _ in range(WAIT_S * 20):
-            if not [s for s, sess in sockets.sessions.items() if str(sess["user"].id) == users[0].id]:
-                break
-            await asyncio.sleep(0.05)
+        await _soon(lambda: not [s for s, sess in sockets.sessions.items() if str(sess["user"].id) == users[0].id])
         await emit_and_settle(5)  # the one who hung up is gone; the others carry on
         poll_user = await api.user()
         await polling.connect(
@@ -233,10 +229,7 @@ async def test_a_kept_plan_follows_the_room_as_people_come_and_go(
         )
         await sockets.sio.enter_room(await sid_of(poll_user.id), "plan-room")
         await emit_and_settle(6)  # long-polling members are in the plan too
-        for _ in range(WAIT_S * 20):
-            if got[3]:
-                break
-            await asyncio.sleep(0.05)
+        await _soon(lambda: got[3])
         assert got == {0: [1, 2, 3, 4], 1: [1, 2, 3], 2: [3, 4, 5, 6], 3: [6]}
     finally:
         for c in clients:
