@@ -882,15 +882,12 @@ class FastEmit(socketio.AsyncManager):  # type: ignore[misc]
     direct: DirectSockets
     order: OrderedRooms | None = None
     plan_min_members = 16  # rooms smaller than this are walked on every emit (see _plan)
-    members_version = 0
-    _plans_version: tuple[int, int] = (-1, -1)
 
-    @property
-    def _plans(self) -> dict[tuple[str, str, bool], _Plan]:
-        plans: dict[tuple[str, str, bool], _Plan] | None = self.__dict__.get("_plan_cache")
-        if plans is None:
-            plans = self.__dict__["_plan_cache"] = {}
-        return plans
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.members_version = 0  # counts room changes (the basic_* methods below)
+        self._plans: dict[tuple[str, str, bool], _Plan] = {}
+        self._plans_version = (-1, -1)
 
     async def emit(
         self,
