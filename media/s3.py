@@ -100,6 +100,17 @@ class _Spool:
         self.size = 0
 
     async def add(self, data: bytes | memoryview) -> None:
+        # A write once begun is counted even when the PATCH is cancelled meanwhile (its connection dropped): a
+        # write handed to a thread goes on regardless, and the spool is settled (sent as a part or the tail)
+        # right after, so its size must say what the file holds.
+        write = asyncio.ensure_future(self._write(data))
+        try:
+            await asyncio.shield(write)
+        except asyncio.CancelledError:
+            await asyncio.wait({write})
+            raise
+
+    async def _write(self, data: bytes | memoryview) -> None:
         self.size += await write_at(self.fd, self.size, [data])
 
     def reader(self) -> BinaryIO:
@@ -363,6 +374,10 @@ class S3Storage(LocalStorage):
                 Bucket=self.bucket, Key=key, UploadId=ref, MultipartUpload={"Parts": listed}
             )
             await client.delete_object(Bucket=self.bucket, Key=tail)
+        elif spool.size >= self.part_bytes:
+            # The connection dropped just as a part filled up, before it was sent: it is sent now, as that part,
+            # so the tail stays shorter than a part (a tail object left is stale, told by its start).
+            parts.append(await self._send_part(client, key, ref, len(parts) + 1, spool))
         elif spool.size:
             with await asyncio.to_thread(spool.reader) as body:
                 await client.put_object(Bucket=self.bucket, Key=tail, Body=body, Metadata={"start": str(done)})
