@@ -44,6 +44,8 @@ def test_a_forgotten_password_is_reset_from_the_emailed_link(
     page = open_page()
     page.goto("/login")
     page.get_by_role("link", name="Forgot password?").click()
+    # The log-in form has an "Email" field too: wait for the new page, or the fill can land on the old one.
+    expect(page.get_by_role("heading", name="Forgot your password?")).to_be_visible()
     page.get_by_label("Email").fill(user.email)
     page.get_by_role("button", name="Send reset link").click()
     expect(page.get_by_role("status").filter(has_text="If an account uses this address")).to_be_visible()
