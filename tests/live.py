@@ -44,6 +44,18 @@ class LiveServer:
 
     def stop(self) -> None:
         self.run(self.runner.cleanup())
+        self.run(self._cancel_leftovers())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
         self.loop.close()
+
+    @staticmethod
+    async def _cancel_leftovers() -> None:
+        """Cancel what is still running after the app's cleanup (Engine.IO's ping tasks of clients that never
+        said goodbye, say), as ``web.run_app`` does, rather than have the closed loop destroy them pending."""
+        here = asyncio.current_task()
+        tasks = [task for task in asyncio.all_tasks() if task is not here]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
