@@ -211,7 +211,9 @@ async def test_cancelling_a_job_running_on_a_worker_stops_its_ffmpeg(
             out_dir = media / "outputs" / job["id"]
             for _ in range(600):
                 _, seen = await api.call("GET", f"/jobs/{job['id']}", teacher)
-                if seen["stage"] == "transcode" and seen["progress"] > 0:
+                # Past 0.01: ffmpeg has reported some output (the worker says "transcode" at 0.01 just before
+                # it starts ffmpeg, so at 0.01 there may be no ffmpeg yet).
+                if seen["stage"] == "transcode" and seen["progress"] > 0.01:
                     break
                 await asyncio.sleep(0.1)
             assert ffmpeg_writing(out_dir)
