@@ -860,10 +860,9 @@ class DirectWebSocket(_Assembly, asyncio.Protocol):
 class _Plan:
     """The recipients of a room emit on this node, sorted by how each is written to (FastEmit._plan)."""
 
-    __slots__ = ("deflating", "plain", "queued", "raws", "send_frame", "writers")
+    __slots__ = ("deflating", "plain", "queued", "raws", "writers")
 
-    def __init__(self, send_frame: SendFrame | None) -> None:
-        self.send_frame = send_frame  # None (STUDYHALL_WS_FANOUT_WRITER=transport): raws stays empty
+    def __init__(self) -> None:
         self.raws: list[Any] = []  # transports the frame goes to in one send_frame call ...
         self.writers: list[DirectWebSocket] = []  # ... and their connections
         self.plain: list[DirectWebSocket] = []  # connections written to with write(frame)
@@ -953,8 +952,8 @@ class FastEmit(socketio.AsyncManager):  # type: ignore[misc]
             deflated = deflate_frame(payload, opcode, direct.compress_level) or frame
             for ws in plan.deflating:
                 ws.write(deflated)
-        if plan.raws and plan.send_frame is not None:
-            rest = plan.send_frame(plan.raws, frame)
+        if plan.raws and direct.send_frame is not None:
+            rest = direct.send_frame(plan.raws, frame)
             if rest:
                 finish(plan.writers, rest, frame)
         for eio_sid in plan.queued:
@@ -987,7 +986,8 @@ class FastEmit(socketio.AsyncManager):  # type: ignore[misc]
             participants = self.get_participants(namespace, room)
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
         by_eio_sid = direct.by_eio_sid
-        plan = _Plan(direct.send_frame)
+        plan = _Plan()
+        send_frame = direct.send_frame  # None (STUDYHALL_WS_FANOUT_WRITER=transport): no raws
         for sid, eio_sid in participants:
             if sid in skip:
                 continue
@@ -997,7 +997,7 @@ class FastEmit(socketio.AsyncManager):  # type: ignore[misc]
             elif not ws.socket.closed:
                 if big and ws.deflate:
                     plan.deflating.append(ws)
-                elif (raw := ws.raw) is not None and plan.send_frame is not None:
+                elif (raw := ws.raw) is not None and send_frame is not None:
                     plan.raws.append(raw)
                     plan.writers.append(ws)
                 else:

@@ -36,6 +36,14 @@ async def _server(aiohttp_client: Any, database_url: str, tmp_path: Path, **sett
     return api, int(port)
 
 
+async def _enter(sockets: Any, room: str, *user_ids: str) -> None:
+    """Put the users' connections into ``room`` (each has one)."""
+    for user_id in user_ids:
+        sids = [s for s, sess in sockets.sessions.items() if str(sess["user"].id) == user_id]
+        assert len(sids) == 1
+        await sockets.sio.enter_room(sids[0], room)
+
+
 async def _soon(condition: Callable[[], object]) -> None:
     """Wait (at most WAIT_S) for ``condition()``; the assertion after it says what was not met."""
     for _ in range(WAIT_S * 20):
@@ -120,8 +128,7 @@ async def test_a_client_that_pauses_reading_gets_every_message_in_order(
     try:
         assert paused.transport is not None
         paused.transport.pause_reading()  # (its socket keeps its usual buffer: a shrunk one recovers slowly)
-        for sid in (s for s, sess in sockets.sessions.items() if str(sess["user"].id) in (alice.id, bob.id)):
-            await sockets.sio.enter_room(sid, "blob-room")
+        await _enter(sockets, "blob-room", alice.id, bob.id)
         for n in range(MESSAGES):  # 21 MB: more than the kernel's buffers for one connection take
             await sockets.emit("bench:blob", {"n": n, "blob": "y" * 30_000}, to="blob-room")
         # What the paused client's socket could not take waits in the server's buffer for it.
@@ -154,8 +161,7 @@ async def test_a_client_that_stops_reading_is_still_cut_off(
         assert stuck.transport is not None
         stuck.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stuck.transport.pause_reading()
-        for sid in (s for s, sess in sockets.sessions.items() if str(sess["user"].id) in (alice.id, bob.id)):
-            await sockets.sio.enter_room(sid, "blob-room")
+        await _enter(sockets, "blob-room", alice.id, bob.id)
         sent = 0
         for _ in range(400):
             await sockets.emit("bench:blob", {"blob": "z" * 20_000}, to="blob-room")
@@ -191,45 +197,41 @@ async def test_a_kept_plan_follows_the_room_as_people_come_and_go(
 
         return on_event
 
-    async def sid_of(user_id: str) -> str:
-        sids = [s for s, sess in sockets.sessions.items() if str(sess["user"].id) == user_id]
-        assert len(sids) == 1
-        return str(sids[0])
-
-    async def emit_and_settle(n: int) -> None:
+    async def emit(n: int, *, reaching: tuple[int, ...]) -> None:
+        """Emit ``n`` and wait until it reached those clients (that no one else got it, the end checks)."""
         await sockets.emit("bench:n", n, to="plan-room")
-        await asyncio.sleep(0.2)
+        await _soon(lambda: all(n in got[i] for i in reaching))
 
     clients = [await connect("127.0.0.1", port, u.token, on_event=collect(i)) for i, u in enumerate(users[:2])]
     polling = socketio.AsyncClient(reconnection=False)
     polling.on("bench:n", lambda n: got[3].append(n))
     try:
-        for u in users[:2]:
-            await sockets.sio.enter_room(await sid_of(u.id), "plan-room")
-        await emit_and_settle(1)
+        await _enter(sockets, "plan-room", users[0].id, users[1].id)
+        await emit(1, reaching=(0, 1))
         plan = manager._plans.get(("/", "plan-room", False))
         assert plan is not None and len(plan.raws) + len(plan.plain) == 2
         if writer == "transport":
-            assert plan.raws == [] and plan.send_frame is None  # each through its own transport.write
+            assert plan.raws == [] and len(plan.plain) == 2  # each through its own transport.write
         elif isinstance(asyncio.get_running_loop(), asyncio.selector_events.BaseSelectorEventLoop):
-            assert len(plan.raws) == 2 and plan.send_frame is sendmany.send_frame_c  # both on the one C call
-        await emit_and_settle(2)
+            assert len(plan.raws) == 2  # both on the one call
+            assert sockets.direct.send_frame is sendmany.send_frame_c
+        await emit(2, reaching=(0, 1))
         assert manager._plans.get(("/", "plan-room", False)) is plan  # nothing changed: the same plan
         clients.append(await connect("127.0.0.1", port, users[2].token, on_event=collect(2)))
-        await sockets.sio.enter_room(await sid_of(users[2].id), "plan-room")
-        await emit_and_settle(3)  # the newcomer gets it
-        await sockets.sio.leave_room(await sid_of(users[1].id), "plan-room")
-        await emit_and_settle(4)  # the one who left does not
+        await _enter(sockets, "plan-room", users[2].id)
+        await emit(3, reaching=(0, 1, 2))  # the newcomer gets it
+        (left,) = [s for s, sess in sockets.sessions.items() if str(sess["user"].id) == users[1].id]
+        await sockets.sio.leave_room(left, "plan-room")
+        await emit(4, reaching=(0, 2))  # the one who left does not
         clients[0].close()
         await _soon(lambda: not [s for s, sess in sockets.sessions.items() if str(sess["user"].id) == users[0].id])
-        await emit_and_settle(5)  # the one who hung up is gone; the others carry on
+        await emit(5, reaching=(2,))  # the one who hung up is gone; the others carry on
         poll_user = await api.user()
         await polling.connect(
             f"http://127.0.0.1:{port}", auth={"token": poll_user.token}, transports=["polling"], wait_timeout=5
         )
-        await sockets.sio.enter_room(await sid_of(poll_user.id), "plan-room")
-        await emit_and_settle(6)  # long-polling members are in the plan too
-        await _soon(lambda: got[3])
+        await _enter(sockets, "plan-room", poll_user.id)
+        await emit(6, reaching=(2, 3))  # long-polling members are in the plan too
         assert got == {0: [1, 2, 3, 4], 1: [1, 2, 3], 2: [3, 4, 5, 6], 3: [6]}
     finally:
         for c in clients:
