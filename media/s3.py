@@ -100,18 +100,14 @@ class _Spool:
         self.size = 0
 
     async def add(self, data: bytes | memoryview) -> None:
-        # A write once begun is counted even when the PATCH is cancelled meanwhile (its connection dropped): a
-        # write handed to a thread goes on regardless, and the spool is settled (sent as a part or the tail)
-        # right after, so its size must say what the file holds.
-        write = asyncio.ensure_future(self._write(data))
         try:
-            await asyncio.shield(write)
+            self.size += await write_at(self.fd, self.size, [data])
         except asyncio.CancelledError:
-            await asyncio.wait({write})
+            # The PATCH was cancelled (its connection dropped) while the write ran in a thread; write_at saw the
+            # write through first. The spool is settled next (sent as a part or the tail): count what the file
+            # holds.
+            self.size = os.fstat(self.fd).st_size
             raise
-
-    async def _write(self, data: bytes | memoryview) -> None:
-        self.size += await write_at(self.fd, self.size, [data])
 
     def reader(self) -> BinaryIO:
         return self.path.open("rb")

@@ -62,7 +62,14 @@ async def write_at(fd: int, at: int, chunks: Sequence[bytes | memoryview]) -> in
     """Write ``chunks`` at ``at``: in the event loop while the disk keeps up, else from a thread."""
     now = time.monotonic()
     if now < _Disk.slow_until:
-        return await asyncio.to_thread(_write_all, fd, at, chunks)
+        # A write handed to a thread runs to its end even when the caller is cancelled (its connection dropped):
+        # the caller waits for it, so that nothing reads, settles or closes the file while it is being written.
+        write = asyncio.ensure_future(asyncio.to_thread(_write_all, fd, at, chunks))
+        try:
+            return await asyncio.shield(write)
+        except asyncio.CancelledError:
+            await asyncio.wait({write})
+            raise
     written = _write_all(fd, at, chunks)
     if time.monotonic() - now > SLOW_WRITE_S:
         _Disk.slow_until = time.monotonic() + SLOW_DISK_HOLD_S
