@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 
-import { insertMention, mentionAt, mentionToken, suggest } from "../src/lib/mentions";
+import { insertMention, mentionAt, mentionParts, mentionToken, suggest } from "../src/lib/mentions";
 
 const people = [
   { id: "1", display_name: "Ada Lovelace" },
@@ -36,5 +36,20 @@ describe("mentions", () => {
       value: "hi @[Ada Lovelace] , look",
       caret: 19,
     });
+  });
+
+  it("shows mentions as names, without brackets, and leaves email addresses alone", () => {
+    expect(mentionParts("thanks @[Bo Chen], see @ada.")).toEqual([
+      { text: "thanks ", mention: false },
+      { text: "@Bo Chen", mention: true },
+      { text: ", see ", mention: false },
+      { text: "@ada", mention: true },
+      { text: ".", mention: false },
+    ]);
+    expect(mentionParts("mail ada@example.com or @ or @[unclosed")).toEqual([
+      { text: "mail ada@example.com or @ or @[unclosed", mention: false },
+    ]);
+    expect(mentionParts("@Zoë")).toEqual([{ text: "@Zoë", mention: true }]);
+    expect(mentionParts("")).toEqual([]);
   });
 });

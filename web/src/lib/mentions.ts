@@ -55,3 +55,30 @@ export function insertMention(
   const next = value.slice(0, query.start) + token + after;
   return { value: next, caret: query.start + token.length };
 }
+
+/** A piece of a shown text: plain, or a mention (written as `@Name`, without the brackets it was typed with). */
+export interface TextPart {
+  text: string;
+  mention: boolean;
+}
+
+// The server's rule (core_api/mentions.py): not after a letter, digit, `_` or `@`; a bare name drops a trailing `.` or `-`.
+const MENTION = /(?<![\p{L}\p{N}_@])@(?:\[([^\]\n]{1,64})\]|([\p{L}\p{N}_.-]{1,64}))/gu;
+
+/** A message or post body cut into plain text and mentions, for showing mentions as names. */
+export function mentionParts(body: string): TextPart[] {
+  const parts: TextPart[] = [];
+  let at = 0;
+  for (const match of body.matchAll(MENTION)) {
+    const start = match.index;
+    const bracketed = match[1];
+    const bare = (match[2] ?? "").replace(/[.-]+$/, "");
+    if (bracketed === undefined && bare === "") continue;
+    const end = bracketed !== undefined ? start + match[0].length : start + 1 + bare.length;
+    if (start > at) parts.push({ text: body.slice(at, start), mention: false });
+    parts.push({ text: "@" + (bracketed ?? bare), mention: true });
+    at = end;
+  }
+  if (at < body.length) parts.push({ text: body.slice(at), mention: false });
+  return parts;
+}
