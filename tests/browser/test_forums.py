@@ -60,7 +60,7 @@ def test_a_community_forum_topic_with_threaded_replies_votes_and_an_accepted_ans
     ann_view = post_by(asker_page, helper.display_name, "You need a base case.")
     ann_view.get_by_role("button", name="Upvote").click()
     expect(ann_view.get_by_role("button", name="Upvote")).to_have_attribute("aria-pressed", "true")
-    expect(ann_view.get_by_label("Score 1")).to_be_visible()
+    expect(ann_view.get_by_text("1 point", exact=True)).to_be_visible()
     expect(
         post_by(asker_page, asker.display_name, "Where does it go?").get_by_role("button", name="Upvote")
     ).to_have_count(0)
