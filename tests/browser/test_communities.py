@@ -111,8 +111,13 @@ def test_communities_at_phone_width(signed_in_page: SignedInPage, web_server: We
     expect(member(page, f"{user.display_name} (you)")).to_contain_text("Owner")
     assert page.evaluate("document.documentElement.scrollWidth") <= 360  # no sideways scrolling on a phone
     page.screenshot(path=str(screenshots / "communities-phone.png"), full_page=True)
+    long_one = new_community(web_server, user, "Readers" + uuid.uuid4().hex * 2)  # one long word: it must wrap
+    page.goto(f"/communities/{long_one['id']}")
+    expect(page.get_by_role("heading", name=long_one["name"])).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
     page.goto("/communities")
     expect(page.get_by_role("list", name="Your communities")).to_contain_text(community["name"])
+    page.screenshot(path=str(screenshots / "communities-list-phone.png"), full_page=True)
     assert page.evaluate("document.documentElement.scrollWidth") <= 360  # no sideways scrolling on a phone
 
 

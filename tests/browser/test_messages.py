@@ -1,5 +1,5 @@
 """Direct messages in a real browser: "Message" on a person opens the conversation (a room of kind dm) on the
-room screen, the "Messages" screen lists conversations with unread counts that reading clears, and a third
+room screen, at /messages/{id}, the "Messages" screen lists conversations with unread counts that reading clears, and a third
 user cannot open someone else's conversation. Selected by role and accessible name."""
 
 from __future__ import annotations
@@ -35,11 +35,16 @@ def test_message_a_person_then_read_and_reply_with_unread_counts(
     expect(alice_page.get_by_role("heading", name=bob.display_name, exact=True)).to_be_visible()
     expect(alice_page.get_by_role("link", name="All messages", exact=True)).to_be_visible()
     dm_url = alice_page.url
-    assert dm_url.split("/rooms/")[1] != room["id"]
+    dm_id = dm_url.split("/messages/")[1]  # a conversation's address is under Messages, and so is the menu's mark
+    assert dm_id != room["id"]
+    main_nav = alice_page.get_by_role("navigation", name="Main")
+    expect(main_nav.get_by_role("link", name="Messages", exact=True)).to_have_attribute("aria-current", "page")
+    expect(main_nav.get_by_role("link", name="Rooms", exact=True)).not_to_have_attribute("aria-current", "page")
     log = alice_page.get_by_role("log", name="Messages")
     for text in (f"hi Bob {tag}", f"are you there {tag}?"):
         send(alice_page, text)
         expect(messages(log).last).to_contain_text(text)
+    expect(alice_page.get_by_text("This is the start of your conversation.")).to_be_visible()
     # Nobody is offered "Message" inside a conversation.
     expect(alice_page.get_by_role("button", name=f"Message {bob.display_name}", exact=True)).to_have_count(0)
 
@@ -75,7 +80,7 @@ def test_message_a_person_then_read_and_reply_with_unread_counts(
     )
     expect(entry).to_contain_text(f"You: here {tag}")
     expect(entry).not_to_contain_text("unread")
-    enter(bob_page, dm_url.split("/rooms/")[1])
+    enter(bob_page, dm_id)  # (its room address opens it too: a search hit links there)
     send(bob_page, f"still here {tag}")
     expect(alice_entry).to_contain_text("1 unread")
     expect(alice_entry).to_contain_text(f"{bob.display_name}: still here {tag}")

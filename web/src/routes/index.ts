@@ -49,6 +49,8 @@ export const routes: readonly RouteDef[] = [
   { path: "/live/:id", title: "Live session", load: () => import("./live/LivePage.svelte") },
   // Direct messages: the conversation list; a conversation opens on the room screen (docs/direct-messages.md).
   { path: "/messages", title: "Messages", load: () => import("./messages/MessagesPage.svelte") },
+  // A conversation: the room screen, under Messages (the same screen answers /rooms/{id} for a DM, e.g. from search).
+  { path: "/messages/:id", title: "Conversation", load: () => import("./rooms/RoomPage.svelte") },
   { path: "/workspaces", title: "Workspaces", load: () => import("./workspaces/WorkspacesPage.svelte") },
   // The workspace: files, the collaborative editor (CodeMirror loaded on demand), runs (docs/web.md).
   { path: "/workspaces/:id", title: "Workspace", load: () => import("./workspaces/WorkspacePage.svelte") },
