@@ -1,6 +1,6 @@
 """Direct messages in a real browser: "Message" on a person opens the conversation (a room of kind dm) on the
-room screen, at /messages/{id}, the "Messages" screen lists conversations with unread counts that reading clears, and a third
-user cannot open someone else's conversation. Selected by role and accessible name."""
+room screen, at /messages/{id}; the "Messages" screen lists conversations with unread counts that reading
+clears; and a third user cannot open someone else's conversation. Selected by role and accessible name."""
 
 from __future__ import annotations
 
