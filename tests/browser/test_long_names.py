@@ -1,5 +1,5 @@
-"""Names of one long word (a room, a workspace, a person) wrap at phone width: no screen that shows them
-scrolls sideways. Selected by role and accessible name."""
+"""Names of one long word (a room, a workspace, a person, a course and its lecture) wrap at phone width: no
+screen that shows them scrolls sideways. Selected by role and accessible name."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import SignedInPage, WebServer, rest
+from tests.browser.conftest import OpenPage, SignedInPage, WebServer, log_in, rest
 
 PHONE_WIDTH = 360
 
@@ -62,3 +62,27 @@ def test_long_names_wrap_on_a_phone(signed_in_page: SignedInPage, web_server: We
     page.goto("/profile")
     expect(page.get_by_role("heading", level=1)).to_be_visible()
     fits(page)
+
+
+def test_a_long_course_title_wraps_on_a_phone(open_page: OpenPage, web_server: WebServer, screenshots: Path) -> None:
+    teacher = web_server.user(long_word("Teacher"), role="instructor")
+    token = teacher.token()
+    title, lecture_title = long_word("Course"), long_word("Lecture")
+    body = {"title": title, "description": long_word("about")}
+    status, course = rest(web_server.url, "POST", "/courses", body, token)
+    assert status == 201, course
+    lecture = {"title": lecture_title, "media_kind": "video", "media_url": "https://example.com/a.mp4",
+               "duration_s": 60}  # fmt: skip
+    status, body = rest(web_server.url, "POST", f"/courses/{course['id']}/lectures", lecture, token)
+    assert status == 201, body
+    page = open_page(phone=True)
+    log_in(page, teacher)
+    page.goto(f"/courses/{course['id']}")
+    expect(page.get_by_role("heading", level=1, name=title)).to_be_visible()
+    expect(page.get_by_text(lecture_title).first).to_be_visible()
+    fits(page)
+    page.goto(f"/courses/{course['id']}/edit")
+    expect(page.get_by_role("heading", level=1, name="Edit course")).to_be_visible()
+    expect(page.get_by_text(lecture_title).first).to_be_visible()
+    fits(page)
+    page.screenshot(path=str(screenshots / "long-names-course-editor-phone.png"), full_page=True)
