@@ -191,6 +191,12 @@ def open_page(browser: Browser, web_server: WebServer) -> Iterator[OpenPage]:
         context.close()
 
 
+def fits_phone(page: Page) -> None:
+    """The page is no wider than a phone's screen: nothing on it scrolls sideways."""
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"{page.url} is {width} px wide on a {PHONE['width']} px phone"
+
+
 def log_in(page: Page, user: User) -> None:
     """Signs ``user`` in through the login form and waits for the main navigation."""
     page.goto("/login")

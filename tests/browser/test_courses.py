@@ -25,6 +25,7 @@ from tests.browser.conftest import (
     User,
     WebServer,
     ffmpeg,
+    fits_phone,
     log_in,
     media_server,
     rest,
@@ -282,7 +283,7 @@ def test_a_priced_course_shows_its_price_and_a_learner_without_coins_sees_why_no
     expect(page.get_by_role("alert")).to_contain_text("this costs 50 coins and you have 0")
     expect(page.get_by_role("button", name="Buy for 50 coins")).to_be_enabled()  # still there to try again
     page.screenshot(path=screenshots / "course-priced-phone.png", full_page=True)
-    assert page.evaluate("document.documentElement.scrollWidth") <= 360  # no sideways scrolling on a phone
+    fits_phone(page)
     # Nor can its lecture be played by going to its address.
     lecture = call(server, learner, "GET", f"/courses/{course['id']}/lectures")["items"][0]
     page.goto(f"/courses/{course['id']}/lectures/{lecture['id']}")
@@ -344,7 +345,7 @@ def test_an_assignment_handed_in_is_graded_and_the_learner_sees_grade_and_feedba
     page.get_by_role("list", name="Lectures").get_by_role("link", name="Getting started").click()
     wait_for_video(page, "readyState", 1)
     page.screenshot(path=screenshots / "lecture-player-phone.png", full_page=True)
-    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    fits_phone(page)
     # Offline, a progress report fails with a message; back online, the next heartbeat saves and it goes away.
     page.context.set_offline(True)
     play(page)
@@ -358,7 +359,7 @@ def test_an_assignment_handed_in_is_graded_and_the_learner_sees_grade_and_feedba
     phone_desk.goto(f"/courses/{course['id']}/edit")
     expect(phone_desk.get_by_role("button", name="Move Getting started up")).to_be_disabled()
     phone_desk.screenshot(path=screenshots / "course-editor-phone.png", full_page=True)
-    assert phone_desk.evaluate("document.documentElement.scrollWidth") <= 360
+    fits_phone(phone_desk)
     # Editing a lecture: its fields in place, saved, and the list shows the new title.
     phone_desk.get_by_role("button", name="Edit Getting started").click()
     phone_desk.get_by_label("Lecture title").first.fill("First steps")

@@ -6,20 +6,13 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
-from tests.browser.conftest import OpenPage, SignedInPage, WebServer, log_in, rest
-
-PHONE_WIDTH = 360
+from tests.browser.conftest import OpenPage, SignedInPage, WebServer, fits_phone, log_in, rest
 
 
 def long_word(prefix: str) -> str:
     return prefix + uuid.uuid4().hex + uuid.uuid4().hex[:16]  # 48 characters and more, no space
-
-
-def fits(page: Page) -> None:
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= PHONE_WIDTH, f"{page.url} is {width} px wide at {PHONE_WIDTH}"
 
 
 def test_long_names_wrap_on_a_phone(signed_in_page: SignedInPage, web_server: WebServer, screenshots: Path) -> None:
@@ -35,7 +28,7 @@ def test_long_names_wrap_on_a_phone(signed_in_page: SignedInPage, web_server: We
 
     page.goto("/rooms")
     expect(page.get_by_role("link", name=room["name"]).first).to_be_visible()
-    fits(page)
+    fits_phone(page)
     page.goto(f"/rooms/{room['id']}")
     expect(page.get_by_role("heading", name=room["name"])).to_be_visible()
     expect(page.get_by_role("log", name="Messages")).to_be_visible()
@@ -43,7 +36,7 @@ def test_long_names_wrap_on_a_phone(signed_in_page: SignedInPage, web_server: We
     page.get_by_role("button", name="Send").click()
     message = page.get_by_role("log", name="Messages").get_by_role("listitem")
     expect(message).to_have_count(1)
-    fits(page)
+    fits_phone(page)
     # The author's name wraps inside the message list, which scrolls only up and down: none of it is cut off.
     author = message.get_by_text(user.display_name, exact=True)
     clipped = author.evaluate(
@@ -53,15 +46,15 @@ def test_long_names_wrap_on_a_phone(signed_in_page: SignedInPage, web_server: We
     page.screenshot(path=str(screenshots / "long-names-room-phone.png"), full_page=True)
     page.goto("/workspaces")
     expect(page.get_by_role("link", name=workspace["name"]).first).to_be_visible()
-    fits(page)
+    fits_phone(page)
     page.goto(f"/workspaces/{workspace['id']}")
     expect(page.get_by_role("heading", name=workspace["name"])).to_be_visible()
     expect(page.get_by_role("list", name="People in this workspace")).to_contain_text(user.display_name)
-    fits(page)
+    fits_phone(page)
     page.screenshot(path=str(screenshots / "long-names-workspace-phone.png"), full_page=True)
     page.goto("/profile")
     expect(page.get_by_role("heading", level=1)).to_be_visible()
-    fits(page)
+    fits_phone(page)
 
 
 def test_a_long_course_title_wraps_on_a_phone(open_page: OpenPage, web_server: WebServer, screenshots: Path) -> None:
@@ -80,9 +73,9 @@ def test_a_long_course_title_wraps_on_a_phone(open_page: OpenPage, web_server: W
     page.goto(f"/courses/{course['id']}")
     expect(page.get_by_role("heading", level=1, name=title)).to_be_visible()
     expect(page.get_by_text(lecture_title).first).to_be_visible()
-    fits(page)
+    fits_phone(page)
     page.goto(f"/courses/{course['id']}/edit")
     expect(page.get_by_role("heading", level=1, name="Edit course")).to_be_visible()
     expect(page.get_by_text(lecture_title).first).to_be_visible()
-    fits(page)
+    fits_phone(page)
     page.screenshot(path=str(screenshots / "long-names-course-editor-phone.png"), full_page=True)
