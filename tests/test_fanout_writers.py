@@ -36,12 +36,16 @@ async def _server(aiohttp_client: Any, database_url: str, tmp_path: Path, **sett
     return api, int(port)
 
 
+def _sids(sockets: Any, user_id: str) -> list[str]:
+    """The Socket.IO sessions of a user on this node."""
+    return [s for s, sess in sockets.sessions.items() if str(sess["user"].id) == user_id]
+
+
 async def _enter(sockets: Any, room: str, *user_ids: str) -> None:
     """Put the users' connections into ``room`` (each has one)."""
     for user_id in user_ids:
-        sids = [s for s, sess in sockets.sessions.items() if str(sess["user"].id) == user_id]
-        assert len(sids) == 1
-        await sockets.sio.enter_room(sids[0], room)
+        (sid,) = _sids(sockets, user_id)
+        await sockets.sio.enter_room(sid, room)
 
 
 async def _soon(condition: Callable[[], object]) -> None:
@@ -220,11 +224,11 @@ async def test_a_kept_plan_follows_the_room_as_people_come_and_go(
         clients.append(await connect("127.0.0.1", port, users[2].token, on_event=collect(2)))
         await _enter(sockets, "plan-room", users[2].id)
         await emit(3, reaching=(0, 1, 2))  # the newcomer gets it
-        (left,) = [s for s, sess in sockets.sessions.items() if str(sess["user"].id) == users[1].id]
+        (left,) = _sids(sockets, users[1].id)
         await sockets.sio.leave_room(left, "plan-room")
         await emit(4, reaching=(0, 2))  # the one who left does not
         clients[0].close()
-        await _soon(lambda: not [s for s, sess in sockets.sessions.items() if str(sess["user"].id) == users[0].id])
+        await _soon(lambda: not _sids(sockets, users[0].id))
         await emit(5, reaching=(2,))  # the one who hung up is gone; the others carry on
         poll_user = await api.user()
         await polling.connect(
