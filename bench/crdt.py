@@ -637,8 +637,8 @@ async def live_run(target: Target, editors_per_doc: int, readers_per_doc: int, r
     db_before = total_cpu(target.pg_pids) if target.pg_pids else None
     received_before = lat.received
     sent_before = sum(ed.sent for ed in editors)
-    cpu_before = cpu_s(target.pid)
-    system_before = psutil.Process(target.pid).cpu_times().system
+    server = psutil.Process(target.pid)
+    before = server.cpu_times()
     started = time.perf_counter()
     end = started + duration_s
     if rate <= 0:  # one editor as fast as it goes
@@ -661,8 +661,9 @@ async def live_run(target: Target, editors_per_doc: int, readers_per_doc: int, r
     deadline = time.perf_counter() + 10
     while lat.received - received_before < expected and time.perf_counter() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)  # the last updates still on their way
-    server_cpu = cpu_s(target.pid) - cpu_before
-    server_system = psutil.Process(target.pid).cpu_times().system - system_before
+    after = server.cpu_times()
+    server_cpu = after.user + after.system - before.user - before.system
+    server_system = after.system - before.system
     db_cpu = total_cpu(target.pg_pids) - db_before if db_before is not None else None
     load_after = me.cpu_times()
     load_pct = (load_after.user + load_after.system - load_before.user - load_before.system) / seconds * 100
