@@ -36,6 +36,8 @@ def test_long_names_wrap_on_a_phone(signed_in_page: SignedInPage, web_server: We
     page.get_by_role("button", name="Send").click()
     message = page.get_by_role("log", name="Messages").get_by_role("listitem")
     expect(message).to_have_count(1)
+    # Sent, not pending any more (the pending line is replaced by the message: measured before, it is gone).
+    expect(message.get_by_role("button", name="Edit")).to_be_visible()
     fits_phone(page)
     # The author's name wraps inside the message list, which scrolls only up and down: none of it is cut off.
     author = message.get_by_text(user.display_name, exact=True)
