@@ -86,6 +86,11 @@ complete integer, so bytes that start with it hold that integer."""
 _CLIENT_IDS_KEPT = 4096
 
 
+_MAX_CLIENT = 2**53 - 1
+"""Yjs picks 32-bit client ids and pycrdt 53-bit ones; Yrs keeps only the low 53 bits of a larger one, so
+an update naming one would be checked as one client and integrated as another: refused as malformed."""
+
+
 def _client(buf: bytes, pos: int) -> tuple[int, int]:
     """A client id (a variable-length integer) at ``pos``, through :data:`_client_ids`."""
     head = buf[pos : pos + 5]
@@ -93,6 +98,8 @@ def _client(buf: bytes, pos: int) -> tuple[int, int]:
     if known is not None and buf.startswith(known[0], pos):
         return known[1], pos + len(known[0])
     value, end = _uint(buf, pos)
+    if value > _MAX_CLIENT:
+        raise MalformedUpdate("a client id over 53 bits")
     if end - pos >= 5:
         if len(_client_ids) >= _CLIENT_IDS_KEPT:
             _client_ids.clear()
@@ -233,11 +240,15 @@ def decode(update: bytes) -> UpdateShape:
                     dep_clock, pos = uint(buf, pos)
                     if dep_client != client:
                         deps = ((dep_client, dep_clock),)
+                    elif dep_clock >= clock:
+                        raise MissingDependencies(_own_later(client, clock))
                 if info & _RIGHT_ORIGIN:
                     dep_client, pos = _client(buf, pos)
                     dep_clock, pos = uint(buf, pos)
                     if dep_client != client:
                         deps += ((dep_client, dep_clock),)
+                    elif dep_clock >= clock:
+                        raise MissingDependencies(_own_later(client, clock))
                 if not info & (_ORIGIN | _RIGHT_ORIGIN):
                     named, pos = uint(buf, pos)
                     if named == 1:
@@ -247,6 +258,8 @@ def decode(update: bytes) -> UpdateShape:
                         dep_clock, pos = uint(buf, pos)
                         if dep_client != client:
                             deps = ((dep_client, dep_clock),)
+                        elif dep_clock >= clock:
+                            raise MissingDependencies(_own_later(client, clock))
                     if info & _PARENT_SUB:
                         pos = _skip_bytes(buf, pos)
                 if ref == 4:  # a string, the common case: its length in UTF-16 code units
@@ -297,6 +310,12 @@ def decode_state_vector(state: bytes) -> dict[int, int]:
     return out
 
 
+def _own_later(client: int, clock: int) -> str:
+    """An item that hangs on an item of its own client that is not before it: Yjs never writes one, and the
+    CRDT would keep it pending for good (it waits for itself)."""
+    return f"client {client}'s item at clock {clock} refers to its own later changes"
+
+
 def _unknown_dependency(client: int, clock: int) -> str:
     return f"it refers to client {client}'s clock {clock}, not in the document"
 
@@ -322,7 +341,7 @@ def _one_deletion(buf: bytes, known: dict[int, int]) -> bool:
             return False
         clock, pos = _uint(buf, pos + 1)
         length, pos = _uint(buf, pos)
-    except MalformedUpdate:
+    except (MalformedUpdate, IndexError):  # (cut short: the long way says so)
         return False
     return pos == len(buf) and clock + length <= known.get(client, 0)
 
@@ -347,11 +366,10 @@ def _one_insert(buf: bytes, known: dict[int, int]) -> dict[int, int] | None:
         own = buf[2:start]  # the client's id as encoded: an origin of its own needs no look-up
         for flag in (_ORIGIN, _RIGHT_ORIGIN):
             if info & flag:
-                if buf.startswith(own, pos):
-                    pos += len(own)
-                    while buf[pos] >= 0x80:  # its clock: never a missing dependency
-                        pos += 1
-                    pos += 1
+                if buf.startswith(own, pos):  # an item of its own client: one before it
+                    own_clock, pos = _uint(buf, pos + len(own))
+                    if own_clock >= clock:
+                        raise MissingDependencies(_own_later(client, clock))
                     continue
                 dep_client, pos = _client(buf, pos)
                 dep_clock = buf[pos]
