@@ -718,16 +718,20 @@ async def studyhall_workspaces(base: str, count: int) -> tuple[list[str], str]:
 
 
 @contextlib.asynccontextmanager
-async def studyhall_target(database_url: str, workspaces: int, takeover: bool = True, loop: str = "asyncio") -> Any:
+async def studyhall_target(
+    database_url: str, workspaces: int, takeover: bool = True, loop: str = "asyncio", engine: str = "c"
+) -> Any:
     tmp = Path(tempfile.mkdtemp(prefix="studyhall-bench-crdt-"))
     env = {"STUDYHALL_YJS_TAKEOVER": "true" if takeover else "false", "STUDYHALL_DB_POOL_MAX": "10",
-           "STUDYHALL_EVENT_LOOP": loop}  # fmt: skip
+           "STUDYHALL_EVENT_LOOP": loop, "STUDYHALL_YJS_ENGINE": engine}  # fmt: skip
     server = Studyhall(database_url, extra_env=env)
     server.start(tmp / "data")
     try:
         assert server.proc is not None
         ids, token = await studyhall_workspaces(server.url, workspaces)
-        name = "studyhall (takeover)" if takeover else "studyhall (aiohttp websocket)"
+        name = "studyhall (engine c)" if engine == "c" and takeover else "studyhall (takeover)"
+        if not takeover:
+            name = "studyhall (aiohttp websocket)"
         if loop != "asyncio":
             name += f", {loop}"
         yield Target(name, server.port, server.proc.pid, [f"/yjs/{w}?token={token}" for w in ids],
@@ -773,11 +777,14 @@ async def bench_live(args: argparse.Namespace, database_url: str) -> None:
           f"{'as fast as the editor goes' if rate <= 0 else f'{rate:g} ops/s each'}, {duration:g} s at most, "
           f"traces {', '.join(names)}")  # fmt: skip
     results: list[LiveResult] = []
-    configs: list[Any] = [lambda: studyhall_target(database_url, workspaces)]
+    configs: list[Any] = [lambda: studyhall_target(database_url, workspaces, engine=args.engine)]
+    if args.compare_engines:
+        other = "python" if args.engine == "c" else "c"
+        configs.append(lambda: studyhall_target(database_url, workspaces, engine=other))
     if args.compare_loops:
-        configs.append(lambda: studyhall_target(database_url, workspaces, loop="uvloop"))
+        configs.append(lambda: studyhall_target(database_url, workspaces, loop="uvloop", engine=args.engine))
     if args.compare_aiohttp:
-        configs.append(lambda: studyhall_target(database_url, workspaces, takeover=False))
+        configs.append(lambda: studyhall_target(database_url, workspaces, takeover=False, engine="python"))
     if not args.skip_node:
         configs.append(lambda: node_target(workspaces))
     for make in configs:
@@ -797,9 +804,12 @@ async def bench_idle(args: argparse.Namespace, database_url: str) -> None:
     print(f"mode idle: {args.idle} idle /yjs connections over {args.workspaces} documents, RSS read "
           f"{args.idle_settle_s:g} s after they connected")  # fmt: skip
     rows = []
-    configs: list[Any] = [lambda: studyhall_target(database_url, args.workspaces)]
+    configs: list[Any] = [lambda: studyhall_target(database_url, args.workspaces, engine=args.engine)]
+    if args.compare_engines:
+        other = "python" if args.engine == "c" else "c"
+        configs.append(lambda: studyhall_target(database_url, args.workspaces, engine=other))
     if args.compare_aiohttp:
-        configs.append(lambda: studyhall_target(database_url, args.workspaces, takeover=False))
+        configs.append(lambda: studyhall_target(database_url, args.workspaces, takeover=False, engine="python"))
     if not args.skip_node:
         configs.append(lambda: node_target(args.workspaces))
     for make in configs:
@@ -982,6 +992,14 @@ def main() -> None:
         action="store_true",
         help="also studyhall with STUDYHALL_YJS_TAKEOVER=false (aiohttp's websocket)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=("c", "python"),
+        default="c",
+        help="what reads /yjs messages in studyhall (STUDYHALL_YJS_ENGINE; c is the server's default where it is "
+        "built; live, editors and idle modes)",
+    )
+    parser.add_argument("--compare-engines", action="store_true", help="also studyhall with the other --engine")
     parser.add_argument(
         "--compare-loops",
         action="store_true",

@@ -71,6 +71,35 @@ def update_applier(doc: Doc[Any]) -> Callable[[bytes], None]:
     return apply
 
 
+def batch_applier(doc: Doc[Any]) -> Callable[[list[bytes]], None]:
+    """Apply several updates in one transaction (the engine's drained batches; see
+    :func:`update_applier` for when pycrdt's wrapper is skipped)."""
+    raw = getattr(doc, "_doc", None)
+    if raw is None or getattr(doc, "_Model", None) is not None or getattr(doc, "_allow_multithreading", True):
+
+        def each(updates: list[bytes]) -> None:
+            with doc.transaction():
+                for update in updates:
+                    doc.apply_update(update)
+
+        return each
+
+    def apply(updates: list[bytes]) -> None:
+        if doc._txn is not None:
+            for update in updates:
+                doc.apply_update(update)
+            return
+        txn = raw.create_transaction()
+        try:
+            for update in updates:
+                raw.apply_update(txn, update)
+            txn.commit()
+        finally:
+            txn.drop()
+
+    return apply
+
+
 def _ends(update: bytes) -> dict[int, int]:
     """Per client, the clock up to which ``update`` brings structs or deletions."""
     shape = decode(update)
@@ -137,6 +166,14 @@ class SharedDocument:
         self.resynced_at = float("-inf")
         """When this node last asked the others for what such updates wait for."""
         self._apply_update = update_applier(doc)
+        self._apply_batch = batch_applier(doc)
+        self.stale = False
+        """``known`` lags the document (the engine's updates were applied without a check): read it again first."""
+        self.relays = True
+        """Whether other nodes hear of updates (False on a single node: the engine's batches skip the relay)."""
+        self.changed: Callable[[], None] | None = None
+        """Called when the document or its sizes changed other than through :meth:`apply` or :meth:`apply_fast`
+        (another node's update, compaction): the engine's copy of its state vector and sizes is renewed."""
         self.version = version
         self.relay = relay
         self.awareness_limits = awareness_limits
@@ -209,6 +246,8 @@ class SharedDocument:
         """
         if update == protocol.EMPTY_UPDATE:
             return
+        if self.stale:
+            self.refresh_state()
         try:
             after = check(update, self.known)
             self.sizes.admit(update)
@@ -226,6 +265,24 @@ class SharedDocument:
         self.unsaved += 1
         self.last_change = now
 
+    def apply_fast(self, updates: list[bytes], size: int, adding: int, now: float) -> None:
+        """Updates the engine (:mod:`collab_ide.engine`) checked and already forwarded to this node's
+        clients: applied to the CRDT in one transaction, relayed to other nodes and queued for the log.
+        ``size`` is their length, ``adding`` the length of those that add items (the size guard's counts)."""
+        try:
+            self._apply_batch(updates)
+        except ValueError:  # the engine's check and the CRDT disagree (a bug): logged, the rest is kept
+            log.exception("the CRDT refused an update the engine passed, in %s", self.workspace_id)
+        self.stale = True
+        self.sizes.size += size
+        self.sizes.largest += adding
+        if self.relays:
+            for update in updates:
+                self.relay(protocol.update_message(update))
+        self.pending.extend(updates)
+        self.unsaved += len(updates)
+        self.last_change = now
+
     def _advance(self, after: dict[int, int]) -> None:
         if len(after) > 1 or self.awaited:
             # Several clients' structs (a sync step 2), or relayed ones waiting: read the truth.
@@ -239,6 +296,7 @@ class SharedDocument:
 
     def refresh_state(self) -> None:
         """Read the state vector from the document (after changes applied without a check)."""
+        self.stale = False
         self.known = decode_state_vector(self.doc.get_state())
         if self.awaited and all(self.known.get(c, 0) >= clock for c, clock in self.awaited.items()):
             self.awaited = {}
@@ -253,6 +311,8 @@ class SharedDocument:
         """
         if update == protocol.EMPTY_UPDATE:
             return False
+        if self.stale:
+            self.refresh_state()
         decoded = True
         try:
             after: dict[int, int] | None = check(update, self.known)
@@ -282,6 +342,8 @@ class SharedDocument:
         self._broadcast(frame, None)
         self.unsaved += 1
         self.last_change = now
+        if self.changed is not None:
+            self.changed()
         return decoded and after is None
 
     # --- awareness -----------------------------------------------------------------------------

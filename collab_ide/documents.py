@@ -150,6 +150,7 @@ class DocumentManager:
                 self.sizes,
                 loaded.stored_bytes,
             )
+            doc.relays = getattr(self.relay, "enabled", True)
             self.docs[workspace_id] = doc
             self.log_rows_at_load[workspace_id] = loaded.log_rows
             self.loads += 1
@@ -334,6 +335,8 @@ class DocumentManager:
             frame = protocol.update_message(result.news)
             for peer in doc.peers:
                 peer.send(frame)
+            if doc.changed is not None:
+                doc.changed()
 
     async def _unload(self, workspace_id: uuid.UUID) -> None:
         async with self._gate(workspace_id):

@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry, Gauge
 from collab_ide import runs, service
 from collab_ide.document import AwarenessLimits
 from collab_ide.documents import DocumentManager, Tuning
+from collab_ide.engine import EnginePeer, EngineSockets, make_engine_handler
+from collab_ide.engine import available as engine_available
 from collab_ide.relay import LocalRelay, RedisRelay, Relay
 from collab_ide.schemas import (
     FileListOut,
@@ -48,6 +50,7 @@ api = Api()
 TAG = "workspaces"
 DOCUMENTS = web.AppKey("collab_documents", DocumentManager)
 YJS_SOCKETS = web.AppKey("collab_yjs_sockets", BinarySockets)
+YJS_ENGINE = web.AppKey("collab_yjs_engine", EngineSockets)
 
 
 def documents_of(call: Call) -> DocumentManager:
@@ -174,7 +177,8 @@ def awareness_limits_of(settings: Settings) -> AwarenessLimits:
 def mount(app: web.Application, settings: Settings, node_id: str, registry: CollectorRegistry) -> None:
     """Add ``/yjs/{workspace_id}`` and the document manager (after the database resource).
 
-    ``registry`` gets the gauges ``studyhall_yjs_documents_loaded`` and ``studyhall_yjs_connections``.
+    ``registry`` gets the gauges ``studyhall_yjs_documents_loaded`` and ``studyhall_yjs_connections`` (and, on the
+    compiled engine, ``studyhall_yjs_engine_fast_updates`` and ``studyhall_yjs_engine_python_messages``).
     """
 
     async def documents(app: web.Application) -> AsyncIterator[None]:
@@ -203,6 +207,8 @@ def mount(app: web.Application, settings: Settings, node_id: str, registry: Coll
         # documents before this returns.
         if YJS_SOCKETS in app:
             await app[YJS_SOCKETS].close()
+        if YJS_ENGINE in app:
+            await app[YJS_ENGINE].close()
         if DOCUMENTS in app:
             for doc in list(app[DOCUMENTS].docs.values()):
                 doc.close_all(_going_away)
@@ -212,7 +218,25 @@ def mount(app: web.Application, settings: Settings, node_id: str, registry: Coll
     app.cleanup_ctx.append(documents)
     app.on_shutdown.append(disconnect_editors)
     hold = HoldLimits(max_bytes=settings.collab_held_max_bytes, timeout_s=settings.collab_held_timeout_s)
-    if settings.yjs_takeover:
+    if settings.yjs_engine == "c" or (settings.yjs_engine == "auto" and settings.yjs_takeover and engine_available()):
+        engine = EngineSockets(
+            settings.ws_max_buffer, settings.collab_max_message_bytes, settings.ws_max_fragments, HEARTBEAT_S
+        )
+        app[YJS_ENGINE] = engine
+        handler = make_engine_handler(lambda a: a[DOCUMENTS], engine, hold)
+        fast = Gauge(
+            "studyhall_yjs_engine_fast_updates",
+            "Updates the compiled /yjs engine checked and forwarded itself since the node started",
+            registry=registry,
+        )
+        fast.set_function(lambda: engine.engine.stats()["fast_updates"])
+        slow = Gauge(
+            "studyhall_yjs_engine_python_messages",
+            "/yjs messages the compiled engine handed to Python (sync, awareness, other updates) since it started",
+            registry=registry,
+        )
+        slow.set_function(lambda: engine.engine.stats()["slow_messages"])
+    elif settings.yjs_takeover:
         sockets = BinarySockets(
             settings.ws_max_buffer, settings.collab_max_message_bytes, settings.ws_max_fragments, HEARTBEAT_S
         )
@@ -224,7 +248,7 @@ def mount(app: web.Application, settings: Settings, node_id: str, registry: Coll
 
 
 def _going_away(peer: object) -> None:
-    if isinstance(peer, SocketPeer | TakeoverPeer):
+    if isinstance(peer, SocketPeer | TakeoverPeer | EnginePeer):
         peer.close(CLOSE_GOING_AWAY, "server shutting down")
 
 

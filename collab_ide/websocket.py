@@ -48,7 +48,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
@@ -84,7 +84,26 @@ _LEN64 = struct.Struct("!BBQ")
 _BINARY_FIN = 0x82
 
 
-async def recheck_peer(peer: SocketPeer | TakeoverPeer) -> None:
+class Connection(Protocol):
+    """What a :class:`Session` and :func:`recheck_peer` need of a connection (on aiohttp's websocket, the
+    takeover or the compiled engine)."""
+
+    core: Core
+    user: Principal
+    user_id: uuid.UUID
+    workspace_id: uuid.UUID
+    can_edit: bool
+    denied: bool
+    awareness_ids: set[int]
+
+    def send(self, frame: bytes) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+    async def recheck(self) -> None: ...
+
+
+async def recheck_peer(peer: Connection) -> None:
     """Read a connection's account and access again (never the ones it started with)."""
     user = await current_principal(peer.core, peer.user_id)
     if user is None:
@@ -209,7 +228,7 @@ class Session:
     def __init__(
         self,
         doc: SharedDocument,
-        peer: SocketPeer | TakeoverPeer,
+        peer: Connection,
         docs: DocumentManager,
         hold: HoldLimits = HoldLimits(),
     ):

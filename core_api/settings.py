@@ -842,6 +842,15 @@ class Settings(BaseSettings):
         "STUDYHALL_COLLAB_MAX_MESSAGE_BYTES; the takeover also STUDYHALL_WS_MAX_BUFFER and "
         "STUDYHALL_WS_MAX_FRAGMENTS.",
     )
+    yjs_engine: Literal["auto", "c", "python"] = Field(
+        "auto",
+        description="What reads and forwards /yjs messages. c: the compiled engine (collab_ide/_engine.c, built by "
+        "scripts/setup) reads, checks and forwards keystrokes on a thread of its own and hands Python the rest in "
+        "order: less than half the y-websocket server's CPU per edit (bench/RESULTS.md). python: every message "
+        "on the event loop (the takeover connections, or aiohttp's with STUDYHALL_YJS_TAKEOVER=false). auto: c "
+        "where it is built, else python. Same protocol, limits and close codes on both; TLS connections (when "
+        "studyhall terminates TLS itself) stay on the Python path.",
+    )
     collab_max_message_bytes: int = Field(
         1024 * 1024,
         ge=1024,

@@ -150,6 +150,8 @@ def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     if settings.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         return _fail("STUDYHALL_EVENT_LOOP=uvloop, but uvloop is not installed (pip install uvloop; or use auto)")
+    if settings.yjs_engine == "c" and importlib.util.find_spec("collab_ide._engine") is None:
+        return _fail("STUDYHALL_YJS_ENGINE=c, but the compiled engine is not built (run scripts/setup; or use python)")
     host = settings.host if args.host is None else args.host
     port = settings.port if args.port is None else args.port
     try:

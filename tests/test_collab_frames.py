@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Map, Text
 
-from collab_ide.handlers import DOCUMENTS, YJS_SOCKETS
+from collab_ide.handlers import DOCUMENTS, YJS_ENGINE, YJS_SOCKETS
 from collab_ide.protocol import Kind, decode, update_message
 from core_api.settings import Settings
 from realtime.app import create_app
@@ -207,7 +207,8 @@ async def test_shutdown_closes_every_editor_with_1001_and_they_leave_their_docum
         assert app is not None
         doc = app[DOCUMENTS].docs[uuid.UUID(wid)]
         assert len(doc.peers) == 2
-        await app[YJS_SOCKETS].hang_up()  # what the app's shutdown does first
+        sockets = app[YJS_ENGINE] if YJS_ENGINE in app else app[YJS_SOCKETS]
+        await sockets.hang_up()  # what the app's shutdown does first
         for e in editors:
             code, reason = await e.wait_closed()
             assert code == 1001, (code, reason)
@@ -220,7 +221,7 @@ async def test_shutdown_closes_every_editor_with_1001_and_they_leave_their_docum
 async def test_with_the_takeover_off_editors_still_converge_on_aiohttps_websocket(
     aiohttp_client: Any, database_url: str, tmp_path: Any
 ) -> None:
-    settings = make_settings(database_url, tmp_path, yjs_takeover=False)
+    settings = make_settings(database_url, tmp_path, yjs_takeover=False, yjs_engine="python")
     app = create_app(settings)
     assert YJS_SOCKETS not in app
     api = ApiClient(await aiohttp_client(app))
