@@ -276,7 +276,13 @@ static int fast_check(const unsigned char *u, size_t n, const svmap_t *known, ui
 /* ------------------------------------------------------------------------------------------------ */
 /* rooms, connections and what waits for Python                                                     */
 
-enum { C_OPEN = 0, C_CLOSING = 1, C_FLUSH_CLOSE = 2, C_DEAD = 3 };
+enum { C_OPEN = 0, C_CLOSING = 1, C_FLUSH_CLOSE = 2, C_LINGER = 3, C_DEAD = 4 };
+/* C_CLOSING: our close frame sent, waiting for the client's; C_FLUSH_CLOSE: the last frames are being
+ * written; C_LINGER: written and the write side shut down, what the client still sends is read and dropped
+ * until it closes too (or LINGER_S passed). Closing at once instead would answer any byte still unread, or
+ * still to come, with a reset, and a reset makes the client's kernel drop what it had not yet read: the
+ * close frame, and the reason with it. */
+#define LINGER_S 2.0
 enum { ITEM_MESSAGE = 1, ITEM_CLOSED = 2, ITEM_ASIDE = 3 };
 /* ITEM_MESSAGE: a sync message, kept in order with the workspace's updates (the room waits for Python);
  * ITEM_ASIDE: awareness and anything else that is not part of the document (handled in order per connection,
@@ -442,6 +448,7 @@ static void notify_python(Engine *e) {
 /* --- writing ------------------------------------------------------------------------------------- */
 
 static void conn_kill(Engine *e, conn_t *c);
+static void begin_linger(Engine *e, conn_t *c);
 
 static void set_events(Engine *e, conn_t *c) {
     struct epoll_event ev = {.events = (c->paused ? 0 : EPOLLIN) | (c->out_armed ? EPOLLOUT : 0), .data.ptr = c};
@@ -482,7 +489,7 @@ static void conn_flush(Engine *e, conn_t *c) {
     c->out.off = c->out.len = 0;
     if (c->out.cap > 4096) buf_free(&c->out); /* a burst's buffer is not kept */
     arm_out(e, c, 0);
-    if (c->state == C_FLUSH_CLOSE) conn_kill(e, c);
+    if (c->state == C_FLUSH_CLOSE) begin_linger(e, c);
 }
 
 static void mark_dirty(Engine *e, conn_t *c) {
@@ -573,7 +580,7 @@ static void room_drop_conn(room_t *r, conn_t *c) {
 /* the connection ends: its descriptor is closed, Python is told, the memory goes at the batch's end */
 static void conn_kill(Engine *e, conn_t *c) {
     if (c->state == C_DEAD) return;
-    if (c->state == C_CLOSING && e->nclosing) e->nclosing--;
+    if ((c->state == C_CLOSING || c->state == C_LINGER) && e->nclosing) e->nclosing--;
     c->state = C_DEAD;
     epoll_ctl(e->ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
@@ -596,6 +603,21 @@ static void conn_kill(Engine *e, conn_t *c) {
         e->capdead = cap;
     }
     e->dead[e->ndead++] = c;
+}
+
+static void begin_linger(Engine *e, conn_t *c) {
+    if (shutdown(c->fd, SHUT_WR) < 0) {
+        conn_kill(e, c);
+        return;
+    }
+    c->state = C_LINGER;
+    c->deadline = now_s() + LINGER_S;
+    e->nclosing++;
+    set_paused(e, c, 0); /* read (and drop) until the client closes */
+    if (!c->reported) { /* the websocket is over: Python lets it go now */
+        c->reported = 1;
+        queue_item(e, ITEM_CLOSED, c, NULL, 0);
+    }
 }
 
 static void free_dead(Engine *e) {
@@ -682,7 +704,7 @@ static int valid_close_code(int code) {
 /* frames in c->in; returns when it needs more bytes or the connection ended */
 static void parse(Engine *e, conn_t *c) {
     for (;;) {
-        if (c->state == C_DEAD || c->state == C_FLUSH_CLOSE) return;
+        if (c->state == C_DEAD || c->state == C_FLUSH_CLOSE || c->state == C_LINGER) return;
         unsigned char *p = c->in.p + c->in.off;
         size_t avail = buf_size(&c->in);
         if (c->skip) {
@@ -737,7 +759,9 @@ static void parse(Engine *e, conn_t *c) {
         c->in.off += hl + 4 + (size_t)len;
         e->frames_in++;
         if (c->state == C_CLOSING) { /* the client's answer to our close */
-            conn_kill(e, c);
+            if (e->nclosing) e->nclosing--;
+            c->state = C_FLUSH_CLOSE;
+            conn_flush(e, c);
             return;
         }
         switch (op) {
@@ -808,6 +832,11 @@ static void parse(Engine *e, conn_t *c) {
 static void conn_read(Engine *e, conn_t *c) {
     static unsigned char rbuf[READ_BUFFER]; /* (only the engine's thread reads) */
     if (c->state == C_DEAD || c->state == C_FLUSH_CLOSE) return;
+    if (c->state == C_LINGER) { /* dropped; the client's end (or an error) ends it */
+        ssize_t n = recv(c->fd, rbuf, sizeof rbuf, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) conn_kill(e, c);
+        return;
+    }
     if (buf_size(&c->in)) { /* a frame began in an earlier read: read on behind it */
         if (buf_reserve(&c->in, 16384) < 0) return conn_kill(e, c);
         ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, MSG_DONTWAIT);
@@ -842,7 +871,7 @@ static void check_deadlines(Engine *e) {
     e->next_deadline_check = t + 0.1;
     for (uint32_t i = 0; i < e->conns.top; i++) {
         conn_t *c = e->conns.slots[i];
-        if (c && c->state == C_CLOSING && c->deadline <= t) conn_kill(e, c);
+        if (c && (c->state == C_CLOSING || c->state == C_LINGER) && c->deadline <= t) conn_kill(e, c);
     }
 }
 

@@ -55,7 +55,6 @@ from collab_ide.document import SharedDocument
 from collab_ide.documents import DocumentManager
 from collab_ide.websocket import (
     CLOSE_GOING_AWAY,
-    CLOSE_INTERNAL,
     HoldLimits,
     Opened,
     Session,
@@ -150,13 +149,7 @@ class EnginePeer:
         session = self.session
         if session is None:
             return
-        try:
-            refused = session.handle(data)
-        except BaseException as exc:  # pycrdt's Rust panics are BaseExceptions: one client must not take the node
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
-                raise
-            log.exception("yjs connection to %s failed", self.workspace_id)
-            refused = CLOSE_INTERNAL, "internal error; it has been logged"
+        refused = session.receive(data)
         if refused is not None:
             self.close(*refused)
         elif bool(session.held) != self._held:
@@ -165,8 +158,7 @@ class EnginePeer:
     def connection_closed(self) -> None:
         session, self.session = self.session, None
         if session is not None:
-            session.end()
-            self.manager.detach(session.doc, self)
+            session.leave()
 
 
 class EngineSockets:

@@ -258,6 +258,22 @@ class Session:
             return CLOSE_TOO_LARGE, str(exc)
         return None
 
+    def receive(self, frame: bytes) -> tuple[int, str] | None:
+        r""":meth:`handle`, with an unexpected failure logged and answered with 1011 rather than taking the
+        node (pycrdt's Rust panics are ``BaseException``\ s)."""
+        try:
+            return self.handle(frame)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            log.exception("yjs connection to %s failed", self.doc.workspace_id)
+            return CLOSE_INTERNAL, "internal error; it has been logged"
+
+    def leave(self) -> None:
+        """The connection ended: it stops holding updates and leaves its document."""
+        self.end()
+        self.docs.detach(self.doc, self.peer)
+
     def end(self) -> None:
         if self._held_timer is not None:
             self._held_timer.cancel()
@@ -477,21 +493,14 @@ class TakeoverPeer(BinaryWebSocket):
         session = self.session
         if session is None:
             return
-        try:
-            refused = session.handle(data)
-        except BaseException as exc:  # pycrdt's Rust panics are BaseExceptions: one client must not take the node
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
-                raise
-            log.exception("yjs connection to %s failed", self.workspace_id)
-            refused = CLOSE_INTERNAL, "internal error; it has been logged"
+        refused = session.receive(data)
         if refused is not None:
             self.close(*refused)
 
     def connection_closed(self) -> None:
         session, self.session = self.session, None
         if session is not None:
-            session.end()
-            self.manager.detach(session.doc, self)
+            session.leave()
 
 
 def make_takeover_handler(

@@ -18,8 +18,6 @@ the engine, and ``scripts/test`` runs them again on the Python path (``STUDYHALL
 from __future__ import annotations
 
 import asyncio
-import gzip
-import json
 import random
 import uuid
 from typing import Any
@@ -35,7 +33,7 @@ from core_api.context import CORE
 from realtime.app import create_app
 from tests.conftest import ApiClient, make_settings
 from tests.test_collab_limits import base_of, stored_files, workspace
-from tests.test_collab_pending import TRACES, files_of_doc, local_updates, random_history
+from tests.test_collab_pending import files_of_doc, shuffled_histories, typed_traces
 from tests.yclient import YClient
 
 var = protocol.write_var_uint
@@ -99,19 +97,14 @@ def test_the_engines_check_takes_only_what_the_python_check_accepts_in_any_order
     each update and a few mutations of it checked by both against the document as it is."""
     rng = random.Random(7)
     tally = Tally()
-    for round_ in range(40):
-        ids = [rng.randrange(1, 2**53) if round_ % 2 else rng.randrange(1, 2**32) for _ in range(3)]
-        log = random_history(rng, ids)
-        for _ in range(6):
-            doc: Doc[Any] = Doc()
-            doc.get("files", type=Map)
-            known: dict[int, int] = {}
-            for update in rng.sample(log, rng.randint(1, len(log))):
-                for mutated in mutations(rng, update, 3):
-                    tally.compare(mutated, known, doc)
-                if tally.compare(update, known, doc):
-                    doc.apply_update(update)
-                    known = decode_state_vector(doc.get_state())
+    for doc, updates in shuffled_histories(rng, 40, 6):
+        known: dict[int, int] = {}
+        for update in updates:
+            for mutated in mutations(rng, update, 3):
+                tally.compare(mutated, known, doc)
+            if tally.compare(update, known, doc):
+                doc.apply_update(update)
+                known = decode_state_vector(doc.get_state())
     assert tally.fast > 800 and tally.python_only > 800 and tally.both_refused > 10_000, vars(tally)
 
 
@@ -120,28 +113,13 @@ def test_the_engine_takes_nearly_every_keystroke_of_the_real_traces_and_their_un
     edits with accents and CJK (UTF-8 longer than UTF-16), and mutations of every 25th update. (Emoji,
     two UTF-16 units each, are typed in the test through a server below and in the unit test after it.)"""
     rng = random.Random(3)
-    paths = sorted(TRACES.glob("*.json.gz"))
-    assert paths, f"no traces in {TRACES}"
-    for path in paths:
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            trace = json.load(fh)
-        if trace.get("kind") == "concurrent":
-            continue
-        source: Doc[Any] = Doc()
-        updates = local_updates(source)
-        files = source.get("files", type=Map)
-        files["f"] = Text(trace["startContent"])
-        text = files["f"]
-        for i, txn in enumerate(trace["txns"][:1500]):
-            with source.transaction():
-                for pos, delete, insert in txn["patches"]:
-                    if delete:
-                        del text[pos : pos + delete]
-                    if insert:
-                        text.insert(pos, insert)
-            if i % 50 == 0:  # (no emoji here: after a surrogate pair pycrdt 0.14 writes items no Yrs integrates)
-                with source.transaction():
-                    text.insert(rng.randrange(len(text) + 1), rng.choice(["é", "日本語", "aéb", "ß\n"]))
+
+    def accents(i: int, text: Text) -> None:
+        if i % 50 == 0:  # (no emoji here: after a surrogate pair pycrdt 0.14 writes items no Yrs integrates)
+            with text.doc.transaction():
+                text.insert(rng.randrange(len(text) + 1), rng.choice(["é", "日本語", "aéb", "ß\n"]))
+
+    for name, updates, _ in typed_traces(1500, accents):
         tally = Tally()
         target: Doc[Any] = Doc()
         known: dict[int, int] = {}
@@ -149,10 +127,10 @@ def test_the_engine_takes_nearly_every_keystroke_of_the_real_traces_and_their_un
             if i % 25 == 0:
                 for mutated in mutations(rng, update, 8):
                     tally.compare(mutated, known, target)
-            assert tally.compare(update, known, None), (path.name, i)
+            assert tally.compare(update, known, None), (name, i)
             target.apply_update(update)
             known = decode_state_vector(target.get_state())
-        assert tally.fast >= 0.95 * len(updates), (path.name, vars(tally), len(updates))
+        assert tally.fast >= 0.95 * len(updates), (name, vars(tally), len(updates))
 
 
 def test_malformed_text_and_out_of_range_numbers_are_left_to_python() -> None:

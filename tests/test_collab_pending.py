@@ -18,7 +18,7 @@ import random
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,67 +101,86 @@ def random_history(rng: random.Random, clients: list[int]) -> list[bytes]:
     return log
 
 
+def shuffled_histories(rng: random.Random, rounds: int, orders: int) -> Iterator[tuple[Doc[Any], list[bytes]]]:
+    """``rounds`` random histories of three editors (32- and 53-bit client ids in turn), each given ``orders``
+    times as a random subset in a random order, with an empty document to apply them to."""
+    for round_ in range(rounds):
+        ids = [rng.randrange(1, 2**53) if round_ % 2 else rng.randrange(1, 2**32) for _ in range(3)]
+        log = random_history(rng, ids)
+        for _ in range(orders):
+            doc: Doc[Any] = Doc()
+            doc.get("files", type=Map)
+            yield doc, rng.sample(log, rng.randint(1, len(log)))
+
+
 def test_the_check_accepts_exactly_what_the_crdt_integrates_whole() -> None:
     """Random subsets of random histories, in random orders: an accepted update is integrated whole
     (the state vector becomes what the check said); a refused one would have left something pending."""
     rng = random.Random(12)
     accepted = refused = 0
-    for round_ in range(25):
-        ids = [rng.randrange(1, 2**53) if round_ % 2 else rng.randrange(1, 2**32) for _ in range(3)]
-        log = random_history(rng, ids)
-        for _ in range(8):
-            doc: Doc[Any] = Doc()
-            doc.get("files", type=Map)
-            known: dict[int, int] = {}
-            for update in rng.sample(log, rng.randint(1, len(log))):
-                shape = decode(update)
-                try:
-                    after = check(update, known)
-                except MissingDependencies:
-                    refused += 1
-                    probe: Doc[Any] = Doc()
-                    probe.apply_update(doc.get_update())
-                    probe.apply_update(update)
-                    state = decode_state_vector(probe.get_state())
-                    ends = {c: b[-1][0] + b[-1][1] for c, b in shape.clients if b}
-                    pending_structs = any(state.get(c, 0) < end for c, end in ends.items())
-                    pending_deletes = any(k + n > state.get(c, 0) for c, k, n in shape.deletes if n)
-                    already_had = all(k + n <= known.get(c, 0) for c, b in shape.clients for k, n, _, _ in b)
-                    assert pending_structs or pending_deletes or already_had, (shape, known)
-                    continue
-                accepted += 1
-                doc.apply_update(update)
-                known = decode_state_vector(doc.get_state())
-                assert all(known.get(c, 0) == clock for c, clock in after.items()), (shape, after, known)
+    for doc, updates in shuffled_histories(rng, 25, 8):
+        known: dict[int, int] = {}
+        for update in updates:
+            shape = decode(update)
+            try:
+                after = check(update, known)
+            except MissingDependencies:
+                refused += 1
+                probe: Doc[Any] = Doc()
+                probe.apply_update(doc.get_update())
+                probe.apply_update(update)
+                state = decode_state_vector(probe.get_state())
+                ends = {c: b[-1][0] + b[-1][1] for c, b in shape.clients if b}
+                pending_structs = any(state.get(c, 0) < end for c, end in ends.items())
+                pending_deletes = any(k + n > state.get(c, 0) for c, k, n in shape.deletes if n)
+                already_had = all(k + n <= known.get(c, 0) for c, b in shape.clients for k, n, _, _ in b)
+                assert pending_structs or pending_deletes or already_had, (shape, known)
+                continue
+            accepted += 1
+            doc.apply_update(update)
+            known = decode_state_vector(doc.get_state())
+            assert all(known.get(c, 0) == clock for c, clock in after.items()), (shape, after, known)
     assert accepted > 1000 and refused > 1000
 
 
-def test_every_update_of_the_real_editing_traces_passes_the_check() -> None:
+def typed_traces(
+    edits: int, between: Callable[[int, Text], None] | None = None
+) -> Iterator[tuple[str, list[bytes], Text]]:
+    """Each sequential trace in ``tests/data`` typed by one editor, one transaction per edit (the first
+    ``edits``): its name, the updates its client sent and the text; ``between(i, text)`` runs after edit
+    ``i``. (The concurrent trace is replayed with one document per agent by bench/yjs_check.py.)"""
     paths = sorted(TRACES.glob("*.json.gz"))
     assert paths, f"no traces in {TRACES}"
     for path in paths:
         with gzip.open(path, "rt", encoding="utf-8") as fh:
             trace = json.load(fh)
         if trace.get("kind") == "concurrent":
-            continue  # bench/yjs_check.py replays it with one document per agent
+            continue
         source: Doc[Any] = Doc()
         updates = local_updates(source)
         source_files = source.get("files", type=Map)
         source_files["f"] = Text(trace["startContent"])
         text = source_files["f"]
-        for txn in trace["txns"][:4000]:
+        for i, txn in enumerate(trace["txns"][:edits]):
             with source.transaction():
                 for pos, delete, insert in txn["patches"]:
                     if delete:
                         del text[pos : pos + delete]
                     if insert:
                         text.insert(pos, insert)
+            if between is not None:
+                between(i, text)
+        yield path.name, updates, text
+
+
+def test_every_update_of_the_real_editing_traces_passes_the_check() -> None:
+    for name, updates, text in typed_traces(4000):
         target: Doc[Any] = Doc()
         known: dict[int, int] = {}
         for update in updates:
             known.update(check(update, known))
             target.apply_update(update)
-        assert known == decode_state_vector(target.get_state()), path.name
+        assert known == decode_state_vector(target.get_state()), name
         assert str(target.get("files", type=Map)["f"]) == str(text)
 
 
