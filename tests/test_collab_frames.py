@@ -11,6 +11,7 @@ and reads what the server answers.
 from __future__ import annotations
 
 import asyncio
+import random
 import struct
 import uuid
 from typing import Any
@@ -264,3 +265,70 @@ async def test_frames_cut_anywhere_across_reads_arrive_whole(api: ApiClient) -> 
         sock.close()
     finally:
         await watcher.close()
+
+
+def garbage(rng: random.Random) -> bytes:
+    """What a broken or hostile client might send: frames with random headers (opcodes, RSV bits, FIN,
+    masking, 7/16/64-bit lengths that lie, control frames too long or fragmented), y-websocket messages
+    with random bodies, cut-off frames, and plain noise."""
+    out = bytearray()
+    for _ in range(rng.randint(1, 6)):
+        kind = rng.randrange(5)
+        body = rng.randbytes(rng.choice([0, 1, 3, 20, 125, 126, 300, 9000]))
+        if kind == 0:  # noise
+            out += rng.randbytes(rng.randint(1, 40))
+        elif kind == 1:  # a frame whose header says anything
+            b0 = rng.randrange(256)
+            length = rng.choice([len(body), rng.randrange(2**16), rng.randrange(2**63), 126, 127])
+            mask = rng.random() < 0.9
+            if length < 126:
+                out += bytes((b0, length | (0x80 if mask else 0)))
+            elif length < 65536:
+                out += bytes((b0, 126 | (0x80 if mask else 0))) + struct.pack("!H", length)
+            else:
+                out += bytes((b0, 127 | (0x80 if mask else 0))) + struct.pack("!Q", length)
+            out += (rng.randbytes(4) if mask else b"") + body
+        elif kind == 2:  # a well-framed message of a y-websocket type with a random body
+            out += frame(BINARY, bytes([rng.randrange(4), rng.randrange(4)]) + body[:200])
+        elif kind == 3:  # a fragment, maybe never finished
+            out += frame(rng.choice([BINARY, CONT, TEXT, PING]), body[:500], fin=rng.random() < 0.5)
+        else:  # a frame cut short
+            out += frame(BINARY, body)[: rng.randint(1, 12)]
+    return bytes(out)
+
+
+async def test_random_bytes_on_the_wire_end_only_their_own_connections(api: ApiClient) -> None:
+    """300 connections send garbage (on the compiled engine, the default, its frame parser is C): each ends
+    or stays as the protocol says, the node keeps serving, and an editor who was there all along still
+    gets a document that converges with a newcomer's."""
+    rng = random.Random(11)
+    alice, wid = await workspace(api)
+    editor = YClient()
+    newcomer = YClient()
+    try:
+        await editor.connect(base_of(api), wid, alice.token)
+        await editor.wait_synced()
+
+        async def one(seed: int) -> None:
+            sock = await RawYjs.open_yjs(port_of(api), wid, alice.token)
+            try:
+                sock.send(garbage(random.Random(seed)))
+                await asyncio.sleep(0.01)
+            finally:
+                sock.writer.close()
+
+        for _ in range(6):
+            await asyncio.gather(*(one(rng.randrange(2**32)) for _ in range(50)))
+        editor.files["after.txt"] = Text("still here")
+        await newcomer.connect(base_of(api), wid, alice.token)
+        await newcomer.wait_synced()
+        await newcomer.wait_until(lambda: newcomer.text("after.txt") == "still here")
+        doc = api.app[DOCUMENTS].docs[uuid.UUID(wid)]
+        for _ in range(200):  # the garbage connections have all left the document
+            if len(doc.peers) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(doc.peers) == 2
+    finally:
+        await editor.close()
+        await newcomer.close()
