@@ -38,8 +38,9 @@ from collab_ide.store import DocumentLog, files_of
 log = logging.getLogger(__name__)
 AWARENESS_TIMEOUT_S = 30.0
 RESYNC_INTERVAL_S = 1.0
-SCAN_INTERVAL_S = 1.0
 """At most this often per document, a node whose relayed updates wait for missing ones asks again."""
+SCAN_INTERVAL_S = 1.0
+"""At most this often the writer looks at every loaded document (stale awareness, gaps, idle compaction)."""
 
 
 def _malloc_trim() -> Callable[[], None]:
@@ -275,20 +276,10 @@ class DocumentManager:
                 now = self.clock()
                 if now - scanned >= scan_every:
                     scanned = now
-                    due = list(self.docs.values())
+                    await self._look_after(list(self.docs.values()), now, everything=True)
                 else:
-                    due = written
-                for doc in due:
-                    if self.docs.get(doc.workspace_id) is not doc:
-                        continue
-                    if due is not written:
-                        doc.forget_stale_awareness(now - AWARENESS_TIMEOUT_S)
-                        if doc.awaited:
-                            self._resync(doc, now)
-                    logged = doc.logged + self.log_rows_at_load.get(doc.workspace_id, 0)
-                    idle = doc.unsaved and now - doc.last_change >= self.tuning.compact_idle_s
-                    if logged >= self.tuning.compact_after_updates or idle:
-                        await self.compact(doc)
+                    await self._look_after(written, now, everything=False)
+                del written  # (a document unloaded below must not be held here while the heap is trimmed)
                 unloaded = self.unloads
                 for workspace_id, at in list(self._unload_at.items()):
                     if now >= at:
@@ -300,6 +291,21 @@ class DocumentManager:
             except Exception:
                 log.exception("document writer failed; retrying")
                 await asyncio.sleep(min(1.0, self.tuning.flush_interval_s * 10))
+
+    async def _look_after(self, docs: list[SharedDocument], now: float, everything: bool) -> None:
+        """Compact those of ``docs`` that are due; with ``everything``, also drop stale awareness and ask
+        other nodes for what relayed updates wait for."""
+        for doc in docs:
+            if self.docs.get(doc.workspace_id) is not doc:
+                continue
+            if everything:
+                doc.forget_stale_awareness(now - AWARENESS_TIMEOUT_S)
+                if doc.awaited:
+                    self._resync(doc, now)
+            logged = doc.logged + self.log_rows_at_load.get(doc.workspace_id, 0)
+            idle = doc.unsaved and now - doc.last_change >= self.tuning.compact_idle_s
+            if logged >= self.tuning.compact_after_updates or idle:
+                await self.compact(doc)
 
     async def flush(self) -> list[SharedDocument]:
         """Append every document's waiting updates to the log: one row per document, one statement; the
