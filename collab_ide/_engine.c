@@ -12,8 +12,13 @@
  *     _one_insert / _one_deletion check it, written to every other connection of the room, and queued for
  *     Python (which applies it to the pycrdt document and appends it to the log) without the GIL;
  *   - everything else (sync, awareness, queries, other update shapes, updates from read-only
- *     connections): queued for Python as it came, and the room stays on that slow path, in order, until
- *     Python says it has handled them (settle): Python's handling decides, forwards and closes as before.
+ *     connections): queued for Python as it came. After a sync message the room stays on that slow path,
+ *     in order, until Python says it has handled it (settle); awareness does not hold the room (cursors are
+ *     not part of the document). Python's handling decides, forwards and closes as before.
+ *
+ * A connection with too much waiting for Python is not read until it is handled (QUEUED_MAX), and a room
+ * with too many forwarded updates waiting (FAST_PENDING_MAX) sends the rest through Python: one client's
+ * flood stays bounded. A connection ends gracefully (C_LINGER) unless it is aborted.
  *
  * Python is woken through an eventfd when something is queued; drain() hands over what waits. One mutex
  * guards everything here; the thread never takes the GIL, Python never holds the mutex while it builds

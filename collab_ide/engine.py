@@ -22,10 +22,11 @@ enter Python on the common path:
   (:meth:`Engine.drain`, woken through an eventfd): applied to the pycrdt document in one transaction per
   workspace, relayed to other nodes, queued for the Postgres log (:meth:`SharedDocument.apply_fast`).
 - Everything else (sync steps, awareness, queries, other update shapes, a read-only connection's updates,
-  a connection holding updates that wait for their dependencies) goes to Python as it came, and the
-  workspace stays on that path, in order, until Python has handled it and renewed the engine's copy of the
-  state vector and sizes (``settle``): the :class:`~collab_ide.websocket.Session` decides, forwards and
-  closes exactly as on the Python path, through :class:`EnginePeer`.
+  a connection holding updates that wait for their dependencies) goes to Python as it came. After a sync
+  message the workspace stays on that path, in order, until Python has handled it and renewed the engine's
+  copy of the state vector and sizes (``settle``); awareness does not hold it (cursors are not part of the
+  document). The :class:`~collab_ide.websocket.Session` decides, forwards and closes exactly as on the
+  Python path, through :class:`EnginePeer`.
 
 Order is kept per workspace: the fast path forwards only while nothing of the workspace waits for Python,
 and Python applies the drained updates before it handles the messages that came after them, so a sync
