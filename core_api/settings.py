@@ -848,8 +848,8 @@ class Settings(BaseSettings):
         "scripts/setup) reads, checks and forwards keystrokes on a thread of its own and hands Python the rest in "
         "order: less than half the y-websocket server's CPU per edit (bench/RESULTS.md). python: every message "
         "on the event loop (the takeover connections, or aiohttp's with STUDYHALL_YJS_TAKEOVER=false). auto: c "
-        "where it is built, else python. Same protocol, limits and close codes on both; TLS connections (when "
-        "studyhall terminates TLS itself) stay on the Python path.",
+        "where it is built and STUDYHALL_YJS_TAKEOVER is not false, else python. Same protocol, limits and close "
+        "codes on both; TLS connections (when studyhall terminates TLS itself) stay on the Python path.",
     )
     collab_max_message_bytes: int = Field(
         1024 * 1024,
