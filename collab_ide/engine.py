@@ -86,10 +86,6 @@ def compiled() -> Any:
     return _engine
 
 
-def _frame(payload: bytes) -> bytes:
-    return ws_frame(payload, 0x2)
-
-
 class _Let(asyncio.Protocol):
     """What aiohttp's transport talks to once the engine has the connection: nothing."""
 
@@ -141,7 +137,7 @@ class EnginePeer:
 
     def close(self, code: int, reason: str) -> None:
         if self.conn is not None:
-            self.sockets.engine.close(self.conn, code, reason.encode()[:120].decode(errors="ignore"))
+            self.sockets.engine.close(self.conn, code, reason)  # (cut to 123 bytes, whole characters, in C)
 
     async def recheck(self) -> None:
         await recheck_peer(self)
@@ -183,11 +179,6 @@ class EngineSockets:
         self._pinger: asyncio.Task[None] | None = None
         self.emptied: asyncio.Event | None = None
         self.manager: DocumentManager | None = None
-        self.fast_batches = 0
-
-    @property
-    def slow_consumers_cut(self) -> int:
-        return int(self.engine.stats()["slow_consumers_cut"]) + self.fallback.slow_consumers_cut
 
     def start(self) -> None:
         if self._loop is not None:
@@ -253,8 +244,6 @@ class EngineSockets:
                 log.exception("could not take the engine's updates to %s", doc.workspace_id)
             if manager is not None:
                 manager.updated(doc)
-        if fast:
-            self.fast_batches += 1
         if not items:
             return
         done: dict[int, int] = {}
@@ -325,7 +314,8 @@ class EngineSockets:
             peer.connection_closed()
             raise
         try:  # (from here the engine owns the descriptor, and closes it whatever happens)
-            conn = int(self.engine.add_conn(fd, room, opened.can_edit, preface + b"".join(map(_frame, early)), tail))
+            greeting = b"".join(ws_frame(f, 0x2) for f in early)
+            conn = int(self.engine.add_conn(fd, room, opened.can_edit, preface + greeting, tail))
         except (OSError, MemoryError, KeyError):
             log.exception("the /yjs engine could not take a connection")
             peer.connection_closed()
